@@ -1,0 +1,465 @@
+//! The conformance suite that every [`Loglet`] implementation must pass, exercised through
+//! a [`LogBook`] (feature `test-util`).
+//!
+//! Run it for an implementation with [`loglet_conformance_tests!`](crate::loglet_conformance_tests),
+//! giving a function that returns a fresh, empty loglet:
+//!
+//! ```text
+//! fn fresh() -> comb_log::conformance::Fresh { /* ... */ }
+//! mod memory { comb_log::loglet_conformance_tests!(super::fresh); }
+//! ```
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::testkit::ControlledLoglet;
+use crate::{ANY_TAG, Entry, Error, LogBook, LogOptions, Loglet, Lsn, Record};
+
+/// A fresh, empty loglet, and whatever must live as long as it (a temporary directory).
+pub struct Fresh {
+    pub loglet: Arc<dyn Loglet>,
+    pub guard: Box<dyn Any + Send>,
+}
+
+impl std::fmt::Debug for Fresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fresh").field("state", &self.loglet.state()).finish_non_exhaustive()
+    }
+}
+
+/// A factory of fresh loglets. Called on a blocking thread.
+pub type Factory = fn() -> Fresh;
+
+/// Generates one `#[tokio::test]` per conformance case for the loglets of `$factory`.
+#[macro_export]
+macro_rules! loglet_conformance_tests {
+    ($factory:path) => {
+        $crate::loglet_conformance_tests!(@cases $factory;
+            appends_get_dense_lsns_from_one,
+            batches_are_contiguous_and_validated_whole,
+            payloads_and_tags_round_trip_exactly,
+            reads_by_tag_see_exactly_the_tagged_records,
+            read_next_edges,
+            read_prev_edges,
+            bounds_are_enforced_and_named,
+            full_queue_refuses_and_waiting_appends_commit_together,
+            concurrent_appenders_get_distinct_dense_lsns,
+            trim_discards_and_reads_below_fail,
+            seal_refuses_appends_and_keeps_reads,
+            subscribe_waits_for_new_appends,
+            subscribe_ends_at_seal_and_fails_below_trim,
+            failed_write_is_never_acknowledged,
+            close_refuses_everything_after);
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::conformance::$case($factory).await;
+            }
+        )*
+    };
+}
+
+/// Guards every wait of the suite: a hang fails the test instead of stalling it.
+const CASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(CASE_TIMEOUT, future).await.unwrap_or_else(|_| panic!("{what} did not finish within {CASE_TIMEOUT:?}"))
+}
+
+/// A log over a fresh loglet, wrapped so the case can hold or fail writes.
+struct Subject {
+    log: LogBook,
+    control: Arc<ControlledLoglet>,
+    _guard: Box<dyn Any + Send>,
+}
+
+async fn open(factory: Factory, options: LogOptions) -> Subject {
+    let fresh = tokio::task::spawn_blocking(factory).await.expect("the loglet factory panicked");
+    let state = fresh.loglet.state();
+    assert_eq!((state.tail, state.trim_point, state.sealed), (0, 1, false), "a fresh loglet must be empty");
+    let control = Arc::new(ControlledLoglet::new(fresh.loglet));
+    let log = LogBook::open_shared(Arc::clone(&control) as Arc<dyn Loglet>, options).expect("open the log");
+    Subject { log, control, _guard: fresh.guard }
+}
+
+async fn open_default(factory: Factory) -> Subject {
+    open(factory, LogOptions::default()).await
+}
+
+fn payload(lsn_hint: u64) -> Bytes {
+    Bytes::from(format!("record-{lsn_hint}"))
+}
+
+async fn all_records(log: &LogBook) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut from = log.trim_point();
+    loop {
+        let batch = log.read_range(ANY_TAG, from, usize::MAX).await.expect("read_range");
+        let Some(last) = batch.last() else { return out };
+        from = last.lsn + 1;
+        out.extend(batch);
+    }
+}
+
+/// Sequential appends get 1, 2, 3, ...; the tail follows; an empty log has tail 0.
+pub async fn appends_get_dense_lsns_from_one(factory: Factory) {
+    let s = open_default(factory).await;
+    assert_eq!(s.log.tail(), 0);
+    assert_eq!(s.log.read_next(ANY_TAG, 0).await.unwrap(), None);
+    for expected in 1..=50 {
+        let lsn = s.log.append(&[7], payload(expected)).await.unwrap();
+        assert_eq!(lsn, expected);
+        assert_eq!(s.log.tail(), expected);
+    }
+    let lsns: Vec<Lsn> = all_records(&s.log).await.iter().map(|r| r.lsn).collect();
+    assert_eq!(lsns, (1..=50).collect::<Vec<_>>());
+    assert_eq!(s.log.stats().records, 50);
+}
+
+/// A batch gets consecutive LSNs and its first is returned; an invalid entry anywhere in a
+/// batch refuses the whole batch.
+pub async fn batches_are_contiguous_and_validated_whole(factory: Factory) {
+    let s = open_default(factory).await;
+    s.log.append(&[1], "before").await.unwrap();
+    let entries: Vec<Entry> = (0..10).map(|i| Entry::new([1 + i % 3], payload(i))).collect();
+    let first = s.log.append_batch(entries.clone()).await.unwrap();
+    assert_eq!(first, 2);
+    assert_eq!(s.log.tail(), 11);
+    let records = s.log.read_range(ANY_TAG, 2, 100).await.unwrap();
+    assert_eq!(records.len(), 10);
+    for (i, (record, entry)) in records.iter().zip(&entries).enumerate() {
+        assert_eq!(record.lsn, 2 + i as Lsn);
+        assert_eq!((&record.tags, &record.payload), (&entry.tags, &entry.payload));
+    }
+    assert_eq!(s.log.append_batch(Vec::new()).await, Err(Error::EmptyBatch));
+    let bad = vec![Entry::new([1], "fine"), Entry::new([0], "reserved tag")];
+    assert_eq!(s.log.append_batch(bad).await, Err(Error::ReservedTag));
+    assert_eq!(s.log.tail(), 11, "a refused batch must leave nothing behind");
+}
+
+/// What goes in comes out: empty and binary payloads, many tags (sorted, deduplicated).
+pub async fn payloads_and_tags_round_trip_exactly(factory: Factory) {
+    let s = open_default(factory).await;
+    let binary: Bytes = (0..=255u8).cycle().take(70_000).collect::<Vec<u8>>().into();
+    let cases = vec![
+        Entry::new(Vec::new(), Bytes::new()),
+        Entry::new([u64::MAX, 3, 3, 1], binary.clone()),
+        Entry::new((1..=64).rev().collect::<Vec<_>>(), Bytes::from_static(b"\0\0zero\0")),
+    ];
+    for entry in &cases {
+        s.log.append(&entry.tags, entry.payload.clone()).await.unwrap();
+    }
+    let records = all_records(&s.log).await;
+    assert_eq!(records[0], Record { lsn: 1, tags: vec![], payload: Bytes::new() });
+    assert_eq!(records[1], Record { lsn: 2, tags: vec![1, 3, u64::MAX], payload: binary });
+    assert_eq!(records[2].tags, (1..=64).collect::<Vec<_>>());
+    assert_eq!(&records[2].payload[..], b"\0\0zero\0");
+}
+
+/// A read by tag returns the records that carry it and no other; tag 0 reads every record.
+pub async fn reads_by_tag_see_exactly_the_tagged_records(factory: Factory) {
+    let s = open_default(factory).await;
+    // LSN i carries tag 2 when i is even, tag 3 when i is a multiple of 3.
+    for i in 1..=30u64 {
+        let mut tags = Vec::new();
+        if i % 2 == 0 {
+            tags.push(2);
+        }
+        if i % 3 == 0 {
+            tags.push(3);
+        }
+        s.log.append(&tags, payload(i)).await.unwrap();
+    }
+    for tag in [2u64, 3] {
+        let lsns: Vec<Lsn> = s.log.read_range(tag, 1, usize::MAX).await.unwrap().iter().map(|r| r.lsn).collect();
+        assert_eq!(lsns, (1..=30).filter(|i| i % tag == 0).collect::<Vec<_>>(), "tag {tag}");
+    }
+    assert_eq!(s.log.read_range(ANY_TAG, 1, usize::MAX).await.unwrap().len(), 30);
+    assert!(s.log.read_range(99, 1, usize::MAX).await.unwrap().is_empty());
+    let limited: Vec<Lsn> = s.log.read_range(3, 4, 3).await.unwrap().iter().map(|r| r.lsn).collect();
+    assert_eq!(limited, vec![6, 9, 12]);
+}
+
+/// `read_next(tag, min)` at, before, between and beyond records.
+pub async fn read_next_edges(factory: Factory) {
+    let s = open_default(factory).await;
+    for (i, tag) in [5u64, 6, 5, 6, 6].into_iter().enumerate() {
+        s.log.append(&[tag], payload(i as u64 + 1)).await.unwrap();
+    }
+    let next = |tag, min| {
+        let log = s.log.clone();
+        async move { log.read_next(tag, min).await.unwrap().map(|r| r.lsn) }
+    };
+    assert_eq!(next(ANY_TAG, 0).await, Some(1));
+    assert_eq!(next(ANY_TAG, 3).await, Some(3));
+    assert_eq!(next(ANY_TAG, 5).await, Some(5));
+    assert_eq!(next(ANY_TAG, 6).await, None);
+    assert_eq!(next(ANY_TAG, u64::MAX).await, None);
+    assert_eq!(next(5, 1).await, Some(1));
+    assert_eq!(next(5, 2).await, Some(3));
+    assert_eq!(next(5, 4).await, None);
+    assert_eq!(next(6, 3).await, Some(4));
+    assert_eq!(next(7, 0).await, None);
+}
+
+/// `read_prev(tag, max)` at, after, between and before records.
+pub async fn read_prev_edges(factory: Factory) {
+    let s = open_default(factory).await;
+    assert_eq!(s.log.read_prev(ANY_TAG, u64::MAX).await.unwrap(), None, "empty log");
+    for (i, tag) in [5u64, 6, 5, 6, 6].into_iter().enumerate() {
+        s.log.append(&[tag], payload(i as u64 + 1)).await.unwrap();
+    }
+    let prev = |tag, max| {
+        let log = s.log.clone();
+        async move { log.read_prev(tag, max).await.unwrap().map(|r| r.lsn) }
+    };
+    assert_eq!(prev(ANY_TAG, u64::MAX).await, Some(5));
+    assert_eq!(prev(ANY_TAG, 5).await, Some(5));
+    assert_eq!(prev(ANY_TAG, 2).await, Some(2));
+    assert_eq!(prev(ANY_TAG, 0).await, None);
+    assert_eq!(prev(5, u64::MAX).await, Some(3));
+    assert_eq!(prev(5, 2).await, Some(1));
+    assert_eq!(prev(5, 1).await, Some(1));
+    assert_eq!(prev(6, 1).await, None);
+    assert_eq!(prev(6, 4).await, Some(4));
+    assert_eq!(prev(7, u64::MAX).await, None);
+    let record = s.log.read_prev(6, 3).await.unwrap().unwrap();
+    assert_eq!(record, Record { lsn: 2, tags: vec![6], payload: payload(2) });
+}
+
+/// Every bound refuses with an error naming the bound and appends nothing.
+pub async fn bounds_are_enforced_and_named(factory: Factory) {
+    let options = LogOptions { record_bytes_max: 100, tags_per_record_max: 3, batch_records_max: 4, batch_bytes_max: 250, ..LogOptions::default() };
+    let s = open(factory, options).await;
+    assert_eq!(s.log.append(&[1], vec![0u8; 100]).await, Ok(1), "a record of exactly the limit fits");
+    assert_eq!(s.log.append(&[1], vec![0u8; 101]).await, Err(Error::RecordTooLarge { size_bytes: 101, limit_bytes: 100 }));
+    assert_eq!(s.log.append(&[1, 2, 3, 4], "x").await, Err(Error::TooManyTags { count: 4, limit: 3 }));
+    assert_eq!(s.log.append(&[1, 1, 2, 2, 3, 3], "x").await, Ok(2), "duplicate tags count once");
+    let five: Vec<Entry> = (0..5).map(|_| Entry::new([1], "x")).collect();
+    assert_eq!(s.log.append_batch(five).await, Err(Error::BatchTooLarge { records: 5, bytes: 5, records_limit: 4, bytes_limit: 250 }));
+    let heavy: Vec<Entry> = (0..3).map(|_| Entry::new([1], vec![0u8; 100])).collect();
+    assert!(matches!(s.log.append_batch(heavy).await, Err(Error::BatchTooLarge { bytes: 300, .. })));
+    assert_eq!(s.log.tail(), 2);
+    let err = s.log.append(&[1], vec![0u8; 101]).await.unwrap_err();
+    assert!(err.to_string().contains("record-bytes-max"), "the message names the option: {err}");
+    assert!(!err.is_retryable());
+}
+
+/// With the writer busy, at most `queue-appends-max` appends wait; one more is refused at
+/// once (retryable). When the writer frees up, every waiting append is made durable by one
+/// group commit, in queue order.
+pub async fn full_queue_refuses_and_waiting_appends_commit_together(factory: Factory) {
+    let s = open(factory, LogOptions { queue_appends_max: 4, ..LogOptions::default() }).await;
+    s.control.hold();
+    let first = tokio::spawn({
+        let log = s.log.clone();
+        async move { log.append(&[1], "first").await }
+    });
+    let control = Arc::clone(&s.control);
+    within("the writer taking the first append", tokio::task::spawn_blocking(move || control.wait_until_held(1))).await.unwrap();
+
+    let mut waiting = Vec::new();
+    for i in 0..4u64 {
+        let mut append = Box::pin({
+            let log = s.log.clone();
+            async move { log.append(&[1], payload(i)).await }
+        });
+        assert!(futures::poll!(&mut append).is_pending(), "append {i} must wait behind the held one");
+        waiting.push(append);
+    }
+    let refused = s.log.append(&[1], "one too many").await.unwrap_err();
+    assert_eq!(refused, Error::QueueFull { limit: 4 });
+    assert!(refused.is_retryable());
+
+    s.control.release();
+    assert_eq!(within("the held append", first).await.unwrap(), Ok(1));
+    for (i, append) in waiting.into_iter().enumerate() {
+        assert_eq!(within("a waiting append", append).await, Ok(2 + i as Lsn));
+    }
+    let stats = s.log.stats();
+    assert_eq!((stats.appends, stats.records, stats.group_commits), (5, 5, 2), "the four waiting appends share one group commit");
+    assert_eq!(s.log.append(&[1], "after").await, Ok(6), "the queue accepts appends again");
+}
+
+/// Many appenders at once: every LSN distinct, together dense, each record the one its
+/// appender wrote, each appender's records in its own order.
+pub async fn concurrent_appenders_get_distinct_dense_lsns(factory: Factory) {
+    const APPENDERS: u64 = 16;
+    const EACH: u64 = 100;
+    let s = open_default(factory).await;
+    let tasks: Vec<_> = (0..APPENDERS)
+        .map(|a| {
+            let log = s.log.clone();
+            tokio::spawn(async move {
+                let mut lsns = Vec::new();
+                for i in 0..EACH {
+                    lsns.push(log.append(&[a + 1], format!("{a}/{i}")).await.unwrap());
+                }
+                lsns
+            })
+        })
+        .collect();
+    let mut written = std::collections::BTreeMap::new();
+    for (a, task) in tasks.into_iter().enumerate() {
+        let lsns = within("an appender", task).await.unwrap();
+        assert!(lsns.windows(2).all(|w| w[0] < w[1]), "appender {a}'s LSNs must follow its order");
+        for (i, lsn) in lsns.into_iter().enumerate() {
+            assert!(written.insert(lsn, (a as u64, i)).is_none(), "LSN {lsn} given twice");
+        }
+    }
+    let total = APPENDERS * EACH;
+    assert_eq!(written.keys().copied().collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    for record in all_records(&s.log).await {
+        let (a, i) = written[&record.lsn];
+        assert_eq!(record.payload, Bytes::from(format!("{a}/{i}")));
+        assert_eq!(record.tags, vec![a + 1]);
+    }
+    assert!(s.log.stats().group_commits <= total);
+}
+
+/// Trim discards below its point: reads there fail naming the trim point, reads at and
+/// above it work, tags no longer see trimmed records, appends continue densely.
+pub async fn trim_discards_and_reads_below_fail(factory: Factory) {
+    let s = open_default(factory).await;
+    for i in 1..=10 {
+        s.log.append(&[1 + i % 2], payload(i)).await.unwrap();
+    }
+    s.log.trim(1).await.unwrap();
+    assert_eq!(s.log.read_next(ANY_TAG, 0).await.unwrap().map(|r| r.lsn), Some(1), "trim(1) trims nothing");
+    s.log.trim(5).await.unwrap();
+    assert_eq!(s.log.trim_point(), 5);
+    assert_eq!(s.log.read_next(ANY_TAG, 3).await, Err(Error::Trimmed { lsn: 3, trim_point: 5 }));
+    assert_eq!(s.log.read_prev(ANY_TAG, 4).await, Err(Error::Trimmed { lsn: 4, trim_point: 5 }));
+    assert_eq!(s.log.read_next(ANY_TAG, 5).await.unwrap().map(|r| r.lsn), Some(5));
+    assert_eq!(s.log.read_prev(2, 6).await.unwrap().map(|r| r.lsn), Some(5), "tag 2 is on odd LSNs");
+    assert_eq!(s.log.read_prev(1, 5).await.unwrap(), None, "tag 1's record 4 is trimmed");
+    let tagged: Vec<Lsn> = s.log.read_range(1, 5, 100).await.unwrap().iter().map(|r| r.lsn).collect();
+    assert_eq!(tagged, vec![6, 8, 10]);
+    s.log.trim(3).await.unwrap();
+    assert_eq!(s.log.trim_point(), 5, "trimming below the trim point changes nothing");
+    assert_eq!(s.log.trim(12).await, Err(Error::TrimBeyondTail { upto: 12, tail: 10 }));
+    s.log.trim(11).await.unwrap();
+    assert!(s.log.read_range(ANY_TAG, 11, 10).await.unwrap().is_empty());
+    assert_eq!(s.log.append(&[1], "after trim").await, Ok(11));
+    assert_eq!(s.log.read_next(1, 11).await.unwrap().map(|r| r.payload), Some(Bytes::from_static(b"after trim")));
+}
+
+/// After a seal, appends fail with `Sealed` carrying the tail, reads still work, and sealing
+/// again returns the same tail.
+pub async fn seal_refuses_appends_and_keeps_reads(factory: Factory) {
+    let s = open_default(factory).await;
+    for i in 1..=3 {
+        s.log.append(&[1], payload(i)).await.unwrap();
+    }
+    assert_eq!(s.log.seal().await, Ok(3));
+    assert!(s.log.is_sealed());
+    assert_eq!(s.log.append(&[1], "late").await, Err(Error::Sealed { tail: 3 }));
+    assert_eq!(s.log.append_batch(vec![Entry::new([1], "late")]).await, Err(Error::Sealed { tail: 3 }));
+    assert_eq!(s.log.tail(), 3);
+    assert_eq!(s.log.read_prev(1, u64::MAX).await.unwrap().map(|r| r.payload), Some(payload(3)));
+    assert_eq!(s.log.seal().await, Ok(3), "sealing is idempotent");
+    s.log.trim(2).await.unwrap();
+    assert_eq!(s.log.trim_point(), 2, "a sealed log can still be trimmed");
+}
+
+/// A subscriber reads what exists, then waits, and wakes for records appended later; it
+/// skips records without its tag.
+pub async fn subscribe_waits_for_new_appends(factory: Factory) {
+    let s = open_default(factory).await;
+    s.log.append(&[1], "a").await.unwrap();
+    s.log.append(&[2], "b").await.unwrap();
+    let mut only_1 = s.log.subscribe(1, 1);
+    let mut all = s.log.subscribe(0, ANY_TAG);
+    assert_eq!(within("the first record", only_1.next()).await.unwrap().unwrap().lsn, 1);
+    let mut pending = only_1.next();
+    assert!(futures::poll!(&mut pending).is_pending(), "no record of tag 1 beyond LSN 1 yet");
+
+    // Appended by another task while the subscriber waits.
+    let writer = tokio::spawn({
+        let log = s.log.clone();
+        async move {
+            log.append(&[2], "c").await.unwrap();
+            log.append(&[1, 2], "d").await.unwrap();
+            for i in 5..=40 {
+                log.append(&[1 + i % 2], payload(i)).await.unwrap();
+            }
+        }
+    });
+    assert_eq!(within("a record appended later", pending).await.unwrap().unwrap().payload, Bytes::from_static(b"d"));
+    within("the writer task", writer).await.unwrap();
+    // From LSN 5 on, tag 1 is on the even LSNs.
+    let expected: Vec<Lsn> = (5..=40).filter(|i| i % 2 == 0).collect();
+    let mut lsns = Vec::new();
+    while lsns.len() < expected.len() {
+        let record = within("the next record of tag 1", only_1.next()).await.unwrap().unwrap();
+        assert!(record.has_tag(1), "record {} has no tag 1", record.lsn);
+        lsns.push(record.lsn);
+    }
+    assert_eq!(lsns, expected);
+    let mut seen = Vec::new();
+    while seen.len() < 40 {
+        seen.push(within("the any-tag stream", all.next()).await.unwrap().unwrap().lsn);
+    }
+    assert_eq!(seen, (1..=40).collect::<Vec<_>>());
+}
+
+/// A subscription ends after the last record of a sealed log, and fails (then ends) when its
+/// position has been trimmed.
+pub async fn subscribe_ends_at_seal_and_fails_below_trim(factory: Factory) {
+    let s = open_default(factory).await;
+    for i in 1..=4 {
+        s.log.append(&[1 + i % 2], payload(i)).await.unwrap();
+    }
+    let mut tag_2 = s.log.subscribe(1, 2);
+    assert_eq!(within("record 1", tag_2.next()).await.unwrap().unwrap().lsn, 1);
+    s.log.seal().await.unwrap();
+    assert_eq!(within("record 3", tag_2.next()).await.unwrap().unwrap().lsn, 3);
+    assert!(within("the end", tag_2.next()).await.is_none(), "the stream ends at the seal");
+
+    s.log.trim(3).await.unwrap();
+    let mut behind = s.log.subscribe(2, ANY_TAG);
+    assert_eq!(within("the trim error", behind.next()).await.unwrap(), Err(Error::Trimmed { lsn: 2, trim_point: 3 }));
+    assert!(within("the end", behind.next()).await.is_none());
+    let from_trim: Vec<Lsn> = within("a sealed stream", s.log.subscribe(3, ANY_TAG).map(|r| r.unwrap().lsn).collect::<Vec<_>>()).await;
+    assert_eq!(from_trim, vec![3, 4]);
+}
+
+/// A write that fails is never acknowledged, and the log acknowledges nothing more (the
+/// durable state is unknown until reopened); what was durable stays readable.
+pub async fn failed_write_is_never_acknowledged(factory: Factory) {
+    let s = open_default(factory).await;
+    s.log.append(&[1], "durable").await.unwrap();
+    s.control.fail_next_append();
+    let err = s.log.append(&[1], "lost").await.unwrap_err();
+    assert!(matches!(err, Error::Storage { .. }), "{err}");
+    let after = s.log.append(&[1], "after").await.unwrap_err();
+    assert!(matches!(&after, Error::Failed { cause } if cause.contains("injected failure")), "{after}");
+    assert!(matches!(s.log.seal().await, Err(Error::Failed { .. })));
+    assert_eq!(s.log.tail(), 1);
+    assert_eq!(s.log.read_next(1, 1).await.unwrap().map(|r| r.payload), Some(Bytes::from_static(b"durable")));
+    let mut subscription = s.log.subscribe(1, ANY_TAG);
+    assert_eq!(within("record 1", subscription.next()).await.unwrap().unwrap().lsn, 1);
+    assert!(matches!(within("the failure", subscription.next()).await, Some(Err(Error::Failed { .. }))));
+}
+
+/// After `close`, every call fails with `Closed`, subscriptions end, and closing again is fine.
+pub async fn close_refuses_everything_after(factory: Factory) {
+    let s = open_default(factory).await;
+    s.log.append(&[1], "a").await.unwrap();
+    let mut waiting = s.log.subscribe(2, ANY_TAG);
+    let mut next = waiting.next();
+    assert!(futures::poll!(&mut next).is_pending());
+    s.log.close().await.unwrap();
+    assert_eq!(within("the waiting subscriber", next).await, Some(Err(Error::Closed)));
+    assert!(waiting.next().await.is_none());
+    assert_eq!(s.log.append(&[1], "b").await, Err(Error::Closed));
+    assert_eq!(s.log.read_next(ANY_TAG, 1).await, Err(Error::Closed));
+    assert_eq!(s.log.seal().await, Err(Error::Closed));
+    assert_eq!(s.log.close().await, Ok(()));
+}

@@ -1,0 +1,54 @@
+//! The storage contract under a [`LogBook`](crate::LogBook): one segment of the log on one
+//! medium, after Delos' loglets. A replicated loglet can later replace the local ones without
+//! the layers above noticing.
+
+use crate::error::Result;
+use crate::record::{Entry, Lsn, Record, Tag};
+
+/// What a loglet knows about itself when it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogletState {
+    /// The last durable record (0: none was ever appended).
+    pub tail: Lsn,
+    /// The first record still readable; every record below it has been trimmed.
+    pub trim_point: Lsn,
+    /// Whether the loglet refuses appends.
+    pub sealed: bool,
+}
+
+/// One segment of the log on one storage medium.
+///
+/// Contract, checked for every implementation by the conformance suite:
+/// - `append` gives the entries the LSNs `tail + 1 ..`, in order, and returns only once they
+///   are durable; it is atomic: after a crash either all of them are present or none is.
+/// - LSNs are dense: the records present are exactly `trim_point ..= tail`.
+/// - Tags are stored sorted and deduplicated; reads by tag return exactly the records that
+///   carry the tag.
+/// - `append`, `trim`, `seal` and `close` are called by one thread at a time (the log's
+///   writer), reads by any thread concurrently with them. Every method may block on I/O:
+///   none is ever called on an async runtime's worker thread.
+pub trait Loglet: Send + Sync + 'static {
+    /// The loglet's state; after `open`, what it recovered from storage.
+    fn state(&self) -> LogletState;
+
+    /// Durably appends `entries` (already validated, tags normalized) and returns the LSN
+    /// of the first. Fails with `Sealed` on a sealed loglet.
+    fn append(&self, entries: &[Entry]) -> Result<Lsn>;
+
+    /// The records carrying `tag` (`ANY_TAG`: all) with LSNs in `from ..= to`, in order, at
+    /// most `limit` of them. LSNs below the trim point are skipped.
+    fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>>;
+
+    /// The last record carrying `tag` with an LSN at most `max`, if any at or above the trim
+    /// point.
+    fn read_prev(&self, tag: Tag, max: Lsn) -> Result<Option<Record>>;
+
+    /// Durably discards every record below `upto` (`trim_point < upto <= tail + 1`).
+    fn trim(&self, upto: Lsn) -> Result<()>;
+
+    /// Durably refuses further appends and returns the tail. Idempotent.
+    fn seal(&self) -> Result<Lsn>;
+
+    /// Releases the storage (files, locks). Every later call fails with `Closed`.
+    fn close(&self) -> Result<()>;
+}

@@ -1,0 +1,88 @@
+//! Options of the shared log, each a named bound.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Options of the shared log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct LogOptions {
+    /// Largest payload accepted by `append`, in bytes.
+    pub record_bytes_max: usize,
+    /// Most tags one record may carry.
+    pub tags_per_record_max: usize,
+    /// Most appends (calls of `append` or `append_batch`) waiting for the writer; one more
+    /// is refused with `QueueFull` (backpressure) instead of buffering without bound.
+    pub queue_appends_max: usize,
+    /// Most records written by one group commit; also the most entries of one `append_batch`.
+    pub batch_records_max: usize,
+    /// Most payload bytes written by one group commit; also the most of one `append_batch`.
+    pub batch_bytes_max: usize,
+    /// Most records a subscription or a range read fetches from storage at once.
+    pub read_batch_records_max: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            record_bytes_max: 4 << 20,
+            tags_per_record_max: 64,
+            queue_appends_max: 16_384,
+            batch_records_max: 4_096,
+            batch_bytes_max: 16 << 20,
+            read_batch_records_max: 1_024,
+        }
+    }
+}
+
+impl LogOptions {
+    /// Checks that every bound is usable; called once when a log opens.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |option, reason: String| Err(Error::InvalidOptions { option, reason });
+        for (option, value) in [
+            ("record-bytes-max", self.record_bytes_max),
+            ("tags-per-record-max", self.tags_per_record_max),
+            ("queue-appends-max", self.queue_appends_max),
+            ("batch-records-max", self.batch_records_max),
+            ("batch-bytes-max", self.batch_bytes_max),
+            ("read-batch-records-max", self.read_batch_records_max),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        if self.tags_per_record_max > usize::from(u16::MAX) {
+            return invalid("tags-per-record-max", format!("must be at most {}", u16::MAX));
+        }
+        if self.batch_bytes_max < self.record_bytes_max {
+            return invalid(
+                "batch-bytes-max",
+                format!("{} is below record-bytes-max ({}): a largest record could never be written", self.batch_bytes_max, self.record_bytes_max),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_zero_bounds_are_named() {
+        LogOptions::default().validate().unwrap();
+        let err = LogOptions { queue_appends_max: 0, ..LogOptions::default() }.validate().unwrap_err();
+        assert_eq!(err, Error::InvalidOptions { option: "queue-appends-max", reason: "must be at least 1".into() });
+        let err = LogOptions { batch_bytes_max: 10, record_bytes_max: 11, ..LogOptions::default() }.validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidOptions { option: "batch-bytes-max", .. }), "{err}");
+    }
+
+    #[test]
+    fn options_read_from_kebab_case_and_reject_unknown_fields() {
+        let opts: LogOptions = serde_json::from_str(r#"{"queue-appends-max": 7}"#).unwrap();
+        assert_eq!(opts.queue_appends_max, 7);
+        assert_eq!(opts.record_bytes_max, LogOptions::default().record_bytes_max);
+        assert!(serde_json::from_str::<LogOptions>(r#"{"queue-max": 7}"#).is_err());
+    }
+}

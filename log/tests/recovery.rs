@@ -1,0 +1,192 @@
+//! The durable log across closes, concurrent opens and crashes (SIGKILL of a real process).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use comb_log::testkit::CrashWrite;
+use comb_log::{ANY_TAG, Error, LogBook, LogOptions, Lsn, Record};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+async fn all_records(log: &LogBook) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    let mut from = log.trim_point();
+    loop {
+        let batch = log.read_range(ANY_TAG, from, usize::MAX).await.expect("read_range");
+        let Some(last) = batch.last() else { return out };
+        from = last.lsn + 1;
+        out.extend(batch);
+    }
+}
+
+#[test]
+fn reopen_keeps_records_trim_point_and_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        for i in 1..=20u64 {
+            log.append(&[i % 3 + 1], format!("r{i}")).await.unwrap();
+        }
+        log.trim(6).await.unwrap();
+        log.close().await.unwrap();
+
+        let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        assert_eq!((log.tail(), log.trim_point(), log.is_sealed()), (20, 6, false));
+        let records = all_records(&log).await;
+        assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), (6..=20).collect::<Vec<_>>());
+        assert_eq!(records[0].payload, Bytes::from_static(b"r6"));
+        assert_eq!(records[0].tags, vec![1]);
+        assert_eq!(log.read_next(ANY_TAG, 5).await, Err(Error::Trimmed { lsn: 5, trim_point: 6 }));
+        assert_eq!(log.read_prev(3, 19).await.unwrap().map(|r| r.lsn), Some(17), "the tag index survives");
+        assert_eq!(log.append(&[1], "r21").await, Ok(21));
+        assert_eq!(log.seal().await, Ok(21));
+        log.close().await.unwrap();
+
+        let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        assert!(log.is_sealed(), "the seal is durable");
+        assert_eq!(log.append(&[1], "r22").await, Err(Error::Sealed { tail: 21 }));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn trimming_everything_keeps_lsns_dense_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        for i in 1..=5u64 {
+            log.append(&[1], format!("r{i}")).await.unwrap();
+        }
+        log.trim(6).await.unwrap();
+        log.close().await.unwrap();
+        let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        assert_eq!((log.tail(), log.trim_point()), (5, 6), "an empty, trimmed log remembers where it was");
+        assert_eq!(log.append(&[1], "r6").await, Ok(6));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_directory_in_use_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        let err = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap_err();
+        assert_eq!(err, Error::InUse { path: dir.path().to_owned() });
+        assert!(err.to_string().contains("in use"), "{err}");
+        log.close().await.unwrap();
+        let again = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        again.close().await.unwrap();
+    });
+}
+
+#[test]
+fn invalid_options_are_refused_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { batch_records_max: 0, ..LogOptions::default() };
+    let err = runtime().block_on(LogBook::open_dir(dir.path().join("log"), options)).unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { option: "batch-records-max", .. }), "{err}");
+    assert!(!dir.path().join("log").exists(), "nothing is created for invalid options");
+}
+
+/// One child run: appends until SIGKILL; returns the acknowledged writes by LSN.
+fn run_child_until_killed(dir: &Path, round: u32, kill_after_acks: usize) -> BTreeMap<Lsn, CrashWrite> {
+    const APPENDERS: &str = "16";
+    const CHILD_SECONDS_MAX: &str = "60";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_comb-log-crash-child"))
+        .args([dir.to_str().unwrap(), &round.to_string(), APPENDERS, CHILD_SECONDS_MAX])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the crash child");
+    let stdout = child.stdout.take().unwrap();
+    let (lines, acks) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let parse = |line: &str| -> Option<(Lsn, CrashWrite)> {
+        // A line cut by the kill has fewer fields (or a cut number); only whole lines count.
+        let fields: Vec<u64> = line.split(' ').map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        let [lsn, round, appender, seq] = fields[..] else { return None };
+        Some((lsn, CrashWrite { round: round as u32, appender: appender as u32, seq }))
+    };
+    let mut acked = BTreeMap::new();
+    while acked.len() < kill_after_acks {
+        let line = acks.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("round {round}: the child stopped acknowledging after {} appends", acked.len()));
+        let (lsn, write) = parse(&line).unwrap_or_else(|| panic!("round {round}: unreadable line {line:?}"));
+        acked.insert(lsn, write);
+    }
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    reader.join().expect("the reader thread");
+    // Lines written before the kill are acknowledgements too; a last partial line is not.
+    let rest: Vec<String> = acks.try_iter().collect();
+    let whole = rest.len().saturating_sub(1);
+    for (i, line) in rest.iter().enumerate() {
+        match parse(line) {
+            Some((lsn, write)) => drop(acked.insert(lsn, write)),
+            None if i == whole => {}
+            None => panic!("round {round}: unreadable line {line:?}"),
+        }
+    }
+    acked
+}
+
+#[test]
+fn acknowledged_records_survive_sigkill_of_the_appending_process() {
+    const ROUNDS: u32 = 6;
+    let seed: u64 = std::env::var("COMB_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("crash test seed: {seed} (set COMB_TEST_SEED to replay)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let mut acked_total: BTreeMap<Lsn, CrashWrite> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        // Kill at a random point of the child's progress.
+        let kill_after = rng.random_range(50..3_000);
+        let acked = run_child_until_killed(dir.path(), round, kill_after);
+        assert!(acked.len() >= kill_after);
+        for (lsn, write) in acked {
+            assert!(acked_total.insert(lsn, write).is_none(), "round {round}: LSN {lsn} acknowledged twice");
+        }
+
+        runtime.block_on(async {
+            let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.expect("reopen after SIGKILL");
+            let records = all_records(&log).await;
+            let tail = log.tail();
+            assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), (1..=tail).collect::<Vec<_>>(), "round {round}: LSNs must be dense");
+            let mut seen = HashSet::new();
+            for record in &records {
+                let write = CrashWrite::parse(record).unwrap_or_else(|err| panic!("round {round}: {err}"));
+                assert!(seen.insert(write), "round {round}: {write:?} is present twice");
+            }
+            for (lsn, write) in &acked_total {
+                let record = records.get(*lsn as usize - 1).unwrap_or_else(|| panic!("round {round}: acknowledged LSN {lsn} lost (tail {tail})"));
+                assert_eq!(CrashWrite::parse(record).unwrap(), *write, "round {round}: LSN {lsn} holds another write");
+            }
+            let unacknowledged = records.len() - acked_total.len();
+            eprintln!("round {round}: killed after {kill_after} acks; {} acknowledged in all, {unacknowledged} present without acknowledgement, tail {tail}", acked_total.len());
+
+            // Appending continues where the log left off.
+            let marker = CrashWrite { round: 1_000 + round, appender: 0, seq: 0 };
+            let lsn = log.append_batch(vec![marker.entry()]).await.unwrap();
+            assert_eq!(lsn, tail + 1);
+            acked_total.insert(lsn, marker);
+            log.close().await.unwrap();
+        });
+    }
+}
