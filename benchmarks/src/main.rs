@@ -1,1 +1,28 @@
-fn main(){}
+//! Comb's benchmarks. Each run prints one JSON line, so that runs can be compared.
+
+mod disk;
+mod log;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "comb-bench", version, about = "Comb's benchmarks: each run prints one JSON line")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Durable appends to the shared log on RocksDB, beside the disk's own write+fdatasync cost.
+    Log(log::LogArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match cli.bench {
+        Bench::Log(args) => log::run(&args)?,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
