@@ -1,7 +1,11 @@
 //! Comb's planner (placeholder docs, completed below).
 
+mod binder;
 mod catalog;
 mod error;
+mod expr;
+mod plan;
+mod prepare;
 mod syntax;
 mod value;
 
@@ -9,3 +13,7 @@ pub use catalog::{Catalog, Column, Index, IndexId, Table, TableId, KEY_COLUMNS_M
 pub use error::{EvalError, PlanError, PlanErrors, Position};
 pub use syntax::SQL_BYTES_MAX;
 pub use value::{DataType, Value};
+pub use binder::PARAMS_MAX;
+pub use expr::{Accumulator, AggregateCall, AggregateFunc, BinaryOp, Expr, cast, like};
+pub use plan::{Access, OnConflict, Plan, RangeBound, SortKey};
+pub use prepare::{INSERT_ROWS_MAX, JOIN_TABLES_MAX, OutputColumn, PartitionKey, Prepared, StatementKind};

@@ -85,3 +85,8 @@ pub(crate) fn constant(expr: &sqlparser::ast::Expr) -> Option<crate::value::Valu
 pub(crate) fn at_ident(id: &Ident) -> Position {
     Position::of(id.span).unwrap_or(Position { line: 1, column: 1 })
 }
+
+/// Returns the start of a token span.
+pub(crate) fn at_span(span: sqlparser::tokenizer::Span) -> Position {
+    Position::of(span).unwrap_or(Position { line: 1, column: 1 })
+}

@@ -1,0 +1,671 @@
+//! Bound expressions: a small typed tree that references columns of the input row and
+//! statement parameters by index, and its evaluator with SQL semantics.
+//!
+//! Evaluation follows SQL: NULL propagates through operators, AND/OR/NOT use
+//! three-valued logic, integer overflow and division by zero are errors, LIKE matches `%`
+//! and `_` with `\` as the escape character.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use crate::error::EvalError;
+use crate::value::{DataType, Value};
+
+/// A binary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/` (integer division truncates toward zero, as in SQL)
+    Div,
+    /// `%`
+    Mod,
+    /// `||`
+    Concat,
+    /// `=`
+    Eq,
+    /// `<>`
+    NotEq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+    /// `AND`
+    And,
+    /// `OR`
+    Or,
+}
+
+impl BinaryOp {
+    /// Tells whether the operator compares and yields a BOOLEAN.
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq)
+    }
+
+    /// Returns the SQL spelling.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Mod => "%",
+            BinaryOp::Concat => "||",
+            BinaryOp::Eq => "=",
+            BinaryOp::NotEq => "<>",
+            BinaryOp::Lt => "<",
+            BinaryOp::LtEq => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::GtEq => ">=",
+            BinaryOp::And => "AND",
+            BinaryOp::Or => "OR",
+        }
+    }
+}
+
+/// A bound, type-checked expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A column of the input row.
+    Column {
+        /// Index into the input row.
+        index: usize,
+        /// A readable name, for printing only.
+        name: String,
+        /// Type.
+        ty: DataType,
+    },
+    /// A statement parameter.
+    Param {
+        /// 0-based index: `$1` is 0.
+        index: usize,
+        /// Inferred type.
+        ty: DataType,
+    },
+    /// A constant.
+    Literal {
+        /// The value (possibly NULL).
+        value: Value,
+        /// Type.
+        ty: DataType,
+    },
+    /// `NOT expr`.
+    Not(Box<Expr>),
+    /// `-expr`.
+    Negate(Box<Expr>),
+    /// `left op right`; both sides have the same type (the binder inserts casts).
+    Binary {
+        /// Operator.
+        op: BinaryOp,
+        /// Left operand.
+        left: Box<Expr>,
+        /// Right operand.
+        right: Box<Expr>,
+    },
+    /// `expr IS [NOT] NULL`.
+    IsNull {
+        /// Operand.
+        expr: Box<Expr>,
+        /// `IS NOT NULL`.
+        negated: bool,
+    },
+    /// `expr [NOT] IN (list)`.
+    InList {
+        /// Operand.
+        expr: Box<Expr>,
+        /// Candidates, same type as `expr`.
+        list: Vec<Expr>,
+        /// `NOT IN`.
+        negated: bool,
+    },
+    /// `expr [NOT] BETWEEN low AND high`.
+    Between {
+        /// Operand.
+        expr: Box<Expr>,
+        /// Lower bound, inclusive.
+        low: Box<Expr>,
+        /// Upper bound, inclusive.
+        high: Box<Expr>,
+        /// `NOT BETWEEN`.
+        negated: bool,
+    },
+    /// `expr [NOT] LIKE pattern`.
+    Like {
+        /// Operand (TEXT).
+        expr: Box<Expr>,
+        /// Pattern (TEXT).
+        pattern: Box<Expr>,
+        /// `NOT LIKE`.
+        negated: bool,
+        /// `ILIKE`: case-insensitive.
+        case_insensitive: bool,
+    },
+    /// `CASE [operand] WHEN .. THEN .. [ELSE ..] END`.
+    Case {
+        /// Compared with each `WHEN` value when present; otherwise each `WHEN` is a condition.
+        operand: Option<Box<Expr>>,
+        /// `(WHEN, THEN)` pairs.
+        branches: Vec<(Expr, Expr)>,
+        /// `ELSE`; NULL when absent.
+        otherwise: Option<Box<Expr>>,
+        /// Result type.
+        ty: DataType,
+    },
+    /// `COALESCE(args)`.
+    Coalesce {
+        /// Arguments, all of type `ty`.
+        args: Vec<Expr>,
+        /// Result type.
+        ty: DataType,
+    },
+    /// `CAST(expr AS ty)`, also inserted implicitly (BIGINT to DOUBLE, anything to TEXT for `||`).
+    Cast {
+        /// Operand.
+        expr: Box<Expr>,
+        /// Target type.
+        ty: DataType,
+    },
+}
+
+impl Expr {
+    /// Returns the result type.
+    pub fn ty(&self) -> DataType {
+        match self {
+            Expr::Column { ty, .. }
+            | Expr::Param { ty, .. }
+            | Expr::Literal { ty, .. }
+            | Expr::Case { ty, .. }
+            | Expr::Coalesce { ty, .. }
+            | Expr::Cast { ty, .. } => *ty,
+            Expr::Negate(e) => e.ty(),
+            Expr::Binary { op, left, .. } if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) => left.ty(),
+            Expr::Not(_) | Expr::Binary { .. } | Expr::IsNull { .. } | Expr::InList { .. } | Expr::Between { .. } | Expr::Like { .. } => {
+                DataType::Boolean
+            }
+        }
+    }
+
+    /// Tells whether the expression reads no column (only parameters and constants), so it
+    /// can be computed once before a scan.
+    pub fn is_row_independent(&self) -> bool {
+        let mut independent = true;
+        self.visit(&mut |e| {
+            if matches!(e, Expr::Column { .. }) {
+                independent = false;
+            }
+        });
+        independent
+    }
+
+    /// Calls `f` on this expression and every subexpression, parents first.
+    pub fn visit(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Column { .. } | Expr::Param { .. } | Expr::Literal { .. } => {}
+            Expr::Not(e) | Expr::Negate(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } => e.visit(f),
+            Expr::Binary { left, right, .. } | Expr::Like { expr: left, pattern: right, .. } => {
+                left.visit(f);
+                right.visit(f);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.visit(f);
+                list.iter().for_each(|e| e.visit(f));
+            }
+            Expr::Between { expr, low, high, .. } => {
+                expr.visit(f);
+                low.visit(f);
+                high.visit(f);
+            }
+            Expr::Case { operand, branches, otherwise, .. } => {
+                if let Some(e) = operand {
+                    e.visit(f);
+                }
+                for (w, t) in branches {
+                    w.visit(f);
+                    t.visit(f);
+                }
+                if let Some(e) = otherwise {
+                    e.visit(f);
+                }
+            }
+            Expr::Coalesce { args, .. } => args.iter().for_each(|e| e.visit(f)),
+        }
+    }
+
+    /// Evaluates the expression over `row` (the input row) and `params` (`$1` first).
+    pub fn eval(&self, row: &[Value], params: &[Value]) -> Result<Value, EvalError> {
+        match self {
+            Expr::Column { index, name, .. } => {
+                row.get(*index).cloned().ok_or_else(|| EvalError::Internal(format!("column {name} (#{index}) is outside a row of {}", row.len())))
+            }
+            Expr::Param { index, ty } => {
+                let value = params.get(*index).ok_or_else(|| EvalError::BadParameter {
+                    number: index + 1,
+                    message: format!("missing; {} parameters were given", params.len()),
+                })?;
+                match (value, ty) {
+                    (Value::Int(i), DataType::Double) => Ok(Value::Double(*i as f64)),
+                    (v, ty) if v.fits(*ty) => Ok(v.clone()),
+                    (v, ty) => Err(EvalError::BadParameter { number: index + 1, message: format!("expected {ty}, got {v}") }),
+                }
+            }
+            Expr::Literal { value, .. } => Ok(value.clone()),
+            Expr::Not(e) => Ok(match e.eval(row, params)? {
+                Value::Bool(b) => Value::Bool(!b),
+                Value::Null => Value::Null,
+                other => return Err(type_bug("NOT", &other)),
+            }),
+            Expr::Negate(e) => Ok(match e.eval(row, params)? {
+                Value::Int(i) => Value::Int(i.checked_neg().ok_or(EvalError::Overflow { op: "-" })?),
+                Value::Double(d) => Value::Double(-d),
+                Value::Null => Value::Null,
+                other => return Err(type_bug("-", &other)),
+            }),
+            Expr::Binary { op: BinaryOp::And, left, right } => {
+                let l = truth(left.eval(row, params)?)?;
+                if l == Some(false) {
+                    return Ok(Value::Bool(false));
+                }
+                let r = truth(right.eval(row, params)?)?;
+                Ok(match (l, r) {
+                    (_, Some(false)) => Value::Bool(false),
+                    (Some(true), Some(true)) => Value::Bool(true),
+                    _ => Value::Null,
+                })
+            }
+            Expr::Binary { op: BinaryOp::Or, left, right } => {
+                let l = truth(left.eval(row, params)?)?;
+                if l == Some(true) {
+                    return Ok(Value::Bool(true));
+                }
+                let r = truth(right.eval(row, params)?)?;
+                Ok(match (l, r) {
+                    (_, Some(true)) => Value::Bool(true),
+                    (Some(false), Some(false)) => Value::Bool(false),
+                    _ => Value::Null,
+                })
+            }
+            Expr::Binary { op, left, right } => binary(*op, left.eval(row, params)?, right.eval(row, params)?),
+            Expr::IsNull { expr, negated } => Ok(Value::Bool(expr.eval(row, params)?.is_null() != *negated)),
+            Expr::InList { expr, list, negated } => {
+                let value = expr.eval(row, params)?;
+                if value.is_null() {
+                    return Ok(Value::Null);
+                }
+                let mut saw_null = false;
+                for candidate in list {
+                    match value.sql_cmp(&candidate.eval(row, params)?) {
+                        Some(Ordering::Equal) => return Ok(Value::Bool(!negated)),
+                        None => saw_null = true,
+                        Some(_) => {}
+                    }
+                }
+                Ok(if saw_null { Value::Null } else { Value::Bool(*negated) })
+            }
+            Expr::Between { expr, low, high, negated } => {
+                let value = expr.eval(row, params)?;
+                let above = binary(BinaryOp::GtEq, value.clone(), low.eval(row, params)?)?;
+                let below = binary(BinaryOp::LtEq, value, high.eval(row, params)?)?;
+                let both = match (truth(above)?, truth(below)?) {
+                    (Some(false), _) | (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                };
+                Ok(both.map_or(Value::Null, |b| Value::Bool(b != *negated)))
+            }
+            Expr::Like { expr, pattern, negated, case_insensitive } => {
+                match (expr.eval(row, params)?, pattern.eval(row, params)?) {
+                    (Value::Text(text), Value::Text(pattern)) => {
+                        let matched = if *case_insensitive {
+                            like(&text.to_lowercase(), &pattern.to_lowercase())
+                        } else {
+                            like(&text, &pattern)
+                        };
+                        Ok(Value::Bool(matched != *negated))
+                    }
+                    (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
+                    (other, _) => Err(type_bug("LIKE", &other)),
+                }
+            }
+            Expr::Case { operand, branches, otherwise, .. } => {
+                let operand = operand.as_ref().map(|e| e.eval(row, params)).transpose()?;
+                for (when, then) in branches {
+                    let when = when.eval(row, params)?;
+                    let hit = match &operand {
+                        Some(value) => value.sql_cmp(&when) == Some(Ordering::Equal),
+                        None => truth(when)? == Some(true),
+                    };
+                    if hit {
+                        return then.eval(row, params);
+                    }
+                }
+                otherwise.as_ref().map_or(Ok(Value::Null), |e| e.eval(row, params))
+            }
+            Expr::Coalesce { args, .. } => {
+                for arg in args {
+                    let value = arg.eval(row, params)?;
+                    if !value.is_null() {
+                        return Ok(value);
+                    }
+                }
+                Ok(Value::Null)
+            }
+            Expr::Cast { expr, ty } => cast(expr.eval(row, params)?, *ty),
+        }
+    }
+}
+
+fn type_bug(op: &str, value: &Value) -> EvalError {
+    EvalError::Internal(format!("{op} applied to {value}, which the type checker should have rejected"))
+}
+
+/// Reads a BOOLEAN in three-valued logic: `None` is NULL (unknown).
+fn truth(value: Value) -> Result<Option<bool>, EvalError> {
+    match value {
+        Value::Bool(b) => Ok(Some(b)),
+        Value::Null => Ok(None),
+        other => Err(type_bug("a condition", &other)),
+    }
+}
+
+fn binary(op: BinaryOp, left: Value, right: Value) -> Result<Value, EvalError> {
+    if left.is_null() || right.is_null() {
+        return Ok(Value::Null);
+    }
+    if op.is_comparison() {
+        let ordering = left.sql_cmp(&right).ok_or_else(|| type_bug(op.symbol(), &right))?;
+        return Ok(Value::Bool(match op {
+            BinaryOp::Eq => ordering == Ordering::Equal,
+            BinaryOp::NotEq => ordering != Ordering::Equal,
+            BinaryOp::Lt => ordering == Ordering::Less,
+            BinaryOp::LtEq => ordering != Ordering::Greater,
+            BinaryOp::Gt => ordering == Ordering::Greater,
+            _ => ordering != Ordering::Less,
+        }));
+    }
+    let overflow = EvalError::Overflow { op: op.symbol() };
+    Ok(match (op, left, right) {
+        (BinaryOp::Add, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_add(b).ok_or(overflow)?),
+        (BinaryOp::Sub, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_sub(b).ok_or(overflow)?),
+        (BinaryOp::Mul, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_mul(b).ok_or(overflow)?),
+        (BinaryOp::Div | BinaryOp::Mod, Value::Int(_), Value::Int(0)) => return Err(EvalError::DivisionByZero),
+        (BinaryOp::Div, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_div(b).ok_or(overflow)?),
+        (BinaryOp::Mod, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_rem(b).unwrap_or(0)),
+        (BinaryOp::Div | BinaryOp::Mod, Value::Double(_), Value::Double(b)) if b == 0.0 => return Err(EvalError::DivisionByZero),
+        (op, Value::Double(a), Value::Double(b)) => {
+            let result = match op {
+                BinaryOp::Add => a + b,
+                BinaryOp::Sub => a - b,
+                BinaryOp::Mul => a * b,
+                BinaryOp::Div => a / b,
+                BinaryOp::Mod => a % b,
+                _ => return Err(type_bug(op.symbol(), &Value::Double(a))),
+            };
+            if result.is_infinite() && a.is_finite() && b.is_finite() {
+                return Err(overflow);
+            }
+            Value::Double(result)
+        }
+        (BinaryOp::Concat, Value::Text(a), Value::Text(b)) => Value::Text(a + &b),
+        (BinaryOp::Concat, Value::Bytes(mut a), Value::Bytes(b)) => {
+            a.extend_from_slice(&b);
+            Value::Bytes(a)
+        }
+        (op, left, _) => return Err(type_bug(op.symbol(), &left)),
+    })
+}
+
+/// Matches SQL LIKE: `%` is any run of characters, `_` one character, `\` escapes.
+pub fn like(text: &str, pattern: &str) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Token {
+        Any,
+        One,
+        Char(char),
+    }
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '%' => Token::Any,
+            '_' => Token::One,
+            '\\' => Token::Char(chars.next().unwrap_or('\\')),
+            c => Token::Char(c),
+        });
+    }
+    let text: Vec<char> = text.chars().collect();
+    // Greedy matching with backtracking to the last `%`: O(text * pattern) at worst.
+    let (mut t, mut p) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match tokens.get(p) {
+            Some(Token::Any) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(Token::One) => {
+                t += 1;
+                p += 1;
+            }
+            Some(Token::Char(c)) if *c == text[t] => {
+                t += 1;
+                p += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    tokens[p..].iter().all(|t| *t == Token::Any)
+}
+
+/// Converts a value as `CAST` does.
+pub fn cast(value: Value, to: DataType) -> Result<Value, EvalError> {
+    let invalid = |value: &Value| EvalError::InvalidCast { value: value.to_string(), to };
+    Ok(match (value, to) {
+        (Value::Null, _) => Value::Null,
+        (v, to) if v.data_type() == Some(to) => v,
+        (Value::Int(i), DataType::Double) => Value::Double(i as f64),
+        (Value::Int(i), DataType::Timestamp) => Value::Timestamp(i),
+        (Value::Timestamp(i), DataType::BigInt) => Value::Int(i),
+        (Value::Double(d), DataType::BigInt) => {
+            let rounded = d.round_ties_even();
+            // i64::MAX as f64 rounds up to 2^63, which is out of range.
+            if !(rounded >= i64::MIN as f64 && rounded < i64::MAX as f64) {
+                return Err(invalid(&Value::Double(d)));
+            }
+            Value::Int(rounded as i64)
+        }
+        (Value::Int(i), DataType::Text) => Value::Text(i.to_string()),
+        (Value::Double(d), DataType::Text) => Value::Text(d.to_string()),
+        (Value::Bool(b), DataType::Text) => Value::Text(b.to_string()),
+        (Value::Timestamp(t), DataType::Text) => Value::Text(t.to_string()),
+        (Value::Text(s), DataType::BigInt) => Value::Int(s.trim().parse().map_err(|_| invalid(&Value::Text(s.clone())))?),
+        (Value::Text(s), DataType::Double) => Value::Double(s.trim().parse().map_err(|_| invalid(&Value::Text(s.clone())))?),
+        (Value::Text(s), DataType::Boolean) => match s.trim().to_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "on" | "1" => Value::Bool(true),
+            "false" | "f" | "no" | "n" | "off" | "0" => Value::Bool(false),
+            _ => return Err(invalid(&Value::Text(s))),
+        },
+        (Value::Text(s), DataType::Bytea) => Value::Bytes(s.into_bytes()),
+        (Value::Bool(b), DataType::BigInt) => Value::Int(i64::from(b)),
+        (v, _) => return Err(invalid(&v)),
+    })
+}
+
+/// Tells whether `CAST(from AS to)` is accepted by the type checker.
+pub(crate) fn castable(from: DataType, to: DataType) -> bool {
+    use DataType::*;
+    from == to
+        || matches!(
+            (from, to),
+            (BigInt, Double | Timestamp | Text) | (Timestamp, BigInt | Text) | (Double, BigInt | Text) | (Boolean, Text | BigInt) | (Text, BigInt | Double | Boolean | Bytea)
+        )
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Column { name, index, .. } => write!(f, "{name}#{index}"),
+            Expr::Param { index, .. } => write!(f, "${}", index + 1),
+            Expr::Literal { value, .. } => write!(f, "{value}"),
+            Expr::Not(e) => write!(f, "NOT {e}"),
+            Expr::Negate(e) => write!(f, "-{e}"),
+            Expr::Binary { op, left, right } => write!(f, "({left} {} {right})", op.symbol()),
+            Expr::IsNull { expr, negated } => write!(f, "{expr} IS {}NULL", if *negated { "NOT " } else { "" }),
+            Expr::InList { expr, list, negated } => {
+                write!(f, "{expr} {}IN (", if *negated { "NOT " } else { "" })?;
+                comma_list(f, list)?;
+                f.write_str(")")
+            }
+            Expr::Between { expr, low, high, negated } => {
+                write!(f, "{expr} {}BETWEEN {low} AND {high}", if *negated { "NOT " } else { "" })
+            }
+            Expr::Like { expr, pattern, negated, case_insensitive } => write!(
+                f,
+                "{expr} {}{} {pattern}",
+                if *negated { "NOT " } else { "" },
+                if *case_insensitive { "ILIKE" } else { "LIKE" }
+            ),
+            Expr::Case { operand, branches, otherwise, .. } => {
+                f.write_str("CASE")?;
+                if let Some(e) = operand {
+                    write!(f, " {e}")?;
+                }
+                for (w, t) in branches {
+                    write!(f, " WHEN {w} THEN {t}")?;
+                }
+                if let Some(e) = otherwise {
+                    write!(f, " ELSE {e}")?;
+                }
+                f.write_str(" END")
+            }
+            Expr::Coalesce { args, .. } => {
+                f.write_str("COALESCE(")?;
+                comma_list(f, args)?;
+                f.write_str(")")
+            }
+            Expr::Cast { expr, ty } => write!(f, "CAST({expr} AS {ty})"),
+        }
+    }
+}
+
+pub(crate) fn comma_list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{item}")?;
+    }
+    Ok(())
+}
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggregateFunc {
+    /// `COUNT(*)`: rows.
+    CountStar,
+    /// `COUNT(x)`: non-NULL values.
+    Count,
+    /// `SUM(x)`: NULL over no non-NULL values; BIGINT sums overflow as errors.
+    Sum,
+    /// `MIN(x)`.
+    Min,
+    /// `MAX(x)`.
+    Max,
+    /// `AVG(x)`: a DOUBLE.
+    Avg,
+}
+
+/// One aggregate computed by an `Aggregate` plan node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateCall {
+    /// The function.
+    pub func: AggregateFunc,
+    /// The argument, over the aggregate's input row; `None` for `COUNT(*)`.
+    pub arg: Option<Expr>,
+    /// Result type.
+    pub ty: DataType,
+}
+
+impl fmt::Display for AggregateCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.func {
+            AggregateFunc::CountStar => return f.write_str("count(*)"),
+            AggregateFunc::Count => "count",
+            AggregateFunc::Sum => "sum",
+            AggregateFunc::Min => "min",
+            AggregateFunc::Max => "max",
+            AggregateFunc::Avg => "avg",
+        };
+        match &self.arg {
+            Some(arg) => write!(f, "{name}({arg})"),
+            None => write!(f, "{name}()"),
+        }
+    }
+}
+
+/// The running state of one aggregate over one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulator {
+    func: AggregateFunc,
+    count: i64,
+    value: Value,
+}
+
+impl Accumulator {
+    /// Starts an empty group.
+    pub fn new(func: AggregateFunc) -> Accumulator {
+        Accumulator { func, count: 0, value: Value::Null }
+    }
+
+    /// Adds one input: the argument's value (ignored by `COUNT(*)`).
+    pub fn update(&mut self, input: &Value) -> Result<(), EvalError> {
+        if self.func == AggregateFunc::CountStar {
+            self.count += 1;
+            return Ok(());
+        }
+        if input.is_null() {
+            return Ok(());
+        }
+        self.count += 1;
+        self.value = match (self.func, &self.value, input) {
+            (AggregateFunc::Count, _, _) => Value::Null,
+            (_, Value::Null, Value::Int(i)) if self.func == AggregateFunc::Avg => Value::Double(*i as f64),
+            (_, Value::Null, v) => v.clone(),
+            (AggregateFunc::Sum, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_add(*b).ok_or(EvalError::Overflow { op: "SUM" })?),
+            (AggregateFunc::Sum | AggregateFunc::Avg, Value::Double(a), Value::Double(b)) => Value::Double(a + b),
+            (AggregateFunc::Avg, Value::Double(a), Value::Int(b)) => Value::Double(a + *b as f64),
+            (AggregateFunc::Min, current, v) => {
+                if v.sort_cmp(current) == Ordering::Less { v.clone() } else { current.clone() }
+            }
+            (AggregateFunc::Max, current, v) => {
+                if v.sort_cmp(current) == Ordering::Greater { v.clone() } else { current.clone() }
+            }
+            (_, _, v) => return Err(type_bug("an aggregate", v)),
+        };
+        Ok(())
+    }
+
+    /// Returns the aggregate's value for the group.
+    pub fn finish(&self) -> Value {
+        match (self.func, &self.value) {
+            (AggregateFunc::CountStar | AggregateFunc::Count, _) => Value::Int(self.count),
+            (AggregateFunc::Avg, Value::Double(sum)) => Value::Double(sum / self.count as f64),
+            (_, value) => value.clone(),
+        }
+    }
+}
