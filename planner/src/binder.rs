@@ -15,7 +15,7 @@ use sqlparser::ast::{
 use crate::catalog::{Catalog, Table, coerce_constant};
 use crate::error::{PlanError, Position};
 use crate::expr::{AggregateCall, AggregateFunc, BinaryOp, Expr, castable};
-use crate::syntax::{at, at_ident, constant, ident, invalid, unsupported};
+use crate::syntax::{at, at_ident, constant, ident, invalid, unsupported, unsupported_hint};
 use crate::value::{DataType, Value};
 
 /// Most parameters one statement may use.
@@ -225,7 +225,15 @@ impl<'c> Binder<'c> {
                 Some(expr)
             }
             Some(found) if found == ty => Some(expr),
-            Some(DataType::BigInt) if ty == DataType::Double => Some(Expr::Cast { expr: Box::new(expr), ty }),
+            Some(DataType::BigInt) if ty == DataType::Double => Some(match expr {
+                Expr::Literal { value: Value::Int(i), .. } => Expr::Literal { value: Value::Double(i as f64), ty },
+                expr => Expr::Cast { expr: Box::new(expr), ty },
+            }),
+            Some(found) if matches!(expr, Expr::Param { .. }) => {
+                let Expr::Param { index, .. } = expr else { return None };
+                self.errors.push(PlanError::ConflictingParameterType { number: index + 1, first: found, second: ty, at: pos });
+                None
+            }
             Some(found) => {
                 self.errors.push(PlanError::TypeMismatch { context: context.to_owned(), expected: ty.to_string(), found, at: pos });
                 None
@@ -251,8 +259,9 @@ impl<'c> Binder<'c> {
                 let b = self.coerce(b, DataType::Double, context, pos)?;
                 Some((a, b, Some(DataType::Double)))
             }
-            (Some(x), Some(y)) => {
-                self.errors.push(PlanError::TypeMismatch { context: context.to_owned(), expected: x.to_string(), found: y, at: pos });
+            (Some(x), Some(_)) => {
+                // The right side is reported against the left; a parameter there conflicts.
+                self.coerce(b, x, context, pos);
                 None
             }
         }
@@ -580,7 +589,7 @@ impl<'c> Binder<'c> {
     fn param(&mut self, text: &str, pos: Position) -> Option<Bound> {
         let number = text.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
         let Some(number) = number else {
-            self.errors.push(unsupported(format!("the parameter {text} (write $1, $2, ...)"), pos));
+            self.errors.push(unsupported_hint(format!("the parameter {text}"), "write $1, $2, ...", pos));
             return None;
         };
         if number > PARAMS_MAX {
@@ -636,15 +645,19 @@ impl<'c> Binder<'c> {
             return Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, Some(target)));
         }
         let context = format!("operator {}", op.symbol());
+        if !op.is_comparison() {
+            for (side, ast) in [(&l, left), (&r, right)] {
+                if let Some(t) = side.1
+                    && !t.is_numeric()
+                {
+                    self.errors.push(PlanError::TypeMismatch { context, expected: "a number".into(), found: t, at: at(ast) });
+                    return None;
+                }
+            }
+        }
         let (l, r, ty) = self.unify(l, r, &context, pos)?;
         if op.is_comparison() {
             return Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, Some(DataType::Boolean)));
-        }
-        if let Some(t) = ty
-            && !t.is_numeric()
-        {
-            self.errors.push(PlanError::TypeMismatch { context, expected: "a number".into(), found: t, at: pos });
-            return None;
         }
         Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, ty))
     }
@@ -756,7 +769,7 @@ impl<'c> Binder<'c> {
         match ast {
             ast::Expr::Value(v) if matches!(v.value, Lit::Placeholder(_)) => self.typed(ast, &scope, DataType::BigInt, what),
             _ => {
-                self.errors.push(unsupported(format!("the expression {ast} as {what} (use a constant or a parameter)"), at(ast)));
+                self.errors.push(unsupported_hint(format!("the expression {ast} as {what}"), "use a constant or a parameter", at(ast)));
                 None
             }
         }

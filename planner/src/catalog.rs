@@ -14,7 +14,7 @@ use sqlparser::ast::{
 use sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
 
 use crate::error::{PlanError, PlanErrors, Position};
-use crate::syntax::{self, at, at_ident, constant, ident, invalid, single_name, unsupported};
+use crate::syntax::{self, at, at_ident, constant, ident, invalid, single_name, unsupported, unsupported_hint};
 use crate::value::{DataType, Value};
 
 /// Most columns in one table.
@@ -181,8 +181,9 @@ impl Catalog {
                     }
                 }
             }
-            other => errors.push(unsupported(
-                format!("{} in DDL (only CREATE TABLE, CREATE INDEX, DROP TABLE and DROP INDEX are)", statement_kind(other)),
+            other => errors.push(unsupported_hint(
+                format!("{} in DDL", statement_kind(other)),
+                "DDL is CREATE TABLE, CREATE INDEX, DROP TABLE or DROP INDEX",
                 at(other),
             )),
         }
@@ -215,8 +216,9 @@ impl Catalog {
         rest.table_options = CreateTableOptions::None;
         rest.if_not_exists = false;
         if rest != CreateTableBuilder::new(create.name.clone()).build() {
-            errors.push(unsupported(
-                format!("a clause of CREATE TABLE {name} (only columns, PRIMARY KEY, UNIQUE and WITH (partition_by = '...') are)"),
+            errors.push(unsupported_hint(
+                format!("a clause of CREATE TABLE {name}"),
+                "CREATE TABLE takes columns, PRIMARY KEY, UNIQUE and WITH (partition_by = '...')",
                 at(&create.name),
             ));
             return;
@@ -260,8 +262,9 @@ impl Catalog {
                                 at(expr),
                             )),
                         },
-                        None => errors.push(unsupported(
-                            format!("table {name}, column {}: DEFAULT {expr} (a default must be a constant, so that replay is deterministic)", col.name),
+                        None => errors.push(unsupported_hint(
+                            format!("table {name}, column {}: DEFAULT {expr}", col.name),
+                            "a default must be a constant, so that replay is deterministic",
                             at(expr),
                         )),
                     },
@@ -318,7 +321,7 @@ impl Catalog {
                         None => errors.push(invalid(format!("table {name}: partition_by must name a column, as in partition_by = 'col'"), at(value))),
                     }
                 }
-                other => errors.push(unsupported(format!("table {name}: table option {other} (only partition_by is)"), at(other))),
+                other => errors.push(unsupported_hint(format!("table {name}: table option {other}"), "the only table option is partition_by", at(other))),
             }
         }
         if errors.len() > before {
@@ -369,7 +372,7 @@ impl Catalog {
             || !create.alter_options.is_empty()
         {
             errors.push(unsupported(
-                format!("a clause of CREATE INDEX on {table_name} (USING, CONCURRENTLY, INCLUDE, NULLS, WITH, WHERE)"),
+                format!("a clause of CREATE INDEX on {table_name} (USING, CONCURRENTLY, INCLUDE, NULLS, WITH or WHERE)"),
                 at(&create.table_name),
             ));
             return;
@@ -418,7 +421,7 @@ fn index_columns(
     for item in list {
         let expr = &item.column.expr;
         let ast::Expr::Identifier(id) = expr else {
-            errors.push(unsupported(format!("the expression {expr} in {place} of table {table} (list columns)"), at(expr)));
+            errors.push(unsupported_hint(format!("the expression {expr} in {place} of table {table}"), "an index lists plain columns", at(expr)));
             continue;
         };
         if item.column.options.asc == Some(false) || item.column.options.nulls_first.is_some() || item.operator_class.is_some() {

@@ -39,12 +39,14 @@ pub enum PlanError {
         message: String,
     },
     /// The SQL parses but uses a construct that Comb does not support.
-    #[error("{construct} is not supported (at {at})")]
+    #[error("{construct} is not supported (at {at}){hint}")]
     Unsupported {
         /// The construct, in words a user recognises ("a subquery", "LEFT JOIN").
         construct: String,
         /// Where it starts.
         at: Position,
+        /// What to write instead, starting with "; ", or empty.
+        hint: String,
     },
     /// A name that must be a table is not one.
     #[error("unknown table {table} (at {at})")]

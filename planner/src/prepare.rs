@@ -19,7 +19,7 @@ use crate::catalog::{Catalog, Table, TableId, statement_kind};
 use crate::error::{PlanError, PlanErrors, Position};
 use crate::expr::{BinaryOp, Expr};
 use crate::plan::{Access, OnConflict, Plan, RangeBound, SortKey};
-use crate::syntax::{self, at, at_ident, at_span, ident, invalid, single_name, unsupported};
+use crate::syntax::{self, at, at_ident, at_span, ident, invalid, single_name, unsupported, unsupported_hint};
 use crate::value::{DataType, Value};
 
 /// Most tables one SELECT may join.
@@ -460,12 +460,12 @@ impl<'c> Planner<'c> {
             Statement::Delete(delete) => self.delete(delete),
             other => {
                 let kind = statement_kind(other);
-                let hint = if matches!(other, Statement::CreateTable(_) | Statement::CreateIndex(_) | Statement::Drop { .. }) {
-                    " in a prepared statement (DDL goes through the catalog)"
+                let (kind, hint) = if matches!(other, Statement::CreateTable(_) | Statement::CreateIndex(_) | Statement::Drop { .. }) {
+                    (format!("{kind} in a prepared statement"), "DDL is applied to the catalog")
                 } else {
-                    " (only SELECT, INSERT, UPDATE and DELETE are)"
+                    (kind, "prepared statements are SELECT, INSERT, UPDATE or DELETE")
                 };
-                self.err(unsupported(format!("{kind}{hint}"), at(other)));
+                self.err(unsupported_hint(kind, hint, at(other)));
                 None
             }
         }
@@ -518,7 +518,7 @@ impl<'c> Planner<'c> {
 
     fn query(&mut self, query: &ast::Query) -> Option<Planned> {
         if let Some(with) = &query.with {
-            self.err(unsupported("WITH (common table expressions)", at(with)));
+            self.err(unsupported("WITH (a common table expression)", at(with)));
             return None;
         }
         if query.fetch.is_some() || !query.locks.is_empty() || query.for_clause.is_some() || query.settings.is_some() || query.format_clause.is_some() || !query.pipe_operators.is_empty() {
@@ -528,7 +528,7 @@ impl<'c> Planner<'c> {
         let select = match &*query.body {
             SetExpr::Select(select) => select,
             SetExpr::SetOperation { op, .. } => {
-                self.err(unsupported(format!("{op} (set operations)"), at(&*query.body)));
+                self.err(unsupported(format!("{op}"), at(&*query.body)));
                 return None;
             }
             SetExpr::Values(_) => {
@@ -565,6 +565,10 @@ impl<'c> Planner<'c> {
             self.err(unsupported("a dialect-specific SELECT clause (TOP, INTO, WINDOW, QUALIFY, ...)", pos));
             return None;
         }
+        if select.projection.is_empty() {
+            self.err(invalid("SELECT lists no columns", pos));
+            return None;
+        }
         // FROM: a left-deep chain of inner joins.
         if select.from.is_empty() {
             self.err(unsupported("SELECT without FROM", pos));
@@ -590,7 +594,7 @@ impl<'c> Planner<'c> {
                         JoinConstraint::On(e) => Some(e),
                         JoinConstraint::None => None,
                         _ => {
-                            self.err(unsupported("JOIN ... USING or NATURAL JOIN (write ON a.x = b.y)", at(&join.relation)));
+                            self.err(unsupported_hint("JOIN ... USING or NATURAL JOIN", "write ON a.x = b.y", at(&join.relation)));
                             ok = false;
                             None
                         }
@@ -599,7 +603,7 @@ impl<'c> Planner<'c> {
                     other => {
                         let name = format!("{other:?}");
                         let name = name.split('(').next().unwrap_or("this").to_uppercase();
-                        self.err(unsupported(format!("{name} JOIN (only inner joins are)"), at(&join.relation)));
+                        self.err(unsupported_hint(format!("{name} JOIN"), "only inner joins are supported", at(&join.relation)));
                         ok = false;
                         None
                     }
@@ -765,7 +769,7 @@ impl<'c> Planner<'c> {
                 plan = Plan::Limit { input: Box::new(plan), limit: limit.flatten(), offset: offset.flatten() };
             }
             Some(other) => {
-                self.err(unsupported("LIMIT BY or LIMIT offset, count (write LIMIT n OFFSET m)", at(other)));
+                self.err(unsupported_hint("LIMIT BY or LIMIT offset, count", "write LIMIT n OFFSET m", at(other)));
                 return None;
             }
         }
@@ -931,6 +935,7 @@ impl<'c> Planner<'c> {
         let table = self.table(name)?;
         // Columns named by the INSERT.
         let mut targets: Vec<usize> = Vec::new();
+        let errors_before = self.binder.errors.len();
         if insert.columns.is_empty() {
             targets = (0..table.columns.len()).collect();
         }
@@ -955,11 +960,15 @@ impl<'c> Planner<'c> {
             return None;
         };
         let SetExpr::Values(values) = &*source.body else {
-            self.err(unsupported("INSERT ... SELECT (list the rows with VALUES)", at(&*source.body)));
+            self.err(unsupported_hint("INSERT ... SELECT", "list the rows with VALUES", at(&*source.body)));
             return None;
         };
         if values.rows.len() > INSERT_ROWS_MAX {
             self.err(PlanError::LimitExceeded { what: format!("an INSERT of {} rows", values.rows.len()), limit: INSERT_ROWS_MAX });
+            return None;
+        }
+        if self.binder.errors.len() > errors_before {
+            // The column list is wrong; checking rows against it would only mislead.
             return None;
         }
         let empty = Scope::default();
@@ -1033,7 +1042,7 @@ impl<'c> Planner<'c> {
                 }
             }
             Some(other) => {
-                self.err(unsupported("ON DUPLICATE KEY UPDATE (write ON CONFLICT (...) DO UPDATE)", at(other)));
+                self.err(unsupported_hint("ON DUPLICATE KEY UPDATE", "write ON CONFLICT (...) DO UPDATE", at(other)));
                 return None;
             }
         };

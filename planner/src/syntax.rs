@@ -45,7 +45,12 @@ pub(crate) fn single_name(name: &ObjectName, errors: &mut Vec<PlanError>) -> Opt
 
 /// Builds an `Unsupported` finding.
 pub(crate) fn unsupported(construct: impl Into<String>, at: Position) -> PlanError {
-    PlanError::Unsupported { construct: construct.into(), at }
+    PlanError::Unsupported { construct: construct.into(), at, hint: String::new() }
+}
+
+/// Builds an `Unsupported` finding with advice on what to write instead.
+pub(crate) fn unsupported_hint(construct: impl Into<String>, hint: &str, at: Position) -> PlanError {
+    PlanError::Unsupported { construct: construct.into(), at, hint: format!("; {hint}") }
 }
 
 /// Builds an `Invalid` finding.
