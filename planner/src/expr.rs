@@ -669,3 +669,196 @@ impl Accumulator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn lit(value: Value) -> Expr {
+        let ty = value.data_type().unwrap_or(DataType::BigInt);
+        Expr::Literal { value, ty }
+    }
+
+    fn int(i: i64) -> Expr {
+        lit(Value::Int(i))
+    }
+
+    fn null_bool() -> Expr {
+        Expr::Literal { value: Value::Null, ty: DataType::Boolean }
+    }
+
+    fn bin(op: BinaryOp, l: Expr, r: Expr) -> Expr {
+        Expr::Binary { op, left: Box::new(l), right: Box::new(r) }
+    }
+
+    fn eval(e: &Expr) -> Result<Value, EvalError> {
+        e.eval(&[], &[])
+    }
+
+    #[test]
+    fn three_valued_logic() {
+        let t = lit(Value::Bool(true));
+        let f = lit(Value::Bool(false));
+        let n = null_bool();
+        let cases = [
+            (BinaryOp::And, &t, &n, Value::Null),
+            (BinaryOp::And, &f, &n, Value::Bool(false)),
+            (BinaryOp::And, &n, &f, Value::Bool(false)),
+            (BinaryOp::And, &t, &t, Value::Bool(true)),
+            (BinaryOp::Or, &t, &n, Value::Bool(true)),
+            (BinaryOp::Or, &n, &t, Value::Bool(true)),
+            (BinaryOp::Or, &f, &n, Value::Null),
+            (BinaryOp::Or, &f, &f, Value::Bool(false)),
+        ];
+        for (op, l, r, want) in cases {
+            assert_eq!(eval(&bin(op, l.clone(), r.clone())), Ok(want), "{l} {op:?} {r}");
+        }
+        assert_eq!(eval(&Expr::Not(Box::new(n.clone()))), Ok(Value::Null));
+        assert_eq!(eval(&bin(BinaryOp::Eq, int(1), Expr::Literal { value: Value::Null, ty: DataType::BigInt })), Ok(Value::Null));
+        assert_eq!(eval(&Expr::IsNull { expr: Box::new(n), negated: false }), Ok(Value::Bool(true)));
+    }
+
+    #[test]
+    fn integer_overflow_and_division_by_zero_are_errors() {
+        assert_eq!(eval(&bin(BinaryOp::Add, int(i64::MAX), int(1))), Err(EvalError::Overflow { op: "+" }));
+        assert_eq!(eval(&bin(BinaryOp::Mul, int(i64::MIN), int(-1))), Err(EvalError::Overflow { op: "*" }));
+        assert_eq!(eval(&bin(BinaryOp::Div, int(i64::MIN), int(-1))), Err(EvalError::Overflow { op: "/" }));
+        assert_eq!(eval(&Expr::Negate(Box::new(int(i64::MIN)))), Err(EvalError::Overflow { op: "-" }));
+        assert_eq!(eval(&bin(BinaryOp::Div, int(1), int(0))), Err(EvalError::DivisionByZero));
+        assert_eq!(eval(&bin(BinaryOp::Mod, int(1), int(0))), Err(EvalError::DivisionByZero));
+        assert_eq!(eval(&bin(BinaryOp::Div, lit(Value::Double(1.0)), lit(Value::Double(0.0)))), Err(EvalError::DivisionByZero));
+        assert_eq!(eval(&bin(BinaryOp::Div, int(-7), int(2))), Ok(Value::Int(-3)));
+        assert_eq!(eval(&bin(BinaryOp::Mod, int(-7), int(2))), Ok(Value::Int(-1)));
+        assert_eq!(eval(&bin(BinaryOp::Mod, int(i64::MIN), int(-1))), Ok(Value::Int(0)));
+    }
+
+    #[test]
+    fn like_matches_percent_underscore_and_escapes() {
+        for (text, pattern, want) in [
+            ("hello", "h%", true),
+            ("hello", "%llo", true),
+            ("hello", "h_llo", true),
+            ("hello", "h_lo", false),
+            ("hello", "%", true),
+            ("", "%", true),
+            ("", "_", false),
+            ("a%b", "a\\%b", true),
+            ("axb", "a\\%b", false),
+            ("a_b", "a\\_b", true),
+            ("mississippi", "%iss%ppi", true),
+            ("mississippi", "%iss%ppx", false),
+            ("héllo", "h_llo", true),
+        ] {
+            assert_eq!(like(text, pattern), want, "{text:?} LIKE {pattern:?}");
+        }
+        let e = Expr::Like {
+            expr: Box::new(lit(Value::Text("Hello".into()))),
+            pattern: Box::new(lit(Value::Text("hel%".into()))),
+            negated: false,
+            case_insensitive: true,
+        };
+        assert_eq!(eval(&e), Ok(Value::Bool(true)));
+    }
+
+    #[test]
+    fn in_list_between_case_coalesce() {
+        let null_int = Expr::Literal { value: Value::Null, ty: DataType::BigInt };
+        let in_list = |x: Expr, list: Vec<Expr>, negated| Expr::InList { expr: Box::new(x), list, negated };
+        assert_eq!(eval(&in_list(int(2), vec![int(1), int(2)], false)), Ok(Value::Bool(true)));
+        assert_eq!(eval(&in_list(int(3), vec![int(1), null_int.clone()], false)), Ok(Value::Null));
+        assert_eq!(eval(&in_list(int(3), vec![int(1), int(2)], true)), Ok(Value::Bool(true)));
+        assert_eq!(eval(&in_list(null_int.clone(), vec![int(1)], false)), Ok(Value::Null));
+        let between = |x, negated| Expr::Between { expr: Box::new(x), low: Box::new(int(1)), high: Box::new(int(3)), negated };
+        assert_eq!(eval(&between(int(3), false)), Ok(Value::Bool(true)));
+        assert_eq!(eval(&between(int(4), false)), Ok(Value::Bool(false)));
+        assert_eq!(eval(&between(int(4), true)), Ok(Value::Bool(true)));
+        assert_eq!(eval(&between(null_int.clone(), false)), Ok(Value::Null));
+        let case = Expr::Case {
+            operand: Some(Box::new(Expr::Column { index: 0, name: "x".into(), ty: DataType::BigInt })),
+            branches: vec![(int(1), lit(Value::Text("one".into()))), (int(2), lit(Value::Text("two".into())))],
+            otherwise: None,
+            ty: DataType::Text,
+        };
+        assert_eq!(case.eval(&[Value::Int(2)], &[]), Ok(Value::Text("two".into())));
+        assert_eq!(case.eval(&[Value::Int(5)], &[]), Ok(Value::Null));
+        assert_eq!(case.eval(&[Value::Null], &[]), Ok(Value::Null));
+        let coalesce = Expr::Coalesce { args: vec![null_int, Expr::Param { index: 0, ty: DataType::BigInt }, int(9)], ty: DataType::BigInt };
+        assert_eq!(coalesce.eval(&[], &[Value::Int(4)]), Ok(Value::Int(4)));
+        assert_eq!(coalesce.eval(&[], &[Value::Null]), Ok(Value::Int(9)));
+    }
+
+    #[test]
+    fn params_are_checked_and_widened() {
+        let p = Expr::Param { index: 0, ty: DataType::Double };
+        assert_eq!(p.eval(&[], &[Value::Int(2)]), Ok(Value::Double(2.0)));
+        assert_eq!(p.eval(&[], &[Value::Null]), Ok(Value::Null));
+        assert!(matches!(p.eval(&[], &[Value::Text("x".into())]), Err(EvalError::BadParameter { number: 1, .. })));
+        assert!(matches!(p.eval(&[], &[]), Err(EvalError::BadParameter { number: 1, .. })));
+        let c = Expr::Column { index: 3, name: "c".into(), ty: DataType::BigInt };
+        assert!(matches!(c.eval(&[Value::Null], &[]), Err(EvalError::Internal(_))));
+    }
+
+    #[test]
+    fn casts_and_concatenation() {
+        assert_eq!(cast(Value::Text(" 42 ".into()), DataType::BigInt), Ok(Value::Int(42)));
+        assert_eq!(cast(Value::Double(2.5), DataType::BigInt), Ok(Value::Int(2)));
+        assert_eq!(cast(Value::Double(3.5), DataType::BigInt), Ok(Value::Int(4)));
+        assert!(cast(Value::Double(1e30), DataType::BigInt).is_err());
+        assert!(cast(Value::Text("x".into()), DataType::Double).is_err());
+        assert_eq!(cast(Value::Text("yes".into()), DataType::Boolean), Ok(Value::Bool(true)));
+        assert_eq!(cast(Value::Int(7), DataType::Text), Ok(Value::Text("7".into())));
+        assert_eq!(cast(Value::Null, DataType::Text), Ok(Value::Null));
+        let concat = bin(BinaryOp::Concat, lit(Value::Text("a".into())), lit(Value::Text("b".into())));
+        assert_eq!(eval(&concat), Ok(Value::Text("ab".into())));
+    }
+
+    #[test]
+    fn accumulators_follow_sql() {
+        let run = |func, inputs: &[Value]| {
+            let mut acc = Accumulator::new(func);
+            for v in inputs {
+                acc.update(v)?;
+            }
+            Ok::<Value, EvalError>(acc.finish())
+        };
+        let values = [Value::Int(3), Value::Null, Value::Int(1)];
+        assert_eq!(run(AggregateFunc::CountStar, &values), Ok(Value::Int(3)));
+        assert_eq!(run(AggregateFunc::Count, &values), Ok(Value::Int(2)));
+        assert_eq!(run(AggregateFunc::Sum, &values), Ok(Value::Int(4)));
+        assert_eq!(run(AggregateFunc::Min, &values), Ok(Value::Int(1)));
+        assert_eq!(run(AggregateFunc::Max, &values), Ok(Value::Int(3)));
+        assert_eq!(run(AggregateFunc::Avg, &values), Ok(Value::Double(2.0)));
+        assert_eq!(run(AggregateFunc::Sum, &[]), Ok(Value::Null));
+        assert_eq!(run(AggregateFunc::Count, &[]), Ok(Value::Int(0)));
+        assert_eq!(run(AggregateFunc::Sum, &[Value::Int(i64::MAX), Value::Int(1)]), Err(EvalError::Overflow { op: "SUM" }));
+        assert_eq!(run(AggregateFunc::Min, &[Value::Text("b".into()), Value::Text("a".into())]), Ok(Value::Text("a".into())));
+    }
+
+    proptest! {
+        /// Integer arithmetic agrees with checked i64 arithmetic: a value or an error, never a wrap.
+        #[test]
+        fn integer_arithmetic_never_wraps(a in any::<i64>(), b in any::<i64>()) {
+            for (op, want) in [
+                (BinaryOp::Add, a.checked_add(b)),
+                (BinaryOp::Sub, a.checked_sub(b)),
+                (BinaryOp::Mul, a.checked_mul(b)),
+            ] {
+                let got = eval(&bin(op, int(a), int(b)));
+                match want {
+                    Some(v) => prop_assert_eq!(got, Ok(Value::Int(v))),
+                    None => prop_assert!(matches!(got, Err(EvalError::Overflow { .. })), "expected overflow, got {:?}", got),
+                }
+            }
+        }
+
+        /// LIKE with a pattern without wildcards is equality; `%` around it is containment.
+        #[test]
+        fn like_agrees_with_equality_and_contains(text in "[a-c]{0,8}", needle in "[a-c]{0,3}") {
+            prop_assert_eq!(like(&text, &needle), text == needle);
+            prop_assert_eq!(like(&text, &format!("%{needle}%")), text.contains(&needle));
+            prop_assert_eq!(like(&text, &format!("{needle}%")), text.starts_with(&needle));
+        }
+    }
+}
