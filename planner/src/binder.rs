@@ -282,12 +282,10 @@ impl<'c> Binder<'c> {
     /// Binds an expression whose type must come from the expression itself.
     pub(crate) fn value(&mut self, ast: &ast::Expr, scope: &Scope<'c>, context: &str) -> Option<Expr> {
         let (expr, ty) = self.expr(ast, scope)?;
-        if ty.is_none() {
-            if matches!(expr, Expr::Literal { .. }) {
-                self.errors.push(invalid(format!("the type of NULL in {context} is unknown; CAST it"), at(ast)));
-                return None;
-            }
-            // Parameters are reported as untyped by `finish_params`.
+        // An untyped parameter is reported by `finish_params`; an untyped NULL here.
+        if ty.is_none() && matches!(expr, Expr::Literal { .. }) {
+            self.errors.push(invalid(format!("the type of NULL in {context} is unknown; CAST it"), at(ast)));
+            return None;
         }
         Some(expr)
     }
@@ -361,14 +359,14 @@ impl<'c> Binder<'c> {
                 let bound = self.expr(ast, scope);
                 self.grouping = grouping;
                 let (mut expr, ty) = bound?;
-                return self.to_grouped(&mut expr, at(ast)).then_some((expr, ty));
+                return self.onto_groups(&mut expr, at(ast)).then_some((expr, ty));
             }
         }
         self.expr_inner(ast, scope)
     }
 
     /// Rewrites an input-row expression onto the aggregate's output row.
-    fn to_grouped(&mut self, expr: &mut Expr, pos: Position) -> bool {
+    fn onto_groups(&mut self, expr: &mut Expr, pos: Position) -> bool {
         let Some(grouping) = &self.grouping else { return true };
         if let Some(i) = grouping.groups.iter().position(|(g, _)| g == expr) {
             *expr = Expr::Column { index: i, name: grouping.groups[i].1.clone(), ty: expr.ty() };
@@ -379,7 +377,7 @@ impl<'c> Binder<'c> {
             return false;
         }
         let mut ok = true;
-        children_mut(expr, &mut |child| ok &= self.to_grouped(child, pos));
+        children_mut(expr, &mut |child| ok &= self.onto_groups(child, pos));
         ok
     }
 

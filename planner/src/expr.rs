@@ -399,8 +399,10 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Result<Value, EvalError> {
         (BinaryOp::Div | BinaryOp::Mod, Value::Int(_), Value::Int(0)) => return Err(EvalError::DivisionByZero),
         (BinaryOp::Div, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_div(b).ok_or(overflow)?),
         (BinaryOp::Mod, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_rem(b).unwrap_or(0)),
-        (BinaryOp::Div | BinaryOp::Mod, Value::Double(_), Value::Double(b)) if b == 0.0 => return Err(EvalError::DivisionByZero),
         (op, Value::Double(a), Value::Double(b)) => {
+            if matches!(op, BinaryOp::Div | BinaryOp::Mod) && b == 0.0 {
+                return Err(EvalError::DivisionByZero);
+            }
             let result = match op {
                 BinaryOp::Add => a + b,
                 BinaryOp::Sub => a - b,

@@ -284,7 +284,7 @@ fn choose_access(table: &Table, offset: usize, conds: &[Expr]) -> (Access, BTree
         let unique_hit = index.unique && p == index.columns.len();
         // A unique index fully bound beats any primary-key range.
         let s = if unique_hit { s + 1000 } else { s };
-        if s > best_score && !(pk_score == 2 * table.primary_key.len()) {
+        if s > best_score && pk_score != 2 * table.primary_key.len() {
             best = Some(i);
             best_score = s;
         }
