@@ -157,7 +157,7 @@ impl Catalog {
                     sql: sql.to_owned(),
                     kind: planned.kind,
                     params,
-                    columns: planned.columns.into_iter().map(|(name, e)| OutputColumn { name, ty: e }).collect(),
+                    columns: planned.names.into_iter().zip(output_exprs(&planned.plan)).map(|(name, e)| OutputColumn { name, ty: e.ty() }).collect(),
                     plan: planned.plan,
                     reads: planned.reads,
                     writes: planned.writes,
@@ -173,7 +173,8 @@ impl Catalog {
 
 struct Planned {
     kind: StatementKind,
-    columns: Vec<(String, DataType)>,
+    /// Output column names; their types are read from the plan once parameter types are final.
+    names: Vec<String>,
     plan: Plan,
     reads: BTreeSet<TableId>,
     writes: BTreeSet<TableId>,
@@ -374,6 +375,15 @@ fn partition_of(scope: &Scope<'_>, conds: &[Expr]) -> PartitionKey {
     let mut keys = scope.tables.iter().map(|t| known.get(&(t.offset + t.table.partition_column)));
     let Some(Some(first)) = keys.next() else { return PartitionKey::MultiPartition };
     if keys.all(|k| k == Some(first)) { first.clone() } else { PartitionKey::MultiPartition }
+}
+
+/// The expressions that compute a plan's result rows: the final projection or RETURNING.
+fn output_exprs(plan: &Plan) -> &[Expr] {
+    match plan {
+        Plan::Project { exprs, .. } => exprs,
+        Plan::Insert { returning: Some(exprs), .. } | Plan::Update { returning: Some(exprs), .. } | Plan::Delete { returning: Some(exprs), .. } => exprs,
+        _ => &[],
+    }
 }
 
 fn fix_plan_params(binder: &Binder<'_>, plan: &mut Plan) {
@@ -773,9 +783,9 @@ impl<'c> Planner<'c> {
                 return None;
             }
         }
-        let columns = outputs.iter().map(|(n, e)| (n.clone(), e.ty())).collect();
+        let names = outputs.iter().map(|(n, _)| n.clone()).collect();
         let plan = Plan::Project { input: Box::new(plan), exprs: outputs.into_iter().map(|(_, e)| e).collect() };
-        Some(Planned { kind: StatementKind::Select, columns, plan, reads, writes: BTreeSet::new(), partition })
+        Some(Planned { kind: StatementKind::Select, names, plan, reads, writes: BTreeSet::new(), partition })
     }
 
     /// Resolves `GROUP BY 2` or `GROUP BY alias` to the select-list expression.
@@ -831,7 +841,7 @@ impl<'c> Planner<'c> {
         plan.unwrap_or(Plan::Scan { table: TableId(u32::MAX), table_name: String::new(), access: Access::FullScan })
     }
 
-    fn returning(&mut self, items: &Option<Vec<SelectItem>>, scope: &Scope<'c>) -> (Option<Vec<Expr>>, Vec<(String, DataType)>) {
+    fn returning(&mut self, items: &Option<Vec<SelectItem>>, scope: &Scope<'c>) -> (Option<Vec<Expr>>, Vec<String>) {
         let Some(items) = items else { return (None, Vec::new()) };
         let mut exprs = Vec::new();
         let mut columns = Vec::new();
@@ -841,7 +851,7 @@ impl<'c> Planner<'c> {
                 SelectItem::ExprWithAlias { expr, alias } => (ident(alias), self.binder.value(expr, scope, "RETURNING")),
                 SelectItem::Wildcard(_) => {
                     for (n, e) in scope.all_columns() {
-                        columns.push((n, e.ty()));
+                        columns.push(n);
                         exprs.push(e);
                     }
                     continue;
@@ -856,7 +866,7 @@ impl<'c> Planner<'c> {
                     self.err(invalid("aggregate functions are not allowed in RETURNING", at(item)));
                     continue;
                 }
-                columns.push((name, expr.ty()));
+                columns.push(name);
                 exprs.push(expr);
             }
         }
@@ -1048,7 +1058,7 @@ impl<'c> Planner<'c> {
         };
         let (returning, columns) = self.returning(&insert.returning, &scope);
         let plan = Plan::Insert { table: table.id, table_name: table.name.clone(), rows, on_conflict, returning };
-        Some(Planned { kind: StatementKind::Insert, columns, plan, reads, writes: BTreeSet::from([table.id]), partition })
+        Some(Planned { kind: StatementKind::Insert, names: columns, plan, reads, writes: BTreeSet::from([table.id]), partition })
     }
 
     /// Plans the rows an UPDATE or DELETE touches.
@@ -1082,7 +1092,7 @@ impl<'c> Planner<'c> {
         let assignments = self.assignments(table, &update.assignments, &scope);
         let (returning, columns) = self.returning(&update.returning, &scope);
         let plan = Plan::Update { input: Box::new(input), table: table.id, table_name: table.name.clone(), assignments, returning };
-        Some(Planned { kind: StatementKind::Update, columns, plan, reads: BTreeSet::from([table.id]), writes: BTreeSet::from([table.id]), partition })
+        Some(Planned { kind: StatementKind::Update, names: columns, plan, reads: BTreeSet::from([table.id]), writes: BTreeSet::from([table.id]), partition })
     }
 
     fn delete(&mut self, delete: &ast::Delete) -> Option<Planned> {
@@ -1097,7 +1107,7 @@ impl<'c> Planner<'c> {
         let (table, scope, input, partition) = self.target_rows(&from[0], &delete.selection)?;
         let (returning, columns) = self.returning(&delete.returning, &scope);
         let plan = Plan::Delete { input: Box::new(input), table: table.id, table_name: table.name.clone(), returning };
-        Some(Planned { kind: StatementKind::Delete, columns, plan, reads: BTreeSet::from([table.id]), writes: BTreeSet::from([table.id]), partition })
+        Some(Planned { kind: StatementKind::Delete, names: columns, plan, reads: BTreeSet::from([table.id]), writes: BTreeSet::from([table.id]), partition })
     }
 }
 
