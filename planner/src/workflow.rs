@@ -1,7 +1,7 @@
 //! Workflow specifications, their validation, and the plan the scheduler runs.
 //!
 //! A workflow is a DAG of steps; a step's input may reference the workflow input and
-//! earlier steps' outputs (see [`crate::reference`]), and each reference is an edge.
+//! earlier steps' outputs (see [`resolve`](crate::resolve)), and each reference is an edge.
 //! Validation reports every problem at once and yields the topological order, the
 //! parallel levels, the transaction units and the steps to record.
 

@@ -235,7 +235,7 @@ fn enforces_named_bounds() {
     assert_eq!(errs[0].to_string(), "workflow big has 257 steps, more than the limit of 256");
 
     let mut deep = json!("$input");
-    for _ in 0..=comb_planner::reference::INPUT_DEPTH_MAX {
+    for _ in 0..=comb_planner::INPUT_DEPTH_MAX {
         deep = json!([deep]);
     }
     let errs = errors(json!({"name": "w", "steps": [{"id": "a", "function": "read", "input": deep}]}));
