@@ -30,6 +30,8 @@ pub enum Access {
     PointGet {
         /// One value per primary-key column, in key order.
         key: Vec<Expr>,
+        /// Names of the key columns, for printing.
+        columns: Vec<String>,
     },
     /// A prefix of the primary key bound by equality, optionally a range on the next
     /// key column; rows come in primary-key order.
@@ -40,6 +42,8 @@ pub enum Access {
         lower: Option<RangeBound>,
         /// Upper bound on the key column after the prefix.
         upper: Option<RangeBound>,
+        /// Names of the key columns, for printing.
+        columns: Vec<String>,
     },
     /// A prefix of an index bound by equality, optionally a range on the next column.
     IndexRange {
@@ -55,6 +59,8 @@ pub enum Access {
         lower: Option<RangeBound>,
         /// Upper bound on the index column after the prefix.
         upper: Option<RangeBound>,
+        /// Names of the index columns, for printing.
+        columns: Vec<String>,
     },
     /// Nothing narrows the scan: every row of the table (of every partition) is read.
     FullScan,
@@ -328,32 +334,32 @@ impl fmt::Display for Plan {
 }
 
 impl fmt::Display for Access {
+    /// Prints the access path and its bounds: `[key range] hotel_id = $1, room_id >= $2`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let range = |f: &mut fmt::Formatter<'_>, prefix: &[Expr], lower: &Option<RangeBound>, upper: &Option<RangeBound>| {
-            f.write_str("prefix=(")?;
-            comma_list(f, prefix)?;
-            f.write_str(")")?;
-            if let Some(l) = lower {
-                write!(f, " from {}{}", if l.inclusive { ">=" } else { ">" }, l.value)?;
+        let bounds = |f: &mut fmt::Formatter<'_>, columns: &[String], prefix: &[Expr], lower: &Option<RangeBound>, upper: &Option<RangeBound>| {
+            let mut parts: Vec<String> = columns.iter().zip(prefix).map(|(c, e)| format!("{c} = {e}")).collect();
+            if let Some(next) = columns.get(prefix.len()) {
+                if let Some(l) = lower {
+                    parts.push(format!("{next} {} {}", if l.inclusive { ">=" } else { ">" }, l.value));
+                }
+                if let Some(u) = upper {
+                    parts.push(format!("{next} {} {}", if u.inclusive { "<=" } else { "<" }, u.value));
+                }
             }
-            if let Some(u) = upper {
-                write!(f, " to {}{}", if u.inclusive { "<=" } else { "<" }, u.value)?;
-            }
-            Ok(())
+            f.write_str(&parts.join(", "))
         };
         match self {
-            Access::PointGet { key } => {
-                f.write_str("[point get] key=(")?;
-                comma_list(f, key)?;
-                f.write_str(")")
+            Access::PointGet { key, columns } => {
+                f.write_str("[point get] ")?;
+                bounds(f, columns, key, &None, &None)
             }
-            Access::KeyRange { prefix, lower, upper } => {
+            Access::KeyRange { prefix, lower, upper, columns } => {
                 f.write_str("[key range] ")?;
-                range(f, prefix, lower, upper)
+                bounds(f, columns, prefix, lower, upper)
             }
-            Access::IndexRange { index_name, unique_hit, prefix, lower, upper, .. } => {
-                write!(f, "[index {}{index_name}] ", if *unique_hit { "unique get " } else { "range " })?;
-                range(f, prefix, lower, upper)
+            Access::IndexRange { index_name, unique_hit, prefix, lower, upper, columns, .. } => {
+                write!(f, "[{}index {index_name}] ", if *unique_hit { "unique " } else { "" })?;
+                bounds(f, columns, prefix, lower, upper)
             }
             Access::FullScan => f.write_str("[FULL SCAN]"),
         }

@@ -320,9 +320,10 @@ fn choose_access(table: &Table, offset: usize, conds: &[Expr]) -> (Access, BTree
     };
     // A BETWEEN is redundant only when both of its bounds went into the range.
     let consumed = used.into_iter().filter(|(conj, n)| !betweens.contains(conj) || *n >= 2).map(|(c, _)| c).collect();
+    let columns = cols.iter().map(|&c| table.columns[c].name.clone()).collect();
     let access = match best {
-        None if prefix.len() == table.primary_key.len() => Access::PointGet { key: prefix },
-        None => Access::KeyRange { prefix, lower: lo, upper: hi },
+        None if prefix.len() == table.primary_key.len() => Access::PointGet { key: prefix, columns },
+        None => Access::KeyRange { prefix, lower: lo, upper: hi, columns },
         Some(i) => {
             let index = &table.indexes[i];
             Access::IndexRange {
@@ -332,6 +333,7 @@ fn choose_access(table: &Table, offset: usize, conds: &[Expr]) -> (Access, BTree
                 prefix,
                 lower: lo,
                 upper: hi,
+                columns,
             }
         }
     };
@@ -389,8 +391,8 @@ fn output_exprs(plan: &Plan) -> &[Expr] {
 fn fix_plan_params(binder: &Binder<'_>, plan: &mut Plan) {
     let fix = |e: &mut Expr| binder.fix_params(e);
     let fix_access = |a: &mut Access| match a {
-        Access::PointGet { key } => key.iter_mut().for_each(fix),
-        Access::KeyRange { prefix, lower, upper } | Access::IndexRange { prefix, lower, upper, .. } => {
+        Access::PointGet { key, .. } => key.iter_mut().for_each(fix),
+        Access::KeyRange { prefix, lower, upper, .. } | Access::IndexRange { prefix, lower, upper, .. } => {
             prefix.iter_mut().for_each(fix);
             for b in [lower, upper].into_iter().flatten() {
                 fix(&mut b.value);
