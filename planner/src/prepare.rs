@@ -679,7 +679,7 @@ impl<'c> Planner<'c> {
         if aggregating {
             let mut grouping = Grouping::default();
             for g in &group_asts {
-                let g_ast = self.positional(g, &select.projection, "GROUP BY").unwrap_or(g);
+                let g_ast = self.positional(g, &select.projection, &scope, "GROUP BY").unwrap_or(g);
                 if contains_aggregate(g_ast) {
                     self.err(invalid("aggregate functions are not allowed in GROUP BY", at(g_ast)));
                     continue;
@@ -790,8 +790,9 @@ impl<'c> Planner<'c> {
         Some(Planned { kind: StatementKind::Select, names, plan, reads, writes: BTreeSet::new(), partition })
     }
 
-    /// Resolves `GROUP BY 2` or `GROUP BY alias` to the select-list expression.
-    fn positional<'a>(&mut self, g: &'a ast::Expr, projection: &'a [SelectItem], what: &str) -> Option<&'a ast::Expr> {
+    /// Resolves `GROUP BY 2` or `GROUP BY alias` to the select-list expression. As in
+    /// PostgreSQL, a name that is an input column means the column, not an alias.
+    fn positional<'a>(&mut self, g: &'a ast::Expr, projection: &'a [SelectItem], scope: &Scope<'c>, what: &str) -> Option<&'a ast::Expr> {
         let expr_of = |item: &'a SelectItem| match item {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
             _ => None,
@@ -805,7 +806,9 @@ impl<'c> Planner<'c> {
                 }
             };
         }
-        if let ast::Expr::Identifier(id) = g {
+        if let ast::Expr::Identifier(id) = g
+            && !scope.tables.iter().any(|t| t.table.column_index(&ident(id)).is_some())
+        {
             return projection.iter().find_map(|item| match item {
                 SelectItem::ExprWithAlias { expr, alias } if ident(alias) == ident(id) => Some(expr),
                 _ => None,
@@ -882,9 +885,16 @@ impl<'c> Planner<'c> {
             let name = match &a.target {
                 AssignmentTarget::ColumnName(name) => {
                     let mut errors = Vec::new();
+                    let target = scope.tables.first().map(|t| t.alias.as_str()).unwrap_or_default();
                     let n = match name.0.as_slice() {
                         [ast::ObjectNamePart::Identifier(id)] => Some((ident(id), at_ident(id))),
-                        [_, ast::ObjectNamePart::Identifier(id)] => Some((ident(id), at_ident(id))),
+                        [ast::ObjectNamePart::Identifier(q), ast::ObjectNamePart::Identifier(id)] if ident(q) == target => {
+                            Some((ident(id), at_ident(id)))
+                        }
+                        [ast::ObjectNamePart::Identifier(q), ast::ObjectNamePart::Identifier(_)] => {
+                            errors.push(invalid(format!("SET may only name columns of {target}, not of {}", ident(q)), at_ident(q)));
+                            None
+                        }
                         _ => single_name(name, &mut errors),
                     };
                     self.binder.errors.extend(errors);
