@@ -571,6 +571,16 @@ impl<'c> Binder<'c> {
                 self.errors.push(unsupported(format!("the function {}", f.name), pos));
                 None
             }
+            A::TypedString(typed) if cast_type(&typed.data_type) == Some(DataType::Timestamp) => {
+                let parsed = typed.value.value.clone().into_string().as_deref().and_then(crate::value::parse_timestamp);
+                match parsed {
+                    Some(micros) => Some((Expr::Literal { value: Value::Timestamp(micros), ty: DataType::Timestamp }, Some(DataType::Timestamp))),
+                    None => {
+                        self.errors.push(invalid(format!("{ast} is not a timestamp; write TIMESTAMP 'YYYY-MM-DD HH:MM:SS[.ffffff]'"), pos));
+                        None
+                    }
+                }
+            }
             A::Subquery(_) | A::InSubquery { .. } | A::Exists { .. } => {
                 self.errors.push(unsupported("a subquery", pos));
                 None

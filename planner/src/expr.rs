@@ -494,7 +494,8 @@ pub fn cast(value: Value, to: DataType) -> Result<Value, EvalError> {
         (Value::Int(i), DataType::Text) => Value::Text(i.to_string()),
         (Value::Double(d), DataType::Text) => Value::Text(d.to_string()),
         (Value::Bool(b), DataType::Text) => Value::Text(b.to_string()),
-        (Value::Timestamp(t), DataType::Text) => Value::Text(t.to_string()),
+        (Value::Timestamp(t), DataType::Text) => Value::Text(crate::value::format_timestamp(t)),
+        (Value::Text(s), DataType::Timestamp) => Value::Timestamp(crate::value::parse_timestamp(&s).ok_or_else(|| invalid(&Value::Text(s.clone())))?),
         (Value::Text(s), DataType::BigInt) => Value::Int(s.trim().parse().map_err(|_| invalid(&Value::Text(s.clone())))?),
         (Value::Text(s), DataType::Double) => Value::Double(s.trim().parse().map_err(|_| invalid(&Value::Text(s.clone())))?),
         (Value::Text(s), DataType::Boolean) => match s.trim().to_lowercase().as_str() {
@@ -514,7 +515,7 @@ pub(crate) fn castable(from: DataType, to: DataType) -> bool {
     from == to
         || matches!(
             (from, to),
-            (BigInt, Double | Timestamp | Text) | (Timestamp, BigInt | Text) | (Double, BigInt | Text) | (Boolean, Text | BigInt) | (Text, BigInt | Double | Boolean | Bytea)
+            (BigInt, Double | Timestamp | Text) | (Timestamp, BigInt | Text) | (Double, BigInt | Text) | (Boolean, Text | BigInt) | (Text, BigInt | Double | Boolean | Bytea | Timestamp)
         )
 }
 

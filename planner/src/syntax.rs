@@ -82,6 +82,9 @@ pub(crate) fn constant(expr: &sqlparser::ast::Expr) -> Option<crate::value::Valu
             _ => None,
         },
         Expr::Nested(inner) => constant(inner),
+        Expr::TypedString(typed) if matches!(typed.data_type, sqlparser::ast::DataType::Timestamp(None, sqlparser::ast::TimezoneInfo::None)) => {
+            typed.value.value.clone().into_string().as_deref().and_then(crate::value::parse_timestamp).map(Value::Timestamp)
+        }
         _ => None,
     }
 }

@@ -129,7 +129,130 @@ impl fmt::Display for Value {
                 }
                 f.write_str("'")
             }
-            Value::Timestamp(v) => write!(f, "TIMESTAMP {v}"),
+            Value::Timestamp(v) => write!(f, "TIMESTAMP '{}'", format_timestamp(*v)),
+        }
+    }
+}
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count from 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]]` (UTC, no time zone) into microseconds
+/// since the epoch; `None` if malformed or out of range. Years 1 to 9999.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time) = match text.find([' ', 'T']) {
+        Some(i) => (&text[..i], Some(text[i + 1..].trim_start())),
+        None => (text, None),
+    };
+    let mut parts = date.split('-');
+    let number = |s: Option<&str>, digits: std::ops::RangeInclusive<usize>| {
+        s.filter(|s| digits.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse::<i64>().ok())
+    };
+    let year = number(parts.next(), 4..=4)?;
+    let month = number(parts.next(), 2..=2)?;
+    let day = number(parts.next(), 2..=2)?;
+    if parts.next().is_some() || year < 1 || !(1..=12).contains(&month) || day < 1 {
+        return None;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if day > month_days[(month - 1) as usize] {
+        return None;
+    }
+    let mut micros_of_day = 0;
+    if let Some(time) = time {
+        let (hms, fraction) = match time.split_once('.') {
+            Some((hms, f)) => (hms, Some(f)),
+            None => (time, None),
+        };
+        let mut t = hms.split(':');
+        let hour = number(t.next(), 2..=2)?;
+        let minute = number(t.next(), 2..=2)?;
+        let second = match t.next() {
+            Some(s) => number(Some(s), 2..=2)?,
+            None if fraction.is_none() => 0,
+            None => return None,
+        };
+        if t.next().is_some() || hour > 23 || minute > 59 || second > 59 {
+            return None;
+        }
+        let micros = match fraction {
+            None => 0,
+            Some(f) => {
+                let digits = number(Some(f), 1..=6)?;
+                digits * 10_i64.pow(6 - f.len() as u32)
+            }
+        };
+        micros_of_day = ((hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + micros;
+    }
+    Some(days_from_civil(year, month, day) * SECONDS_PER_DAY * MICROS_PER_SECOND + micros_of_day)
+}
+
+/// Formats microseconds since the epoch as `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC).
+pub fn format_timestamp(micros: i64) -> String {
+    let per_day = SECONDS_PER_DAY * MICROS_PER_SECOND;
+    let (days, rest) = (micros.div_euclid(per_day), micros.rem_euclid(per_day));
+    let (year, month, day) = civil_from_days(days);
+    let (seconds, fraction) = (rest / MICROS_PER_SECOND, rest % MICROS_PER_SECOND);
+    let mut out = format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if fraction != 0 {
+        out.push_str(format!(".{fraction:06}").trim_end_matches('0'));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_and_format() {
+        assert_eq!(parse_timestamp("1970-01-01"), Some(0));
+        assert_eq!(parse_timestamp("1970-01-02 00:00:01"), Some(86_401_000_000));
+        assert_eq!(parse_timestamp("2024-02-29T12:30:00.5"), Some(1_709_209_800_500_000));
+        assert_eq!(parse_timestamp("1969-12-31 23:59:59.999999"), Some(-1));
+        assert_eq!(parse_timestamp("2023-02-29"), None);
+        assert_eq!(parse_timestamp("2024-13-01"), None);
+        assert_eq!(parse_timestamp("2024-01-01 24:00:00"), None);
+        assert_eq!(parse_timestamp("2024-01-01 10:00:00.1234567"), None);
+        assert_eq!(parse_timestamp("24-01-01"), None);
+        assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(format_timestamp(1_709_209_800_500_000), "2024-02-29 12:30:00.5");
+        assert_eq!(format_timestamp(-1), "1969-12-31 23:59:59.999999");
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
+    }
+
+    proptest! {
+        #[test]
+        fn timestamps_round_trip(micros in -62_135_596_800_000_000i64..253_402_300_799_999_999) {
+            prop_assert_eq!(parse_timestamp(&format_timestamp(micros)), Some(micros));
         }
     }
 }
