@@ -566,6 +566,10 @@ impl<'c> Binder<'c> {
                     return None;
                 }
                 if name == "coalesce" {
+                    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() || f.null_treatment.is_some() {
+                        self.errors.push(unsupported("FILTER, OVER or WITHIN GROUP on COALESCE", pos));
+                        return None;
+                    }
                     return self.coalesce(f, scope, pos);
                 }
                 self.errors.push(unsupported(format!("the function {}", f.name), pos));

@@ -553,8 +553,7 @@ impl<'c> Planner<'c> {
             }
         };
         let pos = at_span(select.select_token.0.span);
-        if let Some(d) = &select.distinct {
-            let _ = d;
+        if select.distinct.is_some() {
             self.err(unsupported("DISTINCT", pos));
             return None;
         }
@@ -613,9 +612,17 @@ impl<'c> Planner<'c> {
                     },
                     JoinOperator::CrossJoin(JoinConstraint::None) => None,
                     other => {
-                        let name = format!("{other:?}");
-                        let name = name.split('(').next().unwrap_or("this").to_uppercase();
-                        self.err(unsupported_hint(format!("{name} JOIN"), "only inner joins are supported", at(&join.relation)));
+                        let name = match other {
+                            JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => "LEFT JOIN",
+                            JoinOperator::Right(_) | JoinOperator::RightOuter(_) => "RIGHT JOIN",
+                            JoinOperator::FullOuter(_) => "FULL JOIN",
+                            JoinOperator::CrossJoin(_) => "CROSS JOIN with a condition",
+                            JoinOperator::Semi(_) | JoinOperator::LeftSemi(_) | JoinOperator::RightSemi(_) => "SEMI JOIN",
+                            JoinOperator::Anti(_) | JoinOperator::LeftAnti(_) | JoinOperator::RightAnti(_) => "ANTI JOIN",
+                            JoinOperator::CrossApply | JoinOperator::OuterApply => "APPLY",
+                            _ => "this kind of join",
+                        };
+                        self.err(unsupported_hint(name, "only inner joins are supported", at(&join.relation)));
                         ok = false;
                         None
                     }
@@ -651,7 +658,7 @@ impl<'c> Planner<'c> {
         }
         let partition = partition_of(&scope, &conds);
         let reads: BTreeSet<TableId> = scope.tables.iter().map(|t| t.table.id).collect();
-        let mut plan = self.scan_chain(&scope, conds);
+        let mut plan = self.scan_chain(&scope, conds)?;
 
         // Aggregation.
         let group_asts: Vec<&ast::Expr> = match &select.group_by {
@@ -819,7 +826,7 @@ impl<'c> Planner<'c> {
 
     /// Builds scans and joins for the tables of `scope`, placing each condition at the
     /// first table where all its columns are available.
-    fn scan_chain(&mut self, scope: &Scope<'c>, conds: Vec<Expr>) -> Plan {
+    fn scan_chain(&mut self, scope: &Scope<'c>, conds: Vec<Expr>) -> Option<Plan> {
         let level_of = |e: &Expr| match max_column(e) {
             None => 0,
             Some(m) => scope.tables.iter().rposition(|t| t.offset <= m).unwrap_or(0),
@@ -843,7 +850,10 @@ impl<'c> Planner<'c> {
                 None => node,
             });
         }
-        plan.unwrap_or(Plan::Scan { table: TableId(u32::MAX), table_name: String::new(), access: Access::FullScan })
+        if plan.is_none() {
+            self.err(PlanError::Internal("a scan chain over no table".to_owned()));
+        }
+        plan
     }
 
     fn returning(&mut self, items: &Option<Vec<SelectItem>>, scope: &Scope<'c>) -> (Option<Vec<Expr>>, Vec<String>) {
@@ -1091,7 +1101,7 @@ impl<'c> Planner<'c> {
             }
         }
         let partition = partition_of(&scope, &conds);
-        let plan = self.scan_chain(&scope, conds);
+        let plan = self.scan_chain(&scope, conds)?;
         Some((table, scope, plan, partition))
     }
 
