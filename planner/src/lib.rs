@@ -45,6 +45,7 @@
 //! - Workflow recording is computed in O(V + E) after contracting each multi-function
 //!   transaction into one unit; a recorded unit records every one of its steps.
 
+#![warn(missing_docs)]
 mod binder;
 mod catalog;
 mod error;

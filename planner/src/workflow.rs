@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::recording::recorded_units;
-use crate::reference::{INPUT_DEPTH_MAX, Source, visit_references};
+use crate::reference::{INPUT_DEPTH_MAX, ResolveError, Source, resolve, visit_references};
 
 /// Most steps in one workflow.
 pub const STEPS_MAX: usize = 256;
@@ -213,6 +213,18 @@ impl WorkflowPlan {
     /// Tells whether a step's output must be recorded.
     pub fn is_recorded(&self, step: &str) -> bool {
         self.recorded.contains(step)
+    }
+
+    /// Builds a step's concrete input from the workflow input and the outputs of the
+    /// steps it depends on; `None` for an unknown step.
+    pub fn step_input(&self, step: &str, input: &Value, outputs: &HashMap<String, Value>) -> Option<Result<Value, ResolveError>> {
+        let spec = self.spec.steps.iter().find(|s| s.id == step)?;
+        Some(resolve(&spec.input, input, outputs))
+    }
+
+    /// Builds the workflow's output once every step it references has run.
+    pub fn output(&self, input: &Value, outputs: &HashMap<String, Value>) -> Result<Value, ResolveError> {
+        resolve(&self.spec.output, input, outputs)
     }
 }
 

@@ -137,6 +137,17 @@ fn plan_orders_levels_and_dependencies() {
     assert_eq!(p.dependencies["hotel"], set(&[]));
     assert_eq!(p.recorded, set(&["book", "mail"]));
     assert_eq!(p.to_string(), "order: hotel, flight, book, mail\nlevels: [hotel, flight] [book] [mail]\nunits: [hotel] [flight] [book] [mail]\nrecorded: book, mail");
+
+    let input = json!({"hotel": 3, "flight": 9});
+    let mut outputs = std::collections::HashMap::new();
+    assert_eq!(p.step_input("hotel", &input, &outputs), Some(Ok(json!(3))));
+    outputs.insert("hotel".to_owned(), json!({"id": 30}));
+    outputs.insert("flight".to_owned(), json!({"id": 90}));
+    assert_eq!(p.step_input("book", &input, &outputs), Some(Ok(json!({"h": 30, "f": 90}))));
+    assert_eq!(p.step_input("nope", &input, &outputs), None);
+    assert!(p.output(&input, &outputs).is_err(), "book has not run");
+    outputs.insert("book".to_owned(), json!("ok"));
+    assert_eq!(p.output(&input, &outputs), Ok(json!("ok")));
 }
 
 #[test]
