@@ -255,3 +255,20 @@ fn enforces_named_bounds() {
     let errs = errors(json!({"name": "empty", "steps": []}));
     assert_eq!(errs, vec![WorkflowError::NoSteps { workflow: "empty".into() }]);
 }
+
+#[test]
+fn the_documented_example_validates() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/workflows.md");
+    let doc = std::fs::read_to_string(path).expect("docs/workflows.md");
+    let start = doc.find("```json\n").expect("a json block") + "```json\n".len();
+    let end = start + doc[start..].find("```").expect("end of the json block");
+    let functions = |f: &str| match f {
+        "find_room" | "find_seat" => Some(true),
+        "take_room" | "book_seat" => Some(false),
+        _ => None,
+    };
+    let plan = WorkflowSpec::from_json(&doc[start..end]).expect("parses").validate(&functions).expect("validates");
+    assert_eq!(plan.units, vec![vec!["hotel".to_owned(), "take".to_owned()], vec!["flight".to_owned()], vec!["book".to_owned()]]);
+    // `flight` feeds `book` and the output: recorded. The hotel transaction writes.
+    assert_eq!(plan.recorded, set(&["book", "flight", "hotel", "take"]));
+}
