@@ -34,7 +34,8 @@ pub enum Access {
         columns: Vec<String>,
     },
     /// A prefix of the primary key bound by equality, optionally a range on the next
-    /// key column; rows come in primary-key order.
+    /// key column. Within one partition, rows must come in primary-key order: the planner
+    /// omits a Sort that this order already satisfies.
     KeyRange {
         /// Values of the leading key columns.
         prefix: Vec<Expr>,

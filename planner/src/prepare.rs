@@ -447,6 +447,29 @@ fn fix_plan_params(binder: &Binder<'_>, plan: &mut Plan) {
     }
 }
 
+/// Tells whether a single-table, single-partition scan already yields rows in the order
+/// of `keys`: at most one row comes out, or the keys are the primary-key columns right
+/// after the prefix bound by equality, ascending (key columns are never NULL).
+fn already_sorted(plan: &Plan, table: &Table, keys: &[SortKey]) -> bool {
+    let access = match plan {
+        Plan::Scan { access, .. } => access,
+        Plan::Filter { input, .. } => match &**input {
+            Plan::Scan { access, .. } => access,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    match access {
+        Access::PointGet { .. } | Access::IndexRange { unique_hit: true, .. } => true,
+        Access::KeyRange { prefix, .. } => {
+            let rest = &table.primary_key[prefix.len()..];
+            keys.len() <= rest.len()
+                && keys.iter().zip(rest).all(|(k, &c)| !k.descending && !k.nulls_first && matches!(k.expr, Expr::Column { index, .. } if index == c))
+        }
+        _ => false,
+    }
+}
+
 /// Names an output column the way PostgreSQL does.
 fn output_name(expr: &ast::Expr) -> String {
     match expr {
@@ -773,7 +796,7 @@ impl<'c> Planner<'c> {
                 plan = Plan::Filter { input: Box::new(plan), predicate: h };
             }
         }
-        if !keys.is_empty() {
+        if !keys.is_empty() && !(scope.tables.len() == 1 && partition != PartitionKey::MultiPartition && already_sorted(&plan, scope.tables[0].table, &keys)) {
             plan = Plan::Sort { input: Box::new(plan), keys };
         }
         match &query.limit_clause {
