@@ -796,7 +796,8 @@ impl<'c> Planner<'c> {
                 plan = Plan::Filter { input: Box::new(plan), predicate: h };
             }
         }
-        if !keys.is_empty() && !(scope.tables.len() == 1 && partition != PartitionKey::MultiPartition && already_sorted(&plan, scope.tables[0].table, &keys)) {
+        let sorted = scope.tables.len() == 1 && partition != PartitionKey::MultiPartition && already_sorted(&plan, scope.tables[0].table, &keys);
+        if !keys.is_empty() && !sorted {
             plan = Plan::Sort { input: Box::new(plan), keys };
         }
         match &query.limit_clause {
