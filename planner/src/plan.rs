@@ -3,7 +3,7 @@
 //! Every node's output row is well defined: a scan yields the table's columns in
 //! declaration order; a join yields the outer row followed by the inner table's columns;
 //! an aggregate yields its group keys followed by its aggregates; a projection yields its
-//! expressions. Expressions reference columns of their input row by index.
+//! expressions; filter, sort, distinct and limit pass their input row through. Expressions reference columns of their input row by index.
 
 use std::fmt;
 
@@ -152,6 +152,13 @@ pub enum Plan {
         /// Rows skipped first; none when `None`.
         offset: Option<Expr>,
     },
+    /// Removes duplicate rows, keeping the first of each, so an order from below is kept.
+    /// Rows are duplicates when every column is equal, two NULLs counting as equal (SQL
+    /// DISTINCT).
+    Distinct {
+        /// Input.
+        input: Box<Plan>,
+    },
     /// Computes output rows.
     Project {
         /// Input.
@@ -208,6 +215,7 @@ impl Plan {
             | Plan::Aggregate { input, .. }
             | Plan::Sort { input, .. }
             | Plan::Limit { input, .. }
+            | Plan::Distinct { input }
             | Plan::Project { input, .. }
             | Plan::Update { input, .. }
             | Plan::Delete { input, .. } => input.has_full_scan(),
@@ -259,6 +267,10 @@ impl Plan {
                     write!(f, " offset={o}")?;
                 }
                 writeln!(f)?;
+                child(f, input)
+            }
+            Plan::Distinct { input } => {
+                writeln!(f, "{pad}Distinct")?;
                 child(f, input)
             }
             Plan::Project { input, exprs } => {

@@ -383,6 +383,7 @@ fn partition_of(scope: &Scope<'_>, conds: &[Expr]) -> PartitionKey {
 fn output_exprs(plan: &Plan) -> &[Expr] {
     match plan {
         Plan::Project { exprs, .. } => exprs,
+        Plan::Limit { input, .. } | Plan::Distinct { input } => output_exprs(input),
         Plan::Insert { returning: Some(exprs), .. } | Plan::Update { returning: Some(exprs), .. } | Plan::Delete { returning: Some(exprs), .. } => exprs,
         _ => &[],
     }
@@ -427,6 +428,7 @@ fn fix_plan_params(binder: &Binder<'_>, plan: &mut Plan) {
             exprs.iter_mut().for_each(fix);
             fix_plan_params(binder, input);
         }
+        Plan::Distinct { input } => fix_plan_params(binder, input),
         Plan::Insert { rows, on_conflict, returning, .. } => {
             rows.iter_mut().flatten().for_each(fix);
             if let OnConflict::DoUpdate { assignments, filter } = on_conflict {
@@ -576,10 +578,14 @@ impl<'c> Planner<'c> {
             }
         };
         let pos = at_span(select.select_token.0.span);
-        if select.distinct.is_some() {
-            self.err(unsupported("DISTINCT", pos));
-            return None;
-        }
+        let distinct = match &select.distinct {
+            None | Some(ast::Distinct::All) => false,
+            Some(ast::Distinct::Distinct) => true,
+            Some(ast::Distinct::On(_)) => {
+                self.err(unsupported("DISTINCT ON", pos));
+                return None;
+            }
+        };
         if select.top.is_some()
             || select.into.is_some()
             || !select.lateral_views.is_empty()
@@ -786,6 +792,10 @@ impl<'c> Planner<'c> {
                 self.binder.value(&o.expr, &scope, "ORDER BY")
             };
             if let Some(expr) = expr {
+                if distinct && !outputs.iter().any(|(_, e)| *e == expr) {
+                    self.err(invalid("for SELECT DISTINCT, ORDER BY expressions must appear in the select list", at(&o.expr)));
+                    continue;
+                }
                 let descending = o.options.asc == Some(false);
                 keys.push(SortKey { expr, descending, nulls_first: o.options.nulls_first.unwrap_or(descending) });
             }
@@ -799,6 +809,13 @@ impl<'c> Planner<'c> {
         let sorted = scope.tables.len() == 1 && partition != PartitionKey::MultiPartition && already_sorted(&plan, scope.tables[0].table, &keys);
         if !keys.is_empty() && !sorted {
             plan = Plan::Sort { input: Box::new(plan), keys };
+        }
+        // DISTINCT works on output rows, so it projects first; LIMIT counts distinct rows.
+        let names: Vec<String> = outputs.iter().map(|(n, _)| n.clone()).collect();
+        let mut outputs = Some(outputs);
+        if distinct {
+            let exprs = outputs.take().into_iter().flatten().map(|(_, e)| e).collect();
+            plan = Plan::Distinct { input: Box::new(Plan::Project { input: Box::new(plan), exprs }) };
         }
         match &query.limit_clause {
             None => {}
@@ -816,8 +833,9 @@ impl<'c> Planner<'c> {
                 return None;
             }
         }
-        let names = outputs.iter().map(|(n, _)| n.clone()).collect();
-        let plan = Plan::Project { input: Box::new(plan), exprs: outputs.into_iter().map(|(_, e)| e).collect() };
+        if let Some(outputs) = outputs {
+            plan = Plan::Project { input: Box::new(plan), exprs: outputs.into_iter().map(|(_, e)| e).collect() };
+        }
         Some(Planned { kind: StatementKind::Select, names, plan, reads, writes: BTreeSet::new(), partition })
     }
 
