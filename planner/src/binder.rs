@@ -14,7 +14,7 @@ use sqlparser::ast::{
 
 use crate::catalog::{Catalog, Table, coerce_constant};
 use crate::error::{PlanError, Position};
-use crate::expr::{AggregateCall, AggregateFunc, BinaryOp, Expr, castable};
+use crate::expr::{AggregateCall, AggregateFunc, BinaryOp, Expr, ScalarFunc, castable};
 use crate::syntax::{at, at_ident, constant, ident, invalid, unsupported, unsupported_hint};
 use crate::value::{DataType, Value};
 
@@ -111,7 +111,7 @@ pub(crate) fn contains_aggregate(expr: &ast::Expr) -> bool {
 pub(crate) fn children_mut(expr: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
     match expr {
         Expr::Column { .. } | Expr::Param { .. } | Expr::Literal { .. } => {}
-        Expr::Not(e) | Expr::Negate(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } => f(e),
+        Expr::Not(e) | Expr::Negate(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } | Expr::Call { arg: e, .. } => f(e),
         Expr::Binary { left, right, .. } | Expr::Like { expr: left, pattern: right, .. } => {
             f(left);
             f(right);
@@ -572,7 +572,14 @@ impl<'c> Binder<'c> {
                     }
                     return self.coalesce(f, scope, pos);
                 }
-                self.errors.push(unsupported(format!("the function {}", f.name), pos));
+                if let Some(func) = ScalarFunc::by_name(&name) {
+                    return self.scalar_call(func, f, scope, pos);
+                }
+                self.errors.push(unsupported_hint(
+                    format!("the function {}", f.name),
+                    "the functions are COUNT, SUM, MIN, MAX, AVG, COALESCE, LOWER, UPPER, LENGTH and ABS",
+                    pos,
+                ));
                 None
             }
             A::TypedString(typed) if cast_type(&typed.data_type) == Some(DataType::Timestamp) => {
@@ -741,6 +748,50 @@ impl<'c> Binder<'c> {
             }
         }
         ok.then_some((out, Some(ty)))
+    }
+
+    fn scalar_call(&mut self, func: ScalarFunc, f: &ast::Function, scope: &Scope<'c>, pos: Position) -> Option<Bound> {
+        let name = func.name().to_uppercase();
+        let arg = match &f.args {
+            FunctionArguments::List(list)
+                if list.duplicate_treatment.is_none()
+                    && list.clauses.is_empty()
+                    && f.filter.is_none()
+                    && f.over.is_none()
+                    && f.within_group.is_empty()
+                    && f.null_treatment.is_none() =>
+            {
+                match list.args.as_slice() {
+                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => e,
+                    _ => {
+                        self.errors.push(invalid(format!("{name} takes exactly one argument"), pos));
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                self.errors.push(unsupported(format!("this form of {name}"), pos));
+                return None;
+            }
+        };
+        let context = format!("the argument of {name}");
+        let arg = match func {
+            ScalarFunc::Abs => {
+                let (e, ty) = self.expr(arg, scope)?;
+                match ty {
+                    None => self.coerce((e, None), DataType::BigInt, &context, at(arg))?,
+                    Some(t) if t.is_numeric() => e,
+                    Some(t) => {
+                        self.errors.push(PlanError::TypeMismatch { context, expected: "a number".into(), found: t, at: at(arg) });
+                        return None;
+                    }
+                }
+            }
+            _ => self.typed(arg, scope, DataType::Text, &context)?,
+        };
+        let e = Expr::Call { func, arg: Box::new(arg) };
+        let ty = e.ty();
+        Some((e, Some(ty)))
     }
 
     fn coalesce(&mut self, f: &ast::Function, scope: &Scope<'c>, pos: Position) -> Option<Bound> {

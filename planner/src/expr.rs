@@ -71,6 +71,54 @@ impl BinaryOp {
     }
 }
 
+/// A deterministic scalar function of one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScalarFunc {
+    /// `LOWER(text)`.
+    Lower,
+    /// `UPPER(text)`.
+    Upper,
+    /// `LENGTH(text)` (also `CHAR_LENGTH`): characters, a BIGINT.
+    Length,
+    /// `ABS(number)`; `ABS` of the smallest BIGINT overflows.
+    Abs,
+}
+
+impl ScalarFunc {
+    /// Looks a function up by its lower-case SQL name.
+    pub fn by_name(name: &str) -> Option<ScalarFunc> {
+        Some(match name {
+            "lower" => ScalarFunc::Lower,
+            "upper" => ScalarFunc::Upper,
+            "length" | "char_length" | "character_length" => ScalarFunc::Length,
+            "abs" => ScalarFunc::Abs,
+            _ => return None,
+        })
+    }
+
+    /// Returns the SQL name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScalarFunc::Lower => "lower",
+            ScalarFunc::Upper => "upper",
+            ScalarFunc::Length => "length",
+            ScalarFunc::Abs => "abs",
+        }
+    }
+
+    fn apply(self, value: Value) -> Result<Value, EvalError> {
+        Ok(match (self, value) {
+            (_, Value::Null) => Value::Null,
+            (ScalarFunc::Lower, Value::Text(s)) => Value::Text(s.to_lowercase()),
+            (ScalarFunc::Upper, Value::Text(s)) => Value::Text(s.to_uppercase()),
+            (ScalarFunc::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
+            (ScalarFunc::Abs, Value::Int(i)) => Value::Int(i.checked_abs().ok_or(EvalError::Overflow { op: "abs" })?),
+            (ScalarFunc::Abs, Value::Double(d)) => Value::Double(d.abs()),
+            (func, other) => return Err(type_bug(func.name(), &other)),
+        })
+    }
+}
+
 /// A bound, type-checked expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -166,6 +214,13 @@ pub enum Expr {
         /// Result type.
         ty: DataType,
     },
+    /// A deterministic scalar function; NULL in, NULL out.
+    Call {
+        /// The function.
+        func: ScalarFunc,
+        /// Its argument.
+        arg: Box<Expr>,
+    },
     /// `CAST(expr AS ty)`, also inserted implicitly (BIGINT to DOUBLE, anything to TEXT for `||`).
     Cast {
         /// Operand.
@@ -186,6 +241,8 @@ impl Expr {
             | Expr::Coalesce { ty, .. }
             | Expr::Cast { ty, .. } => *ty,
             Expr::Negate(e) => e.ty(),
+            Expr::Call { func: ScalarFunc::Length, .. } => DataType::BigInt,
+            Expr::Call { arg, .. } => arg.ty(),
             Expr::Binary { op, left, .. } if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) => left.ty(),
             Expr::Not(_) | Expr::Binary { .. } | Expr::IsNull { .. } | Expr::InList { .. } | Expr::Between { .. } | Expr::Like { .. } => {
                 DataType::Boolean
@@ -210,7 +267,7 @@ impl Expr {
         f(self);
         match self {
             Expr::Column { .. } | Expr::Param { .. } | Expr::Literal { .. } => {}
-            Expr::Not(e) | Expr::Negate(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } => e.visit(f),
+            Expr::Not(e) | Expr::Negate(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } | Expr::Call { arg: e, .. } => e.visit(f),
             Expr::Binary { left, right, .. } | Expr::Like { expr: left, pattern: right, .. } => {
                 left.visit(f);
                 right.visit(f);
@@ -359,6 +416,7 @@ impl Expr {
                 Ok(Value::Null)
             }
             Expr::Cast { expr, ty } => cast(expr.eval(row, params)?, *ty),
+            Expr::Call { func, arg } => func.apply(arg.eval(row, params)?),
         }
     }
 }
@@ -562,6 +620,7 @@ impl fmt::Display for Expr {
                 f.write_str(")")
             }
             Expr::Cast { expr, ty } => write!(f, "CAST({expr} AS {ty})"),
+            Expr::Call { func, arg } => write!(f, "{}({arg})", func.name()),
         }
     }
 }
@@ -801,6 +860,18 @@ mod tests {
         assert!(matches!(p.eval(&[], &[]), Err(EvalError::BadParameter { number: 1, .. })));
         let c = Expr::Column { index: 3, name: "c".into(), ty: DataType::BigInt };
         assert!(matches!(c.eval(&[Value::Null], &[]), Err(EvalError::Internal(_))));
+    }
+
+    #[test]
+    fn scalar_functions() {
+        let call = |func, v| Expr::Call { func, arg: Box::new(lit(v)) };
+        assert_eq!(eval(&call(ScalarFunc::Lower, Value::Text("ÀBc".into()))), Ok(Value::Text("àbc".into())));
+        assert_eq!(eval(&call(ScalarFunc::Upper, Value::Text("abc".into()))), Ok(Value::Text("ABC".into())));
+        assert_eq!(eval(&call(ScalarFunc::Length, Value::Text("héllo".into()))), Ok(Value::Int(5)));
+        assert_eq!(eval(&call(ScalarFunc::Abs, Value::Int(-3))), Ok(Value::Int(3)));
+        assert_eq!(eval(&call(ScalarFunc::Abs, Value::Double(-2.5))), Ok(Value::Double(2.5)));
+        assert_eq!(eval(&call(ScalarFunc::Abs, Value::Int(i64::MIN))), Err(EvalError::Overflow { op: "abs" }));
+        assert_eq!(eval(&Expr::Call { func: ScalarFunc::Lower, arg: Box::new(Expr::Literal { value: Value::Null, ty: DataType::Text }) }), Ok(Value::Null));
     }
 
     #[test]

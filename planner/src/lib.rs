@@ -62,7 +62,7 @@ mod workflow;
 pub use binder::PARAMS_MAX;
 pub use catalog::{Catalog, Column, Index, IndexId, KEY_COLUMNS_MAX, TABLE_COLUMNS_MAX, Table, TableId};
 pub use error::{EvalError, PlanError, PlanErrors, Position};
-pub use expr::{Accumulator, AggregateCall, AggregateFunc, BinaryOp, Expr, cast, like};
+pub use expr::{Accumulator, AggregateCall, AggregateFunc, BinaryOp, Expr, ScalarFunc, cast, like};
 pub use function::{Function, FunctionErrors, PreparedFunction};
 pub use plan::{Access, OnConflict, Plan, RangeBound, SortKey};
 pub use prepare::{INSERT_ROWS_MAX, JOIN_TABLES_MAX, OutputColumn, PartitionKey, Prepared, StatementKind};
