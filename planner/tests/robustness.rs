@@ -25,7 +25,7 @@ fn expr() -> impl Strategy<Value = String> {
             (inner.clone(), inner.clone(), inner.clone()).prop_map(|(a, b, c)| format!("{a} BETWEEN {b} AND {c}")),
             (inner.clone(), prop::collection::vec(inner.clone(), 1..3)).prop_map(|(a, l)| format!("{a} IN ({})", l.join(", "))),
             (inner.clone(), inner.clone(), inner.clone()).prop_map(|(a, b, c)| format!("CASE WHEN {a} THEN {b} ELSE {c} END")),
-            inner.clone().prop_map(|e| format!("CAST({e} AS BIGINT)")),
+            inner.prop_map(|e| format!("CAST({e} AS BIGINT)")),
         ]
     })
 }
