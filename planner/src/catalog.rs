@@ -327,7 +327,7 @@ impl Catalog {
         if errors.len() > before {
             return;
         }
-        let Some(primary_key) = primary_key else {
+        let Some(primary_key) = primary_key.filter(|key| !key.is_empty()) else {
             errors.push(PlanError::MissingPrimaryKey { table: name, at: at(&create.name) });
             return;
         };
