@@ -392,14 +392,22 @@ impl<'c> Binder<'c> {
             self.errors.push(invalid(format!("{name} needs an argument"), pos));
             return None;
         };
-        if matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct)) || !list.clauses.is_empty() {
-            self.errors.push(unsupported(format!("DISTINCT or ORDER BY inside {name}"), pos));
+        let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
+        if (distinct && name != "count") || !list.clauses.is_empty() {
+            self.errors.push(unsupported_hint(format!("DISTINCT or ORDER BY inside {name}"), "COUNT(DISTINCT x) is supported", pos));
             return None;
         }
         let grouping = self.grouping.take();
         let result = self.aggregate_call(&name, &list.args, scope, pos);
         self.grouping = grouping;
-        let call = result?;
+        let mut call = result?;
+        if distinct {
+            if call.func == AggregateFunc::CountStar {
+                self.errors.push(invalid("COUNT(DISTINCT *) is not SQL; write COUNT(DISTINCT column)", pos));
+                return None;
+            }
+            call.func = AggregateFunc::CountDistinct;
+        }
         let grouping = self.grouping.as_mut()?;
         let ty = call.ty;
         let index = match grouping.aggregates.iter().position(|a| *a == call) {
@@ -504,6 +512,13 @@ impl<'c> Binder<'c> {
                 Some((Expr::Not(Box::new(e)), Some(DataType::Boolean)))
             }
             A::BinaryOp { left, op, right } => self.binary(left, op, right, scope, pos),
+            A::IsDistinctFrom(left, right) | A::IsNotDistinctFrom(left, right) => {
+                let l = self.expr(left, scope);
+                let r = self.expr(right, scope);
+                let op = if matches!(ast, A::IsDistinctFrom(..)) { BinaryOp::IsDistinctFrom } else { BinaryOp::IsNotDistinctFrom };
+                let (l, r, _) = self.unify(l?, r?, op.symbol(), pos)?;
+                Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, Some(DataType::Boolean)))
+            }
             A::IsNull(e) | A::IsNotNull(e) => {
                 let (e, _) = self.expr(e, scope)?;
                 Some((Expr::IsNull { expr: Box::new(e), negated: matches!(ast, A::IsNotNull(_)) }, Some(DataType::Boolean)))

@@ -38,6 +38,10 @@ pub enum BinaryOp {
     Gt,
     /// `>=`
     GtEq,
+    /// `IS DISTINCT FROM`: `<>` where NULL equals NULL; never NULL itself.
+    IsDistinctFrom,
+    /// `IS NOT DISTINCT FROM`: `=` where NULL equals NULL; never NULL itself.
+    IsNotDistinctFrom,
     /// `AND`
     And,
     /// `OR`
@@ -47,7 +51,17 @@ pub enum BinaryOp {
 impl BinaryOp {
     /// Tells whether the operator compares and yields a BOOLEAN.
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq)
+        matches!(
+            self,
+            BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq
+                | BinaryOp::IsDistinctFrom
+                | BinaryOp::IsNotDistinctFrom
+        )
     }
 
     /// Returns the SQL spelling.
@@ -65,6 +79,8 @@ impl BinaryOp {
             BinaryOp::LtEq => "<=",
             BinaryOp::Gt => ">",
             BinaryOp::GtEq => ">=",
+            BinaryOp::IsDistinctFrom => "IS DISTINCT FROM",
+            BinaryOp::IsNotDistinctFrom => "IS NOT DISTINCT FROM",
             BinaryOp::And => "AND",
             BinaryOp::Or => "OR",
         }
@@ -435,6 +451,14 @@ fn truth(value: Value) -> Result<Option<bool>, EvalError> {
 }
 
 fn binary(op: BinaryOp, left: Value, right: Value) -> Result<Value, EvalError> {
+    if matches!(op, BinaryOp::IsDistinctFrom | BinaryOp::IsNotDistinctFrom) {
+        let same = match (&left, &right) {
+            (Value::Null, Value::Null) => true,
+            (Value::Null, _) | (_, Value::Null) => false,
+            (l, r) => l.sql_cmp(r).ok_or_else(|| type_bug(op.symbol(), r))? == Ordering::Equal,
+        };
+        return Ok(Value::Bool(same == (op == BinaryOp::IsNotDistinctFrom)));
+    }
     if left.is_null() || right.is_null() {
         return Ok(Value::Null);
     }
@@ -642,6 +666,8 @@ pub enum AggregateFunc {
     CountStar,
     /// `COUNT(x)`: non-NULL values.
     Count,
+    /// `COUNT(DISTINCT x)`: distinct non-NULL values.
+    CountDistinct,
     /// `SUM(x)`: NULL over no non-NULL values; BIGINT sums overflow as errors.
     Sum,
     /// `MIN(x)`.
@@ -668,6 +694,12 @@ impl fmt::Display for AggregateCall {
         let name = match self.func {
             AggregateFunc::CountStar => return f.write_str("count(*)"),
             AggregateFunc::Count => "count",
+            AggregateFunc::CountDistinct => {
+                return match &self.arg {
+                    Some(arg) => write!(f, "count(DISTINCT {arg})"),
+                    None => f.write_str("count(DISTINCT)"),
+                };
+            }
             AggregateFunc::Sum => "sum",
             AggregateFunc::Min => "min",
             AggregateFunc::Max => "max",
@@ -686,12 +718,14 @@ pub struct Accumulator {
     func: AggregateFunc,
     count: i64,
     value: Value,
+    /// Every non-NULL input, for `COUNT(DISTINCT)`; deduplicated by `finish`.
+    seen: Vec<Value>,
 }
 
 impl Accumulator {
     /// Starts an empty group.
     pub fn new(func: AggregateFunc) -> Accumulator {
-        Accumulator { func, count: 0, value: Value::Null }
+        Accumulator { func, count: 0, value: Value::Null, seen: Vec::new() }
     }
 
     /// Adds one input: the argument's value (ignored by `COUNT(*)`).
@@ -704,6 +738,10 @@ impl Accumulator {
             return Ok(());
         }
         self.count += 1;
+        if self.func == AggregateFunc::CountDistinct {
+            self.seen.push(input.clone());
+            return Ok(());
+        }
         self.value = match (self.func, &self.value, input) {
             (AggregateFunc::Count, _, _) => Value::Null,
             (_, Value::Null, Value::Int(i)) if self.func == AggregateFunc::Avg => Value::Double(*i as f64),
@@ -726,6 +764,12 @@ impl Accumulator {
     pub fn finish(&self) -> Value {
         match (self.func, &self.value) {
             (AggregateFunc::CountStar | AggregateFunc::Count, _) => Value::Int(self.count),
+            (AggregateFunc::CountDistinct, _) => {
+                let mut values = self.seen.clone();
+                values.sort_by(Value::sort_cmp);
+                values.dedup_by(|a, b| a.sort_cmp(b) == Ordering::Equal);
+                Value::Int(values.len() as i64)
+            }
             (AggregateFunc::Avg, Value::Double(sum)) => Value::Double(sum / self.count as f64),
             (_, value) => value.clone(),
         }
@@ -780,6 +824,11 @@ mod tests {
         assert_eq!(eval(&Expr::Not(Box::new(n.clone()))), Ok(Value::Null));
         assert_eq!(eval(&bin(BinaryOp::Eq, int(1), Expr::Literal { value: Value::Null, ty: DataType::BigInt })), Ok(Value::Null));
         assert_eq!(eval(&Expr::IsNull { expr: Box::new(n), negated: false }), Ok(Value::Bool(true)));
+        let null_int = Expr::Literal { value: Value::Null, ty: DataType::BigInt };
+        assert_eq!(eval(&bin(BinaryOp::IsDistinctFrom, int(1), null_int.clone())), Ok(Value::Bool(true)));
+        assert_eq!(eval(&bin(BinaryOp::IsDistinctFrom, null_int.clone(), null_int.clone())), Ok(Value::Bool(false)));
+        assert_eq!(eval(&bin(BinaryOp::IsNotDistinctFrom, null_int.clone(), null_int)), Ok(Value::Bool(true)));
+        assert_eq!(eval(&bin(BinaryOp::IsNotDistinctFrom, int(1), int(2))), Ok(Value::Bool(false)));
     }
 
     #[test]
@@ -906,6 +955,9 @@ mod tests {
         assert_eq!(run(AggregateFunc::Avg, &values), Ok(Value::Double(2.0)));
         assert_eq!(run(AggregateFunc::Sum, &[]), Ok(Value::Null));
         assert_eq!(run(AggregateFunc::Count, &[]), Ok(Value::Int(0)));
+        let repeated = [Value::Text("b".into()), Value::Null, Value::Text("a".into()), Value::Text("b".into())];
+        assert_eq!(run(AggregateFunc::CountDistinct, &repeated), Ok(Value::Int(2)));
+        assert_eq!(run(AggregateFunc::CountDistinct, &[Value::Null]), Ok(Value::Int(0)));
         assert_eq!(run(AggregateFunc::Sum, &[Value::Int(i64::MAX), Value::Int(1)]), Err(EvalError::Overflow { op: "SUM" }));
         assert_eq!(run(AggregateFunc::Min, &[Value::Text("b".into()), Value::Text("a".into())]), Ok(Value::Text("a".into())));
     }
