@@ -86,13 +86,14 @@ impl Value {
     }
 
     /// Compares two non-NULL values of the same type, as SQL does; `None` when either is
-    /// NULL or the types differ. Doubles order NaN above every other value, like PostgreSQL.
+    /// NULL or the types differ. Doubles compare as in PostgreSQL: `-0.0 = 0.0`, NaN equals
+    /// NaN and sorts above every number.
     pub fn sql_cmp(&self, other: &Value) -> Option<Ordering> {
         match (self, other) {
             (Value::Int(a), Value::Int(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
-            (Value::Double(a), Value::Double(b)) => Some(a.total_cmp(b)),
-            (Value::Int(a), Value::Double(b)) => Some((*a as f64).total_cmp(b)),
-            (Value::Double(a), Value::Int(b)) => Some(a.total_cmp(&(*b as f64))),
+            (Value::Double(a), Value::Double(b)) => Some(cmp_f64(*a, *b)),
+            (Value::Int(a), Value::Double(b)) => Some(cmp_f64(*a as f64, *b)),
+            (Value::Double(a), Value::Int(b)) => Some(cmp_f64(*a, *b as f64)),
             (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
             (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
             (Value::Bytes(a), Value::Bytes(b)) => Some(a.cmp(b)),
@@ -131,6 +132,17 @@ impl fmt::Display for Value {
             }
             Value::Timestamp(v) => write!(f, "TIMESTAMP '{}'", format_timestamp(*v)),
         }
+    }
+}
+
+/// Orders doubles as PostgreSQL does: `-0.0` equals `0.0`, every NaN equals every other
+/// NaN and sorts above all numbers.
+fn cmp_f64(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
     }
 }
 
@@ -231,6 +243,17 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn doubles_compare_like_postgresql() {
+        let d = Value::Double;
+        assert_eq!(d(-0.0).sql_cmp(&d(0.0)), Some(Ordering::Equal));
+        assert_eq!(d(f64::NAN).sql_cmp(&d(-f64::NAN)), Some(Ordering::Equal));
+        assert_eq!(d(f64::NAN).sql_cmp(&d(f64::INFINITY)), Some(Ordering::Greater));
+        assert_eq!(d(1.0).sql_cmp(&Value::Int(1)), Some(Ordering::Equal));
+        assert_eq!(Value::Null.sort_cmp(&d(f64::NAN)), Ordering::Greater);
+        assert_eq!(Value::Int(1).sql_cmp(&Value::Text("1".into())), None);
+    }
 
     #[test]
     fn timestamps_parse_and_format() {
