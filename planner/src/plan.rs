@@ -23,7 +23,9 @@ pub struct RangeBound {
 ///
 /// Key expressions never reference the scanned table; they use parameters, constants and,
 /// in a join, columns of the outer row. A key value that evaluates to NULL matches no row,
-/// as SQL equality with NULL is never true.
+/// as SQL equality with NULL is never true. Key order and equality must agree with
+/// [`Value::sql_cmp`](crate::Value::sql_cmp): an encoding must map `-0.0` and `0.0` (and
+/// all NaNs) to one key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Access {
     /// The whole primary key is bound by equality: at most one row.
