@@ -8,8 +8,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    self, BinaryOperator, CastKind, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    UnaryOperator, Value as Lit,
+    self, BinaryOperator, CastKind, DuplicateTreatment, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Ident, UnaryOperator, Value as Lit,
 };
 
 use crate::catalog::{Catalog, Table, coerce_constant};
@@ -40,17 +40,31 @@ pub(crate) struct Scope<'c> {
 impl<'c> Scope<'c> {
     pub(crate) fn push(&mut self, alias: String, table: &'c Table) {
         let offset = self.width();
-        self.tables.push(ScopeTable { alias, table, offset });
+        self.tables.push(ScopeTable {
+            alias,
+            table,
+            offset,
+        });
     }
 
     pub(crate) fn width(&self) -> usize {
-        self.tables.last().map_or(0, |t| t.offset + t.table.columns.len())
+        self.tables
+            .last()
+            .map_or(0, |t| t.offset + t.table.columns.len())
     }
 
     fn column(&self, t: &ScopeTable<'c>, i: usize) -> Expr {
         let column = &t.table.columns[i];
-        let name = if self.tables.len() > 1 { format!("{}.{}", t.alias, column.name) } else { column.name.clone() };
-        Expr::Column { index: t.offset + i, name, ty: column.data_type }
+        let name = if self.tables.len() > 1 {
+            format!("{}.{}", t.alias, column.name)
+        } else {
+            column.name.clone()
+        };
+        Expr::Column {
+            index: t.offset + i,
+            name,
+            ty: column.data_type,
+        }
     }
 
     /// Returns every column of the scope, in row order.
@@ -95,7 +109,12 @@ fn is_aggregate_name(name: &str) -> bool {
 }
 
 fn function_name(f: &ast::Function) -> String {
-    f.name.0.last().and_then(|p| p.as_ident()).map(ident).unwrap_or_default()
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(ident)
+        .unwrap_or_default()
 }
 
 /// Tells whether an expression contains an aggregate call.
@@ -111,8 +130,17 @@ pub(crate) fn contains_aggregate(expr: &ast::Expr) -> bool {
 pub(crate) fn children_mut(expr: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
     match expr {
         Expr::Column { .. } | Expr::Param { .. } | Expr::Literal { .. } => {}
-        Expr::Not(e) | Expr::Negate(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } | Expr::Call { arg: e, .. } => f(e),
-        Expr::Binary { left, right, .. } | Expr::Like { expr: left, pattern: right, .. } => {
+        Expr::Not(e)
+        | Expr::Negate(e)
+        | Expr::IsNull { expr: e, .. }
+        | Expr::Cast { expr: e, .. }
+        | Expr::Call { arg: e, .. } => f(e),
+        Expr::Binary { left, right, .. }
+        | Expr::Like {
+            expr: left,
+            pattern: right,
+            ..
+        } => {
             f(left);
             f(right);
         }
@@ -120,12 +148,19 @@ pub(crate) fn children_mut(expr: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
             f(expr);
             list.iter_mut().for_each(f);
         }
-        Expr::Between { expr, low, high, .. } => {
+        Expr::Between {
+            expr, low, high, ..
+        } => {
             f(expr);
             f(low);
             f(high);
         }
-        Expr::Case { operand, branches, otherwise, .. } => {
+        Expr::Case {
+            operand,
+            branches,
+            otherwise,
+            ..
+        } => {
             if let Some(e) = operand {
                 f(e);
             }
@@ -143,7 +178,12 @@ pub(crate) fn children_mut(expr: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
 
 impl<'c> Binder<'c> {
     pub(crate) fn new(catalog: &'c Catalog) -> Binder<'c> {
-        Binder { catalog, params: Vec::new(), errors: Vec::new(), grouping: None }
+        Binder {
+            catalog,
+            params: Vec::new(),
+            errors: Vec::new(),
+            grouping: None,
+        }
     }
 
     /// Returns the parameter types, recording an error for each gap or untyped parameter.
@@ -151,8 +191,13 @@ impl<'c> Binder<'c> {
         let mut out = Vec::new();
         for (i, slot) in self.params.iter().enumerate() {
             match slot {
-                None => self.errors.push(PlanError::MissingParameter { number: i + 1 }),
-                Some((None, pos)) => self.errors.push(PlanError::UntypedParameter { number: i + 1, at: *pos }),
+                None => self
+                    .errors
+                    .push(PlanError::MissingParameter { number: i + 1 }),
+                Some((None, pos)) => self.errors.push(PlanError::UntypedParameter {
+                    number: i + 1,
+                    at: *pos,
+                }),
                 Some((Some(ty), _)) => out.push(*ty),
             }
         }
@@ -175,7 +220,12 @@ impl<'c> Binder<'c> {
                 None => *slot = Some(ty),
                 Some(first) if *first != ty => {
                     let first = *first;
-                    self.errors.push(PlanError::ConflictingParameterType { number: index + 1, first, second: ty, at: pos });
+                    self.errors.push(PlanError::ConflictingParameterType {
+                        number: index + 1,
+                        first,
+                        second: ty,
+                        at: pos,
+                    });
                 }
                 Some(_) => {}
             }
@@ -191,10 +241,16 @@ impl<'c> Binder<'c> {
                 let index = *index;
                 self.set_param(index, ty, pos);
             }
-            Expr::Literal { ty: t, .. } | Expr::Case { ty: t, .. } | Expr::Coalesce { ty: t, .. } => {
+            Expr::Literal { ty: t, .. }
+            | Expr::Case { ty: t, .. }
+            | Expr::Coalesce { ty: t, .. } => {
                 *t = ty;
                 match expr {
-                    Expr::Case { branches, otherwise, .. } => {
+                    Expr::Case {
+                        branches,
+                        otherwise,
+                        ..
+                    } => {
                         for (_, then) in branches.iter_mut() {
                             self.assign(then, ty, pos);
                         }
@@ -202,12 +258,16 @@ impl<'c> Binder<'c> {
                             self.assign(e, ty, pos);
                         }
                     }
-                    Expr::Coalesce { args, .. } => args.iter_mut().for_each(|a| self.assign(a, ty, pos)),
+                    Expr::Coalesce { args, .. } => {
+                        args.iter_mut().for_each(|a| self.assign(a, ty, pos))
+                    }
                     _ => {}
                 }
             }
             Expr::Negate(e) => self.assign(e, ty, pos),
-            Expr::Binary { op, left, right } if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) => {
+            Expr::Binary { op, left, right }
+                if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) =>
+            {
                 self.assign(left, ty, pos);
                 self.assign(right, ty, pos);
             }
@@ -217,7 +277,13 @@ impl<'c> Binder<'c> {
 
     /// Brings an expression to type `ty`: infers an unknown type, widens BIGINT to DOUBLE,
     /// or records a mismatch.
-    pub(crate) fn coerce(&mut self, bound: Bound, ty: DataType, context: &str, pos: Position) -> Option<Expr> {
+    pub(crate) fn coerce(
+        &mut self,
+        bound: Bound,
+        ty: DataType,
+        context: &str,
+        pos: Position,
+    ) -> Option<Expr> {
         let (mut expr, found) = bound;
         match found {
             None => {
@@ -226,23 +292,50 @@ impl<'c> Binder<'c> {
             }
             Some(found) if found == ty => Some(expr),
             Some(DataType::BigInt) if ty == DataType::Double => Some(match expr {
-                Expr::Literal { value: Value::Int(i), .. } => Expr::Literal { value: Value::Double(i as f64), ty },
-                expr => Expr::Cast { expr: Box::new(expr), ty },
+                Expr::Literal {
+                    value: Value::Int(i),
+                    ..
+                } => Expr::Literal {
+                    value: Value::Double(i as f64),
+                    ty,
+                },
+                expr => Expr::Cast {
+                    expr: Box::new(expr),
+                    ty,
+                },
             }),
             Some(found) if matches!(expr, Expr::Param { .. }) => {
-                let Expr::Param { index, .. } = expr else { return None };
-                self.errors.push(PlanError::ConflictingParameterType { number: index + 1, first: found, second: ty, at: pos });
+                let Expr::Param { index, .. } = expr else {
+                    return None;
+                };
+                self.errors.push(PlanError::ConflictingParameterType {
+                    number: index + 1,
+                    first: found,
+                    second: ty,
+                    at: pos,
+                });
                 None
             }
             Some(found) => {
-                self.errors.push(PlanError::TypeMismatch { context: context.to_owned(), expected: ty.to_string(), found, at: pos });
+                self.errors.push(PlanError::TypeMismatch {
+                    context: context.to_owned(),
+                    expected: ty.to_string(),
+                    found,
+                    at: pos,
+                });
                 None
             }
         }
     }
 
     /// Brings two expressions to one type (for comparisons, arithmetic, IN, CASE results).
-    fn unify(&mut self, a: Bound, b: Bound, context: &str, pos: Position) -> Option<(Expr, Expr, Option<DataType>)> {
+    fn unify(
+        &mut self,
+        a: Bound,
+        b: Bound,
+        context: &str,
+        pos: Position,
+    ) -> Option<(Expr, Expr, Option<DataType>)> {
         match (a.1, b.1) {
             (None, None) => Some((a.0, b.0, None)),
             (Some(t), None) => {
@@ -268,23 +361,42 @@ impl<'c> Binder<'c> {
     }
 
     /// Binds a condition (WHERE, ON, HAVING, CASE WHEN): must be BOOLEAN.
-    pub(crate) fn condition(&mut self, ast: &ast::Expr, scope: &Scope<'c>, context: &str) -> Option<Expr> {
+    pub(crate) fn condition(
+        &mut self,
+        ast: &ast::Expr,
+        scope: &Scope<'c>,
+        context: &str,
+    ) -> Option<Expr> {
         let bound = self.expr(ast, scope)?;
         self.coerce(bound, DataType::Boolean, context, at(ast))
     }
 
     /// Binds a value expression to a known type, with `hint` for parameters and NULLs.
-    pub(crate) fn typed(&mut self, ast: &ast::Expr, scope: &Scope<'c>, hint: DataType, context: &str) -> Option<Expr> {
+    pub(crate) fn typed(
+        &mut self,
+        ast: &ast::Expr,
+        scope: &Scope<'c>,
+        hint: DataType,
+        context: &str,
+    ) -> Option<Expr> {
         let bound = self.expr(ast, scope)?;
         self.coerce(bound, hint, context, at(ast))
     }
 
     /// Binds an expression whose type must come from the expression itself.
-    pub(crate) fn value(&mut self, ast: &ast::Expr, scope: &Scope<'c>, context: &str) -> Option<Expr> {
+    pub(crate) fn value(
+        &mut self,
+        ast: &ast::Expr,
+        scope: &Scope<'c>,
+        context: &str,
+    ) -> Option<Expr> {
         let (expr, ty) = self.expr(ast, scope)?;
         // An untyped parameter is reported by `finish_params`; an untyped NULL here.
         if ty.is_none() && matches!(expr, Expr::Literal { .. }) {
-            self.errors.push(invalid(format!("the type of NULL in {context} is unknown; CAST it"), at(ast)));
+            self.errors.push(invalid(
+                format!("the type of NULL in {context} is unknown; CAST it"),
+                at(ast),
+            ));
             return None;
         }
         Some(expr)
@@ -295,8 +407,11 @@ impl<'c> Binder<'c> {
         match parts {
             [column] => {
                 let name = ident(column);
-                let found: Vec<(&ScopeTable<'c>, usize)> =
-                    scope.tables.iter().filter_map(|t| t.table.column_index(&name).map(|i| (t, i))).collect();
+                let found: Vec<(&ScopeTable<'c>, usize)> = scope
+                    .tables
+                    .iter()
+                    .filter_map(|t| t.table.column_index(&name).map(|i| (t, i)))
+                    .collect();
                 match found.as_slice() {
                     [(t, i)] => {
                         let e = scope.column(t, *i);
@@ -307,14 +422,31 @@ impl<'c> Binder<'c> {
                         let table = if scope.tables.is_empty() {
                             "this context (no table is in scope)".to_owned()
                         } else {
-                            scope.tables.iter().map(|t| t.alias.as_str()).collect::<Vec<_>>().join(", ")
+                            scope
+                                .tables
+                                .iter()
+                                .map(|t| t.alias.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         };
-                        self.errors.push(PlanError::UnknownColumn { table, column: name, at: pos });
+                        self.errors.push(PlanError::UnknownColumn {
+                            table,
+                            column: name,
+                            at: pos,
+                        });
                         None
                     }
                     many => {
-                        let tables = many.iter().map(|(t, _)| t.alias.as_str()).collect::<Vec<_>>().join(" and ");
-                        self.errors.push(PlanError::AmbiguousColumn { column: name, tables, at: pos });
+                        let tables = many
+                            .iter()
+                            .map(|(t, _)| t.alias.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" and ");
+                        self.errors.push(PlanError::AmbiguousColumn {
+                            column: name,
+                            tables,
+                            at: pos,
+                        });
                         None
                     }
                 }
@@ -322,7 +454,10 @@ impl<'c> Binder<'c> {
             [table, column] => {
                 let alias = ident(table);
                 let Some(t) = scope.tables.iter().find(|t| t.alias == alias) else {
-                    self.errors.push(PlanError::UnknownTable { table: alias, at: pos });
+                    self.errors.push(PlanError::UnknownTable {
+                        table: alias,
+                        at: pos,
+                    });
                     return None;
                 };
                 let name = ident(column);
@@ -333,13 +468,18 @@ impl<'c> Binder<'c> {
                         Some((e, Some(ty)))
                     }
                     None => {
-                        self.errors.push(PlanError::UnknownColumn { table: alias, column: name, at: at_ident(column) });
+                        self.errors.push(PlanError::UnknownColumn {
+                            table: alias,
+                            column: name,
+                            at: at_ident(column),
+                        });
                         None
                     }
                 }
             }
             _ => {
-                self.errors.push(unsupported("a name with more than two parts", pos));
+                self.errors
+                    .push(unsupported("a name with more than two parts", pos));
                 None
             }
         }
@@ -367,13 +507,24 @@ impl<'c> Binder<'c> {
 
     /// Rewrites an input-row expression onto the aggregate's output row.
     fn onto_groups(&mut self, expr: &mut Expr, pos: Position) -> bool {
-        let Some(grouping) = &self.grouping else { return true };
+        let Some(grouping) = &self.grouping else {
+            return true;
+        };
         if let Some(i) = grouping.groups.iter().position(|(g, _)| g == expr) {
-            *expr = Expr::Column { index: i, name: grouping.groups[i].1.clone(), ty: expr.ty() };
+            *expr = Expr::Column {
+                index: i,
+                name: grouping.groups[i].1.clone(),
+                ty: expr.ty(),
+            };
             return true;
         }
         if let Expr::Column { name, .. } = expr {
-            self.errors.push(invalid(format!("column {name} must appear in GROUP BY or be used in an aggregate function"), pos));
+            self.errors.push(invalid(
+                format!(
+                    "column {name} must appear in GROUP BY or be used in an aggregate function"
+                ),
+                pos,
+            ));
             return false;
         }
         let mut ok = true;
@@ -381,20 +532,37 @@ impl<'c> Binder<'c> {
         ok
     }
 
-    fn aggregate(&mut self, f: &ast::Function, ast: &ast::Expr, scope: &Scope<'c>) -> Option<Bound> {
+    fn aggregate(
+        &mut self,
+        f: &ast::Function,
+        ast: &ast::Expr,
+        scope: &Scope<'c>,
+    ) -> Option<Bound> {
         let name = function_name(f);
         let pos = at(ast);
-        if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() || f.null_treatment.is_some() {
-            self.errors.push(unsupported(format!("FILTER, OVER or WITHIN GROUP on {name}"), pos));
+        if f.filter.is_some()
+            || f.over.is_some()
+            || !f.within_group.is_empty()
+            || f.null_treatment.is_some()
+        {
+            self.errors.push(unsupported(
+                format!("FILTER, OVER or WITHIN GROUP on {name}"),
+                pos,
+            ));
             return None;
         }
         let FunctionArguments::List(list) = &f.args else {
-            self.errors.push(invalid(format!("{name} needs an argument"), pos));
+            self.errors
+                .push(invalid(format!("{name} needs an argument"), pos));
             return None;
         };
         let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
         if (distinct && name != "count") || !list.clauses.is_empty() {
-            self.errors.push(unsupported_hint(format!("DISTINCT or ORDER BY inside {name}"), "COUNT(DISTINCT x) is supported", pos));
+            self.errors.push(unsupported_hint(
+                format!("DISTINCT or ORDER BY inside {name}"),
+                "COUNT(DISTINCT x) is supported",
+                pos,
+            ));
             return None;
         }
         let grouping = self.grouping.take();
@@ -403,7 +571,10 @@ impl<'c> Binder<'c> {
         let mut call = result?;
         if distinct {
             if call.func == AggregateFunc::CountStar {
-                self.errors.push(invalid("COUNT(DISTINCT *) is not SQL; write COUNT(DISTINCT column)", pos));
+                self.errors.push(invalid(
+                    "COUNT(DISTINCT *) is not SQL; write COUNT(DISTINCT column)",
+                    pos,
+                ));
                 return None;
             }
             call.func = AggregateFunc::CountDistinct;
@@ -418,22 +589,43 @@ impl<'c> Binder<'c> {
             }
         };
         let label = strip_indexes(&grouping.aggregates[index].to_string());
-        Some((Expr::Column { index: grouping.groups.len() + index, name: label, ty }, Some(ty)))
+        Some((
+            Expr::Column {
+                index: grouping.groups.len() + index,
+                name: label,
+                ty,
+            },
+            Some(ty),
+        ))
     }
 
-    fn aggregate_call(&mut self, name: &str, args: &[FunctionArg], scope: &Scope<'c>, pos: Position) -> Option<AggregateCall> {
+    fn aggregate_call(
+        &mut self,
+        name: &str,
+        args: &[FunctionArg],
+        scope: &Scope<'c>,
+        pos: Position,
+    ) -> Option<AggregateCall> {
         let arg = match args {
             [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "count" => {
-                return Some(AggregateCall { func: AggregateFunc::CountStar, arg: None, ty: DataType::BigInt });
+                return Some(AggregateCall {
+                    func: AggregateFunc::CountStar,
+                    arg: None,
+                    ty: DataType::BigInt,
+                });
             }
             [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => e,
             _ => {
-                self.errors.push(invalid(format!("{name} takes exactly one argument"), pos));
+                self.errors
+                    .push(invalid(format!("{name} takes exactly one argument"), pos));
                 return None;
             }
         };
         if contains_aggregate(arg) {
-            self.errors.push(invalid(format!("aggregate calls cannot be nested (in {name})"), at(arg)));
+            self.errors.push(invalid(
+                format!("aggregate calls cannot be nested (in {name})"),
+                at(arg),
+            ));
             return None;
         }
         let context = format!("the argument of {}", name.to_uppercase());
@@ -444,11 +636,20 @@ impl<'c> Binder<'c> {
                     None => self.coerce((e, None), DataType::BigInt, &context, at(arg))?,
                     Some(t) if t.is_numeric() => e,
                     Some(t) => {
-                        self.errors.push(PlanError::TypeMismatch { context, expected: "a number".into(), found: t, at: at(arg) });
+                        self.errors.push(PlanError::TypeMismatch {
+                            context,
+                            expected: "a number".into(),
+                            found: t,
+                            at: at(arg),
+                        });
                         return None;
                     }
                 };
-                let ty = if name == "avg" { DataType::Double } else { e.ty() };
+                let ty = if name == "avg" {
+                    DataType::Double
+                } else {
+                    e.ty()
+                };
                 (e, ty)
             }
             "count" => {
@@ -468,7 +669,11 @@ impl<'c> Binder<'c> {
             "max" => AggregateFunc::Max,
             _ => AggregateFunc::Avg,
         };
-        Some(AggregateCall { func, arg: Some(expr), ty })
+        Some(AggregateCall {
+            func,
+            arg: Some(expr),
+            ty,
+        })
     }
 
     fn expr_inner(&mut self, ast: &ast::Expr, scope: &Scope<'c>) -> Option<Bound> {
@@ -480,34 +685,67 @@ impl<'c> Binder<'c> {
             A::Nested(inner) => self.expr(inner, scope),
             A::Value(v) => match &v.value {
                 Lit::Placeholder(p) => self.param(p, pos),
-                Lit::Null => Some((Expr::Literal { value: Value::Null, ty: DataType::Text }, None)),
+                Lit::Null => Some((
+                    Expr::Literal {
+                        value: Value::Null,
+                        ty: DataType::Text,
+                    },
+                    None,
+                )),
                 _ => match constant(ast) {
                     Some(value) => {
                         let ty = value.data_type();
-                        Some((Expr::Literal { value, ty: ty.unwrap_or(DataType::Text) }, ty))
+                        Some((
+                            Expr::Literal {
+                                value,
+                                ty: ty.unwrap_or(DataType::Text),
+                            },
+                            ty,
+                        ))
                     }
                     None => {
-                        self.errors.push(unsupported(format!("the literal {v}"), pos));
+                        self.errors
+                            .push(unsupported(format!("the literal {v}"), pos));
                         None
                     }
                 },
             },
-            A::UnaryOp { op: UnaryOperator::Minus, expr } => {
+            A::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => {
                 if let Some(value) = constant(ast) {
                     let ty = value.data_type();
-                    return Some((Expr::Literal { value, ty: ty.unwrap_or(DataType::Text) }, ty));
+                    return Some((
+                        Expr::Literal {
+                            value,
+                            ty: ty.unwrap_or(DataType::Text),
+                        },
+                        ty,
+                    ));
                 }
                 let (e, ty) = self.expr(expr, scope)?;
                 if let Some(t) = ty
                     && !t.is_numeric()
                 {
-                    self.errors.push(PlanError::TypeMismatch { context: "unary -".into(), expected: "a number".into(), found: t, at: pos });
+                    self.errors.push(PlanError::TypeMismatch {
+                        context: "unary -".into(),
+                        expected: "a number".into(),
+                        found: t,
+                        at: pos,
+                    });
                     return None;
                 }
                 Some((Expr::Negate(Box::new(e)), ty))
             }
-            A::UnaryOp { op: UnaryOperator::Plus, expr } => self.expr(expr, scope),
-            A::UnaryOp { op: UnaryOperator::Not, expr } => {
+            A::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr,
+            } => self.expr(expr, scope),
+            A::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            } => {
                 let e = self.condition(expr, scope, "NOT")?;
                 Some((Expr::Not(Box::new(e)), Some(DataType::Boolean)))
             }
@@ -515,49 +753,136 @@ impl<'c> Binder<'c> {
             A::IsDistinctFrom(left, right) | A::IsNotDistinctFrom(left, right) => {
                 let l = self.expr(left, scope);
                 let r = self.expr(right, scope);
-                let op = if matches!(ast, A::IsDistinctFrom(..)) { BinaryOp::IsDistinctFrom } else { BinaryOp::IsNotDistinctFrom };
+                let op = if matches!(ast, A::IsDistinctFrom(..)) {
+                    BinaryOp::IsDistinctFrom
+                } else {
+                    BinaryOp::IsNotDistinctFrom
+                };
                 let (l, r, _) = self.unify(l?, r?, op.symbol(), pos)?;
-                Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, Some(DataType::Boolean)))
+                Some((
+                    Expr::Binary {
+                        op,
+                        left: Box::new(l),
+                        right: Box::new(r),
+                    },
+                    Some(DataType::Boolean),
+                ))
             }
             A::IsNull(e) | A::IsNotNull(e) => {
                 let (e, _) = self.expr(e, scope)?;
-                Some((Expr::IsNull { expr: Box::new(e), negated: matches!(ast, A::IsNotNull(_)) }, Some(DataType::Boolean)))
+                Some((
+                    Expr::IsNull {
+                        expr: Box::new(e),
+                        negated: matches!(ast, A::IsNotNull(_)),
+                    },
+                    Some(DataType::Boolean),
+                ))
             }
-            A::InList { expr, list, negated } => {
+            A::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let mut items = vec![self.expr(expr, scope)];
                 items.extend(list.iter().map(|item| self.expr(item, scope)));
                 let items: Option<Vec<Bound>> = items.into_iter().collect();
                 let (mut items, _) = self.unify_all(items?, "IN", pos)?;
                 let target = items.remove(0);
-                Some((Expr::InList { expr: Box::new(target), list: items, negated: *negated }, Some(DataType::Boolean)))
+                Some((
+                    Expr::InList {
+                        expr: Box::new(target),
+                        list: items,
+                        negated: *negated,
+                    },
+                    Some(DataType::Boolean),
+                ))
             }
-            A::Between { expr, negated, low, high } => {
-                let items = [self.expr(expr, scope), self.expr(low, scope), self.expr(high, scope)];
+            A::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let items = [
+                    self.expr(expr, scope),
+                    self.expr(low, scope),
+                    self.expr(high, scope),
+                ];
                 let items: Option<Vec<Bound>> = items.into_iter().collect();
                 let (items, _) = self.unify_all(items?, "BETWEEN", pos)?;
                 let [e, l, h]: [Expr; 3] = items.try_into().ok()?;
-                Some((Expr::Between { expr: Box::new(e), low: Box::new(l), high: Box::new(h), negated: *negated }, Some(DataType::Boolean)))
+                Some((
+                    Expr::Between {
+                        expr: Box::new(e),
+                        low: Box::new(l),
+                        high: Box::new(h),
+                        negated: *negated,
+                    },
+                    Some(DataType::Boolean),
+                ))
             }
-            A::Like { negated, any, expr, pattern, escape_char } | A::ILike { negated, any, expr, pattern, escape_char } => {
+            A::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            }
+            | A::ILike {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
                 if *any || escape_char.is_some() {
-                    self.errors.push(unsupported("LIKE ANY or LIKE ... ESCAPE", pos));
+                    self.errors
+                        .push(unsupported("LIKE ANY or LIKE ... ESCAPE", pos));
                     return None;
                 }
                 let e = self.typed(expr, scope, DataType::Text, "LIKE");
                 let p = self.typed(pattern, scope, DataType::Text, "the LIKE pattern");
                 Some((
-                    Expr::Like { expr: Box::new(e?), pattern: Box::new(p?), negated: *negated, case_insensitive: matches!(ast, A::ILike { .. }) },
+                    Expr::Like {
+                        expr: Box::new(e?),
+                        pattern: Box::new(p?),
+                        negated: *negated,
+                        case_insensitive: matches!(ast, A::ILike { .. }),
+                    },
                     Some(DataType::Boolean),
                 ))
             }
-            A::Case { operand, conditions, else_result, .. } => self.case(operand.as_deref(), conditions, else_result.as_deref(), scope, pos),
-            A::Cast { kind, expr, data_type, format, array } => {
-                if *kind == CastKind::TryCast || *kind == CastKind::SafeCast || format.is_some() || *array {
-                    self.errors.push(unsupported("TRY_CAST, SAFE_CAST or CAST with FORMAT", pos));
+            A::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => self.case(
+                operand.as_deref(),
+                conditions,
+                else_result.as_deref(),
+                scope,
+                pos,
+            ),
+            A::Cast {
+                kind,
+                expr,
+                data_type,
+                format,
+                array,
+            } => {
+                if *kind == CastKind::TryCast
+                    || *kind == CastKind::SafeCast
+                    || format.is_some()
+                    || *array
+                {
+                    self.errors
+                        .push(unsupported("TRY_CAST, SAFE_CAST or CAST with FORMAT", pos));
                     return None;
                 }
                 let Some(to) = cast_type(data_type) else {
-                    self.errors.push(unsupported(format!("CAST to {data_type}"), pos));
+                    self.errors
+                        .push(unsupported(format!("CAST to {data_type}"), pos));
                     return None;
                 };
                 let (mut e, from) = self.expr(expr, scope)?;
@@ -567,9 +892,20 @@ impl<'c> Binder<'c> {
                         Some((e, Some(to)))
                     }
                     Some(from) if from == to => Some((e, Some(to))),
-                    Some(from) if castable(from, to) => Some((Expr::Cast { expr: Box::new(e), ty: to }, Some(to))),
+                    Some(from) if castable(from, to) => Some((
+                        Expr::Cast {
+                            expr: Box::new(e),
+                            ty: to,
+                        },
+                        Some(to),
+                    )),
                     Some(from) => {
-                        self.errors.push(PlanError::TypeMismatch { context: format!("CAST to {to}"), expected: "a castable type".into(), found: from, at: pos });
+                        self.errors.push(PlanError::TypeMismatch {
+                            context: format!("CAST to {to}"),
+                            expected: "a castable type".into(),
+                            found: from,
+                            at: pos,
+                        });
                         None
                     }
                 }
@@ -577,12 +913,20 @@ impl<'c> Binder<'c> {
             A::Function(f) => {
                 let name = function_name(f);
                 if is_aggregate_name(&name) {
-                    self.errors.push(invalid(format!("aggregate function {name} is not allowed here"), pos));
+                    self.errors.push(invalid(
+                        format!("aggregate function {name} is not allowed here"),
+                        pos,
+                    ));
                     return None;
                 }
                 if name == "coalesce" {
-                    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() || f.null_treatment.is_some() {
-                        self.errors.push(unsupported("FILTER, OVER or WITHIN GROUP on COALESCE", pos));
+                    if f.filter.is_some()
+                        || f.over.is_some()
+                        || !f.within_group.is_empty()
+                        || f.null_treatment.is_some()
+                    {
+                        self.errors
+                            .push(unsupported("FILTER, OVER or WITHIN GROUP on COALESCE", pos));
                         return None;
                     }
                     return self.coalesce(f, scope, pos);
@@ -598,9 +942,21 @@ impl<'c> Binder<'c> {
                 None
             }
             A::TypedString(typed) if cast_type(&typed.data_type) == Some(DataType::Timestamp) => {
-                let parsed = typed.value.value.clone().into_string().as_deref().and_then(crate::value::parse_timestamp);
+                let parsed = typed
+                    .value
+                    .value
+                    .clone()
+                    .into_string()
+                    .as_deref()
+                    .and_then(crate::value::parse_timestamp);
                 match parsed {
-                    Some(micros) => Some((Expr::Literal { value: Value::Timestamp(micros), ty: DataType::Timestamp }, Some(DataType::Timestamp))),
+                    Some(micros) => Some((
+                        Expr::Literal {
+                            value: Value::Timestamp(micros),
+                            ty: DataType::Timestamp,
+                        },
+                        Some(DataType::Timestamp),
+                    )),
                     None => {
                         self.errors.push(invalid(format!("{ast} is not a timestamp; write TIMESTAMP 'YYYY-MM-DD HH:MM:SS[.ffffff]'"), pos));
                         None
@@ -614,20 +970,31 @@ impl<'c> Binder<'c> {
             other => {
                 let text = other.to_string();
                 let short: String = text.chars().take(40).collect();
-                self.errors.push(unsupported(format!("the expression {short}"), pos));
+                self.errors
+                    .push(unsupported(format!("the expression {short}"), pos));
                 None
             }
         }
     }
 
     fn param(&mut self, text: &str, pos: Position) -> Option<Bound> {
-        let number = text.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
+        let number = text
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1);
         let Some(number) = number else {
-            self.errors.push(unsupported_hint(format!("the parameter {text}"), "write $1, $2, ...", pos));
+            self.errors.push(unsupported_hint(
+                format!("the parameter {text}"),
+                "write $1, $2, ...",
+                pos,
+            ));
             return None;
         };
         if number > PARAMS_MAX {
-            self.errors.push(PlanError::LimitExceeded { what: format!("parameter ${number}"), limit: PARAMS_MAX });
+            self.errors.push(PlanError::LimitExceeded {
+                what: format!("parameter ${number}"),
+                limit: PARAMS_MAX,
+            });
             return None;
         }
         if self.params.len() < number {
@@ -638,10 +1005,23 @@ impl<'c> Binder<'c> {
             *slot = Some((None, pos));
         }
         let ty = slot.and_then(|(t, _)| t);
-        Some((Expr::Param { index: number - 1, ty: ty.unwrap_or(DataType::Text) }, ty))
+        Some((
+            Expr::Param {
+                index: number - 1,
+                ty: ty.unwrap_or(DataType::Text),
+            },
+            ty,
+        ))
     }
 
-    fn binary(&mut self, left: &ast::Expr, op: &BinaryOperator, right: &ast::Expr, scope: &Scope<'c>, pos: Position) -> Option<Bound> {
+    fn binary(
+        &mut self,
+        left: &ast::Expr,
+        op: &BinaryOperator,
+        right: &ast::Expr,
+        scope: &Scope<'c>,
+        pos: Position,
+    ) -> Option<Bound> {
         let op = match op {
             BinaryOperator::Plus => BinaryOp::Add,
             BinaryOperator::Minus => BinaryOp::Sub,
@@ -658,14 +1038,22 @@ impl<'c> Binder<'c> {
             BinaryOperator::And => BinaryOp::And,
             BinaryOperator::Or => BinaryOp::Or,
             other => {
-                self.errors.push(unsupported(format!("the operator {other}"), pos));
+                self.errors
+                    .push(unsupported(format!("the operator {other}"), pos));
                 return None;
             }
         };
         if matches!(op, BinaryOp::And | BinaryOp::Or) {
             let l = self.condition(left, scope, op.symbol());
             let r = self.condition(right, scope, op.symbol());
-            return Some((Expr::Binary { op, left: Box::new(l?), right: Box::new(r?) }, Some(DataType::Boolean)));
+            return Some((
+                Expr::Binary {
+                    op,
+                    left: Box::new(l?),
+                    right: Box::new(r?),
+                },
+                Some(DataType::Boolean),
+            ));
         }
         let l = self.expr(left, scope);
         let r = self.expr(right, scope);
@@ -673,10 +1061,21 @@ impl<'c> Binder<'c> {
         if op == BinaryOp::Concat {
             // Like PostgreSQL, `'id-' || 42` converts the non-text side to TEXT.
             let bytes = l.1 == Some(DataType::Bytea) || r.1 == Some(DataType::Bytea);
-            let target = if bytes { DataType::Bytea } else { DataType::Text };
+            let target = if bytes {
+                DataType::Bytea
+            } else {
+                DataType::Text
+            };
             let l = self.concat_side(l, target, at(left))?;
             let r = self.concat_side(r, target, at(right))?;
-            return Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, Some(target)));
+            return Some((
+                Expr::Binary {
+                    op,
+                    left: Box::new(l),
+                    right: Box::new(r),
+                },
+                Some(target),
+            ));
         }
         let context = format!("operator {}", op.symbol());
         if !op.is_comparison() {
@@ -684,21 +1083,45 @@ impl<'c> Binder<'c> {
                 if let Some(t) = side.1
                     && !t.is_numeric()
                 {
-                    self.errors.push(PlanError::TypeMismatch { context, expected: "a number".into(), found: t, at: at(ast) });
+                    self.errors.push(PlanError::TypeMismatch {
+                        context,
+                        expected: "a number".into(),
+                        found: t,
+                        at: at(ast),
+                    });
                     return None;
                 }
             }
         }
         let (l, r, ty) = self.unify(l, r, &context, pos)?;
         if op.is_comparison() {
-            return Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, Some(DataType::Boolean)));
+            return Some((
+                Expr::Binary {
+                    op,
+                    left: Box::new(l),
+                    right: Box::new(r),
+                },
+                Some(DataType::Boolean),
+            ));
         }
-        Some((Expr::Binary { op, left: Box::new(l), right: Box::new(r) }, ty))
+        Some((
+            Expr::Binary {
+                op,
+                left: Box::new(l),
+                right: Box::new(r),
+            },
+            ty,
+        ))
     }
 
     fn concat_side(&mut self, bound: Bound, target: DataType, pos: Position) -> Option<Expr> {
         match bound.1 {
-            Some(t) if t != target && target == DataType::Text && t != DataType::Bytea => Some(Expr::Cast { expr: Box::new(bound.0), ty: DataType::Text }),
+            Some(t) if t != target && target == DataType::Text && t != DataType::Bytea => {
+                Some(Expr::Cast {
+                    expr: Box::new(bound.0),
+                    ty: DataType::Text,
+                })
+            }
             _ => self.coerce(bound, target, "operator ||", pos),
         }
     }
@@ -738,22 +1161,36 @@ impl<'c> Binder<'c> {
         let branches: Vec<(Expr, Expr)> = branches.into_iter().zip(results.by_ref()).collect();
         let otherwise = results.next().map(Box::new);
         Some((
-            Expr::Case { operand: operand_bound.map(|(o, _)| Box::new(o)), branches, otherwise, ty: ty.unwrap_or(DataType::Text) },
+            Expr::Case {
+                operand: operand_bound.map(|(o, _)| Box::new(o)),
+                branches,
+                otherwise,
+                ty: ty.unwrap_or(DataType::Text),
+            },
             ty,
         ))
     }
 
     /// Brings several expressions to one common type.
-    fn unify_all(&mut self, items: Vec<Bound>, context: &str, pos: Position) -> Option<(Vec<Expr>, Option<DataType>)> {
+    fn unify_all(
+        &mut self,
+        items: Vec<Bound>,
+        context: &str,
+        pos: Position,
+    ) -> Option<(Vec<Expr>, Option<DataType>)> {
         let mut ty = None;
         for (_, t) in &items {
             ty = match (ty, *t) {
                 (None, t) => t,
-                (Some(a), Some(b)) if a != b && a.is_numeric() && b.is_numeric() => Some(DataType::Double),
+                (Some(a), Some(b)) if a != b && a.is_numeric() && b.is_numeric() => {
+                    Some(DataType::Double)
+                }
                 (a, _) => a,
             };
         }
-        let Some(ty) = ty else { return Some((items.into_iter().map(|(e, _)| e).collect(), None)) };
+        let Some(ty) = ty else {
+            return Some((items.into_iter().map(|(e, _)| e).collect(), None));
+        };
         let mut out = Vec::new();
         let mut ok = true;
         for item in items {
@@ -765,7 +1202,13 @@ impl<'c> Binder<'c> {
         ok.then_some((out, Some(ty)))
     }
 
-    fn scalar_call(&mut self, func: ScalarFunc, f: &ast::Function, scope: &Scope<'c>, pos: Position) -> Option<Bound> {
+    fn scalar_call(
+        &mut self,
+        func: ScalarFunc,
+        f: &ast::Function,
+        scope: &Scope<'c>,
+        pos: Position,
+    ) -> Option<Bound> {
         let name = func.name().to_uppercase();
         let arg = match &f.args {
             FunctionArguments::List(list)
@@ -779,13 +1222,15 @@ impl<'c> Binder<'c> {
                 match list.args.as_slice() {
                     [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => e,
                     _ => {
-                        self.errors.push(invalid(format!("{name} takes exactly one argument"), pos));
+                        self.errors
+                            .push(invalid(format!("{name} takes exactly one argument"), pos));
                         return None;
                     }
                 }
             }
             _ => {
-                self.errors.push(unsupported(format!("this form of {name}"), pos));
+                self.errors
+                    .push(unsupported(format!("this form of {name}"), pos));
                 return None;
             }
         };
@@ -797,14 +1242,22 @@ impl<'c> Binder<'c> {
                     None => self.coerce((e, None), DataType::BigInt, &context, at(arg))?,
                     Some(t) if t.is_numeric() => e,
                     Some(t) => {
-                        self.errors.push(PlanError::TypeMismatch { context, expected: "a number".into(), found: t, at: at(arg) });
+                        self.errors.push(PlanError::TypeMismatch {
+                            context,
+                            expected: "a number".into(),
+                            found: t,
+                            at: at(arg),
+                        });
                         return None;
                     }
                 }
             }
             _ => self.typed(arg, scope, DataType::Text, &context)?,
         };
-        let e = Expr::Call { func, arg: Box::new(arg) };
+        let e = Expr::Call {
+            func,
+            arg: Box::new(arg),
+        };
         let ty = e.ty();
         Some((e, Some(ty)))
     }
@@ -819,7 +1272,8 @@ impl<'c> Binder<'c> {
             match arg {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => items.push(self.expr(e, scope)?),
                 _ => {
-                    self.errors.push(invalid("COALESCE takes plain expressions", pos));
+                    self.errors
+                        .push(invalid("COALESCE takes plain expressions", pos));
                     return None;
                 }
             }
@@ -829,7 +1283,13 @@ impl<'c> Binder<'c> {
             return None;
         }
         let (args, ty) = self.unify_all(items, "COALESCE", pos)?;
-        Some((Expr::Coalesce { args, ty: ty.unwrap_or(DataType::Text) }, ty))
+        Some((
+            Expr::Coalesce {
+                args,
+                ty: ty.unwrap_or(DataType::Text),
+            },
+            ty,
+        ))
     }
 
     /// Reads a LIMIT or OFFSET: a non-negative integer constant or a parameter.
@@ -837,17 +1297,29 @@ impl<'c> Binder<'c> {
         let scope = Scope::default();
         if let Some(value) = constant(ast) {
             return match value {
-                Value::Int(n) if n >= 0 => Some(Expr::Literal { value: Value::Int(n), ty: DataType::BigInt }),
+                Value::Int(n) if n >= 0 => Some(Expr::Literal {
+                    value: Value::Int(n),
+                    ty: DataType::BigInt,
+                }),
                 _ => {
-                    self.errors.push(invalid(format!("{what} must be a non-negative integer or a parameter, not {ast}"), at(ast)));
+                    self.errors.push(invalid(
+                        format!("{what} must be a non-negative integer or a parameter, not {ast}"),
+                        at(ast),
+                    ));
                     None
                 }
             };
         }
         match ast {
-            ast::Expr::Value(v) if matches!(v.value, Lit::Placeholder(_)) => self.typed(ast, &scope, DataType::BigInt, what),
+            ast::Expr::Value(v) if matches!(v.value, Lit::Placeholder(_)) => {
+                self.typed(ast, &scope, DataType::BigInt, what)
+            }
             _ => {
-                self.errors.push(unsupported_hint(format!("the expression {ast} as {what}"), "use a constant or a parameter", at(ast)));
+                self.errors.push(unsupported_hint(
+                    format!("the expression {ast} as {what}"),
+                    "use a constant or a parameter",
+                    at(ast),
+                ));
                 None
             }
         }
@@ -878,12 +1350,22 @@ pub(crate) fn strip_indexes(text: &str) -> String {
 fn cast_type(ty: &ast::DataType) -> Option<DataType> {
     use ast::DataType as T;
     Some(match ty {
-        T::BigInt(_) | T::Int(_) | T::Integer(_) | T::SmallInt(_) | T::Int2(_) | T::Int4(_) | T::Int8(_) => DataType::BigInt,
-        T::Double(_) | T::DoublePrecision | T::Float8 | T::Float(_) | T::Real | T::Float4 => DataType::Double,
+        T::BigInt(_)
+        | T::Int(_)
+        | T::Integer(_)
+        | T::SmallInt(_)
+        | T::Int2(_)
+        | T::Int4(_)
+        | T::Int8(_) => DataType::BigInt,
+        T::Double(_) | T::DoublePrecision | T::Float8 | T::Float(_) | T::Real | T::Float4 => {
+            DataType::Double
+        }
         T::Text | T::Varchar(_) | T::CharacterVarying(_) | T::String(_) => DataType::Text,
         T::Boolean | T::Bool => DataType::Boolean,
         T::Bytea => DataType::Bytea,
-        T::Timestamp(None, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => DataType::Timestamp,
+        T::Timestamp(None, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => {
+            DataType::Timestamp
+        }
         _ => return None,
     })
 }

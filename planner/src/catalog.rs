@@ -7,14 +7,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use sqlparser::ast::{
-    self, ColumnOption, CreateIndex, CreateTable, CreateTableOptions, ObjectType, SqlOption, Statement, TableConstraint,
-    TimezoneInfo,
-};
 use sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
+use sqlparser::ast::{
+    self, ColumnOption, CreateIndex, CreateTable, CreateTableOptions, ObjectType, SqlOption,
+    Statement, TableConstraint, TimezoneInfo,
+};
 
 use crate::error::{PlanError, PlanErrors, Position};
-use crate::syntax::{self, at, at_ident, constant, ident, invalid, single_name, unsupported, unsupported_hint};
+use crate::syntax::{
+    self, at, at_ident, constant, ident, invalid, single_name, unsupported, unsupported_hint,
+};
 use crate::value::{DataType, Value};
 
 /// Most columns in one table.
@@ -23,11 +25,15 @@ pub const TABLE_COLUMNS_MAX: usize = 256;
 pub const KEY_COLUMNS_MAX: usize = 16;
 
 /// Stable id of a table; the store keys a table's rows by it. Never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TableId(pub u32);
 
 /// Stable id of an index; the store keys the index's entries by it. Never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct IndexId(pub u32);
 
 /// A column of a table.
@@ -97,11 +103,27 @@ impl fmt::Display for Table {
                 write!(f, " DEFAULT {d}")?;
             }
         }
-        let names = |cols: &[usize]| cols.iter().map(|&i| self.columns[i].name.as_str()).collect::<Vec<_>>().join(", ");
-        write!(f, ") PRIMARY KEY ({}) PARTITION BY {}", names(&self.primary_key), self.columns[self.partition_column].name)?;
+        let names = |cols: &[usize]| {
+            cols.iter()
+                .map(|&i| self.columns[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        write!(
+            f,
+            ") PRIMARY KEY ({}) PARTITION BY {}",
+            names(&self.primary_key),
+            self.columns[self.partition_column].name
+        )?;
         for index in &self.indexes {
             let unique = if index.unique { "UNIQUE " } else { "" };
-            write!(f, "; {unique}INDEX {} #{} ({})", index.name, index.id.0, names(&index.columns))?;
+            write!(
+                f,
+                "; {unique}INDEX {} #{} ({})",
+                index.name,
+                index.id.0,
+                names(&index.columns)
+            )?;
         }
         Ok(())
     }
@@ -150,7 +172,11 @@ impl Catalog {
         for statement in &statements {
             next.apply_statement(statement, &mut errors);
         }
-        if errors.is_empty() { Ok(next) } else { Err(PlanErrors::new(errors)) }
+        if errors.is_empty() {
+            Ok(next)
+        } else {
+            Err(PlanErrors::new(errors))
+        }
     }
 
     fn take_id(&mut self) -> u32 {
@@ -163,17 +189,34 @@ impl Catalog {
         match statement {
             Statement::CreateTable(create) => self.create_table(create, errors),
             Statement::CreateIndex(create) => self.create_index(create, errors),
-            Statement::Drop { object_type, if_exists, names, cascade, purge, temporary, table, .. } => {
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                purge,
+                temporary,
+                table,
+                ..
+            } => {
                 if *cascade || *purge || *temporary || table.is_some() {
-                    errors.push(unsupported("DROP with CASCADE, PURGE, TEMPORARY or ON", at(statement)));
+                    errors.push(unsupported(
+                        "DROP with CASCADE, PURGE, TEMPORARY or ON",
+                        at(statement),
+                    ));
                     return;
                 }
                 for name in names {
-                    let Some((name, pos)) = single_name(name, errors) else { continue };
+                    let Some((name, pos)) = single_name(name, errors) else {
+                        continue;
+                    };
                     match object_type {
                         ObjectType::Table => {
                             if self.tables.remove(&name).is_none() && !if_exists {
-                                errors.push(PlanError::UnknownTable { table: name, at: pos });
+                                errors.push(PlanError::UnknownTable {
+                                    table: name,
+                                    at: pos,
+                                });
                             }
                         }
                         ObjectType::Index => self.drop_index(&name, *if_exists, pos, errors),
@@ -189,7 +232,13 @@ impl Catalog {
         }
     }
 
-    fn drop_index(&mut self, name: &str, if_exists: bool, pos: Position, errors: &mut Vec<PlanError>) {
+    fn drop_index(
+        &mut self,
+        name: &str,
+        if_exists: bool,
+        pos: Position,
+        errors: &mut Vec<PlanError>,
+    ) {
         for table in self.tables.values_mut() {
             if let Some(i) = table.indexes.iter().position(|index| index.name == name) {
                 Arc::make_mut(table).indexes.remove(i);
@@ -197,17 +246,24 @@ impl Catalog {
             }
         }
         if !if_exists {
-            errors.push(PlanError::UnknownIndex { index: name.to_owned(), at: pos });
+            errors.push(PlanError::UnknownIndex {
+                index: name.to_owned(),
+                at: pos,
+            });
         }
     }
 
     fn index_exists(&self, name: &str) -> bool {
-        self.tables.values().any(|t| t.indexes.iter().any(|i| i.name == name))
+        self.tables
+            .values()
+            .any(|t| t.indexes.iter().any(|i| i.name == name))
     }
 
     fn create_table(&mut self, create: &CreateTable, errors: &mut Vec<PlanError>) {
         let before = errors.len();
-        let Some((name, name_at)) = single_name(&create.name, errors) else { return };
+        let Some((name, name_at)) = single_name(&create.name, errors) else {
+            return;
+        };
         // Everything this planner reads is blanked; what remains must equal a bare
         // CREATE TABLE, so any clause not understood here is rejected, never ignored.
         let mut rest = create.clone();
@@ -225,12 +281,19 @@ impl Catalog {
         }
         if self.tables.contains_key(&name) {
             if !create.if_not_exists {
-                errors.push(PlanError::AlreadyExists { kind: "table", name, at: name_at });
+                errors.push(PlanError::AlreadyExists {
+                    kind: "table",
+                    name,
+                    at: name_at,
+                });
             }
             return;
         }
         if create.columns.len() > TABLE_COLUMNS_MAX {
-            errors.push(PlanError::LimitExceeded { what: format!("table {name} with {} columns", create.columns.len()), limit: TABLE_COLUMNS_MAX });
+            errors.push(PlanError::LimitExceeded {
+                what: format!("table {name} with {} columns", create.columns.len()),
+                limit: TABLE_COLUMNS_MAX,
+            });
             return;
         }
         let mut columns: Vec<Column> = Vec::new();
@@ -240,15 +303,30 @@ impl Catalog {
             let column = ident(&def.name);
             let pos = at_ident(&def.name);
             if columns.iter().any(|c| c.name == column) {
-                errors.push(PlanError::DuplicateColumn { table: name.clone(), column, place: "the column list", at: pos });
+                errors.push(PlanError::DuplicateColumn {
+                    table: name.clone(),
+                    column,
+                    place: "the column list",
+                    at: pos,
+                });
                 continue;
             }
             let Some(data_type) = column_type(&def.data_type) else {
-                errors.push(PlanError::UnknownType { table: name.clone(), column, type_name: def.data_type.to_string(), at: pos });
+                errors.push(PlanError::UnknownType {
+                    table: name.clone(),
+                    column,
+                    type_name: def.data_type.to_string(),
+                    at: pos,
+                });
                 continue;
             };
             let index = columns.len();
-            let mut col = Column { name: column, data_type, nullable: true, default: None };
+            let mut col = Column {
+                name: column,
+                data_type,
+                nullable: true,
+                default: None,
+            };
             for option in &def.options {
                 match &option.option {
                     ColumnOption::Null => {}
@@ -258,7 +336,10 @@ impl Catalog {
                         Some(value) => match coerce_constant(value, data_type) {
                             Some(value) => col.default = Some(value),
                             None => errors.push(invalid(
-                                format!("table {name}, column {}: DEFAULT {expr} is not a {data_type}", col.name),
+                                format!(
+                                    "table {name}, column {}: DEFAULT {expr} is not a {data_type}",
+                                    col.name
+                                ),
                                 at(expr),
                             )),
                         },
@@ -270,33 +351,50 @@ impl Catalog {
                     },
                     ColumnOption::PrimaryKey(_) => {
                         if primary_key.is_some() {
-                            errors.push(PlanError::MultiplePrimaryKeys { table: name.clone(), at: pos });
+                            errors.push(PlanError::MultiplePrimaryKeys {
+                                table: name.clone(),
+                                at: pos,
+                            });
                         }
                         primary_key = Some(vec![index]);
                     }
                     ColumnOption::Unique(_) => uniques.push((vec![index], pos)),
-                    other => errors.push(unsupported(format!("table {name}, column {}: column option {other}", col.name), at(option))),
+                    other => errors.push(unsupported(
+                        format!("table {name}, column {}: column option {other}", col.name),
+                        at(option),
+                    )),
                 }
             }
             columns.push(col);
         }
-        let table_of = |columns: &[Column], list: &[ast::IndexColumn], place: &'static str, errors: &mut Vec<PlanError>| {
+        let table_of = |columns: &[Column],
+                        list: &[ast::IndexColumn],
+                        place: &'static str,
+                        errors: &mut Vec<PlanError>| {
             index_columns(&name, columns, list, place, errors)
         };
         for constraint in &create.constraints {
             match constraint {
                 TableConstraint::PrimaryKey(pk) => {
                     if primary_key.is_some() {
-                        errors.push(PlanError::MultiplePrimaryKeys { table: name.clone(), at: at(constraint) });
+                        errors.push(PlanError::MultiplePrimaryKeys {
+                            table: name.clone(),
+                            at: at(constraint),
+                        });
                     }
                     primary_key = table_of(&columns, &pk.columns, "the PRIMARY KEY", errors);
                 }
                 TableConstraint::Unique(unique) => {
-                    if let Some(cols) = table_of(&columns, &unique.columns, "a UNIQUE constraint", errors) {
+                    if let Some(cols) =
+                        table_of(&columns, &unique.columns, "a UNIQUE constraint", errors)
+                    {
                         uniques.push((cols, at(constraint)));
                     }
                 }
-                other => errors.push(unsupported(format!("table {name}: constraint {other}"), at(other))),
+                other => errors.push(unsupported(
+                    format!("table {name}: constraint {other}"),
+                    at(other),
+                )),
             }
         }
         let mut partition_by: Option<(String, Position)> = None;
@@ -304,7 +402,10 @@ impl Catalog {
             CreateTableOptions::None => &[][..],
             CreateTableOptions::With(options) => options.as_slice(),
             other => {
-                errors.push(unsupported(format!("table {name}: options {other}"), at(other)));
+                errors.push(unsupported(
+                    format!("table {name}: options {other}"),
+                    at(other),
+                ));
                 &[][..]
             }
         };
@@ -321,14 +422,21 @@ impl Catalog {
                         None => errors.push(invalid(format!("table {name}: partition_by must name a column, as in partition_by = 'col'"), at(value))),
                     }
                 }
-                other => errors.push(unsupported_hint(format!("table {name}: table option {other}"), "the only table option is partition_by", at(other))),
+                other => errors.push(unsupported_hint(
+                    format!("table {name}: table option {other}"),
+                    "the only table option is partition_by",
+                    at(other),
+                )),
             }
         }
         if errors.len() > before {
             return;
         }
         let Some(primary_key) = primary_key.filter(|key| !key.is_empty()) else {
-            errors.push(PlanError::MissingPrimaryKey { table: name, at: at(&create.name) });
+            errors.push(PlanError::MissingPrimaryKey {
+                table: name,
+                at: at(&create.name),
+            });
             return;
         };
         for &i in &primary_key {
@@ -338,30 +446,63 @@ impl Catalog {
             None => primary_key[0],
             Some((column, pos)) => match columns.iter().position(|c| c.name == column) {
                 None => {
-                    errors.push(PlanError::UnknownColumn { table: name, column, at: pos });
+                    errors.push(PlanError::UnknownColumn {
+                        table: name,
+                        column,
+                        at: pos,
+                    });
                     return;
                 }
                 Some(i) if !primary_key.contains(&i) => {
-                    errors.push(PlanError::PartitionColumnNotInKey { table: name, column, at: pos });
+                    errors.push(PlanError::PartitionColumnNotInKey {
+                        table: name,
+                        column,
+                        at: pos,
+                    });
                     return;
                 }
                 Some(i) => i,
             },
         };
-        let mut table = Table { id: TableId(self.take_id()), name: name.clone(), columns, primary_key, partition_column, indexes: Vec::new() };
+        let mut table = Table {
+            id: TableId(self.take_id()),
+            name: name.clone(),
+            columns,
+            primary_key,
+            partition_column,
+            indexes: Vec::new(),
+        };
         for (cols, pos) in uniques {
-            let index_name = format!("{name}_{}_key", cols.iter().map(|&i| table.columns[i].name.as_str()).collect::<Vec<_>>().join("_"));
-            if self.index_exists(&index_name) || table.indexes.iter().any(|i| i.name == index_name) {
-                errors.push(PlanError::AlreadyExists { kind: "index", name: index_name, at: pos });
+            let index_name = format!(
+                "{name}_{}_key",
+                cols.iter()
+                    .map(|&i| table.columns[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("_")
+            );
+            if self.index_exists(&index_name) || table.indexes.iter().any(|i| i.name == index_name)
+            {
+                errors.push(PlanError::AlreadyExists {
+                    kind: "index",
+                    name: index_name,
+                    at: pos,
+                });
                 continue;
             }
-            table.indexes.push(Index { id: IndexId(self.take_id()), name: index_name, columns: cols, unique: true });
+            table.indexes.push(Index {
+                id: IndexId(self.take_id()),
+                name: index_name,
+                columns: cols,
+                unique: true,
+            });
         }
         self.tables.insert(name, Arc::new(table));
     }
 
     fn create_index(&mut self, create: &CreateIndex, errors: &mut Vec<PlanError>) {
-        let Some((table_name, table_at)) = single_name(&create.table_name, errors) else { return };
+        let Some((table_name, table_at)) = single_name(&create.table_name, errors) else {
+            return;
+        };
         if create.using.is_some()
             || create.concurrently
             || !create.include.is_empty()
@@ -378,27 +519,54 @@ impl Catalog {
             return;
         }
         let Some(table) = self.tables.get(&table_name) else {
-            errors.push(PlanError::UnknownTable { table: table_name, at: table_at });
+            errors.push(PlanError::UnknownTable {
+                table: table_name,
+                at: table_at,
+            });
             return;
         };
-        let Some(columns) = index_columns(&table_name, &table.columns, &create.columns, "the index", errors) else { return };
+        let Some(columns) = index_columns(
+            &table_name,
+            &table.columns,
+            &create.columns,
+            "the index",
+            errors,
+        ) else {
+            return;
+        };
         let name = match &create.name {
             Some(name) => match single_name(name, errors) {
                 Some((name, _)) => name,
                 None => return,
             },
-            None => format!("{table_name}_{}_idx", columns.iter().map(|&i| table.columns[i].name.as_str()).collect::<Vec<_>>().join("_")),
+            None => format!(
+                "{table_name}_{}_idx",
+                columns
+                    .iter()
+                    .map(|&i| table.columns[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("_")
+            ),
         };
         if self.index_exists(&name) {
             if !create.if_not_exists {
                 let pos = create.name.as_ref().map_or(table_at, at);
-                errors.push(PlanError::AlreadyExists { kind: "index", name, at: pos });
+                errors.push(PlanError::AlreadyExists {
+                    kind: "index",
+                    name,
+                    at: pos,
+                });
             }
             return;
         }
         let id = IndexId(self.take_id());
         if let Some(table) = self.tables.get_mut(&table_name) {
-            Arc::make_mut(table).indexes.push(Index { id, name, columns, unique: create.unique });
+            Arc::make_mut(table).indexes.push(Index {
+                id,
+                name,
+                columns,
+                unique: create.unique,
+            });
         }
     }
 }
@@ -415,25 +583,45 @@ fn index_columns(
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     if list.len() > KEY_COLUMNS_MAX {
-        errors.push(PlanError::LimitExceeded { what: format!("{place} of table {table} with {} columns", list.len()), limit: KEY_COLUMNS_MAX });
+        errors.push(PlanError::LimitExceeded {
+            what: format!("{place} of table {table} with {} columns", list.len()),
+            limit: KEY_COLUMNS_MAX,
+        });
         return None;
     }
     for item in list {
         let expr = &item.column.expr;
         let ast::Expr::Identifier(id) = expr else {
-            errors.push(unsupported_hint(format!("the expression {expr} in {place} of table {table}"), "an index lists plain columns", at(expr)));
+            errors.push(unsupported_hint(
+                format!("the expression {expr} in {place} of table {table}"),
+                "an index lists plain columns",
+                at(expr),
+            ));
             continue;
         };
-        if item.column.options.asc == Some(false) || item.column.options.nulls_first.is_some() || item.operator_class.is_some() {
-            errors.push(unsupported(format!("DESC, NULLS or an operator class in {place} of table {table}"), at(expr)));
+        if item.column.options.asc == Some(false)
+            || item.column.options.nulls_first.is_some()
+            || item.operator_class.is_some()
+        {
+            errors.push(unsupported(
+                format!("DESC, NULLS or an operator class in {place} of table {table}"),
+                at(expr),
+            ));
             continue;
         }
         let column = ident(id);
         match columns.iter().position(|c| c.name == column) {
-            None => errors.push(PlanError::UnknownColumn { table: table.to_owned(), column, at: at_ident(id) }),
-            Some(i) if !seen.insert(i) => {
-                errors.push(PlanError::DuplicateColumn { table: table.to_owned(), column, place, at: at_ident(id) })
-            }
+            None => errors.push(PlanError::UnknownColumn {
+                table: table.to_owned(),
+                column,
+                at: at_ident(id),
+            }),
+            Some(i) if !seen.insert(i) => errors.push(PlanError::DuplicateColumn {
+                table: table.to_owned(),
+                column,
+                place,
+                at: at_ident(id),
+            }),
             Some(i) => out.push(i),
         }
     }
@@ -444,12 +632,22 @@ fn index_columns(
 fn column_type(ty: &ast::DataType) -> Option<DataType> {
     use ast::DataType as T;
     Some(match ty {
-        T::BigInt(_) | T::Int(_) | T::Integer(_) | T::SmallInt(_) | T::Int2(_) | T::Int4(_) | T::Int8(_) => DataType::BigInt,
-        T::Double(_) | T::DoublePrecision | T::Float8 | T::Float(_) | T::Real | T::Float4 => DataType::Double,
+        T::BigInt(_)
+        | T::Int(_)
+        | T::Integer(_)
+        | T::SmallInt(_)
+        | T::Int2(_)
+        | T::Int4(_)
+        | T::Int8(_) => DataType::BigInt,
+        T::Double(_) | T::DoublePrecision | T::Float8 | T::Float(_) | T::Real | T::Float4 => {
+            DataType::Double
+        }
         T::Text | T::Varchar(None) | T::CharacterVarying(None) | T::String(None) => DataType::Text,
         T::Boolean | T::Bool => DataType::Boolean,
         T::Bytea => DataType::Bytea,
-        T::Timestamp(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => DataType::Timestamp,
+        T::Timestamp(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            DataType::Timestamp
+        }
         _ => return None,
     })
 }
@@ -469,7 +667,9 @@ pub(crate) fn statement_kind(statement: &Statement) -> String {
     let text = statement.to_string();
     let words: Vec<&str> = text.split_whitespace().take(2).collect();
     match words.as_slice() {
-        [first, second] if matches!(*first, "CREATE" | "DROP" | "ALTER") => format!("{first} {second}"),
+        [first, second] if matches!(*first, "CREATE" | "DROP" | "ALTER") => {
+            format!("{first} {second}")
+        }
         [first, ..] => (*first).to_owned(),
         [] => "an empty statement".to_owned(),
     }

@@ -18,7 +18,10 @@ pub struct Position {
 impl Position {
     /// Returns the start of `span`, or `None` when the parser recorded no position.
     pub fn of(span: Span) -> Option<Position> {
-        (span.start.line > 0).then_some(Position { line: span.start.line, column: span.start.column })
+        (span.start.line > 0).then_some(Position {
+            line: span.start.line,
+            column: span.start.column,
+        })
     }
 }
 
@@ -85,7 +88,9 @@ pub enum PlanError {
         at: Position,
     },
     /// A column type that Comb does not have.
-    #[error("table {table}, column {column}: unknown type {type_name} (at {at}); use BIGINT, INT, DOUBLE, TEXT, BOOLEAN, BYTEA or TIMESTAMP")]
+    #[error(
+        "table {table}, column {column}: unknown type {type_name} (at {at}); use BIGINT, INT, DOUBLE, TEXT, BOOLEAN, BYTEA or TIMESTAMP"
+    )]
     UnknownType {
         /// The table being created.
         table: String,
@@ -119,7 +124,9 @@ pub enum PlanError {
         at: Position,
     },
     /// CREATE TABLE without a primary key.
-    #[error("table {table} has no PRIMARY KEY (at {at}); every table needs one, it is how rows are stored")]
+    #[error(
+        "table {table} has no PRIMARY KEY (at {at}); every table needs one, it is how rows are stored"
+    )]
     MissingPrimaryKey {
         /// The table.
         table: String,
@@ -135,7 +142,9 @@ pub enum PlanError {
         at: Position,
     },
     /// The partition column is not a primary-key column.
-    #[error("table {table}: partition column {column} is not part of the primary key (at {at}); rows of one key must live in one partition")]
+    #[error(
+        "table {table}: partition column {column} is not part of the primary key (at {at}); rows of one key must live in one partition"
+    )]
     PartitionColumnNotInKey {
         /// The table.
         table: String,
@@ -157,7 +166,9 @@ pub enum PlanError {
         at: Position,
     },
     /// A parameter whose type cannot be inferred from its use.
-    #[error("cannot infer the type of parameter ${number} (at {at}); compare it with a column or CAST it")]
+    #[error(
+        "cannot infer the type of parameter ${number} (at {at}); compare it with a column or CAST it"
+    )]
     UntypedParameter {
         /// 1-based number.
         number: usize,
@@ -177,7 +188,9 @@ pub enum PlanError {
         at: Position,
     },
     /// Parameters must be numbered from $1 without gaps.
-    #[error("parameter ${number} is never used, but a higher-numbered one is; number parameters $1, $2, ... without gaps")]
+    #[error(
+        "parameter ${number} is never used, but a higher-numbered one is; number parameters $1, $2, ... without gaps"
+    )]
     MissingParameter {
         /// 1-based number.
         number: usize,
@@ -216,7 +229,10 @@ impl PlanErrors {
     /// Wraps findings about an unnamed statement.
     pub fn new(errors: Vec<PlanError>) -> PlanErrors {
         debug_assert!(!errors.is_empty());
-        PlanErrors { statement: None, errors }
+        PlanErrors {
+            statement: None,
+            errors,
+        }
     }
 
     /// Names the statement the findings are about.

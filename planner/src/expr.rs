@@ -128,7 +128,9 @@ impl ScalarFunc {
             (ScalarFunc::Lower, Value::Text(s)) => Value::Text(s.to_lowercase()),
             (ScalarFunc::Upper, Value::Text(s)) => Value::Text(s.to_uppercase()),
             (ScalarFunc::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
-            (ScalarFunc::Abs, Value::Int(i)) => Value::Int(i.checked_abs().ok_or(EvalError::Overflow { op: "abs" })?),
+            (ScalarFunc::Abs, Value::Int(i)) => {
+                Value::Int(i.checked_abs().ok_or(EvalError::Overflow { op: "abs" })?)
+            }
             (ScalarFunc::Abs, Value::Double(d)) => Value::Double(d.abs()),
             (func, other) => return Err(type_bug(func.name(), &other)),
         })
@@ -257,12 +259,22 @@ impl Expr {
             | Expr::Coalesce { ty, .. }
             | Expr::Cast { ty, .. } => *ty,
             Expr::Negate(e) => e.ty(),
-            Expr::Call { func: ScalarFunc::Length, .. } => DataType::BigInt,
+            Expr::Call {
+                func: ScalarFunc::Length,
+                ..
+            } => DataType::BigInt,
             Expr::Call { arg, .. } => arg.ty(),
-            Expr::Binary { op, left, .. } if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) => left.ty(),
-            Expr::Not(_) | Expr::Binary { .. } | Expr::IsNull { .. } | Expr::InList { .. } | Expr::Between { .. } | Expr::Like { .. } => {
-                DataType::Boolean
+            Expr::Binary { op, left, .. }
+                if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) =>
+            {
+                left.ty()
             }
+            Expr::Not(_)
+            | Expr::Binary { .. }
+            | Expr::IsNull { .. }
+            | Expr::InList { .. }
+            | Expr::Between { .. }
+            | Expr::Like { .. } => DataType::Boolean,
         }
     }
 
@@ -283,8 +295,17 @@ impl Expr {
         f(self);
         match self {
             Expr::Column { .. } | Expr::Param { .. } | Expr::Literal { .. } => {}
-            Expr::Not(e) | Expr::Negate(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } | Expr::Call { arg: e, .. } => e.visit(f),
-            Expr::Binary { left, right, .. } | Expr::Like { expr: left, pattern: right, .. } => {
+            Expr::Not(e)
+            | Expr::Negate(e)
+            | Expr::IsNull { expr: e, .. }
+            | Expr::Cast { expr: e, .. }
+            | Expr::Call { arg: e, .. } => e.visit(f),
+            Expr::Binary { left, right, .. }
+            | Expr::Like {
+                expr: left,
+                pattern: right,
+                ..
+            } => {
                 left.visit(f);
                 right.visit(f);
             }
@@ -292,12 +313,19 @@ impl Expr {
                 expr.visit(f);
                 list.iter().for_each(|e| e.visit(f));
             }
-            Expr::Between { expr, low, high, .. } => {
+            Expr::Between {
+                expr, low, high, ..
+            } => {
                 expr.visit(f);
                 low.visit(f);
                 high.visit(f);
             }
-            Expr::Case { operand, branches, otherwise, .. } => {
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+                ..
+            } => {
                 if let Some(e) = operand {
                     e.visit(f);
                 }
@@ -316,9 +344,12 @@ impl Expr {
     /// Evaluates the expression over `row` (the input row) and `params` (`$1` first).
     pub fn eval(&self, row: &[Value], params: &[Value]) -> Result<Value, EvalError> {
         match self {
-            Expr::Column { index, name, .. } => {
-                row.get(*index).cloned().ok_or_else(|| EvalError::Internal(format!("column {name} (#{index}) is outside a row of {}", row.len())))
-            }
+            Expr::Column { index, name, .. } => row.get(*index).cloned().ok_or_else(|| {
+                EvalError::Internal(format!(
+                    "column {name} (#{index}) is outside a row of {}",
+                    row.len()
+                ))
+            }),
             Expr::Param { index, ty } => {
                 let value = params.get(*index).ok_or_else(|| EvalError::BadParameter {
                     number: index + 1,
@@ -327,7 +358,10 @@ impl Expr {
                 match (value, ty) {
                     (Value::Int(i), DataType::Double) => Ok(Value::Double(*i as f64)),
                     (v, ty) if v.fits(*ty) => Ok(v.clone()),
-                    (v, ty) => Err(EvalError::BadParameter { number: index + 1, message: format!("expected {ty}, got {v}") }),
+                    (v, ty) => Err(EvalError::BadParameter {
+                        number: index + 1,
+                        message: format!("expected {ty}, got {v}"),
+                    }),
                 }
             }
             Expr::Literal { value, .. } => Ok(value.clone()),
@@ -337,12 +371,18 @@ impl Expr {
                 other => return Err(type_bug("NOT", &other)),
             }),
             Expr::Negate(e) => Ok(match e.eval(row, params)? {
-                Value::Int(i) => Value::Int(i.checked_neg().ok_or(EvalError::Overflow { op: "-" })?),
+                Value::Int(i) => {
+                    Value::Int(i.checked_neg().ok_or(EvalError::Overflow { op: "-" })?)
+                }
                 Value::Double(d) => Value::Double(-d),
                 Value::Null => Value::Null,
                 other => return Err(type_bug("-", &other)),
             }),
-            Expr::Binary { op: BinaryOp::And, left, right } => {
+            Expr::Binary {
+                op: BinaryOp::And,
+                left,
+                right,
+            } => {
                 let l = truth(left.eval(row, params)?)?;
                 if l == Some(false) {
                     return Ok(Value::Bool(false));
@@ -354,7 +394,11 @@ impl Expr {
                     _ => Value::Null,
                 })
             }
-            Expr::Binary { op: BinaryOp::Or, left, right } => {
+            Expr::Binary {
+                op: BinaryOp::Or,
+                left,
+                right,
+            } => {
                 let l = truth(left.eval(row, params)?)?;
                 if l == Some(true) {
                     return Ok(Value::Bool(true));
@@ -366,9 +410,17 @@ impl Expr {
                     _ => Value::Null,
                 })
             }
-            Expr::Binary { op, left, right } => binary(*op, left.eval(row, params)?, right.eval(row, params)?),
-            Expr::IsNull { expr, negated } => Ok(Value::Bool(expr.eval(row, params)?.is_null() != *negated)),
-            Expr::InList { expr, list, negated } => {
+            Expr::Binary { op, left, right } => {
+                binary(*op, left.eval(row, params)?, right.eval(row, params)?)
+            }
+            Expr::IsNull { expr, negated } => {
+                Ok(Value::Bool(expr.eval(row, params)?.is_null() != *negated))
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let value = expr.eval(row, params)?;
                 if value.is_null() {
                     return Ok(Value::Null);
@@ -381,9 +433,18 @@ impl Expr {
                         Some(_) => {}
                     }
                 }
-                Ok(if saw_null { Value::Null } else { Value::Bool(*negated) })
+                Ok(if saw_null {
+                    Value::Null
+                } else {
+                    Value::Bool(*negated)
+                })
             }
-            Expr::Between { expr, low, high, negated } => {
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
                 let value = expr.eval(row, params)?;
                 let above = binary(BinaryOp::GtEq, value.clone(), low.eval(row, params)?)?;
                 let below = binary(BinaryOp::LtEq, value, high.eval(row, params)?)?;
@@ -394,21 +455,29 @@ impl Expr {
                 };
                 Ok(both.map_or(Value::Null, |b| Value::Bool(b != *negated)))
             }
-            Expr::Like { expr, pattern, negated, case_insensitive } => {
-                match (expr.eval(row, params)?, pattern.eval(row, params)?) {
-                    (Value::Text(text), Value::Text(pattern)) => {
-                        let matched = if *case_insensitive {
-                            like(&text.to_lowercase(), &pattern.to_lowercase())
-                        } else {
-                            like(&text, &pattern)
-                        };
-                        Ok(Value::Bool(matched != *negated))
-                    }
-                    (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
-                    (other, _) => Err(type_bug("LIKE", &other)),
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => match (expr.eval(row, params)?, pattern.eval(row, params)?) {
+                (Value::Text(text), Value::Text(pattern)) => {
+                    let matched = if *case_insensitive {
+                        like(&text.to_lowercase(), &pattern.to_lowercase())
+                    } else {
+                        like(&text, &pattern)
+                    };
+                    Ok(Value::Bool(matched != *negated))
                 }
-            }
-            Expr::Case { operand, branches, otherwise, .. } => {
+                (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
+                (other, _) => Err(type_bug("LIKE", &other)),
+            },
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+                ..
+            } => {
                 let operand = operand.as_ref().map(|e| e.eval(row, params)).transpose()?;
                 for (when, then) in branches {
                     let when = when.eval(row, params)?;
@@ -420,7 +489,9 @@ impl Expr {
                         return then.eval(row, params);
                     }
                 }
-                otherwise.as_ref().map_or(Ok(Value::Null), |e| e.eval(row, params))
+                otherwise
+                    .as_ref()
+                    .map_or(Ok(Value::Null), |e| e.eval(row, params))
             }
             Expr::Coalesce { args, .. } => {
                 for arg in args {
@@ -438,7 +509,9 @@ impl Expr {
 }
 
 fn type_bug(op: &str, value: &Value) -> EvalError {
-    EvalError::Internal(format!("{op} applied to {value}, which the type checker should have rejected"))
+    EvalError::Internal(format!(
+        "{op} applied to {value}, which the type checker should have rejected"
+    ))
 }
 
 /// Reads a BOOLEAN in three-valued logic: `None` is NULL (unknown).
@@ -463,7 +536,9 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Result<Value, EvalError> {
         return Ok(Value::Null);
     }
     if op.is_comparison() {
-        let ordering = left.sql_cmp(&right).ok_or_else(|| type_bug(op.symbol(), &right))?;
+        let ordering = left
+            .sql_cmp(&right)
+            .ok_or_else(|| type_bug(op.symbol(), &right))?;
         return Ok(Value::Bool(match op {
             BinaryOp::Eq => ordering == Ordering::Equal,
             BinaryOp::NotEq => ordering != Ordering::Equal,
@@ -475,11 +550,21 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Result<Value, EvalError> {
     }
     let overflow = EvalError::Overflow { op: op.symbol() };
     Ok(match (op, left, right) {
-        (BinaryOp::Add, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_add(b).ok_or(overflow)?),
-        (BinaryOp::Sub, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_sub(b).ok_or(overflow)?),
-        (BinaryOp::Mul, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_mul(b).ok_or(overflow)?),
-        (BinaryOp::Div | BinaryOp::Mod, Value::Int(_), Value::Int(0)) => return Err(EvalError::DivisionByZero),
-        (BinaryOp::Div, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_div(b).ok_or(overflow)?),
+        (BinaryOp::Add, Value::Int(a), Value::Int(b)) => {
+            Value::Int(a.checked_add(b).ok_or(overflow)?)
+        }
+        (BinaryOp::Sub, Value::Int(a), Value::Int(b)) => {
+            Value::Int(a.checked_sub(b).ok_or(overflow)?)
+        }
+        (BinaryOp::Mul, Value::Int(a), Value::Int(b)) => {
+            Value::Int(a.checked_mul(b).ok_or(overflow)?)
+        }
+        (BinaryOp::Div | BinaryOp::Mod, Value::Int(_), Value::Int(0)) => {
+            return Err(EvalError::DivisionByZero);
+        }
+        (BinaryOp::Div, Value::Int(a), Value::Int(b)) => {
+            Value::Int(a.checked_div(b).ok_or(overflow)?)
+        }
         (BinaryOp::Mod, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_rem(b).unwrap_or(0)),
         (op, Value::Double(a), Value::Double(b)) => {
             if matches!(op, BinaryOp::Div | BinaryOp::Mod) && b == 0.0 {
@@ -558,7 +643,10 @@ pub fn like(text: &str, pattern: &str) -> bool {
 
 /// Converts a value as `CAST` does.
 pub fn cast(value: Value, to: DataType) -> Result<Value, EvalError> {
-    let invalid = |value: &Value| EvalError::InvalidCast { value: value.to_string(), to };
+    let invalid = |value: &Value| EvalError::InvalidCast {
+        value: value.to_string(),
+        to,
+    };
     Ok(match (value, to) {
         (Value::Null, _) => Value::Null,
         (v, to) if v.data_type() == Some(to) => v,
@@ -577,9 +665,19 @@ pub fn cast(value: Value, to: DataType) -> Result<Value, EvalError> {
         (Value::Double(d), DataType::Text) => Value::Text(d.to_string()),
         (Value::Bool(b), DataType::Text) => Value::Text(b.to_string()),
         (Value::Timestamp(t), DataType::Text) => Value::Text(crate::value::format_timestamp(t)),
-        (Value::Text(s), DataType::Timestamp) => Value::Timestamp(crate::value::parse_timestamp(&s).ok_or_else(|| invalid(&Value::Text(s.clone())))?),
-        (Value::Text(s), DataType::BigInt) => Value::Int(s.trim().parse().map_err(|_| invalid(&Value::Text(s.clone())))?),
-        (Value::Text(s), DataType::Double) => Value::Double(s.trim().parse().map_err(|_| invalid(&Value::Text(s.clone())))?),
+        (Value::Text(s), DataType::Timestamp) => Value::Timestamp(
+            crate::value::parse_timestamp(&s).ok_or_else(|| invalid(&Value::Text(s.clone())))?,
+        ),
+        (Value::Text(s), DataType::BigInt) => Value::Int(
+            s.trim()
+                .parse()
+                .map_err(|_| invalid(&Value::Text(s.clone())))?,
+        ),
+        (Value::Text(s), DataType::Double) => Value::Double(
+            s.trim()
+                .parse()
+                .map_err(|_| invalid(&Value::Text(s.clone())))?,
+        ),
         (Value::Text(s), DataType::Boolean) => match s.trim().to_lowercase().as_str() {
             "true" | "t" | "yes" | "y" | "on" | "1" => Value::Bool(true),
             "false" | "f" | "no" | "n" | "off" | "0" => Value::Bool(false),
@@ -597,7 +695,11 @@ pub(crate) fn castable(from: DataType, to: DataType) -> bool {
     from == to
         || matches!(
             (from, to),
-            (BigInt, Double | Timestamp | Text) | (Timestamp, BigInt | Text) | (Double, BigInt | Text) | (Boolean, Text | BigInt) | (Text, BigInt | Double | Boolean | Bytea | Timestamp)
+            (BigInt, Double | Timestamp | Text)
+                | (Timestamp, BigInt | Text)
+                | (Double, BigInt | Text)
+                | (Boolean, Text | BigInt)
+                | (Text, BigInt | Double | Boolean | Bytea | Timestamp)
         )
 }
 
@@ -610,22 +712,47 @@ impl fmt::Display for Expr {
             Expr::Not(e) => write!(f, "NOT {e}"),
             Expr::Negate(e) => write!(f, "-{e}"),
             Expr::Binary { op, left, right } => write!(f, "({left} {} {right})", op.symbol()),
-            Expr::IsNull { expr, negated } => write!(f, "{expr} IS {}NULL", if *negated { "NOT " } else { "" }),
-            Expr::InList { expr, list, negated } => {
+            Expr::IsNull { expr, negated } => {
+                write!(f, "{expr} IS {}NULL", if *negated { "NOT " } else { "" })
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 write!(f, "{expr} {}IN (", if *negated { "NOT " } else { "" })?;
                 comma_list(f, list)?;
                 f.write_str(")")
             }
-            Expr::Between { expr, low, high, negated } => {
-                write!(f, "{expr} {}BETWEEN {low} AND {high}", if *negated { "NOT " } else { "" })
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                write!(
+                    f,
+                    "{expr} {}BETWEEN {low} AND {high}",
+                    if *negated { "NOT " } else { "" }
+                )
             }
-            Expr::Like { expr, pattern, negated, case_insensitive } => write!(
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => write!(
                 f,
                 "{expr} {}{} {pattern}",
                 if *negated { "NOT " } else { "" },
                 if *case_insensitive { "ILIKE" } else { "LIKE" }
             ),
-            Expr::Case { operand, branches, otherwise, .. } => {
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+                ..
+            } => {
                 f.write_str("CASE")?;
                 if let Some(e) = operand {
                     write!(f, " {e}")?;
@@ -725,7 +852,12 @@ pub struct Accumulator {
 impl Accumulator {
     /// Starts an empty group.
     pub fn new(func: AggregateFunc) -> Accumulator {
-        Accumulator { func, count: 0, value: Value::Null, seen: Vec::new() }
+        Accumulator {
+            func,
+            count: 0,
+            value: Value::Null,
+            seen: Vec::new(),
+        }
     }
 
     /// Adds one input: the argument's value (ignored by `COUNT(*)`).
@@ -744,16 +876,30 @@ impl Accumulator {
         }
         self.value = match (self.func, &self.value, input) {
             (AggregateFunc::Count, _, _) => Value::Null,
-            (_, Value::Null, Value::Int(i)) if self.func == AggregateFunc::Avg => Value::Double(*i as f64),
+            (_, Value::Null, Value::Int(i)) if self.func == AggregateFunc::Avg => {
+                Value::Double(*i as f64)
+            }
             (_, Value::Null, v) => v.clone(),
-            (AggregateFunc::Sum, Value::Int(a), Value::Int(b)) => Value::Int(a.checked_add(*b).ok_or(EvalError::Overflow { op: "SUM" })?),
-            (AggregateFunc::Sum | AggregateFunc::Avg, Value::Double(a), Value::Double(b)) => Value::Double(a + b),
+            (AggregateFunc::Sum, Value::Int(a), Value::Int(b)) => {
+                Value::Int(a.checked_add(*b).ok_or(EvalError::Overflow { op: "SUM" })?)
+            }
+            (AggregateFunc::Sum | AggregateFunc::Avg, Value::Double(a), Value::Double(b)) => {
+                Value::Double(a + b)
+            }
             (AggregateFunc::Avg, Value::Double(a), Value::Int(b)) => Value::Double(a + *b as f64),
             (AggregateFunc::Min, current, v) => {
-                if v.sort_cmp(current) == Ordering::Less { v.clone() } else { current.clone() }
+                if v.sort_cmp(current) == Ordering::Less {
+                    v.clone()
+                } else {
+                    current.clone()
+                }
             }
             (AggregateFunc::Max, current, v) => {
-                if v.sort_cmp(current) == Ordering::Greater { v.clone() } else { current.clone() }
+                if v.sort_cmp(current) == Ordering::Greater {
+                    v.clone()
+                } else {
+                    current.clone()
+                }
             }
             (_, _, v) => return Err(type_bug("an aggregate", v)),
         };
@@ -792,11 +938,18 @@ mod tests {
     }
 
     fn null_bool() -> Expr {
-        Expr::Literal { value: Value::Null, ty: DataType::Boolean }
+        Expr::Literal {
+            value: Value::Null,
+            ty: DataType::Boolean,
+        }
     }
 
     fn bin(op: BinaryOp, l: Expr, r: Expr) -> Expr {
-        Expr::Binary { op, left: Box::new(l), right: Box::new(r) }
+        Expr::Binary {
+            op,
+            left: Box::new(l),
+            right: Box::new(r),
+        }
     }
 
     fn eval(e: &Expr) -> Result<Value, EvalError> {
@@ -819,30 +972,107 @@ mod tests {
             (BinaryOp::Or, &f, &f, Value::Bool(false)),
         ];
         for (op, l, r, want) in cases {
-            assert_eq!(eval(&bin(op, l.clone(), r.clone())), Ok(want), "{l} {op:?} {r}");
+            assert_eq!(
+                eval(&bin(op, l.clone(), r.clone())),
+                Ok(want),
+                "{l} {op:?} {r}"
+            );
         }
         assert_eq!(eval(&Expr::Not(Box::new(n.clone()))), Ok(Value::Null));
-        assert_eq!(eval(&bin(BinaryOp::Eq, int(1), Expr::Literal { value: Value::Null, ty: DataType::BigInt })), Ok(Value::Null));
-        assert_eq!(eval(&Expr::IsNull { expr: Box::new(n), negated: false }), Ok(Value::Bool(true)));
-        let null_int = Expr::Literal { value: Value::Null, ty: DataType::BigInt };
-        assert_eq!(eval(&bin(BinaryOp::IsDistinctFrom, int(1), null_int.clone())), Ok(Value::Bool(true)));
-        assert_eq!(eval(&bin(BinaryOp::IsDistinctFrom, null_int.clone(), null_int.clone())), Ok(Value::Bool(false)));
-        assert_eq!(eval(&bin(BinaryOp::IsNotDistinctFrom, null_int.clone(), null_int)), Ok(Value::Bool(true)));
-        assert_eq!(eval(&bin(BinaryOp::IsNotDistinctFrom, int(1), int(2))), Ok(Value::Bool(false)));
+        assert_eq!(
+            eval(&bin(
+                BinaryOp::Eq,
+                int(1),
+                Expr::Literal {
+                    value: Value::Null,
+                    ty: DataType::BigInt
+                }
+            )),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            eval(&Expr::IsNull {
+                expr: Box::new(n),
+                negated: false
+            }),
+            Ok(Value::Bool(true))
+        );
+        let null_int = Expr::Literal {
+            value: Value::Null,
+            ty: DataType::BigInt,
+        };
+        assert_eq!(
+            eval(&bin(BinaryOp::IsDistinctFrom, int(1), null_int.clone())),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            eval(&bin(
+                BinaryOp::IsDistinctFrom,
+                null_int.clone(),
+                null_int.clone()
+            )),
+            Ok(Value::Bool(false))
+        );
+        assert_eq!(
+            eval(&bin(
+                BinaryOp::IsNotDistinctFrom,
+                null_int.clone(),
+                null_int
+            )),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::IsNotDistinctFrom, int(1), int(2))),
+            Ok(Value::Bool(false))
+        );
     }
 
     #[test]
     fn integer_overflow_and_division_by_zero_are_errors() {
-        assert_eq!(eval(&bin(BinaryOp::Add, int(i64::MAX), int(1))), Err(EvalError::Overflow { op: "+" }));
-        assert_eq!(eval(&bin(BinaryOp::Mul, int(i64::MIN), int(-1))), Err(EvalError::Overflow { op: "*" }));
-        assert_eq!(eval(&bin(BinaryOp::Div, int(i64::MIN), int(-1))), Err(EvalError::Overflow { op: "/" }));
-        assert_eq!(eval(&Expr::Negate(Box::new(int(i64::MIN)))), Err(EvalError::Overflow { op: "-" }));
-        assert_eq!(eval(&bin(BinaryOp::Div, int(1), int(0))), Err(EvalError::DivisionByZero));
-        assert_eq!(eval(&bin(BinaryOp::Mod, int(1), int(0))), Err(EvalError::DivisionByZero));
-        assert_eq!(eval(&bin(BinaryOp::Div, lit(Value::Double(1.0)), lit(Value::Double(0.0)))), Err(EvalError::DivisionByZero));
-        assert_eq!(eval(&bin(BinaryOp::Div, int(-7), int(2))), Ok(Value::Int(-3)));
-        assert_eq!(eval(&bin(BinaryOp::Mod, int(-7), int(2))), Ok(Value::Int(-1)));
-        assert_eq!(eval(&bin(BinaryOp::Mod, int(i64::MIN), int(-1))), Ok(Value::Int(0)));
+        assert_eq!(
+            eval(&bin(BinaryOp::Add, int(i64::MAX), int(1))),
+            Err(EvalError::Overflow { op: "+" })
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::Mul, int(i64::MIN), int(-1))),
+            Err(EvalError::Overflow { op: "*" })
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::Div, int(i64::MIN), int(-1))),
+            Err(EvalError::Overflow { op: "/" })
+        );
+        assert_eq!(
+            eval(&Expr::Negate(Box::new(int(i64::MIN)))),
+            Err(EvalError::Overflow { op: "-" })
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::Div, int(1), int(0))),
+            Err(EvalError::DivisionByZero)
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::Mod, int(1), int(0))),
+            Err(EvalError::DivisionByZero)
+        );
+        assert_eq!(
+            eval(&bin(
+                BinaryOp::Div,
+                lit(Value::Double(1.0)),
+                lit(Value::Double(0.0))
+            )),
+            Err(EvalError::DivisionByZero)
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::Div, int(-7), int(2))),
+            Ok(Value::Int(-3))
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::Mod, int(-7), int(2))),
+            Ok(Value::Int(-1))
+        );
+        assert_eq!(
+            eval(&bin(BinaryOp::Mod, int(i64::MIN), int(-1))),
+            Ok(Value::Int(0))
+        );
     }
 
     #[test]
@@ -875,65 +1105,174 @@ mod tests {
 
     #[test]
     fn in_list_between_case_coalesce() {
-        let null_int = Expr::Literal { value: Value::Null, ty: DataType::BigInt };
-        let in_list = |x: Expr, list: Vec<Expr>, negated| Expr::InList { expr: Box::new(x), list, negated };
-        assert_eq!(eval(&in_list(int(2), vec![int(1), int(2)], false)), Ok(Value::Bool(true)));
-        assert_eq!(eval(&in_list(int(3), vec![int(1), null_int.clone()], false)), Ok(Value::Null));
-        assert_eq!(eval(&in_list(int(3), vec![int(1), int(2)], true)), Ok(Value::Bool(true)));
-        assert_eq!(eval(&in_list(null_int.clone(), vec![int(1)], false)), Ok(Value::Null));
-        let between = |x, negated| Expr::Between { expr: Box::new(x), low: Box::new(int(1)), high: Box::new(int(3)), negated };
+        let null_int = Expr::Literal {
+            value: Value::Null,
+            ty: DataType::BigInt,
+        };
+        let in_list = |x: Expr, list: Vec<Expr>, negated| Expr::InList {
+            expr: Box::new(x),
+            list,
+            negated,
+        };
+        assert_eq!(
+            eval(&in_list(int(2), vec![int(1), int(2)], false)),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            eval(&in_list(int(3), vec![int(1), null_int.clone()], false)),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            eval(&in_list(int(3), vec![int(1), int(2)], true)),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            eval(&in_list(null_int.clone(), vec![int(1)], false)),
+            Ok(Value::Null)
+        );
+        let between = |x, negated| Expr::Between {
+            expr: Box::new(x),
+            low: Box::new(int(1)),
+            high: Box::new(int(3)),
+            negated,
+        };
         assert_eq!(eval(&between(int(3), false)), Ok(Value::Bool(true)));
         assert_eq!(eval(&between(int(4), false)), Ok(Value::Bool(false)));
         assert_eq!(eval(&between(int(4), true)), Ok(Value::Bool(true)));
         assert_eq!(eval(&between(null_int.clone(), false)), Ok(Value::Null));
         let case = Expr::Case {
-            operand: Some(Box::new(Expr::Column { index: 0, name: "x".into(), ty: DataType::BigInt })),
-            branches: vec![(int(1), lit(Value::Text("one".into()))), (int(2), lit(Value::Text("two".into())))],
+            operand: Some(Box::new(Expr::Column {
+                index: 0,
+                name: "x".into(),
+                ty: DataType::BigInt,
+            })),
+            branches: vec![
+                (int(1), lit(Value::Text("one".into()))),
+                (int(2), lit(Value::Text("two".into()))),
+            ],
             otherwise: None,
             ty: DataType::Text,
         };
-        assert_eq!(case.eval(&[Value::Int(2)], &[]), Ok(Value::Text("two".into())));
+        assert_eq!(
+            case.eval(&[Value::Int(2)], &[]),
+            Ok(Value::Text("two".into()))
+        );
         assert_eq!(case.eval(&[Value::Int(5)], &[]), Ok(Value::Null));
         assert_eq!(case.eval(&[Value::Null], &[]), Ok(Value::Null));
-        let coalesce = Expr::Coalesce { args: vec![null_int, Expr::Param { index: 0, ty: DataType::BigInt }, int(9)], ty: DataType::BigInt };
+        let coalesce = Expr::Coalesce {
+            args: vec![
+                null_int,
+                Expr::Param {
+                    index: 0,
+                    ty: DataType::BigInt,
+                },
+                int(9),
+            ],
+            ty: DataType::BigInt,
+        };
         assert_eq!(coalesce.eval(&[], &[Value::Int(4)]), Ok(Value::Int(4)));
         assert_eq!(coalesce.eval(&[], &[Value::Null]), Ok(Value::Int(9)));
     }
 
     #[test]
     fn params_are_checked_and_widened() {
-        let p = Expr::Param { index: 0, ty: DataType::Double };
+        let p = Expr::Param {
+            index: 0,
+            ty: DataType::Double,
+        };
         assert_eq!(p.eval(&[], &[Value::Int(2)]), Ok(Value::Double(2.0)));
         assert_eq!(p.eval(&[], &[Value::Null]), Ok(Value::Null));
-        assert!(matches!(p.eval(&[], &[Value::Text("x".into())]), Err(EvalError::BadParameter { number: 1, .. })));
-        assert!(matches!(p.eval(&[], &[]), Err(EvalError::BadParameter { number: 1, .. })));
-        let c = Expr::Column { index: 3, name: "c".into(), ty: DataType::BigInt };
-        assert!(matches!(c.eval(&[Value::Null], &[]), Err(EvalError::Internal(_))));
+        assert!(matches!(
+            p.eval(&[], &[Value::Text("x".into())]),
+            Err(EvalError::BadParameter { number: 1, .. })
+        ));
+        assert!(matches!(
+            p.eval(&[], &[]),
+            Err(EvalError::BadParameter { number: 1, .. })
+        ));
+        let c = Expr::Column {
+            index: 3,
+            name: "c".into(),
+            ty: DataType::BigInt,
+        };
+        assert!(matches!(
+            c.eval(&[Value::Null], &[]),
+            Err(EvalError::Internal(_))
+        ));
     }
 
     #[test]
     fn scalar_functions() {
-        let call = |func, v| Expr::Call { func, arg: Box::new(lit(v)) };
-        assert_eq!(eval(&call(ScalarFunc::Lower, Value::Text("ÀBc".into()))), Ok(Value::Text("àbc".into())));
-        assert_eq!(eval(&call(ScalarFunc::Upper, Value::Text("abc".into()))), Ok(Value::Text("ABC".into())));
-        assert_eq!(eval(&call(ScalarFunc::Length, Value::Text("héllo".into()))), Ok(Value::Int(5)));
-        assert_eq!(eval(&call(ScalarFunc::Abs, Value::Int(-3))), Ok(Value::Int(3)));
-        assert_eq!(eval(&call(ScalarFunc::Abs, Value::Double(-2.5))), Ok(Value::Double(2.5)));
-        assert_eq!(eval(&call(ScalarFunc::Abs, Value::Int(i64::MIN))), Err(EvalError::Overflow { op: "abs" }));
-        assert_eq!(eval(&Expr::Call { func: ScalarFunc::Lower, arg: Box::new(Expr::Literal { value: Value::Null, ty: DataType::Text }) }), Ok(Value::Null));
+        let call = |func, v| Expr::Call {
+            func,
+            arg: Box::new(lit(v)),
+        };
+        assert_eq!(
+            eval(&call(ScalarFunc::Lower, Value::Text("ÀBc".into()))),
+            Ok(Value::Text("àbc".into()))
+        );
+        assert_eq!(
+            eval(&call(ScalarFunc::Upper, Value::Text("abc".into()))),
+            Ok(Value::Text("ABC".into()))
+        );
+        assert_eq!(
+            eval(&call(ScalarFunc::Length, Value::Text("héllo".into()))),
+            Ok(Value::Int(5))
+        );
+        assert_eq!(
+            eval(&call(ScalarFunc::Abs, Value::Int(-3))),
+            Ok(Value::Int(3))
+        );
+        assert_eq!(
+            eval(&call(ScalarFunc::Abs, Value::Double(-2.5))),
+            Ok(Value::Double(2.5))
+        );
+        assert_eq!(
+            eval(&call(ScalarFunc::Abs, Value::Int(i64::MIN))),
+            Err(EvalError::Overflow { op: "abs" })
+        );
+        assert_eq!(
+            eval(&Expr::Call {
+                func: ScalarFunc::Lower,
+                arg: Box::new(Expr::Literal {
+                    value: Value::Null,
+                    ty: DataType::Text
+                })
+            }),
+            Ok(Value::Null)
+        );
     }
 
     #[test]
     fn casts_and_concatenation() {
-        assert_eq!(cast(Value::Text(" 42 ".into()), DataType::BigInt), Ok(Value::Int(42)));
-        assert_eq!(cast(Value::Double(2.5), DataType::BigInt), Ok(Value::Int(2)));
-        assert_eq!(cast(Value::Double(3.5), DataType::BigInt), Ok(Value::Int(4)));
+        assert_eq!(
+            cast(Value::Text(" 42 ".into()), DataType::BigInt),
+            Ok(Value::Int(42))
+        );
+        assert_eq!(
+            cast(Value::Double(2.5), DataType::BigInt),
+            Ok(Value::Int(2))
+        );
+        assert_eq!(
+            cast(Value::Double(3.5), DataType::BigInt),
+            Ok(Value::Int(4))
+        );
         assert!(cast(Value::Double(1e30), DataType::BigInt).is_err());
         assert!(cast(Value::Text("x".into()), DataType::Double).is_err());
-        assert_eq!(cast(Value::Text("yes".into()), DataType::Boolean), Ok(Value::Bool(true)));
-        assert_eq!(cast(Value::Int(7), DataType::Text), Ok(Value::Text("7".into())));
+        assert_eq!(
+            cast(Value::Text("yes".into()), DataType::Boolean),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            cast(Value::Int(7), DataType::Text),
+            Ok(Value::Text("7".into()))
+        );
         assert_eq!(cast(Value::Null, DataType::Text), Ok(Value::Null));
-        let concat = bin(BinaryOp::Concat, lit(Value::Text("a".into())), lit(Value::Text("b".into())));
+        let concat = bin(
+            BinaryOp::Concat,
+            lit(Value::Text("a".into())),
+            lit(Value::Text("b".into())),
+        );
         assert_eq!(eval(&concat), Ok(Value::Text("ab".into())));
     }
 
@@ -955,11 +1294,31 @@ mod tests {
         assert_eq!(run(AggregateFunc::Avg, &values), Ok(Value::Double(2.0)));
         assert_eq!(run(AggregateFunc::Sum, &[]), Ok(Value::Null));
         assert_eq!(run(AggregateFunc::Count, &[]), Ok(Value::Int(0)));
-        let repeated = [Value::Text("b".into()), Value::Null, Value::Text("a".into()), Value::Text("b".into())];
-        assert_eq!(run(AggregateFunc::CountDistinct, &repeated), Ok(Value::Int(2)));
-        assert_eq!(run(AggregateFunc::CountDistinct, &[Value::Null]), Ok(Value::Int(0)));
-        assert_eq!(run(AggregateFunc::Sum, &[Value::Int(i64::MAX), Value::Int(1)]), Err(EvalError::Overflow { op: "SUM" }));
-        assert_eq!(run(AggregateFunc::Min, &[Value::Text("b".into()), Value::Text("a".into())]), Ok(Value::Text("a".into())));
+        let repeated = [
+            Value::Text("b".into()),
+            Value::Null,
+            Value::Text("a".into()),
+            Value::Text("b".into()),
+        ];
+        assert_eq!(
+            run(AggregateFunc::CountDistinct, &repeated),
+            Ok(Value::Int(2))
+        );
+        assert_eq!(
+            run(AggregateFunc::CountDistinct, &[Value::Null]),
+            Ok(Value::Int(0))
+        );
+        assert_eq!(
+            run(AggregateFunc::Sum, &[Value::Int(i64::MAX), Value::Int(1)]),
+            Err(EvalError::Overflow { op: "SUM" })
+        );
+        assert_eq!(
+            run(
+                AggregateFunc::Min,
+                &[Value::Text("b".into()), Value::Text("a".into())]
+            ),
+            Ok(Value::Text("a".into()))
+        );
     }
 
     proptest! {

@@ -21,7 +21,10 @@ pub struct Function {
 impl Function {
     /// Starts a function with no statements.
     pub fn new(name: impl Into<String>) -> Function {
-        Function { name: name.into(), statements: Vec::new() }
+        Function {
+            name: name.into(),
+            statements: Vec::new(),
+        }
     }
 
     /// Adds a named statement.
@@ -53,7 +56,10 @@ pub struct PreparedFunction {
 impl PreparedFunction {
     /// Finds a statement by name.
     pub fn statement(&self, name: &str) -> Option<&Prepared> {
-        self.statements.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+        self.statements
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
     }
 }
 
@@ -79,12 +85,18 @@ impl fmt::Display for FunctionErrors {
 impl Catalog {
     /// Prepares every statement of a function and analyses them together. Reports the
     /// findings of every statement at once.
-    pub fn prepare_function(&self, function: &Function) -> Result<PreparedFunction, FunctionErrors> {
+    pub fn prepare_function(
+        &self,
+        function: &Function,
+    ) -> Result<PreparedFunction, FunctionErrors> {
         let mut errors = Vec::new();
         let mut statements = Vec::new();
         for (i, (name, sql)) in function.statements.iter().enumerate() {
             if function.statements[..i].iter().any(|(n, _)| n == name) {
-                let e = PlanError::Invalid { message: format!("statement name {name} is used twice"), at: Position { line: 1, column: 1 } };
+                let e = PlanError::Invalid {
+                    message: format!("statement name {name} is used twice"),
+                    at: Position { line: 1, column: 1 },
+                };
                 errors.push(PlanErrors::from(e).in_statement(name));
                 continue;
             }
@@ -94,7 +106,10 @@ impl Catalog {
             }
         }
         if !errors.is_empty() {
-            return Err(FunctionErrors { function: function.name.clone(), errors });
+            return Err(FunctionErrors {
+                function: function.name.clone(),
+                errors,
+            });
         }
         let read_only = statements.iter().all(|(_, p)| p.is_read_only());
         let mut keys = statements.iter().map(|(_, p)| &p.partition);
@@ -102,8 +117,21 @@ impl Catalog {
             Some(first) if keys.all(|k| k == first) => first.clone(),
             _ => PartitionKey::MultiPartition,
         };
-        let reads = statements.iter().flat_map(|(_, p)| p.reads.iter().copied()).collect();
-        let writes = statements.iter().flat_map(|(_, p)| p.writes.iter().copied()).collect();
-        Ok(PreparedFunction { name: function.name.clone(), statements, read_only, partition, reads, writes })
+        let reads = statements
+            .iter()
+            .flat_map(|(_, p)| p.reads.iter().copied())
+            .collect();
+        let writes = statements
+            .iter()
+            .flat_map(|(_, p)| p.writes.iter().copied())
+            .collect();
+        Ok(PreparedFunction {
+            name: function.name.clone(),
+            statements,
+            read_only,
+            partition,
+            reads,
+            writes,
+        })
     }
 }

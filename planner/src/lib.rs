@@ -60,13 +60,19 @@ mod value;
 mod workflow;
 
 pub use binder::PARAMS_MAX;
-pub use catalog::{Catalog, Column, Index, IndexId, KEY_COLUMNS_MAX, TABLE_COLUMNS_MAX, Table, TableId};
+pub use catalog::{
+    Catalog, Column, Index, IndexId, KEY_COLUMNS_MAX, TABLE_COLUMNS_MAX, Table, TableId,
+};
 pub use error::{EvalError, PlanError, PlanErrors, Position};
 pub use expr::{Accumulator, AggregateCall, AggregateFunc, BinaryOp, Expr, ScalarFunc, cast, like};
 pub use function::{Function, FunctionErrors, PreparedFunction};
 pub use plan::{Access, OnConflict, Plan, RangeBound, SortKey};
-pub use prepare::{INSERT_ROWS_MAX, JOIN_TABLES_MAX, OutputColumn, PartitionKey, Prepared, StatementKind};
+pub use prepare::{
+    INSERT_ROWS_MAX, JOIN_TABLES_MAX, OutputColumn, PartitionKey, Prepared, StatementKind,
+};
 pub use reference::{INPUT_DEPTH_MAX, Reference, ResolveError, Source, parse_reference, resolve};
 pub use syntax::SQL_BYTES_MAX;
 pub use value::{DataType, Value, format_timestamp, parse_timestamp};
-pub use workflow::{FunctionLookup, STEPS_MAX, StepSpec, WorkflowError, WorkflowPlan, WorkflowSpec};
+pub use workflow::{
+    FunctionLookup, STEPS_MAX, StepSpec, WorkflowError, WorkflowPlan, WorkflowSpec,
+};

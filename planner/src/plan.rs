@@ -212,7 +212,9 @@ impl Plan {
     pub fn has_full_scan(&self) -> bool {
         match self {
             Plan::Scan { access, .. } => *access == Access::FullScan,
-            Plan::Join { outer, access, .. } => *access == Access::FullScan || outer.has_full_scan(),
+            Plan::Join { outer, access, .. } => {
+                *access == Access::FullScan || outer.has_full_scan()
+            }
             Plan::Filter { input, .. }
             | Plan::Aggregate { input, .. }
             | Plan::Sort { input, .. }
@@ -229,8 +231,15 @@ impl Plan {
         let pad = "  ".repeat(depth);
         let child = |f: &mut fmt::Formatter<'_>, input: &Plan| input.write(f, depth + 1);
         match self {
-            Plan::Scan { table_name, access, .. } => writeln!(f, "{pad}Scan {table_name} {access}"),
-            Plan::Join { outer, table_name, access, .. } => {
+            Plan::Scan {
+                table_name, access, ..
+            } => writeln!(f, "{pad}Scan {table_name} {access}"),
+            Plan::Join {
+                outer,
+                table_name,
+                access,
+                ..
+            } => {
                 writeln!(f, "{pad}Join {table_name} {access}")?;
                 child(f, outer)
             }
@@ -238,7 +247,11 @@ impl Plan {
                 writeln!(f, "{pad}Filter {predicate}")?;
                 child(f, input)
             }
-            Plan::Aggregate { input, group_by, aggregates } => {
+            Plan::Aggregate {
+                input,
+                group_by,
+                aggregates,
+            } => {
                 write!(f, "{pad}Aggregate group_by=[")?;
                 comma_list(f, group_by)?;
                 f.write_str("] aggregates=[")?;
@@ -252,15 +265,28 @@ impl Plan {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{} {}", k.expr, if k.descending { "DESC" } else { "ASC" })?;
+                    write!(
+                        f,
+                        "{} {}",
+                        k.expr,
+                        if k.descending { "DESC" } else { "ASC" }
+                    )?;
                     if k.nulls_first != k.descending {
-                        f.write_str(if k.nulls_first { " NULLS FIRST" } else { " NULLS LAST" })?;
+                        f.write_str(if k.nulls_first {
+                            " NULLS FIRST"
+                        } else {
+                            " NULLS LAST"
+                        })?;
                     }
                 }
                 writeln!(f)?;
                 child(f, input)
             }
-            Plan::Limit { input, limit, offset } => {
+            Plan::Limit {
+                input,
+                limit,
+                offset,
+            } => {
                 write!(f, "{pad}Limit")?;
                 if let Some(l) = limit {
                     write!(f, " limit={l}")?;
@@ -281,12 +307,21 @@ impl Plan {
                 writeln!(f)?;
                 child(f, input)
             }
-            Plan::Insert { table_name, rows, on_conflict, returning, .. } => {
+            Plan::Insert {
+                table_name,
+                rows,
+                on_conflict,
+                returning,
+                ..
+            } => {
                 write!(f, "{pad}Insert {table_name}")?;
                 match on_conflict {
                     OnConflict::Error => {}
                     OnConflict::DoNothing => f.write_str(" on_conflict=nothing")?,
-                    OnConflict::DoUpdate { assignments, filter } => {
+                    OnConflict::DoUpdate {
+                        assignments,
+                        filter,
+                    } => {
                         f.write_str(" on_conflict=update[")?;
                         assignments_list(f, assignments)?;
                         f.write_str("]")?;
@@ -304,7 +339,13 @@ impl Plan {
                 }
                 Ok(())
             }
-            Plan::Update { input, table_name, assignments, returning, .. } => {
+            Plan::Update {
+                input,
+                table_name,
+                assignments,
+                returning,
+                ..
+            } => {
                 write!(f, "{pad}Update {table_name} set [")?;
                 assignments_list(f, assignments)?;
                 f.write_str("]")?;
@@ -312,7 +353,12 @@ impl Plan {
                 writeln!(f)?;
                 child(f, input)
             }
-            Plan::Delete { input, table_name, returning, .. } => {
+            Plan::Delete {
+                input,
+                table_name,
+                returning,
+                ..
+            } => {
                 write!(f, "{pad}Delete {table_name}")?;
                 returning_list(f, returning)?;
                 writeln!(f)?;
@@ -351,14 +397,30 @@ impl fmt::Display for Plan {
 impl fmt::Display for Access {
     /// Prints the access path and its bounds: `[key range] hotel_id = $1, room_id >= $2`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bounds = |f: &mut fmt::Formatter<'_>, columns: &[String], prefix: &[Expr], lower: &Option<RangeBound>, upper: &Option<RangeBound>| {
-            let mut parts: Vec<String> = columns.iter().zip(prefix).map(|(c, e)| format!("{c} = {e}")).collect();
+        let bounds = |f: &mut fmt::Formatter<'_>,
+                      columns: &[String],
+                      prefix: &[Expr],
+                      lower: &Option<RangeBound>,
+                      upper: &Option<RangeBound>| {
+            let mut parts: Vec<String> = columns
+                .iter()
+                .zip(prefix)
+                .map(|(c, e)| format!("{c} = {e}"))
+                .collect();
             if let Some(next) = columns.get(prefix.len()) {
                 if let Some(l) = lower {
-                    parts.push(format!("{next} {} {}", if l.inclusive { ">=" } else { ">" }, l.value));
+                    parts.push(format!(
+                        "{next} {} {}",
+                        if l.inclusive { ">=" } else { ">" },
+                        l.value
+                    ));
                 }
                 if let Some(u) = upper {
-                    parts.push(format!("{next} {} {}", if u.inclusive { "<=" } else { "<" }, u.value));
+                    parts.push(format!(
+                        "{next} {} {}",
+                        if u.inclusive { "<=" } else { "<" },
+                        u.value
+                    ));
                 }
             }
             f.write_str(&parts.join(", "))
@@ -368,12 +430,29 @@ impl fmt::Display for Access {
                 f.write_str("[point get] ")?;
                 bounds(f, columns, key, &None, &None)
             }
-            Access::KeyRange { prefix, lower, upper, columns } => {
+            Access::KeyRange {
+                prefix,
+                lower,
+                upper,
+                columns,
+            } => {
                 f.write_str("[key range] ")?;
                 bounds(f, columns, prefix, lower, upper)
             }
-            Access::IndexRange { index_name, unique_hit, prefix, lower, upper, columns, .. } => {
-                write!(f, "[{}index {index_name}] ", if *unique_hit { "unique " } else { "" })?;
+            Access::IndexRange {
+                index_name,
+                unique_hit,
+                prefix,
+                lower,
+                upper,
+                columns,
+                ..
+            } => {
+                write!(
+                    f,
+                    "[{}index {index_name}] ",
+                    if *unique_hit { "unique " } else { "" }
+                )?;
                 bounds(f, columns, prefix, lower, upper)
             }
             Access::FullScan => f.write_str("[FULL SCAN]"),

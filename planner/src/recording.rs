@@ -41,7 +41,12 @@ impl Targets {
 /// `successors[u]` are the units that consume `u`'s output; `feeds_output[u]` tells
 /// whether the workflow output references `u`; `writes[u]` whether `u` writes;
 /// `topological` lists every unit, producers before consumers.
-pub(crate) fn recorded_units(successors: &[Vec<usize>], feeds_output: &[bool], writes: &[bool], topological: &[usize]) -> Vec<bool> {
+pub(crate) fn recorded_units(
+    successors: &[Vec<usize>],
+    feeds_output: &[bool],
+    writes: &[bool],
+    topological: &[usize],
+) -> Vec<bool> {
     let n = successors.len();
     debug_assert_eq!(topological.len(), n);
     let mut recorded = vec![false; n];

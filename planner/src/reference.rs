@@ -32,7 +32,9 @@ pub struct Reference {
 /// Reads a JSON string: `Ok(None)` when it is a literal, `Err` with a reason when it
 /// starts with a single `$` but is not a well-formed reference.
 pub fn parse_reference(text: &str) -> Result<Option<Reference>, String> {
-    let Some(rest) = text.strip_prefix('$') else { return Ok(None) };
+    let Some(rest) = text.strip_prefix('$') else {
+        return Ok(None);
+    };
     if rest.starts_with('$') {
         return Ok(None);
     }
@@ -46,16 +48,29 @@ pub fn parse_reference(text: &str) -> Result<Option<Reference>, String> {
         return Err("a reference path has an empty segment".to_owned());
     }
     if path.len() > INPUT_DEPTH_MAX {
-        return Err(format!("a reference path has more than {INPUT_DEPTH_MAX} segments"));
+        return Err(format!(
+            "a reference path has more than {INPUT_DEPTH_MAX} segments"
+        ));
     }
-    let source = if head == "input" { Source::Input } else { Source::Step(head.to_owned()) };
+    let source = if head == "input" {
+        Source::Input
+    } else {
+        Source::Step(head.to_owned())
+    };
     Ok(Some(Reference { source, path }))
 }
 
 /// Calls `f` on every string of a JSON template that is a reference or a malformed one,
 /// or reports that the template nests deeper than [`INPUT_DEPTH_MAX`].
-pub(crate) fn visit_references(template: &Value, f: &mut impl FnMut(&str, Result<Reference, String>)) -> Result<(), usize> {
-    fn walk(v: &Value, depth: usize, f: &mut impl FnMut(&str, Result<Reference, String>)) -> Result<(), usize> {
+pub(crate) fn visit_references(
+    template: &Value,
+    f: &mut impl FnMut(&str, Result<Reference, String>),
+) -> Result<(), usize> {
+    fn walk(
+        v: &Value,
+        depth: usize,
+        f: &mut impl FnMut(&str, Result<Reference, String>),
+    ) -> Result<(), usize> {
         if depth > INPUT_DEPTH_MAX {
             return Err(depth);
         }
@@ -105,19 +120,35 @@ pub enum ResolveError {
 
 /// Builds a concrete JSON value from a template: references are replaced by the values
 /// they name in the workflow input or in earlier steps' outputs; `"$$x"` becomes `"$x"`.
-pub fn resolve(template: &Value, input: &Value, outputs: &HashMap<String, Value>) -> Result<Value, ResolveError> {
+pub fn resolve(
+    template: &Value,
+    input: &Value,
+    outputs: &HashMap<String, Value>,
+) -> Result<Value, ResolveError> {
     Ok(match template {
         Value::String(s) => match parse_reference(s) {
-            Ok(None) => Value::String(s.strip_prefix('$').filter(|r| r.starts_with('$')).unwrap_or(s).to_owned()),
+            Ok(None) => Value::String(
+                s.strip_prefix('$')
+                    .filter(|r| r.starts_with('$'))
+                    .unwrap_or(s)
+                    .to_owned(),
+            ),
             Ok(Some(r)) => {
                 let mut value = match &r.source {
                     Source::Input => input,
-                    Source::Step(step) => outputs.get(step).ok_or_else(|| ResolveError::StepNotRun { reference: s.clone(), step: step.clone() })?,
+                    Source::Step(step) => {
+                        outputs.get(step).ok_or_else(|| ResolveError::StepNotRun {
+                            reference: s.clone(),
+                            step: step.clone(),
+                        })?
+                    }
                 };
                 for segment in &r.path {
                     let next = match value {
                         Value::Object(map) => map.get(segment),
-                        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+                        Value::Array(items) => {
+                            segment.parse::<usize>().ok().and_then(|i| items.get(i))
+                        }
                         _ => None,
                     };
                     value = next.ok_or_else(|| ResolveError::MissingPath {
@@ -127,10 +158,24 @@ pub fn resolve(template: &Value, input: &Value, outputs: &HashMap<String, Value>
                 }
                 value.clone()
             }
-            Err(reason) => return Err(ResolveError::Malformed { reference: s.clone(), reason }),
+            Err(reason) => {
+                return Err(ResolveError::Malformed {
+                    reference: s.clone(),
+                    reason,
+                });
+            }
         },
-        Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, input, outputs)).collect::<Result<_, _>>()?),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| Ok((k.clone(), resolve(v, input, outputs)?))).collect::<Result<_, ResolveError>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| resolve(i, input, outputs))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), resolve(v, input, outputs)?)))
+                .collect::<Result<_, ResolveError>>()?,
+        ),
         other => other.clone(),
     })
 }
@@ -153,7 +198,10 @@ mod tests {
     use super::*;
 
     fn outputs() -> HashMap<String, Value> {
-        HashMap::from([("find".to_owned(), json!({"room": 12, "rooms": [3, 4], "meta": null}))])
+        HashMap::from([(
+            "find".to_owned(),
+            json!({"room": 12, "rooms": [3, 4], "meta": null}),
+        )])
     }
 
     #[test]
@@ -179,11 +227,21 @@ mod tests {
     fn missing_paths_say_where_they_fail() {
         let input = json!({"hotel": 7});
         let err = resolve(&json!("$input.city"), &input, &outputs()).expect_err("missing key");
-        assert_eq!(err.to_string(), "reference $input.city: no \"city\" in an object");
-        let err = resolve(&json!("$find.rooms.5"), &input, &outputs()).expect_err("index out of range");
-        assert_eq!(err.to_string(), "reference $find.rooms.5: no \"5\" in an array of 2 items");
+        assert_eq!(
+            err.to_string(),
+            "reference $input.city: no \"city\" in an object"
+        );
+        let err =
+            resolve(&json!("$find.rooms.5"), &input, &outputs()).expect_err("index out of range");
+        assert_eq!(
+            err.to_string(),
+            "reference $find.rooms.5: no \"5\" in an array of 2 items"
+        );
         let err = resolve(&json!("$find.room.x"), &input, &outputs()).expect_err("into a number");
-        assert_eq!(err.to_string(), "reference $find.room.x: no \"x\" in a number");
+        assert_eq!(
+            err.to_string(),
+            "reference $find.room.x: no \"x\" in a number"
+        );
         let err = resolve(&json!(["$later"]), &input, &outputs()).expect_err("not run");
         assert!(matches!(err, ResolveError::StepNotRun { ref step, .. } if step == "later"));
     }
@@ -192,10 +250,19 @@ mod tests {
     fn parses_and_rejects_references() {
         assert_eq!(parse_reference("plain"), Ok(None));
         assert_eq!(parse_reference("$$x"), Ok(None));
-        assert_eq!(parse_reference("$input"), Ok(Some(Reference { source: Source::Input, path: vec![] })));
+        assert_eq!(
+            parse_reference("$input"),
+            Ok(Some(Reference {
+                source: Source::Input,
+                path: vec![]
+            }))
+        );
         assert_eq!(
             parse_reference("$a.b.0"),
-            Ok(Some(Reference { source: Source::Step("a".into()), path: vec!["b".into(), "0".into()] }))
+            Ok(Some(Reference {
+                source: Source::Step("a".into()),
+                path: vec!["b".into(), "0".into()]
+            }))
         );
         assert!(parse_reference("$").is_err());
         assert!(parse_reference("$.x").is_err());

@@ -90,7 +90,9 @@ impl Value {
     /// NaN and sorts above every number.
     pub fn sql_cmp(&self, other: &Value) -> Option<Ordering> {
         match (self, other) {
-            (Value::Int(a), Value::Int(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
+            (Value::Int(a), Value::Int(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => {
+                Some(a.cmp(b))
+            }
             (Value::Double(a), Value::Double(b)) => Some(cmp_f64(*a, *b)),
             (Value::Int(a), Value::Double(b)) => Some(cmp_f64(*a as f64, *b)),
             (Value::Double(a), Value::Int(b)) => Some(cmp_f64(*a, *b as f64)),
@@ -109,7 +111,9 @@ impl Value {
             (Value::Null, Value::Null) => Ordering::Equal,
             (Value::Null, _) => Ordering::Greater,
             (_, Value::Null) => Ordering::Less,
-            _ => self.sql_cmp(other).unwrap_or_else(|| self.data_type().cmp(&other.data_type())),
+            _ => self
+                .sql_cmp(other)
+                .unwrap_or_else(|| self.data_type().cmp(&other.data_type())),
         }
     }
 }
@@ -183,7 +187,8 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     };
     let mut parts = date.split('-');
     let number = |s: Option<&str>, digits: std::ops::RangeInclusive<usize>| {
-        s.filter(|s| digits.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse::<i64>().ok())
+        s.filter(|s| digits.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<i64>().ok())
     };
     let year = number(parts.next(), 4..=4)?;
     let month = number(parts.next(), 2..=2)?;
@@ -192,7 +197,20 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         return None;
     }
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if day > month_days[(month - 1) as usize] {
         return None;
     }
@@ -231,7 +249,12 @@ pub fn format_timestamp(micros: i64) -> String {
     let (days, rest) = (micros.div_euclid(per_day), micros.rem_euclid(per_day));
     let (year, month, day) = civil_from_days(days);
     let (seconds, fraction) = (rest / MICROS_PER_SECOND, rest % MICROS_PER_SECOND);
-    let mut out = format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    );
     if fraction != 0 {
         out.push_str(format!(".{fraction:06}").trim_end_matches('0'));
     }
@@ -249,7 +272,10 @@ mod tests {
         let d = Value::Double;
         assert_eq!(d(-0.0).sql_cmp(&d(0.0)), Some(Ordering::Equal));
         assert_eq!(d(f64::NAN).sql_cmp(&d(-f64::NAN)), Some(Ordering::Equal));
-        assert_eq!(d(f64::NAN).sql_cmp(&d(f64::INFINITY)), Some(Ordering::Greater));
+        assert_eq!(
+            d(f64::NAN).sql_cmp(&d(f64::INFINITY)),
+            Some(Ordering::Greater)
+        );
         assert_eq!(d(1.0).sql_cmp(&Value::Int(1)), Some(Ordering::Equal));
         assert_eq!(Value::Null.sort_cmp(&d(f64::NAN)), Ordering::Greater);
         assert_eq!(Value::Int(1).sql_cmp(&Value::Text("1".into())), None);
@@ -259,7 +285,10 @@ mod tests {
     fn timestamps_parse_and_format() {
         assert_eq!(parse_timestamp("1970-01-01"), Some(0));
         assert_eq!(parse_timestamp("1970-01-02 00:00:01"), Some(86_401_000_000));
-        assert_eq!(parse_timestamp("2024-02-29T12:30:00.5"), Some(1_709_209_800_500_000));
+        assert_eq!(
+            parse_timestamp("2024-02-29T12:30:00.5"),
+            Some(1_709_209_800_500_000)
+        );
         assert_eq!(parse_timestamp("1969-12-31 23:59:59.999999"), Some(-1));
         assert_eq!(parse_timestamp("2023-02-29"), None);
         assert_eq!(parse_timestamp("2024-13-01"), None);
@@ -267,7 +296,10 @@ mod tests {
         assert_eq!(parse_timestamp("2024-01-01 10:00:00.1234567"), None);
         assert_eq!(parse_timestamp("24-01-01"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
-        assert_eq!(format_timestamp(1_709_209_800_500_000), "2024-02-29 12:30:00.5");
+        assert_eq!(
+            format_timestamp(1_709_209_800_500_000),
+            "2024-02-29 12:30:00.5"
+        );
         assert_eq!(format_timestamp(-1), "1969-12-31 23:59:59.999999");
         assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
     }

@@ -5,8 +5,8 @@
 //! Validation reports every problem at once and yields the topological order, the
 //! parallel levels, the transaction units and the steps to record.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 
 use petgraph::algo::tarjan_scc;
@@ -125,7 +125,9 @@ pub enum WorkflowError {
         reference: String,
     },
     /// A string starting with `$` that is not a reference.
-    #[error("{location}: {reference:?} is not a valid reference: {reason}; write $$ for a literal $")]
+    #[error(
+        "{location}: {reference:?} is not a valid reference: {reason}; write $$ for a literal $"
+    )]
     MalformedReference {
         /// `step x` or `the output`.
         location: String,
@@ -163,7 +165,9 @@ pub enum WorkflowError {
         group: usize,
     },
     /// A step is in more than one transaction group (or twice in one).
-    #[error("step {step} is in transaction {first} and transaction {second}; groups may not overlap")]
+    #[error(
+        "step {step} is in transaction {first} and transaction {second}; groups may not overlap"
+    )]
     TransactionOverlap {
         /// The step.
         step: String,
@@ -217,13 +221,22 @@ impl WorkflowPlan {
 
     /// Builds a step's concrete input from the workflow input and the outputs of the
     /// steps it depends on; `None` for an unknown step.
-    pub fn step_input(&self, step: &str, input: &Value, outputs: &HashMap<String, Value>) -> Option<Result<Value, ResolveError>> {
+    pub fn step_input(
+        &self,
+        step: &str,
+        input: &Value,
+        outputs: &HashMap<String, Value>,
+    ) -> Option<Result<Value, ResolveError>> {
         let spec = self.spec.steps.iter().find(|s| s.id == step)?;
         Some(resolve(&spec.input, input, outputs))
     }
 
     /// Builds the workflow's output once every step it references has run.
-    pub fn output(&self, input: &Value, outputs: &HashMap<String, Value>) -> Result<Value, ResolveError> {
+    pub fn output(
+        &self,
+        input: &Value,
+        outputs: &HashMap<String, Value>,
+    ) -> Result<Value, ResolveError> {
         resolve(&self.spec.output, input, outputs)
     }
 }
@@ -231,11 +244,23 @@ impl WorkflowPlan {
 impl fmt::Display for WorkflowPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "order: {}", self.order.join(", "))?;
-        let levels: Vec<String> = self.levels.iter().map(|l| format!("[{}]", l.join(", "))).collect();
+        let levels: Vec<String> = self
+            .levels
+            .iter()
+            .map(|l| format!("[{}]", l.join(", ")))
+            .collect();
         writeln!(f, "levels: {}", levels.join(" "))?;
-        let units: Vec<String> = self.units.iter().map(|u| format!("[{}]", u.join(", "))).collect();
+        let units: Vec<String> = self
+            .units
+            .iter()
+            .map(|u| format!("[{}]", u.join(", ")))
+            .collect();
         writeln!(f, "units: {}", units.join(" "))?;
-        write!(f, "recorded: {}", self.recorded.iter().cloned().collect::<Vec<_>>().join(", "))
+        write!(
+            f,
+            "recorded: {}",
+            self.recorded.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -246,7 +271,10 @@ fn valid_id(id: &str) -> Result<(), &'static str> {
     if id == "input" {
         return Err("\"input\" is reserved for the workflow input");
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err("use letters, digits, _ and -");
     }
     Ok(())
@@ -260,13 +288,22 @@ impl WorkflowSpec {
 
     /// Validates the workflow against the registered functions and plans it. Every
     /// problem is reported.
-    pub fn validate(&self, functions: &impl FunctionLookup) -> Result<WorkflowPlan, Vec<WorkflowError>> {
+    pub fn validate(
+        &self,
+        functions: &impl FunctionLookup,
+    ) -> Result<WorkflowPlan, Vec<WorkflowError>> {
         let mut errors = Vec::new();
         if self.steps.is_empty() {
-            errors.push(WorkflowError::NoSteps { workflow: self.name.clone() });
+            errors.push(WorkflowError::NoSteps {
+                workflow: self.name.clone(),
+            });
         }
         if self.steps.len() > STEPS_MAX {
-            errors.push(WorkflowError::TooManySteps { workflow: self.name.clone(), count: self.steps.len(), limit: STEPS_MAX });
+            errors.push(WorkflowError::TooManySteps {
+                workflow: self.name.clone(),
+                count: self.steps.len(),
+                limit: STEPS_MAX,
+            });
             return Err(errors);
         }
         // Steps and their ids.
@@ -274,10 +311,15 @@ impl WorkflowSpec {
         let mut reported_duplicates = BTreeSet::new();
         for (i, step) in self.steps.iter().enumerate() {
             if let Err(reason) = valid_id(&step.id) {
-                errors.push(WorkflowError::InvalidStepId { id: step.id.clone(), reason });
+                errors.push(WorkflowError::InvalidStepId {
+                    id: step.id.clone(),
+                    reason,
+                });
             }
             if index.insert(&step.id, i).is_some() && reported_duplicates.insert(step.id.clone()) {
-                errors.push(WorkflowError::DuplicateStep { id: step.id.clone() });
+                errors.push(WorkflowError::DuplicateStep {
+                    id: step.id.clone(),
+                });
             }
         }
         // Keep the first step of a duplicated id, so references still resolve.
@@ -288,7 +330,10 @@ impl WorkflowSpec {
         for (i, step) in self.steps.iter().enumerate() {
             match functions.read_only(&step.function) {
                 Some(read_only) => writes[i] = !read_only,
-                None => errors.push(WorkflowError::UnknownFunction { step: step.id.clone(), function: step.function.clone() }),
+                None => errors.push(WorkflowError::UnknownFunction {
+                    step: step.id.clone(),
+                    function: step.function.clone(),
+                }),
             }
         }
         // References: edges producer -> consumer.
@@ -296,7 +341,10 @@ impl WorkflowSpec {
         let nodes: Vec<NodeIndex> = (0..self.steps.len()).map(|i| graph.add_node(i)).collect();
         let mut dependencies: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); self.steps.len()];
         let mut feeds_output = vec![false; self.steps.len()];
-        let collect = |location: String, template: &Value, errors: &mut Vec<WorkflowError>, deps: &mut BTreeSet<usize>| {
+        let collect = |location: String,
+                       template: &Value,
+                       errors: &mut Vec<WorkflowError>,
+                       deps: &mut BTreeSet<usize>| {
             let walked = visit_references(template, &mut |text, parsed| match parsed {
                 Ok(r) => {
                     if let Source::Step(target) = &r.source {
@@ -312,17 +360,34 @@ impl WorkflowSpec {
                         }
                     }
                 }
-                Err(reason) => errors.push(WorkflowError::MalformedReference { location: location.clone(), reference: text.to_owned(), reason }),
+                Err(reason) => errors.push(WorkflowError::MalformedReference {
+                    location: location.clone(),
+                    reference: text.to_owned(),
+                    reason,
+                }),
             });
             if walked.is_err() {
-                errors.push(WorkflowError::InputTooDeep { location, limit: INPUT_DEPTH_MAX });
+                errors.push(WorkflowError::InputTooDeep {
+                    location,
+                    limit: INPUT_DEPTH_MAX,
+                });
             }
         };
         for (i, step) in self.steps.iter().enumerate() {
-            collect(format!("step {}", step.id), &step.input, &mut errors, &mut dependencies[i]);
+            collect(
+                format!("step {}", step.id),
+                &step.input,
+                &mut errors,
+                &mut dependencies[i],
+            );
         }
         let mut output_deps = BTreeSet::new();
-        collect("the output".to_owned(), &self.output, &mut errors, &mut output_deps);
+        collect(
+            "the output".to_owned(),
+            &self.output,
+            &mut errors,
+            &mut output_deps,
+        );
         for p in output_deps {
             feeds_output[p] = true;
         }
@@ -345,7 +410,12 @@ impl WorkflowSpec {
         cycles.sort();
         for steps in cycles {
             cyclic = true;
-            errors.push(WorkflowError::Cycle { steps: steps.into_iter().map(|i| self.steps[i].id.clone()).collect() });
+            errors.push(WorkflowError::Cycle {
+                steps: steps
+                    .into_iter()
+                    .map(|i| self.steps[i].id.clone())
+                    .collect(),
+            });
         }
         // Transaction groups.
         let mut unit_of: Vec<Option<usize>> = vec![None; self.steps.len()];
@@ -359,12 +429,19 @@ impl WorkflowSpec {
             let mut members = Vec::new();
             for id in group {
                 let Some(&s) = index.get(id.as_str()) else {
-                    errors.push(WorkflowError::TransactionUnknownStep { group: g, step: id.clone() });
+                    errors.push(WorkflowError::TransactionUnknownStep {
+                        group: g,
+                        step: id.clone(),
+                    });
                     groups_ok = false;
                     continue;
                 };
                 if let Some(first) = group_of_step.insert(s, g) {
-                    errors.push(WorkflowError::TransactionOverlap { step: id.clone(), first, second: g });
+                    errors.push(WorkflowError::TransactionOverlap {
+                        step: id.clone(),
+                        first,
+                        second: g,
+                    });
                     groups_ok = false;
                     continue;
                 }
@@ -383,7 +460,10 @@ impl WorkflowSpec {
                     }
                 }
                 if seen.len() != members.len() {
-                    errors.push(WorkflowError::TransactionNotConnected { group: g, steps: group.clone() });
+                    errors.push(WorkflowError::TransactionNotConnected {
+                        group: g,
+                        steps: group.clone(),
+                    });
                     groups_ok = false;
                 }
             }
@@ -422,14 +502,22 @@ impl WorkflowSpec {
                 }
             }
         }
-        let unit_name = |u: usize| if u < groups { format!("transaction {u}") } else { self.steps[units_members[u][0]].id.clone() };
+        let unit_name = |u: usize| {
+            if u < groups {
+                format!("transaction {u}")
+            } else {
+                self.steps[units_members[u][0]].id.clone()
+            }
+        };
         let mut contracted_cycle = false;
         for scc in tarjan_scc(&unit_graph) {
             if scc.len() > 1 {
                 contracted_cycle = true;
                 let mut units: Vec<usize> = scc.into_iter().map(|n| unit_graph[n]).collect();
                 units.sort_unstable();
-                errors.push(WorkflowError::TransactionCycle { units: units.into_iter().map(unit_name).collect() });
+                errors.push(WorkflowError::TransactionCycle {
+                    units: units.into_iter().map(unit_name).collect(),
+                });
             }
         }
         if contracted_cycle || !errors.is_empty() {
@@ -443,7 +531,10 @@ impl WorkflowSpec {
                 consumers[p].push(c);
             }
         }
-        let mut ready: BinaryHeap<Reverse<usize>> = (0..self.steps.len()).filter(|&s| indegree[s] == 0).map(Reverse).collect();
+        let mut ready: BinaryHeap<Reverse<usize>> = (0..self.steps.len())
+            .filter(|&s| indegree[s] == 0)
+            .map(Reverse)
+            .collect();
         let mut order = Vec::new();
         let mut level = vec![0usize; self.steps.len()];
         while let Some(Reverse(s)) = ready.pop() {
@@ -457,7 +548,11 @@ impl WorkflowSpec {
             }
         }
         if order.len() != self.steps.len() {
-            return Err(vec![WorkflowError::Cycle { steps: vec!["(internal: topological sort did not finish; this is a bug)".to_owned()] }]);
+            return Err(vec![WorkflowError::Cycle {
+                steps: vec![
+                    "(internal: topological sort did not finish; this is a bug)".to_owned(),
+                ],
+            }]);
         }
         let depth = level.iter().copied().max().unwrap_or(0);
         let mut levels = vec![Vec::new(); depth + 1];
@@ -473,7 +568,13 @@ impl WorkflowSpec {
             p
         };
         let mut unit_order: Vec<usize> = (0..n_units).collect();
-        unit_order.sort_by_key(|&u| units_members[u].iter().map(|&s| position[s]).min().unwrap_or(usize::MAX));
+        unit_order.sort_by_key(|&u| {
+            units_members[u]
+                .iter()
+                .map(|&s| position[s])
+                .min()
+                .unwrap_or(usize::MAX)
+        });
         // Unit topological order for SFR: a contracted DAG is acyclic, but a unit's first
         // step may precede a producer of its later steps, so order the units themselves.
         let unit_topo = {
@@ -490,7 +591,10 @@ impl WorkflowSpec {
                 }
                 r
             };
-            let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..n_units).filter(|&u| indeg[u] == 0).map(|u| Reverse((rank[u], u))).collect();
+            let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..n_units)
+                .filter(|&u| indeg[u] == 0)
+                .map(|u| Reverse((rank[u], u)))
+                .collect();
             let mut topo = Vec::new();
             while let Some(Reverse((_, u))) = ready.pop() {
                 topo.push(u);
@@ -503,10 +607,24 @@ impl WorkflowSpec {
             }
             topo
         };
-        let unit_writes: Vec<bool> = units_members.iter().map(|m| m.iter().any(|&s| writes[s])).collect();
-        let unit_feeds_output: Vec<bool> = units_members.iter().map(|m| m.iter().any(|&s| feeds_output[s])).collect();
-        let unit_successors: Vec<Vec<usize>> = successors.iter().map(|s| s.iter().copied().collect()).collect();
-        let recorded_unit = recorded_units(&unit_successors, &unit_feeds_output, &unit_writes, &unit_topo);
+        let unit_writes: Vec<bool> = units_members
+            .iter()
+            .map(|m| m.iter().any(|&s| writes[s]))
+            .collect();
+        let unit_feeds_output: Vec<bool> = units_members
+            .iter()
+            .map(|m| m.iter().any(|&s| feeds_output[s]))
+            .collect();
+        let unit_successors: Vec<Vec<usize>> = successors
+            .iter()
+            .map(|s| s.iter().copied().collect())
+            .collect();
+        let recorded_unit = recorded_units(
+            &unit_successors,
+            &unit_feeds_output,
+            &unit_writes,
+            &unit_topo,
+        );
         let mut recorded = BTreeSet::new();
         for (u, members) in units_members.iter().enumerate() {
             if recorded_unit[u] {
@@ -528,7 +646,12 @@ impl WorkflowSpec {
             dependencies: dependencies
                 .iter()
                 .enumerate()
-                .map(|(s, d)| (self.steps[s].id.clone(), d.iter().map(|&p| self.steps[p].id.clone()).collect()))
+                .map(|(s, d)| {
+                    (
+                        self.steps[s].id.clone(),
+                        d.iter().map(|&p| self.steps[p].id.clone()).collect(),
+                    )
+                })
                 .collect(),
             units,
             recorded,

@@ -23,7 +23,13 @@ fn equal(a: &Value, b: &Value) -> bool {
     a.sql_cmp(b) == Some(Ordering::Equal)
 }
 
-fn within(v: &Value, lower: &Option<RangeBound>, upper: &Option<RangeBound>, outer: &[Value], params: &[Value]) -> bool {
+fn within(
+    v: &Value,
+    lower: &Option<RangeBound>,
+    upper: &Option<RangeBound>,
+    outer: &[Value],
+    params: &[Value],
+) -> bool {
     let ok = |bound: &Option<RangeBound>, want: Ordering| match bound {
         None => true,
         Some(b) => match v.sql_cmp(&key(&b.value, outer, params)) {
@@ -36,17 +42,44 @@ fn within(v: &Value, lower: &Option<RangeBound>, upper: &Option<RangeBound>, out
 
 /// The rows an access path yields, by the meaning the backend must give it. Both tables
 /// of these tests have the primary key (col 0, col 1) and one index on (col 2, col 3).
-fn access_rows(access: &Access, rows: &[Vec<Value>], outer: &[Value], params: &[Value]) -> Vec<Vec<Value>> {
+fn access_rows(
+    access: &Access,
+    rows: &[Vec<Value>],
+    outer: &[Value],
+    params: &[Value],
+) -> Vec<Vec<Value>> {
     let hit = |row: &Vec<Value>| match access {
         Access::FullScan => true,
-        Access::PointGet { key: k, .. } => PK.iter().zip(k).all(|(&c, e)| equal(&row[c], &key(e, outer, params))),
-        Access::KeyRange { prefix, lower, upper, .. } => {
-            PK.iter().zip(prefix).all(|(&c, e)| equal(&row[c], &key(e, outer, params)))
-                && PK.get(prefix.len()).is_none_or(|&c| within(&row[c], lower, upper, outer, params))
+        Access::PointGet { key: k, .. } => PK
+            .iter()
+            .zip(k)
+            .all(|(&c, e)| equal(&row[c], &key(e, outer, params))),
+        Access::KeyRange {
+            prefix,
+            lower,
+            upper,
+            ..
+        } => {
+            PK.iter()
+                .zip(prefix)
+                .all(|(&c, e)| equal(&row[c], &key(e, outer, params)))
+                && PK
+                    .get(prefix.len())
+                    .is_none_or(|&c| within(&row[c], lower, upper, outer, params))
         }
-        Access::IndexRange { prefix, lower, upper, .. } => {
-            INDEX.iter().zip(prefix).all(|(&c, e)| equal(&row[c], &key(e, outer, params)))
-                && INDEX.get(prefix.len()).is_none_or(|&c| within(&row[c], lower, upper, outer, params))
+        Access::IndexRange {
+            prefix,
+            lower,
+            upper,
+            ..
+        } => {
+            INDEX
+                .iter()
+                .zip(prefix)
+                .all(|(&c, e)| equal(&row[c], &key(e, outer, params)))
+                && INDEX
+                    .get(prefix.len())
+                    .is_none_or(|&c| within(&row[c], lower, upper, outer, params))
         }
     };
     rows.iter().filter(|r| hit(r)).cloned().collect()
@@ -55,24 +88,40 @@ fn access_rows(access: &Access, rows: &[Vec<Value>], outer: &[Value], params: &[
 /// Runs a plan over table `t` (and `u` for joins).
 fn run(plan: &Plan, tables: &Tables, params: &[Value]) -> Vec<Vec<Value>> {
     match plan {
-        Plan::Scan { table_name, access, .. } => access_rows(access, tables.rows(table_name), &[], params),
-        Plan::Join { outer, table_name, access, .. } => run(outer, tables, params)
+        Plan::Scan {
+            table_name, access, ..
+        } => access_rows(access, tables.rows(table_name), &[], params),
+        Plan::Join {
+            outer,
+            table_name,
+            access,
+            ..
+        } => run(outer, tables, params)
             .into_iter()
             .flat_map(|o| {
-                access_rows(access, tables.rows(table_name), &o, params).into_iter().map(move |inner| {
-                    let mut row = o.clone();
-                    row.extend(inner);
-                    row
-                })
+                access_rows(access, tables.rows(table_name), &o, params)
+                    .into_iter()
+                    .map(move |inner| {
+                        let mut row = o.clone();
+                        row.extend(inner);
+                        row
+                    })
             })
             .collect(),
         Plan::Filter { input, predicate } => run(input, tables, params)
             .into_iter()
-            .filter(|r| predicate.eval(r, params).expect("predicate evaluates") == Value::Bool(true))
+            .filter(|r| {
+                predicate.eval(r, params).expect("predicate evaluates") == Value::Bool(true)
+            })
             .collect(),
         Plan::Project { input, exprs } => run(input, tables, params)
             .into_iter()
-            .map(|r| exprs.iter().map(|e| e.eval(&r, params).expect("projection evaluates")).collect())
+            .map(|r| {
+                exprs
+                    .iter()
+                    .map(|e| e.eval(&r, params).expect("projection evaluates"))
+                    .collect()
+            })
             .collect(),
         other => panic!("unexpected plan node {other}"),
     }
@@ -90,7 +139,13 @@ impl Tables {
 }
 
 fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
-    rows.sort_by(|a, b| a.iter().zip(b).map(|(x, y)| x.sort_cmp(y)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal));
+    rows.sort_by(|a, b| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.sort_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+    });
     rows
 }
 
@@ -118,15 +173,20 @@ fn text_or_null() -> impl Strategy<Value = Value> {
 }
 
 fn rows() -> impl Strategy<Value = Vec<Vec<Value>>> {
-    prop::collection::vec(((0i64..4), (0i64..4), int_or_null(), text_or_null()), 0..24).prop_map(|rows| {
-        let mut out: Vec<Vec<Value>> = Vec::new();
-        for (a, b, c, d) in rows {
-            if !out.iter().any(|r| r[0] == Value::Int(a) && r[1] == Value::Int(b)) {
-                out.push(vec![Value::Int(a), Value::Int(b), c, d]);
+    prop::collection::vec(((0i64..4), (0i64..4), int_or_null(), text_or_null()), 0..24).prop_map(
+        |rows| {
+            let mut out: Vec<Vec<Value>> = Vec::new();
+            for (a, b, c, d) in rows {
+                if !out
+                    .iter()
+                    .any(|r| r[0] == Value::Int(a) && r[1] == Value::Int(b))
+                {
+                    out.push(vec![Value::Int(a), Value::Int(b), c, d]);
+                }
             }
-        }
-        out
-    })
+            out
+        },
+    )
 }
 
 fn prepare(catalog: &Catalog, sql: &str) -> Option<Prepared> {
@@ -212,8 +272,16 @@ fn the_generator_reaches_every_access_path() {
     ]
     .iter()
     .map(|w| {
-        let p = catalog.prepare(&format!("SELECT a, b FROM t WHERE {w}")).expect("prepares");
-        p.plan.to_string().lines().last().unwrap_or_default().trim().to_owned()
+        let p = catalog
+            .prepare(&format!("SELECT a, b FROM t WHERE {w}"))
+            .expect("prepares");
+        p.plan
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
     })
     .collect();
     assert_eq!(

@@ -29,7 +29,10 @@ fn a_function_agreeing_on_one_parameter_is_partition_local() {
 #[test]
 fn a_read_only_function_that_disagrees_is_multi_partition() {
     let f = Function::new("lookup")
-        .statement("room", "SELECT reserved_by FROM rooms WHERE hotel_id = $1 AND room_id = $2 AND date = $3")
+        .statement(
+            "room",
+            "SELECT reserved_by FROM rooms WHERE hotel_id = $1 AND room_id = $2 AND date = $3",
+        )
         .statement("guest", "SELECT name FROM guests WHERE guest_id = $1");
     let f = catalog().prepare_function(&f).expect("prepares");
     assert!(f.read_only);
@@ -39,15 +42,31 @@ fn a_read_only_function_that_disagrees_is_multi_partition() {
 
     let f = Function::new("lookup2")
         .statement("room", "SELECT reserved_by FROM rooms WHERE hotel_id = $1")
-        .statement("guest", "SELECT name FROM guests WHERE guest_id = $2 AND name = $1");
+        .statement(
+            "guest",
+            "SELECT name FROM guests WHERE guest_id = $2 AND name = $1",
+        );
     // Parameters are per statement: $1 may be BIGINT in one and TEXT in another.
     let f = catalog().prepare_function(&f).expect("prepares");
-    assert_eq!(f.statement("guest").map(|p| p.params.clone()), Some(vec![comb_planner::DataType::Text, comb_planner::DataType::BigInt]));
-    assert_eq!(f.partition, PartitionKey::MultiPartition, "room is on $1, guest on $2");
+    assert_eq!(
+        f.statement("guest").map(|p| p.params.clone()),
+        Some(vec![
+            comb_planner::DataType::Text,
+            comb_planner::DataType::BigInt
+        ])
+    );
+    assert_eq!(
+        f.partition,
+        PartitionKey::MultiPartition,
+        "room is on $1, guest on $2"
+    );
 
     let f = Function::new("lookup3")
         .statement("room", "SELECT reserved_by FROM rooms WHERE hotel_id = $1")
-        .statement("guest", "SELECT name FROM guests WHERE guest_id = $2 AND $1 > 0");
+        .statement(
+            "guest",
+            "SELECT name FROM guests WHERE guest_id = $2 AND $1 > 0",
+        );
     let f = catalog().prepare_function(&f).expect("prepares");
     assert_eq!(f.partition, PartitionKey::MultiPartition);
 
@@ -67,10 +86,17 @@ fn every_broken_statement_is_reported_by_name() {
         .statement("ok", "SELECT 1 FROM guests");
     let err = catalog().prepare_function(&f).expect_err("fails");
     assert_eq!(err.function, "broken");
-    let names: Vec<_> = err.errors.iter().map(|e| e.statement.clone().unwrap_or_default()).collect();
+    let names: Vec<_> = err
+        .errors
+        .iter()
+        .map(|e| e.statement.clone().unwrap_or_default())
+        .collect();
     assert_eq!(names, vec!["bad_table", "bad_columns", "ok"]);
     assert_eq!(err.errors[1].errors.len(), 2);
-    assert!(matches!(err.errors[0].errors[0], PlanError::UnknownTable { .. }));
+    assert!(matches!(
+        err.errors[0].errors[0],
+        PlanError::UnknownTable { .. }
+    ));
     assert_eq!(
         err.to_string(),
         "function broken: statement bad_table: unknown table nope (at 1:15). \
@@ -82,17 +108,28 @@ fn every_broken_statement_is_reported_by_name() {
 #[test]
 fn ddl_returns_a_new_catalog_and_leaves_the_old_one_alone() {
     let before = catalog();
-    let after = before.apply("DROP TABLE guests; CREATE INDEX by_guest ON rooms (reserved_by)").expect("applies");
+    let after = before
+        .apply("DROP TABLE guests; CREATE INDEX by_guest ON rooms (reserved_by)")
+        .expect("applies");
     assert!(before.table("guests").is_some());
     assert!(after.table("guests").is_none());
     assert!(before.table("rooms").is_some_and(|t| t.indexes.is_empty()));
     assert_eq!(after.table("rooms").map(|t| t.indexes.len()), Some(1));
     // A failing script changes nothing, and the old catalog still plans.
-    let failed = after.apply("CREATE TABLE x (id BIGINT PRIMARY KEY); CREATE TABLE x (id BIGINT PRIMARY KEY)");
+    let failed = after
+        .apply("CREATE TABLE x (id BIGINT PRIMARY KEY); CREATE TABLE x (id BIGINT PRIMARY KEY)");
     assert!(failed.is_err());
     assert!(after.table("x").is_none());
-    assert!(before.prepare("SELECT name FROM guests WHERE guest_id = $1").is_ok());
-    assert!(after.prepare("SELECT name FROM guests WHERE guest_id = $1").is_err());
+    assert!(
+        before
+            .prepare("SELECT name FROM guests WHERE guest_id = $1")
+            .is_ok()
+    );
+    assert!(
+        after
+            .prepare("SELECT name FROM guests WHERE guest_id = $1")
+            .is_err()
+    );
     // Replaying the same DDL text yields the same catalog, ids included.
     let script = "CREATE TABLE a (id BIGINT PRIMARY KEY); CREATE TABLE b (id BIGINT PRIMARY KEY); DROP TABLE a";
     assert_eq!(Catalog::new().apply(script), Catalog::new().apply(script));

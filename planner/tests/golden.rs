@@ -31,7 +31,11 @@ fn parse(text: &str, file: &Path) -> (String, Vec<Case>) {
     let mut in_expected = false;
     for line in text.lines() {
         if let Some(header) = line.strip_prefix("=== ") {
-            cases.push(Case { header: header.trim().to_owned(), sql: String::new(), expected: String::new() });
+            cases.push(Case {
+                header: header.trim().to_owned(),
+                sql: String::new(),
+                expected: String::new(),
+            });
             in_expected = false;
         } else if let Some(case) = cases.last_mut() {
             if line == "---" && !in_expected {
@@ -49,7 +53,12 @@ fn parse(text: &str, file: &Path) -> (String, Vec<Case>) {
         }
     }
     for case in &cases {
-        assert!(!case.sql.trim().is_empty(), "{}: case {} has no SQL", file.display(), case.header);
+        assert!(
+            !case.sql.trim().is_empty(),
+            "{}: case {} has no SQL",
+            file.display(),
+            case.header
+        );
     }
     (preamble, cases)
 }
@@ -59,12 +68,20 @@ fn run(schema: &Catalog, case: &Case) -> String {
     if case.header.starts_with("ddl:") {
         match Catalog::new().apply(sql) {
             Ok(catalog) => catalog.tables().map(|t| format!("{t}\n")).collect(),
-            Err(errors) => errors.errors.iter().map(|e| format!("error: {e}\n")).collect(),
+            Err(errors) => errors
+                .errors
+                .iter()
+                .map(|e| format!("error: {e}\n"))
+                .collect(),
         }
     } else {
         match schema.prepare(sql) {
             Ok(prepared) => prepared.to_string(),
-            Err(errors) => errors.errors.iter().map(|e| format!("error: {e}\n")).collect(),
+            Err(errors) => errors
+                .errors
+                .iter()
+                .map(|e| format!("error: {e}\n"))
+                .collect(),
         }
     }
 }
@@ -73,7 +90,9 @@ fn run(schema: &Catalog, case: &Case) -> String {
 fn golden() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let schema_sql = fs::read_to_string(dir.join("schema.sql")).expect("schema.sql");
-    let schema = Catalog::new().apply(&schema_sql).unwrap_or_else(|e| panic!("schema.sql: {e}"));
+    let schema = Catalog::new()
+        .apply(&schema_sql)
+        .unwrap_or_else(|e| panic!("schema.sql: {e}"));
     let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .expect("golden dir")
@@ -91,12 +110,29 @@ fn golden() {
         for case in &cases {
             total += 1;
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
-            assert!(names.insert(format!("{stem}/{}", case.header)), "duplicate case name {stem}/{}", case.header);
+            assert!(
+                names.insert(format!("{stem}/{}", case.header)),
+                "duplicate case name {stem}/{}",
+                case.header
+            );
             let actual = run(&schema, case);
             if actual.trim_end() != case.expected.trim_end() {
-                let _ = write!(failures, "\n--- {stem}: {}\n{}\nexpected:\n{}actual:\n{}", case.header, case.sql.trim_end(), case.expected, actual);
+                let _ = write!(
+                    failures,
+                    "\n--- {stem}: {}\n{}\nexpected:\n{}actual:\n{}",
+                    case.header,
+                    case.sql.trim_end(),
+                    case.expected,
+                    actual
+                );
             }
-            let _ = write!(rewritten, "=== {}\n{}---\n{}\n\n", case.header, case.sql.trim_end().to_owned() + "\n", actual.trim_end());
+            let _ = write!(
+                rewritten,
+                "=== {}\n{}---\n{}\n\n",
+                case.header,
+                case.sql.trim_end().to_owned() + "\n",
+                actual.trim_end()
+            );
         }
         if update {
             fs::write(file, rewritten.trim_end().to_owned() + "\n").expect("rewrite golden file");
@@ -104,6 +140,8 @@ fn golden() {
     }
     assert!(total >= 100 || update, "only {total} golden cases");
     if !failures.is_empty() && !update {
-        panic!("golden mismatches (rerun with UPDATE_GOLDEN=1 to accept, then review the diff):{failures}");
+        panic!(
+            "golden mismatches (rerun with UPDATE_GOLDEN=1 to accept, then review the diff):{failures}"
+        );
     }
 }

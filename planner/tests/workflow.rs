@@ -21,11 +21,15 @@ fn spec(value: Value) -> WorkflowSpec {
 }
 
 fn plan(value: Value) -> WorkflowPlan {
-    spec(value).validate(&lookup).unwrap_or_else(|e| panic!("validation failed: {e:?}"))
+    spec(value)
+        .validate(&lookup)
+        .unwrap_or_else(|e| panic!("validation failed: {e:?}"))
 }
 
 fn errors(value: Value) -> Vec<WorkflowError> {
-    spec(value).validate(&lookup).expect_err("validation should fail")
+    spec(value)
+        .validate(&lookup)
+        .expect_err("validation should fail")
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
@@ -101,7 +105,13 @@ fn sfr_transaction_with_a_write_is_recorded_whole_and_counts_once() {
         {"id": "take", "function": "write", "input": {"room": "$check.room", "r": "$r"}}
     ], "transactions": [["check", "take"]], "output": "$take"}));
     assert_eq!(p.recorded, set(&["check", "take"]));
-    assert_eq!(p.units, vec![vec!["r".to_owned()], vec!["check".to_owned(), "take".to_owned()]]);
+    assert_eq!(
+        p.units,
+        vec![
+            vec!["r".to_owned()],
+            vec!["check".to_owned(), "take".to_owned()]
+        ]
+    );
 
     // The same read also feeding the output now has two targets.
     let p = plan(json!({"name": "w", "steps": [
@@ -132,18 +142,31 @@ fn plan_orders_levels_and_dependencies() {
         {"id": "mail", "function": "write", "input": "$book"}
     ], "output": "$book"}));
     assert_eq!(p.order, vec!["hotel", "flight", "book", "mail"]);
-    assert_eq!(p.levels, vec![vec!["hotel".to_owned(), "flight".to_owned()], vec!["book".to_owned()], vec!["mail".to_owned()]]);
+    assert_eq!(
+        p.levels,
+        vec![
+            vec!["hotel".to_owned(), "flight".to_owned()],
+            vec!["book".to_owned()],
+            vec!["mail".to_owned()]
+        ]
+    );
     assert_eq!(p.dependencies["book"], set(&["hotel", "flight"]));
     assert_eq!(p.dependencies["hotel"], set(&[]));
     assert_eq!(p.recorded, set(&["book", "mail"]));
-    assert_eq!(p.to_string(), "order: hotel, flight, book, mail\nlevels: [hotel, flight] [book] [mail]\nunits: [hotel] [flight] [book] [mail]\nrecorded: book, mail");
+    assert_eq!(
+        p.to_string(),
+        "order: hotel, flight, book, mail\nlevels: [hotel, flight] [book] [mail]\nunits: [hotel] [flight] [book] [mail]\nrecorded: book, mail"
+    );
 
     let input = json!({"hotel": 3, "flight": 9});
     let mut outputs = std::collections::HashMap::new();
     assert_eq!(p.step_input("hotel", &input, &outputs), Some(Ok(json!(3))));
     outputs.insert("hotel".to_owned(), json!({"id": 30}));
     outputs.insert("flight".to_owned(), json!({"id": 90}));
-    assert_eq!(p.step_input("book", &input, &outputs), Some(Ok(json!({"h": 30, "f": 90}))));
+    assert_eq!(
+        p.step_input("book", &input, &outputs),
+        Some(Ok(json!({"h": 30, "f": 90})))
+    );
     assert_eq!(p.step_input("nope", &input, &outputs), None);
     assert!(p.output(&input, &outputs).is_err(), "book has not run");
     outputs.insert("book".to_owned(), json!("ok"));
@@ -155,9 +178,13 @@ fn spec_parses_from_json_and_rejects_unknown_fields() {
     let text = r#"{"name": "w", "steps": [{"id": "a", "function": "read", "input": {"x": "$input.x"}}], "transactions": [], "output": "$a"}"#;
     let s = WorkflowSpec::from_json(text).expect("parses");
     assert_eq!(s.steps[0].input, json!({"x": "$input.x"}));
-    let err = WorkflowSpec::from_json(r#"{"name": "w", "steps": [], "outputs": 1}"#).expect_err("unknown field");
+    let err = WorkflowSpec::from_json(r#"{"name": "w", "steps": [], "outputs": 1}"#)
+        .expect_err("unknown field");
     assert!(err.to_string().contains("unknown field `outputs`"), "{err}");
-    let err = WorkflowSpec::from_json(r#"{"name": "w", "steps": [{"id": "a", "function": "f", "inputs": 1}]}"#).expect_err("unknown step field");
+    let err = WorkflowSpec::from_json(
+        r#"{"name": "w", "steps": [{"id": "a", "function": "f", "inputs": 1}]}"#,
+    )
+    .expect_err("unknown step field");
     assert!(err.to_string().contains("unknown field `inputs`"), "{err}");
 }
 
@@ -173,16 +200,33 @@ fn reports_duplicate_and_invalid_ids_unknown_functions_and_references_at_once() 
         errs,
         vec![
             WorkflowError::DuplicateStep { id: "a".into() },
-            WorkflowError::InvalidStepId { id: "input".into(), reason: "\"input\" is reserved for the workflow input" },
-            WorkflowError::InvalidStepId { id: "b c".into(), reason: "use letters, digits, _ and -" },
-            WorkflowError::UnknownFunction { step: "b c".into(), function: "nope".into() },
-            WorkflowError::UnknownStepReference { location: "step b c".into(), target: "ghost".into(), reference: "$ghost.x".into() },
+            WorkflowError::InvalidStepId {
+                id: "input".into(),
+                reason: "\"input\" is reserved for the workflow input"
+            },
+            WorkflowError::InvalidStepId {
+                id: "b c".into(),
+                reason: "use letters, digits, _ and -"
+            },
+            WorkflowError::UnknownFunction {
+                step: "b c".into(),
+                function: "nope".into()
+            },
+            WorkflowError::UnknownStepReference {
+                location: "step b c".into(),
+                target: "ghost".into(),
+                reference: "$ghost.x".into()
+            },
             WorkflowError::MalformedReference {
                 location: "step b c".into(),
                 reference: "$".into(),
                 reason: "a reference names the input or a step right after $".into()
             },
-            WorkflowError::UnknownStepReference { location: "the output".into(), target: "phantom".into(), reference: "$phantom".into() },
+            WorkflowError::UnknownStepReference {
+                location: "the output".into(),
+                target: "phantom".into(),
+                reference: "$phantom".into()
+            },
         ]
     );
 }
@@ -198,9 +242,19 @@ fn reports_every_cycle_with_its_steps() {
     ]}));
     assert_eq!(
         errs,
-        vec![WorkflowError::Cycle { steps: vec!["a".into(), "b".into(), "c".into()] }, WorkflowError::Cycle { steps: vec!["d".into()] }]
+        vec![
+            WorkflowError::Cycle {
+                steps: vec!["a".into(), "b".into(), "c".into()]
+            },
+            WorkflowError::Cycle {
+                steps: vec!["d".into()]
+            }
+        ]
     );
-    assert_eq!(errs[0].to_string(), "steps a, b, c form a cycle of references");
+    assert_eq!(
+        errs[0].to_string(),
+        "steps a, b, c form a cycle of references"
+    );
 }
 
 #[test]
@@ -214,17 +268,34 @@ fn reports_transaction_problems() {
     assert_eq!(
         errs,
         vec![
-            WorkflowError::TransactionOverlap { step: "b".into(), first: 0, second: 1 },
-            WorkflowError::TransactionUnknownStep { group: 1, step: "zz".into() },
+            WorkflowError::TransactionOverlap {
+                step: "b".into(),
+                first: 0,
+                second: 1
+            },
+            WorkflowError::TransactionUnknownStep {
+                group: 1,
+                step: "zz".into()
+            },
             WorkflowError::TransactionEmpty { group: 2 },
-            WorkflowError::TransactionOverlap { step: "a".into(), first: 0, second: 3 },
+            WorkflowError::TransactionOverlap {
+                step: "a".into(),
+                first: 0,
+                second: 3
+            },
         ]
     );
     let errs = errors(json!({"name": "w", "steps": [
         {"id": "a", "function": "read"},
         {"id": "b", "function": "write"}
     ], "transactions": [["a", "b"]]}));
-    assert_eq!(errs, vec![WorkflowError::TransactionNotConnected { group: 0, steps: vec!["a".into(), "b".into()] }]);
+    assert_eq!(
+        errs,
+        vec![WorkflowError::TransactionNotConnected {
+            group: 0,
+            steps: vec!["a".into(), "b".into()]
+        }]
+    );
 }
 
 #[test]
@@ -235,25 +306,54 @@ fn reports_a_transaction_that_a_path_leaves_and_reenters() {
         {"id": "x", "function": "read", "input": "$a"},
         {"id": "b", "function": "write", "input": ["$x", "$a"]}
     ], "transactions": [["a", "b"]]}));
-    assert_eq!(errs, vec![WorkflowError::TransactionCycle { units: vec!["transaction 0".into(), "x".into()] }]);
+    assert_eq!(
+        errs,
+        vec![WorkflowError::TransactionCycle {
+            units: vec!["transaction 0".into(), "x".into()]
+        }]
+    );
 }
 
 #[test]
 fn enforces_named_bounds() {
-    let steps: Vec<Value> = (0..=comb_planner::STEPS_MAX).map(|i| json!({"id": format!("s{i}"), "function": "read"})).collect();
+    let steps: Vec<Value> = (0..=comb_planner::STEPS_MAX)
+        .map(|i| json!({"id": format!("s{i}"), "function": "read"}))
+        .collect();
     let errs = errors(json!({"name": "big", "steps": steps}));
-    assert_eq!(errs, vec![WorkflowError::TooManySteps { workflow: "big".into(), count: 257, limit: 256 }]);
-    assert_eq!(errs[0].to_string(), "workflow big has 257 steps, more than the limit of 256");
+    assert_eq!(
+        errs,
+        vec![WorkflowError::TooManySteps {
+            workflow: "big".into(),
+            count: 257,
+            limit: 256
+        }]
+    );
+    assert_eq!(
+        errs[0].to_string(),
+        "workflow big has 257 steps, more than the limit of 256"
+    );
 
     let mut deep = json!("$input");
     for _ in 0..=comb_planner::INPUT_DEPTH_MAX {
         deep = json!([deep]);
     }
-    let errs = errors(json!({"name": "w", "steps": [{"id": "a", "function": "read", "input": deep}]}));
-    assert_eq!(errs, vec![WorkflowError::InputTooDeep { location: "step a".into(), limit: 32 }]);
+    let errs =
+        errors(json!({"name": "w", "steps": [{"id": "a", "function": "read", "input": deep}]}));
+    assert_eq!(
+        errs,
+        vec![WorkflowError::InputTooDeep {
+            location: "step a".into(),
+            limit: 32
+        }]
+    );
 
     let errs = errors(json!({"name": "empty", "steps": []}));
-    assert_eq!(errs, vec![WorkflowError::NoSteps { workflow: "empty".into() }]);
+    assert_eq!(
+        errs,
+        vec![WorkflowError::NoSteps {
+            workflow: "empty".into()
+        }]
+    );
 }
 
 #[test]
@@ -267,8 +367,18 @@ fn the_documented_example_validates() {
         "take_room" | "book_seat" => Some(false),
         _ => None,
     };
-    let plan = WorkflowSpec::from_json(&doc[start..end]).expect("parses").validate(&functions).expect("validates");
-    assert_eq!(plan.units, vec![vec!["hotel".to_owned(), "take".to_owned()], vec!["flight".to_owned()], vec!["book".to_owned()]]);
+    let plan = WorkflowSpec::from_json(&doc[start..end])
+        .expect("parses")
+        .validate(&functions)
+        .expect("validates");
+    assert_eq!(
+        plan.units,
+        vec![
+            vec!["hotel".to_owned(), "take".to_owned()],
+            vec!["flight".to_owned()],
+            vec!["book".to_owned()]
+        ]
+    );
     // `flight` feeds `book` and the output: recorded. The hotel transaction writes.
     assert_eq!(plan.recorded, set(&["book", "flight", "hotel", "take"]));
 }
