@@ -17,6 +17,29 @@
 //!
 //! The crate is pure: no I/O, no threads, no async.
 //!
+//! ```
+//! use comb_planner::{Access, Catalog, PartitionKey, Plan, Value};
+//!
+//! let catalog = Catalog::new()
+//!     .apply("CREATE TABLE rooms (hotel_id BIGINT, room_id BIGINT, reserved_by BIGINT, \
+//!             PRIMARY KEY (hotel_id, room_id))")
+//!     .expect("valid DDL");
+//! let find = catalog
+//!     .prepare("SELECT room_id FROM rooms WHERE hotel_id = $1 AND reserved_by IS NULL LIMIT 1")
+//!     .expect("valid statement");
+//! assert_eq!(find.partition, PartitionKey::Param(0));
+//! assert!(find.is_read_only() && !find.plan.has_full_scan());
+//! println!("{}", find.plan); // Project room_id#1 / Limit limit=1 / Filter ... / Scan rooms [key range] hotel_id = $1
+//!
+//! // The backend evaluates bound expressions over rows and parameters.
+//! let Plan::Project { input, .. } = &find.plan else { unreachable!() };
+//! let Plan::Limit { input, .. } = &**input else { unreachable!() };
+//! let Plan::Filter { predicate, input } = &**input else { unreachable!() };
+//! assert!(matches!(&**input, Plan::Scan { access: Access::KeyRange { .. }, .. }));
+//! let row = [Value::Int(7), Value::Int(12), Value::Null];
+//! assert_eq!(predicate.eval(&row, &[Value::Int(7)]), Ok(Value::Bool(true)));
+//! ```
+//!
 //! # Invariants
 //!
 //! - A [`Catalog`] never changes; [`Catalog::apply`] returns a new one, applying a whole
