@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::testkit::ControlledLoglet;
+use crate::testkit::{ControlledLoglet, read_all};
 use crate::{ANY_TAG, Entry, Error, LogBook, LogOptions, Loglet, Lsn, Record};
 
 /// A fresh, empty loglet, and whatever must live as long as it (a temporary directory).
@@ -97,14 +97,7 @@ fn payload(lsn_hint: u64) -> Bytes {
 }
 
 async fn all_records(log: &LogBook) -> Vec<Record> {
-    let mut out = Vec::new();
-    let mut from = log.trim_point();
-    loop {
-        let batch = log.read_range(ANY_TAG, from, usize::MAX).await.expect("read_range");
-        let Some(last) = batch.last() else { return out };
-        from = last.lsn + 1;
-        out.extend(batch);
-    }
+    read_all(log).await.expect("read every record")
 }
 
 /// Sequential appends get 1, 2, 3, ...; the tail follows; an empty log has tail 0.

@@ -8,7 +8,20 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 use crate::loglet::{Loglet, LogletState};
-use crate::record::{Entry, Lsn, Record, Tag};
+use crate::book::LogBook;
+use crate::record::{ANY_TAG, Entry, Lsn, Record, Tag};
+
+/// Every record of the log, from the trim point to the tail, read in chunks.
+pub async fn read_all(log: &LogBook) -> Result<Vec<Record>> {
+    let mut out: Vec<Record> = Vec::new();
+    let mut from = log.trim_point();
+    loop {
+        let batch = log.read_range(ANY_TAG, from, usize::MAX).await?;
+        let Some(last) = batch.last() else { return Ok(out) };
+        from = last.lsn + 1;
+        out.extend(batch);
+    }
+}
 
 /// Wraps a loglet so that a test can hold appends inside the writer (to fill the queue
 /// deterministically) or make the next append fail (a storage fault).

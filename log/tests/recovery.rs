@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use comb_log::testkit::CrashWrite;
+use comb_log::testkit::{CrashWrite, read_all};
 use comb_log::{ANY_TAG, Error, LogBook, LogOptions, Lsn, Record};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -18,14 +18,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn all_records(log: &LogBook) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    let mut from = log.trim_point();
-    loop {
-        let batch = log.read_range(ANY_TAG, from, usize::MAX).await.expect("read_range");
-        let Some(last) = batch.last() else { return out };
-        from = last.lsn + 1;
-        out.extend(batch);
-    }
+    read_all(log).await.expect("read every record")
 }
 
 #[test]
