@@ -16,7 +16,7 @@ use crate::memory::MemoryLoglet;
 use crate::options::LogOptions;
 use crate::record::{Entry, Lsn, Record, Tag, normalize_tags};
 use crate::rocks::RocksLoglet;
-use crate::writer::{Command, Counters, Published, Writer};
+use crate::writer::{COMPLETIONS_QUEUED_MAX, Command, Counters, Published, Writer, complete};
 
 /// A stream of records, as returned by [`LogBook::subscribe`].
 pub type RecordStream = BoxStream<'static, Result<Record>>;
@@ -70,8 +70,14 @@ impl LogBook {
         let published = Arc::new(watch::Sender::new(Published::new(loglet.state())));
         let counters = Arc::new(Counters::default());
         let (commands, queue) = sync_channel(options.queue_appends_max);
+        let (completions, completed) = sync_channel(COMPLETIONS_QUEUED_MAX);
+        std::thread::Builder::new()
+            .name("comb-log-completer".to_owned())
+            .spawn(move || complete(completed))
+            .map_err(|err| Error::Storage { operation: "start the completer thread", message: err.to_string() })?;
         let writer = Writer {
             loglet: Arc::clone(&loglet),
+            completions,
             commands: queue,
             published: Arc::clone(&published),
             counters: Arc::clone(&counters),

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
@@ -78,8 +78,31 @@ impl Group {
     }
 }
 
+/// Group commits whose replies wait for the completer thread. Small: the completer only
+/// wakes tasks, and a full queue makes the writer wait (backpressure, never a buffer).
+pub(crate) const COMPLETIONS_QUEUED_MAX: usize = 4;
+
+/// A durable group commit whose appenders are still to be answered.
+pub(crate) struct Completion {
+    first: Lsn,
+    waiters: Vec<(usize, oneshot::Sender<Result<Lsn>>)>,
+}
+
+/// The completer thread: answers the appenders of durable group commits, so that waking
+/// hundreds of tasks never delays the writer's next write.
+pub(crate) fn complete(completions: Receiver<Completion>) {
+    for Completion { first, waiters } in completions {
+        let mut lsn = first;
+        for (count, reply) in waiters {
+            let _ = reply.send(Ok(lsn));
+            lsn += count as Lsn;
+        }
+    }
+}
+
 pub(crate) struct Writer {
     pub(crate) loglet: Arc<dyn Loglet>,
+    pub(crate) completions: SyncSender<Completion>,
     pub(crate) commands: Receiver<Command>,
     pub(crate) published: Arc<watch::Sender<Published>>,
     pub(crate) counters: Arc<Counters>,
@@ -162,10 +185,11 @@ impl Writer {
                 self.counters.records.fetch_add(records, Ordering::Relaxed);
                 self.counters.bytes.fetch_add(group.bytes as u64, Ordering::Relaxed);
                 self.counters.group_commits.fetch_add(1, Ordering::Relaxed);
-                let mut lsn = first;
-                for (count, reply) in group.waiters {
-                    let _ = reply.send(Ok(lsn));
-                    lsn += count as Lsn;
+                // The tail is published: reads see these records before their appenders
+                // are answered, never after.
+                if let Err(unsent) = self.completions.send(Completion { first, waiters: group.waiters }) {
+                    error!("the log's completer thread stopped; answering on the writer");
+                    complete_inline(unsent.0);
                 }
             }
             outcome => {
@@ -219,6 +243,13 @@ impl Writer {
         self.published.send_modify(|p| p.closed = true);
         self.loglet.close()
     }
+}
+
+fn complete_inline(completion: Completion) {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let _ = sender.send(completion);
+    drop(sender);
+    complete(receiver);
 }
 
 impl Command {
