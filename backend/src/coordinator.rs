@@ -63,7 +63,7 @@ impl Coordinator {
         let mut states: Vec<Box<PartitionState>> = gives.into_iter().filter_map(|g| g.recv().ok()).collect();
         if states.len() != self.partitions.len() {
             let _ = job.reply.send(Err(Error::Closed));
-            hand_back(states, backs);
+            hand_back(states, &backs);
             return;
         }
         let record_partition = job.id.as_ref().map_or(0, |id| partition_of(&Value::Text(id.workflow.clone()), self.shared.partitions));
@@ -110,11 +110,11 @@ impl Coordinator {
                 }
             },
         }
-        hand_back(states, backs);
+        hand_back(states, &backs);
     }
 }
 
-fn hand_back(states: Vec<Box<PartitionState>>, backs: Vec<Sender<Box<PartitionState>>>) {
+fn hand_back(states: Vec<Box<PartitionState>>, backs: &[Sender<Box<PartitionState>>]) {
     for state in states {
         if let Some(back) = backs.get(usize::from(state.id)) {
             let _ = back.send(state);

@@ -112,16 +112,16 @@ fn key_range(base: &[u8], lower: Option<(Value, bool)>, upper: Option<(Value, bo
         k
     };
     let ranged = lower.is_some() || upper.is_some();
-    let start = match &lower {
+    let start = match lower {
         None => base.to_vec(),
-        Some((v, true)) => with(v),
-        Some((v, false)) => end_of(&with(v)),
+        Some((v, true)) => with(&v),
+        Some((v, false)) => end_of(&with(&v)),
     };
-    let end = match &upper {
+    let end = match upper {
         None if ranged => [base, &[TAG_NULL]].concat(),
         None => end_of(base),
-        Some((v, true)) => end_of(&with(v)),
-        Some((v, false)) => with(v),
+        Some((v, true)) => end_of(&with(&v)),
+        Some((v, false)) => with(&v),
     };
     (start, end)
 }
