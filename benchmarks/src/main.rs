@@ -1,5 +1,6 @@
 //! Comb's benchmarks. Each run prints one JSON line, so that runs can be compared.
 
+mod backend;
 mod disk;
 mod log;
 
@@ -16,12 +17,15 @@ struct Cli {
 enum Bench {
     /// Durable appends to the shared log on RocksDB, beside the disk's own write+fdatasync cost.
     Log(log::LogArgs),
+    /// Transactions (functions) against the backend, in-process, durable through the log.
+    Backend(backend::BackendArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.bench {
-        Bench::Log(args) => log::run(&args)?,
+        Bench::Log(args) => serde_json::to_value(log::run(&args)?)?,
+        Bench::Backend(args) => serde_json::to_value(backend::run(&args)?)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

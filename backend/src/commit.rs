@@ -1,0 +1,158 @@
+//! The records the backend appends to the shared log: prost messages, written by hand
+//! (no `.proto`, no protoc), behind a one-byte kind.
+//!
+//! A payload is `kind u8 | prost message`: kind 1 is a [`CommitRecord`] (tagged with every
+//! partition it writes, tag = partition + 1), kind 2 a [`CatalogRecord`] (tagged with
+//! [`CATALOG_TAG`]). The tracing layer decodes both with [`decode_payload`].
+
+use comb_log::Tag;
+use prost::Message;
+
+use crate::error::{Error, Result};
+
+/// The tag of catalog records: above every partition's tag (partition + 1 <= 0xFFFF).
+pub const CATALOG_TAG: Tag = 0x1_0000;
+
+/// The log tag of a partition.
+pub fn partition_tag(partition: u16) -> Tag {
+    Tag::from(partition) + 1
+}
+
+const KIND_COMMIT: u8 = 1;
+const KIND_CATALOG: u8 = 2;
+
+/// Version of the commit record's fields.
+pub const COMMIT_VERSION: u32 = 1;
+
+/// One transaction's commit: its writes with before and after images, the recorded output,
+/// and the invocation's identity and timing.
+#[derive(Clone, PartialEq, Message)]
+pub struct CommitRecord {
+    /// [`COMMIT_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The partitions written, ascending.
+    #[prost(uint32, repeated, tag = "2")]
+    pub partitions: Vec<u32>,
+    /// Every key written.
+    #[prost(message, repeated, tag = "3")]
+    pub writes: Vec<WriteRecord>,
+    /// Who ran, and when.
+    #[prost(message, optional, tag = "4")]
+    pub invocation: Option<InvocationRecord>,
+    /// The function's output (JSON), when the invocation asked for recording.
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub recorded_output: Option<Vec<u8>>,
+}
+
+/// One key written by a transaction.
+#[derive(Clone, PartialEq, Message)]
+pub struct WriteRecord {
+    /// The partition of the key.
+    #[prost(uint32, tag = "1")]
+    pub partition: u32,
+    /// 0: a row, 1: an index entry, 2: a recorded output.
+    #[prost(uint32, tag = "2")]
+    pub kind: u32,
+    /// The table (or index) id.
+    #[prost(uint32, tag = "3")]
+    pub object: u32,
+    /// The full store key.
+    #[prost(bytes = "vec", tag = "4")]
+    pub key: Vec<u8>,
+    /// The value before (absent: the key did not exist). Rows are row-encoded.
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub before: Option<Vec<u8>>,
+    /// The value after (absent: deleted).
+    #[prost(bytes = "vec", optional, tag = "6")]
+    pub after: Option<Vec<u8>>,
+}
+
+/// The identity and timing of an invocation, for tracing.
+#[derive(Clone, PartialEq, Message)]
+pub struct InvocationRecord {
+    /// The function's name.
+    #[prost(string, tag = "1")]
+    pub function: String,
+    /// The workflow id, when the invocation carried one.
+    #[prost(string, optional, tag = "2")]
+    pub workflow_id: Option<String>,
+    /// The step id, when the invocation carried one.
+    #[prost(string, optional, tag = "3")]
+    pub step_id: Option<String>,
+    /// When the transaction started, microseconds since the epoch.
+    #[prost(uint64, tag = "4")]
+    pub start_us: u64,
+    /// When its body finished.
+    #[prost(uint64, tag = "5")]
+    pub end_us: u64,
+    /// Whether its output is recorded.
+    #[prost(bool, tag = "6")]
+    pub recorded: bool,
+}
+
+/// A DDL script applied to the catalog.
+#[derive(Clone, PartialEq, Message)]
+pub struct CatalogRecord {
+    /// The DDL text, exactly as applied.
+    #[prost(string, tag = "1")]
+    pub ddl: String,
+}
+
+/// A decoded payload of the backend's records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRecord {
+    /// A transaction's commit.
+    Commit(CommitRecord),
+    /// A catalog change.
+    Catalog(CatalogRecord),
+}
+
+/// Encodes a commit record's payload.
+pub fn encode_commit(record: &CommitRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + record.encoded_len());
+    out.push(KIND_COMMIT);
+    record.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
+/// Encodes a catalog record's payload.
+pub fn encode_catalog(record: &CatalogRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + record.encoded_len());
+    out.push(KIND_CATALOG);
+    record.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
+/// Decodes a payload the backend appended.
+pub fn decode_payload(payload: &[u8]) -> Result<LogRecord> {
+    let corrupt = |detail: String| Error::Corrupt { location: "a log record".to_owned(), detail };
+    match payload.split_first() {
+        Some((&KIND_COMMIT, rest)) => CommitRecord::decode(rest).map(LogRecord::Commit).map_err(|e| corrupt(e.to_string())),
+        Some((&KIND_CATALOG, rest)) => CatalogRecord::decode(rest).map(LogRecord::Catalog).map_err(|e| corrupt(e.to_string())),
+        Some((kind, _)) => Err(corrupt(format!("unknown record kind {kind}"))),
+        None => Err(corrupt("empty payload".to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_garbage_is_corrupt() {
+        let record = CommitRecord {
+            version: COMMIT_VERSION,
+            partitions: vec![0, 3],
+            writes: vec![WriteRecord { partition: 3, kind: 0, object: 7, key: vec![0, 3, 0, 0, 0, 7, 1], before: None, after: Some(vec![1, 0]) }],
+            invocation: Some(InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), step_id: None, start_us: 1, end_us: 2, recorded: true }),
+            recorded_output: Some(b"42".to_vec()),
+        };
+        assert_eq!(decode_payload(&encode_commit(&record)).unwrap(), LogRecord::Commit(record));
+        let ddl = CatalogRecord { ddl: "CREATE TABLE t (a BIGINT PRIMARY KEY)".into() };
+        assert_eq!(decode_payload(&encode_catalog(&ddl)).unwrap(), LogRecord::Catalog(ddl));
+        assert!(matches!(decode_payload(&[9, 1]), Err(Error::Corrupt { .. })));
+        assert!(matches!(decode_payload(&[]), Err(Error::Corrupt { .. })));
+        assert_eq!((partition_tag(0), partition_tag(0xFFFE)), (1, 0xFFFF));
+    }
+}

@@ -1,0 +1,123 @@
+//! The multi-partition coordinator: one thread, so that barriers never interleave (no
+//! deadlock by construction).
+//!
+//! For each multi-partition invocation it asks every executor to pause after its command in
+//! flight and lend it its state (moved through a channel: one owner at a time), runs the
+//! transaction over all of them, appends ONE record tagged with every partition written (so
+//! it is atomic across them by construction), stages each partition's writes in that
+//! partition's overlay, and hands the states back. The executors resume at once; the reply
+//! is released when the record is durable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use comb_log::Entry;
+use comb_planner::Value;
+
+use crate::error::{Error, Result};
+use crate::executor::Scope;
+use crate::keycodec::partition_of;
+use crate::partition::{Command, Job, Output, PartitionState, Ran, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition, start_append};
+
+/// Commands to the coordinator.
+pub(crate) enum CoordinatorCommand {
+    Invoke(Job),
+    Stop,
+}
+
+pub(crate) struct Coordinator {
+    pub(crate) commands: Receiver<CoordinatorCommand>,
+    pub(crate) partitions: Vec<Sender<Command>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl Coordinator {
+    pub(crate) fn run(self) {
+        while let Ok(command) = self.commands.recv() {
+            match command {
+                CoordinatorCommand::Invoke(job) => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.invoke(job);
+                }
+                CoordinatorCommand::Stop => return,
+            }
+        }
+    }
+
+    fn invoke(&self, mut job: Job) {
+        // The barrier: every executor lends its state after its command in flight.
+        let mut backs = Vec::with_capacity(self.partitions.len());
+        let mut gives = Vec::with_capacity(self.partitions.len());
+        for sender in &self.partitions {
+            let (give, given) = channel();
+            let (back, returned) = channel();
+            if sender.send(Command::Lend { give, back: returned }).is_err() {
+                break;
+            }
+            backs.push(back);
+            gives.push(given);
+        }
+        let mut states: Vec<Box<PartitionState>> = gives.into_iter().filter_map(|g| g.recv().ok()).collect();
+        if states.len() != self.partitions.len() {
+            let _ = job.reply.send(Err(Error::Closed));
+            hand_back(states, &backs);
+            return;
+        }
+        let record_partition = job.id.as_ref().map_or(0, |id| partition_of(&Value::Text(id.workflow.clone()), self.shared.partitions));
+        let ran: Result<Ran> = states
+            .iter()
+            .try_for_each(|s| match &s.failed {
+                Some(cause) => Err(Error::PartitionFailed { partition: s.id, cause: cause.clone() }),
+                None => Ok(()),
+            })
+            .and_then(|()| run_job(&mut job, &Several(&states), Scope::All, record_partition, &self.shared));
+        match ran {
+            Err(err) => {
+                let _ = job.reply.send(Err(err));
+            }
+            Ok(Ran::Read(output)) => {
+                let waiting: Vec<usize> = (0..states.len()).filter(|i| states[*i].has_pending()).collect();
+                if waiting.is_empty() {
+                    let _ = job.reply.send(Ok(output));
+                } else {
+                    let shared = SharedRelease::new(waiting.len(), job.reply, output);
+                    for i in waiting {
+                        states[i].release_after_pending(Waiter::Shared(Arc::clone(&shared)));
+                    }
+                }
+            }
+            Ok(Ran::Commit { output, writes, payload, tags }) => match start_append(&self.shared.log, Entry::new(tags, payload)) {
+                Err(err) => {
+                    let _ = job.reply.send(Err(Error::Log(err)));
+                }
+                Ok(future) => {
+                    let mut staged = Vec::new();
+                    for (p, writes) in split_by_partition(writes) {
+                        let seq = states[usize::from(p)].stage(writes, None);
+                        staged.push((self.partitions[usize::from(p)].clone(), seq));
+                    }
+                    let reply = job.reply;
+                    self.runtime.spawn(async move {
+                        let result = future.await;
+                        for (sender, seq) in staged {
+                            let _ = sender.send(Command::Durable { seq, result: result.clone() });
+                        }
+                        let _ = reply.send(result.map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
+                    });
+                }
+            },
+        }
+        hand_back(states, &backs);
+    }
+}
+
+fn hand_back(states: Vec<Box<PartitionState>>, backs: &[Sender<Box<PartitionState>>]) {
+    for state in states {
+        if let Some(back) = backs.get(usize::from(state.id)) {
+            let _ = back.send(state);
+        }
+    }
+}

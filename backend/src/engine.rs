@@ -1,0 +1,419 @@
+//! The public handle: open (with recovery), DDL, function registration, invocation,
+//! checkpoint, close.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use comb_log::{Entry, LogBook, LogOptions, Lsn};
+use comb_planner::Catalog;
+use serde::{Deserialize, Serialize};
+
+use crate::commit::{CATALOG_TAG, CatalogRecord, encode_catalog};
+use crate::coordinator::{Coordinator, CoordinatorCommand};
+use crate::error::{Error, Result};
+use crate::executor::Limits;
+use crate::function::{Function, Registered};
+use crate::keycodec::partition_of;
+use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
+use crate::partition::{Command, Executor, InvocationId, Job, Output, PartitionState, Shared, completion_task, json_bytes};
+use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
+use crate::store::{Batch, Store};
+
+/// Options of the backend, each a named bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct EngineOptions {
+    /// Partitions, each with its executor thread. Fixed when the state store is created.
+    pub partitions: u16,
+    /// Most invocations waiting for one partition (or for the multi-partition coordinator);
+    /// one more is refused with `Overloaded` (retryable).
+    pub queue_invocations_max: usize,
+    /// Most rows one access of one statement may read.
+    pub scan_rows_max: usize,
+    /// Most rows one statement may return.
+    pub result_rows_max: usize,
+    /// Most keys (rows and index entries) one transaction may write.
+    pub write_set_max: usize,
+    /// Largest JSON input or output of a function, in bytes.
+    pub json_bytes_max: usize,
+    /// Options of the shared log, when the engine opens it.
+    pub log: LogOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            partitions: std::thread::available_parallelism().map_or(1, |n| n.get()).min(usize::from(PARTITIONS_MAX)) as u16,
+            queue_invocations_max: 16_384,
+            scan_rows_max: 1_000_000,
+            result_rows_max: 100_000,
+            write_set_max: 100_000,
+            json_bytes_max: 1 << 20,
+            log: LogOptions::default(),
+        }
+    }
+}
+
+impl EngineOptions {
+    /// Checks every bound; called once when the engine opens.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |option, reason: String| Err(Error::InvalidOptions { option, reason });
+        if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
+            return invalid("partitions", format!("must be between 1 and {PARTITIONS_MAX}"));
+        }
+        for (option, value) in [
+            ("queue-invocations-max", self.queue_invocations_max),
+            ("scan-rows-max", self.scan_rows_max),
+            ("result-rows-max", self.result_rows_max),
+            ("write-set-max", self.write_set_max),
+            ("json-bytes-max", self.json_bytes_max),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One call of a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    /// The function's name.
+    pub function: String,
+    /// Its input.
+    pub input: serde_json::Value,
+    /// The invocation's identity (workflow id, step id), for exactly-once and tracing.
+    pub id: Option<InvocationId>,
+    /// Record the output with the effects; an invocation with the same id then returns it
+    /// and runs nothing.
+    pub record: bool,
+}
+
+impl Invocation {
+    /// An invocation without identity or recording.
+    pub fn new(function: impl Into<String>, input: serde_json::Value) -> Invocation {
+        Invocation { function: function.into(), input, id: None, record: false }
+    }
+
+    /// Gives the invocation an identity.
+    pub fn id(mut self, workflow: impl Into<String>, step: impl Into<String>) -> Invocation {
+        self.id = Some(InvocationId { workflow: workflow.into(), step: step.into() });
+        self
+    }
+
+    /// Asks for the output to be recorded (needs an id).
+    pub fn record(mut self) -> Invocation {
+        self.record = true;
+        self
+    }
+}
+
+struct Registry {
+    catalog: Arc<Catalog>,
+    functions: BTreeMap<String, (Function, Arc<Registered>)>,
+}
+
+struct Queue<T> {
+    sender: Sender<T>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl<T> Queue<T> {
+    fn submit(&self, command: T, partition: u16, limit: usize) -> Result<()> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Overloaded { partition, limit });
+        }
+        self.sender.send(command).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            Error::Closed
+        })
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    options: EngineOptions,
+    store: Mutex<Option<Arc<Store>>>,
+    partitions: Vec<Queue<Command>>,
+    coordinator: Queue<CoordinatorCommand>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    registry: RwLock<Arc<Registry>>,
+    /// Serializes catalog changes and checkpoints.
+    ddl: tokio::sync::Mutex<()>,
+    /// Consumers' holds on the trim point: each still needs the records from its LSN on.
+    holds: Mutex<BTreeMap<String, Lsn>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.coordinator.sender.send(CoordinatorCommand::Stop);
+        for p in &self.partitions {
+            let _ = p.sender.send(Command::Stop);
+        }
+    }
+}
+
+/// The backend: a partitioned store where functions run as transactions committed through
+/// the shared log. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("partitions", &self.inner.options.partitions).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) an engine in `dir`: the log in `dir/log`, the state in `dir/state`.
+    /// Must be called within a tokio runtime, which then drives commit completions.
+    pub async fn open(dir: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        options.validate()?;
+        let dir = dir.as_ref();
+        let log = LogBook::open_dir(dir.join("log"), options.log.clone()).await?;
+        Self::open_with_log(log, dir.join("state"), options).await
+    }
+
+    /// Opens the engine over an open log, with its state store in `state_dir`, replaying
+    /// the log's records after what the store has applied.
+    pub async fn open_with_log(log: LogBook, state_dir: impl Into<PathBuf>, options: EngineOptions) -> Result<Engine> {
+        options.validate()?;
+        let state_dir = state_dir.into();
+        let n = options.partitions;
+        let store = blocking(move || {
+            let store = Store::open(&state_dir)?;
+            check_partitions(&store, n)?;
+            Ok(Arc::new(store))
+        })
+        .await?;
+        let catalog = recover_catalog(&store, &log).await?;
+        let mut applied = Vec::with_capacity(usize::from(n));
+        for p in 0..n {
+            applied.push(replay_partition(&store, &log, p).await?);
+        }
+        let shared = Arc::new(Shared {
+            log,
+            partitions: n,
+            limits: Limits { scan_rows_max: options.scan_rows_max, result_rows_max: options.result_rows_max, write_set_max: options.write_set_max },
+            json_bytes_max: options.json_bytes_max,
+        });
+        let runtime = tokio::runtime::Handle::current();
+        let mut threads = Vec::new();
+        let mut partitions = Vec::new();
+        for (p, applied) in (0..n).zip(applied) {
+            let (sender, commands) = channel();
+            let (completions, appends) = tokio::sync::mpsc::unbounded_channel();
+            runtime.spawn(completion_task(appends, sender.clone()));
+            let queued = Arc::new(AtomicUsize::new(0));
+            let executor = Executor {
+                state: Box::new(PartitionState::new(p, Arc::clone(&store), applied)),
+                commands,
+                queued: Arc::clone(&queued),
+                shared: Arc::clone(&shared),
+                completions,
+            };
+            threads.push(spawn(format!("comb-partition-{p}"), move || executor.run())?);
+            partitions.push(Queue { sender, queued });
+        }
+        let (sender, commands) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let coordinator = Coordinator {
+            commands,
+            partitions: partitions.iter().map(|q| q.sender.clone()).collect(),
+            shared: Arc::clone(&shared),
+            queued: Arc::clone(&queued),
+            runtime,
+        };
+        threads.push(spawn("comb-coordinator".to_owned(), move || coordinator.run())?);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                shared,
+                store: Mutex::new(Some(store)),
+                partitions,
+                coordinator: Queue { sender, queued },
+                threads: Mutex::new(threads),
+                registry: RwLock::new(Arc::new(Registry { catalog: Arc::new(catalog), functions: BTreeMap::new() })),
+                ddl: tokio::sync::Mutex::new(()),
+                holds: Mutex::new(BTreeMap::new()),
+                options,
+            }),
+        })
+    }
+
+    fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.inner.registry.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn store(&self) -> Result<Arc<Store>> {
+        self.inner.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Arc::clone).ok_or(Error::Closed)
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.registry().catalog)
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> u16 {
+        self.inner.options.partitions
+    }
+
+    /// The partition a partition-key value belongs to.
+    pub fn partition_of(&self, key: &comb_planner::Value) -> u16 {
+        partition_of(key, self.inner.options.partitions)
+    }
+
+    /// The shared log.
+    pub fn log(&self) -> &LogBook {
+        &self.inner.shared.log
+    }
+
+    /// Applies DDL (a whole script or nothing), durably: the script is a catalog record in
+    /// the log. Every registered function is prepared again against the new catalog; DDL
+    /// that would break one is refused. Returns the record's LSN.
+    ///
+    /// `CREATE INDEX` does not fill the index from rows that exist already: create indexes
+    /// with their tables.
+    pub async fn execute_ddl(&self, sql: &str) -> Result<Lsn> {
+        let _serial = self.inner.ddl.lock().await;
+        let registry = self.registry();
+        let catalog = Arc::new(registry.catalog.apply(sql).map_err(Error::Ddl)?);
+        let mut functions = BTreeMap::new();
+        for (name, (function, _)) in &registry.functions {
+            functions.insert(name.clone(), (function.clone(), Arc::new(Registered::prepare(function, &catalog)?)));
+        }
+        let payload = encode_catalog(&CatalogRecord { ddl: sql.to_owned() });
+        let lsn = self.inner.shared.log.append_batch(vec![Entry::new(vec![CATALOG_TAG], payload)]).await?;
+        let store = self.store()?;
+        let ddl = sql.to_owned();
+        blocking(move || {
+            let mut batch = Batch::default();
+            batch.put(&meta_ddl(lsn), ddl.as_bytes());
+            batch.put(&meta_catalog_applied(), &lsn.to_be_bytes());
+            store.write(batch)
+        })
+        .await?;
+        *self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Registry { catalog, functions });
+        Ok(lsn)
+    }
+
+    /// Registers a compiled-in function: its statements are prepared against the current
+    /// catalog, and every finding is reported at once.
+    pub fn register(&self, function: Function) -> Result<()> {
+        let mut guard = self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.functions.contains_key(function.name()) {
+            return Err(Error::DuplicateFunction { name: function.name().to_owned() });
+        }
+        let registered = Arc::new(Registered::prepare(&function, &guard.catalog)?);
+        let mut functions = guard.functions.clone();
+        functions.insert(function.name().to_owned(), (function, registered));
+        *guard = Arc::new(Registry { catalog: Arc::clone(&guard.catalog), functions });
+        Ok(())
+    }
+
+    /// Runs a function as one transaction. Resolves once its commit is durable (or, when it
+    /// wrote nothing, once everything it could have read is durable).
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Output> {
+        let registry = self.registry();
+        let (_, function) = registry.functions.get(&invocation.function).ok_or_else(|| Error::UnknownFunction { name: invocation.function.clone() })?;
+        json_bytes(&invocation.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
+        let function = Arc::clone(function);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let limit = self.inner.options.queue_invocations_max;
+        if function.single_partition {
+            let p = partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions);
+            let job = Job { function, input: invocation.input, id: invocation.id, record: invocation.record, reply };
+            self.inner.partitions[usize::from(p)].submit(Command::Invoke(job), p, limit)?;
+        } else {
+            let job = Job { function, input: invocation.input, id: invocation.id, record: invocation.record, reply };
+            self.inner.coordinator.submit(CoordinatorCommand::Invoke(job), u16::MAX, limit)?;
+        }
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Holds the log's trim point back for a consumer (the tracing layer, say) that still
+    /// needs the records from `lsn` on. Replaces the consumer's earlier hold.
+    pub fn hold_trim(&self, consumer: &str, lsn: Lsn) {
+        self.inner.holds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(consumer.to_owned(), lsn);
+    }
+
+    /// Drops a consumer's hold on the trim point.
+    pub fn release_trim(&self, consumer: &str) {
+        self.inner.holds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(consumer);
+    }
+
+    /// Flushes the state store, then trims the log below what every partition, the catalog
+    /// and every consumer's hold still need. Returns the log's new trim point.
+    pub async fn checkpoint(&self) -> Result<Lsn> {
+        let _serial = self.inner.ddl.lock().await;
+        let store = self.store()?;
+        // No catalog change is in flight: every catalog record up to the tail is applied.
+        let catalog_tail = self.inner.shared.log.tail();
+        let s = Arc::clone(&store);
+        blocking(move || {
+            let mut batch = Batch::default();
+            batch.put(&meta_catalog_applied(), &catalog_tail.to_be_bytes());
+            s.write(batch)
+        })
+        .await?;
+        let mut needed = catalog_tail + 1;
+        for (p, queue) in self.inner.partitions.iter().enumerate() {
+            let (reply, answer) = channel();
+            queue.sender.send(Command::Checkpoint { reply }).map_err(|_| Error::Closed)?;
+            let from = blocking(move || answer.recv().map_err(|_| Error::Closed)?).await;
+            needed = needed.min(from.map_err(|err| match err {
+                Error::Closed => Error::PartitionFailed { partition: p as u16, cause: "its executor stopped".to_owned() },
+                other => other,
+            })?);
+        }
+        blocking(move || store.flush()).await?;
+        if let Some(hold) = self.inner.holds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().min() {
+            needed = needed.min(*hold);
+        }
+        let log = &self.inner.shared.log;
+        if needed > log.trim_point() {
+            log.trim(needed).await?;
+        }
+        Ok(log.trim_point())
+    }
+
+    /// Finishes the commits in flight, stops every thread, closes the state store and the
+    /// log. Later calls fail with `Closed`.
+    pub async fn close(&self) -> Result<()> {
+        let _ = self.inner.coordinator.sender.send(CoordinatorCommand::Stop);
+        for p in &self.inner.partitions {
+            let _ = p.sender.send(Command::Stop);
+        }
+        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        blocking(move || {
+            for t in threads {
+                t.join().map_err(|_| Error::Internal("an executor thread panicked".to_owned()))?;
+            }
+            Ok(())
+        })
+        .await?;
+        let store = self.inner.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(store) = store {
+            blocking(move || {
+                store.flush()?;
+                drop(store);
+                Ok(())
+            })
+            .await?;
+        }
+        self.inner.shared.log.close().await?;
+        Ok(())
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(f).map_err(|err| Error::Storage { operation: "start a thread", message: err.to_string() })
+}

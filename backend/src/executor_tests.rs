@@ -1,0 +1,268 @@
+//! Every plan kind executed against an in-memory snapshot, with exact expected rows, and
+//! SQL's error cases.
+
+use std::collections::BTreeMap;
+
+use comb_planner::{Catalog, EvalError, Value};
+
+use super::*;
+
+/// A committed state in memory, as one partition's snapshot.
+#[derive(Default)]
+struct Memory(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl Snapshot for Memory {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.0.get(key).cloned())
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.0.range(start.to_vec()..end.to_vec()).take(limit + 1).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+struct Db {
+    catalog: Catalog,
+    data: Memory,
+    limits: Limits,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE t (k BIGINT PRIMARY KEY, s TEXT, n BIGINT, d DOUBLE);
+CREATE TABLE kv (a TEXT, b BIGINT, v TEXT NOT NULL DEFAULT 'x', PRIMARY KEY (a, b));
+CREATE UNIQUE INDEX t_by_s ON t (s);
+CREATE INDEX t_by_n ON t (n);
+";
+
+fn int(i: i64) -> Value {
+    Value::Int(i)
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+impl Db {
+    fn new() -> Db {
+        Db {
+            catalog: Catalog::new().apply(SCHEMA).expect("schema"),
+            data: Memory::default(),
+            limits: Limits { scan_rows_max: 1000, result_rows_max: 1000, write_set_max: 1000 },
+        }
+    }
+
+    /// Runs statements as one transaction; commits when all succeed.
+    fn txn(&mut self, statements: &[(&str, Vec<Value>)]) -> Result<Vec<Outcome>> {
+        let mut writes = WriteSet::default();
+        let mut outcomes = Vec::new();
+        for (sql, params) in statements {
+            let prepared = self.catalog.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mut exec = Exec {
+                catalog: &self.catalog,
+                snapshot: &self.data,
+                writes: &mut writes,
+                scope: Scope::Single(0),
+                partitions: 1,
+                limits: self.limits,
+                function: "test",
+                statement: "s",
+            };
+            outcomes.push(exec.run(&prepared.plan, params)?);
+        }
+        for (key, write) in writes.entries {
+            match write.after {
+                Some(v) => self.data.0.insert(key, v),
+                None => self.data.0.remove(&key),
+            };
+        }
+        Ok(outcomes)
+    }
+
+    fn run(&mut self, sql: &str, params: Vec<Value>) -> Result<Outcome> {
+        Ok(self.txn(&[(sql, params)])?.remove(0))
+    }
+
+    fn rows(&mut self, sql: &str, params: Vec<Value>) -> Vec<Vec<Value>> {
+        self.run(sql, params).unwrap_or_else(|e| panic!("{sql}: {e}")).rows
+    }
+
+    fn seeded() -> Db {
+        let mut db = Db::new();
+        for (k, s, n) in [(-5, Some("e"), Some(50)), (3, Some("c"), None), (1, Some("a"), Some(10)), (2, None, Some(10)), (4, Some("d\0x"), Some(-7))] {
+            let s = s.map_or(Value::Null, text);
+            let n = n.map_or(Value::Null, int);
+            db.run("INSERT INTO t (k, s, n) VALUES ($1, $2, $3)", vec![int(k), s, n]).unwrap();
+        }
+        db
+    }
+}
+
+fn ints(rows: &[Vec<Value>]) -> Vec<i64> {
+    rows.iter().map(|r| if let Value::Int(i) = r[0] { i } else { panic!("{r:?}") }).collect()
+}
+
+#[test]
+fn point_get_key_range_and_full_scan_in_key_order() {
+    let mut db = Db::seeded();
+    assert_eq!(db.rows("SELECT s FROM t WHERE k = $1", vec![int(1)]), vec![vec![text("a")]]);
+    assert_eq!(db.rows("SELECT s FROM t WHERE k = $1", vec![int(9)]), Vec::<Vec<Value>>::new());
+    assert_eq!(db.rows("SELECT s FROM t WHERE k = $1", vec![Value::Null]), Vec::<Vec<Value>>::new(), "a NULL key matches nothing");
+    assert_eq!(ints(&db.rows("SELECT k FROM t", vec![])), vec![-5, 1, 2, 3, 4], "a full scan comes in key order, negatives first");
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k > $1 AND k <= $2", vec![int(1), int(3)])), vec![2, 3]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k >= $1 AND k < $2", vec![int(-5), int(2)])), vec![-5, 1]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k BETWEEN 2 AND 100", vec![])), vec![2, 3, 4]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k < $1", vec![Value::Null])), Vec::<i64>::new());
+    // Composite keys: a prefix, then a range on the next column.
+    for (a, b) in [("x", 3), ("x", -1), ("x\0", 0), ("w", 9), ("x", 10)] {
+        db.run("INSERT INTO kv (a, b) VALUES ($1, $2)", vec![text(a), int(b)]).unwrap();
+    }
+    assert_eq!(ints(&db.rows("SELECT b FROM kv WHERE a = $1", vec![text("x")])), vec![-1, 3, 10], "text with a zero byte is another prefix");
+    assert_eq!(ints(&db.rows("SELECT b FROM kv WHERE a = $1 AND b > 0", vec![text("x")])), vec![3, 10]);
+    assert_eq!(db.rows("SELECT v FROM kv WHERE a = 'w' AND b = 9", vec![]), vec![vec![text("x")]], "defaults fill missing columns");
+}
+
+#[test]
+fn filters_follow_three_valued_logic() {
+    let mut db = Db::seeded();
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = NULL", vec![])), Vec::<i64>::new());
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n IS NULL", vec![])), vec![3]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE NOT (n > 5)", vec![])), vec![4], "NOT of UNKNOWN is UNKNOWN");
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n > 5 OR s = 'c'", vec![])), vec![-5, 1, 2, 3]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n IN (10, NULL)", vec![])), vec![1, 2]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n NOT IN (10, NULL)", vec![])), Vec::<i64>::new());
+}
+
+#[test]
+fn index_scans_return_rows_in_index_order() {
+    let mut db = Db::seeded();
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = $1", vec![int(10)])), vec![1, 2]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n > $1", vec![int(-100)])), vec![4, 1, 2, -5], "NULLs are never in a range");
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE s = $1", vec![text("d\0x")])), vec![4]);
+    db.run("UPDATE t SET n = 99 WHERE k = 1", vec![]).unwrap();
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = $1", vec![int(10)])), vec![2], "updates move index entries");
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = $1", vec![int(99)])), vec![1]);
+    db.run("DELETE FROM t WHERE k = 2", vec![]).unwrap();
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = $1", vec![int(10)])), Vec::<i64>::new(), "deletes remove index entries");
+}
+
+#[test]
+fn unique_and_not_null_violations_name_the_key() {
+    let mut db = Db::seeded();
+    match db.run("INSERT INTO t (k, s) VALUES ($1, $2)", vec![int(1), text("zz")]) {
+        Err(Error::UniqueViolation { table, constraint, key }) => assert_eq!((table.as_str(), constraint.as_str(), key.as_str()), ("t", "primary key", "(1)")),
+        other => panic!("{other:?}"),
+    }
+    match db.run("INSERT INTO t (k, s) VALUES ($1, $2)", vec![int(7), text("a")]) {
+        Err(Error::UniqueViolation { constraint, key, .. }) => assert_eq!((constraint.as_str(), key.as_str()), ("t_by_s", "('a')")),
+        other => panic!("{other:?}"),
+    }
+    match db.run("UPDATE t SET s = 'c' WHERE k = 1", vec![]) {
+        Err(Error::UniqueViolation { constraint, .. }) => assert_eq!(constraint, "t_by_s"),
+        other => panic!("{other:?}"),
+    }
+    // NULLs never conflict in a unique index; a row may keep its own value.
+    db.run("INSERT INTO t (k) VALUES (8)", vec![]).unwrap();
+    db.run("UPDATE t SET s = 'a', n = 1 WHERE k = 1", vec![]).unwrap();
+    match db.run("INSERT INTO kv (a, b, v) VALUES ('q', 1, $1)", vec![Value::Null]) {
+        Err(Error::NotNull { table, column }) => assert_eq!((table.as_str(), column.as_str()), ("kv", "v")),
+        other => panic!("{other:?}"),
+    }
+    // A failed statement leaves nothing behind: the whole transaction is discarded.
+    let before = db.data.0.clone();
+    assert!(db.txn(&[("INSERT INTO t (k, s) VALUES (20, 'new')", vec![]), ("INSERT INTO t (k) VALUES (1)", vec![])]).is_err());
+    assert_eq!(db.data.0, before);
+}
+
+#[test]
+fn overflow_and_division_by_zero_are_errors() {
+    let mut db = Db::seeded();
+    db.run("UPDATE t SET n = $1 WHERE k = 1", vec![int(i64::MAX)]).unwrap();
+    match db.run("UPDATE t SET n = n + 1 WHERE k = 1", vec![]) {
+        Err(Error::Eval { source: EvalError::Overflow { .. }, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match db.run("SELECT n / (n - n) FROM t WHERE k = 2", vec![]) {
+        Err(Error::Eval { source: EvalError::DivisionByZero, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match db.run("SELECT sum(n) FROM t", vec![]) {
+        Err(Error::Eval { source: EvalError::Overflow { .. }, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn upserts_and_returning() {
+    let mut db = Db::seeded();
+    let upsert = "INSERT INTO t (k, s, n) VALUES ($1, $2, $3) ON CONFLICT (k) DO UPDATE SET n = t.n + excluded.n RETURNING k, n";
+    assert_eq!(db.rows(upsert, vec![int(1), text("a"), int(5)]), vec![vec![int(1), int(15)]]);
+    assert_eq!(db.rows(upsert, vec![int(30), text("thirty"), int(5)]), vec![vec![int(30), int(5)]]);
+    let nothing = db.run("INSERT INTO t (k) VALUES ($1) ON CONFLICT DO NOTHING", vec![int(1)]).unwrap();
+    assert_eq!(nothing.affected, 0);
+    let guarded = "INSERT INTO t (k, n) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET n = excluded.n WHERE t.n < excluded.n RETURNING n";
+    assert_eq!(db.rows(guarded, vec![int(1), int(3)]), Vec::<Vec<Value>>::new(), "the guard fails: no update");
+    assert_eq!(db.rows(guarded, vec![int(1), int(300)]), vec![vec![int(300)]]);
+    assert_eq!(db.rows("UPDATE t SET n = n * 2 WHERE k >= 3 AND k <= 4 RETURNING k, n", vec![]), vec![vec![int(3), Value::Null], vec![int(4), int(-14)]]);
+    assert_eq!(db.rows("DELETE FROM t WHERE k = -5 RETURNING s", vec![]), vec![vec![text("e")]]);
+    assert_eq!(db.run("DELETE FROM t WHERE k = -5", vec![]).unwrap().affected, 0);
+}
+
+#[test]
+fn aggregates_sort_limit_distinct_and_join() {
+    let mut db = Db::seeded();
+    assert_eq!(db.rows("SELECT count(*), count(n), sum(n), min(s), max(k) FROM t", vec![]), vec![vec![int(5), int(4), int(63), text("a"), int(4)]]);
+    assert_eq!(db.rows("SELECT count(*), sum(n) FROM t WHERE k > 100", vec![]), vec![vec![int(0), Value::Null]], "no rows: one row out");
+    assert_eq!(db.rows("SELECT n, count(*) FROM t GROUP BY n ORDER BY n", vec![]), vec![vec![int(-7), int(1)], vec![int(10), int(2)], vec![int(50), int(1)], vec![Value::Null, int(1)]]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t ORDER BY n DESC, k", vec![])), vec![3, -5, 1, 2, 4], "NULLs first for DESC");
+    assert_eq!(ints(&db.rows("SELECT k FROM t ORDER BY n NULLS FIRST, k DESC LIMIT 3 OFFSET 1", vec![])), vec![4, 2, 1]);
+    assert_eq!(ints(&db.rows("SELECT k FROM t ORDER BY k LIMIT $1", vec![int(2)])), vec![-5, 1]);
+    assert_eq!(db.rows("SELECT DISTINCT n FROM t WHERE n IS NOT NULL ORDER BY n", vec![]), vec![vec![int(-7)], vec![int(10)], vec![int(50)]]);
+    db.run("INSERT INTO kv (a, b, v) VALUES ('a', 1, 'one'), ('a', 2, 'two'), ('c', 1, 'three')", vec![]).unwrap();
+    assert_eq!(
+        db.rows("SELECT t.k, kv.v FROM t JOIN kv ON kv.a = t.s WHERE t.k = $1 ORDER BY kv.b", vec![int(1)]),
+        vec![vec![int(1), text("one")], vec![int(1), text("two")]]
+    );
+    assert_eq!(db.rows("SELECT avg(n) FROM t WHERE n = 10", vec![]), vec![vec![Value::Double(10.0)]]);
+}
+
+#[test]
+fn a_transaction_sees_its_own_writes_and_bounds_hold() {
+    let mut db = Db::seeded();
+    let out = db
+        .txn(&[
+            ("INSERT INTO t (k, n) VALUES (10, 1), (11, 2)", vec![]),
+            ("DELETE FROM t WHERE k = 1", vec![]),
+            ("SELECT k FROM t WHERE k >= 0", vec![]),
+            ("SELECT k FROM t WHERE n >= 1", vec![]),
+        ])
+        .unwrap();
+    assert_eq!(ints(&out[2].rows), vec![2, 3, 4, 10, 11]);
+    assert_eq!(ints(&out[3].rows), vec![10, 11, 2, -5]);
+    db.limits.result_rows_max = 2;
+    assert!(matches!(db.run("SELECT k FROM t", vec![]), Err(Error::LimitExceeded { option: "result-rows-max", .. })));
+    db.limits = Limits { scan_rows_max: 3, result_rows_max: 100, write_set_max: 100 };
+    assert!(matches!(db.run("SELECT count(*) FROM t", vec![]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })));
+    db.limits = Limits { scan_rows_max: 100, result_rows_max: 100, write_set_max: 3 };
+    assert!(matches!(db.run("INSERT INTO t (k, s, n) VALUES (50, 'p', 1), (51, 'q', 2)", vec![]), Err(Error::LimitExceeded { option: "write-set-max", .. })));
+}
+
+#[test]
+fn doubles_and_text_keys_order_as_sql() {
+    let mut db = Db::new();
+    db.catalog = db.catalog.apply("CREATE TABLE f (x DOUBLE PRIMARY KEY); CREATE TABLE b (x BYTEA PRIMARY KEY)").unwrap();
+    for x in [1.5, -0.0, -2.0, f64::INFINITY, f64::NAN, 0.25] {
+        db.run("INSERT INTO f VALUES ($1)", vec![Value::Double(x)]).unwrap();
+    }
+    match db.run("INSERT INTO f VALUES ($1)", vec![Value::Double(0.0)]) {
+        Err(Error::UniqueViolation { .. }) => {}
+        other => panic!("0.0 and -0.0 are one key: {other:?}"),
+    }
+    let xs: Vec<String> = db.rows("SELECT x FROM f", vec![]).iter().map(|r| r[0].to_string()).collect();
+    assert_eq!(xs, ["-2.0", "-0.0", "0.25", "1.5", "inf", "NaN"]);
+    assert_eq!(db.rows("SELECT count(*) FROM f WHERE x > 0", vec![]), vec![vec![int(4)]], "NaN sorts above every number");
+    for x in [vec![0u8, 1], vec![0], vec![], vec![0xFF]] {
+        db.run("INSERT INTO b VALUES ($1)", vec![Value::Bytes(x)]).unwrap();
+    }
+    let bs: Vec<Value> = db.rows("SELECT x FROM b", vec![]).into_iter().map(|mut r| r.remove(0)).collect();
+    assert_eq!(bs, vec![Value::Bytes(vec![]), Value::Bytes(vec![0]), Value::Bytes(vec![0, 1]), Value::Bytes(vec![0xFF])]);
+}

@@ -1,0 +1,561 @@
+//! A partition's executor: one thread that owns the partition's state and runs its
+//! transactions serially, without locks.
+//!
+//! ```text
+//!  invoke ──(bounded by a counter)──┐
+//!  Durable(seq) from the completion ┼──> channel ──> executor thread
+//!  task; Lend / Checkpoint / Stop ──┘                  │ run body over write set ▸ overlay ▸ RocksDB
+//!                                                      │ ok + writes: encode record, enqueue append (poll once),
+//!                                                      │   stage writes in the overlay (next txn sees them)
+//!                                                      │ Durable: mark; drain the durable prefix: apply to
+//!                                                      ▼   RocksDB with the applied LSN in one batch, release replies
+//! ```
+//!
+//! Invariants: replies are released in commit order, each only once its record (hence every
+//! record before it) is durable; a read-only transaction is released once every commit it
+//! could have seen is durable; nothing of a failed transaction is staged or appended; after a
+//! failed append the partition refuses all work (fail-stop) until the engine is reopened.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use comb_log::{Entry, LogBook, Lsn};
+use tokio::sync::oneshot;
+
+use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, WriteRecord, encode_commit, partition_tag};
+use crate::error::{Error, Result};
+use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet};
+use crate::function::Registered;
+use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
+use crate::store::{Batch, Store};
+use crate::txn::Txn;
+
+/// An invocation's identity: the workflow and the step within it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct InvocationId {
+    /// The workflow id.
+    pub workflow: String,
+    /// The step id.
+    pub step: String,
+}
+
+/// What an invocation returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The function's output.
+    pub value: serde_json::Value,
+    /// The LSN of its commit record; `None` when it wrote nothing (read-only, or a
+    /// recorded output returned again).
+    pub lsn: Option<Lsn>,
+    /// Whether the output is the recorded one of an earlier invocation with the same id:
+    /// nothing ran.
+    pub replayed: bool,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Output>>;
+
+/// A future that resolves when an append is durable.
+pub(crate) type AppendFuture = Pin<Box<dyn Future<Output = comb_log::Result<Lsn>> + Send>>;
+
+/// A reply released by several partitions together (a multi-partition read).
+pub(crate) struct SharedRelease {
+    remaining: AtomicUsize,
+    reply: Mutex<Option<(Reply, Output)>>,
+}
+
+impl SharedRelease {
+    pub(crate) fn new(count: usize, reply: Reply, output: Output) -> Arc<SharedRelease> {
+        Arc::new(SharedRelease { remaining: AtomicUsize::new(count), reply: Mutex::new(Some((reply, output))) })
+    }
+
+    fn release(&self, result: Result<()>) {
+        let last = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last || result.is_err() {
+            let taken = self.reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some((reply, output)) = taken {
+                let _ = reply.send(result.map(|()| output));
+            }
+        }
+    }
+}
+
+/// Who waits for a pending commit to become durable.
+pub(crate) enum Waiter {
+    /// The committing invocation: gets the commit's LSN.
+    Commit(Reply, Output),
+    /// A read that saw the commit.
+    Read(Reply, Output),
+    /// One partition's share of a multi-partition read.
+    Shared(Arc<SharedRelease>),
+}
+
+impl Waiter {
+    fn release(self, result: Result<Lsn>) {
+        match self {
+            Waiter::Commit(reply, mut output) => {
+                let _ = reply.send(result.map(|lsn| {
+                    output.lsn = Some(lsn);
+                    output
+                }));
+            }
+            Waiter::Read(reply, output) => {
+                let _ = reply.send(result.map(|_| output));
+            }
+            Waiter::Shared(shared) => shared.release(result.map(|_| ())),
+        }
+    }
+}
+
+/// A commit staged in the overlay, waiting to be durable and applied.
+pub(crate) struct Pending {
+    seq: u64,
+    lsn: Option<Lsn>,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    waiters: Vec<Waiter>,
+}
+
+/// A partition's state: owned by its executor thread, or lent to the multi-partition
+/// coordinator while the executor waits at the barrier. One owner at a time.
+pub(crate) struct PartitionState {
+    pub(crate) id: u16,
+    pub(crate) store: Arc<Store>,
+    /// Staged writes not yet applied to the store, with the seq of the commit that wrote them.
+    overlay: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
+    pending: VecDeque<Pending>,
+    next_seq: u64,
+    pub(crate) applied_lsn: Lsn,
+    pub(crate) failed: Option<String>,
+}
+
+impl Snapshot for PartitionState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.overlay.get(key) {
+            Some((_, value)) => Ok(value.clone()),
+            None => self.store.get(key),
+        }
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let staged = self.overlay.range(start.to_vec()..end.to_vec());
+        if staged.clone().next().is_none() {
+            return self.store.scan(start, Some(end), limit);
+        }
+        let deletes = staged.clone().filter(|(_, (_, v))| v.is_none()).count();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.store.scan(start, Some(end), limit + deletes)?.into_iter().collect();
+        for (key, (_, value)) in staged {
+            match value {
+                Some(v) => merged.insert(key.clone(), v.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().take(limit + 1).collect())
+    }
+}
+
+/// Several partitions' states, lent to the coordinator: keys route by their partition.
+pub(crate) struct Several<'a>(pub(crate) &'a [Box<PartitionState>]);
+
+impl Snapshot for Several<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.0[usize::from(partition_of_key(key))].get(key)
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.0[usize::from(partition_of_key(start))].scan(start, end, limit)
+    }
+}
+
+impl PartitionState {
+    pub(crate) fn new(id: u16, store: Arc<Store>, applied_lsn: Lsn) -> PartitionState {
+        PartitionState { id, store, overlay: BTreeMap::new(), pending: VecDeque::new(), next_seq: 1, applied_lsn, failed: None }
+    }
+
+    /// Stages a commit's writes (those of this partition) in the overlay: later
+    /// transactions see them at once. Returns the commit's seq.
+    pub(crate) fn stage(&mut self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>, waiter: Option<Waiter>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for (key, value) in &writes {
+            self.overlay.insert(key.clone(), (seq, value.clone()));
+        }
+        self.pending.push_back(Pending { seq, lsn: None, writes, waiters: waiter.into_iter().collect() });
+        seq
+    }
+
+    /// Releases a read once every commit it could have seen is durable.
+    pub(crate) fn release_after_pending(&mut self, waiter: Waiter) {
+        match self.pending.back_mut() {
+            Some(last) => last.waiters.push(waiter),
+            None => waiter.release(Ok(self.applied_lsn)),
+        }
+    }
+
+    /// Whether commits are staged and not yet applied.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn mark_durable(&mut self, seq: u64, lsn: Lsn) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.seq == seq) {
+            p.lsn = Some(lsn);
+        }
+    }
+
+    /// Applies the durable prefix of the pending commits to the store in one batch, with the
+    /// applied LSN, and releases their waiters.
+    pub(crate) fn drain(&mut self) {
+        if self.failed.is_some() || self.pending.front().is_none_or(|p| p.lsn.is_none()) {
+            return;
+        }
+        let mut batch = Batch::default();
+        let mut done = Vec::new();
+        while let Some(front) = self.pending.front() {
+            let Some(lsn) = front.lsn else { break };
+            let pending = self.pending.pop_front().expect("front exists");
+            for (key, value) in &pending.writes {
+                match value {
+                    Some(v) => batch.put(key, v),
+                    None => batch.delete(key),
+                }
+            }
+            self.applied_lsn = self.applied_lsn.max(lsn);
+            done.push(pending);
+        }
+        batch.put(&meta_applied(self.id), &self.applied_lsn.to_be_bytes());
+        if let Err(err) = self.store.write(batch) {
+            // The commits are durable in the log; only applying failed. Stop: reopening
+            // replays them.
+            let cause = err.to_string();
+            for pending in done {
+                for waiter in pending.waiters {
+                    waiter.release(Err(Error::PartitionFailed { partition: self.id, cause: cause.clone() }));
+                }
+            }
+            self.fail(cause);
+            return;
+        }
+        for pending in done {
+            for (key, _) in &pending.writes {
+                if self.overlay.get(key).is_some_and(|(seq, _)| *seq == pending.seq) {
+                    self.overlay.remove(key);
+                }
+            }
+            for waiter in pending.waiters {
+                waiter.release(Ok(pending.lsn.expect("drained commits are durable")));
+            }
+        }
+    }
+
+    /// Stops the partition: every waiter gets the error, and so does all later work.
+    pub(crate) fn fail(&mut self, cause: String) {
+        tracing::error!(partition = self.id, %cause, "partition stopped");
+        for pending in self.pending.drain(..) {
+            for waiter in pending.waiters {
+                waiter.release(Err(Error::PartitionFailed { partition: self.id, cause: cause.clone() }));
+            }
+        }
+        self.failed.get_or_insert(cause);
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            Some(cause) => Err(Error::PartitionFailed { partition: self.id, cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Commands to a partition's executor.
+pub(crate) enum Command {
+    /// Run an invocation.
+    Invoke(Job),
+    /// A commit's append completed.
+    Durable { seq: u64, result: comb_log::Result<Lsn> },
+    /// Pause at the barrier: lend the state to the coordinator and wait for it back.
+    Lend { give: Sender<Box<PartitionState>>, back: Receiver<Box<PartitionState>> },
+    /// Apply what is durable and report the lowest LSN this partition still needs.
+    Checkpoint { reply: Sender<Result<Lsn>> },
+    /// Finish the commits in flight, then exit.
+    Stop,
+}
+
+/// One invocation, as queued.
+pub(crate) struct Job {
+    pub(crate) function: Arc<Registered>,
+    pub(crate) input: serde_json::Value,
+    pub(crate) id: Option<InvocationId>,
+    pub(crate) record: bool,
+    pub(crate) reply: Reply,
+}
+
+/// What every executor shares.
+pub(crate) struct Shared {
+    pub(crate) log: LogBook,
+    pub(crate) partitions: u16,
+    pub(crate) limits: Limits,
+    pub(crate) json_bytes_max: usize,
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Enqueues an append on the log's writer now, on this thread, so that appends reach the
+/// log in the order their writes were staged; the returned future resolves when durable.
+/// The first poll runs `append_batch` up to its enqueue (it needs no runtime for that).
+pub(crate) fn start_append(log: &LogBook, entry: Entry) -> std::result::Result<AppendFuture, comb_log::Error> {
+    let log = log.clone();
+    let mut future: AppendFuture = Box::pin(async move { log.append_batch(vec![entry]).await });
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Pending => Ok(future),
+        Poll::Ready(Ok(lsn)) => Ok(Box::pin(async move { Ok(lsn) })),
+        Poll::Ready(Err(err)) => Err(err),
+    }
+}
+
+/// Runs a function's body over a snapshot; an error or a panic leaves `writes` to be
+/// discarded by the caller.
+pub(crate) fn run_body(function: &Registered, snapshot: &dyn Snapshot, writes: &mut WriteSet, scope: Scope, shared: &Shared, input: serde_json::Value) -> Result<serde_json::Value> {
+    let mut txn = Txn { function, snapshot, writes, scope, partitions: shared.partitions, limits: shared.limits };
+    let outcome = catch_unwind(AssertUnwindSafe(|| (function.body)(&mut txn, input)));
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => match err.downcast::<Error>() {
+            Ok(err) => Err(*err),
+            Err(err) => Err(Error::Aborted { function: function.name.clone(), message: err.to_string() }),
+        },
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Err(Error::Panicked { function: function.name.clone(), message })
+        }
+    }
+}
+
+/// The bytes of a JSON value, bounded by `json-bytes-max`.
+pub(crate) fn json_bytes(value: &serde_json::Value, what: &'static str, limit: usize) -> Result<Vec<u8>> {
+    let bytes = serde_json::to_vec(value)?;
+    if bytes.len() > limit {
+        return Err(Error::LimitExceeded { what, size: bytes.len(), limit, option: "json-bytes-max" });
+    }
+    Ok(bytes)
+}
+
+/// Builds a commit record from a write set.
+pub(crate) fn commit_record(writes: &WriteSet, job: &Job, start_us: u64, output: Option<&[u8]>) -> CommitRecord {
+    let mut partitions: Vec<u32> = Vec::new();
+    let records = writes
+        .entries
+        .iter()
+        .map(|(key, Write { kind, before, after })| {
+            let p = u32::from(partition_of_key(key));
+            if partitions.last() != Some(&p) && !partitions.contains(&p) {
+                partitions.push(p);
+            }
+            WriteRecord { partition: p, kind: *kind as u32, object: object_of_key(key), key: key.clone(), before: before.clone(), after: after.clone() }
+        })
+        .collect();
+    partitions.sort_unstable();
+    CommitRecord {
+        version: COMMIT_VERSION,
+        partitions,
+        writes: records,
+        invocation: Some(InvocationRecord {
+            function: job.function.name.clone(),
+            workflow_id: job.id.as_ref().map(|id| id.workflow.clone()),
+            step_id: job.id.as_ref().map(|id| id.step.clone()),
+            start_us,
+            end_us: now_us(),
+            recorded: job.record && job.id.is_some(),
+        }),
+        recorded_output: output.map(<[u8]>::to_vec),
+    }
+}
+
+/// The outcome of running a job over some snapshot: either a read to release, or a commit
+/// to append.
+pub(crate) enum Ran {
+    /// Nothing written: release once what it saw is durable.
+    Read(Output),
+    /// Writes to commit, with the record's payload.
+    Commit { output: Output, writes: WriteSet, payload: Vec<u8>, tags: Vec<u64> },
+}
+
+/// Runs a job: the recorded-output lookup, the body, and the commit record. Pure: it
+/// touches only the snapshot and its own write set.
+pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, record_partition: u16, shared: &Shared) -> Result<Ran> {
+    let start_us = now_us();
+    let recorded = match (&job.id, job.record) {
+        (Some(id), true) => Some(recorded_key(record_partition, &id.workflow, &id.step)),
+        _ => None,
+    };
+    if let Some(key) = &recorded
+        && let Some(bytes) = snapshot.get(key)?
+    {
+        let value = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt { location: "a recorded output".to_owned(), detail: e.to_string() })?;
+        return Ok(Ran::Read(Output { value, lsn: None, replayed: true }));
+    }
+    let mut writes = WriteSet::default();
+    let input = std::mem::take(&mut job.input);
+    let value = run_body(&job.function, snapshot, &mut writes, scope, shared, input)?;
+    let output_bytes = json_bytes(&value, "the function's output in bytes", shared.json_bytes_max)?;
+    if let Some(key) = recorded {
+        writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(output_bytes.clone()) });
+    }
+    let output = Output { value, lsn: None, replayed: false };
+    if writes.entries.is_empty() {
+        return Ok(Ran::Read(output));
+    }
+    let record = commit_record(&writes, job, start_us, (job.record && job.id.is_some()).then_some(&output_bytes[..]));
+    let tags = record.partitions.iter().map(|p| partition_tag(*p as u16)).collect();
+    Ok(Ran::Commit { output, writes, payload: encode_commit(&record), tags })
+}
+
+/// Splits a write set by partition, as staged writes.
+pub(crate) fn split_by_partition(writes: WriteSet) -> BTreeMap<u16, Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    let mut out: BTreeMap<u16, Vec<_>> = BTreeMap::new();
+    for (key, write) in writes.entries {
+        out.entry(partition_of_key(&key)).or_default().push((key, write.after));
+    }
+    out
+}
+
+/// The executor thread of one partition.
+pub(crate) struct Executor {
+    pub(crate) state: Box<PartitionState>,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) shared: Arc<Shared>,
+    /// Appends in flight, awaited in order by this partition's completion task.
+    pub(crate) completions: tokio::sync::mpsc::UnboundedSender<(u64, AppendFuture)>,
+}
+
+/// Most durable commits left unapplied while commands keep arriving.
+const APPLY_BATCH_MAX: usize = 256;
+
+impl Executor {
+    pub(crate) fn run(mut self) {
+        let mut stopping = false;
+        loop {
+            if stopping && !self.state.has_pending() {
+                return;
+            }
+            let command = match self.commands.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => {
+                    self.state.drain();
+                    if stopping && !self.state.has_pending() {
+                        return;
+                    }
+                    match self.commands.recv() {
+                        Ok(c) => c,
+                        Err(_) => return,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => return,
+            };
+            match command {
+                Command::Invoke(job) => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    if stopping {
+                        let _ = job.reply.send(Err(Error::Closed));
+                    } else {
+                        self.invoke(job);
+                    }
+                }
+                Command::Durable { seq, result } => match result {
+                    Ok(lsn) => {
+                        self.state.mark_durable(seq, lsn);
+                        if self.state.pending.iter().take_while(|p| p.lsn.is_some()).count() >= APPLY_BATCH_MAX {
+                            self.state.drain();
+                        }
+                    }
+                    Err(err) => self.state.fail(err.to_string()),
+                },
+                Command::Lend { give, back } => {
+                    self.state.drain();
+                    let id = self.state.id;
+                    let store = Arc::clone(&self.state.store);
+                    let lent = std::mem::replace(&mut self.state, Box::new(PartitionState::new(id, store, 0)));
+                    if give.send(lent).is_err() {
+                        self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned());
+                        continue;
+                    }
+                    match back.recv() {
+                        Ok(state) => self.state = state,
+                        Err(_) => self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned()),
+                    }
+                }
+                Command::Checkpoint { reply } => {
+                    self.state.drain();
+                    let _ = reply.send(self.checkpoint());
+                }
+                Command::Stop => stopping = true,
+            }
+        }
+    }
+
+    /// Records how far this partition is applied and returns the lowest LSN it still needs.
+    fn checkpoint(&mut self) -> Result<Lsn> {
+        self.state.check()?;
+        if self.state.has_pending() {
+            return Ok(self.state.applied_lsn + 1);
+        }
+        // Nothing in flight: every record of this partition up to the tail is applied.
+        let tail = self.shared.log.tail().max(self.state.applied_lsn);
+        if tail > self.state.applied_lsn {
+            self.state.applied_lsn = tail;
+            let mut batch = Batch::default();
+            batch.put(&meta_applied(self.state.id), &tail.to_be_bytes());
+            self.state.store.write(batch)?;
+        }
+        Ok(tail + 1)
+    }
+
+    fn invoke(&mut self, mut job: Job) {
+        if let Err(err) = self.state.check() {
+            let _ = job.reply.send(Err(err));
+            return;
+        }
+        let id = self.state.id;
+        let ran = run_job(&mut job, &*self.state, Scope::Single(id), id, &self.shared);
+        match ran {
+            Err(err) => {
+                let _ = job.reply.send(Err(err));
+            }
+            Ok(Ran::Read(output)) => self.state.release_after_pending(Waiter::Read(job.reply, output)),
+            Ok(Ran::Commit { output, writes, payload, tags }) => match start_append(&self.shared.log, Entry::new(tags, payload)) {
+                Err(err) => {
+                    let _ = job.reply.send(Err(Error::Log(err)));
+                }
+                Ok(future) => {
+                    let staged = writes.entries.into_iter().map(|(k, w)| (k, w.after)).collect();
+                    let seq = self.state.stage(staged, Some(Waiter::Commit(job.reply, output)));
+                    if self.completions.send((seq, future)).is_err() {
+                        self.state.fail("the completion task stopped".to_owned());
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Awaits a partition's appends in order and reports each to its executor.
+pub(crate) async fn completion_task(mut appends: tokio::sync::mpsc::UnboundedReceiver<(u64, AppendFuture)>, executor: Sender<Command>) {
+    while let Some((seq, future)) = appends.recv().await {
+        let result = future.await;
+        if executor.send(Command::Durable { seq, result }).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Recovery on open: the catalog first, then each partition replays the log's records after
+//! its applied LSN. Replaying writes after-images, so replaying a record twice is harmless.
+
+use std::sync::Arc;
+
+use comb_log::{LogBook, Lsn};
+use comb_planner::Catalog;
+
+use crate::commit::{CATALOG_TAG, LogRecord, decode_payload, partition_tag};
+use crate::error::{Error, Result};
+use crate::keys::{meta_applied, meta_catalog_applied, meta_ddl, meta_ddl_prefix, meta_partitions};
+use crate::store::{Batch, Store};
+
+/// Records read from the log per step of replay.
+const REPLAY_BATCH_RECORDS: usize = 1024;
+
+/// Runs storage work off the async runtime's workers.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|err| Err(Error::Internal(format!("a blocking task failed: {err}"))))
+}
+
+fn read_lsn(store: &Store, key: &[u8]) -> Result<Lsn> {
+    match store.get(key)? {
+        None => Ok(0),
+        Some(bytes) => Ok(Lsn::from_be_bytes(bytes.as_slice().try_into().map_err(|_| Error::Corrupt { location: "metadata".to_owned(), detail: "an LSN is not 8 bytes".to_owned() })?)),
+    }
+}
+
+/// Checks (or, on creation, stores) the partition count.
+pub(crate) fn check_partitions(store: &Store, requested: u16) -> Result<()> {
+    match store.get(&meta_partitions())? {
+        Some(bytes) => {
+            let stored = u16::from_be_bytes(bytes.as_slice().try_into().map_err(|_| Error::Corrupt { location: "metadata".to_owned(), detail: "the partition count is not 2 bytes".to_owned() })?);
+            if stored != requested {
+                return Err(Error::PartitionCount { stored, requested });
+            }
+            Ok(())
+        }
+        None => {
+            let mut batch = Batch::default();
+            batch.put(&meta_partitions(), &requested.to_be_bytes());
+            store.write(batch)?;
+            store.flush()
+        }
+    }
+}
+
+/// Rebuilds the catalog: the DDL stored in the state store, then the catalog records after
+/// it in the log. Returns the catalog.
+pub(crate) async fn recover_catalog(store: &Arc<Store>, log: &LogBook) -> Result<Catalog> {
+    let s = Arc::clone(store);
+    let (scripts, applied) = blocking(move || {
+        let prefix = meta_ddl_prefix();
+        let end = crate::keycodec::prefix_end(&prefix).expect("the prefix is not all 0xFF");
+        let scripts = s.scan(&prefix, Some(&end), usize::MAX - 1)?;
+        Ok((scripts, read_lsn(&s, &meta_catalog_applied())?))
+    })
+    .await?;
+    let mut catalog = Catalog::new();
+    for (key, ddl) in scripts {
+        let ddl = String::from_utf8(ddl).map_err(|_| Error::Corrupt { location: format!("stored DDL {key:?}"), detail: "not UTF-8".to_owned() })?;
+        catalog = catalog.apply(&ddl).map_err(Error::Ddl)?;
+    }
+    let mut from = (applied + 1).max(log.trim_point());
+    loop {
+        let records = log.read_range(CATALOG_TAG, from, REPLAY_BATCH_RECORDS).await?;
+        let Some(last) = records.last() else { break };
+        from = last.lsn + 1;
+        let mut batch = Batch::default();
+        for record in &records {
+            if let LogRecord::Catalog(ddl) = decode_payload(&record.payload)? {
+                catalog = catalog.apply(&ddl.ddl).map_err(Error::Ddl)?;
+                batch.put(&meta_ddl(record.lsn), ddl.ddl.as_bytes());
+                batch.put(&meta_catalog_applied(), &record.lsn.to_be_bytes());
+            }
+        }
+        let s = Arc::clone(store);
+        blocking(move || s.write(batch)).await?;
+    }
+    Ok(catalog)
+}
+
+/// Replays a partition's commits after its applied LSN; returns the new applied LSN.
+pub(crate) async fn replay_partition(store: &Arc<Store>, log: &LogBook, partition: u16) -> Result<Lsn> {
+    let s = Arc::clone(store);
+    let mut applied = blocking(move || read_lsn(&s, &meta_applied(partition))).await?;
+    // A checkpoint trims only below what every partition needs, so nothing of this
+    // partition lies below the trim point.
+    let mut from = (applied + 1).max(log.trim_point());
+    let tag = partition_tag(partition);
+    let mut replayed = 0usize;
+    loop {
+        let records = log.read_range(tag, from, REPLAY_BATCH_RECORDS).await?;
+        let Some(last) = records.last() else { break };
+        from = last.lsn + 1;
+        let mut batch = Batch::default();
+        for record in &records {
+            if let LogRecord::Commit(commit) = decode_payload(&record.payload)? {
+                for write in commit.writes.iter().filter(|w| w.partition == u32::from(partition)) {
+                    match &write.after {
+                        Some(value) => batch.put(&write.key, value),
+                        None => batch.delete(&write.key),
+                    }
+                }
+            }
+            applied = record.lsn;
+            replayed += 1;
+        }
+        batch.put(&meta_applied(partition), &applied.to_be_bytes());
+        let s = Arc::clone(store);
+        blocking(move || s.write(batch)).await?;
+    }
+    tracing::debug!(partition, applied, replayed, "partition recovered");
+    Ok(applied)
+}

@@ -1,0 +1,110 @@
+//! The state store on RocksDB: the only file of this crate that names `rocksdb::`.
+//!
+//! One RocksDB instance of its own (apart from the log's), one column family, RocksDB's
+//! write-ahead log off: the shared log is the write-ahead log. Because there is one column
+//! family, a memtable flush persists a prefix of the write batches, never a part of one, so
+//! a partition's data and its applied LSN (written in the same batch) always agree on disk.
+//!
+//! Keys (see `keys.rs`): rows `partition u16 | table u32 | key`, index entries `partition u16
+//! | index u32 | index values | key`, metadata under the prefix `0xFFFF` (no partition has
+//! that number).
+
+use std::path::Path;
+
+use rocksdb::{DB, DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+
+use crate::error::{Error, Result};
+
+/// Bytes of RocksDB's memtable before it is flushed.
+const MEMTABLE_BYTES: usize = 64 << 20;
+
+/// The state store.
+pub(crate) struct Store {
+    db: DB,
+    no_wal: WriteOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.db.path()).finish()
+    }
+}
+
+fn storage(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
+    move |err| Error::Storage { operation, message: err.into_string() }
+}
+
+/// Puts and deletes applied together, atomically.
+#[derive(Default)]
+pub(crate) struct Batch {
+    inner: WriteBatch,
+}
+
+impl Batch {
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.inner.put(key, value);
+    }
+
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.inner.delete(key);
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`. Blocking.
+    pub(crate) fn open(path: &Path) -> Result<Store> {
+        std::fs::create_dir_all(path)
+            .map_err(|err| Error::Storage { operation: "create the state directory", message: format!("{}: {err}", path.display()) })?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_write_buffer_size(MEMTABLE_BYTES);
+        options.set_compression_type(DBCompressionType::Lz4);
+        options.set_max_background_jobs(2);
+        options.set_keep_log_file_num(4);
+        let db = DB::open(&options, path).map_err(|err| {
+            if err.kind() == rocksdb::ErrorKind::IOError && err.as_ref().contains("lock") {
+                Error::Storage { operation: "open the state store", message: format!("{} is in use by another open engine: {}", path.display(), err.as_ref()) }
+            } else {
+                storage("open the state store")(err)
+            }
+        })?;
+        let mut no_wal = WriteOptions::default();
+        no_wal.disable_wal(true);
+        Ok(Store { db, no_wal })
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_pinned(key).map_err(storage("read"))?.map(|v| v.to_vec()))
+    }
+
+    /// The entries with keys in `start..end` in key order, at most `limit` (`limit + 1`
+    /// signals that more exist).
+    pub(crate) fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut read = ReadOptions::default();
+        if let Some(end) = end {
+            read.set_iterate_upper_bound(end.to_vec());
+        }
+        let mut out = Vec::new();
+        for item in self.db.iterator_opt(IteratorMode::From(start, Direction::Forward), read) {
+            let (key, value) = item.map_err(storage("scan"))?;
+            out.push((key.into_vec(), value.into_vec()));
+            if out.len() > limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch without RocksDB's WAL: durable only after a flush (the log holds it
+    /// until then).
+    pub(crate) fn write(&self, batch: Batch) -> Result<()> {
+        self.db.write_opt(batch.inner, &self.no_wal).map_err(storage("write"))
+    }
+
+    /// Persists every memtable: afterwards everything written so far survives a crash.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let mut options = FlushOptions::default();
+        options.set_wait(true);
+        self.db.flush_opt(&options).map_err(storage("flush"))
+    }
+}

@@ -1,0 +1,337 @@
+//! The engine through its public API: functions as transactions, commit through the log,
+//! rollback, recording, recovery, checkpoints, bounds and multi-partition transactions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use comb_backend::{CATALOG_TAG, Engine, EngineOptions, Error, Function, Invocation, LogRecord, Txn, decode_payload, partition_tag};
+use comb_log::ANY_TAG;
+use serde_json::{Value as Json, json};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn options(partitions: u16) -> EngineOptions {
+    EngineOptions { partitions, ..EngineOptions::default() }
+}
+
+const DDL: &str = "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)";
+
+fn id(input: &Json, field: &str) -> i64 {
+    input[field].as_i64().expect("an integer field")
+}
+
+/// Registers the functions the tests use; `runs` counts bodies that ran.
+fn register(engine: &Engine, runs: &Arc<AtomicUsize>) {
+    let r = Arc::clone(runs);
+    engine
+        .register(
+            Function::new("deposit")
+                .statement("add", "INSERT INTO accounts (id, balance) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING balance")
+                .partition_by("id")
+                .run(move |tx: &mut Txn<'_>, input| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let balance: i64 = tx.query_one("add", (id(&input, "id"), id(&input, "amount")))?;
+                    Ok(json!({ "balance": balance }))
+                }),
+        )
+        .unwrap();
+    engine
+        .register(
+            Function::new("balance")
+                .statement("get", "SELECT balance FROM accounts WHERE id = $1")
+                .partition_by("id")
+                .run(|tx, input| Ok(json!(tx.query_opt::<i64>("get", (id(&input, "id"),))?))),
+        )
+        .unwrap();
+    engine
+        .register(
+            Function::new("deposit_then_fail")
+                .statement("add", "INSERT INTO accounts (id, balance) VALUES ($1, 1)")
+                .partition_by("id")
+                .run(|tx, input| {
+                    tx.execute("add", (id(&input, "id"),))?;
+                    if input["panic"].as_bool() == Some(true) {
+                        panic!("the body panicked on purpose");
+                    }
+                    Err("insufficient funds".into())
+                }),
+        )
+        .unwrap();
+    engine
+        .register(
+            // No partition key: a multi-partition transaction.
+            Function::new("transfer")
+                .statement("take", "UPDATE accounts SET balance = balance - $2 WHERE id = $1 AND balance >= $2")
+                .statement("give", "UPDATE accounts SET balance = balance + $2 WHERE id = $1")
+                .run(|tx, input| {
+                    let amount = id(&input, "amount");
+                    if tx.execute("take", (id(&input, "from"), amount))? == 0 {
+                        return Err("insufficient funds".into());
+                    }
+                    if tx.execute("give", (id(&input, "to"), amount))? == 0 {
+                        return Err("no such account".into());
+                    }
+                    Ok(json!("ok"))
+                }),
+        )
+        .unwrap();
+    engine
+        .register(Function::new("total").statement("sum", "SELECT sum(balance), count(*) FROM accounts").run(|tx, _| {
+            let (sum, count): (Option<i64>, i64) = tx.query_one("sum", ())?;
+            Ok(json!({ "sum": sum, "count": count }))
+        }))
+        .unwrap();
+}
+
+async fn open(dir: &std::path::Path, partitions: u16, runs: &Arc<AtomicUsize>) -> Engine {
+    let engine = Engine::open(dir, options(partitions)).await.unwrap();
+    if engine.catalog().table("accounts").is_none() {
+        engine.execute_ddl(DDL).await.unwrap();
+    }
+    register(&engine, runs);
+    engine
+}
+
+async fn balance(engine: &Engine, account: i64) -> Json {
+    engine.invoke(Invocation::new("balance", json!({ "id": account }))).await.unwrap().value
+}
+
+#[test]
+fn functions_commit_through_the_log_and_see_earlier_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        let tail = engine.log().tail();
+        let out = engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 10 }))).await.unwrap();
+        assert_eq!(out.value, json!({ "balance": 10 }));
+        assert_eq!(out.lsn, Some(tail + 1), "one commit is one record");
+        let record = engine.log().read_next(ANY_TAG, tail + 1).await.unwrap().unwrap();
+        let p = engine.partition_of(&comb_backend::Value::Int(1));
+        assert_eq!(record.tags, vec![partition_tag(p)]);
+        let LogRecord::Commit(commit) = decode_payload(&record.payload).unwrap() else { panic!("not a commit") };
+        assert_eq!(commit.partitions, vec![u32::from(p)]);
+        assert_eq!(commit.writes.len(), 1);
+        assert_eq!(commit.writes[0].before, None);
+        assert_eq!(commit.invocation.as_ref().unwrap().function, "deposit");
+
+        // Many concurrent invocations, pipelined: each sees the ones before it.
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            let engine = engine.clone();
+            handles.push(tokio::spawn(async move { engine.invoke(Invocation::new("deposit", json!({ "id": i % 4, "amount": 1 }))).await }));
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        assert_eq!(balance(&engine, 1).await, json!(60));
+        assert_eq!(balance(&engine, 2).await, json!(50));
+        assert_eq!(balance(&engine, 99).await, json!(null));
+        let out = engine.invoke(Invocation::new("balance", json!({ "id": 1 }))).await.unwrap();
+        assert_eq!(out.lsn, None, "a read-only transaction appends nothing");
+        assert_eq!(engine.log().tail(), tail + 201);
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn errors_and_panics_roll_back_and_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        let tail = engine.log().tail();
+        match engine.invoke(Invocation::new("deposit_then_fail", json!({ "id": 5 }))).await {
+            Err(Error::Aborted { function, message }) => assert_eq!((function.as_str(), message.as_str()), ("deposit_then_fail", "insufficient funds")),
+            other => panic!("{other:?}"),
+        }
+        match engine.invoke(Invocation::new("deposit_then_fail", json!({ "id": 5, "panic": true }))).await {
+            Err(Error::Panicked { message, .. }) => assert_eq!(message, "the body panicked on purpose"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(balance(&engine, 5).await, json!(null));
+        assert_eq!(engine.log().tail(), tail, "nothing reached the log");
+        // A SQL error inside the body passes through as itself.
+        engine.invoke(Invocation::new("deposit", json!({ "id": 6, "amount": i64::MAX }))).await.unwrap();
+        match engine.invoke(Invocation::new("deposit", json!({ "id": 6, "amount": 1 }))).await {
+            Err(Error::Eval { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        match engine.invoke(Invocation::new("deposit", json!({ "amount": 1 }))).await {
+            Err(Error::BadInput { message, .. }) => assert!(message.contains("\"id\""), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(engine.invoke(Invocation::new("nope", json!({}))).await, Err(Error::UnknownFunction { .. })));
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn recorded_invocations_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        let call = || Invocation::new("deposit", json!({ "id": 1, "amount": 5 })).id("wf-1", "step-a").record();
+        let first = engine.invoke(call()).await.unwrap();
+        assert!(!first.replayed && first.lsn.is_some());
+        let again = engine.invoke(call()).await.unwrap();
+        assert_eq!((again.value.clone(), again.replayed, again.lsn), (first.value.clone(), true, None));
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the second invocation ran nothing");
+        // Another step of the same workflow runs.
+        engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 })).id("wf-1", "step-b").record()).await.unwrap();
+        assert_eq!(balance(&engine, 1).await, json!(10));
+        // The record carries the output.
+        let record = engine.log().read_prev(ANY_TAG, first.lsn.unwrap()).await.unwrap().unwrap();
+        let LogRecord::Commit(commit) = decode_payload(&record.payload).unwrap() else { panic!() };
+        assert_eq!(commit.recorded_output.as_deref(), Some(&b"{\"balance\":5}"[..]));
+        assert_eq!(commit.invocation.unwrap().workflow_id.as_deref(), Some("wf-1"));
+        engine.close().await.unwrap();
+
+        // Also after a restart.
+        let engine = open(dir.path(), 2, &runs).await;
+        let after = engine.invoke(call()).await.unwrap();
+        assert!(after.replayed);
+        assert_eq!(after.value, first.value);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn recovery_replays_the_log_and_checkpoints_trim_it() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 3, &runs).await;
+        for i in 0..30 {
+            engine.invoke(Invocation::new("deposit", json!({ "id": i % 6, "amount": i }))).await.unwrap();
+        }
+        engine.close().await.unwrap();
+
+        let engine = open(dir.path(), 3, &runs).await;
+        let expected: Vec<Json> = (0..6).map(|a| json!((0..30).filter(|i| i % 6 == a).sum::<i64>())).collect();
+        for a in 0..6 {
+            assert_eq!(balance(&engine, a).await, expected[a as usize]);
+        }
+        engine.hold_trim("tracing", 5);
+        assert_eq!(engine.checkpoint().await.unwrap(), 5, "a consumer holds the trim point back");
+        engine.release_trim("tracing");
+        let tail = engine.log().tail();
+        assert_eq!(engine.checkpoint().await.unwrap(), tail + 1, "everything is applied and flushed");
+        engine.invoke(Invocation::new("deposit", json!({ "id": 0, "amount": 1000 }))).await.unwrap();
+        engine.close().await.unwrap();
+
+        // The catalog record was trimmed; the catalog comes back from the state store.
+        let engine = open(dir.path(), 3, &runs).await;
+        assert_eq!(balance(&engine, 0).await, json!(expected[0].as_i64().unwrap() + 1000));
+        assert_eq!(balance(&engine, 5).await, expected[5]);
+        assert!(engine.log().read_next(CATALOG_TAG, engine.log().trim_point()).await.unwrap().is_none());
+        engine.close().await.unwrap();
+
+        match Engine::open(dir.path(), options(4)).await {
+            Err(Error::PartitionCount { stored: 3, requested: 4 }) => {}
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn multi_partition_transactions_are_atomic_and_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 4, &runs).await;
+        let accounts: Vec<i64> = (0..8).collect();
+        for a in &accounts {
+            engine.invoke(Invocation::new("deposit", json!({ "id": a, "amount": 100 }))).await.unwrap();
+        }
+        // Two accounts in different partitions.
+        let (a, b) = (0..8).flat_map(|a| (0..8).map(move |b| (a, b))).find(|(a, b)| engine.partition_of(&comb_backend::Value::Int(*a)) != engine.partition_of(&comb_backend::Value::Int(*b))).unwrap();
+        let out = engine.invoke(Invocation::new("transfer", json!({ "from": a, "to": b, "amount": 30 }))).await.unwrap();
+        let record = engine.log().read_next(ANY_TAG, out.lsn.unwrap()).await.unwrap().unwrap();
+        let mut tags = vec![partition_tag(engine.partition_of(&comb_backend::Value::Int(a))), partition_tag(engine.partition_of(&comb_backend::Value::Int(b)))];
+        tags.sort();
+        assert_eq!(record.tags, tags, "one record carries both partitions' tags");
+        assert_eq!(balance(&engine, a).await, json!(70));
+        assert_eq!(balance(&engine, b).await, json!(130));
+        // A failed multi-partition transaction leaves nothing.
+        assert!(engine.invoke(Invocation::new("transfer", json!({ "from": a, "to": 999, "amount": 1 }))).await.is_err());
+        assert_eq!(balance(&engine, a).await, json!(70));
+
+        // Concurrent single- and multi-partition transactions conserve money.
+        let mut handles = Vec::new();
+        for i in 0..300i64 {
+            let engine = engine.clone();
+            handles.push(tokio::spawn(async move {
+                if i % 3 == 0 {
+                    let _ = engine.invoke(Invocation::new("transfer", json!({ "from": i % 8, "to": (i / 8) % 8, "amount": 7 }))).await;
+                } else {
+                    engine.invoke(Invocation::new("balance", json!({ "id": i % 8 }))).await.unwrap();
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value, json!({ "sum": 800, "count": 8 }));
+        engine.close().await.unwrap();
+        let engine = open(dir.path(), 4, &runs).await;
+        assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value, json!({ "sum": 800, "count": 8 }));
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_full_queue_is_overloaded_and_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(dir.path(), EngineOptions { partitions: 1, queue_invocations_max: 1, ..EngineOptions::default() }).await.unwrap();
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let started = std::sync::Mutex::new(started);
+        let released = std::sync::Mutex::new(released);
+        engine
+            .register(Function::new("block").partition_by("k").run(move |_, _| {
+                let _ = started.lock().unwrap().send(());
+                released.lock().unwrap().recv().unwrap();
+                Ok(json!(null))
+            }))
+            .unwrap();
+        let first = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.invoke(Invocation::new("block", json!({ "k": 1 }))).await }
+        });
+        tokio::task::spawn_blocking(move || is_started.recv().unwrap()).await.unwrap();
+        // The second waits in the queue (bound 1): polling it once submits it.
+        let mut second = Box::pin(engine.invoke(Invocation::new("block", json!({ "k": 1 }))));
+        assert!(futures::poll!(&mut second).is_pending());
+        let err = engine.invoke(Invocation::new("block", json!({ "k": 1 }))).await.unwrap_err();
+        assert!(matches!(err, Error::Overloaded { partition: 0, limit: 1 }) && err.is_retryable(), "{err}");
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap();
+        let big = json!({ "k": 1, "pad": "x".repeat(2 << 20) });
+        assert!(matches!(engine.invoke(Invocation::new("block", big)).await, Err(Error::LimitExceeded { option: "json-bytes-max", .. })));
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn registration_reports_every_bad_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(dir.path(), options(1)).await.unwrap();
+        engine.execute_ddl(DDL).await.unwrap();
+        let bad = Function::new("bad").statement("a", "SELECT nope FROM accounts").statement("b", "SELECT * FROM missing");
+        match engine.register(bad) {
+            Err(Error::Function(errors)) => assert_eq!(errors.errors.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(engine.execute_ddl("CREATE TABLE broken (x BIGINT)").await, Err(Error::Ddl(_))));
+        engine.close().await.unwrap();
+    });
+}
