@@ -111,6 +111,11 @@ impl LogBook {
 
     /// Appends records atomically, with consecutive LSNs, and returns the first LSN once all
     /// of them are durable. After a crash either all of them are present or none is.
+    ///
+    /// Ordering guarantee (the backend relies on it): the append is validated and enqueued
+    /// on the future's first poll, so appends first polled one after another from one thread
+    /// get increasing LSNs, whoever awaits them later; a refusal (`QueueFull`, a bound) is
+    /// the result of that first poll too.
     pub async fn append_batch(&self, mut entries: Vec<Entry>) -> Result<Lsn> {
         let bytes = self.validate(&mut entries)?;
         let (reply, answer) = oneshot::channel();
