@@ -18,7 +18,7 @@ pub type Body = dyn Fn(&mut Txn<'_>, serde_json::Value) -> Result<serde_json::Va
 
 /// A function to register: its statements, its partition key, and its body.
 ///
-/// ```ignore
+/// ```text
 /// Function::new("deposit")
 ///     .statement("add", "UPDATE accounts SET balance = balance + $2 WHERE id = $1")
 ///     .partition_by("account")
