@@ -37,10 +37,12 @@ pub struct CommitRecord {
     /// Every key written.
     #[prost(message, repeated, tag = "3")]
     pub writes: Vec<WriteRecord>,
-    /// Who ran, and when.
-    #[prost(message, optional, tag = "4")]
-    pub invocation: Option<InvocationRecord>,
-    /// The function's output (JSON), when the invocation asked for recording.
+    /// Who ran, and when: one invocation, or the functions of a multi-function transaction
+    /// in the order they ran. (Repeated since version 1's single field: same encoding.)
+    #[prost(message, repeated, tag = "4")]
+    pub invocations: Vec<InvocationRecord>,
+    /// The function's output (JSON), when a single invocation asked for recording; the
+    /// outputs of a multi-function transaction are among its writes.
     #[prost(bytes = "vec", optional, tag = "5")]
     pub recorded_output: Option<Vec<u8>>,
 }
@@ -145,7 +147,7 @@ mod tests {
             version: COMMIT_VERSION,
             partitions: vec![0, 3],
             writes: vec![WriteRecord { partition: 3, kind: 0, object: 7, key: vec![0, 3, 0, 0, 0, 7, 1], before: None, after: Some(vec![1, 0]) }],
-            invocation: Some(InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), step_id: None, start_us: 1, end_us: 2, recorded: true }),
+            invocations: vec![InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), step_id: None, start_us: 1, end_us: 2, recorded: true }],
             recorded_output: Some(b"42".to_vec()),
         };
         assert_eq!(decode_payload(&encode_commit(&record)).unwrap(), LogRecord::Commit(record));

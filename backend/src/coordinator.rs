@@ -66,7 +66,7 @@ impl Coordinator {
             hand_back(states, &backs);
             return;
         }
-        let record_partition = job.id.as_ref().map_or(0, |id| partition_of(&Value::Text(id.workflow.clone()), self.shared.partitions));
+        let record_partition = job.record_partition.unwrap_or_else(|| job.first_id().map_or(0, |id| partition_of(&Value::Text(id.workflow.clone()), self.shared.partitions)));
         let ran: Result<Ran> = states
             .iter()
             .try_for_each(|s| match &s.failed {

@@ -19,7 +19,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
-use crate::partition::{Command, Executor, InvocationId, Job, Output, PartitionState, Shared, completion_task, json_bytes};
+use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, completion_task, json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
 use crate::store::{Batch, Store};
 
@@ -116,6 +116,40 @@ impl Invocation {
 struct Registry {
     catalog: Arc<Catalog>,
     functions: BTreeMap<String, (Function, Arc<Registered>)>,
+}
+
+impl Registry {
+    fn function(&self, name: &str) -> Result<&Arc<Registered>> {
+        self.functions.get(name).map(|(_, f)| f).ok_or_else(|| Error::UnknownFunction { name: name.to_owned() })
+    }
+}
+
+/// One function of a multi-function transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionStep {
+    /// The function's name.
+    pub function: String,
+    /// The invocation's identity (workflow id, step id).
+    pub id: Option<InvocationId>,
+    /// Record the output with the effects (needs an id).
+    pub record: bool,
+}
+
+/// Several functions run in order as one transaction.
+pub struct Transaction {
+    /// The functions, in the order they run.
+    pub steps: Vec<TransactionStep>,
+    /// The first function's input.
+    pub input: serde_json::Value,
+    /// Computes each later function's input from the outputs before it; an error aborts
+    /// the transaction.
+    pub next_input: Arc<NextInputFn>,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").field("steps", &self.steps).field("input", &self.input).finish_non_exhaustive()
+    }
 }
 
 struct Queue<T> {
@@ -323,20 +357,68 @@ impl Engine {
     /// wrote nothing, once everything it could have read is durable).
     pub async fn invoke(&self, invocation: Invocation) -> Result<Output> {
         let registry = self.registry();
-        let (_, function) = registry.functions.get(&invocation.function).ok_or_else(|| Error::UnknownFunction { name: invocation.function.clone() })?;
+        let function = registry.function(&invocation.function)?;
         json_bytes(&invocation.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
-        let function = Arc::clone(function);
+        let member = Member { function: Arc::clone(function), id: invocation.id, record: invocation.record };
+        let partition = if function.single_partition { Some(partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions)) } else { None };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let limit = self.inner.options.queue_invocations_max;
-        if function.single_partition {
-            let p = partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions);
-            let job = Job { function, input: invocation.input, id: invocation.id, record: invocation.record, reply };
-            self.inner.partitions[usize::from(p)].submit(Command::Invoke(job), p, limit)?;
-        } else {
-            let job = Job { function, input: invocation.input, id: invocation.id, record: invocation.record, reply };
-            self.inner.coordinator.submit(CoordinatorCommand::Invoke(job), u16::MAX, limit)?;
-        }
+        let job = Job { members: vec![member], input: invocation.input, next_input: None, record_partition: None, reply };
+        self.submit(job, partition)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs several functions in order as ONE transaction (one commit record, atomic): a
+    /// multi-function transaction. Each later function's input is computed from the outputs
+    /// before it. The output's value is the array of the functions' outputs.
+    ///
+    /// It runs on the partition of the first function's partition key when every function
+    /// is single-partition and every later key falls in the same partition; otherwise (found
+    /// out at run time, before anything commits) as a multi-partition transaction. Recorded
+    /// outputs live in the first function's partition either way, so a second invocation
+    /// finds them wherever the first ran.
+    pub async fn invoke_transaction(&self, transaction: Transaction) -> Result<Output> {
+        let registry = self.registry();
+        if transaction.steps.is_empty() {
+            return Err(Error::Internal("a transaction needs at least one function".to_owned()));
+        }
+        let mut members = Vec::with_capacity(transaction.steps.len());
+        for step in transaction.steps {
+            members.push(Member { function: Arc::clone(registry.function(&step.function)?), id: step.id, record: step.record });
+        }
+        json_bytes(&transaction.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
+        let first = &members[0].function;
+        let single = members.iter().all(|m| m.function.single_partition);
+        let home = if first.single_partition { Some(partition_of(&first.partition_key(&transaction.input)?, self.inner.options.partitions)) } else { None };
+        let next_input = Some(transaction.next_input);
+        if single {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let input = transaction.input.clone();
+            let members_again: Vec<Member> = members.iter().map(|m| Member { function: Arc::clone(&m.function), id: m.id.clone(), record: m.record }).collect();
+            let job = Job { members: members_again, input, next_input: next_input.clone(), record_partition: home, reply };
+            self.submit(job, home)?;
+            match answer.await.map_err(|_| Error::Closed)? {
+                Err(Error::WrongPartition { .. }) => {}
+                other => return other,
+            }
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job { members, input: transaction.input, next_input, record_partition: home, reply };
+        self.submit(job, None)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Queues a job on a partition's executor, or on the coordinator (`None`).
+    fn submit(&self, job: Job, partition: Option<u16>) -> Result<()> {
+        let limit = self.inner.options.queue_invocations_max;
+        match partition {
+            Some(p) => self.inner.partitions[usize::from(p)].submit(Command::Invoke(job), p, limit),
+            None => self.inner.coordinator.submit(CoordinatorCommand::Invoke(job), u16::MAX, limit),
+        }
+    }
+
+    /// Tells whether a registered function writes nothing.
+    pub fn is_read_only(&self, function: &str) -> Option<bool> {
+        self.registry().functions.get(function).map(|(_, f)| f.prepared.read_only)
     }
 
     /// Holds the log's trim point back for a consumer (the tracing layer, say) that still

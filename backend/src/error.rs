@@ -123,6 +123,15 @@ pub enum Error {
     },
 
     /// DDL that the planner refused.
+    /// A function's definition is inconsistent (beyond what the planner checks).
+    #[error("function {function} is invalid: {message}")]
+    InvalidFunction {
+        /// The function.
+        function: String,
+        /// What is wrong.
+        message: String,
+    },
+
     #[error("DDL refused: {0}")]
     Ddl(PlanErrors),
 

@@ -29,6 +29,63 @@ pub struct Function {
     pub(crate) decl: comb_planner::Function,
     pub(crate) partition_by: Option<String>,
     pub(crate) body: Arc<Body>,
+    /// For a SQL-only function: how many input fields each statement names, checked
+    /// against its parameters at registration.
+    pub(crate) sql_params: Option<Vec<usize>>,
+}
+
+/// A function made of SQL alone, registered at run time: its statements run in order in
+/// one transaction, each parameter taken from a named field of the input, and it returns
+/// the rows of its last statement as an array of objects (column name to value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SqlFunction {
+    /// The function's name.
+    pub name: String,
+    /// The statements, run in order.
+    pub statements: Vec<SqlStatement>,
+    /// The input field holding the partition key; `None`: a multi-partition function.
+    #[serde(default)]
+    pub partition_by: Option<String>,
+}
+
+/// One statement of a [`SqlFunction`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SqlStatement {
+    /// The statement's name, unique in the function.
+    pub name: String,
+    /// The SQL, with parameters `$1`, `$2`, ...
+    pub sql: String,
+    /// The input field of each parameter: `params[0]` gives `$1`.
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+/// A JSON input value as a statement parameter; the statement converts it to the
+/// parameter's type or names the mismatch.
+fn json_param(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => n.as_i64().map_or_else(|| Value::Double(n.as_f64().unwrap_or(f64::NAN)), Value::Int),
+        serde_json::Value::String(s) => Value::Text(s.clone()),
+        other => Value::Text(other.to_string()),
+    }
+}
+
+/// A SQL value as JSON: numbers, strings, booleans and null as themselves, bytes as an
+/// array of numbers, timestamps in their text form.
+pub fn value_to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Double(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Text(s) => serde_json::Value::String(s.clone()),
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Bytes(b) => serde_json::Value::from(b.clone()),
+        Value::Timestamp(t) => serde_json::Value::String(comb_planner::format_timestamp(*t)),
+    }
 }
 
 impl std::fmt::Debug for Function {
@@ -41,7 +98,39 @@ impl Function {
     /// Starts a function with no statements, no partition key, and a body that returns
     /// `null`.
     pub fn new(name: impl Into<String>) -> Function {
-        Function { decl: comb_planner::Function::new(name), partition_by: None, body: Arc::new(|_: &mut Txn<'_>, _: serde_json::Value| Ok(serde_json::Value::Null)) }
+        Function { decl: comb_planner::Function::new(name), partition_by: None, body: Arc::new(|_: &mut Txn<'_>, _: serde_json::Value| Ok(serde_json::Value::Null)), sql_params: None }
+    }
+
+    /// A SQL-only function from its definition.
+    pub fn sql(definition: &SqlFunction) -> Function {
+        let mut function = Function::new(definition.name.clone());
+        for statement in &definition.statements {
+            function = function.statement(statement.name.clone(), statement.sql.clone());
+        }
+        if let Some(field) = &definition.partition_by {
+            function = function.partition_by(field.clone());
+        }
+        function.sql_params = Some(definition.statements.iter().map(|s| s.params.len()).collect());
+        let name = definition.name.clone();
+        let statements: Vec<(String, Vec<String>)> = definition.statements.iter().map(|s| (s.name.clone(), s.params.clone())).collect();
+        function.body = Arc::new(move |tx: &mut Txn<'_>, input: serde_json::Value| {
+            let mut last = crate::txn::Rows::default();
+            for (statement, fields) in &statements {
+                let mut params = Vec::with_capacity(fields.len());
+                for field in fields {
+                    let value = input.get(field).ok_or_else(|| Error::BadInput { function: name.clone(), message: format!("statement {statement} needs input field {field:?}, which is missing") })?;
+                    params.push(json_param(value));
+                }
+                last = tx.query(statement, params)?;
+            }
+            let rows = last
+                .rows
+                .iter()
+                .map(|row| serde_json::Value::Object(last.columns.iter().cloned().zip(row.iter().map(value_to_json)).collect()))
+                .collect();
+            Ok(serde_json::Value::Array(rows))
+        });
+        function
     }
 
     /// Declares a named statement; the body may run only declared statements.
@@ -111,6 +200,23 @@ impl Registered {
     /// Prepares a function's statements; every finding at once.
     pub(crate) fn prepare(function: &Function, catalog: &Arc<Catalog>) -> Result<Registered> {
         let prepared = catalog.prepare_function(&function.decl).map_err(Error::Function)?;
+        if let Some(counts) = &function.sql_params {
+            let mismatched: Vec<String> = prepared
+                .statements
+                .iter()
+                .zip(counts)
+                .filter(|((_, p), fields)| p.params.len() != **fields)
+                .map(|((name, p), fields)| format!("statement {name} has {} parameters but names {fields} input fields", p.params.len()))
+                .collect();
+            if !mismatched.is_empty() {
+                return Err(Error::InvalidFunction { function: function.decl.name.clone(), message: mismatched.join("; ") });
+            }
+        }
+        if let Some(field) = &function.partition_by
+            && field.is_empty()
+        {
+            return Err(Error::InvalidFunction { function: function.decl.name.clone(), message: "the partition key field is empty".to_owned() });
+        }
         let pinned = prepared.statements.iter().all(|(_, p)| !matches!(p.partition, PartitionKey::MultiPartition));
         Ok(Registered {
             name: function.decl.name.clone(),

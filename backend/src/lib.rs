@@ -77,11 +77,11 @@ pub mod testkit;
 mod txn;
 
 pub use commit::{CATALOG_TAG, COMMIT_VERSION, CatalogRecord, CommitRecord, InvocationRecord, LogRecord, WriteRecord, decode_payload, encode_catalog, encode_commit, partition_tag};
-pub use engine::{Engine, EngineOptions, Invocation};
+pub use engine::{Engine, EngineOptions, Invocation, Transaction, TransactionStep};
 pub use error::{Error, Result};
-pub use function::{Body, BoxError, Function};
+pub use function::{Body, BoxError, Function, SqlFunction, SqlStatement, value_to_json};
 pub use keys::PARTITIONS_MAX;
-pub use partition::{InvocationId, Output};
+pub use partition::{InvocationId, NextInput, NextInputFn, Output};
 pub use row::{decode_row, encode_row};
 pub use txn::{FromRow, FromValue, Params, Rows, ToValue, Txn};
 

@@ -33,6 +33,7 @@ use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, WriteRecord,
 use crate::error::{Error, Result};
 use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet};
 use crate::function::Registered;
+use crate::keycodec::partition_of;
 use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
 use crate::store::{Batch, Store};
 use crate::txn::Txn;
@@ -60,6 +61,20 @@ pub struct Output {
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Output>>;
+
+/// What the input function of a multi-function transaction is told.
+#[derive(Debug)]
+pub struct NextInput<'a> {
+    /// The member whose input is wanted (1 for the second).
+    pub index: usize,
+    /// The outputs of the members before it, in order.
+    pub outputs: &'a [serde_json::Value],
+    /// The partition that holds the transaction's recorded outputs.
+    pub partition: u16,
+}
+
+/// Computes the input of a later member of a multi-function transaction.
+pub type NextInputFn = dyn Fn(&NextInput<'_>) -> std::result::Result<serde_json::Value, crate::function::BoxError> + Send + Sync;
 
 /// A future that resolves when an append is durable.
 pub(crate) type AppendFuture = Pin<Box<dyn Future<Output = comb_log::Result<Lsn>> + Send>>;
@@ -286,13 +301,32 @@ pub(crate) enum Command {
     Stop,
 }
 
-/// One invocation, as queued.
-pub(crate) struct Job {
+/// One function of a queued transaction.
+pub(crate) struct Member {
     pub(crate) function: Arc<Registered>,
-    pub(crate) input: serde_json::Value,
     pub(crate) id: Option<InvocationId>,
     pub(crate) record: bool,
+}
+
+/// One transaction, as queued: one function, or several run in order (a multi-function
+/// transaction) whose later inputs are computed from the earlier outputs.
+pub(crate) struct Job {
+    pub(crate) members: Vec<Member>,
+    /// The first member's input.
+    pub(crate) input: serde_json::Value,
+    /// The later members' inputs.
+    pub(crate) next_input: Option<Arc<NextInputFn>>,
+    /// The partition that holds the recorded outputs; `None`: the executing partition, or
+    /// for a multi-partition run the partition of the workflow id.
+    pub(crate) record_partition: Option<u16>,
     pub(crate) reply: Reply,
+}
+
+impl Job {
+    /// The first member's identity, if it has one.
+    pub(crate) fn first_id(&self) -> Option<&InvocationId> {
+        self.members.first().and_then(|m| m.id.as_ref())
+    }
 }
 
 /// What every executor shares.
@@ -351,8 +385,8 @@ pub(crate) fn json_bytes(value: &serde_json::Value, what: &'static str, limit: u
     Ok(bytes)
 }
 
-/// Builds a commit record from a write set.
-pub(crate) fn commit_record(writes: &WriteSet, job: &Job, start_us: u64, output: Option<&[u8]>) -> CommitRecord {
+/// Builds a commit record from a write set and the invocations that made it.
+pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord>, output: Option<&[u8]>) -> CommitRecord {
     let mut partitions: Vec<u32> = Vec::new();
     let records = writes
         .entries
@@ -366,20 +400,7 @@ pub(crate) fn commit_record(writes: &WriteSet, job: &Job, start_us: u64, output:
         })
         .collect();
     partitions.sort_unstable();
-    CommitRecord {
-        version: COMMIT_VERSION,
-        partitions,
-        writes: records,
-        invocation: Some(InvocationRecord {
-            function: job.function.name.clone(),
-            workflow_id: job.id.as_ref().map(|id| id.workflow.clone()),
-            step_id: job.id.as_ref().map(|id| id.step.clone()),
-            start_us,
-            end_us: now_us(),
-            recorded: job.record && job.id.is_some(),
-        }),
-        recorded_output: output.map(<[u8]>::to_vec),
-    }
+    CommitRecord { version: COMMIT_VERSION, partitions, writes: records, invocations, recorded_output: output.map(<[u8]>::to_vec) }
 }
 
 /// The outcome of running a job over some snapshot: either a read to release, or a commit
@@ -391,32 +412,100 @@ pub(crate) enum Ran {
     Commit { output: Output, writes: WriteSet, payload: Vec<u8>, tags: Vec<u64> },
 }
 
-/// Runs a job: the recorded-output lookup, the body, and the commit record. Pure: it
-/// touches only the snapshot and its own write set.
-pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, record_partition: u16, shared: &Shared) -> Result<Ran> {
-    let start_us = now_us();
-    let recorded = match (&job.id, job.record) {
-        (Some(id), true) => Some(recorded_key(record_partition, &id.workflow, &id.step)),
-        _ => None,
+fn decode_recorded(bytes: &[u8]) -> Result<serde_json::Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt { location: "a recorded output".to_owned(), detail: e.to_string() })
+}
+
+/// The outputs of a transaction that already committed with recording: `Some` when its
+/// first recorded member's output exists (the members committed together, so every
+/// recorded member's output does); members that do not record get `null`.
+fn recorded_outputs(job: &Job, snapshot: &dyn Snapshot, record_partition: u16) -> Result<Option<Vec<serde_json::Value>>> {
+    let key = |m: &Member| m.id.as_ref().filter(|_| m.record).map(|id| recorded_key(record_partition, &id.workflow, &id.step));
+    let Some(first) = job.members.iter().find_map(key) else {
+        return Ok(None);
     };
-    if let Some(key) = &recorded
-        && let Some(bytes) = snapshot.get(key)?
-    {
-        let value = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt { location: "a recorded output".to_owned(), detail: e.to_string() })?;
-        return Ok(Ran::Read(Output { value, lsn: None, replayed: true }));
+    let Some(bytes) = snapshot.get(&first)? else {
+        return Ok(None);
+    };
+    let mut values = Vec::with_capacity(job.members.len());
+    let mut first_bytes = Some(bytes);
+    for member in &job.members {
+        let value = match key(member) {
+            None => serde_json::Value::Null,
+            Some(k) => match first_bytes.take() {
+                Some(bytes) if k == first => decode_recorded(&bytes)?,
+                other => {
+                    first_bytes = other;
+                    match snapshot.get(&k)? {
+                        Some(bytes) => decode_recorded(&bytes)?,
+                        None => return Err(Error::Internal(format!("a transaction's recorded output for {k:?} is missing while another of it exists"))),
+                    }
+                }
+            },
+        };
+        values.push(value);
+    }
+    Ok(Some(values))
+}
+
+/// One output for one member, an array of outputs for several.
+fn job_value(mut values: Vec<serde_json::Value>) -> serde_json::Value {
+    if values.len() == 1 { values.pop().unwrap_or_default() } else { serde_json::Value::Array(values) }
+}
+
+/// Runs a job: the recorded-output lookup, each member's body in order over one write set,
+/// and the commit record. Pure: it touches only the snapshot and its own write set.
+pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, record_partition: u16, shared: &Shared) -> Result<Ran> {
+    if let Some(values) = recorded_outputs(job, snapshot, record_partition)? {
+        return Ok(Ran::Read(Output { value: job_value(values), lsn: None, replayed: true }));
     }
     let mut writes = WriteSet::default();
-    let input = std::mem::take(&mut job.input);
-    let value = run_body(&job.function, snapshot, &mut writes, scope, shared, input)?;
-    let output_bytes = json_bytes(&value, "the function's output in bytes", shared.json_bytes_max)?;
-    if let Some(key) = recorded {
-        writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(output_bytes.clone()) });
+    let mut values: Vec<serde_json::Value> = Vec::with_capacity(job.members.len());
+    let mut invocations = Vec::with_capacity(job.members.len());
+    let mut recorded_bytes = None;
+    for (index, member) in job.members.iter().enumerate() {
+        let start_us = now_us();
+        let input = if index == 0 {
+            std::mem::take(&mut job.input)
+        } else {
+            let next = job.next_input.as_ref().ok_or_else(|| Error::Internal("a multi-function transaction has no input function".to_owned()))?;
+            let input = next(&NextInput { index, outputs: &values, partition: record_partition })
+                .map_err(|err| Error::Aborted { function: member.function.name.clone(), message: format!("its input could not be built: {err}") })?;
+            json_bytes(&input, "the function's input in bytes", shared.json_bytes_max)?;
+            if let Scope::Single(own) = scope {
+                let found = partition_of(&member.function.partition_key(&input)?, shared.partitions);
+                if found != own {
+                    return Err(Error::WrongPartition { function: member.function.name.clone(), statement: "(its partition key)".to_owned(), expected: own, found });
+                }
+            }
+            input
+        };
+        let value = run_body(&member.function, snapshot, &mut writes, scope, shared, input)?;
+        let bytes = json_bytes(&value, "the function's output in bytes", shared.json_bytes_max)?;
+        let recorded = member.record && member.id.is_some();
+        if let (true, Some(id)) = (recorded, &member.id) {
+            let key = recorded_key(record_partition, &id.workflow, &id.step);
+            writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(bytes.clone()) });
+            recorded_bytes = Some(bytes);
+        }
+        invocations.push(InvocationRecord {
+            function: member.function.name.clone(),
+            workflow_id: member.id.as_ref().map(|id| id.workflow.clone()),
+            step_id: member.id.as_ref().map(|id| id.step.clone()),
+            start_us,
+            end_us: now_us(),
+            recorded,
+        });
+        values.push(value);
     }
-    let output = Output { value, lsn: None, replayed: false };
+    let output = Output { value: job_value(values), lsn: None, replayed: false };
     if writes.entries.is_empty() {
         return Ok(Ran::Read(output));
     }
-    let record = commit_record(&writes, job, start_us, (job.record && job.id.is_some()).then_some(&output_bytes[..]));
+    // One member's recorded output also travels in the record, for the tracing layer; a
+    // multi-function transaction's are in its writes.
+    let output_bytes = if job.members.len() == 1 { recorded_bytes } else { None };
+    let record = commit_record(&writes, invocations, output_bytes.as_deref());
     let tags = record.partitions.iter().map(|p| partition_tag(*p as u16)).collect();
     Ok(Ran::Commit { output, writes, payload: encode_commit(&record), tags })
 }
@@ -528,7 +617,8 @@ impl Executor {
             return;
         }
         let id = self.state.id;
-        let ran = run_job(&mut job, &*self.state, Scope::Single(id), id, &self.shared);
+        let record_partition = job.record_partition.unwrap_or(id);
+        let ran = run_job(&mut job, &*self.state, Scope::Single(id), record_partition, &self.shared);
         match ran {
             Err(err) => {
                 let _ = job.reply.send(Err(err));

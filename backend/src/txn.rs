@@ -199,6 +199,10 @@ params_tuple!(A, B, C, D, E);
 params_tuple!(A, B, C, D, E, F);
 params_tuple!(A, B, C, D, E, F, G);
 params_tuple!(A, B, C, D, E, F, G, H);
+params_tuple!(A, B, C, D, E, F, G, H, I);
+params_tuple!(A, B, C, D, E, F, G, H, I, J);
+params_tuple!(A, B, C, D, E, F, G, H, I, J, K);
+params_tuple!(A, B, C, D, E, F, G, H, I, J, K, L);
 
 /// A Rust type that one column's value converts to.
 pub trait FromValue: Sized {
@@ -324,3 +328,9 @@ from_row_tuple!(A 0, B 1, C 2);
 from_row_tuple!(A 0, B 1, C 2, D 3);
 from_row_tuple!(A 0, B 1, C 2, D 3, E 4);
 from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
+from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);

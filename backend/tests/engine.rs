@@ -115,7 +115,7 @@ fn functions_commit_through_the_log_and_see_earlier_writes() {
         assert_eq!(commit.partitions, vec![u32::from(p)]);
         assert_eq!(commit.writes.len(), 1);
         assert_eq!(commit.writes[0].before, None);
-        assert_eq!(commit.invocation.as_ref().unwrap().function, "deposit");
+        assert_eq!(commit.invocations[0].function, "deposit");
 
         // Many concurrent invocations, pipelined: each sees the ones before it.
         let mut handles = Vec::new();
@@ -187,7 +187,7 @@ fn recorded_invocations_run_once() {
         let record = engine.log().read_prev(ANY_TAG, first.lsn.unwrap()).await.unwrap().unwrap();
         let LogRecord::Commit(commit) = decode_payload(&record.payload).unwrap() else { panic!() };
         assert_eq!(commit.recorded_output.as_deref(), Some(&b"{\"balance\":5}"[..]));
-        assert_eq!(commit.invocation.unwrap().workflow_id.as_deref(), Some("wf-1"));
+        assert_eq!(commit.invocations[0].workflow_id.as_deref(), Some("wf-1"));
         engine.close().await.unwrap();
 
         // Also after a restart.
