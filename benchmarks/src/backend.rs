@@ -8,15 +8,14 @@
 //!   written in the same commit (the cost of recording).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use comb_backend::{Engine, EngineOptions, Function, Invocation};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
+
+use crate::driver::{Failure, closed_loop, cores};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -70,16 +69,8 @@ pub(crate) struct BackendReport {
     cores: usize,
 }
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
-
 /// Rows inserted by one loading transaction.
 const LOAD_ROWS_PER_TXN: i64 = 5_000;
-
-fn us(nanos: u64) -> f64 {
-    (nanos as f64 / 1_000.0 * 10.0).round() / 10.0
-}
 
 fn functions() -> Vec<Function> {
     let id = |input: &serde_json::Value| input["id"].as_i64().unwrap_or_default();
@@ -127,81 +118,48 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
         }
         engine.checkpoint().await?;
 
-        let phase = Arc::new(AtomicU8::new(WARMUP));
-        let clients: Vec<_> = (0..args.clients)
-            .map(|client| {
-                let (engine, phase) = (engine.clone(), Arc::clone(&phase));
-                let (workload, rows) = (args.workload, args.rows as u64);
-                tokio::spawn(async move {
-                    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds");
-                    let mut errors = 0u64;
-                    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (client as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    let mut seq = 0u64;
-                    loop {
-                        let now = phase.load(Ordering::Relaxed);
-                        if now == STOP {
-                            break;
-                        }
-                        // xorshift64: uniform enough for choosing rows, and free of locks.
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        let input = json!({ "id": rng % rows });
-                        let invocation = match workload {
-                            Workload::Counter => Invocation::new("bump", input),
-                            Workload::Read => Invocation::new("read", input),
-                            Workload::CounterRecorded => {
-                                seq += 1;
-                                Invocation::new("bump", input).id(format!("client-{client}"), seq.to_string()).record()
-                            }
-                        };
-                        let start = Instant::now();
-                        match engine.invoke(invocation).await {
-                            Ok(_) if now == MEASURE => latencies.record(start.elapsed().as_nanos() as u64).expect("latency in bounds"),
-                            Ok(_) => {}
-                            Err(err) if err.is_retryable() => errors += 1,
-                            Err(err) => return Err(err),
-                        }
+        let (workload, rows) = (args.workload, args.rows as u64);
+        let invoke = {
+            let engine = engine.clone();
+            move |client: usize, seq: u64| {
+                let engine = engine.clone();
+                async move {
+                    // A splitmix64 of (client, seq): uniform enough for choosing rows, free of locks.
+                    let mut z = (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    let input = json!({ "id": (z ^ (z >> 31)) % rows });
+                    let invocation = match workload {
+                        Workload::Counter => Invocation::new("bump", input),
+                        Workload::Read => Invocation::new("read", input),
+                        Workload::CounterRecorded => Invocation::new("bump", input).id(format!("client-{client}"), seq.to_string()).record(),
+                    };
+                    match engine.invoke(invocation).await {
+                        Ok(_) => Ok(()),
+                        Err(err) if err.is_retryable() => Err(Failure::Retryable),
+                        Err(err) => Err(Failure::Fatal(err.into())),
                     }
-                    Ok::<_, comb_backend::Error>((latencies, errors))
-                })
-            })
-            .collect();
-
-        tokio::time::sleep(Duration::from_secs(args.warmup_seconds)).await;
-        let before = engine.log().stats();
-        let started = Instant::now();
-        phase.store(MEASURE, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-        phase.store(STOP, Ordering::Relaxed);
-        let elapsed = started.elapsed().as_secs_f64();
-        let after = engine.log().stats();
-
-        let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-        let mut errors = 0;
-        for client in clients {
-            let (histogram, failed) = client.await??;
-            latencies.add(&histogram)?;
-            errors += failed;
-        }
+                }
+            }
+        };
+        let log = engine.log().clone();
+        let m = closed_loop(args.clients, Duration::from_secs(args.warmup_seconds), Duration::from_secs(args.seconds), || log.stats(), invoke).await?;
         engine.close().await?;
-        let txns = latencies.len();
-        let commits = (after.group_commits - before.group_commits).max(1);
         Ok(BackendReport {
             bench: "backend",
             workload: args.workload,
             partitions: args.partitions,
             clients: args.clients,
             rows: args.rows,
-            seconds: (elapsed * 100.0).round() / 100.0,
-            txns,
-            errors,
-            txn_per_sec: (txns as f64 / elapsed).round(),
-            latency_us_p50: us(latencies.value_at_quantile(0.50)),
-            latency_us_p99: us(latencies.value_at_quantile(0.99)),
-            latency_us_max: us(latencies.max()),
-            records_per_fsync: ((after.records - before.records) as f64 / commits as f64 * 10.0).round() / 10.0,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            seconds: m.seconds_rounded(),
+            txns: m.latencies.len(),
+            errors: m.errors,
+            txn_per_sec: m.per_sec(),
+            latency_us_p50: m.us(0.50),
+            latency_us_p99: m.us(0.99),
+            latency_us_max: m.us_max(),
+            records_per_fsync: m.records_per_fsync(),
+            cores: cores(),
         })
     })
 }

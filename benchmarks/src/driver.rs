@@ -1,0 +1,134 @@
+//! The closed-loop load driver every benchmark shares: N clients, each issuing its next
+//! operation when the previous one returns; a warm-up, then a measured window; latencies
+//! merged from per-client histograms (no shared lock on the hot path).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use comb_log::LogStats;
+use hdrhistogram::Histogram;
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// Longest latency a histogram holds: one minute, in nanoseconds.
+const LATENCY_NS_MAX: u64 = 60_000_000_000;
+
+/// How one operation ended.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Refused for now (backpressure); counted, and the client goes on.
+    Retryable,
+    /// Anything else: the run stops with it.
+    Fatal(anyhow::Error),
+}
+
+/// What a measured window saw.
+#[derive(Debug)]
+pub(crate) struct Measured<S> {
+    /// Latencies of the operations completed in the window, in nanoseconds.
+    pub(crate) latencies: Histogram<u64>,
+    /// Operations refused for now, in the window and the warm-up.
+    pub(crate) errors: u64,
+    /// The window's length, in seconds.
+    pub(crate) seconds: f64,
+    /// The sample taken at the window's start and at its end.
+    pub(crate) samples: (S, S),
+}
+
+impl<S> Measured<S> {
+    /// Completed operations per second.
+    pub(crate) fn per_sec(&self) -> f64 {
+        (self.latencies.len() as f64 / self.seconds).round()
+    }
+
+    /// A latency quantile, in microseconds (one decimal).
+    pub(crate) fn us(&self, quantile: f64) -> f64 {
+        us(self.latencies.value_at_quantile(quantile))
+    }
+
+    /// The longest latency, in microseconds.
+    pub(crate) fn us_max(&self) -> f64 {
+        us(self.latencies.max())
+    }
+
+    /// The window's length, rounded to hundredths.
+    pub(crate) fn seconds_rounded(&self) -> f64 {
+        (self.seconds * 100.0).round() / 100.0
+    }
+}
+
+impl Measured<LogStats> {
+    /// Records per group commit (fsync) of the log during the window.
+    pub(crate) fn records_per_fsync(&self) -> f64 {
+        let (before, after) = &self.samples;
+        let commits = (after.group_commits - before.group_commits).max(1);
+        ((after.records - before.records) as f64 / commits as f64 * 10.0).round() / 10.0
+    }
+}
+
+/// Nanoseconds as microseconds, one decimal.
+pub(crate) fn us(nanos: u64) -> f64 {
+    (nanos as f64 / 1_000.0 * 10.0).round() / 10.0
+}
+
+/// The machine's cores, reported beside every figure.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs `clients` closed-loop clients of `operation(client, seq)` on the current runtime:
+/// `warmup`, then `measure` (calling `sample` at its start and end).
+pub(crate) async fn closed_loop<S, F, Fut>(clients: usize, warmup: Duration, measure: Duration, sample: impl Fn() -> S, operation: F) -> anyhow::Result<Measured<S>>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send,
+{
+    anyhow::ensure!(clients >= 1, "at least one client is needed");
+    anyhow::ensure!(!measure.is_zero(), "the measured window must be longer than 0");
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (phase, operation) = (Arc::clone(&phase), operation.clone());
+            tokio::spawn(async move {
+                let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("histogram bounds");
+                let mut errors = 0u64;
+                let mut seq = 0u64;
+                loop {
+                    let now = phase.load(Ordering::Relaxed);
+                    if now == STOP {
+                        break;
+                    }
+                    let start = Instant::now();
+                    match operation(client, seq).await {
+                        Ok(()) if now == MEASURE => latencies.record((start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX)).expect("latency in bounds"),
+                        Ok(()) => {}
+                        Err(Failure::Retryable) => errors += 1,
+                        Err(Failure::Fatal(err)) => return Err(err),
+                    }
+                    seq += 1;
+                }
+                Ok::<_, anyhow::Error>((latencies, errors))
+            })
+        })
+        .collect();
+    tokio::time::sleep(warmup).await;
+    let before = sample();
+    let started = Instant::now();
+    phase.store(MEASURE, Ordering::Relaxed);
+    tokio::time::sleep(measure).await;
+    phase.store(STOP, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    let after = sample();
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3)?;
+    let mut errors = 0;
+    for task in tasks {
+        let (histogram, failed) = task.await??;
+        latencies.add(&histogram)?;
+        errors += failed;
+    }
+    Ok(Measured { latencies, errors, seconds, samples: (before, after) })
+}
