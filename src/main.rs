@@ -1,5 +1,6 @@
 //! The `comb` command.
 
+mod cli;
 mod demo;
 
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "comb", version, about = "Comb: transactional functions and exactly-once workflows inside a log-backed store")]
+#[command(name = "comb", version, about = "Comb: transactional functions and exactly-once workflows inside a log-backed store", after_help = cli::EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +23,25 @@ enum Command {
     /// The writing process of the demo (started and killed by `comb demo`).
     #[command(hide = true)]
     DemoWriter(demo::WriterArgs),
+    /// Run the server: the gRPC API over one data directory, with the example
+    /// applications' functions compiled in. Resumes every unfinished workflow run first.
+    Serve(cli::ServeArgs),
+    /// Apply DDL (CREATE TABLE, CREATE INDEX) on the server, durably.
+    Sql(cli::SqlArgs),
+    /// Register SQL-only functions.
+    #[command(subcommand)]
+    Function(cli::FunctionCommand),
+    /// Register workflows.
+    #[command(subcommand)]
+    Workflow(cli::WorkflowCommand),
+    /// Run a workflow and print its output (exactly once per --id).
+    #[command(after_help = cli::EXIT_CODES)]
+    Invoke(cli::InvokeArgs),
+    /// Print a workflow run: status, output or error.
+    #[command(after_help = cli::EXIT_CODES)]
+    Status(cli::StatusArgs),
+    /// List workflow runs, one JSON object a line, in id order.
+    Workflows(cli::WorkflowsArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,14 +51,29 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Demo(args) => demo::run(&args),
-        Command::DemoWriter(args) => demo::writer(&args),
+        Command::Demo(args) => demo::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::DemoWriter(args) => demo::writer(&args).map(|()| ExitCode::SUCCESS),
+        command => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(async {
+                match command {
+                    Command::Serve(args) => cli::serve(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Sql(args) => cli::sql(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Function(command) => cli::function(command).await.map(|()| ExitCode::SUCCESS),
+                    Command::Workflow(command) => cli::workflow(command).await.map(|()| ExitCode::SUCCESS),
+                    Command::Invoke(args) => cli::invoke(args).await,
+                    Command::Status(args) => cli::status(args).await,
+                    Command::Workflows(args) => cli::workflows(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Demo(_) | Command::DemoWriter(_) => unreachable!("handled above"),
+                }
+            }),
+            Err(err) => Err(anyhow::Error::new(err).context("starting the async runtime")),
+        },
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::exit_code(&err))
         }
     }
 }

@@ -2,7 +2,9 @@
 
 mod backend;
 mod disk;
+mod driver;
 mod log;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +21,9 @@ enum Bench {
     Log(log::LogArgs),
     /// Transactions (functions) against the backend, in-process, durable through the log.
     Backend(backend::BackendArgs),
+    /// Workflows end to end through the client library over gRPC, against a server started
+    /// in this process.
+    Workload(workload::WorkloadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     let report = match cli.bench {
         Bench::Log(args) => serde_json::to_value(log::run(&args)?)?,
         Bench::Backend(args) => serde_json::to_value(backend::run(&args)?)?,
+        Bench::Workload(args) => serde_json::to_value(workload::run(&args)?)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

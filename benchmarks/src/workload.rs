@@ -1,0 +1,158 @@
+//! `comb-bench workload`: workflows end to end, through the client library over gRPC on
+//! loopback, against a server this process starts (the stock example applications).
+//!
+//! `counter`: every run adds one to a uniformly chosen counter, as one transaction (one
+//! commit, the run's row included). The check: the counters' sum equals the runs that
+//! completed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use comb_client::{Client, SqlFunction, SqlStatement};
+use comb_frontend::{Server, ServerOptions};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::disk::fdatasync_latencies;
+use crate::driver::{Failure, closed_loop, cores, us};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Workload {
+    Counter,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkloadArgs {
+    /// The workload.
+    #[arg(value_enum)]
+    workload: Workload,
+    /// Concurrent clients, each waiting for its run before the next.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// HTTP/2 connections the clients share (round robin).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Counters (keys) the runs spread over.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Partitions of the server.
+    #[arg(long, default_value_t = 2)]
+    partitions: u16,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Seconds of warm-up, not measured.
+    #[arg(long, default_value_t = 1)]
+    warmup_seconds: u64,
+    /// Directory in which to create the server's data (a fresh subdirectory, removed
+    /// afterwards); default: the system's temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct WorkloadReport {
+    bench: &'static str,
+    workload: Workload,
+    clients: usize,
+    connections: usize,
+    partitions: u16,
+    seconds: f64,
+    ops: u64,
+    errors: u64,
+    ops_per_sec: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    latency_ms_max: f64,
+    records_per_fsync: f64,
+    check: String,
+    fsync_us_p50: f64,
+    cores: usize,
+}
+
+fn ms(us: f64) -> f64 {
+    (us / 10.0).round() / 100.0
+}
+
+pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
+    anyhow::ensure!(args.clients >= 1 && args.connections >= 1 && args.seconds >= 1 && args.keys >= 1, "--clients, --connections, --seconds and --keys must be at least 1");
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new().prefix("comb-bench-workload-").tempdir_in(&parent)?;
+    let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut options = ServerOptions::default();
+        options.engine.partitions = args.partitions;
+        let server = comb_examples::counter::APP.install(Server::builder().data_dir(dir.path().join("data")).options(options)).build().await?;
+        let listening = server.listen("127.0.0.1:0".parse()?).await?;
+        let addr = format!("http://{}", listening.local_addr());
+        let mut clients = Vec::with_capacity(args.connections);
+        for _ in 0..args.connections {
+            clients.push(Client::builder(addr.clone()).timeout(Duration::from_secs(60)).connect().await?);
+        }
+        let clients = Arc::new(clients);
+        let completed = Arc::new(AtomicU64::new(0));
+        let keys = args.keys;
+        let invoke = {
+            let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
+            move |client: usize, seq: u64| {
+                let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
+                async move {
+                    let mut z = (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    let id = (z ^ (z >> 31)) % keys;
+                    let connection = &clients[client % clients.len()];
+                    match connection.invoke::<Value>("counter", &json!({ "id": id })).await {
+                        Ok(_) => {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Err(err) if err.is_retryable() => Err(Failure::Retryable),
+                        Err(err) => Err(Failure::Fatal(err.into())),
+                    }
+                }
+            }
+        };
+        let log = server.engine().log().clone();
+        let m = closed_loop(args.clients, Duration::from_secs(args.warmup_seconds), Duration::from_secs(args.seconds), || log.stats(), invoke).await?;
+
+        // The check: every completed run added exactly one.
+        let sum = SqlFunction {
+            name: "bench_counter_sum".into(),
+            statements: vec![SqlStatement { name: "sum".into(), sql: "SELECT count(*) AS counters, sum(n) AS total FROM counters".into(), params: vec![] }],
+            partition_by: None,
+        };
+        clients[0].register_function(&sum).await?;
+        clients[0].register_workflow(r#"{"name": "bench_counter_sum", "steps": [{"id": "sum", "function": "bench_counter_sum"}], "output": "$sum.0"}"#).await?;
+        let totals: Value = clients[0].invoke("bench_counter_sum", &Value::Null).await?;
+        let total = totals["total"].as_u64().unwrap_or(0);
+        let runs = completed.load(Ordering::Relaxed);
+        let check = if total == runs { format!("ok: the counters sum to {total}, the runs completed") } else { format!("FAILED: the counters sum to {total}, but {runs} runs completed") };
+        listening.shutdown().await?;
+        server.close().await?;
+        anyhow::ensure!(total == runs, "{check}");
+        Ok(WorkloadReport {
+            bench: "workload",
+            workload: args.workload,
+            clients: args.clients,
+            connections: args.connections,
+            partitions: args.partitions,
+            seconds: m.seconds_rounded(),
+            ops: m.latencies.len(),
+            errors: m.errors,
+            ops_per_sec: m.per_sec(),
+            latency_ms_p50: ms(m.us(0.50)),
+            latency_ms_p99: ms(m.us(0.99)),
+            latency_ms_max: ms(m.us_max()),
+            records_per_fsync: m.records_per_fsync(),
+            check,
+            fsync_us_p50: us(fsync.value_at_quantile(0.50)),
+            cores: cores(),
+        })
+    })
+}

@@ -1,0 +1,442 @@
+//! The Rust client of Comb: a light async client of the gRPC API, with none of the
+//! server's dependencies.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), comb_client::Error> {
+//! use comb_client::Client;
+//!
+//! let client = Client::connect("http://127.0.0.1:7878").await?;
+//! client.execute_sql("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)").await?;
+//! // Exactly once per id: invoking again with "order-42" returns the same output and runs nothing.
+//! let out: serde_json::Value = client.invoke("bump", &serde_json::json!({ "id": 7 })).id("order-42").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! One [`Client`] holds one HTTP/2 connection that every clone shares; requests are
+//! multiplexed on it. Each call has a time-out ([`ClientBuilder::timeout`]). Errors say
+//! whether a retry can help ([`Error::is_retryable`]); re-invoking with the same workflow id
+//! is always safe.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+pub use tonic::Code;
+
+/// The API as generated from `proto/comb/v1/comb.proto`.
+#[allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("comb.v1");
+}
+
+use proto::comb_client::CombClient;
+
+/// An error of a call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached.
+    #[error("cannot connect to {addr}: {message}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The server answered with an error status.
+    #[error("{message} ({code:?})")]
+    Status {
+        /// The gRPC code.
+        code: Code,
+        /// The server's message: what was wrong.
+        message: String,
+    },
+    /// The workflow ran and failed; the failure is its recorded outcome.
+    #[error("workflow run {id} failed: {error}")]
+    WorkflowFailed {
+        /// The run's id.
+        id: String,
+        /// Which step failed, and why.
+        error: String,
+    },
+    /// A value could not be converted to or from JSON.
+    #[error("JSON conversion failed: {0}")]
+    Json(String),
+}
+
+impl Error {
+    /// The gRPC code, for an error status.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Tells whether the same call may succeed later: the server was unreachable,
+    /// overloaded, stopping, or the wait timed out. Invoking again with the same workflow
+    /// id never runs a workflow twice.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect { .. } => true,
+            Error::Status { code, .. } => matches!(code, Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted),
+            _ => false,
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Error {
+        Error::Status { code: status.code(), message: status.message().to_owned() }
+    }
+}
+
+/// The result type of the client.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A workflow run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Started, not ended.
+    Running,
+    /// Ended with an output.
+    Succeeded,
+    /// Ended with an error.
+    Failed,
+}
+
+/// A workflow run.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Run {
+    /// Its id.
+    pub id: String,
+    /// The workflow's name.
+    pub name: String,
+    /// The workflow's version it runs.
+    pub version: u64,
+    /// Its status.
+    pub status: RunStatus,
+    /// Its input.
+    pub input: serde_json::Value,
+    /// Its output, once succeeded.
+    pub output: Option<serde_json::Value>,
+    /// Its error, once failed.
+    pub error: Option<String>,
+    /// When it started, microseconds since the Unix epoch.
+    pub started_us: u64,
+    /// When it ended.
+    pub ended_us: Option<u64>,
+    /// Whether the call that returned it found it already run (or running) under its id.
+    pub deduplicated: bool,
+}
+
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|err| Error::Json(format!("the server sent malformed JSON: {err}")))
+}
+
+impl Run {
+    fn from_proto(workflow: Option<proto::Workflow>, deduplicated: bool) -> Result<Run> {
+        let w = workflow.ok_or_else(|| Error::Json("the server's answer has no workflow".to_owned()))?;
+        let status = match proto::WorkflowStatus::try_from(w.status) {
+            Ok(proto::WorkflowStatus::Running) => RunStatus::Running,
+            Ok(proto::WorkflowStatus::Succeeded) => RunStatus::Succeeded,
+            Ok(proto::WorkflowStatus::Failed) => RunStatus::Failed,
+            _ => return Err(Error::Json(format!("the server sent an unknown status {}", w.status))),
+        };
+        Ok(Run {
+            output: if status == RunStatus::Succeeded { Some(json(&w.output_json)?) } else { None },
+            error: (status == RunStatus::Failed).then_some(w.error),
+            input: json(&w.input_json)?,
+            id: w.id,
+            name: w.name,
+            version: w.version,
+            status,
+            started_us: w.started_us,
+            ended_us: (w.ended_us != 0).then_some(w.ended_us),
+            deduplicated,
+        })
+    }
+
+    /// The output converted, or the run's failure as an error.
+    pub fn into_output<O: DeserializeOwned>(self) -> Result<O> {
+        match self.status {
+            RunStatus::Succeeded => serde_json::from_value(self.output.unwrap_or_default()).map_err(|err| Error::Json(format!("the output of run {} does not convert: {err}", self.id))),
+            RunStatus::Failed => Err(Error::WorkflowFailed { id: self.id, error: self.error.unwrap_or_default() }),
+            RunStatus::Running => Err(Error::Status { code: Code::DeadlineExceeded, message: format!("workflow run {} has not ended yet", self.id) }),
+        }
+    }
+}
+
+/// A registered workflow version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The workflow's name.
+    pub name: String,
+    /// Its new version.
+    pub version: u64,
+    /// The steps whose outputs are recorded.
+    pub recorded_steps: Vec<String>,
+    /// The transaction units in running order (`a+b` for a multi-function transaction).
+    pub units: Vec<String>,
+}
+
+/// One statement of a SQL-only function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SqlStatement {
+    /// Its name, unique in the function.
+    pub name: String,
+    /// The SQL, with `$1`, `$2`, ...
+    pub sql: String,
+    /// The input field of each parameter.
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+/// A SQL-only function: statements run in order in one transaction, returning the rows of
+/// the last one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct SqlFunction {
+    /// Its name.
+    pub name: String,
+    /// Its statements.
+    pub statements: Vec<SqlStatement>,
+    /// The input field holding the partition key; `None`: multi-partition.
+    #[serde(default)]
+    pub partition_by: Option<String>,
+}
+
+/// A page of runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The runs.
+    pub runs: Vec<Run>,
+    /// Pass to [`ListFilter::page_token`] for the next page; `None` at the end.
+    pub next_page_token: Option<String>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only runs of this workflow.
+    pub name: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Most runs in the page (the server bounds it).
+    pub page_size: u32,
+    /// Where the previous page ended.
+    pub page_token: Option<String>,
+}
+
+/// What the server says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// The server's version.
+    pub version: String,
+    /// Its partitions.
+    pub partitions: u32,
+    /// The shared log's last LSN.
+    pub log_tail: u64,
+    /// Runs in progress.
+    pub workflows_in_flight: u64,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    addr: String,
+    token: Option<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// The bearer token to send.
+    pub fn token(mut self, token: impl Into<String>) -> ClientBuilder {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The time-out of each call (default 75 s: longer than the server's own wait).
+    pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The time-out of connecting (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects.
+    pub async fn connect(self) -> Result<Client> {
+        let connect_error = |message: String| Error::Connect { addr: self.addr.clone(), message };
+        let endpoint = Endpoint::from_shared(self.addr.clone())
+            .map_err(|err| connect_error(format!("not an address: {err}")))?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        let channel = endpoint.connect().await.map_err(|err| connect_error(error_chain(&err)))?;
+        let token = match self.token {
+            Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| connect_error("the token is not valid header text".to_owned()))?),
+            None => None,
+        };
+        Ok(Client { inner: CombClient::new(channel).max_decoding_message_size(64 << 20), token })
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A client; clones share one connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: CombClient<Channel>,
+    token: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Client {
+    /// Starts building a client of the server at `addr` (`http://host:port`).
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder { addr: addr.into(), token: None, timeout: Duration::from_secs(75), connect_timeout: Duration::from_secs(5) }
+    }
+
+    /// Connects with the default options.
+    pub async fn connect(addr: impl Into<String>) -> Result<Client> {
+        Client::builder(addr).connect().await
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        request
+    }
+
+    /// Applies a DDL script; returns the log position of the change.
+    pub async fn execute_sql(&self, sql: &str) -> Result<u64> {
+        let reply = self.inner.clone().execute_sql(self.request(proto::ExecuteSqlRequest { sql: sql.to_owned() })).await?;
+        Ok(reply.into_inner().lsn)
+    }
+
+    /// Registers a SQL-only function; returns whether it is read-only. Registering the same
+    /// definition again changes nothing.
+    pub async fn register_function(&self, function: &SqlFunction) -> Result<bool> {
+        let request = proto::RegisterFunctionRequest {
+            name: function.name.clone(),
+            statements: function.statements.iter().map(|s| proto::SqlStatement { name: s.name.clone(), sql: s.sql.clone(), params: s.params.clone() }).collect(),
+            partition_by: function.partition_by.clone().unwrap_or_default(),
+        };
+        Ok(self.inner.clone().register_function(self.request(request)).await?.into_inner().read_only)
+    }
+
+    /// Registers a workflow from its JSON specification.
+    pub async fn register_workflow(&self, spec_json: &str) -> Result<Registered> {
+        let reply = self.inner.clone().register_workflow(self.request(proto::RegisterWorkflowRequest { spec_json: spec_json.to_owned() })).await?.into_inner();
+        Ok(Registered { name: reply.name, version: reply.version, recorded_steps: reply.recorded_steps, units: reply.units })
+    }
+
+    /// Invokes a workflow; `.await` it for the typed output, or call [`Invoke::run`] for
+    /// the whole run. Give an id with [`Invoke::id`] to make retries safe.
+    pub fn invoke<O: DeserializeOwned>(&self, workflow: &str, input: &impl Serialize) -> Invoke<'_, O> {
+        Invoke {
+            client: self,
+            workflow: workflow.to_owned(),
+            input: serde_json::to_string(input).map_err(|err| Error::Json(format!("the input does not convert: {err}"))),
+            id: None,
+            output: PhantomData,
+        }
+    }
+
+    /// Starts a run and returns once its start is durable, with its id.
+    pub async fn start(&self, workflow: &str, input: &impl Serialize, id: Option<&str>) -> Result<Run> {
+        let input = serde_json::to_string(input).map_err(|err| Error::Json(format!("the input does not convert: {err}")))?;
+        let request = proto::InvokeRequest { workflow: workflow.to_owned(), input_json: input, workflow_id: id.unwrap_or_default().to_owned(), r#async: true };
+        let reply = self.inner.clone().invoke(self.request(request)).await?.into_inner();
+        Run::from_proto(reply.workflow, reply.deduplicated)
+    }
+
+    /// A run as it stands; with `wait`, once it has ended.
+    pub async fn get_workflow(&self, id: &str, wait: bool) -> Result<Run> {
+        let reply = self.inner.clone().get_workflow(self.request(proto::GetWorkflowRequest { workflow_id: id.to_owned(), wait })).await?.into_inner();
+        Run::from_proto(reply.workflow, false)
+    }
+
+    /// A page of runs, in id order.
+    pub async fn list_workflows(&self, filter: &ListFilter) -> Result<Page> {
+        let status = match filter.status {
+            None => proto::WorkflowStatus::Unspecified,
+            Some(RunStatus::Running) => proto::WorkflowStatus::Running,
+            Some(RunStatus::Succeeded) => proto::WorkflowStatus::Succeeded,
+            Some(RunStatus::Failed) => proto::WorkflowStatus::Failed,
+        };
+        let request = proto::ListWorkflowsRequest {
+            name: filter.name.clone().unwrap_or_default(),
+            status: status.into(),
+            page_size: filter.page_size,
+            page_token: filter.page_token.clone().unwrap_or_default(),
+        };
+        let reply = self.inner.clone().list_workflows(self.request(request)).await?.into_inner();
+        let runs = reply.workflows.into_iter().map(|w| Run::from_proto(Some(w), false)).collect::<Result<_>>()?;
+        Ok(Page { runs, next_page_token: Some(reply.next_page_token).filter(|t| !t.is_empty()) })
+    }
+
+    /// What the server says of itself.
+    pub async fn health(&self) -> Result<Health> {
+        let reply = self.inner.clone().health(self.request(proto::HealthRequest {})).await?.into_inner();
+        Ok(Health { version: reply.version, partitions: reply.partitions, log_tail: reply.log_tail, workflows_in_flight: reply.workflows_in_flight })
+    }
+}
+
+/// A synchronous invocation being prepared; see [`Client::invoke`].
+#[derive(Debug)]
+#[must_use = "an invocation does nothing until awaited"]
+pub struct Invoke<'a, O> {
+    client: &'a Client,
+    workflow: String,
+    input: Result<String>,
+    id: Option<String>,
+    output: PhantomData<fn() -> O>,
+}
+
+impl<O> Invoke<'_, O> {
+    /// The workflow id (the idempotency key): a run with this id happens at most once.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Runs the workflow and returns the whole run, ended (succeeded or failed).
+    pub async fn run(self) -> Result<Run> {
+        let request = proto::InvokeRequest { workflow: self.workflow, input_json: self.input?, workflow_id: self.id.unwrap_or_default(), r#async: false };
+        let reply = self.client.inner.clone().invoke(self.client.request(request)).await?.into_inner();
+        Run::from_proto(reply.workflow, reply.deduplicated)
+    }
+}
+
+impl<'a, O: DeserializeOwned + 'a> IntoFuture for Invoke<'a, O> {
+    type Output = Result<O>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<O>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.run().await?.into_output() })
+    }
+}

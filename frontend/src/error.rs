@@ -1,0 +1,124 @@
+//! The frontend's errors, and their one mapping to gRPC status codes.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+/// What went wrong serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is malformed; the message names the field.
+    #[error("invalid {field}: {message}")]
+    InvalidArgument {
+        /// The field (`input_json`, `workflow_id`, ...).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A workflow specification has problems; every one is listed.
+    #[error("workflow {name} is invalid: {}", problems.join("; "))]
+    InvalidWorkflow {
+        /// The workflow's name.
+        name: String,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+    /// No workflow is registered under the name.
+    #[error("no workflow named {name} is registered; register it first (comb workflow register)")]
+    UnknownWorkflow {
+        /// The name.
+        name: String,
+    },
+    /// No run has the id.
+    #[error("no workflow run has id {id}")]
+    UnknownRun {
+        /// The id.
+        id: String,
+    },
+    /// A name is taken by the system (`comb_`) or by a function that exists.
+    #[error("{what} {name} already exists")]
+    AlreadyExists {
+        /// `function` or `table`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Too many runs in progress.
+    #[error("{in_flight} workflow runs are in progress, the limit (workflows-in-flight-max) is {limit}; retry later")]
+    Overloaded {
+        /// Runs in progress.
+        in_flight: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The run did not end in time; it goes on, and its id finds it.
+    #[error("workflow run {id} did not end within {after:?}; it goes on: ask for it with GetWorkflow")]
+    Timeout {
+        /// The run's id.
+        id: String,
+        /// How long the call waited.
+        after: Duration,
+    },
+    /// The run was interrupted by a failure of the server (not of the workflow); it resumes
+    /// when the server restarts.
+    #[error("workflow run {id} was interrupted: {cause}; it resumes when the server restarts")]
+    Interrupted {
+        /// The run's id.
+        id: String,
+        /// What interrupted it.
+        cause: String,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// An error of the backend.
+    #[error(transparent)]
+    Backend(#[from] comb_backend::Error),
+    /// A broken invariant: a bug.
+    #[error("internal error (a bug): {0}")]
+    Internal(String),
+}
+
+/// The result type of the frontend.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The gRPC code of the error: the one place where errors meet codes.
+    pub fn code(&self) -> Code {
+        use comb_backend::Error as B;
+        match self {
+            Error::InvalidArgument { .. } | Error::InvalidWorkflow { .. } => Code::InvalidArgument,
+            Error::UnknownWorkflow { .. } | Error::UnknownRun { .. } => Code::NotFound,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::Overloaded { .. } => Code::ResourceExhausted,
+            Error::Timeout { .. } => Code::DeadlineExceeded,
+            Error::Interrupted { .. } | Error::ShuttingDown => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+            Error::Backend(err) => match err {
+                B::Ddl(_) | B::Function(_) | B::InvalidFunction { .. } | B::BadInput { .. } | B::BadParameters { .. } => Code::InvalidArgument,
+                B::LimitExceeded { .. } => Code::InvalidArgument,
+                B::UnknownFunction { .. } => Code::NotFound,
+                B::DuplicateFunction { .. } => Code::AlreadyExists,
+                B::Overloaded { .. } => Code::ResourceExhausted,
+                B::Closed | B::PartitionFailed { .. } | B::Log(_) | B::Storage { .. } => Code::Unavailable,
+                B::Corrupt { .. } => Code::DataLoss,
+                B::Internal(_) => Code::Internal,
+                _ => Code::FailedPrecondition,
+            },
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        Status::new(err.code(), err.to_string())
+    }
+}
+
+/// Tells whether a backend error is the workflow's own doing (its function failed, its
+/// input was wrong: deterministic, so the run fails and the failure is recorded) rather
+/// than the server's (overload, shutdown, a failed disk: the run is retried or resumed).
+pub(crate) fn is_workflow_failure(err: &comb_backend::Error) -> bool {
+    use comb_backend::Error as B;
+    !matches!(err, B::Overloaded { .. } | B::Closed | B::PartitionFailed { .. } | B::Log(_) | B::Storage { .. } | B::Corrupt { .. } | B::Internal(_))
+}

@@ -1,0 +1,38 @@
+//! Comb's server: the gRPC API, the registry of functions and workflows, and the workflow
+//! scheduler that runs each workflow exactly once per workflow id, also across crashes.
+//!
+//! ```text
+//!  client ──gRPC──> service (auth, bounds, errors to codes in one place)
+//!                     │
+//!                     ▼
+//!                  scheduler ── claims ids in memory (a duplicate waits for the first run)
+//!                     │         durable start/end rows in system tables (comb_workflows,
+//!                     │         comb_running), units as their inputs are ready
+//!                     ▼
+//!                  comb-backend: each unit one transaction on its partition, recorded
+//!                  outputs where the planner chose (selective function recording)
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Exactly once per workflow id.** A run's effects commit at most once per step: a
+//!   recorded step's output is written in the transaction of its effects, and a second
+//!   execution returns it without running. Invoking with an id that ended returns its
+//!   recorded outcome; with an id still running, waits for that run.
+//! - **Recovery without clients.** On start the server resumes every run whose start is
+//!   durable and whose end is not.
+//! - **One commit for a one-transaction workflow.** Its row is written in its own
+//!   transaction, on its partition; there is no separate start record.
+//! - **Bounds.** Request size, runs in flight, waits and retries are bounded by
+//!   [`ServerOptions`].
+
+mod error;
+mod options;
+mod scheduler;
+mod server;
+mod service;
+mod system;
+
+pub use error::{Error, Result};
+pub use options::{LIST_PAGE_MAX, ServerOptions};
+pub use server::{Listening, Server, ServerBuilder};

@@ -1,0 +1,90 @@
+//! The server's options: every bound named, with its default.
+
+use std::time::Duration;
+
+use comb_backend::EngineOptions;
+use serde::{Deserialize, Serialize};
+
+use crate::system::LIST_ROWS_MAX;
+
+/// Options of the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct ServerOptions {
+    /// Options of the backend (partitions, queues, row and JSON bounds) and its log.
+    pub engine: EngineOptions,
+    /// The bearer token every request must carry (`authorization: Bearer <token>`).
+    /// Required when the server listens on anything but loopback.
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+    /// Largest request accepted, in bytes.
+    pub request_bytes_max: usize,
+    /// Most workflow runs in progress at once; one more Invoke is refused
+    /// (`RESOURCE_EXHAUSTED`, retry later).
+    pub workflows_in_flight_max: usize,
+    /// Longest a synchronous Invoke, or a GetWorkflow that waits, waits for a run's end.
+    #[serde(with = "millis")]
+    pub wait_max: Duration,
+    /// Most times a step is retried after the backend refused it for overload.
+    pub step_retries_max: u32,
+    /// Longest workflow id accepted, in bytes.
+    pub workflow_id_bytes_max: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            engine: EngineOptions::default(),
+            token: None,
+            request_bytes_max: 4 << 20,
+            workflows_in_flight_max: 16_384,
+            wait_max: Duration::from_secs(60),
+            step_retries_max: 50,
+            workflow_id_bytes_max: 256,
+        }
+    }
+}
+
+/// Most runs returned by one ListWorkflows page.
+pub const LIST_PAGE_MAX: usize = LIST_ROWS_MAX - 1;
+
+/// Most pending SQL-only functions and workflow specifications loaded at start (each is a
+/// row of a system table, read in one statement).
+pub(crate) const DEFINITIONS_MAX: usize = 100_000;
+
+impl ServerOptions {
+    /// Checks every bound; called once when the server is built.
+    pub fn validate(&self) -> Result<(), String> {
+        self.engine.validate().map_err(|e| e.to_string())?;
+        for (name, value) in [
+            ("request-bytes-max", self.request_bytes_max),
+            ("workflows-in-flight-max", self.workflows_in_flight_max),
+            ("workflow-id-bytes-max", self.workflow_id_bytes_max),
+        ] {
+            if value == 0 {
+                return Err(format!("invalid server option {name}: must be at least 1"));
+            }
+        }
+        if self.wait_max.is_zero() {
+            return Err("invalid server option wait-max: must be longer than 0".to_owned());
+        }
+        if self.token.as_deref() == Some("") {
+            return Err("invalid server option token: must not be empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

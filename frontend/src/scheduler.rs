@@ -1,0 +1,686 @@
+//! The workflow scheduler: runs each workflow's DAG exactly once per workflow id, and
+//! resumes, on start, every run that began and did not end.
+//!
+//! ```text
+//! invoke(name, input, id?)
+//!   no id, synchronous, one transaction ──> run it with its row's INSERT as ONE transaction
+//!   otherwise: claim the id in memory (a second invoke joins the first run)
+//!     given id? look the row up: ended -> return it; running -> resume it here
+//!     one transaction, synchronous ──> as above, the row's write recorded under (id, $end)
+//!     else: durable start (row + comb_running) ─> units as their inputs are ready,
+//!           parallel branches concurrently, recorded steps as the planner chose
+//!           ─> durable end (row updated, comb_running row deleted)
+//! start: for every comb_running row, claim and resume; recorded steps return their
+//!        first output, the others run again
+//! ```
+//!
+//! A run ends `failed` when a step's function fails (a deterministic failure of the
+//! workflow, recorded like an output). A failure of the server (overload beyond retries, a
+//! failed log, shutdown) ends nothing: the run stays started and resumes on restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use comb_backend::{Engine, Function, Invocation, NextInput, SqlFunction, Transaction, TransactionStep};
+use comb_planner::{WorkflowPlan, WorkflowSpec};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result, is_workflow_failure};
+use crate::options::{DEFINITIONS_MAX, LIST_PAGE_MAX, ServerOptions};
+use crate::system::{self, Definition, Ending, ListQuery, RowKey, WorkflowRow};
+
+/// A run's status as stored.
+pub(crate) const RUNNING: &str = "running";
+pub(crate) const SUCCEEDED: &str = "succeeded";
+pub(crate) const FAILED: &str = "failed";
+
+/// How a run ended, as its waiters see it: the ended row, or why it was interrupted.
+type Outcome = Option<std::result::Result<WorkflowRow, String>>;
+
+/// Registered workflows: every version of every name.
+type Workflows = BTreeMap<String, BTreeMap<i64, Arc<WorkflowPlan>>>;
+
+/// A run that this server is executing; a second invoke with its id waits on it.
+struct Claimed {
+    outcome: watch::Receiver<Outcome>,
+    row: Arc<WorkflowRow>,
+}
+
+/// The scheduler; one per server.
+pub(crate) struct Scheduler {
+    pub(crate) engine: Engine,
+    pub(crate) options: ServerOptions,
+    /// `homes[p]`: a `home` value whose rows fall in partition `p`.
+    homes: Vec<i64>,
+    workflows: RwLock<Arc<Workflows>>,
+    /// SQL-only functions registered at run time, by name.
+    sql_functions: RwLock<Arc<BTreeMap<String, SqlFunction>>>,
+    /// Serializes registrations (versions are assigned one at a time).
+    registering: tokio::sync::Mutex<()>,
+    claims: Mutex<HashMap<String, Claimed>>,
+    in_flight: AtomicUsize,
+}
+
+/// The claim on a run's id: completing it tells every waiter; dropping it uncompleted
+/// tells them the run was interrupted.
+struct Claim {
+    scheduler: Arc<Scheduler>,
+    id: String,
+    outcome: Option<watch::Sender<Outcome>>,
+}
+
+impl Claim {
+    fn complete(mut self, outcome: std::result::Result<WorkflowRow, String>) {
+        self.release(outcome);
+    }
+
+    fn release(&mut self, outcome: std::result::Result<WorkflowRow, String>) {
+        if let Some(sender) = self.outcome.take() {
+            self.scheduler.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+            sender.send_replace(Some(outcome));
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.release(Err("its task stopped before the run ended".to_owned()));
+    }
+}
+
+/// One admitted run, counted against `workflows-in-flight-max` until dropped.
+struct Slot(Arc<Scheduler>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a step did not produce an output.
+enum StepError {
+    /// The workflow failed (the function's failure, a reference that does not resolve).
+    Failed(String),
+    /// The server failed; the run must resume later.
+    Interrupted(Error),
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+fn parse_json(field: &'static str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|err| Error::InvalidArgument { field, message: format!("malformed JSON: {err}") })
+}
+
+fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T> {
+    serde_json::from_value(value).map_err(|err| Error::Internal(format!("{what} has an unexpected shape: {err}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Tells whether a name is free for users: not empty, not the system's.
+pub(crate) fn check_user_name(field: &'static str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument { field, message: "it is empty".to_owned() });
+    }
+    if name.to_ascii_lowercase().starts_with(system::PREFIX) {
+        return Err(Error::InvalidArgument { field, message: format!("{name:?} starts with {:?}, which is reserved for the system", system::PREFIX) });
+    }
+    Ok(())
+}
+
+impl Scheduler {
+    /// Creates the scheduler over an engine whose system tables and functions exist.
+    pub(crate) fn new(engine: Engine, options: ServerOptions) -> Scheduler {
+        let partitions = engine.partitions();
+        let mut homes = vec![None; usize::from(partitions)];
+        let mut found = 0;
+        let mut candidate = 0i64;
+        while found < homes.len() {
+            let p = usize::from(engine.partition_of(&comb_planner::Value::Int(candidate)));
+            if homes[p].is_none() {
+                homes[p] = Some(candidate);
+                found += 1;
+            }
+            candidate += 1;
+        }
+        Scheduler {
+            engine,
+            options,
+            homes: homes.into_iter().map(|h| h.unwrap_or_default()).collect(),
+            workflows: RwLock::new(Arc::new(BTreeMap::new())),
+            sql_functions: RwLock::new(Arc::new(BTreeMap::new())),
+            registering: tokio::sync::Mutex::new(()),
+            claims: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs in progress on this server.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn home_of_id(&self, id: &str) -> i64 {
+        self.homes[usize::from(self.engine.partition_of(&comb_planner::Value::Text(id.to_owned())))]
+    }
+
+    async fn system<T: DeserializeOwned>(&self, function: &str, input: Value) -> Result<T> {
+        let output = self.engine.invoke(Invocation::new(function, input)).await?;
+        decode(output.value, function)
+    }
+
+    // ---- registration ------------------------------------------------------------------
+
+    /// Loads the SQL-only functions and workflow specifications from the system tables.
+    pub(crate) async fn load_definitions(&self) -> Result<()> {
+        let functions: Vec<(String, String)> = self.system(system::FUNCTIONS, Value::Null).await?;
+        let mut sql = BTreeMap::new();
+        for (name, text) in functions.into_iter().take(DEFINITIONS_MAX) {
+            let definition: SqlFunction = serde_json::from_str(&text).map_err(|err| Error::Internal(format!("stored function {name} is unreadable: {err}")))?;
+            match self.engine.register(Function::sql(&definition)) {
+                Ok(()) => {
+                    sql.insert(name, definition);
+                }
+                Err(err) => tracing::warn!(function = %name, error = %err, "a stored SQL function no longer prepares; it is not registered"),
+            }
+        }
+        *self.sql_functions.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(sql);
+        let specs: Vec<(String, i64, String)> = self.system(system::SPECS, Value::Null).await?;
+        let mut workflows = Workflows::new();
+        for (name, version, text) in specs.into_iter().take(DEFINITIONS_MAX) {
+            match self.plan(&text) {
+                Ok(plan) => {
+                    workflows.entry(name).or_default().insert(version, Arc::new(plan));
+                }
+                Err(err) => tracing::warn!(workflow = %name, version, error = %err, "a stored workflow no longer validates; its runs cannot resume"),
+            }
+        }
+        *self.workflows.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(workflows);
+        Ok(())
+    }
+
+    fn plan(&self, spec_json: &str) -> Result<WorkflowPlan> {
+        let spec = WorkflowSpec::from_json(spec_json).map_err(|err| Error::InvalidArgument { field: "spec_json", message: format!("not a workflow specification: {err}") })?;
+        check_user_name("workflow name", &spec.name)?;
+        let engine = &self.engine;
+        let lookup = |function: &str| if function.starts_with(system::PREFIX) { None } else { engine.is_read_only(function) };
+        spec.validate(&lookup).map_err(|problems| Error::InvalidWorkflow { name: spec.name.clone(), problems: problems.iter().map(ToString::to_string).collect() })
+    }
+
+    /// Registers a workflow; a name that exists gets the next version.
+    pub(crate) async fn register_workflow(&self, spec_json: &str) -> Result<(i64, Arc<WorkflowPlan>)> {
+        let plan = Arc::new(self.plan(spec_json)?);
+        let name = plan.spec.name.clone();
+        let _serial = self.registering.lock().await;
+        let current = Arc::clone(&self.workflows.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let version = current.get(&name).and_then(|v| v.keys().next_back()).map_or(1, |v| v + 1);
+        let text = serde_json::to_string(&plan.spec).map_err(|err| Error::Internal(err.to_string()))?;
+        let () = self.system(system::PUT_SPEC, encode(&Definition { name: name.clone(), version, text })).await?;
+        let mut next = (*current).clone();
+        next.entry(name).or_default().insert(version, Arc::clone(&plan));
+        *self.workflows.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        Ok((version, plan))
+    }
+
+    /// Registers a workflow unless its latest version is the same specification.
+    pub(crate) async fn register_workflow_if_changed(&self, spec_json: &str) -> Result<()> {
+        let plan = self.plan(spec_json)?;
+        if let Ok((_, latest)) = self.latest(&plan.spec.name)
+            && latest.spec == plan.spec
+        {
+            return Ok(());
+        }
+        self.register_workflow(spec_json).await.map(|_| ())
+    }
+
+    /// Registers a SQL-only function; registering the same definition again is a no-op.
+    pub(crate) async fn register_function(&self, definition: SqlFunction) -> Result<bool> {
+        check_user_name("name", &definition.name)?;
+        let _serial = self.registering.lock().await;
+        let current = Arc::clone(&self.sql_functions.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if let Some(existing) = current.get(&definition.name) {
+            if *existing == definition {
+                return Ok(self.engine.is_read_only(&definition.name).unwrap_or(false));
+            }
+            return Err(Error::AlreadyExists { what: "function", name: definition.name });
+        }
+        self.engine.register(Function::sql(&definition))?;
+        let text = serde_json::to_string(&definition).map_err(|err| Error::Internal(err.to_string()))?;
+        let () = self.system(system::PUT_FUNCTION, encode(&Definition { name: definition.name.clone(), version: 1, text })).await?;
+        let read_only = self.engine.is_read_only(&definition.name).unwrap_or(false);
+        let mut next = (*current).clone();
+        next.insert(definition.name.clone(), definition);
+        *self.sql_functions.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        Ok(read_only)
+    }
+
+    fn latest(&self, name: &str) -> Result<(i64, Arc<WorkflowPlan>)> {
+        let workflows = Arc::clone(&self.workflows.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        workflows
+            .get(name)
+            .and_then(|v| v.iter().next_back())
+            .map(|(v, p)| (*v, Arc::clone(p)))
+            .ok_or_else(|| Error::UnknownWorkflow { name: name.to_owned() })
+    }
+
+    fn version(&self, name: &str, version: i64) -> Result<Arc<WorkflowPlan>> {
+        let workflows = Arc::clone(&self.workflows.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        workflows
+            .get(name)
+            .and_then(|v| v.get(&version))
+            .map(Arc::clone)
+            .ok_or_else(|| Error::Internal(format!("workflow {name} version {version} has runs but is not registered")))
+    }
+
+    // ---- invocation --------------------------------------------------------------------
+
+    fn admit(self: &Arc<Self>) -> Result<Slot> {
+        let limit = self.options.workflows_in_flight_max;
+        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(Arc::clone(self));
+        if in_flight >= limit {
+            return Err(Error::Overloaded { in_flight, limit });
+        }
+        Ok(slot)
+    }
+
+    fn check_id(&self, id: &str) -> Result<()> {
+        let limit = self.options.workflow_id_bytes_max;
+        if id.len() > limit {
+            return Err(Error::InvalidArgument { field: "workflow_id", message: format!("{} bytes, more than the limit of {limit} (workflow-id-bytes-max)", id.len()) });
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument { field: "workflow_id", message: "it contains control characters".to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Claims a run's id, or returns the run that holds it.
+    fn claim(self: &Arc<Self>, row: &WorkflowRow) -> std::result::Result<Claim, (watch::Receiver<Outcome>, Arc<WorkflowRow>)> {
+        let mut claims = self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(claimed) = claims.get(&row.id) {
+            return Err((claimed.outcome.clone(), Arc::clone(&claimed.row)));
+        }
+        let (sender, outcome) = watch::channel(None);
+        claims.insert(row.id.clone(), Claimed { outcome, row: Arc::new(row.clone()) });
+        Ok(Claim { scheduler: Arc::clone(self), id: row.id.clone(), outcome: Some(sender) })
+    }
+
+    async fn wait(&self, id: &str, mut outcome: watch::Receiver<Outcome>) -> Result<WorkflowRow> {
+        let wait_max = self.options.wait_max;
+        match tokio::time::timeout(wait_max, outcome.wait_for(Option::is_some)).await {
+            Err(_) => Err(Error::Timeout { id: id.to_owned(), after: wait_max }),
+            Ok(Err(_)) => Err(Error::Interrupted { id: id.to_owned(), cause: "the server is stopping".to_owned() }),
+            Ok(Ok(outcome)) => match outcome.as_ref() {
+                Some(Ok(row)) => Ok(row.clone()),
+                Some(Err(cause)) => Err(Error::Interrupted { id: id.to_owned(), cause: cause.clone() }),
+                None => Err(Error::Internal("a run's outcome vanished".to_owned())),
+            },
+        }
+    }
+
+    /// Runs (or finds) a workflow run. Returns the run as it stands (ended, unless
+    /// `asynchronous`) and whether an earlier invocation with the same id did the work.
+    pub(crate) async fn invoke(self: &Arc<Self>, name: &str, input_json: &str, id: Option<String>, asynchronous: bool) -> Result<(WorkflowRow, bool)> {
+        let input = parse_json("input_json", input_json)?;
+        let (version, plan) = self.latest(name)?;
+        let slot = self.admit()?;
+        let one_transaction = plan.units.len() == 1 && !asynchronous;
+        let given = id.is_some();
+        let id = match id {
+            Some(id) => {
+                self.check_id(&id)?;
+                id
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let row = WorkflowRow {
+            home: self.home_of_id(&id),
+            id,
+            name: name.to_owned(),
+            version,
+            status: RUNNING.to_owned(),
+            input: input.to_string(),
+            output: None,
+            error: None,
+            started_us: now_us(),
+            ended_us: None,
+        };
+        if one_transaction && !given {
+            // A new id nobody else knows: nothing to deduplicate, nothing to claim.
+            return Ok((self.run_one_transaction(&plan, row, input, false).await?, false));
+        }
+        let claim = match self.claim(&row) {
+            Ok(claim) => claim,
+            Err((outcome, running)) => {
+                drop(slot);
+                if asynchronous {
+                    return Ok(((*running).clone(), true));
+                }
+                return Ok((self.wait(&row.id, outcome).await?, true));
+            }
+        };
+        if given && let Some(found) = self.lookup(&row.id).await? {
+            if found.status != RUNNING {
+                claim.complete(Ok(found.clone()));
+                return Ok((found, true));
+            }
+            // Started, not ended, and no task here runs it (its task was interrupted):
+            // resume it here.
+            let plan = self.version(&found.name, found.version)?;
+            return self.spawn_run(plan, found, claim, slot, asynchronous, true).await;
+        }
+        if one_transaction {
+            let result = self.run_one_transaction(&plan, row, input, true).await;
+            match &result {
+                Ok(ended) => claim.complete(Ok(ended.clone())),
+                Err(err) => claim.complete(Err(err.to_string())),
+            }
+            return Ok((result?, false));
+        }
+        let () = self.system(system::START, encode(&row)).await?;
+        self.spawn_run(plan, row, claim, slot, asynchronous, false).await
+    }
+
+    /// Runs a started run's steps on a task of its own; waits for its end unless asked not to.
+    async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, row: WorkflowRow, claim: Claim, slot: Slot, asynchronous: bool, deduplicated: bool) -> Result<(WorkflowRow, bool)> {
+        let outcome = claim.outcome.as_ref().map(watch::Sender::subscribe);
+        let scheduler = Arc::clone(self);
+        let started = row.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match scheduler.run_steps(&plan, row).await {
+                Ok(ended) => claim.complete(Ok(ended)),
+                Err(err) => {
+                    tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; it resumes when the server restarts");
+                    claim.complete(Err(err.to_string()));
+                }
+            }
+        });
+        if asynchronous {
+            return Ok((started, deduplicated));
+        }
+        let outcome = outcome.ok_or_else(|| Error::Internal("a fresh claim has no outcome".to_owned()))?;
+        Ok((self.wait(&started.id, outcome).await?, deduplicated))
+    }
+
+    /// Runs a workflow that is one transaction, together with the write of its ended row:
+    /// one commit. With `record`, the row is also the recorded output of step `$end`, so a
+    /// second run of the same id finds it wherever the transaction ran.
+    async fn run_one_transaction(&self, plan: &Arc<WorkflowPlan>, row: WorkflowRow, input: Value, record: bool) -> Result<WorkflowRow> {
+        let unit = plan.units[0].clone();
+        let first = match plan.step_input(&unit[0], &input, &HashMap::new()) {
+            Some(Ok(first)) => first,
+            Some(Err(err)) => return self.record_failure(row, format!("step {}: {err}", unit[0])).await,
+            None => return Err(Error::Internal(format!("step {} is not in its plan", unit[0]))),
+        };
+        let mut steps: Vec<TransactionStep> = unit
+            .iter()
+            .map(|step| TransactionStep { function: function_of(plan, step), id: Some(invocation_id(&row.id, step)), record: false })
+            .collect();
+        steps.push(TransactionStep { function: system::INSERT_ENDED.to_owned(), id: Some(invocation_id(&row.id, system::END_STEP)), record });
+        let next_input = {
+            let plan = Arc::clone(plan);
+            let homes = self.homes.clone();
+            let unit = unit.clone();
+            let input = input.clone();
+            let row = row.clone();
+            move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
+                let outputs: HashMap<String, Value> = unit.iter().cloned().zip(next.outputs.iter().cloned()).collect();
+                if let Some(step) = unit.get(next.index) {
+                    let resolved = plan.step_input(step, &input, &outputs).ok_or("a step is not in its plan")?;
+                    return resolved.map_err(|err| format!("step {step}: {err}").into());
+                }
+                let output = plan.output(&input, &outputs).map_err(|err| format!("the workflow's output: {err}"))?;
+                let ended = WorkflowRow {
+                    home: homes[usize::from(next.partition)],
+                    status: SUCCEEDED.to_owned(),
+                    output: Some(output.to_string()),
+                    ended_us: Some(now_us()),
+                    ..row.clone()
+                };
+                Ok(serde_json::to_value(ended)?)
+            }
+        };
+        let transaction = Transaction { steps, input: first, next_input: Arc::new(next_input) };
+        match self.engine.invoke_transaction(transaction).await {
+            Ok(output) => match output.value {
+                Value::Array(mut values) => decode(values.pop().unwrap_or_default(), "an ended workflow row"),
+                other => decode(other, "an ended workflow row"),
+            },
+            Err(err) if is_workflow_failure(&err) => self.record_failure(row, err.to_string()).await,
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Records that a run which never started durably failed.
+    async fn record_failure(&self, row: WorkflowRow, error: String) -> Result<WorkflowRow> {
+        let ended = WorkflowRow { status: FAILED.to_owned(), error: Some(error), ended_us: Some(now_us()), ..row };
+        let id = ended.id.clone();
+        match self.system::<WorkflowRow>(system::INSERT_ENDED, encode(&ended)).await {
+            Ok(row) => Ok(row),
+            // An earlier run of this id ended first (its row exists): that is the outcome.
+            Err(Error::Backend(comb_backend::Error::UniqueViolation { .. })) => self.lookup(&id).await?.ok_or(Error::UnknownRun { id }),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Runs a started run's units, each once its inputs are ready, then records its end.
+    async fn run_steps(self: &Arc<Self>, plan: &Arc<WorkflowPlan>, row: WorkflowRow) -> Result<WorkflowRow> {
+        let input: Arc<Value> = Arc::new(serde_json::from_str(&row.input).map_err(|err| Error::Internal(format!("run {} has unreadable input: {err}", row.id)))?);
+        let unit_of: HashMap<&str, usize> = plan.units.iter().enumerate().flat_map(|(u, steps)| steps.iter().map(move |s| (s.as_str(), u))).collect();
+        let mut waiting = vec![0usize; plan.units.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); plan.units.len()];
+        for (u, steps) in plan.units.iter().enumerate() {
+            let mut before: Vec<usize> = steps
+                .iter()
+                .flat_map(|s| plan.dependencies.get(s).into_iter().flatten())
+                .filter_map(|d| unit_of.get(d.as_str()).copied())
+                .filter(|d| *d != u)
+                .collect();
+            before.sort_unstable();
+            before.dedup();
+            waiting[u] = before.len();
+            for d in before {
+                dependents[d].push(u);
+            }
+        }
+        let mut outputs: HashMap<String, Value> = HashMap::new();
+        let mut running = FuturesUnordered::new();
+        for u in (0..plan.units.len()).filter(|u| waiting[*u] == 0) {
+            running.push(self.run_unit(plan, &row.id, u, &input, &outputs));
+        }
+        let mut failure = None;
+        while let Some((u, result)) = running.next().await {
+            match result {
+                Ok(values) => {
+                    outputs.extend(values);
+                    for &d in &dependents[u] {
+                        waiting[d] -= 1;
+                        if waiting[d] == 0 {
+                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs));
+                        }
+                    }
+                }
+                Err(StepError::Failed(message)) => {
+                    failure = Some(message);
+                    break;
+                }
+                Err(StepError::Interrupted(err)) => return Err(err),
+            }
+        }
+        drop(running);
+        let (status, output, error) = match failure {
+            Some(message) => (FAILED, None, Some(message)),
+            None => match plan.output(&input, &outputs) {
+                Ok(output) => (SUCCEEDED, Some(output.to_string()), None),
+                Err(err) => (FAILED, None, Some(format!("the workflow's output: {err}"))),
+            },
+        };
+        let ending = Ending { home: row.home, id: row.id.clone(), status: status.to_owned(), output, error, ended_us: now_us() };
+        let () = self.system(system::FINISH, encode(&ending)).await?;
+        Ok(WorkflowRow { status: ending.status, output: ending.output, error: ending.error, ended_us: Some(ending.ended_us), ..row })
+    }
+
+    /// One unit: a step alone, or a multi-function transaction; retried while the backend
+    /// refuses it for overload.
+    fn run_unit(
+        self: &Arc<Self>,
+        plan: &Arc<WorkflowPlan>,
+        id: &str,
+        unit: usize,
+        input: &Arc<Value>,
+        outputs: &HashMap<String, Value>,
+    ) -> impl Future<Output = (usize, std::result::Result<Vec<(String, Value)>, StepError>)> + use<> {
+        let scheduler = Arc::clone(self);
+        let plan = Arc::clone(plan);
+        let input = Arc::clone(input);
+        let id = id.to_owned();
+        let steps = plan.units[unit].clone();
+        let outputs: Arc<HashMap<String, Value>> = Arc::new(
+            steps
+                .iter()
+                .flat_map(|s| plan.dependencies.get(s).into_iter().flatten())
+                .filter_map(|d| outputs.get(d).map(|v| (d.clone(), v.clone())))
+                .collect(),
+        );
+        async move {
+            let first = match plan.step_input(&steps[0], &input, &outputs) {
+                Some(Ok(first)) => first,
+                Some(Err(err)) => return (unit, Err(StepError::Failed(format!("step {}: {err}", steps[0])))),
+                None => return (unit, Err(StepError::Interrupted(Error::Internal(format!("step {} is not in its plan", steps[0]))))),
+            };
+            let mut attempt = 0;
+            loop {
+                let result = if steps.len() == 1 {
+                    let step = &steps[0];
+                    let mut invocation = Invocation::new(function_of(&plan, step), first.clone()).id(id.clone(), step.clone());
+                    if plan.is_recorded(step) {
+                        invocation = invocation.record();
+                    }
+                    scheduler.engine.invoke(invocation).await.map(|o| vec![(step.clone(), o.value)])
+                } else {
+                    let transaction = Transaction {
+                        steps: steps
+                            .iter()
+                            .map(|s| TransactionStep { function: function_of(&plan, s), id: Some(invocation_id(&id, s)), record: plan.is_recorded(s) })
+                            .collect(),
+                        input: first.clone(),
+                        next_input: unit_inputs(&plan, &steps, &input, &outputs),
+                    };
+                    scheduler.engine.invoke_transaction(transaction).await.map(|o| match o.value {
+                        Value::Array(values) => steps.iter().cloned().zip(values).collect(),
+                        other => vec![(steps[0].clone(), other)],
+                    })
+                };
+                match result {
+                    Ok(values) => return (unit, Ok(values)),
+                    Err(comb_backend::Error::Overloaded { .. }) if attempt < scheduler.options.step_retries_max => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(100)))).await;
+                    }
+                    Err(err) if is_workflow_failure(&err) => {
+                        return (unit, Err(StepError::Failed(format!("step {} ({}): {err}", steps.join("+"), steps.iter().map(|s| function_of(&plan, s)).collect::<Vec<_>>().join("+")))));
+                    }
+                    Err(err) => return (unit, Err(StepError::Interrupted(err.into()))),
+                }
+            }
+        }
+    }
+
+    /// Resumes every run that started and did not end: the server's own recovery.
+    pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<usize> {
+        let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
+        let mut resumed = 0;
+        for (home, id) in running {
+            let Some(row) = self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.clone() })).await? else {
+                return Err(Error::Internal(format!("run {id} is running but has no row")));
+            };
+            let plan = match self.version(&row.name, row.version) {
+                Ok(plan) => plan,
+                Err(err) => {
+                    tracing::error!(workflow_id = %id, error = %err, "a started run cannot resume");
+                    continue;
+                }
+            };
+            let Ok(claim) = self.claim(&row) else { continue };
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            let slot = Slot(Arc::clone(self));
+            self.spawn_run(plan, row, claim, slot, true, false).await?;
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    // ---- reading runs ------------------------------------------------------------------
+
+    /// Finds a run's row on whichever partition holds it.
+    pub(crate) async fn lookup(&self, id: &str) -> Result<Option<WorkflowRow>> {
+        let gets = self.homes.iter().map(|home| self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home: *home, id: id.to_owned() })));
+        for found in futures::future::join_all(gets).await {
+            if let Some(row) = found? {
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A run's row; with `wait`, once it has ended (bounded by `wait-max`).
+    pub(crate) async fn get(&self, id: &str, wait: bool) -> Result<WorkflowRow> {
+        self.check_id(id)?;
+        let claimed = {
+            let claims = self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            claims.get(id).map(|c| (c.outcome.clone(), Arc::clone(&c.row)))
+        };
+        if let Some((outcome, row)) = claimed {
+            return if wait { self.wait(id, outcome).await } else { Ok((*row).clone()) };
+        }
+        self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() })
+    }
+
+    /// A page of runs, in id order (for generated ids: start order).
+    pub(crate) async fn list(&self, name: &str, status: &str, page_size: usize, after: &str) -> Result<(Vec<WorkflowRow>, Option<String>)> {
+        let page_size = if page_size == 0 { 100 } else { page_size.min(LIST_PAGE_MAX) };
+        let query = ListQuery { after: after.to_owned(), name: name.to_owned(), status: status.to_owned() };
+        let mut rows: Vec<WorkflowRow> = self.system(system::LIST, encode(&query)).await?;
+        let more = rows.len() > page_size;
+        rows.truncate(page_size);
+        let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
+        Ok((rows, next))
+    }
+}
+
+fn invocation_id(workflow: &str, step: &str) -> comb_backend::InvocationId {
+    comb_backend::InvocationId { workflow: workflow.to_owned(), step: step.to_owned() }
+}
+
+fn function_of(plan: &WorkflowPlan, step: &str) -> String {
+    plan.spec.steps.iter().find(|s| s.id == step).map(|s| s.function.clone()).unwrap_or_default()
+}
+
+/// The input function of a multi-function unit: each later step's input from the outputs
+/// of the steps before it in the unit and of the units before it.
+fn unit_inputs(plan: &Arc<WorkflowPlan>, steps: &[String], input: &Arc<Value>, outputs: &Arc<HashMap<String, Value>>) -> Arc<comb_backend::NextInputFn> {
+    let plan = Arc::clone(plan);
+    let steps = steps.to_vec();
+    let input = Arc::clone(input);
+    let outputs = Arc::clone(outputs);
+    Arc::new(move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
+        let mut all = (*outputs).clone();
+        all.extend(steps.iter().cloned().zip(next.outputs.iter().cloned()));
+        let step = steps.get(next.index).ok_or("a unit has fewer steps than its transaction")?;
+        let resolved = plan.step_input(step, &input, &all).ok_or("a step is not in its plan")?;
+        resolved.map_err(|err| format!("step {step}: {err}").into())
+    })
+}

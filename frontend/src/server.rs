@@ -1,0 +1,278 @@
+//! The server: built with the application's functions, opened over one data directory
+//! (recovering the store, the registrations and every unfinished run), then served over
+//! gRPC.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use comb_backend::{Engine, Function};
+use comb_client::proto::comb_server::CombServer;
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Status};
+
+use crate::error::{Error, Result};
+use crate::options::ServerOptions;
+use crate::scheduler::{Scheduler, check_user_name};
+use crate::service::Service;
+use crate::system;
+
+/// Builds a [`Server`]: where its data lives, its options, the application's tables,
+/// compiled-in functions and workflows.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use comb_backend::Function;
+///
+/// let server = comb_frontend::Server::builder()
+///     .data_dir("data")
+///     .schema("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+///     .function(
+///         Function::new("bump")
+///             .statement("add", "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1 RETURNING n")
+///             .partition_by("id")
+///             .run(|tx, input| Ok(serde_json::json!({ "n": tx.query_one::<i64>("add", (input["id"].as_i64(),))? }))),
+///     )
+///     .workflow(r#"{"name": "bump", "steps": [{"id": "bump", "function": "bump", "input": "$input"}], "output": "$bump"}"#)
+///     .build()
+///     .await?;
+/// server.serve("127.0.0.1:7878".parse()?).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct ServerBuilder {
+    data_dir: Option<PathBuf>,
+    options: ServerOptions,
+    schemas: Vec<String>,
+    functions: Vec<Function>,
+    workflows: Vec<String>,
+}
+
+impl ServerBuilder {
+    /// The directory that holds everything: the log, the state, the registrations.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> ServerBuilder {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The server's options.
+    pub fn options(mut self, options: ServerOptions) -> ServerBuilder {
+        self.options = options;
+        self
+    }
+
+    /// DDL the application needs, applied at start when it changes the catalog (write it
+    /// with `IF NOT EXISTS`, so that a restart changes nothing).
+    pub fn schema(mut self, ddl: impl Into<String>) -> ServerBuilder {
+        self.schemas.push(ddl.into());
+        self
+    }
+
+    /// A compiled-in function.
+    pub fn function(mut self, function: Function) -> ServerBuilder {
+        self.functions.push(function);
+        self
+    }
+
+    /// A workflow specification (JSON) registered at start, unless its latest version is
+    /// already this one.
+    pub fn workflow(mut self, spec_json: impl Into<String>) -> ServerBuilder {
+        self.workflows.push(spec_json.into());
+        self
+    }
+
+    /// Opens the data directory, recovers, registers, and resumes every run that started
+    /// and did not end. Must be called within a tokio runtime.
+    pub async fn build(self) -> Result<Server> {
+        self.options.validate().map_err(|message| Error::InvalidArgument { field: "options", message })?;
+        let dir = self.data_dir.ok_or(Error::InvalidArgument { field: "data_dir", message: "no data directory was given".to_owned() })?;
+        let engine = Engine::open(&dir, self.options.engine.clone()).await?;
+        apply_schema(&engine, system::SCHEMA).await?;
+        for ddl in &self.schemas {
+            apply_schema(&engine, ddl).await?;
+        }
+        for function in system::functions() {
+            engine.register(function)?;
+        }
+        for function in self.functions {
+            check_user_name("function name", function.name())?;
+            engine.register(function)?;
+        }
+        let scheduler = Arc::new(Scheduler::new(engine, self.options));
+        scheduler.load_definitions().await?;
+        for spec in &self.workflows {
+            scheduler.register_workflow_if_changed(spec).await?;
+        }
+        let resumed = scheduler.resume_all().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed the workflow runs that started and did not end");
+        }
+        Ok(Server { scheduler, resumed })
+    }
+}
+
+async fn apply_schema(engine: &Engine, ddl: &str) -> Result<()> {
+    let catalog = engine.catalog();
+    let next = catalog.apply(ddl).map_err(comb_backend::Error::Ddl)?;
+    if next != *catalog {
+        engine.execute_ddl(ddl).await?;
+    }
+    Ok(())
+}
+
+/// Applies a user's DDL, refusing any change to the system tables.
+pub(crate) async fn execute_user_ddl(engine: &Engine, sql: &str) -> Result<u64> {
+    let catalog = engine.catalog();
+    let next = catalog.apply(sql).map_err(comb_backend::Error::Ddl)?;
+    for table in system::TABLES {
+        if catalog.table(table) != next.table(table) {
+            return Err(Error::InvalidArgument { field: "sql", message: format!("table {table} belongs to the system and cannot be changed") });
+        }
+    }
+    for table in next.tables() {
+        if catalog.table(&table.name).is_none() {
+            check_user_name("table name", &table.name).map_err(|_| Error::InvalidArgument {
+                field: "sql",
+                message: format!("table {}: names starting with {:?} are reserved for the system", table.name, system::PREFIX),
+            })?;
+        }
+    }
+    Ok(engine.execute_ddl(sql).await?)
+}
+
+/// A Comb server: the engine, the registry and the scheduler, ready to serve.
+pub struct Server {
+    scheduler: Arc<Scheduler>,
+    resumed: usize,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("engine", &self.scheduler.engine).finish_non_exhaustive()
+    }
+}
+
+/// A server listening on a socket, until [`Listening::shutdown`] or the end of the process.
+#[derive(Debug)]
+pub struct Listening {
+    local_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Listening {
+    /// The address it listens on (with the port chosen, when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting requests and waits for the ones in progress.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.map_err(|err| Error::Internal(format!("the server task failed: {err}")))?.map_err(|err| Error::Internal(format!("the server failed: {err}")))
+    }
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The backend.
+    pub fn engine(&self) -> &Engine {
+        &self.scheduler.engine
+    }
+
+    /// How many runs this server resumed when it started.
+    pub fn resumed(&self) -> usize {
+        self.resumed
+    }
+
+    /// Listens on `addr` and serves the API on a task of its own.
+    pub async fn listen(&self, addr: SocketAddr) -> Result<Listening> {
+        let options = &self.scheduler.options;
+        if !addr.ip().is_loopback() && options.token.is_none() {
+            return Err(Error::InvalidArgument {
+                field: "token",
+                message: format!("listening on {addr}, beyond loopback, needs a bearer token: give --token (or COMB_TOKEN)"),
+            });
+        }
+        let listener = TcpListener::bind(addr).await.map_err(|err| Error::InvalidArgument { field: "addr", message: format!("cannot listen on {addr}: {err}") })?;
+        let local_addr = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
+        let service = CombServer::new(Service { scheduler: Arc::clone(&self.scheduler) })
+            .max_decoding_message_size(options.request_bytes_max)
+            .max_encoding_message_size(options.request_bytes_max.max(options.engine.json_bytes_max * 2));
+        let auth = Auth { token: options.token.clone().map(|t| format!("Bearer {t}")) };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(InterceptedService::new(service, auth))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stopped.await;
+                }),
+        );
+        Ok(Listening { local_addr, stop: Some(stop), task })
+    }
+
+    /// Serves on `addr` until the process receives Ctrl-C or SIGTERM, then closes.
+    pub async fn serve(self, addr: SocketAddr) -> Result<()> {
+        let listening = self.listen(addr).await?;
+        tracing::info!(addr = %listening.local_addr(), "serving");
+        shutdown_signal().await;
+        listening.shutdown().await?;
+        self.close().await
+    }
+
+    /// Closes the engine: commits in flight finish, runs in progress resume at the next
+    /// start.
+    pub async fn close(self) -> Result<()> {
+        Ok(self.scheduler.engine.close().await?)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+/// Checks the bearer token of every request, when the server has one.
+#[derive(Clone)]
+struct Auth {
+    /// `Bearer <token>`.
+    token: Option<String>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Ok(request);
+        };
+        match request.metadata().get("authorization").map(|v| v.to_str()) {
+            None => Err(Status::unauthenticated("this server requires a bearer token: send `authorization: Bearer <token>` (comb --token)")),
+            Some(Ok(given)) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("the bearer token is wrong")),
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,118 @@
+//! The gRPC service: requests in, the scheduler's answers out. Errors become statuses in
+//! one place ([`Error::code`](crate::Error::code)).
+
+use std::sync::Arc;
+
+use comb_backend::{SqlFunction, SqlStatement};
+use comb_client::proto::{self, comb_server::Comb};
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::scheduler::{FAILED, RUNNING, SUCCEEDED, Scheduler};
+use crate::system::WorkflowRow;
+
+/// The service behind the API.
+pub(crate) struct Service {
+    pub(crate) scheduler: Arc<Scheduler>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+fn status_of(text: &str) -> proto::WorkflowStatus {
+    match text {
+        RUNNING => proto::WorkflowStatus::Running,
+        SUCCEEDED => proto::WorkflowStatus::Succeeded,
+        FAILED => proto::WorkflowStatus::Failed,
+        _ => proto::WorkflowStatus::Unspecified,
+    }
+}
+
+pub(crate) fn to_proto(row: WorkflowRow) -> proto::Workflow {
+    proto::Workflow {
+        status: status_of(&row.status).into(),
+        id: row.id,
+        name: row.name,
+        version: row.version as u64,
+        input_json: row.input,
+        output_json: row.output.unwrap_or_default(),
+        error: row.error.unwrap_or_default(),
+        started_us: row.started_us as u64,
+        ended_us: row.ended_us.unwrap_or_default() as u64,
+    }
+}
+
+#[tonic::async_trait]
+impl Comb for Service {
+    async fn execute_sql(&self, request: Request<proto::ExecuteSqlRequest>) -> Result<Response<proto::ExecuteSqlResponse>, Status> {
+        let sql = request.into_inner().sql;
+        let lsn = crate::server::execute_user_ddl(&self.scheduler.engine, &sql).await?;
+        Ok(Response::new(proto::ExecuteSqlResponse { lsn }))
+    }
+
+    async fn register_function(&self, request: Request<proto::RegisterFunctionRequest>) -> Result<Response<proto::RegisterFunctionResponse>, Status> {
+        let request = request.into_inner();
+        if request.statements.is_empty() {
+            return Err(Error::InvalidArgument { field: "statements", message: format!("function {} has no statements", request.name) }.into());
+        }
+        let definition = SqlFunction {
+            name: request.name,
+            statements: request.statements.into_iter().map(|s| SqlStatement { name: s.name, sql: s.sql, params: s.params }).collect(),
+            partition_by: Some(request.partition_by).filter(|p| !p.is_empty()),
+        };
+        let read_only = self.scheduler.register_function(definition).await?;
+        Ok(Response::new(proto::RegisterFunctionResponse { read_only }))
+    }
+
+    async fn register_workflow(&self, request: Request<proto::RegisterWorkflowRequest>) -> Result<Response<proto::RegisterWorkflowResponse>, Status> {
+        let (version, plan) = self.scheduler.register_workflow(&request.into_inner().spec_json).await?;
+        Ok(Response::new(proto::RegisterWorkflowResponse {
+            name: plan.spec.name.clone(),
+            version: version as u64,
+            recorded_steps: plan.recorded.iter().cloned().collect(),
+            units: plan.units.iter().map(|u| u.join("+")).collect(),
+        }))
+    }
+
+    async fn invoke(&self, request: Request<proto::InvokeRequest>) -> Result<Response<proto::InvokeResponse>, Status> {
+        let request = request.into_inner();
+        let id = Some(request.workflow_id).filter(|id| !id.is_empty());
+        let (row, deduplicated) = self.scheduler.invoke(&request.workflow, &request.input_json, id, request.r#async).await?;
+        Ok(Response::new(proto::InvokeResponse { workflow: Some(to_proto(row)), deduplicated }))
+    }
+
+    async fn get_workflow(&self, request: Request<proto::GetWorkflowRequest>) -> Result<Response<proto::GetWorkflowResponse>, Status> {
+        let request = request.into_inner();
+        if request.workflow_id.is_empty() {
+            return Err(Error::InvalidArgument { field: "workflow_id", message: "it is empty".to_owned() }.into());
+        }
+        let row = self.scheduler.get(&request.workflow_id, request.wait).await?;
+        Ok(Response::new(proto::GetWorkflowResponse { workflow: Some(to_proto(row)) }))
+    }
+
+    async fn list_workflows(&self, request: Request<proto::ListWorkflowsRequest>) -> Result<Response<proto::ListWorkflowsResponse>, Status> {
+        let request = request.into_inner();
+        let status = match proto::WorkflowStatus::try_from(request.status) {
+            Ok(proto::WorkflowStatus::Unspecified) => "",
+            Ok(proto::WorkflowStatus::Running) => RUNNING,
+            Ok(proto::WorkflowStatus::Succeeded) => SUCCEEDED,
+            Ok(proto::WorkflowStatus::Failed) => FAILED,
+            Err(_) => return Err(Error::InvalidArgument { field: "status", message: format!("{} is not a workflow status", request.status) }.into()),
+        };
+        let (rows, next) = self.scheduler.list(&request.name, status, request.page_size as usize, &request.page_token).await?;
+        Ok(Response::new(proto::ListWorkflowsResponse { workflows: rows.into_iter().map(to_proto).collect(), next_page_token: next.unwrap_or_default() }))
+    }
+
+    async fn health(&self, _request: Request<proto::HealthRequest>) -> Result<Response<proto::HealthResponse>, Status> {
+        let engine = &self.scheduler.engine;
+        Ok(Response::new(proto::HealthResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            partitions: u32::from(engine.partitions()),
+            log_tail: engine.log().tail(),
+            workflows_in_flight: self.scheduler.in_flight() as u64,
+        }))
+    }
+}

@@ -1,0 +1,197 @@
+//! The system tables and the functions that read and write them. They live in the same
+//! store as the application's tables and are written through the same log, so a restart
+//! rebuilds them exactly (recovery needs nothing else).
+//!
+//! A workflow's row is placed by `home`, an integer chosen so that it falls in a given
+//! partition: a workflow that is one transaction writes its row on the partition where its
+//! step runs (one commit, no barrier); a longer one on the partition of its id.
+
+use comb_backend::{Function, Txn};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every system table and function; users may not create or register names
+/// with it.
+pub(crate) const PREFIX: &str = "comb_";
+
+/// The system tables.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS comb_workflows (
+    home BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    started_us BIGINT NOT NULL,
+    ended_us BIGINT,
+    PRIMARY KEY (home, id)
+) WITH (partition_by = 'home');
+CREATE TABLE IF NOT EXISTS comb_running (
+    home BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (home, id)
+) WITH (partition_by = 'home');
+CREATE TABLE IF NOT EXISTS comb_functions (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS comb_workflow_specs (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+";
+
+/// The system tables' names.
+pub(crate) const TABLES: [&str; 4] = ["comb_workflows", "comb_running", "comb_functions", "comb_workflow_specs"];
+
+pub(crate) const START: &str = "comb_workflow_start";
+pub(crate) const FINISH: &str = "comb_workflow_finish";
+pub(crate) const INSERT_ENDED: &str = "comb_workflow_insert_ended";
+pub(crate) const GET: &str = "comb_workflow_get";
+pub(crate) const RUNNING: &str = "comb_workflows_running";
+pub(crate) const LIST: &str = "comb_workflows_list";
+pub(crate) const PUT_FUNCTION: &str = "comb_function_put";
+pub(crate) const FUNCTIONS: &str = "comb_functions_all";
+pub(crate) const PUT_SPEC: &str = "comb_workflow_spec_put";
+pub(crate) const SPECS: &str = "comb_workflow_specs_all";
+
+/// The step id of the system function that ends a one-transaction workflow.
+pub(crate) const END_STEP: &str = "$end";
+
+/// Most rows one ListWorkflows statement returns; pages are at most one fewer.
+pub(crate) const LIST_ROWS_MAX: usize = 1001;
+
+/// A workflow run's row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct WorkflowRow {
+    pub(crate) home: i64,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) version: i64,
+    pub(crate) status: String,
+    pub(crate) input: String,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) started_us: i64,
+    pub(crate) ended_us: Option<i64>,
+}
+
+type RowTuple = (i64, String, String, i64, String, String, Option<String>, Option<String>, i64, Option<i64>);
+
+const ROW_COLUMNS: &str = "home, id, name, version, status, input, output, error, started_us, ended_us";
+
+impl WorkflowRow {
+    fn from_tuple(t: RowTuple) -> WorkflowRow {
+        WorkflowRow { home: t.0, id: t.1, name: t.2, version: t.3, status: t.4, input: t.5, output: t.6, error: t.7, started_us: t.8, ended_us: t.9 }
+    }
+}
+
+/// The key of a row: its home and id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RowKey {
+    pub(crate) home: i64,
+    pub(crate) id: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Ending {
+    pub(crate) home: i64,
+    pub(crate) id: String,
+    pub(crate) status: String,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) ended_us: i64,
+}
+
+/// A filter and position of ListWorkflows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ListQuery {
+    pub(crate) after: String,
+    pub(crate) name: String,
+    pub(crate) status: String,
+}
+
+/// A SQL-only function's or a workflow specification's stored definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Definition {
+    pub(crate) name: String,
+    pub(crate) version: i64,
+    pub(crate) text: String,
+}
+
+fn rows(tx: &mut Txn<'_>, statement: &str, params: impl comb_backend::Params) -> comb_backend::Result<Vec<WorkflowRow>> {
+    Ok(tx.query_as::<RowTuple>(statement, params)?.into_iter().map(WorkflowRow::from_tuple).collect())
+}
+
+/// The system functions, registered before any other.
+pub(crate) fn functions() -> Vec<Function> {
+    vec![
+        Function::new(START)
+            .statement("row", format!("INSERT INTO comb_workflows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, 'running', $5, NULL, NULL, $6, NULL)"))
+            .statement("running", "INSERT INTO comb_running (home, id) VALUES ($1, $2)")
+            .partition_by("home")
+            .run_typed(|tx, row: WorkflowRow| -> comb_backend::Result<()> {
+                tx.execute("row", (row.home, row.id.clone(), row.name, row.version, row.input, row.started_us))?;
+                tx.execute("running", (row.home, row.id))?;
+                Ok(())
+            }),
+        Function::new(FINISH)
+            .statement("row", "UPDATE comb_workflows SET status = $3, output = $4, error = $5, ended_us = $6 WHERE home = $1 AND id = $2")
+            .statement("running", "DELETE FROM comb_running WHERE home = $1 AND id = $2")
+            .partition_by("home")
+            .run_typed(|tx, end: Ending| -> comb_backend::Result<()> {
+                tx.execute("row", (end.home, end.id.clone(), end.status, end.output, end.error, end.ended_us))?;
+                tx.execute("running", (end.home, end.id))?;
+                Ok(())
+            }),
+        Function::new(INSERT_ENDED)
+            .statement("row", format!("INSERT INTO comb_workflows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+            .partition_by("home")
+            .run_typed(|tx, row: WorkflowRow| -> comb_backend::Result<WorkflowRow> {
+                let r = row.clone();
+                tx.execute("row", (r.home, r.id, r.name, r.version, r.status, r.input, r.output, r.error, r.started_us, r.ended_us))?;
+                Ok(row)
+            }),
+        Function::new(GET)
+            .statement("get", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2"))
+            .partition_by("home")
+            .run_typed(|tx, key: RowKey| -> comb_backend::Result<Option<WorkflowRow>> { Ok(rows(tx, "get", (key.home, key.id))?.pop()) }),
+        Function::new(RUNNING)
+            .statement("all", "SELECT home, id FROM comb_running")
+            .run_typed(|tx, (): ()| -> comb_backend::Result<Vec<(i64, String)>> { tx.query_as("all", ()) }),
+        Function::new(LIST)
+            .statement(
+                "page",
+                format!(
+                    "SELECT {ROW_COLUMNS} FROM comb_workflows WHERE id > $1 AND ($2 = '' OR name = $2) AND ($3 = '' OR status = $3) \
+                     ORDER BY id LIMIT {LIST_ROWS_MAX}"
+                ),
+            )
+            .run_typed(|tx, q: ListQuery| -> comb_backend::Result<Vec<WorkflowRow>> { rows(tx, "page", (q.after, q.name, q.status)) }),
+        Function::new(PUT_FUNCTION)
+            .statement("put", "INSERT INTO comb_functions (name, definition) VALUES ($1, $2)")
+            .partition_by("name")
+            .run_typed(|tx, d: Definition| -> comb_backend::Result<()> {
+                tx.execute("put", (d.name, d.text))?;
+                Ok(())
+            }),
+        Function::new(FUNCTIONS)
+            .statement("all", "SELECT name, definition FROM comb_functions")
+            .run_typed(|tx, (): ()| -> comb_backend::Result<Vec<(String, String)>> { tx.query_as("all", ()) }),
+        Function::new(PUT_SPEC)
+            .statement("put", "INSERT INTO comb_workflow_specs (name, version, spec) VALUES ($1, $2, $3)")
+            .partition_by("name")
+            .run_typed(|tx, d: Definition| -> comb_backend::Result<()> {
+                tx.execute("put", (d.name, d.version, d.text))?;
+                Ok(())
+            }),
+        Function::new(SPECS)
+            .statement("all", "SELECT name, version, spec FROM comb_workflow_specs ORDER BY name, version")
+            .run_typed(|tx, (): ()| -> comb_backend::Result<Vec<(String, i64, String)>> { tx.query_as("all", ()) }),
+    ]
+}

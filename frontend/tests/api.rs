@@ -1,0 +1,390 @@
+//! End to end over gRPC on loopback: a server in this process, the Rust client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use comb_backend::{EngineOptions, Function};
+use comb_client::{Client, Code, ListFilter, RunStatus, SqlFunction, SqlStatement};
+use comb_frontend::{Listening, Server, ServerOptions};
+use serde_json::{Value, json};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL);";
+
+/// Counts the runs of the test's functions' bodies, to check that nothing ran twice.
+#[derive(Default)]
+struct Runs {
+    add: AtomicUsize,
+    meet: AtomicUsize,
+}
+
+fn functions(runs: &Arc<Runs>) -> Vec<Function> {
+    let add_runs = Arc::clone(runs);
+    let meet_runs = Arc::clone(runs);
+    vec![
+        Function::new("add")
+            .statement("add", "INSERT INTO counters (id, n) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET n = counters.n + excluded.n RETURNING n")
+            .partition_by("id")
+            .run(move |tx, input| {
+                add_runs.add.fetch_add(1, Ordering::SeqCst);
+                let id = input["id"].as_i64().ok_or("id must be an integer")?;
+                let n: i64 = tx.query_one("add", (id, input["by"].as_i64().unwrap_or(1)))?;
+                Ok(json!({ "id": id, "n": n }))
+            }),
+        Function::new("get")
+            .statement("get", "SELECT n FROM counters WHERE id = $1")
+            .partition_by("id")
+            .run(|tx, input| {
+                let n: Option<i64> = tx.query_opt("get", (input["id"].as_i64(),))?;
+                Ok(json!({ "n": n }))
+            }),
+        Function::new("note")
+            .statement("put", "INSERT INTO notes (id, body) VALUES ($1, $2)")
+            .partition_by("id")
+            .run(|tx, input| {
+                tx.execute("put", (input["id"].as_i64(), input["body"].as_str().map(str::to_owned)))?;
+                Ok(json!({ "noted": input["id"] }))
+            }),
+        Function::new("fail").partition_by("id").run(|_, input| Err(format!("refused {}", input["id"]).into())),
+        // Waits, up to 10 s, until another branch has arrived too: parallel branches meet,
+        // serial ones would not.
+        Function::new("meet").partition_by("id").run(move |_, input| {
+            meet_runs.meet.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while meet_runs.meet.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            Ok(json!({ "id": input["id"], "met": meet_runs.meet.load(Ordering::SeqCst) >= 2 }))
+        }),
+    ]
+}
+
+const COUNT: &str = r#"{"name": "count", "steps": [{"id": "add", "function": "add", "input": "$input"}], "output": "$add"}"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    runs: Arc<Runs>,
+    server: Option<(Server, Listening)>,
+    client: Client,
+    token: Option<String>,
+}
+
+async fn start(dir: &std::path::Path, runs: &Arc<Runs>, token: Option<String>) -> (Server, Listening, Client) {
+    let options = ServerOptions { engine: EngineOptions { partitions: 2, ..EngineOptions::default() }, token: token.clone(), request_bytes_max: 64 << 10, ..ServerOptions::default() };
+    let mut builder = Server::builder().data_dir(dir).options(options).schema(SCHEMA).workflow(COUNT);
+    for f in functions(runs) {
+        builder = builder.function(f);
+    }
+    let server = builder.build().await.expect("the server starts");
+    let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.expect("it listens");
+    let mut client = Client::builder(format!("http://{}", listening.local_addr())).timeout(Duration::from_secs(30));
+    if let Some(token) = token {
+        client = client.token(token);
+    }
+    (server, listening, client.connect().await.expect("the client connects"))
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        Fixture::with_token(None).await
+    }
+
+    async fn with_token(token: Option<String>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let runs = Arc::new(Runs::default());
+        let (server, listening, client) = start(&path, &runs, token.clone()).await;
+        Fixture { _dir: dir, dir: path, runs, server: Some((server, listening)), client, token }
+    }
+
+    async fn restart(&mut self) {
+        let (server, listening) = self.server.take().unwrap();
+        listening.shutdown().await.unwrap();
+        server.close().await.unwrap();
+        let (server, listening, client) = start(&self.dir, &self.runs, self.token.clone()).await;
+        self.server = Some((server, listening));
+        self.client = client;
+    }
+
+    fn log_tail(&self) -> u64 {
+        self.server.as_ref().unwrap().0.engine().log().tail()
+    }
+}
+
+fn code(err: &comb_client::Error) -> Code {
+    err.code().unwrap_or_else(|| panic!("expected an error status, got {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_invocation_and_listing() {
+    let mut f = Fixture::new().await;
+    let c = f.client.clone();
+    let health = c.health().await.unwrap();
+    assert_eq!(health.partitions, 2);
+
+    // A one-transaction workflow is ONE commit: the step and the run's row together.
+    let before = f.log_tail();
+    let out: Value = c.invoke("count", &json!({ "id": 1, "by": 5 })).await.unwrap();
+    assert_eq!(out, json!({ "id": 1, "n": 5 }));
+    assert_eq!(f.log_tail(), before + 1, "one commit for a one-transaction workflow");
+
+    // A SQL-only function, registered at run time, in a two-step workflow.
+    let sql_fn = SqlFunction {
+        name: "note_read".into(),
+        statements: vec![SqlStatement { name: "read".into(), sql: "SELECT id, body FROM notes WHERE id = $1".into(), params: vec!["id".into()] }],
+        partition_by: Some("id".into()),
+    };
+    assert!(c.register_function(&sql_fn).await.unwrap(), "a SELECT-only function is read-only");
+    assert!(c.register_function(&sql_fn).await.unwrap(), "registering the same definition again is a no-op");
+    let spec = r#"{"name": "jot", "steps": [
+        {"id": "put", "function": "note", "input": {"id": "$input.id", "body": "$input.body"}},
+        {"id": "back", "function": "note_read", "input": {"id": "$put.noted"}}],
+        "output": {"rows": "$back"}}"#;
+    let registered = c.register_workflow(spec).await.unwrap();
+    assert_eq!((registered.name.as_str(), registered.version), ("jot", 1));
+    assert_eq!(registered.recorded_steps, vec!["put".to_owned()]);
+    assert_eq!(c.register_workflow(spec).await.unwrap().version, 2, "a name that exists gets a new version");
+    let run = c.invoke::<Value>("jot", &json!({ "id": 7, "body": "hello" })).id("jot-1").run().await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.version, 2);
+    assert_eq!(run.output, Some(json!({ "rows": [{ "id": 7, "body": "hello" }] })));
+    assert!(!run.deduplicated);
+
+    // Asynchronous: returns at once with the id; GetWorkflow waits for the end.
+    let started = c.start("jot", &json!({ "id": 8, "body": "later" }), Some("jot-2")).await.unwrap();
+    assert_eq!(started.id, "jot-2");
+    let ended = c.get_workflow("jot-2", true).await.unwrap();
+    assert_eq!(ended.status, RunStatus::Succeeded);
+    assert_eq!(ended.output, Some(json!({ "rows": [{ "id": 8, "body": "later" }] })));
+
+    // A failing workflow: its failure is its recorded outcome.
+    c.register_workflow(r#"{"name": "doomed", "steps": [{"id": "x", "function": "fail", "input": "$input"}]}"#).await.unwrap();
+    let failed = c.invoke::<Value>("doomed", &json!({ "id": 3 })).id("doomed-1").run().await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.error.as_deref().unwrap().contains("refused 3"), "{failed:?}");
+    let err = c.invoke::<Value>("doomed", &json!({ "id": 3 })).id("doomed-1").await.unwrap_err();
+    assert!(matches!(&err, comb_client::Error::WorkflowFailed { id, .. } if id == "doomed-1"), "{err}");
+
+    // Listing: by name, by status, in pages.
+    let jots = c.list_workflows(&ListFilter { name: Some("jot".into()), ..ListFilter::default() }).await.unwrap();
+    assert_eq!(jots.runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["jot-1", "jot-2"]);
+    let failures = c.list_workflows(&ListFilter { status: Some(RunStatus::Failed), ..ListFilter::default() }).await.unwrap();
+    assert_eq!(failures.runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["doomed-1"]);
+    let mut seen = Vec::new();
+    let mut filter = ListFilter { page_size: 2, ..ListFilter::default() };
+    loop {
+        let page = c.list_workflows(&filter).await.unwrap();
+        assert!(page.runs.len() <= 2);
+        seen.extend(page.runs.into_iter().map(|r| r.id));
+        match page.next_page_token {
+            Some(token) => filter.page_token = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 4, "every run once across pages: {seen:?}");
+
+    // A restart keeps the registrations and the outcomes.
+    f.restart().await;
+    let c = f.client.clone();
+    let again = c.invoke::<Value>("jot", &json!({ "id": 7, "body": "hello" })).id("jot-1").run().await.unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(again.output, run.output);
+    let fresh = c.invoke::<Value>("jot", &json!({ "id": 9, "body": "after" })).run().await.unwrap();
+    assert_eq!(fresh.version, 2);
+    assert!(c.register_function(&sql_fn).await.unwrap(), "the SQL function survived the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_under_reinvocation_and_concurrent_duplicates() {
+    let f = Fixture::new().await;
+    let c = f.client.clone();
+    let first: Value = c.invoke("count", &json!({ "id": 40 })).id("once").await.unwrap();
+    let second = c.invoke::<Value>("count", &json!({ "id": 40 })).id("once").run().await.unwrap();
+    assert!(second.deduplicated);
+    assert_eq!(second.output, Some(first.clone()));
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), 1, "the second invocation ran nothing");
+
+    // 32 concurrent invocations with one id, of a two-step workflow: one run.
+    c.register_workflow(
+        r#"{"name": "twice", "steps": [
+            {"id": "a", "function": "add", "input": {"id": "$input.id"}},
+            {"id": "b", "function": "add", "input": {"id": "$input.other", "by": "$a.n"}}],
+            "output": {"a": "$a.n", "b": "$b.n"}}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.runs.add.load(Ordering::SeqCst);
+    let calls = (0..32).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.invoke::<Value>("twice", &json!({ "id": 41, "other": 42 })).id("dup").run().await })
+    });
+    let outputs: Vec<_> = futures_join(calls).await;
+    let first = outputs[0].output.clone();
+    assert_eq!(first, Some(json!({ "a": 1, "b": 1 })));
+    assert!(outputs.iter().all(|r| r.output == first && r.status == RunStatus::Succeeded));
+    assert_eq!(outputs.iter().filter(|r| !r.deduplicated).count(), 1, "one call ran it, the others joined or found it");
+    assert_eq!(f.runs.add.load(Ordering::SeqCst) - before, 2, "each step ran once");
+    let count: Value = c.invoke("count", &json!({ "id": 42, "by": 0 })).await.unwrap();
+    assert_eq!(count["n"], 1, "the second step's effect is there once");
+}
+
+async fn futures_join(calls: impl Iterator<Item = tokio::task::JoinHandle<comb_client::Result<comb_client::Run>>>) -> Vec<comb_client::Run> {
+    let mut out = Vec::new();
+    for call in calls {
+        out.push(call.await.unwrap().unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_branches_and_multi_function_transactions() {
+    let f = Fixture::new().await;
+    let c = f.client.clone();
+    // Two branches on different partitions meet only if they run at the same time.
+    let server = &f.server.as_ref().unwrap().0;
+    let (a, b) = (0..100i64)
+        .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+        .find(|(a, b)| server.engine().partition_of(&comb_planner::Value::Int(*a)) != server.engine().partition_of(&comb_planner::Value::Int(*b)))
+        .unwrap();
+    c.register_workflow(
+        r#"{"name": "fork", "steps": [
+            {"id": "left", "function": "meet", "input": {"id": "$input.a"}},
+            {"id": "right", "function": "meet", "input": {"id": "$input.b"}},
+            {"id": "join", "function": "add", "input": {"id": "$input.a", "by": 1}, "after": []}],
+            "output": {"left": "$left.met", "right": "$right.met"}}"#,
+    )
+    .await
+    .expect_err("unknown fields are refused");
+    let registered = c
+        .register_workflow(
+            r#"{"name": "fork", "steps": [
+                {"id": "left", "function": "meet", "input": {"id": "$input.a"}},
+                {"id": "right", "function": "meet", "input": {"id": "$input.b"}}],
+                "output": {"left": "$left.met", "right": "$right.met"}}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.units.len(), 2);
+    let out: Value = c.invoke("fork", &json!({ "a": a, "b": b })).id("fork-1").await.unwrap();
+    assert_eq!(out, json!({ "left": true, "right": true }), "the branches ran concurrently");
+
+    // A multi-function transaction: one commit, and all or nothing.
+    c.register_workflow(
+        r#"{"name": "pair", "steps": [
+            {"id": "first", "function": "add", "input": {"id": "$input.id", "by": 10}},
+            {"id": "second", "function": "note", "input": {"id": "$first.id", "body": "$input.body"}}],
+            "transactions": [["first", "second"]],
+            "output": {"n": "$first.n", "noted": "$second.noted"}}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.log_tail();
+    let out: Value = c.invoke("pair", &json!({ "id": 60, "body": "x" })).await.unwrap();
+    assert_eq!(out, json!({ "n": 10, "noted": 60 }));
+    assert_eq!(f.log_tail(), before + 1, "both steps and the run's row in one commit");
+    // The second step fails (the note exists): the first step's write is rolled back.
+    let failed = c.invoke::<Value>("pair", &json!({ "id": 60, "body": "y" })).run().await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.error.as_deref().unwrap().contains("notes"), "{failed:?}");
+    let n: Value = c.invoke("count", &json!({ "id": 60, "by": 0 })).await.unwrap();
+    assert_eq!(n["n"], 10, "the failed transaction's first step left nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_a_precise_status() {
+    let f = Fixture::new().await;
+    let c = f.client.clone();
+
+    let raw = comb_client::proto::comb_client::CombClient::connect(format!("http://{}", f.server.as_ref().unwrap().1.local_addr())).await.unwrap();
+    let status = raw
+        .clone()
+        .invoke(comb_client::proto::InvokeRequest { workflow: "count".into(), input_json: "{\"id\": ".into(), workflow_id: String::new(), r#async: false })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("input_json") && status.message().contains("malformed JSON"), "{}", status.message());
+
+    let err = c.invoke::<Value>("nope", &json!({})).await.unwrap_err();
+    assert_eq!(code(&err), Code::NotFound);
+    assert!(err.to_string().contains("no workflow named nope"), "{err}");
+
+    let err = c.get_workflow("never-ran", false).await.unwrap_err();
+    assert_eq!(code(&err), Code::NotFound);
+
+    // A workflow spec's every problem, at once.
+    let err = c
+        .register_workflow(r#"{"name": "bad", "steps": [{"id": "a", "function": "missing"}, {"id": "b", "function": "add", "input": "$zzz.x"}]}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument);
+    let text = err.to_string();
+    assert!(text.contains("unknown function missing") && text.contains("zzz"), "{text}");
+    let err = c.register_workflow("{not json").await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument);
+    assert!(err.to_string().contains("spec_json"), "{err}");
+    let err = c.register_workflow(r#"{"name": "comb_x", "steps": [{"id": "a", "function": "add"}]}"#).await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+
+    // Invalid SQL, with the planner's position.
+    let err = c.execute_sql("CREATE TABLE t (a BIGINT PRIMARY KEY, b FANCYTYPE)").await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument);
+    assert!(err.to_string().contains("FANCYTYPE") && err.to_string().contains("1:"), "{err}");
+    let err = c.execute_sql("CREATE TABLE comb_mine (a BIGINT PRIMARY KEY)").await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+    let bad_fn = SqlFunction {
+        name: "broken".into(),
+        statements: vec![SqlStatement { name: "s".into(), sql: "SELECT nope FROM counters WHERE id = $1".into(), params: vec!["id".into()] }],
+        partition_by: Some("id".into()),
+    };
+    let err = c.register_function(&bad_fn).await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument);
+    assert!(err.to_string().contains("nope"), "{err}");
+    let miscounted = SqlFunction {
+        name: "miscounted".into(),
+        statements: vec![SqlStatement { name: "s".into(), sql: "SELECT n FROM counters WHERE id = $1".into(), params: vec![] }],
+        partition_by: Some("id".into()),
+    };
+    let err = c.register_function(&miscounted).await.unwrap_err();
+    assert!(err.to_string().contains("has 1 parameters but names 0 input fields"), "{err}");
+    let err = c.register_function(&SqlFunction { name: "add".into(), ..miscounted.clone() }).await.unwrap_err();
+    assert_eq!(code(&err), Code::AlreadyExists, "a compiled-in function's name is taken: {err}");
+
+    // Oversized payloads: over the request bound (64 KiB in this fixture).
+    let big = "x".repeat(100 << 10);
+    let err = c.invoke::<Value>("count", &json!({ "id": 1, "pad": big })).await.unwrap_err();
+    assert!(matches!(code(&err), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument), "{err}");
+    assert!(err.to_string().to_lowercase().contains("message") || err.to_string().contains("bytes"), "{err}");
+
+    // A bad workflow id.
+    let err = c.invoke::<Value>("count", &json!({ "id": 1 })).id("x".repeat(300)).await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument);
+    assert!(err.to_string().contains("workflow_id"), "{err}");
+
+    // An input the function cannot use fails the run (not the call), with the function's message.
+    let run = c.invoke::<Value>("count", &json!({ "id": "seven" })).run().await.unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.unwrap().contains("id must be an integer"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_required_when_configured() {
+    let f = Fixture::with_token(Some("s3cret".into())).await;
+    assert!(f.client.health().await.is_ok(), "the right token passes");
+    let addr = format!("http://{}", f.server.as_ref().unwrap().1.local_addr());
+    let anonymous = Client::connect(addr.clone()).await.unwrap();
+    let err = anonymous.health().await.unwrap_err();
+    assert_eq!(code(&err), Code::Unauthenticated);
+    assert!(err.to_string().contains("bearer token"), "{err}");
+    let wrong = Client::builder(addr).token("guess").connect().await.unwrap();
+    assert_eq!(code(&wrong.health().await.unwrap_err()), Code::Unauthenticated);
+
+    // Beyond loopback, no token: refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder().data_dir(dir.path()).build().await.unwrap();
+    let err = server.listen("0.0.0.0:0".parse().unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("token"), "{err}");
+    server.close().await.unwrap();
+}

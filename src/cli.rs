@@ -1,0 +1,310 @@
+//! The server and client commands of `comb`: serve, sql, function, workflow, invoke,
+//! status, workflows.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use comb_client::{Client, Code, ListFilter, RunStatus};
+use comb_frontend::{Server, ServerOptions};
+
+/// Exit codes that scripts can rely on.
+pub(crate) mod exit {
+    /// Success.
+    pub(crate) const OK: u8 = 0;
+    /// The server failed or could not be reached; a retry may help.
+    pub(crate) const UNAVAILABLE: u8 = 1;
+    /// The command line or the input was wrong (clap uses 2 for usage errors too).
+    pub(crate) const INVALID: u8 = 2;
+    /// The workflow ran and failed.
+    pub(crate) const FAILED: u8 = 3;
+    /// The workflow, run or function named does not exist.
+    pub(crate) const NOT_FOUND: u8 = 4;
+    /// The run had not ended when the wait ended; it goes on.
+    pub(crate) const RUNNING: u8 = 5;
+}
+
+/// The exit codes, for `--help`.
+pub(crate) const EXIT_CODES: &str = "Exit codes: 0 success; 1 the server failed or is unreachable (a retry may help); \
+2 invalid command line or input; 3 the workflow ran and failed; 4 not found; 5 the run has not ended yet.";
+
+/// Where the server is, for the client commands.
+#[derive(Debug, Args)]
+pub(crate) struct Connection {
+    /// The server's address (`host:port`, or `http://host:port`).
+    #[arg(long, env = "COMB_ADDR", default_value = "127.0.0.1:7878")]
+    addr: String,
+    /// The server's bearer token.
+    #[arg(long, env = "COMB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Seconds to wait for each call.
+    #[arg(long, default_value_t = 75.0)]
+    timeout: f64,
+}
+
+impl Connection {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let addr = if self.addr.contains("://") { self.addr.clone() } else { format!("http://{}", self.addr) };
+        let mut builder = Client::builder(addr).timeout(Duration::from_secs_f64(self.timeout.max(0.001)));
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        Ok(builder.connect().await?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The directory that holds everything: log, state, registrations.
+    #[arg(long, default_value = "comb-data")]
+    data_dir: PathBuf,
+    /// The address to listen on; anything but loopback needs --token.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    addr: SocketAddr,
+    /// The bearer token clients must send.
+    #[arg(long, env = "COMB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Partitions (fixed when the data directory is created); default: one per core.
+    #[arg(long)]
+    partitions: Option<u16>,
+    /// The example applications to serve (their tables, functions and workflows), by name,
+    /// comma-separated: counter, hotel, shop, retwis; `none` for none.
+    #[arg(long, value_delimiter = ',', default_value = "counter,hotel,shop,retwis")]
+    apps: Vec<String>,
+}
+
+/// Builds the stock server: the example applications asked for, over one data directory.
+pub(crate) async fn build_server(data_dir: PathBuf, partitions: Option<u16>, token: Option<String>, apps: &[String]) -> anyhow::Result<Server> {
+    let mut options = ServerOptions { token, ..ServerOptions::default() };
+    if let Some(partitions) = partitions {
+        options.engine.partitions = partitions;
+    }
+    let mut builder = Server::builder().data_dir(data_dir).options(options);
+    for name in apps.iter().filter(|a| !a.is_empty() && a.as_str() != "none") {
+        let app = comb_examples::app(name).with_context(|| format!("there is no example application named {name:?}; choose among counter, hotel, shop, retwis"))?;
+        builder = app.install(builder);
+    }
+    Ok(builder.build().await?)
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = build_server(args.data_dir.clone(), args.partitions, args.token, &args.apps).await?;
+    eprintln!(
+        "comb serving on {} (data in {}, {} partitions, {} runs resumed)",
+        args.addr,
+        args.data_dir.display(),
+        server.engine().partitions(),
+        server.resumed()
+    );
+    server.serve(args.addr).await?;
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FunctionCommand {
+    /// Register a SQL-only function from a JSON file ({"name", "statements": [{"name",
+    /// "sql", "params": [input fields]}], "partition_by"}); `-` reads standard input.
+    Register {
+        /// The definition file.
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkflowCommand {
+    /// Register a workflow from its JSON specification ({"name", "steps", "transactions",
+    /// "output"}); a name that exists gets a new version. `-` reads standard input.
+    Register {
+        /// The specification file.
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SqlArgs {
+    /// The DDL script.
+    sql: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InvokeArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The workflow's name.
+    workflow: String,
+    /// Its input, as JSON.
+    #[arg(default_value = "null")]
+    input: String,
+    /// The workflow id: a run with this id happens at most once, so retrying is safe.
+    #[arg(long)]
+    id: Option<String>,
+    /// Return once the run has durably started; print its id.
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// Print the whole run (id, status, output or error, times) instead of its output.
+    #[arg(long)]
+    full: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The run's id.
+    id: String,
+    /// Wait for the run to end.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowsArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Only runs of this workflow.
+    #[arg(long)]
+    name: Option<String>,
+    /// Only runs in this status: running, succeeded or failed.
+    #[arg(long)]
+    status: Option<String>,
+    /// Most runs to print.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Start after this run id (the last id of a previous listing).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+fn read_file(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading standard input")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+pub(crate) async fn sql(args: SqlArgs) -> anyhow::Result<()> {
+    let lsn = args.connection.connect().await?.execute_sql(&args.sql).await?;
+    eprintln!("applied at LSN {lsn}");
+    Ok(())
+}
+
+pub(crate) async fn function(command: FunctionCommand) -> anyhow::Result<()> {
+    let FunctionCommand::Register { file, connection } = command;
+    let text = read_file(&file)?;
+    let definition: comb_client::SqlFunction = serde_json::from_str(&text).with_context(|| format!("{} is not a function definition", file.display()))?;
+    let read_only = connection.connect().await?.register_function(&definition).await?;
+    eprintln!("registered function {} ({})", definition.name, if read_only { "read-only" } else { "writes" });
+    Ok(())
+}
+
+pub(crate) async fn workflow(command: WorkflowCommand) -> anyhow::Result<()> {
+    let WorkflowCommand::Register { file, connection } = command;
+    let text = read_file(&file)?;
+    let registered = connection.connect().await?.register_workflow(&text).await?;
+    eprintln!(
+        "registered workflow {} version {}: units {}; recorded steps: {}",
+        registered.name,
+        registered.version,
+        registered.units.join(", "),
+        if registered.recorded_steps.is_empty() { "none".to_owned() } else { registered.recorded_steps.join(", ") }
+    );
+    Ok(())
+}
+
+pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let input: serde_json::Value = serde_json::from_str(&args.input).context("the input is not JSON")?;
+    let client = args.connection.connect().await?;
+    if args.asynchronous {
+        let run = client.start(&args.workflow, &input, args.id.as_deref()).await?;
+        if args.full { print_json(&run)? } else { println!("{}", run.id) }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut call = client.invoke::<serde_json::Value>(&args.workflow, &input);
+    if let Some(id) = args.id {
+        call = call.id(id);
+    }
+    let run = call.run().await?;
+    if args.full {
+        print_json(&run)?;
+    }
+    match run.status {
+        RunStatus::Succeeded => {
+            if !args.full {
+                print_json(&run.output)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunStatus::Failed => {
+            eprintln!("workflow run {} failed: {}", run.id, run.error.unwrap_or_default());
+            Ok(ExitCode::from(exit::FAILED))
+        }
+        RunStatus::Running => Ok(ExitCode::from(exit::RUNNING)),
+    }
+}
+
+pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let run = args.connection.connect().await?.get_workflow(&args.id, args.wait).await?;
+    print_json(&run)?;
+    Ok(ExitCode::from(match run.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Failed => exit::FAILED,
+        RunStatus::Running => exit::RUNNING,
+    }))
+}
+
+pub(crate) async fn workflows(args: WorkflowsArgs) -> anyhow::Result<()> {
+    let status = match args.status.as_deref() {
+        None => None,
+        Some("running") => Some(RunStatus::Running),
+        Some("succeeded") => Some(RunStatus::Succeeded),
+        Some("failed") => Some(RunStatus::Failed),
+        Some(other) => bail!("--status {other:?}: choose running, succeeded or failed"),
+    };
+    let client = args.connection.connect().await?;
+    let mut filter = ListFilter { name: args.name, status, page_size: args.limit.min(1000), page_token: args.after };
+    let mut left = args.limit;
+    while left > 0 {
+        filter.page_size = left.min(1000);
+        let page = client.list_workflows(&filter).await?;
+        for run in &page.runs {
+            print_json(run)?;
+        }
+        left = left.saturating_sub(page.runs.len() as u32);
+        match page.next_page_token {
+            Some(token) if !page.runs.is_empty() => filter.page_token = Some(token),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// The exit code of an error of a command.
+pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<comb_client::Error>() {
+        Some(comb_client::Error::WorkflowFailed { .. }) => exit::FAILED,
+        Some(e) => match e.code() {
+            Some(Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition | Code::OutOfRange | Code::Unauthenticated | Code::PermissionDenied) => exit::INVALID,
+            Some(Code::NotFound) => exit::NOT_FOUND,
+            Some(Code::DeadlineExceeded) => exit::RUNNING,
+            _ => exit::UNAVAILABLE,
+        },
+        None if err.downcast_ref::<serde_json::Error>().is_some() => exit::INVALID,
+        None => exit::UNAVAILABLE,
+    }
+}

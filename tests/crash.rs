@@ -1,0 +1,162 @@
+//! The server under SIGKILL: concurrent clients run two-step writing workflows (shop
+//! checkout: take stock on the item's partition, record the order on the order's) against
+//! a real `comb serve` process, which is killed at random moments over several rounds.
+//! After each restart: every started run ends, each run's effects appear exactly once, and
+//! every output a client received is the one re-invocation returns.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use comb_client::{Client, ListFilter, RunStatus, SqlFunction, SqlStatement};
+use rand::Rng;
+use serde_json::{Value, json};
+
+const ITEMS: i64 = 4;
+const STOCK: i64 = 1_000_000;
+const CLIENTS: usize = 16;
+const ROUNDS: usize = 4;
+
+struct ServerProcess {
+    child: Child,
+    addr: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_server(dir: &std::path::Path) -> ServerProcess {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    ServerProcess { child, addr: format!("http://127.0.0.1:{port}") }
+}
+
+/// Connects once the server answers Health (recovery may take a moment).
+async fn connect(server: &mut ServerProcess) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("the server exited during start: {status}");
+        }
+        if let Ok(client) = Client::builder(server.addr.clone()).timeout(Duration::from_secs(20)).connect().await
+            && client.health().await.is_ok()
+        {
+            return client;
+        }
+        assert!(Instant::now() < deadline, "the server did not start within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn order_input(id: &str, seq: u64) -> Value {
+    json!({ "order": id, "item": (seq % ITEMS as u64) as i64 + 1, "qty": (seq % 3) as i64 + 1 })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_resumes_every_run_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path());
+    let client = connect(&mut server).await;
+    for item in 1..=ITEMS {
+        let run = client.invoke::<Value>("shop_stock", &json!({ "item": item, "price": 3, "stock": STOCK })).id(format!("stock-{item}")).run().await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    }
+    // Every id a client tried, with its input; and the outputs clients received.
+    let tried: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let acked: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let mut rng = rand::rng();
+    for round in 0..ROUNDS {
+        let client = connect(&mut server).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS {
+            let (client, stop, tried, acked) = (client.clone(), Arc::clone(&stop), Arc::clone(&tried), Arc::clone(&acked));
+            tasks.push(tokio::spawn(async move {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let id = format!("r{round}-c{c}-{seq}");
+                    let input = order_input(&id, seq);
+                    tried.lock().unwrap().insert(id.clone(), input.clone());
+                    match client.invoke::<Value>("checkout", &input).id(id.clone()).run().await {
+                        Ok(run) => {
+                            assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+                            acked.lock().unwrap().insert(id, run.output.unwrap());
+                        }
+                        Err(_) => break, // the server died under us
+                    }
+                    seq += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::Release);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        eprintln!("round {round}: {} runs tried, {} acknowledged so far", tried.lock().unwrap().len(), acked.lock().unwrap().len());
+        server = spawn_server(dir.path());
+    }
+    let client = connect(&mut server).await;
+
+    // Every started run ends without any client: wait for each the server lists as running.
+    let running = client.list_workflows(&ListFilter { status: Some(RunStatus::Running), page_size: 1000, ..ListFilter::default() }).await.unwrap();
+    for run in running.runs {
+        let ended = client.get_workflow(&run.id, true).await.unwrap();
+        assert_eq!(ended.status, RunStatus::Succeeded, "a resumed run failed: {ended:?}");
+    }
+    // Re-invoking every id: the acknowledged ones return what the client received, and
+    // the rest run now if they never started.
+    let tried = tried.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "the load ran: only {} runs acknowledged", acked.len());
+    let mut expected_qty: BTreeMap<i64, i64> = BTreeMap::new();
+    for (id, input) in &tried {
+        let run = client.invoke::<Value>("checkout", input).id(id.clone()).run().await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+        if let Some(output) = acked.get(id) {
+            assert!(run.deduplicated, "{id} ran again");
+            assert_eq!(run.output.as_ref(), Some(output), "{id}: re-invocation returned another output");
+        }
+        *expected_qty.entry(input["item"].as_i64().unwrap()).or_default() += input["qty"].as_i64().unwrap();
+    }
+    // Effects exactly once: one order a run, and stock taken once per run.
+    let summary = SqlFunction {
+        name: "crash_summary".into(),
+        statements: vec![SqlStatement { name: "orders".into(), sql: "SELECT item_id, count(*) AS orders, sum(qty) AS qty FROM shop_orders GROUP BY item_id ORDER BY item_id".into(), params: vec![] }],
+        partition_by: None,
+    };
+    client.register_function(&summary).await.unwrap();
+    let stock = SqlFunction {
+        name: "crash_stock".into(),
+        statements: vec![SqlStatement { name: "stock".into(), sql: "SELECT item_id, stock FROM shop_items ORDER BY item_id".into(), params: vec![] }],
+        partition_by: None,
+    };
+    client.register_function(&stock).await.unwrap();
+    client.register_workflow(r#"{"name": "crash_check", "steps": [{"id": "o", "function": "crash_summary"}, {"id": "s", "function": "crash_stock"}], "output": {"orders": "$o", "stock": "$s"}}"#).await.unwrap();
+    let check: Value = client.invoke("crash_check", &json!(null)).await.unwrap();
+    let orders: usize = check["orders"].as_array().unwrap().iter().map(|r| r["orders"].as_i64().unwrap() as usize).sum();
+    assert_eq!(orders, tried.len(), "one order per run");
+    for row in check["orders"].as_array().unwrap() {
+        let item = row["item_id"].as_i64().unwrap();
+        assert_eq!(row["qty"].as_i64().unwrap(), expected_qty[&item], "orders of item {item}");
+    }
+    for row in check["stock"].as_array().unwrap() {
+        let item = row["item_id"].as_i64().unwrap();
+        assert_eq!(STOCK - row["stock"].as_i64().unwrap(), expected_qty[&item], "stock of item {item} taken exactly once per run");
+    }
+    eprintln!("{} runs tried, {} acknowledged, all exactly once", tried.len(), acked.len());
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
