@@ -117,6 +117,9 @@ impl LogBook {
     /// get increasing LSNs, whoever awaits them later; a refusal (`QueueFull`, a bound) is
     /// the result of that first poll too.
     pub async fn append_batch(&self, mut entries: Vec<Entry>) -> Result<Lsn> {
+        if self.inner.published.borrow().closed {
+            return Err(Error::Closed);
+        }
         let bytes = self.validate(&mut entries)?;
         let (reply, answer) = oneshot::channel();
         match self.inner.commands.try_send(Command::Append { entries, bytes, reply }) {
@@ -124,7 +127,7 @@ impl LogBook {
             Err(TrySendError::Full(_)) => return Err(Error::QueueFull { limit: self.inner.options.queue_appends_max }),
             Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
         }
-        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+        answer.await.unwrap_or_else(|_| Err(self.writer_gone()))
     }
 
     /// Checks every bound, normalizes tags, and returns the payload bytes.
@@ -253,6 +256,12 @@ impl LogBook {
         &self.inner.options
     }
 
+    /// Why a command went unanswered: the log closed (a command that reached the writer
+    /// after its last drain), or the writer thread died.
+    fn writer_gone(&self) -> Error {
+        if self.inner.published.borrow().closed { Error::Closed } else { writer_gone() }
+    }
+
     fn published(&self) -> Result<Published> {
         let published = self.inner.published.borrow().clone();
         if published.closed { Err(Error::Closed) } else { Ok(published) }
@@ -265,7 +274,7 @@ impl LogBook {
         let commands = self.inner.commands.clone();
         let command = command(reply);
         blocking(move || commands.send(command).map_err(|_| Error::Closed)).await?;
-        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+        answer.await.unwrap_or_else(|_| Err(self.writer_gone()))
     }
 
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&dyn Loglet) -> Result<T> + Send + 'static) -> Result<T> {
