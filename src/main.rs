@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "comb", version, about = "Comb: transactional functions and exactly-once workflows inside a log-backed store", after_help = cli::EXIT_CODES)]
 struct Cli {

@@ -8,6 +8,9 @@ mod workload;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "comb-bench", version, about = "Comb's benchmarks: each run prints one JSON line")]
 struct Cli {
