@@ -29,13 +29,15 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn_server(dir: &std::path::Path) -> ServerProcess {
+/// Starts `comb serve` on the data in `dir/data`, its messages in `dir/server-<start>.log`.
+fn spawn_server(dir: &std::path::Path, start: usize) -> ServerProcess {
     let port = free_port();
+    let log = std::fs::File::create(dir.join(format!("server-{start}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_comb"))
         .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
+        .arg(dir.join("data"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("the server starts");
     ServerProcess { child, addr: format!("http://127.0.0.1:{port}") }
@@ -58,6 +60,14 @@ async fn connect(server: &mut ServerProcess) -> Client {
     }
 }
 
+/// The runs a server resumed at its start, from its start-up line.
+fn resumed(dir: &std::path::Path, start: usize) -> usize {
+    let text = std::fs::read_to_string(dir.join(format!("server-{start}.log"))).unwrap();
+    let line = text.lines().find(|l| l.contains("runs resumed")).unwrap_or_else(|| panic!("no start-up line in {text:?}"));
+    let count = line.rsplit(", ").next().and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok());
+    count.unwrap_or_else(|| panic!("cannot read the resumed runs in {line:?}"))
+}
+
 fn order_input(id: &str, seq: u64) -> Value {
     json!({ "order": id, "item": (seq % ITEMS as u64) as i64 + 1, "qty": (seq % 3) as i64 + 1 })
 }
@@ -65,7 +75,7 @@ fn order_input(id: &str, seq: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_server_resumes_every_run_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = spawn_server(dir.path());
+    let mut server = spawn_server(dir.path(), 0);
     let client = connect(&mut server).await;
     for item in 1..=ITEMS {
         let run = client.invoke::<Value>("shop_stock", &json!({ "item": item, "price": 3, "stock": STOCK })).id(format!("stock-{item}")).run().await.unwrap();
@@ -75,6 +85,7 @@ async fn killed_server_resumes_every_run_exactly_once() {
     let tried: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
     let acked: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
     let mut rng = rand::rng();
+    let mut resumed_in_all = 0;
     for round in 0..ROUNDS {
         let client = connect(&mut server).await;
         let stop = Arc::new(AtomicBool::new(false));
@@ -105,8 +116,11 @@ async fn killed_server_resumes_every_run_exactly_once() {
         for task in tasks {
             task.await.unwrap();
         }
-        eprintln!("round {round}: {} runs tried, {} acknowledged so far", tried.lock().unwrap().len(), acked.lock().unwrap().len());
-        server = spawn_server(dir.path());
+        server = spawn_server(dir.path(), round + 1);
+        connect(&mut server).await;
+        let resumed = resumed(dir.path(), round + 1);
+        resumed_in_all += resumed;
+        eprintln!("round {round}: {} runs tried, {} acknowledged so far; the restarted server resumed {resumed}", tried.lock().unwrap().len(), acked.lock().unwrap().len());
     }
     let client = connect(&mut server).await;
 
@@ -156,7 +170,7 @@ async fn killed_server_resumes_every_run_exactly_once() {
         let item = row["item_id"].as_i64().unwrap();
         assert_eq!(STOCK - row["stock"].as_i64().unwrap(), expected_qty[&item], "stock of item {item} taken exactly once per run");
     }
-    eprintln!("{} runs tried, {} acknowledged, all exactly once", tried.len(), acked.len());
+    eprintln!("{} runs tried, {} acknowledged, {resumed_in_all} resumed by the server itself, all exactly once", tried.len(), acked.len());
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
