@@ -7,15 +7,13 @@
 //! - `counter-recorded`: `counter` with an invocation id and recording on, so the output is
 //!   written in the same commit (the cost of recording).
 
-use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use comb_backend::{Engine, EngineOptions, Function, Invocation};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::driver::{Failure, closed_loop, cores};
+use crate::driver::{Failure, Window, closed_loop, cores, spread};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -39,16 +37,8 @@ pub(crate) struct BackendArgs {
     /// Rows of the counters table.
     #[arg(long, default_value_t = 100_000)]
     rows: i64,
-    /// Seconds measured, after the warm-up.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Seconds of warm-up, not measured.
-    #[arg(long, default_value_t = 1)]
-    warmup_seconds: u64,
-    /// Directory in which to create the engine (a fresh subdirectory, removed afterwards);
-    /// default: the system's temporary directory.
-    #[arg(long)]
-    dir: Option<PathBuf>,
+    #[command(flatten)]
+    window: Window,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,9 +89,8 @@ fn functions() -> Vec<Function> {
 }
 
 pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
-    anyhow::ensure!(args.clients >= 1 && args.seconds >= 1 && args.rows >= 1, "--clients, --seconds and --rows must be at least 1");
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("comb-bench-backend-").tempdir_in(&parent)?;
+    anyhow::ensure!(args.clients >= 1 && args.rows >= 1, "--clients and --rows must be at least 1");
+    let dir = args.window.data_dir("comb-bench-backend-")?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let options = EngineOptions { partitions: args.partitions, ..EngineOptions::default() };
@@ -124,11 +113,7 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
             move |client: usize, seq: u64| {
                 let engine = engine.clone();
                 async move {
-                    // A splitmix64 of (client, seq): uniform enough for choosing rows, free of locks.
-                    let mut z = (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    let input = json!({ "id": (z ^ (z >> 31)) % rows });
+                    let input = json!({ "id": spread(client, seq) % rows });
                     let invocation = match workload {
                         Workload::Counter => Invocation::new("bump", input),
                         Workload::Read => Invocation::new("read", input),
@@ -143,7 +128,7 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
             }
         };
         let log = engine.log().clone();
-        let m = closed_loop(args.clients, Duration::from_secs(args.warmup_seconds), Duration::from_secs(args.seconds), || log.stats(), invoke).await?;
+        let m = closed_loop(args.clients, args.window.warmup(), args.window.measure(), || log.stats(), invoke).await?;
         engine.close().await?;
         Ok(BackendReport {
             bench: "backend",

@@ -3,12 +3,56 @@
 //! merged from per-client histograms (no shared lock on the hot path).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use comb_log::LogStats;
 use hdrhistogram::Histogram;
+
+/// The measured window and where the data lives: the options every benchmark takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Window {
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) seconds: u64,
+    /// Seconds of warm-up, not measured.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) warmup_seconds: u64,
+    /// Directory in which to create the data (a fresh subdirectory, removed afterwards);
+    /// default: the system's temporary directory.
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+impl Window {
+    /// A fresh data directory, removed when dropped.
+    pub(crate) fn data_dir(&self, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+        anyhow::ensure!(self.seconds >= 1, "--seconds must be at least 1");
+        let parent = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        Ok(tempfile::Builder::new().prefix(prefix).tempdir_in(&parent)?)
+    }
+
+    /// The warm-up.
+    pub(crate) fn warmup(&self) -> Duration {
+        Duration::from_secs(self.warmup_seconds)
+    }
+
+    /// The measured window.
+    pub(crate) fn measure(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
+/// A well-spread number from a client and its sequence number (splitmix64): uniform enough
+/// for choosing keys, and free of locks and shared state.
+pub(crate) fn spread(client: usize, seq: u64) -> u64 {
+    let mut z = (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;

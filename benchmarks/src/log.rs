@@ -1,7 +1,5 @@
 //! `comb-bench log`: closed-loop appenders against the durable log.
 
-use std::path::PathBuf;
-use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
@@ -9,7 +7,7 @@ use comb_log::{Error, LogBook, LogOptions};
 use serde::Serialize;
 
 use crate::disk::fdatasync_latencies;
-use crate::driver::{Failure, closed_loop, cores, us};
+use crate::driver::{Failure, Window, closed_loop, cores, us};
 
 #[derive(Debug, Args)]
 pub(crate) struct LogArgs {
@@ -19,19 +17,11 @@ pub(crate) struct LogArgs {
     /// Payload bytes of each record.
     #[arg(long, default_value_t = 128)]
     record_bytes: usize,
-    /// Seconds measured, after the warm-up.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Seconds of warm-up, not measured.
-    #[arg(long, default_value_t = 1)]
-    warmup_seconds: u64,
     /// Write+fdatasync samples taken to measure the disk.
     #[arg(long, default_value_t = 2_000)]
     fsync_samples: usize,
-    /// Directory in which to create the log (a fresh subdirectory, removed afterwards);
-    /// default: the system's temporary directory.
-    #[arg(long)]
-    dir: Option<PathBuf>,
+    #[command(flatten)]
+    window: Window,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,9 +44,7 @@ pub(crate) struct LogReport {
 
 pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
     anyhow::ensure!(args.appenders >= 1, "--appenders must be at least 1");
-    anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("comb-bench-log-").tempdir_in(&parent)?;
+    let dir = args.window.data_dir("comb-bench-log-")?;
     let fsync = fdatasync_latencies(dir.path(), args.record_bytes, args.fsync_samples)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -76,7 +64,7 @@ pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
                 }
             }
         };
-        let m = closed_loop(args.appenders, Duration::from_secs(args.warmup_seconds), Duration::from_secs(args.seconds), || log.stats(), append).await?;
+        let m = closed_loop(args.appenders, args.window.warmup(), args.window.measure(), || log.stats(), append).await?;
         log.close().await?;
         Ok(LogReport {
             bench: "log",

@@ -5,7 +5,6 @@
 //! commit, the run's row included). The check: the counters' sum equals the runs that
 //! completed.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::disk::fdatasync_latencies;
-use crate::driver::{Failure, closed_loop, cores, us};
+use crate::driver::{Failure, Window, closed_loop, cores, spread, us};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -42,16 +41,8 @@ pub(crate) struct WorkloadArgs {
     /// Partitions of the server.
     #[arg(long, default_value_t = 2)]
     partitions: u16,
-    /// Seconds measured, after the warm-up.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Seconds of warm-up, not measured.
-    #[arg(long, default_value_t = 1)]
-    warmup_seconds: u64,
-    /// Directory in which to create the server's data (a fresh subdirectory, removed
-    /// afterwards); default: the system's temporary directory.
-    #[arg(long)]
-    dir: Option<PathBuf>,
+    #[command(flatten)]
+    window: Window,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,9 +70,8 @@ fn ms(us: f64) -> f64 {
 }
 
 pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
-    anyhow::ensure!(args.clients >= 1 && args.connections >= 1 && args.seconds >= 1 && args.keys >= 1, "--clients, --connections, --seconds and --keys must be at least 1");
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("comb-bench-workload-").tempdir_in(&parent)?;
+    anyhow::ensure!(args.clients >= 1 && args.connections >= 1 && args.keys >= 1, "--clients, --connections and --keys must be at least 1");
+    let dir = args.window.data_dir("comb-bench-workload-")?;
     let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -102,10 +92,7 @@ pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
             move |client: usize, seq: u64| {
                 let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
                 async move {
-                    let mut z = (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    let id = (z ^ (z >> 31)) % keys;
+                    let id = spread(client, seq) % keys;
                     let connection = &clients[client % clients.len()];
                     match connection.invoke::<Value>("counter", &json!({ "id": id })).await {
                         Ok(_) => {
@@ -119,7 +106,7 @@ pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
             }
         };
         let log = server.engine().log().clone();
-        let m = closed_loop(args.clients, Duration::from_secs(args.warmup_seconds), Duration::from_secs(args.seconds), || log.stats(), invoke).await?;
+        let m = closed_loop(args.clients, args.window.warmup(), args.window.measure(), || log.stats(), invoke).await?;
 
         // The check: every completed run added exactly one.
         let sum = SqlFunction {
