@@ -8,6 +8,7 @@
 //! zero are errors, NOT NULL and unique keys are checked on every write, and the write set
 //! of a failed statement is discarded with the whole transaction by the caller.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comb_planner::{Access, Accumulator, Catalog, DataType, Expr, Index, OnConflict, Plan, RangeBound, SortKey, Table, Value};
@@ -45,6 +46,29 @@ pub(crate) struct Write {
 #[derive(Debug, Default)]
 pub(crate) struct WriteSet {
     pub(crate) entries: BTreeMap<Vec<u8>, Write>,
+    /// Point reads of the snapshot, kept for the transaction's life: the snapshot does not
+    /// change while it runs (its executor runs nothing else), so a statement that reads a
+    /// row another one read, and the before image of a row about to be written, cost one
+    /// store read in all. Bounded by [`READ_CACHE_MAX`].
+    reads: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+/// Most point reads one transaction keeps; later ones go to the snapshot each time.
+const READ_CACHE_MAX: usize = 4_096;
+
+impl WriteSet {
+    /// A point read of the snapshot, through the transaction's read cache.
+    fn snapshot_get(&self, snapshot: &dyn Snapshot, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(value) = self.reads.borrow().get(key) {
+            return Ok(value.clone());
+        }
+        let value = snapshot.get(key)?;
+        let mut reads = self.reads.borrow_mut();
+        if reads.len() < READ_CACHE_MAX {
+            reads.insert(key.to_vec(), value.clone());
+        }
+        Ok(value)
+    }
 }
 
 /// Bounds on one statement and one transaction.
@@ -140,7 +164,7 @@ impl<'a> Exec<'a> {
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.writes.entries.get(key) {
             Some(write) => Ok(write.after.clone()),
-            None => self.snapshot.get(key),
+            None => self.writes.snapshot_get(self.snapshot, key),
         }
     }
 
@@ -175,7 +199,7 @@ impl<'a> Exec<'a> {
             }
             return Ok(());
         }
-        let before = self.snapshot.get(&key)?;
+        let before = self.writes.snapshot_get(self.snapshot, &key)?;
         if before == after {
             return Ok(());
         }
