@@ -196,10 +196,10 @@ fn verify(log_dir: &Path, acked: &BTreeMap<Lsn, (u32, u64)>) -> anyhow::Result<(
                 while let Some((lsn, _)) = pending.next_if(|(lsn, _)| **lsn < record.lsn) {
                     lost.push(*lsn);
                 }
-                if let Some((_, (client, seq))) = pending.next_if(|(lsn, _)| **lsn == record.lsn) {
-                    if record.payload != payload(*client, *seq) || record.tags != [u64::from(*client) + 1] {
-                        wrong += 1;
-                    }
+                if let Some((_, (client, seq))) = pending.next_if(|(lsn, _)| **lsn == record.lsn)
+                    && (record.payload != payload(*client, *seq) || record.tags != [u64::from(*client) + 1])
+                {
+                    wrong += 1;
                 }
             }
         }

@@ -114,6 +114,8 @@ impl Coordinator {
     }
 }
 
+// The states travel boxed through the executors' channels, so they are lent as boxes.
+#[allow(clippy::vec_box)]
 fn hand_back(states: Vec<Box<PartitionState>>, backs: &[Sender<Box<PartitionState>>]) {
     for state in states {
         if let Some(back) = backs.get(usize::from(state.id)) {

@@ -510,8 +510,11 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
     Ok(Ran::Commit { output, writes, payload: encode_commit(&record), tags })
 }
 
+/// Writes as staged in a partition's overlay: each key with its value after (`None`: deleted).
+pub(crate) type Staged = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// Splits a write set by partition, as staged writes.
-pub(crate) fn split_by_partition(writes: WriteSet) -> BTreeMap<u16, Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+pub(crate) fn split_by_partition(writes: WriteSet) -> BTreeMap<u16, Staged> {
     let mut out: BTreeMap<u16, Vec<_>> = BTreeMap::new();
     for (key, write) in writes.entries {
         out.entry(partition_of_key(&key)).or_default().push((key, write.after));

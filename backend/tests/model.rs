@@ -101,11 +101,12 @@ async fn check(ops: Vec<Op>) {
         match op {
             Op::Insert(k, v) => {
                 let result = engine.invoke(call("insert", json!({ "k": k, "v": v }))).await;
-                if oracle.contains_key(&k) {
-                    assert!(matches!(result, Err(Error::UniqueViolation { .. })), "{result:?}");
-                } else {
-                    result.unwrap();
-                    oracle.insert(k, v);
+                match oracle.entry(k) {
+                    std::collections::btree_map::Entry::Occupied(_) => assert!(matches!(result, Err(Error::UniqueViolation { .. })), "{result:?}"),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        result.unwrap();
+                        slot.insert(v);
+                    }
                 }
             }
             Op::Put(k, v) => {

@@ -31,7 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 pub use tonic::Code;
 
 /// The API as generated from `proto/comb/v1/comb.proto`.
-#[allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, clippy::pedantic)]
+#[allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, clippy::pedantic, clippy::clone_on_ref_ptr)]
 pub mod proto {
     tonic::include_proto!("comb.v1");
 }

@@ -195,8 +195,9 @@ fn poisoned() -> Error {
 
 /// Maps RocksDB's errors to the log's: corruption and a held lock get errors of their own.
 fn storage_error(operation: &'static str, path: &Path, err: rocksdb::Error) -> Error {
-    let message = err.clone().into_string();
-    match err.kind() {
+    let kind = err.kind();
+    let message = err.into_string();
+    match kind {
         ErrorKind::Corruption => Error::Corrupt { location: path.display().to_string(), detail: message },
         ErrorKind::IOError if message.contains("LOCK") || message.contains("lock hold") => Error::InUse { path: path.to_owned() },
         _ => Error::Storage { operation, message },
