@@ -82,6 +82,11 @@ impl Group {
 /// wakes tasks, and a full queue makes the writer wait (backpressure, never a buffer).
 pub(crate) const COMPLETIONS_QUEUED_MAX: usize = 4;
 
+/// Group commits of at most this many appends are answered on the writer itself: waking a
+/// task or two costs less than handing them to the completer (one thread switch more on
+/// the path of a lone appender).
+pub(crate) const COMPLETE_INLINE_MAX: usize = 2;
+
 /// A durable group commit whose appenders are still to be answered.
 pub(crate) struct Completion {
     first: Lsn,
@@ -91,9 +96,16 @@ pub(crate) struct Completion {
 /// The completer thread: answers the appenders of durable group commits, so that waking
 /// hundreds of tasks never delays the writer's next write.
 pub(crate) fn complete(completions: Receiver<Completion>) {
-    for Completion { first, waiters } in completions {
-        let mut lsn = first;
-        for (count, reply) in waiters {
+    for completion in completions {
+        completion.answer();
+    }
+}
+
+impl Completion {
+    /// Answers every appender with the LSN of its first record.
+    fn answer(self) {
+        let mut lsn = self.first;
+        for (count, reply) in self.waiters {
             let _ = reply.send(Ok(lsn));
             lsn += count as Lsn;
         }
@@ -187,9 +199,14 @@ impl Writer {
                 self.counters.group_commits.fetch_add(1, Ordering::Relaxed);
                 // The tail is published: reads see these records before their appenders
                 // are answered, never after.
-                if let Err(unsent) = self.completions.send(Completion { first, waiters: group.waiters }) {
+                // Appenders may be answered out of order across groups: every record up to the
+                // tail is durable by now, whoever hears of it first.
+                let completion = Completion { first, waiters: group.waiters };
+                if completion.waiters.len() <= COMPLETE_INLINE_MAX {
+                    completion.answer();
+                } else if let Err(unsent) = self.completions.send(completion) {
                     error!("the log's completer thread stopped; answering on the writer");
-                    complete_inline(unsent.0);
+                    unsent.0.answer();
                 }
             }
             outcome => {
@@ -245,12 +262,6 @@ impl Writer {
     }
 }
 
-fn complete_inline(completion: Completion) {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    let _ = sender.send(completion);
-    drop(sender);
-    complete(receiver);
-}
 
 impl Command {
     /// Answers a command that will never be carried out.
