@@ -61,7 +61,8 @@ pub(crate) struct ServeArgs {
     /// The directory that holds everything: log, state, registrations.
     #[arg(long, default_value = "comb-data")]
     data_dir: PathBuf,
-    /// The address to listen on; anything but loopback needs --token.
+    /// The address to listen on (port 0: any free port, printed at start); anything but
+    /// loopback needs --token.
     #[arg(long, default_value = "127.0.0.1:7878")]
     addr: SocketAddr,
     /// The bearer token clients must send.
@@ -92,14 +93,17 @@ pub(crate) async fn build_server(data_dir: PathBuf, partitions: Option<u16>, tok
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = build_server(args.data_dir.clone(), args.partitions, args.token, &args.apps).await?;
+    let listening = server.listen(args.addr).await?;
+    // Printed once the socket listens, with the port chosen when 0 was asked for: a script
+    // (or a test) may connect as soon as it reads this line.
     eprintln!(
         "comb serving on {} (data in {}, {} partitions, {} runs resumed)",
-        args.addr,
+        listening.local_addr(),
         args.data_dir.display(),
         server.engine().partitions(),
         server.resumed()
     );
-    server.serve(args.addr).await?;
+    server.serve_until_signal(listening).await?;
     Ok(())
 }
 
@@ -277,7 +281,7 @@ pub(crate) async fn workflows(args: WorkflowsArgs) -> anyhow::Result<()> {
         Some(other) => bail!("--status {other:?}: choose running, succeeded or failed"),
     };
     let client = args.connection.connect().await?;
-    let mut filter = ListFilter { name: args.name, status, page_size: args.limit.min(1000), page_token: args.after };
+    let mut filter = ListFilter { name: args.name, status, page_size: 0, page_token: args.after };
     let mut left = args.limit;
     while left > 0 {
         filter.page_size = left.min(1000);

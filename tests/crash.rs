@@ -5,67 +5,70 @@
 //! every output a client received is the one re-invocation returns.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use comb_client::{Client, ListFilter, RunStatus, SqlFunction, SqlStatement};
 use rand::Rng;
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
 
 const ITEMS: i64 = 4;
 const STOCK: i64 = 1_000_000;
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 4;
 
+/// Longest wait for a server's start or for a round's load.
+const WAIT: Duration = Duration::from_secs(60);
+
 struct ServerProcess {
     child: Child,
     addr: String,
+    /// Runs the server resumed by itself at its start.
+    resumed: usize,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts `comb serve` on the data in `dir/data`, its messages in `dir/server-<start>.log`.
-fn spawn_server(dir: &std::path::Path, start: usize) -> ServerProcess {
-    let port = free_port();
-    let log = std::fs::File::create(dir.join(format!("server-{start}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.join("data"))
+/// Starts `comb serve` on the data in `dir` on a free port and waits for its start-up line,
+/// printed once it listens: `comb serving on ADDR (..., N runs resumed)`.
+async fn spawn_server(dir: &std::path::Path) -> ServerProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the server starts");
-    ServerProcess { child, addr: format!("http://127.0.0.1:{port}") }
+    // A thread reads the server's messages to their end, so that the pipe never fills.
+    let (lines, mut received) = mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let line = tokio::time::timeout(WAIT, async {
+        while let Some(line) = received.recv().await {
+            if line.starts_with("comb serving on ") {
+                return Some(line);
+            }
+            seen.push(line);
+        }
+        None
+    })
+    .await
+    .expect("the server did not start within 60 s")
+    .unwrap_or_else(|| panic!("the server exited during start: {seen:?}"));
+    let addr = line["comb serving on ".len()..].split(' ').next().unwrap().to_owned();
+    let resumed = line.rsplit(", ").next().and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok());
+    ServerProcess { child, addr: format!("http://{addr}"), resumed: resumed.unwrap_or_else(|| panic!("cannot read the resumed runs in {line:?}")) }
 }
 
-/// Connects once the server answers Health (recovery may take a moment).
-async fn connect(server: &mut ServerProcess) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!("the server exited during start: {status}");
-        }
-        if let Ok(client) = Client::builder(server.addr.clone()).timeout(Duration::from_secs(20)).connect().await
-            && client.health().await.is_ok()
-        {
-            return client;
-        }
-        assert!(Instant::now() < deadline, "the server did not start within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The runs a server resumed at its start, from its start-up line.
-fn resumed(dir: &std::path::Path, start: usize) -> usize {
-    let text = std::fs::read_to_string(dir.join(format!("server-{start}.log"))).unwrap();
-    let line = text.lines().find(|l| l.contains("runs resumed")).unwrap_or_else(|| panic!("no start-up line in {text:?}"));
-    let count = line.rsplit(", ").next().and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok());
-    count.unwrap_or_else(|| panic!("cannot read the resumed runs in {line:?}"))
+async fn connect(server: &ServerProcess) -> Client {
+    Client::builder(server.addr.clone()).timeout(Duration::from_secs(20)).connect().await.expect("the server listens")
 }
 
 fn order_input(id: &str, seq: u64) -> Value {
@@ -75,8 +78,8 @@ fn order_input(id: &str, seq: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_server_resumes_every_run_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = spawn_server(dir.path(), 0);
-    let client = connect(&mut server).await;
+    let mut server = spawn_server(dir.path()).await;
+    let client = connect(&server).await;
     for item in 1..=ITEMS {
         let run = client.invoke::<Value>("shop_stock", &json!({ "item": item, "price": 3, "stock": STOCK })).id(format!("stock-{item}")).run().await.unwrap();
         assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -87,11 +90,14 @@ async fn killed_server_resumes_every_run_exactly_once() {
     let mut rng = rand::rng();
     let mut resumed_in_all = 0;
     for round in 0..ROUNDS {
-        let client = connect(&mut server).await;
+        let client = connect(&server).await;
         let stop = Arc::new(AtomicBool::new(false));
+        // Acknowledgements of this round: the kill comes after a random number of them.
+        let (acks, mut acks_seen) = watch::channel(0usize);
+        let acks = Arc::new(acks);
         let mut tasks = Vec::new();
         for c in 0..CLIENTS {
-            let (client, stop, tried, acked) = (client.clone(), Arc::clone(&stop), Arc::clone(&tried), Arc::clone(&acked));
+            let (client, stop, tried, acked, acks) = (client.clone(), Arc::clone(&stop), Arc::clone(&tried), Arc::clone(&acked), Arc::clone(&acks));
             tasks.push(tokio::spawn(async move {
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Acquire) {
@@ -102,6 +108,7 @@ async fn killed_server_resumes_every_run_exactly_once() {
                         Ok(run) => {
                             assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
                             acked.lock().unwrap().insert(id, run.output.unwrap());
+                            acks.send_modify(|n| *n += 1);
                         }
                         Err(_) => break, // the server died under us
                     }
@@ -109,20 +116,24 @@ async fn killed_server_resumes_every_run_exactly_once() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
+        let kill_after = rng.random_range(100..1500);
+        tokio::time::timeout(WAIT, acks_seen.wait_for(|n| *n >= kill_after)).await.expect("the load stalled").unwrap();
         server.child.kill().expect("SIGKILL");
         server.child.wait().unwrap();
         stop.store(true, Ordering::Release);
         for task in tasks {
             task.await.unwrap();
         }
-        server = spawn_server(dir.path(), round + 1);
-        connect(&mut server).await;
-        let resumed = resumed(dir.path(), round + 1);
-        resumed_in_all += resumed;
-        eprintln!("round {round}: {} runs tried, {} acknowledged so far; the restarted server resumed {resumed}", tried.lock().unwrap().len(), acked.lock().unwrap().len());
+        server = spawn_server(dir.path()).await;
+        resumed_in_all += server.resumed;
+        eprintln!(
+            "round {round}: killed after {kill_after} acknowledgements; {} runs tried, {} acknowledged so far; the restarted server resumed {}",
+            tried.lock().unwrap().len(),
+            acked.lock().unwrap().len(),
+            server.resumed
+        );
     }
-    let client = connect(&mut server).await;
+    let client = connect(&server).await;
 
     // Every started run ends without any client: wait for each the server lists as running.
     let running = client.list_workflows(&ListFilter { status: Some(RunStatus::Running), page_size: 1000, ..ListFilter::default() }).await.unwrap();

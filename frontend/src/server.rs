@@ -224,6 +224,12 @@ impl Server {
     /// Serves on `addr` until the process receives Ctrl-C or SIGTERM, then closes.
     pub async fn serve(self, addr: SocketAddr) -> Result<()> {
         let listening = self.listen(addr).await?;
+        self.serve_until_signal(listening).await
+    }
+
+    /// Goes on serving what [`Server::listen`] started until the process receives Ctrl-C
+    /// or SIGTERM, then stops listening and closes.
+    pub async fn serve_until_signal(self, listening: Listening) -> Result<()> {
         tracing::info!(addr = %listening.local_addr(), "serving");
         shutdown_signal().await;
         listening.shutdown().await?;
