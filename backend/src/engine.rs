@@ -381,20 +381,19 @@ impl Engine {
         if transaction.steps.is_empty() {
             return Err(Error::Internal("a transaction needs at least one function".to_owned()));
         }
-        let mut members = Vec::with_capacity(transaction.steps.len());
-        for step in transaction.steps {
-            members.push(Member { function: Arc::clone(registry.function(&step.function)?), id: step.id, record: step.record });
-        }
+        let members = || -> Result<Vec<Member>> {
+            let member = |s: &TransactionStep| Ok(Member { function: Arc::clone(registry.function(&s.function)?), id: s.id.clone(), record: s.record });
+            transaction.steps.iter().map(member).collect()
+        };
+        let first = Arc::clone(registry.function(&transaction.steps[0].function)?);
         json_bytes(&transaction.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
-        let first = &members[0].function;
-        let single = members.iter().all(|m| m.function.single_partition);
         let home = if first.single_partition { Some(partition_of(&first.partition_key(&transaction.input)?, self.inner.options.partitions)) } else { None };
-        let next_input = Some(transaction.next_input);
+        let single = transaction.steps.iter().all(|s| registry.function(&s.function).is_ok_and(|f| f.single_partition));
         if single {
+            // A later function's key may fall elsewhere; then it runs again, multi-partition.
             let (reply, answer) = tokio::sync::oneshot::channel();
-            let input = transaction.input.clone();
-            let members_again: Vec<Member> = members.iter().map(|m| Member { function: Arc::clone(&m.function), id: m.id.clone(), record: m.record }).collect();
-            let job = Job { members: members_again, input, next_input: next_input.clone(), record_partition: home, reply };
+            let next_input = Some(Arc::clone(&transaction.next_input));
+            let job = Job { members: members()?, input: transaction.input.clone(), next_input, record_partition: home, reply };
             self.submit(job, home)?;
             match answer.await.map_err(|_| Error::Closed)? {
                 Err(Error::WrongPartition { .. }) => {}
@@ -402,7 +401,7 @@ impl Engine {
             }
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members, input: transaction.input, next_input, record_partition: home, reply };
+        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), record_partition: home, reply };
         self.submit(job, None)?;
         answer.await.map_err(|_| Error::Closed)?
     }

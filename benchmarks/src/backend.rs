@@ -119,11 +119,7 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
                         Workload::Read => Invocation::new("read", input),
                         Workload::CounterRecorded => Invocation::new("bump", input).id(format!("client-{client}"), seq.to_string()).record(),
                     };
-                    match engine.invoke(invocation).await {
-                        Ok(_) => Ok(()),
-                        Err(err) if err.is_retryable() => Err(Failure::Retryable),
-                        Err(err) => Err(Failure::Fatal(err.into())),
-                    }
+                    Failure::of(engine.invoke(invocation).await, comb_backend::Error::is_retryable)
                 }
             }
         };

@@ -70,6 +70,21 @@ pub(crate) enum Failure {
     Fatal(anyhow::Error),
 }
 
+impl Failure {
+    /// An operation's outcome: an error `retryable` accepts is backpressure, any other ends
+    /// the run.
+    pub(crate) fn of<T, E>(result: Result<T, E>, retryable: impl FnOnce(&E) -> bool) -> Result<(), Failure>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if retryable(&err) => Err(Failure::Retryable),
+            Err(err) => Err(Failure::Fatal(err.into())),
+        }
+    }
+}
+
 /// What a measured window saw.
 #[derive(Debug)]
 pub(crate) struct Measured<S> {

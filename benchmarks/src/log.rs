@@ -56,11 +56,7 @@ pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
             move |appender: usize, _seq: u64| {
                 let (log, payload) = (log.clone(), payload.clone());
                 async move {
-                    match log.append(&[appender as u64 % 64 + 1], payload).await {
-                        Ok(_) => Ok(()),
-                        Err(Error::QueueFull { .. }) => Err(Failure::Retryable),
-                        Err(err) => Err(Failure::Fatal(err.into())),
-                    }
+                    Failure::of(log.append(&[appender as u64 % 64 + 1], payload).await, |err| matches!(err, Error::QueueFull { .. }))
                 }
             }
         };

@@ -94,14 +94,8 @@ pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
                 async move {
                     let id = spread(client, seq) % keys;
                     let connection = &clients[client % clients.len()];
-                    match connection.invoke::<Value>("counter", &json!({ "id": id })).await {
-                        Ok(_) => {
-                            completed.fetch_add(1, Ordering::Relaxed);
-                            Ok(())
-                        }
-                        Err(err) if err.is_retryable() => Err(Failure::Retryable),
-                        Err(err) => Err(Failure::Fatal(err.into())),
-                    }
+                    let result = connection.invoke::<Value>("counter", &json!({ "id": id })).await;
+                    Failure::of(result.map(|_| completed.fetch_add(1, Ordering::Relaxed)), comb_client::Error::is_retryable)
                 }
             }
         };

@@ -58,7 +58,7 @@ pub(crate) struct Scheduler {
     pub(crate) engine: Engine,
     pub(crate) options: ServerOptions,
     /// `homes[p]`: a `home` value whose rows fall in partition `p`.
-    homes: Vec<i64>,
+    homes: Arc<[i64]>,
     workflows: RwLock<Arc<Workflows>>,
     /// SQL-only functions registered at run time, by name.
     sql_functions: RwLock<Arc<BTreeMap<String, SqlFunction>>>,
@@ -157,7 +157,7 @@ impl Scheduler {
         Scheduler {
             engine,
             options,
-            homes: homes.into_iter().map(|h| h.unwrap_or_default()).collect(),
+            homes: homes.into_iter().map(Option::unwrap_or_default).collect(),
             workflows: RwLock::new(Arc::new(BTreeMap::new())),
             sql_functions: RwLock::new(Arc::new(BTreeMap::new())),
             registering: tokio::sync::Mutex::new(()),
@@ -432,10 +432,10 @@ impl Scheduler {
         steps.push(TransactionStep { function: system::INSERT_ENDED.to_owned(), id: Some(invocation_id(&row.id, system::END_STEP)), record });
         let next_input = {
             let plan = Arc::clone(plan);
-            let homes = self.homes.clone();
+            let homes = Arc::clone(&self.homes);
             let unit = unit.clone();
-            let input = input.clone();
             let row = row.clone();
+            // The input is needed only here from now on.
             move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
                 let outputs: HashMap<String, Value> = unit.iter().cloned().zip(next.outputs.iter().cloned()).collect();
                 if let Some(step) = unit.get(next.index) {
