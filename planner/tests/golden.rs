@@ -88,7 +88,10 @@ fn run(schema: &Catalog, case: &Case) -> String {
 
 #[test]
 fn golden() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    // Cargo's run-time value: a binary built in another checkout of the same sources (a
+    // shared target directory) would carry that checkout's path in `env!`.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let dir = root.join("tests/golden");
     let schema_sql = fs::read_to_string(dir.join("schema.sql")).expect("schema.sql");
     let schema = Catalog::new()
         .apply(&schema_sql)
