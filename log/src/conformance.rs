@@ -59,10 +59,32 @@ macro_rules! loglet_conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                $crate::conformance::$case($factory).await;
+                $crate::conformance::run_case($crate::conformance::$case($factory)).await;
             }
         )*
     };
+}
+
+tokio::task_local! {
+    /// The logs a case opened, closed when it ends.
+    static OPENED: std::cell::RefCell<Vec<LogBook>>;
+}
+
+/// Runs a case, then closes every log it opened: a log left to close on its writer thread
+/// after the last handle is gone may still be closing its RocksDB when the test process
+/// exits, and RocksDB's background threads then crash the exit ("pthread lock: Invalid
+/// argument", SIGSEGV).
+pub async fn run_case(case: impl std::future::Future<Output = ()>) {
+    OPENED
+        .scope(std::cell::RefCell::new(Vec::new()), async move {
+            case.await;
+            let logs = OPENED.with(|opened| std::mem::take(&mut *opened.borrow_mut()));
+            for log in logs {
+                // A case may leave its log failed or closed; closing is all that matters here.
+                let _ = log.close().await;
+            }
+        })
+        .await;
 }
 
 /// Guards every wait of the suite: a hang fails the test instead of stalling it.
@@ -85,6 +107,7 @@ async fn open(factory: Factory, options: LogOptions) -> Subject {
     assert_eq!((state.tail, state.trim_point, state.sealed), (0, 1, false), "a fresh loglet must be empty");
     let control = Arc::new(ControlledLoglet::new(fresh.loglet));
     let log = LogBook::open_shared(Arc::clone(&control) as Arc<dyn Loglet>, options).expect("open the log");
+    let _ = OPENED.try_with(|opened| opened.borrow_mut().push(log.clone()));
     Subject { log, control, _guard: fresh.guard }
 }
 
