@@ -3,7 +3,8 @@
 //!
 //! A payload is `kind u8 | prost message`: kind 1 is a [`CommitRecord`] (tagged with every
 //! partition it writes, tag = partition + 1), kind 2 a [`CatalogRecord`] (tagged with
-//! [`CATALOG_TAG`]). The tracing layer decodes both with [`decode_payload`].
+//! [`CATALOG_TAG`]), kind 3 a [`TraceRecord`] (tagged with [`TRACE_TAG`]): invocations that
+//! committed nothing. The tracing layer decodes all three with [`decode_payload`].
 
 use comb_log::Tag;
 use prost::Message;
@@ -13,6 +14,9 @@ use crate::error::{Error, Result};
 /// The tag of catalog records: above every partition's tag (partition + 1 <= 0xFFFF).
 pub const CATALOG_TAG: Tag = 0x1_0000;
 
+/// The tag of trace records.
+pub const TRACE_TAG: Tag = 0x1_0001;
+
 /// The log tag of a partition.
 pub fn partition_tag(partition: u16) -> Tag {
     Tag::from(partition) + 1
@@ -20,6 +24,7 @@ pub fn partition_tag(partition: u16) -> Tag {
 
 const KIND_COMMIT: u8 = 1;
 const KIND_CATALOG: u8 = 2;
+const KIND_TRACE: u8 = 3;
 
 /// Version of the commit record's fields.
 pub const COMMIT_VERSION: u32 = 1;
@@ -91,6 +96,33 @@ pub struct InvocationRecord {
     /// Whether its output is recorded.
     #[prost(bool, tag = "6")]
     pub recorded: bool,
+    /// The partition it ran on; absent for a multi-partition transaction.
+    #[prost(uint32, optional, tag = "7")]
+    pub partition: Option<u32>,
+    /// Why it failed (its transaction rolled back); absent when it succeeded.
+    #[prost(string, optional, tag = "8")]
+    pub error: Option<String>,
+    /// Whether its recorded output was returned again and nothing ran.
+    #[prost(bool, tag = "9")]
+    pub replayed: bool,
+    /// Whether it wrote no key (beyond those earlier members of its transaction wrote).
+    #[prost(bool, tag = "10")]
+    pub read_only: bool,
+    /// The keys it read (rows and index entries), when the engine traces reads.
+    #[prost(bytes = "vec", repeated, tag = "11")]
+    pub reads: Vec<Vec<u8>>,
+    /// Whether it read more keys than `reads` lists.
+    #[prost(bool, tag = "12")]
+    pub reads_truncated: bool,
+}
+
+/// Invocations that committed nothing (reads, replays of recorded outputs, failures),
+/// appended in batches after their replies so that the tracing layer sees every invocation.
+#[derive(Clone, PartialEq, Message)]
+pub struct TraceRecord {
+    /// The invocations, in the order they ended.
+    #[prost(message, repeated, tag = "1")]
+    pub invocations: Vec<InvocationRecord>,
 }
 
 /// A DDL script applied to the catalog.
@@ -108,6 +140,8 @@ pub enum LogRecord {
     Commit(CommitRecord),
     /// A catalog change.
     Catalog(CatalogRecord),
+    /// Invocations that committed nothing.
+    Trace(TraceRecord),
 }
 
 /// Encodes a commit record's payload.
@@ -126,12 +160,21 @@ pub fn encode_catalog(record: &CatalogRecord) -> Vec<u8> {
     out
 }
 
+/// Encodes a trace record's payload.
+pub fn encode_trace(record: &TraceRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + record.encoded_len());
+    out.push(KIND_TRACE);
+    record.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
 /// Decodes a payload the backend appended.
 pub fn decode_payload(payload: &[u8]) -> Result<LogRecord> {
     let corrupt = |detail: String| Error::Corrupt { location: "a log record".to_owned(), detail };
     match payload.split_first() {
         Some((&KIND_COMMIT, rest)) => CommitRecord::decode(rest).map(LogRecord::Commit).map_err(|e| corrupt(e.to_string())),
         Some((&KIND_CATALOG, rest)) => CatalogRecord::decode(rest).map(LogRecord::Catalog).map_err(|e| corrupt(e.to_string())),
+        Some((&KIND_TRACE, rest)) => TraceRecord::decode(rest).map(LogRecord::Trace).map_err(|e| corrupt(e.to_string())),
         Some((kind, _)) => Err(corrupt(format!("unknown record kind {kind}"))),
         None => Err(corrupt("empty payload".to_owned())),
     }
@@ -147,12 +190,14 @@ mod tests {
             version: COMMIT_VERSION,
             partitions: vec![0, 3],
             writes: vec![WriteRecord { partition: 3, kind: 0, object: 7, key: vec![0, 3, 0, 0, 0, 7, 1], before: None, after: Some(vec![1, 0]) }],
-            invocations: vec![InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), step_id: None, start_us: 1, end_us: 2, recorded: true }],
+            invocations: vec![InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), start_us: 1, end_us: 2, recorded: true, partition: Some(3), ..Default::default() }],
             recorded_output: Some(b"42".to_vec()),
         };
         assert_eq!(decode_payload(&encode_commit(&record)).unwrap(), LogRecord::Commit(record));
         let ddl = CatalogRecord { ddl: "CREATE TABLE t (a BIGINT PRIMARY KEY)".into() };
         assert_eq!(decode_payload(&encode_catalog(&ddl)).unwrap(), LogRecord::Catalog(ddl));
+        let trace = TraceRecord { invocations: vec![InvocationRecord { function: "g".into(), error: Some("no".into()), read_only: true, ..Default::default() }] };
+        assert_eq!(decode_payload(&encode_trace(&trace)).unwrap(), LogRecord::Trace(trace));
         assert!(matches!(decode_payload(&[9, 1]), Err(Error::Corrupt { .. })));
         assert!(matches!(decode_payload(&[]), Err(Error::Corrupt { .. })));
         assert_eq!((partition_tag(0), partition_tag(0xFFFE)), (1, 0xFFFF));

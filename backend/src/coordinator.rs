@@ -18,6 +18,7 @@ use comb_planner::Value;
 use crate::error::{Error, Result};
 use crate::executor::Scope;
 use crate::keycodec::partition_of;
+use crate::trace::{Progress, TraceBuffer};
 use crate::partition::{Command, Job, Output, PartitionState, Ran, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition, start_append};
 
 /// Commands to the coordinator.
@@ -32,22 +33,26 @@ pub(crate) struct Coordinator {
     pub(crate) shared: Arc<Shared>,
     pub(crate) queued: Arc<AtomicUsize>,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Traces of the multi-partition invocations that committed nothing.
+    pub(crate) traces: TraceBuffer,
 }
 
 impl Coordinator {
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         while let Ok(command) = self.commands.recv() {
             match command {
                 CoordinatorCommand::Invoke(job) => {
                     self.queued.fetch_sub(1, Ordering::AcqRel);
                     self.invoke(job);
+                    // Multi-partition transactions are rare and slow: no batching to wait for.
+                    self.traces.flush(&self.shared.log);
                 }
                 CoordinatorCommand::Stop => return,
             }
         }
     }
 
-    fn invoke(&self, mut job: Job) {
+    fn invoke(&mut self, mut job: Job) {
         // The barrier: every executor lends its state after its command in flight.
         let mut backs = Vec::with_capacity(self.partitions.len());
         let mut gives = Vec::with_capacity(self.partitions.len());
@@ -67,18 +72,23 @@ impl Coordinator {
             return;
         }
         let record_partition = job.record_partition.unwrap_or_else(|| job.first_id().map_or(0, |id| partition_of(&Value::Text(id.workflow.clone()), self.shared.partitions)));
+        let mut progress = Progress::default();
         let ran: Result<Ran> = states
             .iter()
             .try_for_each(|s| match &s.failed {
                 Some(cause) => Err(Error::PartitionFailed { partition: s.id, cause: cause.clone() }),
                 None => Ok(()),
             })
-            .and_then(|()| run_job(&mut job, &Several(&states), Scope::All, record_partition, &self.shared));
+            .and_then(|()| run_job(&mut job, &Several(&states), Scope::All, record_partition, &self.shared, &mut progress));
         match ran {
             Err(err) => {
+                if let Some(trace) = job.failure_trace(progress, None, &err) {
+                    self.traces.push(trace);
+                }
                 let _ = job.reply.send(Err(err));
             }
-            Ok(Ran::Read(output)) => {
+            Ok(Ran::Read { output, traces }) => {
+                traces.into_iter().for_each(|t| self.traces.push(t));
                 let waiting: Vec<usize> = (0..states.len()).filter(|i| states[*i].has_pending()).collect();
                 if waiting.is_empty() {
                     let _ = job.reply.send(Ok(output));

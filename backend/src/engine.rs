@@ -22,6 +22,7 @@ use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
 use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, completion_task, json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
 use crate::store::{Batch, Store};
+use crate::trace::TraceBuffer;
 
 /// Options of the backend, each a named bound.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,10 @@ pub struct EngineOptions {
     pub write_set_max: usize,
     /// Largest JSON input or output of a function, in bytes.
     pub json_bytes_max: usize,
+    /// Whether each invocation's trace lists the rows it read (the tracing layer's
+    /// `read_events`), up to `TRACED_READS_MAX` keys an invocation: a key copy per row read,
+    /// and the keys' bytes in every commit and trace record.
+    pub trace_reads: bool,
     /// Options of the shared log, when the engine opens it.
     pub log: LogOptions,
 }
@@ -53,6 +58,7 @@ impl Default for EngineOptions {
             result_rows_max: 100_000,
             write_set_max: 100_000,
             json_bytes_max: 1 << 20,
+            trace_reads: false,
             log: LogOptions::default(),
         }
     }
@@ -238,6 +244,7 @@ impl Engine {
             partitions: n,
             limits: Limits { scan_rows_max: options.scan_rows_max, result_rows_max: options.result_rows_max, write_set_max: options.write_set_max },
             json_bytes_max: options.json_bytes_max,
+            trace_reads: options.trace_reads,
         });
         let runtime = tokio::runtime::Handle::current();
         let mut threads = Vec::new();
@@ -253,6 +260,7 @@ impl Engine {
                 queued: Arc::clone(&queued),
                 shared: Arc::clone(&shared),
                 completions,
+                traces: TraceBuffer::default(),
             };
             threads.push(spawn(format!("comb-partition-{p}"), move || executor.run())?);
             partitions.push(Queue { sender, queued });
@@ -265,6 +273,7 @@ impl Engine {
             shared: Arc::clone(&shared),
             queued: Arc::clone(&queued),
             runtime,
+            traces: TraceBuffer::default(),
         };
         threads.push(spawn("comb-coordinator".to_owned(), move || coordinator.run())?);
         Ok(Engine {

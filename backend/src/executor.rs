@@ -51,12 +51,51 @@ pub(crate) struct WriteSet {
     /// row another one read, and the before image of a row about to be written, cost one
     /// store read in all. Bounded by [`READ_CACHE_MAX`].
     reads: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// The keys read since the last [`WriteSet::take_traced_reads`], when traced: every key
+    /// a statement found (rows and index entries alike; the tracing layer keeps the rows).
+    traced_reads: Option<RefCell<TracedReads>>,
 }
+
+/// The keys one invocation read, for its trace.
+#[derive(Debug, Default)]
+struct TracedReads {
+    keys: Vec<Vec<u8>>,
+    truncated: bool,
+}
+
+/// Most keys read that one invocation's trace lists; beyond, the trace says it was cut.
+pub const TRACED_READS_MAX: usize = 1_024;
 
 /// Most point reads one transaction keeps; later ones go to the snapshot each time.
 const READ_CACHE_MAX: usize = 4_096;
 
 impl WriteSet {
+    /// Starts listing the keys read, for the invocations' traces.
+    pub(crate) fn trace_reads(&mut self) {
+        self.traced_reads = Some(RefCell::default());
+    }
+
+    /// Notes a key a statement found.
+    fn note_read(&self, key: &[u8]) {
+        if let Some(traced) = &self.traced_reads {
+            let mut traced = traced.borrow_mut();
+            if traced.keys.len() < TRACED_READS_MAX {
+                traced.keys.push(key.to_vec());
+            } else {
+                traced.truncated = true;
+            }
+        }
+    }
+
+    /// The distinct keys read since the last call, and whether some were left out.
+    pub(crate) fn take_traced_reads(&mut self) -> (Vec<Vec<u8>>, bool) {
+        let Some(traced) = &self.traced_reads else { return (Vec::new(), false) };
+        let TracedReads { mut keys, truncated } = std::mem::take(&mut *traced.borrow_mut());
+        keys.sort_unstable();
+        keys.dedup();
+        (keys, truncated)
+    }
+
     /// A point read of the snapshot, through the transaction's read cache.
     fn snapshot_get(&self, snapshot: &dyn Snapshot, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self.reads.borrow().get(key) {
@@ -162,10 +201,14 @@ impl<'a> Exec<'a> {
 
     /// Reads a key through the write set.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.writes.entries.get(key) {
-            Some(write) => Ok(write.after.clone()),
-            None => self.writes.snapshot_get(self.snapshot, key),
+        let value = match self.writes.entries.get(key) {
+            Some(write) => write.after.clone(),
+            None => self.writes.snapshot_get(self.snapshot, key)?,
+        };
+        if value.is_some() {
+            self.writes.note_read(key);
         }
+        Ok(value)
     }
 
     /// Scans `start..end` through the write set, bounded by `scan-rows-max`.
@@ -187,6 +230,7 @@ impl<'a> Exec<'a> {
         if merged.len() > limit {
             return Err(Error::LimitExceeded { what: "rows scanned by one access", size: merged.len(), limit, option: "scan-rows-max" });
         }
+        merged.keys().for_each(|key| self.writes.note_read(key));
         Ok(merged.into_iter().collect())
     }
 

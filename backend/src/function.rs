@@ -32,6 +32,8 @@ pub struct Function {
     /// For a SQL-only function: how many input fields each statement names, checked
     /// against its parameters at registration.
     pub(crate) sql_params: Option<Vec<usize>>,
+    /// Whether its invocations that commit nothing are traced (see [`Function::untraced`]).
+    pub(crate) traced: bool,
 }
 
 /// A function made of SQL alone, registered at run time: its statements run in order in
@@ -98,7 +100,7 @@ impl Function {
     /// Starts a function with no statements, no partition key, and a body that returns
     /// `null`.
     pub fn new(name: impl Into<String>) -> Function {
-        Function { decl: comb_planner::Function::new(name), partition_by: None, body: Arc::new(|_: &mut Txn<'_>, _: serde_json::Value| Ok(serde_json::Value::Null)), sql_params: None }
+        Function { decl: comb_planner::Function::new(name), partition_by: None, body: Arc::new(|_: &mut Txn<'_>, _: serde_json::Value| Ok(serde_json::Value::Null)), sql_params: None, traced: true }
     }
 
     /// A SQL-only function from its definition.
@@ -147,6 +149,14 @@ impl Function {
         self
     }
 
+    /// Leaves out of the traces the invocations of this function that commit nothing
+    /// (reads, replays, failures): for a server's own bookkeeping, which would drown the
+    /// application's invocations. Its commits still carry their invocation.
+    pub fn untraced(mut self) -> Function {
+        self.traced = false;
+        self
+    }
+
     /// Sets the body over JSON input and output.
     pub fn run<F>(mut self, body: F) -> Function
     where
@@ -188,6 +198,8 @@ pub(crate) struct Registered {
     pub(crate) catalog: Arc<Catalog>,
     /// Whether it runs on one partition (chosen from its input), without a barrier.
     pub(crate) single_partition: bool,
+    /// Whether its invocations that commit nothing are traced.
+    pub(crate) traced: bool,
 }
 
 impl std::fmt::Debug for Registered {
@@ -223,6 +235,7 @@ impl Registered {
             partition_by: function.partition_by.clone(),
             body: Arc::clone(&function.body),
             single_partition: function.partition_by.is_some() && pinned,
+            traced: function.traced,
             prepared,
             catalog: Arc::clone(catalog),
         })

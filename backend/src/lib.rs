@@ -72,12 +72,14 @@ mod partition;
 mod recovery;
 mod row;
 mod store;
+mod trace;
 #[cfg(feature = "test-util")]
 pub mod testkit;
 mod txn;
 
-pub use commit::{CATALOG_TAG, COMMIT_VERSION, CatalogRecord, CommitRecord, InvocationRecord, LogRecord, WriteRecord, decode_payload, encode_catalog, encode_commit, partition_tag};
+pub use commit::{CATALOG_TAG, COMMIT_VERSION, CatalogRecord, CommitRecord, InvocationRecord, LogRecord, TRACE_TAG, TraceRecord, WriteRecord, decode_payload, encode_catalog, encode_commit, encode_trace, partition_tag};
 pub use engine::{Engine, EngineOptions, Invocation, Transaction, TransactionStep};
+pub use executor::TRACED_READS_MAX;
 pub use error::{Error, Result};
 pub use function::{Body, BoxError, Function, SqlFunction, SqlStatement, value_to_json};
 pub use keys::PARTITIONS_MAX;

@@ -36,6 +36,7 @@ use crate::function::Registered;
 use crate::keycodec::partition_of;
 use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
 use crate::store::{Batch, Store};
+use crate::trace::{Progress, TraceBuffer, bounded_error, member_trace};
 use crate::txn::Txn;
 
 /// An invocation's identity: the workflow and the step within it.
@@ -323,6 +324,17 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// The members whose invocations are traced.
+    pub(crate) fn traced_members(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.function.traced)
+    }
+
+    /// The trace of a failed run: the member that failed, with the error.
+    pub(crate) fn failure_trace(&self, progress: Progress, partition: Option<u16>, err: &Error) -> Option<InvocationRecord> {
+        let member = self.members.get(progress.member).filter(|m| m.function.traced)?;
+        Some(InvocationRecord { error: Some(bounded_error(err.to_string())), ..member_trace(member, partition, progress.start_us) })
+    }
+
     /// The first member's identity, if it has one.
     pub(crate) fn first_id(&self) -> Option<&InvocationId> {
         self.members.first().and_then(|m| m.id.as_ref())
@@ -335,6 +347,8 @@ pub(crate) struct Shared {
     pub(crate) partitions: u16,
     pub(crate) limits: Limits,
     pub(crate) json_bytes_max: usize,
+    /// Whether invocations' traces list the keys they read.
+    pub(crate) trace_reads: bool,
 }
 
 pub(crate) fn now_us() -> u64 {
@@ -406,9 +420,10 @@ pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord
 /// The outcome of running a job over some snapshot: either a read to release, or a commit
 /// to append.
 pub(crate) enum Ran {
-    /// Nothing written: release once what it saw is durable.
-    Read(Output),
-    /// Writes to commit, with the record's payload.
+    /// Nothing written: release once what it saw is durable. Its members' traces go to a
+    /// trace record.
+    Read { output: Output, traces: Vec<InvocationRecord> },
+    /// Writes to commit, with the record's payload (which carries the traces).
     Commit { output: Output, writes: WriteSet, payload: Vec<u8>, tags: Vec<u64> },
 }
 
@@ -455,16 +470,27 @@ fn job_value(mut values: Vec<serde_json::Value>) -> serde_json::Value {
 
 /// Runs a job: the recorded-output lookup, each member's body in order over one write set,
 /// and the commit record. Pure: it touches only the snapshot and its own write set.
-pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, record_partition: u16, shared: &Shared) -> Result<Ran> {
+/// `progress` tells, after an error, which member failed and when it started.
+pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, record_partition: u16, shared: &Shared, progress: &mut Progress) -> Result<Ran> {
+    let partition = match scope {
+        Scope::Single(p) => Some(p),
+        Scope::All => None,
+    };
+    *progress = Progress { member: 0, start_us: now_us() };
     if let Some(values) = recorded_outputs(job, snapshot, record_partition)? {
-        return Ok(Ran::Read(Output { value: job_value(values), lsn: None, replayed: true }));
+        let traces = job.traced_members().map(|m| InvocationRecord { replayed: true, read_only: true, ..member_trace(m, partition, progress.start_us) }).collect();
+        return Ok(Ran::Read { output: Output { value: job_value(values), lsn: None, replayed: true }, traces });
     }
     let mut writes = WriteSet::default();
+    if shared.trace_reads {
+        writes.trace_reads();
+    }
     let mut values: Vec<serde_json::Value> = Vec::with_capacity(job.members.len());
     let mut invocations = Vec::with_capacity(job.members.len());
     let mut recorded_bytes = None;
     for (index, member) in job.members.iter().enumerate() {
         let start_us = now_us();
+        *progress = Progress { member: index, start_us };
         let input = if index == 0 {
             std::mem::take(&mut job.input)
         } else {
@@ -480,7 +506,9 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             }
             input
         };
+        let keys_before = writes.entries.len();
         let value = run_body(&member.function, snapshot, &mut writes, scope, shared, input)?;
+        let read_only = writes.entries.len() == keys_before;
         let bytes = json_bytes(&value, "the function's output in bytes", shared.json_bytes_max)?;
         let recorded = member.record && member.id.is_some();
         if let (true, Some(id)) = (recorded, &member.id) {
@@ -488,19 +516,19 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(bytes.clone()) });
             recorded_bytes = Some(bytes);
         }
-        invocations.push(InvocationRecord {
-            function: member.function.name.clone(),
-            workflow_id: member.id.as_ref().map(|id| id.workflow.clone()),
-            step_id: member.id.as_ref().map(|id| id.step.clone()),
-            start_us,
-            end_us: now_us(),
-            recorded,
-        });
+        let (reads, reads_truncated) = writes.take_traced_reads();
+        invocations.push(InvocationRecord { read_only, reads, reads_truncated, ..member_trace(member, partition, start_us) });
         values.push(value);
     }
     let output = Output { value: job_value(values), lsn: None, replayed: false };
     if writes.entries.is_empty() {
-        return Ok(Ran::Read(output));
+        let traces = invocations
+            .into_iter()
+            .zip(&job.members)
+            .filter(|(_, m)| m.function.traced)
+            .map(|(trace, _)| trace)
+            .collect();
+        return Ok(Ran::Read { output, traces });
     }
     // One member's recorded output also travels in the record, for the tracing layer; a
     // multi-function transaction's are in its writes.
@@ -530,6 +558,8 @@ pub(crate) struct Executor {
     pub(crate) shared: Arc<Shared>,
     /// Appends in flight, awaited in order by this partition's completion task.
     pub(crate) completions: tokio::sync::mpsc::UnboundedSender<(u64, AppendFuture)>,
+    /// Traces of the invocations that committed nothing, appended when the queue is idle.
+    pub(crate) traces: TraceBuffer,
 }
 
 /// Most durable commits left unapplied while commands keep arriving.
@@ -546,6 +576,7 @@ impl Executor {
                 Ok(c) => c,
                 Err(TryRecvError::Empty) => {
                     self.state.drain();
+                    self.traces.flush(&self.shared.log);
                     if stopping && !self.state.has_pending() {
                         return;
                     }
@@ -615,18 +646,32 @@ impl Executor {
     }
 
     fn invoke(&mut self, mut job: Job) {
+        if self.traces.is_full() {
+            self.traces.flush(&self.shared.log);
+        }
         if let Err(err) = self.state.check() {
             let _ = job.reply.send(Err(err));
             return;
         }
         let id = self.state.id;
         let record_partition = job.record_partition.unwrap_or(id);
-        let ran = run_job(&mut job, &*self.state, Scope::Single(id), record_partition, &self.shared);
+        let mut progress = Progress::default();
+        let ran = run_job(&mut job, &*self.state, Scope::Single(id), record_partition, &self.shared, &mut progress);
         match ran {
             Err(err) => {
+                // A wrong partition is not the function's failure: the caller retries it
+                // as a multi-partition transaction.
+                if !matches!(err, Error::WrongPartition { .. })
+                    && let Some(trace) = job.failure_trace(progress, Some(id), &err)
+                {
+                    self.traces.push(trace);
+                }
                 let _ = job.reply.send(Err(err));
             }
-            Ok(Ran::Read(output)) => self.state.release_after_pending(Waiter::Read(job.reply, output)),
+            Ok(Ran::Read { output, traces }) => {
+                traces.into_iter().for_each(|t| self.traces.push(t));
+                self.state.release_after_pending(Waiter::Read(job.reply, output));
+            }
             Ok(Ran::Commit { output, writes, payload, tags }) => match start_append(&self.shared.log, Entry::new(tags, payload)) {
                 Err(err) => {
                     let _ = job.reply.send(Err(Error::Log(err)));

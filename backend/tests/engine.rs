@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use comb_backend::{CATALOG_TAG, Engine, EngineOptions, Error, Function, Invocation, LogRecord, Txn, decode_payload, partition_tag};
 use comb_log::ANY_TAG;
+use futures::StreamExt;
 use serde_json::{Value as Json, json};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -152,7 +153,21 @@ fn errors_and_panics_roll_back_and_append_nothing() {
             other => panic!("{other:?}"),
         }
         assert_eq!(balance(&engine, 5).await, json!(null));
-        assert_eq!(engine.log().tail(), tail, "nothing reached the log");
+        // Nothing of a failed transaction reaches the log: only the trace of its failure.
+        let mut records = engine.log().subscribe(tail + 1, ANY_TAG);
+        let mut failures = Vec::new();
+        while failures.len() < 2 {
+            let record = tokio::time::timeout(std::time::Duration::from_secs(10), records.next()).await.expect("the failures are traced").unwrap().unwrap();
+            match decode_payload(&record.payload).unwrap() {
+                // Reads are traced too (the balance check above); keep the failures.
+                LogRecord::Trace(trace) => failures.extend(trace.invocations.into_iter().filter_map(|i| Some((i.function, i.error?, i.partition.is_some())))),
+                other => panic!("a failed transaction appended {other:?}"),
+            }
+        }
+        assert_eq!(failures, [
+            ("deposit_then_fail".to_owned(), "function deposit_then_fail failed and was rolled back: insufficient funds".to_owned(), true),
+            ("deposit_then_fail".to_owned(), "function deposit_then_fail panicked and was rolled back: the body panicked on purpose".to_owned(), true),
+        ]);
         // A SQL error inside the body passes through as itself.
         engine.invoke(Invocation::new("deposit", json!({ "id": 6, "amount": i64::MAX }))).await.unwrap();
         match engine.invoke(Invocation::new("deposit", json!({ "id": 6, "amount": 1 }))).await {

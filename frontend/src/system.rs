@@ -128,9 +128,10 @@ fn rows(tx: &mut Txn<'_>, statement: &str, params: impl comb_backend::Params) ->
     Ok(tx.query_as::<RowTuple>(statement, params)?.into_iter().map(WorkflowRow::from_tuple).collect())
 }
 
-/// The system functions, registered before any other.
+/// The system functions, registered before any other; their reads and failures are left out
+/// of the traces (their commits show as workflow rows).
 pub(crate) fn functions() -> Vec<Function> {
-    vec![
+    [
         Function::new(START)
             .statement("row", format!("INSERT INTO comb_workflows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, 'running', $5, NULL, NULL, $6, NULL)"))
             .statement("running", "INSERT INTO comb_running (home, id) VALUES ($1, $2)")
@@ -194,4 +195,7 @@ pub(crate) fn functions() -> Vec<Function> {
             .statement("all", "SELECT name, version, spec FROM comb_workflow_specs ORDER BY name, version")
             .run_typed(|tx, (): ()| -> comb_backend::Result<Vec<(String, i64, String)>> { tx.query_as("all", ()) }),
     ]
+    .into_iter()
+    .map(Function::untraced)
+    .collect()
 }

@@ -1,0 +1,108 @@
+//! Traces of the invocations that commit nothing (reads, replays of a recorded output,
+//! failures): gathered by the thread that ran them and appended to the log in batches,
+//! after their replies, as [`TraceRecord`]s. Invocations that commit are traced by their
+//! commit record itself.
+//!
+//! A trace batch is enqueued on the log's writer like any append but nobody waits for it:
+//! a crash can lose the traces of the last group commit's worth of reads and failures, never
+//! a commit's (it is in the commit).
+
+use comb_log::{Entry, LogBook};
+
+use crate::commit::{InvocationRecord, TRACE_TAG, TraceRecord, encode_trace};
+use crate::partition::{Member, now_us, start_append};
+
+/// Most invocations in one trace record.
+pub(crate) const TRACE_BATCH_MAX: usize = 256;
+
+/// Most invocations held while the log refuses appends (backpressure); beyond it the oldest
+/// are dropped and counted.
+pub(crate) const TRACE_HELD_MAX: usize = 8_192;
+
+/// Longest error message kept in a trace, in bytes; longer ones are cut (at a character
+/// boundary) and marked.
+pub(crate) const TRACE_ERROR_BYTES_MAX: usize = 1_024;
+
+/// The traces one executor (or the coordinator) gathered and has not appended yet.
+#[derive(Debug, Default)]
+pub(crate) struct TraceBuffer {
+    invocations: Vec<InvocationRecord>,
+    /// Traces dropped because the log kept refusing appends.
+    pub(crate) dropped: u64,
+}
+
+/// How far a job got: the member running and when it started, so that a failure is traced
+/// under the function that failed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Progress {
+    pub(crate) member: usize,
+    pub(crate) start_us: u64,
+}
+
+/// The trace of one member of a job.
+pub(crate) fn member_trace(member: &Member, partition: Option<u16>, start_us: u64) -> InvocationRecord {
+    InvocationRecord {
+        function: member.function.name.clone(),
+        workflow_id: member.id.as_ref().map(|id| id.workflow.clone()),
+        step_id: member.id.as_ref().map(|id| id.step.clone()),
+        start_us,
+        end_us: now_us(),
+        recorded: member.record && member.id.is_some(),
+        partition: partition.map(u32::from),
+        ..InvocationRecord::default()
+    }
+}
+
+/// An error message cut to [`TRACE_ERROR_BYTES_MAX`].
+pub(crate) fn bounded_error(message: String) -> String {
+    if message.len() <= TRACE_ERROR_BYTES_MAX {
+        return message;
+    }
+    let mut end = TRACE_ERROR_BYTES_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &message[..end], message.len())
+}
+
+impl TraceBuffer {
+    /// Adds the traces of functions that are traced.
+    pub(crate) fn push(&mut self, invocation: InvocationRecord) {
+        self.invocations.push(invocation);
+    }
+
+    /// Whether a full batch is waiting.
+    pub(crate) fn is_full(&self) -> bool {
+        self.invocations.len() >= TRACE_BATCH_MAX
+    }
+
+    /// Enqueues what is waiting, a batch per record, without waiting for durability. What
+    /// the log refuses for backpressure stays for the next call, up to [`TRACE_HELD_MAX`].
+    pub(crate) fn flush(&mut self, log: &LogBook) {
+        while !self.invocations.is_empty() {
+            let count = self.invocations.len().min(TRACE_BATCH_MAX);
+            let record = TraceRecord { invocations: self.invocations[..count].to_vec() };
+            match start_append(log, Entry::new(vec![TRACE_TAG], encode_trace(&record))) {
+                // The append is enqueued; its completion needs no one.
+                Ok(_durable) => {
+                    self.invocations.drain(..count);
+                }
+                Err(comb_log::Error::QueueFull { .. }) => {
+                    let excess = self.invocations.len().saturating_sub(TRACE_HELD_MAX);
+                    if excess > 0 {
+                        self.invocations.drain(..excess);
+                        self.dropped += excess as u64;
+                        tracing::warn!(dropped = self.dropped, "the log refuses appends: invocation traces dropped");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    self.dropped += self.invocations.len() as u64;
+                    self.invocations.clear();
+                    tracing::warn!(error = %err, dropped = self.dropped, "invocation traces could not be appended");
+                    return;
+                }
+            }
+        }
+    }
+}
