@@ -1,5 +1,5 @@
 //! The server and client commands of `comb`: serve, sql, function, workflow, invoke,
-//! status, workflows.
+//! status, workflows, trace.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,14 +75,29 @@ pub(crate) struct ServeArgs {
     /// comma-separated: counter, hotel, shop, retwis; `none` for none.
     #[arg(long, value_delimiter = ',', default_value = "counter,hotel,shop,retwis")]
     apps: Vec<String>,
+    /// A JSON file of server options (kebab-case names, every one optional), for example
+    /// {"tracing": {"retention": 86400000, "flush-age": 5000}, "engine": {"partitions": 4}}.
+    #[arg(long)]
+    options: Option<PathBuf>,
+    /// Keep no traces (no tracing layer, no QueryTraces).
+    #[arg(long)]
+    no_tracing: bool,
 }
 
 /// Builds the stock server: the example applications asked for, over one data directory.
-pub(crate) async fn build_server(data_dir: PathBuf, partitions: Option<u16>, token: Option<String>, apps: &[String]) -> anyhow::Result<Server> {
-    let mut options = ServerOptions { token, ..ServerOptions::default() };
-    if let Some(partitions) = partitions {
+pub(crate) async fn build_server(args: &ServeArgs) -> anyhow::Result<Server> {
+    let mut options = match &args.options {
+        Some(file) => serde_json::from_str::<ServerOptions>(&read_file(file)?).with_context(|| format!("{} does not hold server options", file.display()))?,
+        None => ServerOptions::default(),
+    };
+    options.token = args.token.clone().or(options.token);
+    if let Some(partitions) = args.partitions {
         options.engine.partitions = partitions;
     }
+    if args.no_tracing {
+        options.tracing.enabled = false;
+    }
+    let (data_dir, apps) = (args.data_dir.clone(), &args.apps);
     let mut builder = Server::builder().data_dir(data_dir).options(options);
     for name in apps.iter().filter(|a| !a.is_empty() && a.as_str() != "none") {
         let app = comb_examples::app(name).with_context(|| format!("there is no example application named {name:?}; choose among counter, hotel, shop, retwis"))?;
@@ -92,7 +107,7 @@ pub(crate) async fn build_server(data_dir: PathBuf, partitions: Option<u16>, tok
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server = build_server(args.data_dir.clone(), args.partitions, args.token, &args.apps).await?;
+    let server = build_server(&args).await?;
     let listening = server.listen(args.addr).await?;
     // Printed once the socket listens, with the port chosen when 0 was asked for: a script
     // (or a test) may connect as soon as it reads this line.
@@ -186,6 +201,32 @@ pub(crate) struct WorkflowsArgs {
     /// Start after this run id (the last id of a previous listing).
     #[arg(long)]
     after: Option<String>,
+}
+
+/// How `comb trace` prints its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TraceFormat {
+    /// An aligned table.
+    Table,
+    /// One JSON object a row.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TraceArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The query, for example "SELECT function, count(*) FROM function_invocations GROUP BY 1".
+    /// Tables: function_invocations, change_data, workflows, read_events.
+    sql: String,
+    /// How to print the answer.
+    #[arg(long, value_enum, default_value_t = TraceFormat::Table)]
+    format: TraceFormat,
+    /// Answer from the traces as they are, without waiting for them to reach the log's tail.
+    #[arg(long)]
+    no_catch_up: bool,
 }
 
 fn read_file(file: &PathBuf) -> anyhow::Result<String> {
@@ -293,6 +334,55 @@ pub(crate) async fn workflows(args: WorkflowsArgs) -> anyhow::Result<()> {
         match page.next_page_token {
             Some(token) if !page.runs.is_empty() => filter.page_token = Some(token),
             _ => break,
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let traces = args.connection.connect().await?.query_traces(&args.sql, !args.no_catch_up).await?;
+    let mut out = std::io::stdout().lock();
+    write_traces(&mut out, &traces, args.format)?;
+    if traces.truncated {
+        eprintln!("(the answer was cut at the server's bounds: narrow the query, or add LIMIT)");
+    }
+    Ok(())
+}
+
+/// A value as a table or CSV cell: strings without quotes, NULL as empty.
+fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a trace answer in the format asked for.
+pub(crate) fn write_traces(out: &mut impl std::io::Write, traces: &comb_client::Traces, format: TraceFormat) -> anyhow::Result<()> {
+    match format {
+        TraceFormat::Table => {
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::ASCII_MARKDOWN).set_header(&traces.columns);
+            for row in &traces.rows {
+                table.add_row(row.iter().map(cell));
+            }
+            writeln!(out, "{table}")?;
+            writeln!(out, "({} row{})", traces.rows.len(), if traces.rows.len() == 1 { "" } else { "s" })?;
+        }
+        TraceFormat::Json => {
+            for row in &traces.rows {
+                let object: serde_json::Map<String, serde_json::Value> = traces.columns.iter().cloned().zip(row.iter().cloned()).collect();
+                writeln!(out, "{}", serde_json::Value::Object(object))?;
+            }
+        }
+        TraceFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record(&traces.columns)?;
+            for row in &traces.rows {
+                writer.write_record(row.iter().map(cell))?;
+            }
+            writer.flush()?;
         }
     }
     Ok(())

@@ -19,13 +19,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show Comb at work in under a minute, with nothing to install: durable appends from
-    /// concurrent clients, the writing process killed with SIGKILL mid-burst, and recovery
-    /// checking that every acknowledged record survived.
+    /// Show Comb at work in about a minute, with nothing to install: hotel bookings as
+    /// exactly-once workflows from concurrent clients, the server killed with SIGKILL
+    /// mid-burst and restarted, its unfinished runs resumed, the exactly-once check, and SQL
+    /// over the traces.
     Demo(demo::DemoArgs),
-    /// The writing process of the demo (started and killed by `comb demo`).
-    #[command(hide = true)]
-    DemoWriter(demo::WriterArgs),
     /// Run the server: the gRPC API over one data directory, with the example
     /// applications' functions compiled in. Resumes every unfinished workflow run first.
     Serve(cli::ServeArgs),
@@ -45,6 +43,9 @@ enum Command {
     Status(cli::StatusArgs),
     /// List workflow runs, one JSON object a line, in id order.
     Workflows(cli::WorkflowsArgs),
+    /// Query the traces with SQL: function_invocations, change_data, workflows.
+    #[command(after_help = cli::EXIT_CODES)]
+    Trace(cli::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,7 +56,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::DemoWriter(args) => demo::writer(&args).map(|()| ExitCode::SUCCESS),
         command => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
@@ -66,7 +66,8 @@ fn main() -> ExitCode {
                     Command::Invoke(args) => cli::invoke(args).await,
                     Command::Status(args) => cli::status(args).await,
                     Command::Workflows(args) => cli::workflows(args).await.map(|()| ExitCode::SUCCESS),
-                    Command::Demo(_) | Command::DemoWriter(_) => unreachable!("handled above"),
+                    Command::Trace(args) => cli::trace(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Demo(_) => unreachable!("handled above"),
                 }
             }),
             Err(err) => Err(anyhow::Error::new(err).context("starting the async runtime")),

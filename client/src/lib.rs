@@ -246,6 +246,19 @@ pub struct Health {
     pub log_tail: u64,
     /// Runs in progress.
     pub workflows_in_flight: u64,
+    /// The last LSN whose traces are queryable (0: tracing is off).
+    pub traced_lsn: u64,
+}
+
+/// The answer to a trace query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traces {
+    /// The columns' names, in order.
+    pub columns: Vec<String>,
+    /// The rows, a JSON value per column.
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// Whether the server cut rows at its bounds.
+    pub truncated: bool,
 }
 
 /// Builds a [`Client`].
@@ -402,7 +415,26 @@ impl Client {
     /// What the server says of itself.
     pub async fn health(&self) -> Result<Health> {
         let reply = self.inner.clone().health(self.request(proto::HealthRequest {})).await?.into_inner();
-        Ok(Health { version: reply.version, partitions: reply.partitions, log_tail: reply.log_tail, workflows_in_flight: reply.workflows_in_flight })
+        Ok(Health {
+            version: reply.version,
+            partitions: reply.partitions,
+            log_tail: reply.log_tail,
+            workflows_in_flight: reply.workflows_in_flight,
+            traced_lsn: reply.traced_lsn,
+        })
+    }
+
+    /// Runs a read-only SQL query over the traces (`function_invocations`, `change_data`,
+    /// `workflows`, `read_events`). With `catch_up`, the answer includes everything
+    /// committed before the call.
+    pub async fn query_traces(&self, sql: &str, catch_up: bool) -> Result<Traces> {
+        let reply = self.inner.clone().query_traces(self.request(proto::QueryTracesRequest { sql: sql.to_owned(), catch_up })).await?.into_inner();
+        let rows = reply
+            .rows_json
+            .iter()
+            .map(|row| serde_json::from_str::<Vec<serde_json::Value>>(row).map_err(|err| Error::Json(format!("a trace row is not a JSON array: {err}"))))
+            .collect::<Result<_>>()?;
+        Ok(Traces { columns: reply.columns, rows, truncated: reply.truncated })
     }
 }
 

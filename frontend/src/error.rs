@@ -74,6 +74,12 @@ pub enum Error {
     /// An error of the backend.
     #[error(transparent)]
     Backend(#[from] comb_backend::Error),
+    /// An error of the tracing layer (a trace query's message is DataFusion's).
+    #[error(transparent)]
+    Tracing(#[from] comb_tracing::Error),
+    /// The server keeps no traces.
+    #[error("this server keeps no traces: start it with tracing enabled (the default; see --options)")]
+    TracingDisabled,
     /// A broken invariant: a bug.
     #[error("internal error (a bug): {0}")]
     Internal(String),
@@ -94,6 +100,18 @@ impl Error {
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::Interrupted { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
+            Error::TracingDisabled => Code::FailedPrecondition,
+            Error::Tracing(err) => {
+                use comb_tracing::Error as T;
+                match err {
+                    T::Query(_) | T::NotAQuery(_) | T::InvalidOptions { .. } => Code::InvalidArgument,
+                    T::Busy { .. } => Code::ResourceExhausted,
+                    T::Behind { .. } => Code::DeadlineExceeded,
+                    T::Stopped(_) | T::Closed | T::Io { .. } => Code::Unavailable,
+                    T::Corrupt { .. } => Code::DataLoss,
+                    T::Internal(_) => Code::Internal,
+                }
+            }
             Error::Backend(err) => match err {
                 B::Ddl(_) | B::Function(_) | B::InvalidFunction { .. } | B::BadInput { .. } | B::BadParameters { .. } => Code::InvalidArgument,
                 B::LimitExceeded { .. } => Code::InvalidArgument,

@@ -11,6 +11,8 @@
 //!                     ▼
 //!                  comb-backend: each unit one transaction on its partition, recorded
 //!                  outputs where the planner chose (selective function recording)
+//!
+//!  comb-tracing: tails the log into trace tables; QueryTraces runs SQL over them
 //! ```
 //!
 //! # Guarantees
@@ -34,5 +36,6 @@ mod service;
 mod system;
 
 pub use error::{Error, Result};
-pub use options::{LIST_PAGE_MAX, ServerOptions};
+pub use options::{LIST_PAGE_MAX, ServerOptions, TRACE_ANSWER_BYTES_MAX};
+pub use comb_tracing::{QueryResult, TracingOptions};
 pub use server::{Listening, Server, ServerBuilder};

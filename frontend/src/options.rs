@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use comb_backend::EngineOptions;
+use comb_tracing::TracingOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::system::LIST_ROWS_MAX;
@@ -13,6 +14,8 @@ use crate::system::LIST_ROWS_MAX;
 pub struct ServerOptions {
     /// Options of the backend (partitions, queues, row and JSON bounds) and its log.
     pub engine: EngineOptions,
+    /// Options of the tracing layer (flushes, retention, query bounds).
+    pub tracing: TracingOptions,
     /// The bearer token every request must carry (`authorization: Bearer <token>`).
     /// Required when the server listens on anything but loopback.
     #[serde(skip_serializing)]
@@ -35,6 +38,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             engine: EngineOptions::default(),
+            tracing: TracingOptions::default(),
             token: None,
             request_bytes_max: 4 << 20,
             workflows_in_flight_max: 16_384,
@@ -44,6 +48,10 @@ impl Default for ServerOptions {
         }
     }
 }
+
+/// Largest QueryTraces answer, in bytes of row JSON; rows beyond it are cut (the answer
+/// says so).
+pub const TRACE_ANSWER_BYTES_MAX: usize = 16 << 20;
 
 /// Most runs returned by one ListWorkflows page.
 pub const LIST_PAGE_MAX: usize = LIST_ROWS_MAX - 1;
@@ -56,6 +64,7 @@ impl ServerOptions {
     /// Checks every bound; called once when the server is built.
     pub fn validate(&self) -> Result<(), String> {
         self.engine.validate().map_err(|e| e.to_string())?;
+        self.tracing.validate().map_err(|e| e.to_string())?;
         for (name, value) in [
             ("request-bytes-max", self.request_bytes_max),
             ("workflows-in-flight-max", self.workflows_in_flight_max),

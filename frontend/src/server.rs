@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use comb_backend::{Engine, Function};
+use comb_tracing::Tracer;
 use comb_client::proto::comb_server::CombServer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
-use crate::options::ServerOptions;
+use crate::options::{ServerOptions, TRACE_ANSWER_BYTES_MAX};
 use crate::scheduler::{Scheduler, check_user_name};
 use crate::service::Service;
 use crate::system;
@@ -100,6 +101,10 @@ impl ServerBuilder {
             check_user_name("function name", function.name())?;
             engine.register(function)?;
         }
+        let tracer = match self.options.tracing.enabled {
+            true => Some(start_tracer(&engine, &dir, &self.options).await?),
+            false => None,
+        };
         let scheduler = Arc::new(Scheduler::new(engine, self.options));
         scheduler.load_definitions().await?;
         for spec in &self.workflows {
@@ -109,8 +114,29 @@ impl ServerBuilder {
         if resumed > 0 {
             tracing::info!(resumed, "resumed the workflow runs that started and did not end");
         }
-        Ok(Server { scheduler, resumed })
+        Ok(Server { scheduler, resumed, tracer })
     }
+}
+
+/// The consumer name of the tracing layer's hold on the log's trim point.
+const TRACING_CONSUMER: &str = "tracing";
+
+/// Starts the tracing layer over `<data>/traces` and holds the log's trim point at what it
+/// still needs, from now on.
+async fn start_tracer(engine: &Engine, dir: &std::path::Path, options: &ServerOptions) -> Result<Arc<Tracer>> {
+    let source = engine.clone();
+    let catalog: comb_tracing::CatalogSource = Arc::new(move || source.catalog());
+    let tracer = Tracer::start(&dir.join("traces"), engine.log().clone(), catalog, options.tracing.clone()).await?;
+    let mut checkpoints = tracer.checkpoints();
+    engine.hold_trim(TRACING_CONSUMER, *checkpoints.borrow_and_update() + 1);
+    let holder = engine.clone();
+    tokio::spawn(async move {
+        while checkpoints.changed().await.is_ok() {
+            let needed = *checkpoints.borrow_and_update() + 1;
+            holder.hold_trim(TRACING_CONSUMER, needed);
+        }
+    });
+    Ok(Arc::new(tracer))
 }
 
 async fn apply_schema(engine: &Engine, ddl: &str) -> Result<()> {
@@ -146,6 +172,7 @@ pub(crate) async fn execute_user_ddl(engine: &Engine, sql: &str) -> Result<u64> 
 pub struct Server {
     scheduler: Arc<Scheduler>,
     resumed: usize,
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -188,6 +215,11 @@ impl Server {
         &self.scheduler.engine
     }
 
+    /// The tracing layer, unless tracing is off.
+    pub fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_deref()
+    }
+
     /// How many runs this server resumed when it started.
     pub fn resumed(&self) -> usize {
         self.resumed
@@ -204,9 +236,9 @@ impl Server {
         }
         let listener = TcpListener::bind(addr).await.map_err(|err| Error::InvalidArgument { field: "addr", message: format!("cannot listen on {addr}: {err}") })?;
         let local_addr = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
-        let service = CombServer::new(Service { scheduler: Arc::clone(&self.scheduler) })
+        let service = CombServer::new(Service { scheduler: Arc::clone(&self.scheduler), tracer: self.tracer.clone() })
             .max_decoding_message_size(options.request_bytes_max)
-            .max_encoding_message_size(options.request_bytes_max.max(options.engine.json_bytes_max * 2));
+            .max_encoding_message_size(options.request_bytes_max.max(options.engine.json_bytes_max * 2).max(TRACE_ANSWER_BYTES_MAX + (1 << 20)));
         let auth = Auth { token: options.token.clone().map(|t| format!("Bearer {t}")) };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -236,10 +268,15 @@ impl Server {
         self.close().await
     }
 
-    /// Closes the engine: commits in flight finish, runs in progress resume at the next
-    /// start.
+    /// Closes the tracing layer (after a last flush) and the engine: commits in flight
+    /// finish, runs in progress resume at the next start.
     pub async fn close(self) -> Result<()> {
-        Ok(self.scheduler.engine.close().await?)
+        let traced = match &self.tracer {
+            Some(tracer) => tracer.close().await,
+            None => Ok(()),
+        };
+        self.scheduler.engine.close().await?;
+        Ok(traced?)
     }
 }
 

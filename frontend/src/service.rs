@@ -5,15 +5,18 @@ use std::sync::Arc;
 
 use comb_backend::{SqlFunction, SqlStatement};
 use comb_client::proto::{self, comb_server::Comb};
+use comb_tracing::Tracer;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::options::TRACE_ANSWER_BYTES_MAX;
 use crate::scheduler::{FAILED, RUNNING, SUCCEEDED, Scheduler};
 use crate::system::WorkflowRow;
 
 /// The service behind the API.
 pub(crate) struct Service {
     pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) tracer: Option<Arc<Tracer>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -106,6 +109,28 @@ impl Comb for Service {
         Ok(Response::new(proto::ListWorkflowsResponse { workflows: rows.into_iter().map(to_proto).collect(), next_page_token: next.unwrap_or_default() }))
     }
 
+    async fn query_traces(&self, request: Request<proto::QueryTracesRequest>) -> Result<Response<proto::QueryTracesResponse>, Status> {
+        let request = request.into_inner();
+        if request.sql.trim().is_empty() {
+            return Err(Error::InvalidArgument { field: "sql", message: "it is empty".to_owned() }.into());
+        }
+        let tracer = self.tracer.as_ref().ok_or(Error::TracingDisabled)?;
+        let answer = tracer.query(&request.sql, request.catch_up).await.map_err(Error::from)?;
+        let mut truncated = answer.truncated;
+        let mut bytes = 0;
+        let mut rows_json = Vec::with_capacity(answer.rows.len());
+        for row in answer.rows {
+            let text = serde_json::Value::Array(row).to_string();
+            bytes += text.len();
+            if bytes > TRACE_ANSWER_BYTES_MAX {
+                truncated = true;
+                break;
+            }
+            rows_json.push(text);
+        }
+        Ok(Response::new(proto::QueryTracesResponse { columns: answer.columns, rows_json, truncated }))
+    }
+
     async fn health(&self, _request: Request<proto::HealthRequest>) -> Result<Response<proto::HealthResponse>, Status> {
         let engine = &self.scheduler.engine;
         Ok(Response::new(proto::HealthResponse {
@@ -113,6 +138,7 @@ impl Comb for Service {
             partitions: u32::from(engine.partitions()),
             log_tail: engine.log().tail(),
             workflows_in_flight: self.scheduler.in_flight() as u64,
+            traced_lsn: self.tracer.as_ref().map_or(0, |t| t.consumed()),
         }))
     }
 }

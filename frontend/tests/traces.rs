@@ -1,0 +1,198 @@
+//! The tracing layer end to end: workflows run through the API (one writing, one reading,
+//! one failing, and a recorded step replayed), then every trace table is checked row by row
+//! with SQL over QueryTraces, before and after a restart. (The crash test, tests/crash.rs
+//! at the root, checks the traces after SIGKILLs.)
+
+use std::time::Duration;
+
+use comb_backend::{EngineOptions, Function, Invocation};
+use comb_client::{Client, Code, RunStatus, Traces};
+use comb_frontend::{Listening, Server, ServerOptions, TracingOptions};
+use serde_json::{Value, json};
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL);";
+
+fn functions() -> Vec<Function> {
+    vec![
+        Function::new("add")
+            .statement("add", "INSERT INTO counters (id, n) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET n = counters.n + excluded.n RETURNING n")
+            .partition_by("id")
+            .run(|tx, input| {
+                let n: i64 = tx.query_one("add", (input["id"].as_i64(), input["by"].as_i64()))?;
+                Ok(json!({ "n": n }))
+            }),
+        Function::new("get").statement("get", "SELECT n FROM counters WHERE id = $1").partition_by("id").run(|tx, input| {
+            let n: Option<i64> = tx.query_opt("get", (input["id"].as_i64(),))?;
+            Ok(json!({ "n": n }))
+        }),
+        Function::new("fail").partition_by("id").run(|_, input| Err(format!("refused {}", input["id"]).into())),
+    ]
+}
+
+const WORKFLOWS: [&str; 3] = [
+    r#"{"name": "count", "steps": [{"id": "add", "function": "add", "input": "$input"}], "output": "$add"}"#,
+    r#"{"name": "peek", "steps": [{"id": "get", "function": "get", "input": "$input"}], "output": "$get"}"#,
+    r#"{"name": "bad", "steps": [{"id": "fail", "function": "fail", "input": "$input"}], "output": "$fail"}"#,
+];
+
+async fn start(dir: &std::path::Path) -> (Server, Listening, Client) {
+    let options = ServerOptions {
+        engine: EngineOptions { partitions: 2, trace_reads: true, ..EngineOptions::default() },
+        // Rows stay in the in-memory tail until the server closes: the test sees both.
+        tracing: TracingOptions { flush_age: Duration::from_secs(3600), ..TracingOptions::default() },
+        ..ServerOptions::default()
+    };
+    let mut builder = Server::builder().data_dir(dir).options(options).schema(SCHEMA);
+    for f in functions() {
+        builder = builder.function(f);
+    }
+    for w in WORKFLOWS {
+        builder = builder.workflow(w);
+    }
+    let server = builder.build().await.expect("the server starts");
+    let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.expect("it listens");
+    let client = Client::builder(format!("http://{}", listening.local_addr())).timeout(Duration::from_secs(30)).connect().await.expect("the client connects");
+    (server, listening, client)
+}
+
+async fn query(client: &Client, sql: &str) -> Traces {
+    client.query_traces(sql, true).await.unwrap_or_else(|err| panic!("{sql}: {err}"))
+}
+
+/// Queries until the answer has `rows` rows: traces of invocations that commit nothing are
+/// appended just after their reply, so they may trail it by one group commit.
+async fn query_rows(client: &Client, sql: &str, rows: usize) -> Vec<Vec<Value>> {
+    for _ in 0..1_000 {
+        let answer = query(client, sql).await;
+        if answer.rows.len() >= rows {
+            return answer.rows;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{sql}: never reached {rows} rows");
+}
+
+const INVOCATIONS: &str = "SELECT workflow_id, step, function, status, error, recorded, replayed, read_only, lsn IS NULL AS uncommitted, \
+     duration_us >= 0 AND end_time >= start_time AS timed FROM function_invocations ORDER BY start_time, workflow_id";
+const CHANGES: &str = "SELECT table_name, operation, key, before, after, workflow_id, step, function FROM change_data ORDER BY lsn";
+const RUNS: &str = "SELECT id, name, version, status, input, output, error, end_time >= start_time AS timed FROM workflows ORDER BY id";
+
+fn expected_invocations() -> Vec<Vec<Value>> {
+    let row = |w: &str, s: &str, f: &str, status: &str, error: Value, recorded: bool, replayed: bool, read_only: bool, uncommitted: bool| {
+        vec![json!(w), json!(s), json!(f), json!(status), error, json!(recorded), json!(replayed), json!(read_only), json!(uncommitted), json!(true)]
+    };
+    vec![
+        row("c1", "add", "add", "succeeded", Value::Null, false, false, false, false),
+        row("c2", "add", "add", "succeeded", Value::Null, false, false, false, false),
+        row("p1", "get", "get", "succeeded", Value::Null, false, false, true, false),
+        row("b1", "fail", "fail", "failed", json!("function fail failed and was rolled back: refused 2"), false, false, false, true),
+        row("direct", "s", "add", "succeeded", Value::Null, true, false, false, false),
+        row("direct", "s", "add", "succeeded", Value::Null, true, true, true, true),
+    ]
+}
+
+fn expected_changes() -> Vec<Vec<Value>> {
+    vec![
+        vec![json!("counters"), json!("insert"), json!(r#"{"id":1}"#), Value::Null, json!(r#"{"id":1,"n":5}"#), json!("c1"), json!("add"), json!("add")],
+        vec![json!("counters"), json!("update"), json!(r#"{"id":1}"#), json!(r#"{"id":1,"n":5}"#), json!(r#"{"id":1,"n":7}"#), json!("c2"), json!("add"), json!("add")],
+        vec![json!("counters"), json!("insert"), json!(r#"{"id":3}"#), Value::Null, json!(r#"{"id":3,"n":1}"#), json!("direct"), json!("s"), json!("add")],
+    ]
+}
+
+fn expected_runs() -> Vec<Vec<Value>> {
+    let run = |id: &str, name: &str, status: &str, input: &str, output: Value, error: Value| vec![json!(id), json!(name), json!(1), json!(status), json!(input), output, error, json!(true)];
+    vec![
+        run("b1", "bad", "failed", r#"{"id":2}"#, Value::Null, json!("function fail failed and was rolled back: refused 2")),
+        run("c1", "count", "succeeded", r#"{"by":5,"id":1}"#, json!(r#"{"n":5}"#), Value::Null),
+        run("c2", "count", "succeeded", r#"{"by":2,"id":1}"#, json!(r#"{"n":7}"#), Value::Null),
+        run("p1", "peek", "succeeded", r#"{"id":1}"#, json!(r#"{"n":7}"#), Value::Null),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_holds_exactly_what_ran_before_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, listening, client) = start(dir.path()).await;
+
+    assert_eq!(client.invoke::<Value>("count", &json!({ "id": 1, "by": 5 })).id("c1").await.unwrap(), json!({ "n": 5 }));
+    assert_eq!(client.invoke::<Value>("count", &json!({ "id": 1, "by": 2 })).id("c2").await.unwrap(), json!({ "n": 7 }));
+    assert_eq!(client.invoke::<Value>("peek", &json!({ "id": 1 })).id("p1").await.unwrap(), json!({ "n": 7 }));
+    let failed = client.invoke::<Value>("bad", &json!({ "id": 2 })).id("b1").run().await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    // A recorded invocation, then the same invocation again: its output is replayed.
+    let engine = server.engine();
+    let recorded = || Invocation::new("add", json!({ "id": 3, "by": 1 })).id("direct", "s").record();
+    let first = engine.invoke(recorded()).await.unwrap();
+    let again = engine.invoke(recorded()).await.unwrap();
+    assert!(!first.replayed && again.replayed && again.value == first.value);
+
+    // The rows are in the in-memory tail: queryable at once.
+    assert_eq!(query_rows(&client, INVOCATIONS, 6).await, expected_invocations());
+    assert_eq!(query(&client, CHANGES).await.rows, expected_changes());
+    let runs = query(&client, RUNS).await;
+    assert_eq!(runs.columns, ["id", "name", "version", "status", "input", "output", "error", "timed"]);
+    assert_eq!(runs.rows, expected_runs());
+    // A join: each committed invocation with the changes it made.
+    let joined = query(
+        &client,
+        "SELECT i.workflow_id, c.operation, c.key FROM function_invocations i JOIN change_data c ON i.lsn = c.lsn ORDER BY c.lsn",
+    )
+    .await;
+    assert_eq!(joined.rows, vec![vec![json!("c1"), json!("insert"), json!(r#"{"id":1}"#)], vec![json!("c2"), json!("update"), json!(r#"{"id":1}"#)], vec![
+        json!("direct"),
+        json!("insert"),
+        json!(r#"{"id":3}"#)
+    ]]);
+    // The rows each invocation read: the counter that c2's upsert found, and p1's read.
+    let reads = query(&client, "SELECT workflow_id, step, function, table_name, key, lsn IS NULL AS uncommitted FROM read_events ORDER BY workflow_id").await;
+    assert_eq!(reads.rows, vec![
+        vec![json!("c2"), json!("add"), json!("add"), json!("counters"), json!(r#"{"id":1}"#), json!(false)],
+        vec![json!("p1"), json!("get"), json!("get"), json!("counters"), json!(r#"{"id":1}"#), json!(false)],
+    ]);
+    // Aggregates and time functions work.
+    let per_function = query(&client, "SELECT function, count(*) AS n FROM function_invocations WHERE start_time > now() - INTERVAL '1 hour' GROUP BY function ORDER BY function").await;
+    assert_eq!(per_function.rows, vec![vec![json!("add"), json!(4)], vec![json!("fail"), json!(1)], vec![json!("get"), json!(1)]]);
+
+    // DataFusion's errors reach the user with their message; nothing but queries runs.
+    let err = client.query_traces("SELECT nope FROM workflows", false).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    assert!(err.to_string().contains("nope"), "{err}");
+    for refused in ["CREATE TABLE t (a INT)", "INSERT INTO workflows (id) VALUES ('x')", "SET datafusion.execution.batch_size = 1"] {
+        let err = client.query_traces(refused, false).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{refused}: {err}");
+    }
+    let err = client.query_traces(" ", false).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+
+    // A restart: closing flushes the tail to Parquet; the restarted feed reads nothing again.
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+    let files = std::fs::read_dir(dir.path().join("traces/function_invocations")).unwrap().count();
+    assert_eq!(files, 1, "one Parquet file after the flush at close");
+    let (server, listening, client) = start(dir.path()).await;
+    assert_eq!(query(&client, INVOCATIONS).await.rows, expected_invocations());
+    assert_eq!(query(&client, CHANGES).await.rows, expected_changes());
+    assert_eq!(query(&client, RUNS).await.rows, expected_runs());
+    // New work after the restart lands beside the files.
+    client.invoke::<Value>("count", &json!({ "id": 1, "by": 1 })).id("c3").await.unwrap();
+    let count = query(&client, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM workflows").await;
+    assert_eq!(count.rows, vec![vec![json!(5), json!(5)]]);
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_tracing_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServerOptions { tracing: TracingOptions { enabled: false, ..TracingOptions::default() }, ..ServerOptions::default() };
+    let server = Server::builder().data_dir(dir.path()).options(options).build().await.unwrap();
+    let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = Client::connect(format!("http://{}", listening.local_addr())).await.unwrap();
+    let err = client.query_traces("SELECT 1", false).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    assert!(err.to_string().contains("no traces"), "{err}");
+    assert_eq!(client.health().await.unwrap().traced_lsn, 0);
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+    assert!(!dir.path().join("traces").exists());
+}

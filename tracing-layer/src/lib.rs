@@ -1,0 +1,295 @@
+//! Comb's tracing layer: the shared log turned into tables that users query with SQL.
+//!
+//! ```text
+//!  shared log ──subscribe(checkpoint + 1)──> feed ──> rows ──> in-memory tail ──flush──> Parquet
+//!   (commit, trace and catalog records)       │       (by size or by age)                │
+//!                                              └─ trim hold at checkpoint + 1             │
+//!  QueryTraces(sql) ──> DataFusion, on the tracing runtime, over files + tail <───────────┘
+//! ```
+//!
+//! Tables (schemas in [`tables`]):
+//! - `function_invocations`: every invocation of an application function: the ones that
+//!   committed (from their commit record, with its `lsn`), and the ones that committed
+//!   nothing (reads, replays of a recorded output, failures with their `error`; `lsn` is
+//!   NULL), from the backend's trace records.
+//! - `change_data`: every row written, with its before and after images as JSON objects,
+//!   the commit's LSN and the function that wrote it.
+//! - `workflows`: every workflow run that ended, with its input, output or error.
+//! - `read_events`: the rows each invocation read, when the engine traces reads
+//!   (`EngineOptions::trace_reads`; off by default).
+//!
+//! The server's own tables and functions (`comb_` names) are left out of the first two.
+//!
+//! # Guarantees
+//!
+//! - **Nothing lost, nothing twice.** The feed resumes after the checkpoint, the last LSN
+//!   whose rows are in files; a flush writes its files before it moves the checkpoint, and
+//!   opening removes files the checkpoint does not confirm. The log's trim point is held at
+//!   the checkpoint, so the records the feed still needs are never trimmed.
+//! - **Fresh.** Rows are queryable as soon as their record is consumed (the tail is in
+//!   memory), milliseconds after the commit is durable; a query may also wait until the
+//!   traces reach the log's tail.
+//! - **Isolated.** The feed, flushes and queries run on the tracing layer's own runtime,
+//!   never on the server's; file I/O runs on its blocking threads.
+//! - **Bounded.** Tail size and age, rows and memory per query, queries in flight and the
+//!   age of the files kept are options ([`TracingOptions`]).
+
+mod error;
+mod ingest;
+mod options;
+mod query;
+mod store;
+pub mod tables;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use comb_log::{ANY_TAG, LogBook, Lsn};
+use comb_planner::Catalog;
+use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
+
+pub use error::{Error, Result};
+pub use ingest::{SYSTEM_PREFIX, ingest};
+pub use options::TracingOptions;
+pub use query::QueryResult;
+pub use tables::TABLES;
+
+use crate::store::TraceStore;
+use crate::tables::Rows;
+
+/// Gives the feed the catalog as it is now (table ids never change meaning).
+pub type CatalogSource = Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>;
+
+/// How often the feed looks at the tail's age, at most.
+const TICK_MAX: Duration = Duration::from_secs(1);
+
+/// How often the feed removes the files older than the retention.
+const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+
+/// The tracing layer of one server: its feed, its store and its query runtime.
+pub struct Tracer {
+    store: Arc<TraceStore>,
+    log: LogBook,
+    options: TracingOptions,
+    /// The last LSN consumed (its rows queryable).
+    consumed: watch::Receiver<Lsn>,
+    /// The checkpoint: the feed needs the log from one past it.
+    checkpoints: watch::Receiver<Lsn>,
+    /// Why the feed stopped, if it stopped on an error.
+    failure: Arc<Mutex<Option<String>>>,
+    stop: watch::Sender<bool>,
+    queries: Arc<Semaphore>,
+    feed: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer").field("consumed", &*self.consumed.borrow()).field("checkpoint", &*self.checkpoints.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl Tracer {
+    /// Opens the trace store in `dir` and starts the feed from its checkpoint. The caller
+    /// holds the log's trim point at [`Tracer::checkpoint`] `+ 1` from now on.
+    pub async fn start(dir: &Path, log: LogBook, catalog: CatalogSource, options: TracingOptions) -> Result<Tracer> {
+        options.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.query_threads)
+            .thread_name("comb-trace")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the tracing runtime: {e}")))?;
+        let dir = dir.to_owned();
+        let store = Arc::new(runtime.spawn_blocking(move || TraceStore::open(&dir)).await.map_err(|e| Error::Internal(e.to_string()))??);
+        let checkpoint = store.checkpoint();
+        let (consumed_tx, consumed) = watch::channel(checkpoint);
+        let (checkpoint_tx, checkpoints) = watch::channel(checkpoint);
+        let (stop, stopped) = watch::channel(false);
+        let failure = Arc::new(Mutex::new(None));
+        let feed = Feed {
+            store: Arc::clone(&store),
+            log: log.clone(),
+            catalog,
+            options: options.clone(),
+            consumed: consumed_tx,
+            checkpoints: checkpoint_tx,
+        };
+        let failed = Arc::clone(&failure);
+        let task = runtime.spawn(async move {
+            if let Err(err) = feed.run(stopped).await {
+                tracing::error!(error = %err, "the trace feed stopped; traces resume from the checkpoint at the next start");
+                *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.to_string());
+            }
+        });
+        Ok(Tracer {
+            store,
+            log,
+            queries: Arc::new(Semaphore::new(options.queries_in_flight_max)),
+            options,
+            consumed,
+            checkpoints,
+            failure,
+            stop,
+            feed: Mutex::new(Some(task)),
+            runtime: Mutex::new(Some(runtime)),
+        })
+    }
+
+    /// The last LSN whose rows are in files: the log is needed from one past it.
+    pub fn checkpoint(&self) -> Lsn {
+        *self.checkpoints.borrow()
+    }
+
+    /// The checkpoint as it moves.
+    pub fn checkpoints(&self) -> watch::Receiver<Lsn> {
+        self.checkpoints.clone()
+    }
+
+    /// The last LSN whose rows are queryable.
+    pub fn consumed(&self) -> Lsn {
+        *self.consumed.borrow()
+    }
+
+    /// Why the feed stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Waits until every record up to `lsn` is queryable, for at most `catch-up-max`.
+    pub async fn wait_for(&self, lsn: Lsn) -> Result<()> {
+        let mut consumed = self.consumed.clone();
+        let reached = tokio::time::timeout(self.options.catch_up_max, consumed.wait_for(|c| *c >= lsn)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(self.failure().map_or(Error::Closed, Error::Stopped)),
+            Err(_) => Err(Error::Behind { consumed: self.consumed(), target: lsn, waited_ms: self.options.catch_up_max.as_millis() as u64 }),
+        }
+    }
+
+    /// Runs a read-only SQL query over the traces, on the tracing runtime. With
+    /// `catch_up`, first waits until the traces hold everything the log held when called.
+    pub async fn query(&self, sql: &str, catch_up: bool) -> Result<QueryResult> {
+        let _permit = self.queries.try_acquire().map_err(|_| Error::Busy { running: self.options.queries_in_flight_max })?;
+        if catch_up {
+            self.wait_for(self.log.tail()).await?;
+        }
+        let snapshot = self.store.snapshot();
+        let sql = sql.to_owned();
+        let options = self.options.clone();
+        let handle = self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().ok_or(Error::Closed)?.handle().clone();
+        handle.spawn(async move { query::run(snapshot, &sql, &options).await }).await.map_err(|e| Error::Internal(format!("a trace query panicked: {e}")))?
+    }
+
+    /// Stops the feed after a last flush (so a restart reads nothing again) and the runtime.
+    pub async fn close(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let task = self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(task) = task {
+            task.await.map_err(|e| Error::Internal(format!("the trace feed panicked: {e}")))?;
+        }
+        if let Some(runtime) = self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            runtime.shutdown_background();
+        }
+        match self.failure() {
+            Some(cause) => Err(Error::Stopped(cause)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        // A runtime may not be dropped inside another's worker: let it go in the background.
+        if let Some(runtime) = self.runtime.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The feed: the one owner of the store's tail and checkpoint.
+struct Feed {
+    store: Arc<TraceStore>,
+    log: LogBook,
+    catalog: CatalogSource,
+    options: TracingOptions,
+    consumed: watch::Sender<Lsn>,
+    checkpoints: watch::Sender<Lsn>,
+}
+
+impl Feed {
+    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let from = self.store.checkpoint() + 1;
+        let mut records = self.log.subscribe(from, ANY_TAG).ready_chunks(self.options.feed_batch_records);
+        let mut tick = tokio::time::interval(self.options.flush_age.min(TICK_MAX));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.expire().await?;
+        let mut expired_at = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick() => {
+                    if self.store.is_older_than(self.options.flush_age) {
+                        self.flush().await?;
+                    }
+                    if expired_at.elapsed() >= EXPIRY_EVERY {
+                        self.expire().await?;
+                        expired_at = Instant::now();
+                    }
+                }
+                chunk = records.next() => {
+                    let Some(chunk) = chunk else { break };
+                    let mut rows = Rows::default();
+                    let mut last = None;
+                    let catalog = (self.catalog)();
+                    let mut ended = None;
+                    for item in chunk {
+                        match item {
+                            Ok(record) => {
+                                ingest::ingest(&record, &catalog, &mut rows);
+                                last = Some(record.lsn);
+                            }
+                            Err(err) => ended = Some(err),
+                        }
+                    }
+                    if let Some(last) = last {
+                        self.store.append(rows, last)?;
+                        let _ = self.consumed.send(last);
+                    }
+                    match ended {
+                        // The log closed (the server is stopping): keep what was read.
+                        Some(comb_log::Error::Closed) => break,
+                        Some(err) => {
+                            self.flush().await?;
+                            return Err(Error::Stopped(format!("reading the log: {err}")));
+                        }
+                        None => {}
+                    }
+                    if self.store.tail_bytes() >= self.options.flush_bytes {
+                        self.flush().await?;
+                    }
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let store = Arc::clone(&self.store);
+        let checkpoint = tokio::task::spawn_blocking(move || store.flush()).await.map_err(|e| Error::Internal(e.to_string()))??;
+        let _ = self.checkpoints.send(checkpoint);
+        Ok(())
+    }
+
+    async fn expire(&self) -> Result<()> {
+        let Some(retention) = self.options.retention else { return Ok(()) };
+        let store = Arc::clone(&self.store);
+        let removed = tokio::task::spawn_blocking(move || store.expire(retention)).await.map_err(|e| Error::Internal(e.to_string()))??;
+        if removed > 0 {
+            tracing::info!(removed, "removed trace files older than the retention");
+        }
+        Ok(())
+    }
+}

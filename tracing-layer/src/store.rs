@@ -1,0 +1,310 @@
+//! The trace store: Parquet files under `<data>/traces/<table>/`, the in-memory tail not yet
+//! written, and the checkpoint that ties them to the log.
+//!
+//! ```text
+//!  traces/checkpoint                      the last LSN whose rows are all in files
+//!  traces/<table>/<from>-<to>-<written_us>.parquet
+//! ```
+//!
+//! A flush writes the tail of every table for the LSNs `from ..= to` (each file to a
+//! temporary name, synced, renamed, the folder synced), then the checkpoint (the same way).
+//! So after a crash every file whose `from` is at most the checkpoint is whole and counted,
+//! and a file above it is from a flush the checkpoint never confirmed: opening removes it
+//! and the feed reads those records again. No row is lost, none is kept twice.
+//!
+//! Every method but the in-memory ones does file I/O and is called off the async workers.
+
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use comb_log::Lsn;
+use datafusion::arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::tables::{Rows, TABLES, schema_of};
+
+const CHECKPOINT: &str = "checkpoint";
+
+/// One Parquet file of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TraceFile {
+    pub(crate) path: PathBuf,
+    pub(crate) from: Lsn,
+    pub(crate) to: Lsn,
+    /// When it was written, microseconds since the epoch (retention counts from it).
+    pub(crate) written_us: u64,
+}
+
+impl TraceFile {
+    fn name(from: Lsn, to: Lsn, written_us: u64) -> String {
+        format!("{from:020}-{to:020}-{written_us}.parquet")
+    }
+
+    fn parse(path: PathBuf) -> Option<TraceFile> {
+        let stem = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+        let mut parts = stem.split('-');
+        let from = parts.next()?.parse().ok()?;
+        let to = parts.next()?.parse().ok()?;
+        let written_us = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some(TraceFile { path, from, to, written_us })
+    }
+}
+
+/// What a query sees of one table: its files and its tail, taken together.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TableSnapshot {
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) tail: Vec<RecordBatch>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: [Vec<TraceFile>; 4],
+    tail: [Vec<RecordBatch>; 4],
+    tail_bytes: usize,
+    /// Every record up to it has its rows in files.
+    checkpoint: Lsn,
+    /// Every record up to it has its rows in files or in the tail.
+    consumed: Lsn,
+    /// When the oldest unflushed record was consumed.
+    dirty_since: Option<Instant>,
+}
+
+/// The files and the tail of every trace table.
+#[derive(Debug)]
+pub(crate) struct TraceStore {
+    dir: PathBuf,
+    state: Mutex<State>,
+}
+
+fn io_error(operation: &'static str, path: &Path, err: &std::io::Error) -> Error {
+    Error::Io { operation, path: path.display().to_string(), message: err.to_string() }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Writes `contents` to `path` through a synced temporary file and a rename, then syncs
+/// the folder: after a crash the file is either the old one or the new one, whole.
+fn write_durably(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e))?;
+    write(&mut file)?;
+    file.sync_all().map_err(|e| io_error("sync", &tmp, &e))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(|e| io_error("rename", path, &e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync the folder", dir, &e))
+}
+
+impl TraceStore {
+    /// Opens (or creates) the store in `dir`: reads the checkpoint, removes the files of a
+    /// flush it does not confirm and any temporary file, and lists the rest.
+    pub(crate) fn open(dir: &Path) -> Result<TraceStore> {
+        fs::create_dir_all(dir).map_err(|e| io_error("create", dir, &e))?;
+        let checkpoint_path = dir.join(CHECKPOINT);
+        let checkpoint = match fs::read_to_string(&checkpoint_path) {
+            Ok(text) => text.trim().parse::<Lsn>().map_err(|e| Error::Corrupt { path: checkpoint_path.display().to_string(), detail: e.to_string() })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(err) => return Err(io_error("read", &checkpoint_path, &err)),
+        };
+        let _ = fs::remove_file(checkpoint_path.with_extension("tmp"));
+        let mut state = State { checkpoint, consumed: checkpoint, ..State::default() };
+        for (table, files) in TABLES.iter().zip(state.files.iter_mut()) {
+            let folder = dir.join(table);
+            fs::create_dir_all(&folder).map_err(|e| io_error("create", &folder, &e))?;
+            for entry in fs::read_dir(&folder).map_err(|e| io_error("list", &folder, &e))? {
+                let path = entry.map_err(|e| io_error("list", &folder, &e))?.path();
+                match TraceFile::parse(path.clone()) {
+                    Some(file) if file.from <= checkpoint => files.push(file),
+                    // A temporary file, or a flush the checkpoint does not confirm.
+                    _ if path.extension().is_some_and(|e| e == "tmp" || e == "parquet") => {
+                        fs::remove_file(&path).map_err(|e| io_error("remove", &path, &e))?;
+                    }
+                    _ => {}
+                }
+            }
+            files.sort_by_key(|f| f.from);
+        }
+        Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The last LSN whose rows are all in files: the feed resumes after it.
+    pub(crate) fn checkpoint(&self) -> Lsn {
+        self.lock().checkpoint
+    }
+
+    /// Adds the rows of the records up to `through` to the tail.
+    pub(crate) fn append(&self, rows: Rows, through: Lsn) -> Result<()> {
+        let batches = rows.into_batches().map_err(|e| Error::Internal(format!("trace rows do not fit their schema: {e}")))?;
+        let mut state = self.lock();
+        for (tail, batch) in state.tail.iter_mut().zip(batches) {
+            if let Some(batch) = batch {
+                tail.push(batch);
+            }
+        }
+        state.tail_bytes = state.tail.iter().flatten().map(RecordBatch::get_array_memory_size).sum();
+        if through > state.consumed {
+            state.consumed = through;
+            state.dirty_since.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    /// Bytes held in the tail.
+    pub(crate) fn tail_bytes(&self) -> usize {
+        self.lock().tail_bytes
+    }
+
+    /// Whether consumed records have waited in the tail for at least `age`.
+    pub(crate) fn is_older_than(&self, age: Duration) -> bool {
+        self.lock().dirty_since.is_some_and(|since| since.elapsed() >= age)
+    }
+
+    /// Writes the tail to Parquet files and moves the checkpoint to what was consumed.
+    /// Called by the feed only (one flush at a time, nothing appended meanwhile).
+    pub(crate) fn flush(&self) -> Result<Lsn> {
+        let (from, to, tails) = {
+            let state = self.lock();
+            (state.checkpoint + 1, state.consumed, state.tail.clone())
+        };
+        if to < from {
+            return Ok(to);
+        }
+        let written_us = now_us();
+        let mut written: [Option<TraceFile>; 4] = Default::default();
+        for (table, batches) in tails.iter().enumerate() {
+            if batches.is_empty() {
+                continue;
+            }
+            let path = self.dir.join(TABLES[table]).join(TraceFile::name(from, to, written_us));
+            write_durably(&path, |file| write_parquet(file, table, batches))?;
+            written[table] = Some(TraceFile { path, from, to, written_us });
+        }
+        write_durably(&self.dir.join(CHECKPOINT), |file| file.write_all(format!("{to}\n").as_bytes()).map_err(|e| io_error("write", &self.dir.join(CHECKPOINT), &e)))?;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        for ((files, tail), file) in state.files.iter_mut().zip(state.tail.iter_mut()).zip(written) {
+            files.extend(file);
+            tail.clear();
+        }
+        state.tail_bytes = 0;
+        state.checkpoint = to;
+        state.dirty_since = None;
+        Ok(to)
+    }
+
+    /// Removes the files written longer than `retention` ago; returns how many.
+    pub(crate) fn expire(&self, retention: Duration) -> Result<usize> {
+        let horizon = now_us().saturating_sub(retention.as_micros() as u64);
+        let expired: Vec<TraceFile> = {
+            let mut state = self.lock();
+            state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon)).collect()
+        };
+        for file in &expired {
+            match fs::remove_file(&file.path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(io_error("remove", &file.path, &err)),
+            }
+        }
+        Ok(expired.len())
+    }
+
+    /// The files and tail of every table, as of one instant.
+    pub(crate) fn snapshot(&self) -> [TableSnapshot; 4] {
+        let state = self.lock();
+        std::array::from_fn(|t| TableSnapshot { files: state.files[t].iter().map(|f| f.path.clone()).collect(), tail: state.tail[t].clone() })
+    }
+
+    /// How many files each table has.
+    #[cfg(test)]
+    pub(crate) fn file_counts(&self) -> [usize; 4] {
+        let state = self.lock();
+        std::array::from_fn(|t| state.files[t].len())
+    }
+}
+
+fn write_parquet(file: &mut File, table: usize, batches: &[RecordBatch]) -> Result<()> {
+    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let parquet_error = |e: parquet::errors::ParquetError| Error::Internal(format!("writing a Parquet file of {}: {e}", TABLES[table]));
+    let mut writer = ArrowWriter::try_new(file, schema_of(table), Some(properties)).map_err(parquet_error)?;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_error)?;
+    }
+    writer.close().map_err(parquet_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::InvocationRow;
+
+    fn rows(function: &str) -> Rows {
+        Rows {
+            invocations: vec![InvocationRow {
+                lsn: Some(1),
+                workflow_id: None,
+                step: None,
+                function: function.into(),
+                partition: Some(0),
+                start_us: 1,
+                end_us: 2,
+                error: None,
+                recorded: false,
+                replayed: false,
+                read_only: true,
+            }],
+            ..Rows::default()
+        }
+    }
+
+    #[test]
+    fn an_unconfirmed_flush_is_removed_and_a_confirmed_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        store.append(rows("a"), 3).unwrap();
+        assert_eq!(store.flush().unwrap(), 3);
+        store.append(rows("b"), 7).unwrap();
+        assert_eq!(store.snapshot()[0].tail.len(), 1);
+        // A flush that wrote its file and crashed before the checkpoint.
+        let orphan = dir.path().join(TABLES[0]).join(TraceFile::name(4, 7, 9));
+        fs::copy(&store.snapshot()[0].files[0], &orphan).unwrap();
+        fs::write(dir.path().join(TABLES[1]).join("x.tmp"), b"half").unwrap();
+        drop(store);
+
+        let store = TraceStore::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint(), 3);
+        assert_eq!(store.file_counts(), [1, 0, 0, 0]);
+        assert!(!orphan.exists() && !dir.path().join(TABLES[1]).join("x.tmp").exists());
+        assert_eq!(store.snapshot()[0].tail.len(), 0, "the tail is not durable: the feed reads it again");
+    }
+
+    #[test]
+    fn expiry_removes_old_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        store.append(rows("a"), 1).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.expire(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(store.expire(Duration::ZERO).unwrap(), 1);
+        assert_eq!(store.file_counts(), [0; 4]);
+        assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 0);
+        assert_eq!(store.checkpoint(), 1, "expiry keeps the checkpoint: nothing is read again");
+    }
+}
