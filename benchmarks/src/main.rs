@@ -4,6 +4,7 @@ mod backend;
 mod disk;
 mod driver;
 mod log;
+mod overhead;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,9 @@ enum Bench {
     /// Workflows end to end through the client library over gRPC, against a server started
     /// in this process.
     Workload(workload::WorkloadArgs),
+    /// The counter workflow with the tracing layer off and on, alternating in one run:
+    /// the throughput tracing costs.
+    TracingOverhead(overhead::OverheadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Log(args) => serde_json::to_value(log::run(&args)?)?,
         Bench::Backend(args) => serde_json::to_value(backend::run(&args)?)?,
         Bench::Workload(args) => serde_json::to_value(workload::run(&args)?)?,
+        Bench::TracingOverhead(args) => serde_json::to_value(overhead::run(&args)?)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::disk::fdatasync_latencies;
-use crate::driver::{Failure, Window, closed_loop, cores, spread, us};
+use comb_log::LogStats;
+
+use crate::driver::{Failure, Measured, Window, closed_loop, cores, spread, us};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -65,8 +67,78 @@ pub(crate) struct WorkloadReport {
     cores: usize,
 }
 
-fn ms(us: f64) -> f64 {
+pub(crate) fn ms(us: f64) -> f64 {
     (us / 10.0).round() / 100.0
+}
+
+/// One counter run against a server started here: what it measured and its check.
+pub(crate) struct CounterRun {
+    pub(crate) measured: Measured<LogStats>,
+    /// `ok: ...` or `FAILED: ...`.
+    pub(crate) check: String,
+}
+
+/// The load of a counter run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CounterLoad {
+    pub(crate) clients: usize,
+    pub(crate) connections: usize,
+    pub(crate) keys: u64,
+    pub(crate) warmup: Duration,
+    pub(crate) measure: Duration,
+}
+
+/// Starts a server with the counter application over `data_dir`, runs the load through the
+/// client library, checks the counters' sum (and, with tracing on, that every run is in the
+/// traces), and closes the server.
+pub(crate) async fn counter(data_dir: &std::path::Path, options: ServerOptions, load: CounterLoad) -> anyhow::Result<CounterRun> {
+    let tracing = options.tracing.enabled;
+    let server = comb_examples::counter::APP.install(Server::builder().data_dir(data_dir).options(options)).build().await?;
+    let listening = server.listen("127.0.0.1:0".parse()?).await?;
+    let addr = format!("http://{}", listening.local_addr());
+    let mut clients = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        clients.push(Client::builder(addr.clone()).timeout(Duration::from_secs(60)).connect().await?);
+    }
+    let clients = Arc::new(clients);
+    let completed = Arc::new(AtomicU64::new(0));
+    let keys = load.keys;
+    let invoke = {
+        let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
+        move |client: usize, seq: u64| {
+            let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
+            async move {
+                let id = spread(client, seq) % keys;
+                let connection = &clients[client % clients.len()];
+                let result = connection.invoke::<Value>("counter", &json!({ "id": id })).await;
+                Failure::of(result.map(|_| completed.fetch_add(1, Ordering::Relaxed)), comb_client::Error::is_retryable)
+            }
+        }
+    };
+    let log = server.engine().log().clone();
+    let measured = closed_loop(load.clients, load.warmup, load.measure, || log.stats(), invoke).await?;
+
+    // The check: every completed run added exactly one.
+    let sum = SqlFunction {
+        name: "bench_counter_sum".into(),
+        statements: vec![SqlStatement { name: "sum".into(), sql: "SELECT count(*) AS counters, sum(n) AS total FROM counters".into(), params: vec![] }],
+        partition_by: None,
+    };
+    clients[0].register_function(&sum).await?;
+    clients[0].register_workflow(r#"{"name": "bench_counter_sum", "steps": [{"id": "sum", "function": "bench_counter_sum"}], "output": "$sum.0"}"#).await?;
+    let totals: Value = clients[0].invoke("bench_counter_sum", &Value::Null).await?;
+    let total = totals["total"].as_u64().unwrap_or(0);
+    let runs = completed.load(Ordering::Relaxed);
+    let mut check = if total == runs { format!("ok: the counters sum to {total}, the runs completed") } else { format!("FAILED: the counters sum to {total}, but {runs} runs completed") };
+    if tracing {
+        let traced = clients[0].query_traces("SELECT count(*) FROM workflows WHERE name = 'counter'", true).await?;
+        let rows = traced.rows.first().and_then(|r| r.first()).and_then(Value::as_u64).unwrap_or(0);
+        check = if rows == runs { format!("{check}; every run traced") } else { format!("FAILED: {runs} runs completed, {rows} traced") };
+    }
+    listening.shutdown().await?;
+    server.close().await?;
+    anyhow::ensure!(check.starts_with("ok"), "{check}");
+    Ok(CounterRun { measured, check })
 }
 
 pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
@@ -74,66 +146,26 @@ pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
     let dir = args.window.data_dir("comb-bench-workload-")?;
     let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let mut options = ServerOptions::default();
-        options.engine.partitions = args.partitions;
-        let server = comb_examples::counter::APP.install(Server::builder().data_dir(dir.path().join("data")).options(options)).build().await?;
-        let listening = server.listen("127.0.0.1:0".parse()?).await?;
-        let addr = format!("http://{}", listening.local_addr());
-        let mut clients = Vec::with_capacity(args.connections);
-        for _ in 0..args.connections {
-            clients.push(Client::builder(addr.clone()).timeout(Duration::from_secs(60)).connect().await?);
-        }
-        let clients = Arc::new(clients);
-        let completed = Arc::new(AtomicU64::new(0));
-        let keys = args.keys;
-        let invoke = {
-            let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
-            move |client: usize, seq: u64| {
-                let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
-                async move {
-                    let id = spread(client, seq) % keys;
-                    let connection = &clients[client % clients.len()];
-                    let result = connection.invoke::<Value>("counter", &json!({ "id": id })).await;
-                    Failure::of(result.map(|_| completed.fetch_add(1, Ordering::Relaxed)), comb_client::Error::is_retryable)
-                }
-            }
-        };
-        let log = server.engine().log().clone();
-        let m = closed_loop(args.clients, args.window.warmup(), args.window.measure(), || log.stats(), invoke).await?;
-
-        // The check: every completed run added exactly one.
-        let sum = SqlFunction {
-            name: "bench_counter_sum".into(),
-            statements: vec![SqlStatement { name: "sum".into(), sql: "SELECT count(*) AS counters, sum(n) AS total FROM counters".into(), params: vec![] }],
-            partition_by: None,
-        };
-        clients[0].register_function(&sum).await?;
-        clients[0].register_workflow(r#"{"name": "bench_counter_sum", "steps": [{"id": "sum", "function": "bench_counter_sum"}], "output": "$sum.0"}"#).await?;
-        let totals: Value = clients[0].invoke("bench_counter_sum", &Value::Null).await?;
-        let total = totals["total"].as_u64().unwrap_or(0);
-        let runs = completed.load(Ordering::Relaxed);
-        let check = if total == runs { format!("ok: the counters sum to {total}, the runs completed") } else { format!("FAILED: the counters sum to {total}, but {runs} runs completed") };
-        listening.shutdown().await?;
-        server.close().await?;
-        anyhow::ensure!(total == runs, "{check}");
-        Ok(WorkloadReport {
-            bench: "workload",
-            workload: args.workload,
-            clients: args.clients,
-            connections: args.connections,
-            partitions: args.partitions,
-            seconds: m.seconds_rounded(),
-            ops: m.latencies.len(),
-            errors: m.errors,
-            ops_per_sec: m.per_sec(),
-            latency_ms_p50: ms(m.us(0.50)),
-            latency_ms_p99: ms(m.us(0.99)),
-            latency_ms_max: ms(m.us_max()),
-            records_per_fsync: m.records_per_fsync(),
-            check,
-            fsync_us_p50: us(fsync.value_at_quantile(0.50)),
-            cores: cores(),
-        })
+    let mut options = ServerOptions::default();
+    options.engine.partitions = args.partitions;
+    let load = CounterLoad { clients: args.clients, connections: args.connections, keys: args.keys, warmup: args.window.warmup(), measure: args.window.measure() };
+    let CounterRun { measured: m, check } = runtime.block_on(counter(&dir.path().join("data"), options, load))?;
+    Ok(WorkloadReport {
+        bench: "workload",
+        workload: args.workload,
+        clients: args.clients,
+        connections: args.connections,
+        partitions: args.partitions,
+        seconds: m.seconds_rounded(),
+        ops: m.latencies.len(),
+        errors: m.errors,
+        ops_per_sec: m.per_sec(),
+        latency_ms_p50: ms(m.us(0.50)),
+        latency_ms_p99: ms(m.us(0.99)),
+        latency_ms_max: ms(m.us_max()),
+        records_per_fsync: m.records_per_fsync(),
+        check,
+        fsync_us_p50: us(fsync.value_at_quantile(0.50)),
+        cores: cores(),
     })
 }

@@ -1,0 +1,115 @@
+//! `comb-bench tracing-overhead`: the counter workflow end to end with the tracing layer
+//! off and on, alternating in the same run (off, on, off, on, ...), each on fresh data, so
+//! that the machine's drift hits both alike. Reports the medians and their ratio.
+
+use clap::Args;
+use comb_frontend::ServerOptions;
+use serde::Serialize;
+
+use crate::disk::fdatasync_latencies;
+use crate::driver::{Window, cores, us};
+use crate::workload::{CounterLoad, CounterRun, counter, ms};
+
+#[derive(Debug, Args)]
+pub(crate) struct OverheadArgs {
+    /// Concurrent clients, each waiting for its run before the next.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// HTTP/2 connections the clients share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Counters (keys) the runs spread over.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Partitions of the server.
+    #[arg(long, default_value_t = 2)]
+    partitions: u16,
+    /// Pairs of runs (one off, one on).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[command(flatten)]
+    window: Window,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Sample {
+    ops_per_sec: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct OverheadReport {
+    bench: &'static str,
+    workload: &'static str,
+    clients: usize,
+    partitions: u16,
+    rounds: usize,
+    seconds: u64,
+    /// Medians over the rounds.
+    ops_per_sec_off: f64,
+    ops_per_sec_on: f64,
+    /// `on / off`: 1.0 is no loss.
+    ratio: f64,
+    latency_ms_p50_off: f64,
+    latency_ms_p50_on: f64,
+    latency_ms_p99_off: f64,
+    latency_ms_p99_on: f64,
+    off: Vec<Sample>,
+    on: Vec<Sample>,
+    check: String,
+    fsync_us_p50: f64,
+    cores: usize,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
+    anyhow::ensure!(args.clients >= 1 && args.connections >= 1 && args.keys >= 1 && args.rounds >= 1, "--clients, --connections, --keys and --rounds must be at least 1");
+    let dir = args.window.data_dir("comb-bench-tracing-")?;
+    let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let load = CounterLoad { clients: args.clients, connections: args.connections, keys: args.keys, warmup: args.window.warmup(), measure: args.window.measure() };
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let mut checks = Vec::new();
+    for round in 0..args.rounds {
+        for tracing in [false, true] {
+            let mut options = ServerOptions::default();
+            options.engine.partitions = args.partitions;
+            options.tracing.enabled = tracing;
+            let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
+            let CounterRun { measured: m, check } = runtime.block_on(counter(&data, options, load))?;
+            std::fs::remove_dir_all(&data)?;
+            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)) };
+            eprintln!("round {round}, tracing {}: {} runs/s, p99 {} ms", if tracing { "on" } else { "off" }, sample.ops_per_sec, sample.latency_ms_p99);
+            if tracing { on.push(sample) } else { off.push(sample) }
+            checks.push(check);
+        }
+    }
+    let med = |samples: &[Sample], f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    let (ops_off, ops_on) = (med(&off, |s| s.ops_per_sec), med(&on, |s| s.ops_per_sec));
+    Ok(OverheadReport {
+        bench: "tracing-overhead",
+        workload: "counter",
+        clients: args.clients,
+        partitions: args.partitions,
+        rounds: args.rounds,
+        seconds: args.window.seconds,
+        ops_per_sec_off: ops_off,
+        ops_per_sec_on: ops_on,
+        ratio: (ops_on / ops_off * 1000.0).round() / 1000.0,
+        latency_ms_p50_off: med(&off, |s| s.latency_ms_p50),
+        latency_ms_p50_on: med(&on, |s| s.latency_ms_p50),
+        latency_ms_p99_off: med(&off, |s| s.latency_ms_p99),
+        latency_ms_p99_on: med(&on, |s| s.latency_ms_p99),
+        off,
+        on,
+        check: if checks.iter().all(|c| c.starts_with("ok")) { format!("ok: {} runs checked, every traced run in the traces", checks.len()) } else { checks.join("; ") },
+        fsync_us_p50: us(fsync.value_at_quantile(0.50)),
+        cores: cores(),
+    })
+}
