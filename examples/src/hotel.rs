@@ -1,5 +1,7 @@
 //! Hotel reservations: finding a free room and taking it run as ONE transaction (a
-//! multi-function transaction), so two guests never get the same room.
+//! multi-function transaction), so two guests never get the same room. `book` then records
+//! a confirmation in a second step, on the booking's partition: a two-unit workflow whose
+//! start is durable, resumed by the server itself after a crash.
 
 use comb_backend::Function;
 use serde_json::json;
@@ -13,7 +15,10 @@ pub const APP: App = App {
 CREATE TABLE IF NOT EXISTS hotel_rooms (
     hotel_id BIGINT NOT NULL, room_id BIGINT NOT NULL, date BIGINT NOT NULL, reserved_by BIGINT,
     PRIMARY KEY (hotel_id, date, room_id)
-) WITH (partition_by = 'hotel_id');",
+) WITH (partition_by = 'hotel_id');
+CREATE TABLE IF NOT EXISTS hotel_confirmations (
+    booking TEXT PRIMARY KEY, hotel_id BIGINT NOT NULL, date BIGINT NOT NULL, room_id BIGINT NOT NULL, user_id BIGINT NOT NULL
+);",
     functions,
     workflows: &[
         r#"{"name": "hotel_open", "steps": [{"id": "open", "function": "hotel_add_rooms", "input": "$input"}], "output": "$open"}"#,
@@ -24,6 +29,14 @@ CREATE TABLE IF NOT EXISTS hotel_rooms (
             ],
             "transactions": [["find", "take"]],
             "output": "$take"}"#,
+        r#"{"name": "book",
+            "steps": [
+              {"id": "find", "function": "hotel_find_room", "input": "$input"},
+              {"id": "take", "function": "hotel_take_room", "input": {"hotel": "$input.hotel", "date": "$input.date", "user": "$input.user", "room": "$find.room"}},
+              {"id": "confirm", "function": "hotel_confirm", "input": {"booking": "$input.booking", "hotel": "$input.hotel", "date": "$input.date", "user": "$input.user", "room": "$take.room"}}
+            ],
+            "transactions": [["find", "take"]],
+            "output": {"room": "$take.room", "confirmed": "$confirm.confirmed"}}"#,
     ],
 };
 
@@ -64,6 +77,17 @@ fn functions() -> Vec<Function> {
                     return Err(format!("room {room} was not free").into());
                 }
                 Ok(json!({ "room": room }))
+            }),
+        Function::new("hotel_confirm")
+            .statement("put", "INSERT INTO hotel_confirmations (booking, hotel_id, date, room_id, user_id) VALUES ($1, $2, $3, $4, $5)")
+            .partition_by("booking")
+            .run(|tx, input| {
+                let Some(room) = input.get("room").and_then(serde_json::Value::as_i64) else {
+                    return Ok(json!({ "confirmed": false }));
+                };
+                let booking = input.get("booking").and_then(serde_json::Value::as_str).ok_or("input field \"booking\" must be a string")?.to_owned();
+                tx.execute("put", (booking, int(&input, "hotel")?, int(&input, "date")?, room, int(&input, "user")?))?;
+                Ok(json!({ "confirmed": true }))
             }),
     ]
 }
