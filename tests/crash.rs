@@ -31,12 +31,17 @@ struct ServerProcess {
     resumed: usize,
 }
 
-/// Starts `comb serve` on the data in `dir` on a free port and waits for its start-up line,
-/// printed once it listens: `comb serving on ADDR (..., N runs resumed)`.
+/// Starts `comb serve` on the data in `dir/data` on a free port and waits for its start-up line,
+/// printed once it listens: `comb serving on ADDR (..., N runs resumed)`. The traces are
+/// flushed to Parquet every 100 ms, so that kills land before, during and after flushes.
 async fn spawn_server(dir: &std::path::Path) -> ServerProcess {
+    let options = dir.join("options.json");
+    std::fs::write(&options, r#"{"tracing": {"flush-age": 100}}"#).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", "127.0.0.1:0", "--options"])
+        .arg(&options)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -203,7 +208,13 @@ async fn killed_server_resumes_every_run_exactly_once() {
         [runs, runs],
         "orders in the traces"
     );
-    eprintln!("{} runs tried, {} acknowledged, {resumed_in_all} resumed by the server itself, all exactly once, in the store and in the traces", tried.len(), acked.len());
+    let files = std::fs::read_dir(dir.path().join("data/traces/change_data")).unwrap().count();
+    assert!(files > 1, "the traces were flushed to Parquet under load ({files} files)");
+    eprintln!(
+        "{} runs tried, {} acknowledged, {resumed_in_all} resumed by the server itself, all exactly once, in the store and in the traces ({files} Parquet files of changes)",
+        tried.len(),
+        acked.len()
+    );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
