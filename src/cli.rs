@@ -371,9 +371,10 @@ pub(crate) fn write_traces(out: &mut impl std::io::Write, traces: &comb_client::
             writeln!(out, "({} row{})", traces.rows.len(), if traces.rows.len() == 1 { "" } else { "s" })?;
         }
         TraceFormat::Json => {
+            // An object a row, its keys in the columns' order.
             for row in &traces.rows {
-                let object: serde_json::Map<String, serde_json::Value> = traces.columns.iter().cloned().zip(row.iter().cloned()).collect();
-                writeln!(out, "{}", serde_json::Value::Object(object))?;
+                let fields: Vec<String> = traces.columns.iter().zip(row).map(|(column, value)| format!("{}:{value}", serde_json::Value::from(column.as_str()))).collect();
+                writeln!(out, "{{{}}}", fields.join(","))?;
             }
         }
         TraceFormat::Csv => {
@@ -400,5 +401,43 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
         },
         None if err.downcast_ref::<serde_json::Error>().is_some() => exit::INVALID,
         None => exit::UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn traces() -> comb_client::Traces {
+        comb_client::Traces {
+            columns: vec!["function".into(), "calls".into(), "error".into()],
+            rows: vec![vec![json!("reserve"), json!(12), json!(null)], vec![json!("pay, then \"ship\""), json!(3), json!("no stock")]],
+            truncated: false,
+        }
+    }
+
+    fn print(format: TraceFormat) -> String {
+        let mut out = Vec::new();
+        write_traces(&mut out, &traces(), format).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn trace_answers_print_as_aligned_tables_json_lines_and_csv() {
+        assert_eq!(
+            print(TraceFormat::Table),
+            "| function         | calls | error    |\n\
+             |------------------|-------|----------|\n\
+             | reserve          | 12    |          |\n\
+             | pay, then \"ship\" | 3     | no stock |\n\
+             (2 rows)\n"
+        );
+        assert_eq!(
+            print(TraceFormat::Json),
+            "{\"function\":\"reserve\",\"calls\":12,\"error\":null}\n{\"function\":\"pay, then \\\"ship\\\"\",\"calls\":3,\"error\":\"no stock\"}\n"
+        );
+        assert_eq!(print(TraceFormat::Csv), "function,calls,error\nreserve,12,\n\"pay, then \"\"ship\"\"\",3,no stock\n");
     }
 }

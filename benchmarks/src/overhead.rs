@@ -3,27 +3,16 @@
 //! that the machine's drift hits both alike. Reports the medians and their ratio.
 
 use clap::Args;
-use comb_frontend::ServerOptions;
 use serde::Serialize;
 
 use crate::disk::fdatasync_latencies;
 use crate::driver::{Window, cores, us};
-use crate::workload::{CounterLoad, CounterRun, counter, ms};
+use crate::workload::{CounterArgs, CounterRun, counter, ms};
 
 #[derive(Debug, Args)]
 pub(crate) struct OverheadArgs {
-    /// Concurrent clients, each waiting for its run before the next.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// HTTP/2 connections the clients share.
-    #[arg(long, default_value_t = 4)]
-    connections: usize,
-    /// Counters (keys) the runs spread over.
-    #[arg(long, default_value_t = 10_000)]
-    keys: u64,
-    /// Partitions of the server.
-    #[arg(long, default_value_t = 2)]
-    partitions: u16,
+    #[command(flatten)]
+    counter: CounterArgs,
     /// Pairs of runs (one off, one on).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -69,17 +58,16 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
-    anyhow::ensure!(args.clients >= 1 && args.connections >= 1 && args.keys >= 1 && args.rounds >= 1, "--clients, --connections, --keys and --rounds must be at least 1");
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    let load = args.counter.load(&args.window)?;
     let dir = args.window.data_dir("comb-bench-tracing-")?;
     let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let load = CounterLoad { clients: args.clients, connections: args.connections, keys: args.keys, warmup: args.window.warmup(), measure: args.window.measure() };
     let (mut off, mut on) = (Vec::new(), Vec::new());
     let mut checks = Vec::new();
     for round in 0..args.rounds {
         for tracing in [false, true] {
-            let mut options = ServerOptions::default();
-            options.engine.partitions = args.partitions;
+            let mut options = args.counter.options();
             options.tracing.enabled = tracing;
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
             let CounterRun { measured: m, check } = runtime.block_on(counter(&data, options, load))?;
@@ -95,8 +83,8 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
     Ok(OverheadReport {
         bench: "tracing-overhead",
         workload: "counter",
-        clients: args.clients,
-        partitions: args.partitions,
+        clients: args.counter.clients,
+        partitions: args.counter.partitions,
         rounds: args.rounds,
         seconds: args.window.seconds,
         ops_per_sec_off: ops_off,

@@ -31,20 +31,42 @@ pub(crate) struct WorkloadArgs {
     /// The workload.
     #[arg(value_enum)]
     workload: Workload,
-    /// Concurrent clients, each waiting for its run before the next.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// HTTP/2 connections the clients share (round robin).
-    #[arg(long, default_value_t = 4)]
-    connections: usize,
-    /// Counters (keys) the runs spread over.
-    #[arg(long, default_value_t = 10_000)]
-    keys: u64,
-    /// Partitions of the server.
-    #[arg(long, default_value_t = 2)]
-    partitions: u16,
+    #[command(flatten)]
+    counter: CounterArgs,
     #[command(flatten)]
     window: Window,
+}
+
+/// The load and the server of a counter run, as options.
+#[derive(Debug, Args)]
+pub(crate) struct CounterArgs {
+    /// Concurrent clients, each waiting for its run before the next.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) clients: usize,
+    /// HTTP/2 connections the clients share (round robin).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) connections: usize,
+    /// Counters (keys) the runs spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) keys: u64,
+    /// Partitions of the server.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) partitions: u16,
+}
+
+impl CounterArgs {
+    /// The load, checked.
+    pub(crate) fn load(&self, window: &Window) -> anyhow::Result<CounterLoad> {
+        anyhow::ensure!(self.clients >= 1 && self.connections >= 1 && self.keys >= 1, "--clients, --connections and --keys must be at least 1");
+        Ok(CounterLoad { clients: self.clients, connections: self.connections, keys: self.keys, warmup: window.warmup(), measure: window.measure() })
+    }
+
+    /// The server's options.
+    pub(crate) fn options(&self) -> ServerOptions {
+        let mut options = ServerOptions::default();
+        options.engine.partitions = self.partitions;
+        options
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -142,20 +164,17 @@ pub(crate) async fn counter(data_dir: &std::path::Path, options: ServerOptions, 
 }
 
 pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
-    anyhow::ensure!(args.clients >= 1 && args.connections >= 1 && args.keys >= 1, "--clients, --connections and --keys must be at least 1");
+    let load = args.counter.load(&args.window)?;
     let dir = args.window.data_dir("comb-bench-workload-")?;
     let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let mut options = ServerOptions::default();
-    options.engine.partitions = args.partitions;
-    let load = CounterLoad { clients: args.clients, connections: args.connections, keys: args.keys, warmup: args.window.warmup(), measure: args.window.measure() };
-    let CounterRun { measured: m, check } = runtime.block_on(counter(&dir.path().join("data"), options, load))?;
+    let CounterRun { measured: m, check } = runtime.block_on(counter(&dir.path().join("data"), args.counter.options(), load))?;
     Ok(WorkloadReport {
         bench: "workload",
         workload: args.workload,
-        clients: args.clients,
-        connections: args.connections,
-        partitions: args.partitions,
+        clients: args.counter.clients,
+        connections: args.counter.connections,
+        partitions: args.counter.partitions,
         seconds: m.seconds_rounded(),
         ops: m.latencies.len(),
         errors: m.errors,

@@ -16,7 +16,7 @@ pub enum Error {
     #[error("{running} trace queries are running already (trace option queries-in-flight-max); retry later")]
     Busy { running: usize },
     /// The feed did not reach the log's tail in time.
-    #[error("the traces did not catch up with the log within {waited_ms} ms (at LSN {consumed}, the log at {target})")]
+    #[error("the traces did not catch up with the log within {waited_ms} ms (at LSN {consumed}, the log at {target}); query without catching up (comb trace --no-catch-up) to see what is there")]
     Behind { consumed: u64, target: u64, waited_ms: u64 },
     /// A file operation failed.
     #[error("cannot {operation} {path}: {message}")]
