@@ -100,19 +100,31 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationRecord, catalog: &Catalog,
     }
 }
 
-/// Columns and their values as a JSON object, in the table's column order.
+/// Columns and their values as a JSON object, in the table's column order, written straight
+/// into one buffer (the feed writes one or two of these for every row changed).
 fn json_object<'a>(pairs: impl Iterator<Item = (&'a str, &'a Value)>) -> String {
-    let mut out = String::from("{");
+    let mut out = Vec::with_capacity(96);
+    out.push(b'{');
     for (i, (name, value)) in pairs.enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(&serde_json::Value::from(name).to_string());
-        out.push(':');
-        out.push_str(&value_to_json(value).to_string());
+        write_json(&mut out, name);
+        out.push(b':');
+        match value {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Int(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            Value::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
+            Value::Text(v) => write_json(&mut out, v.as_str()),
+            other => write_json(&mut out, &value_to_json(other)),
+        }
     }
-    out.push('}');
-    out
+    out.push(b'}');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    serde_json::to_writer(out, value).expect("a string or a JSON value always serializes");
 }
 
 fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: Option<&InvocationRecord>) -> comb_backend::Result<ChangeRow> {
