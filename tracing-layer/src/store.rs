@@ -151,13 +151,12 @@ impl TraceStore {
     /// Adds the rows of the records up to `through` to the tail.
     pub(crate) fn append(&self, rows: Rows, through: Lsn) -> Result<()> {
         let batches = rows.into_batches().map_err(|e| Error::Internal(format!("trace rows do not fit their schema: {e}")))?;
+        let added: usize = batches.iter().flatten().map(RecordBatch::get_array_memory_size).sum();
         let mut state = self.lock();
         for (tail, batch) in state.tail.iter_mut().zip(batches) {
-            if let Some(batch) = batch {
-                tail.push(batch);
-            }
+            tail.extend(batch);
         }
-        state.tail_bytes = state.tail.iter().flatten().map(RecordBatch::get_array_memory_size).sum();
+        state.tail_bytes += added;
         if through > state.consumed {
             state.consumed = through;
             state.dirty_since.get_or_insert_with(Instant::now);
