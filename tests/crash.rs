@@ -208,6 +208,13 @@ async fn killed_server_resumes_every_run_exactly_once() {
         [runs, runs],
         "orders in the traces"
     );
+    // The same through the CLI, as CSV.
+    let output = Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["trace", "--addr", &server.addr, "--format", "csv", "SELECT count(*) AS runs FROM workflows WHERE name = 'checkout'"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "comb trace failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("runs\n{runs}\n"));
     let files = std::fs::read_dir(dir.path().join("data/traces/change_data")).unwrap().count();
     assert!(files > 1, "the traces were flushed to Parquet under load ({files} files)");
     eprintln!(
