@@ -26,9 +26,9 @@
 //!   whose rows are in files; a flush writes its files before it moves the checkpoint, and
 //!   opening removes files the checkpoint does not confirm. The log's trim point is held at
 //!   the checkpoint, so the records the feed still needs are never trimmed.
-//! - **Fresh.** Rows are queryable as soon as their record is consumed (the tail is in
-//!   memory), milliseconds after the commit is durable; a query may also wait until the
-//!   traces reach the log's tail.
+//! - **Fresh.** Rows are queryable once their record is consumed (the tail is in memory),
+//!   about `feed-interval` (100 ms) after the commit is durable; a query may also wait until
+//!   the traces reach the log's tail.
 //! - **Isolated.** The feed, flushes and queries run on the tracing layer's own runtime,
 //!   never on the server's; file I/O runs on its blocking threads.
 //! - **Bounded.** Tail size and age, rows and memory per query, queries in flight and the
@@ -209,6 +209,16 @@ impl Drop for Tracer {
     }
 }
 
+/// Most rows one step of the feed gathers before it publishes them.
+const STEP_ROWS_MAX: usize = 65_536;
+
+/// The rows of the records read since the last publication, and the last record's LSN.
+#[derive(Default)]
+struct Step {
+    rows: Rows,
+    last: Option<Lsn>,
+}
+
 /// The feed: the one owner of the store's tail and checkpoint.
 struct Feed {
     store: Arc<TraceStore>,
@@ -227,11 +237,13 @@ impl Feed {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.expire().await?;
         let mut expired_at = Instant::now();
+        let mut step = Step::default();
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tick.tick() => {
                     if self.store.is_older_than(self.options.flush_age) {
+                        self.publish(&mut step)?;
                         self.flush().await?;
                     }
                     if expired_at.elapsed() >= EXPIRY_EVERY {
@@ -241,23 +253,23 @@ impl Feed {
                 }
                 chunk = records.next() => {
                     let Some(chunk) = chunk else { break };
-                    let mut rows = Rows::default();
-                    let mut last = None;
+                    let full = chunk.len() == self.options.feed_batch_records;
                     let catalog = (self.catalog)();
                     let mut ended = None;
                     for item in chunk {
                         match item {
                             Ok(record) => {
-                                ingest::ingest(&record, &catalog, &mut rows);
-                                last = Some(record.lsn);
+                                ingest::ingest(&record, &catalog, &mut step.rows);
+                                step.last = Some(record.lsn);
                             }
                             Err(err) => ended = Some(err),
                         }
                     }
-                    if let Some(last) = last {
-                        self.store.append(rows, last)?;
-                        let _ = self.consumed.send(last);
+                    // More records are waiting: read on, so that a step makes few large batches.
+                    if full && ended.is_none() && step.rows.len() < STEP_ROWS_MAX {
+                        continue;
                     }
+                    self.publish(&mut step)?;
                     match ended {
                         // The log closed (the server is stopping): keep what was read.
                         Some(comb_log::Error::Closed) => break,
@@ -270,10 +282,27 @@ impl Feed {
                     if self.store.tail_bytes() >= self.options.flush_bytes {
                         self.flush().await?;
                     }
+                    if !full {
+                        // Caught up with the log: let records gather before the next step.
+                        tokio::select! {
+                            _ = stop.changed() => break,
+                            _ = tokio::time::sleep(self.options.feed_interval) => {}
+                        }
+                    }
                 }
             }
         }
+        self.publish(&mut step)?;
         self.flush().await
+    }
+
+    /// Moves a step's rows to the store's tail, where queries see them.
+    fn publish(&self, step: &mut Step) -> Result<()> {
+        if let Some(last) = step.last.take() {
+            self.store.append(std::mem::take(&mut step.rows), last)?;
+            let _ = self.consumed.send(last);
+        }
+        Ok(())
     }
 
     async fn flush(&self) -> Result<()> {

@@ -31,8 +31,13 @@ pub struct TracingOptions {
     /// Longest a query waits for the traces to reach the log's tail.
     #[serde(with = "millis")]
     pub catch_up_max: Duration,
-    /// Most log records turned into rows in one step of the feed.
+    /// Most log records read at once by the feed.
     pub feed_batch_records: usize,
+    /// How long the feed lets records gather once it has caught up with the log: a commit's
+    /// rows are queryable about this long after it, and the feed makes few large batches
+    /// instead of one per group commit.
+    #[serde(with = "millis")]
+    pub feed_interval: Duration,
 }
 
 impl Default for TracingOptions {
@@ -48,6 +53,7 @@ impl Default for TracingOptions {
             query_memory_bytes: 512 << 20,
             catch_up_max: Duration::from_secs(10),
             feed_batch_records: 1_024,
+            feed_interval: Duration::from_millis(100),
         }
     }
 }

@@ -25,11 +25,15 @@ use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::tables::{Rows, TABLES, schema_of};
 
 const CHECKPOINT: &str = "checkpoint";
+
+/// The columns, in any table, whose values repeat enough for a Parquet dictionary.
+const DICTIONARY_COLUMNS: [&str; 6] = ["function", "step", "status", "table_name", "operation", "name"];
 
 /// One Parquet file of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +243,13 @@ impl TraceStore {
 }
 
 fn write_parquet(file: &mut File, table: usize, batches: &[RecordBatch]) -> Result<()> {
-    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    // Dictionaries only for the columns with few distinct values: building one costs a hash
+    // per value, which the keys, images and ids would pay for nothing.
+    let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_dictionary_enabled(false);
+    for column in DICTIONARY_COLUMNS {
+        properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), true);
+    }
+    let properties = properties.build();
     let parquet_error = |e: parquet::errors::ParquetError| Error::Internal(format!("writing a Parquet file of {}: {e}", TABLES[table]));
     let mut writer = ArrowWriter::try_new(file, schema_of(table), Some(properties)).map_err(parquet_error)?;
     for batch in batches {
