@@ -6,6 +6,7 @@
 //! [`CATALOG_TAG`]), kind 3 a [`TraceRecord`] (tagged with [`TRACE_TAG`]): invocations that
 //! committed nothing. The tracing layer decodes all three with [`decode_payload`].
 
+use bytes::Bytes;
 use comb_log::Tag;
 use prost::Message;
 
@@ -64,15 +65,16 @@ pub struct WriteRecord {
     /// The table (or index) id.
     #[prost(uint32, tag = "3")]
     pub object: u32,
-    /// The full store key.
-    #[prost(bytes = "vec", tag = "4")]
-    pub key: Vec<u8>,
+    /// The full store key. (`Bytes`, here and in the images: decoded from a record's payload
+    /// they are slices of it, not copies.)
+    #[prost(bytes = "bytes", tag = "4")]
+    pub key: Bytes,
     /// The value before (absent: the key did not exist). Rows are row-encoded.
-    #[prost(bytes = "vec", optional, tag = "5")]
-    pub before: Option<Vec<u8>>,
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    pub before: Option<Bytes>,
     /// The value after (absent: deleted).
-    #[prost(bytes = "vec", optional, tag = "6")]
-    pub after: Option<Vec<u8>>,
+    #[prost(bytes = "bytes", optional, tag = "6")]
+    pub after: Option<Bytes>,
 }
 
 /// The identity and timing of an invocation, for tracing.
@@ -168,15 +170,18 @@ pub fn encode_trace(record: &TraceRecord) -> Vec<u8> {
     out
 }
 
-/// Decodes a payload the backend appended.
-pub fn decode_payload(payload: &[u8]) -> Result<LogRecord> {
+/// Decodes a payload the backend appended; keys and images are slices of `payload`.
+pub fn decode_payload(payload: &Bytes) -> Result<LogRecord> {
     let corrupt = |detail: String| Error::Corrupt { location: "a log record".to_owned(), detail };
-    match payload.split_first() {
-        Some((&KIND_COMMIT, rest)) => CommitRecord::decode(rest).map(LogRecord::Commit).map_err(|e| corrupt(e.to_string())),
-        Some((&KIND_CATALOG, rest)) => CatalogRecord::decode(rest).map(LogRecord::Catalog).map_err(|e| corrupt(e.to_string())),
-        Some((&KIND_TRACE, rest)) => TraceRecord::decode(rest).map(LogRecord::Trace).map_err(|e| corrupt(e.to_string())),
-        Some((kind, _)) => Err(corrupt(format!("unknown record kind {kind}"))),
-        None => Err(corrupt("empty payload".to_owned())),
+    let Some(&kind) = payload.first() else {
+        return Err(corrupt("empty payload".to_owned()));
+    };
+    let rest = payload.slice(1..);
+    match kind {
+        KIND_COMMIT => CommitRecord::decode(rest).map(LogRecord::Commit).map_err(|e| corrupt(e.to_string())),
+        KIND_CATALOG => CatalogRecord::decode(rest).map(LogRecord::Catalog).map_err(|e| corrupt(e.to_string())),
+        KIND_TRACE => TraceRecord::decode(rest).map(LogRecord::Trace).map_err(|e| corrupt(e.to_string())),
+        kind => Err(corrupt(format!("unknown record kind {kind}"))),
     }
 }
 
@@ -189,17 +194,17 @@ mod tests {
         let record = CommitRecord {
             version: COMMIT_VERSION,
             partitions: vec![0, 3],
-            writes: vec![WriteRecord { partition: 3, kind: 0, object: 7, key: vec![0, 3, 0, 0, 0, 7, 1], before: None, after: Some(vec![1, 0]) }],
+            writes: vec![WriteRecord { partition: 3, kind: 0, object: 7, key: vec![0, 3, 0, 0, 0, 7, 1].into(), before: None, after: Some(vec![1, 0].into()) }],
             invocations: vec![InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), start_us: 1, end_us: 2, recorded: true, partition: Some(3), ..Default::default() }],
             recorded_output: Some(b"42".to_vec()),
         };
-        assert_eq!(decode_payload(&encode_commit(&record)).unwrap(), LogRecord::Commit(record));
+        assert_eq!(decode_payload(&encode_commit(&record).into()).unwrap(), LogRecord::Commit(record));
         let ddl = CatalogRecord { ddl: "CREATE TABLE t (a BIGINT PRIMARY KEY)".into() };
-        assert_eq!(decode_payload(&encode_catalog(&ddl)).unwrap(), LogRecord::Catalog(ddl));
+        assert_eq!(decode_payload(&encode_catalog(&ddl).into()).unwrap(), LogRecord::Catalog(ddl));
         let trace = TraceRecord { invocations: vec![InvocationRecord { function: "g".into(), error: Some("no".into()), read_only: true, ..Default::default() }] };
-        assert_eq!(decode_payload(&encode_trace(&trace)).unwrap(), LogRecord::Trace(trace));
-        assert!(matches!(decode_payload(&[9, 1]), Err(Error::Corrupt { .. })));
-        assert!(matches!(decode_payload(&[]), Err(Error::Corrupt { .. })));
+        assert_eq!(decode_payload(&encode_trace(&trace).into()).unwrap(), LogRecord::Trace(trace));
+        assert!(matches!(decode_payload(&Bytes::from_static(&[9, 1])), Err(Error::Corrupt { .. })));
+        assert!(matches!(decode_payload(&Bytes::new()), Err(Error::Corrupt { .. })));
         assert_eq!((partition_tag(0), partition_tag(0xFFFE)), (1, 0xFFFF));
     }
 }

@@ -410,7 +410,14 @@ pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord
             if partitions.last() != Some(&p) && !partitions.contains(&p) {
                 partitions.push(p);
             }
-            WriteRecord { partition: p, kind: *kind as u32, object: object_of_key(key), key: key.clone(), before: before.clone(), after: after.clone() }
+            WriteRecord {
+                partition: p,
+                kind: *kind as u32,
+                object: object_of_key(key),
+                key: key.clone().into(),
+                before: before.clone().map(Into::into),
+                after: after.clone().map(Into::into),
+            }
         })
         .collect();
     partitions.sort_unstable();

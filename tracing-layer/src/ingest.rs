@@ -201,7 +201,8 @@ mod tests {
     }
 
     fn row_write(table: &Table, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> WriteRecord {
-        WriteRecord { partition: 1, kind: WRITE_ROW, object: table.id.0, key: vec![], before: before.map(|v| encode_row(&v)), after: after.map(|v| encode_row(&v)) }
+        let image = |v: Vec<Value>| encode_row(&v).into();
+        WriteRecord { partition: 1, kind: WRITE_ROW, object: table.id.0, key: Default::default(), before: before.map(image), after: after.map(image) }
     }
 
     fn invocation(function: &str, step: &str) -> InvocationRecord {
