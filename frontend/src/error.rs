@@ -104,7 +104,7 @@ impl Error {
             Error::Tracing(err) => {
                 use comb_tracing::Error as T;
                 match err {
-                    T::Query(_) | T::NotAQuery(_) | T::InvalidOptions { .. } => Code::InvalidArgument,
+                    T::Query(_) | T::InvalidOptions { .. } => Code::InvalidArgument,
                     T::Busy { .. } => Code::ResourceExhausted,
                     T::Behind { .. } => Code::DeadlineExceeded,
                     T::Stopped(_) | T::Closed | T::Io { .. } => Code::Unavailable,

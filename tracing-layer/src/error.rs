@@ -6,12 +6,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What can go wrong in the tracing layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The query failed to parse, plan or run: DataFusion's own message.
+    /// The query failed to parse, plan or run, or was not a query (DDL, DML, SET):
+    /// DataFusion's own message.
     #[error("{0}")]
     Query(String),
-    /// The query asked for something read-only queries may not do.
-    #[error("only queries are allowed on the traces: {0}")]
-    NotAQuery(String),
     /// Too many queries are running.
     #[error("{running} trace queries are running already (trace option queries-in-flight-max); retry later")]
     Busy { running: usize },

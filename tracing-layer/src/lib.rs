@@ -266,7 +266,7 @@ impl Feed {
                         }
                     }
                     // More records are waiting: read on, so that a step makes few large batches.
-                    if full && ended.is_none() && step.rows.len() < STEP_ROWS_MAX {
+                    if full && ended.is_none() && step.rows.count() < STEP_ROWS_MAX {
                         continue;
                     }
                     self.publish(&mut step)?;

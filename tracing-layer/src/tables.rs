@@ -150,13 +150,8 @@ pub struct Rows {
 
 impl Rows {
     /// Rows in all tables.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.invocations.len() + self.changes.len() + self.workflows.len() + self.reads.len()
-    }
-
-    /// Whether no table got a row.
-    pub fn is_empty(&self) -> bool {
-        self.invocations.is_empty() && self.changes.is_empty() && self.workflows.is_empty() && self.reads.is_empty()
     }
 
     /// The rows as one batch per table (`None` for a table without rows), in [`TABLES`]'
