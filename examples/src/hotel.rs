@@ -1,7 +1,8 @@
 //! Hotel reservations: finding a free room and taking it run as ONE transaction (a
 //! multi-function transaction), so two guests never get the same room. `book` then records
 //! a confirmation in a second step, on the booking's partition: a two-unit workflow whose
-//! start is durable, resumed by the server itself after a crash.
+//! start is durable, resumed by the server itself after a crash. `hotel_search` lists the
+//! free rooms of a hotel on a date, reading only.
 
 use comb_backend::Function;
 use serde_json::json;
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS hotel_confirmations (
     functions,
     workflows: &[
         r#"{"name": "hotel_open", "steps": [{"id": "open", "function": "hotel_add_rooms", "input": "$input"}], "output": "$open"}"#,
+        r#"{"name": "hotel_search", "steps": [{"id": "search", "function": "hotel_free_rooms", "input": "$input"}], "output": "$search"}"#,
         r#"{"name": "reserve",
             "steps": [
               {"id": "find", "function": "hotel_find_room", "input": "$input"},
@@ -57,6 +59,13 @@ fn functions() -> Vec<Function> {
                     }
                 }
                 Ok(json!({ "hotel": hotel, "added": added }))
+            }),
+        Function::new("hotel_free_rooms")
+            .statement("free", "SELECT room_id FROM hotel_rooms WHERE hotel_id = $1 AND date = $2 AND reserved_by IS NULL ORDER BY room_id LIMIT 10")
+            .partition_by("hotel")
+            .run(|tx, input| {
+                let rooms: Vec<i64> = tx.query_as("free", (int(&input, "hotel")?, int(&input, "date")?))?;
+                Ok(json!({ "rooms": rooms }))
             }),
         Function::new("hotel_find_room")
             .statement("find", "SELECT room_id FROM hotel_rooms WHERE hotel_id = $1 AND date = $2 AND reserved_by IS NULL LIMIT 1")
