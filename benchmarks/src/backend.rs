@@ -124,7 +124,7 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
             }
         };
         let log = engine.log().clone();
-        let m = closed_loop(args.clients, args.window.warmup(), args.window.measure(), || log.stats(), invoke).await?;
+        let m = closed_loop("backend", args.clients, args.window.warmup(), args.window.measure(), || log.stats(), invoke).await?;
         engine.close().await?;
         Ok(BackendReport {
             bench: "backend",

@@ -5,11 +5,12 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use comb_log::LogStats;
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// The measured window and where the data lives: the options every benchmark takes.
 #[derive(Debug, clap::Args)]
@@ -123,10 +124,14 @@ impl<S> Measured<S> {
 impl Measured<LogStats> {
     /// Records per group commit (fsync) of the log during the window.
     pub(crate) fn records_per_fsync(&self) -> f64 {
-        let (before, after) = &self.samples;
-        let commits = (after.group_commits - before.group_commits).max(1);
-        ((after.records - before.records) as f64 / commits as f64 * 10.0).round() / 10.0
+        records_per_fsync(&self.samples.0, &self.samples.1)
     }
+}
+
+/// Records per group commit (fsync) of the log between two samples.
+pub(crate) fn records_per_fsync(before: &LogStats, after: &LogStats) -> f64 {
+    let commits = (after.group_commits - before.group_commits).max(1);
+    ((after.records - before.records) as f64 / commits as f64 * 10.0).round() / 10.0
 }
 
 /// Nanoseconds as microseconds, one decimal.
@@ -139,9 +144,22 @@ pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// A progress bar on standard error, of `len` steps (hidden when standard error is not a
+/// terminal, so that reports stay clean in files and pipes).
+pub(crate) fn progress_bar(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {msg}").expect("a valid template").progress_chars("=> "));
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// How often the progress bar's rate is updated.
+const PROGRESS_TICK: Duration = Duration::from_millis(250);
+
 /// Runs `clients` closed-loop clients of `operation(client, seq)` on the current runtime:
-/// `warmup`, then `measure` (calling `sample` at its start and end).
-pub(crate) async fn closed_loop<S, F, Fut>(clients: usize, warmup: Duration, measure: Duration, sample: impl Fn() -> S, operation: F) -> anyhow::Result<Measured<S>>
+/// `warmup`, then `measure` (calling `sample` at its start and end), with a progress bar
+/// labelled `label` showing the seconds and the live rate.
+pub(crate) async fn closed_loop<S, F, Fut>(label: &str, clients: usize, warmup: Duration, measure: Duration, sample: impl Fn() -> S, operation: F) -> anyhow::Result<Measured<S>>
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send,
@@ -149,9 +167,10 @@ where
     anyhow::ensure!(clients >= 1, "at least one client is needed");
     anyhow::ensure!(!measure.is_zero(), "the measured window must be longer than 0");
     let phase = Arc::new(AtomicU8::new(WARMUP));
+    let completed = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let (phase, operation) = (Arc::clone(&phase), operation.clone());
+            let (phase, operation, completed) = (Arc::clone(&phase), operation.clone(), Arc::clone(&completed));
             tokio::spawn(async move {
                 let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("histogram bounds");
                 let mut errors = 0u64;
@@ -162,7 +181,9 @@ where
                         break;
                     }
                     let start = Instant::now();
-                    match operation(client, seq).await {
+                    let result = operation(client, seq).await;
+                    completed.fetch_add(u64::from(result.is_ok()), Ordering::Relaxed);
+                    match result {
                         Ok(()) if now == MEASURE => latencies.record((start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX)).expect("latency in bounds"),
                         Ok(()) => {}
                         Err(Failure::Retryable) => errors += 1,
@@ -174,14 +195,37 @@ where
             })
         })
         .collect();
-    tokio::time::sleep(warmup).await;
-    let before = sample();
-    let started = Instant::now();
-    phase.store(MEASURE, Ordering::Relaxed);
-    tokio::time::sleep(measure).await;
+    let bar = progress_bar((warmup + measure).as_secs(), &format!("{label}, {clients} clients"));
+    let show = |seconds: Duration, rate: f64, phase: &str| {
+        bar.set_position(seconds.as_secs());
+        bar.set_message(format!("s {phase}, {rate:.0} ops/s"));
+    };
+    let began = Instant::now();
+    let mut tick = tokio::time::interval(PROGRESS_TICK);
+    let (mut last_at, mut last_ops) = (Instant::now(), 0);
+    let mut before = None;
+    let mut started = began;
+    loop {
+        tick.tick().await;
+        let elapsed = began.elapsed();
+        if before.is_none() && elapsed >= warmup {
+            before = Some(sample());
+            started = Instant::now();
+            phase.store(MEASURE, Ordering::Relaxed);
+        }
+        if before.is_some() && started.elapsed() >= measure {
+            break;
+        }
+        let ops = completed.load(Ordering::Relaxed);
+        let rate = (ops - last_ops) as f64 / last_at.elapsed().as_secs_f64();
+        (last_at, last_ops) = (Instant::now(), ops);
+        show(elapsed, rate, if before.is_some() { "measured" } else { "warm-up" });
+    }
     phase.store(STOP, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let after = sample();
+    let before = before.expect("the warm-up ended");
+    bar.finish_and_clear();
     let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3)?;
     let mut errors = 0;
     for task in tasks {

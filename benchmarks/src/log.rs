@@ -60,7 +60,7 @@ pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
                 }
             }
         };
-        let m = closed_loop(args.appenders, args.window.warmup(), args.window.measure(), || log.stats(), append).await?;
+        let m = closed_loop("log", args.appenders, args.window.warmup(), args.window.measure(), || log.stats(), append).await?;
         log.close().await?;
         Ok(LogReport {
             bench: "log",

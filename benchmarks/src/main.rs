@@ -1,10 +1,14 @@
 //! Comb's benchmarks. Each run prints one JSON line, so that runs can be compared.
 
+mod apps;
 mod backend;
+mod comb;
+mod compare;
 mod disk;
 mod driver;
 mod log;
 mod overhead;
+mod postgres;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -25,9 +29,13 @@ enum Bench {
     Log(log::LogArgs),
     /// Transactions (functions) against the backend, in-process, durable through the log.
     Backend(backend::BackendArgs),
-    /// Workflows end to end through the client library over gRPC, against a server started
-    /// in this process.
+    /// One of Apiary's workloads (counter, hotel, shop, retwis) end to end, through the
+    /// client library against a Comb server (started here, or `--server`), or against the
+    /// PostgreSQL baseline (`--baseline postgres`); then its correctness check.
     Workload(workload::WorkloadArgs),
+    /// Every workload on Comb and on the PostgreSQL baseline at 1, 4, 16 and 64 clients:
+    /// JSON lines, a chart and a table in a results folder.
+    Compare(compare::CompareArgs),
     /// The counter workflow with the tracing layer off and on, alternating in one run:
     /// the throughput tracing costs.
     TracingOverhead(overhead::OverheadArgs),
@@ -40,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Backend(args) => serde_json::to_value(backend::run(&args)?)?,
         Bench::Workload(args) => serde_json::to_value(workload::run(&args)?)?,
         Bench::TracingOverhead(args) => serde_json::to_value(overhead::run(&args)?)?,
+        Bench::Compare(args) => serde_json::to_value(compare::run(&args)?)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

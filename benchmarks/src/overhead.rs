@@ -2,17 +2,24 @@
 //! off and on, alternating in the same run (off, on, off, on, ...), each on fresh data, so
 //! that the machine's drift hits both alike. Reports the medians and their ratio.
 
+use std::sync::Arc;
+
 use clap::Args;
 use serde::Serialize;
 
+use crate::apps::{Sizes, Workload};
+use crate::comb::Comb;
 use crate::disk::fdatasync_latencies;
 use crate::driver::{Window, cores, us};
-use crate::workload::{CounterArgs, CounterRun, counter, ms};
+use crate::workload::{Measurement, Target, TargetArgs, measure, ms};
 
 #[derive(Debug, Args)]
 pub(crate) struct OverheadArgs {
+    /// Concurrent clients, each waiting for its run before the next.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
     #[command(flatten)]
-    counter: CounterArgs,
+    target: TargetArgs,
     /// Pairs of runs (one off, one on).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -58,8 +65,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
-    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
-    let load = args.counter.load(&args.window)?;
+    anyhow::ensure!(args.rounds >= 1 && args.clients >= 1, "--rounds and --clients must be at least 1");
+    anyhow::ensure!(args.target.server.is_none() && args.target.baseline.is_none(), "tracing-overhead starts its own Comb servers: --server and --baseline do not apply");
+    let sizes = Sizes::new(args.target.scale)?;
     let dir = args.window.data_dir("comb-bench-tracing-")?;
     let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -67,10 +75,23 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
     let mut checks = Vec::new();
     for round in 0..args.rounds {
         for tracing in [false, true] {
-            let mut options = args.counter.options();
+            let mut options = args.target.options();
             options.tracing.enabled = tracing;
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
-            let CounterRun { measured: m, check } = runtime.block_on(counter(&data, options, load))?;
+            let (m, check) = runtime.block_on(async {
+                let target = Arc::new(Target::Comb(Comb::start(&data, options, Workload::Counter, args.target.connections).await?));
+                let Measurement { measured: m, mut check, tally } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
+                let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
+                if tracing && check.starts_with("ok") {
+                    // Every run of the window and the warm-up in the traces, once.
+                    let (traced, counted) = (comb.traced_runs("counter").await?, tally.counted.load(std::sync::atomic::Ordering::Relaxed));
+                    if traced != counted as u64 {
+                        check = format!("FAILED: {counted} runs completed, {traced} traced");
+                    }
+                }
+                comb.close().await?;
+                anyhow::Ok((m, check))
+            })?;
             std::fs::remove_dir_all(&data)?;
             let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)) };
             eprintln!("round {round}, tracing {}: {} runs/s, p99 {} ms", if tracing { "on" } else { "off" }, sample.ops_per_sec, sample.latency_ms_p99);
@@ -83,8 +104,8 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
     Ok(OverheadReport {
         bench: "tracing-overhead",
         workload: "counter",
-        clients: args.counter.clients,
-        partitions: args.counter.partitions,
+        clients: args.clients,
+        partitions: args.target.partitions,
         rounds: args.rounds,
         seconds: args.window.seconds,
         ops_per_sec_off: ops_off,

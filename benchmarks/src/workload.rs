@@ -1,29 +1,29 @@
-//! `comb-bench workload`: workflows end to end, through the client library over gRPC on
-//! loopback, against a server this process starts (the stock example applications).
-//!
-//! `counter`: every run adds one to a uniformly chosen counter, as one transaction (one
-//! commit, the run's row included). The check: the counters' sum equals the runs that
-//! completed.
+//! `comb-bench workload NAME`: one of Apiary's workloads end to end, closed-loop clients
+//! against Comb (through the client library over gRPC, against a server this process starts
+//! or one given with `--server`) or against the PostgreSQL baseline (`--baseline postgres`).
+//! The data is loaded first, then a warm-up and a measured window run the workload's mix,
+//! then its correctness check (see `apps.rs`).
 
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use comb_client::{Client, SqlFunction, SqlStatement};
-use comb_frontend::{Server, ServerOptions};
-use serde::Serialize;
-use serde_json::{Value, json};
-
-use crate::disk::fdatasync_latencies;
+use comb_frontend::ServerOptions;
 use comb_log::LogStats;
+use serde::Serialize;
 
-use crate::driver::{Failure, Measured, Window, closed_loop, cores, spread, us};
+use crate::apps::{Mix, Outcome, Sizes, Tally, Workload, check};
+use crate::comb::Comb;
+use crate::disk::fdatasync_latencies;
+use crate::driver::{Failure, Measured, Window, closed_loop, cores, records_per_fsync, us};
+use crate::postgres::{self, Postgres};
 
+/// The systems measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub(crate) enum Workload {
-    Counter,
+pub(crate) enum Baseline {
+    /// Functions calling PostgreSQL, recording their workflows in it.
+    Postgres,
 }
 
 #[derive(Debug, Args)]
@@ -31,150 +31,186 @@ pub(crate) struct WorkloadArgs {
     /// The workload.
     #[arg(value_enum)]
     workload: Workload,
+    /// Concurrent clients, each waiting for its operation before the next.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
     #[command(flatten)]
-    counter: CounterArgs,
+    target: TargetArgs,
     #[command(flatten)]
     window: Window,
 }
 
-/// The load and the server of a counter run, as options.
+/// What a workload runs against, and its data's size.
 #[derive(Debug, Args)]
-pub(crate) struct CounterArgs {
-    /// Concurrent clients, each waiting for its run before the next.
-    #[arg(long, default_value_t = 64)]
-    pub(crate) clients: usize,
-    /// HTTP/2 connections the clients share (round robin).
+pub(crate) struct TargetArgs {
+    /// HTTP/2 connections the clients share, round robin (Comb).
     #[arg(long, default_value_t = 4)]
     pub(crate) connections: usize,
-    /// Counters (keys) the runs spread over.
-    #[arg(long, default_value_t = 10_000)]
-    pub(crate) keys: u64,
-    /// Partitions of the server.
+    /// Partitions of the Comb server this process starts.
     #[arg(long, default_value_t = 2)]
     pub(crate) partitions: u16,
+    /// The data's size: 1.0 is Apiary's (100,000 counters; 100 hotels x 10 rooms x 30
+    /// dates; 100,000 items; 10,000 users x 50 followees, 100,000 posts).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) scale: f64,
+    /// A running Comb server (`http://host:port`) that serves the workload's example
+    /// application (`comb serve --apps NAME`); default: start one in this process.
+    #[arg(long, conflicts_with = "baseline")]
+    pub(crate) server: Option<String>,
+    /// Measure a baseline instead of Comb.
+    #[arg(long, value_enum)]
+    pub(crate) baseline: Option<Baseline>,
+    /// The baseline's PostgreSQL server (its tables are dropped and created afresh).
+    #[arg(long, env = "COMB_BENCH_POSTGRES", default_value = postgres::DEFAULT_URL)]
+    pub(crate) postgres: String,
 }
 
-impl CounterArgs {
-    /// The load, checked.
-    pub(crate) fn load(&self, window: &Window) -> anyhow::Result<CounterLoad> {
-        anyhow::ensure!(self.clients >= 1 && self.connections >= 1 && self.keys >= 1, "--clients, --connections and --keys must be at least 1");
-        Ok(CounterLoad { clients: self.clients, connections: self.connections, keys: self.keys, warmup: window.warmup(), measure: window.measure() })
-    }
-
-    /// The server's options.
+impl TargetArgs {
+    /// The options of a Comb server started here.
     pub(crate) fn options(&self) -> ServerOptions {
         let mut options = ServerOptions::default();
         options.engine.partitions = self.partitions;
         options
     }
+
+    /// Opens the system measured, for up to `clients` clients, with the workload's data
+    /// loaded; a Comb server started here keeps its data under `dir`.
+    pub(crate) async fn open(&self, workload: Workload, sizes: &Sizes, dir: &Path, clients: usize) -> anyhow::Result<Target> {
+        Ok(match (self.baseline, &self.server) {
+            (Some(Baseline::Postgres), _) => Target::Postgres(Postgres::setup(&self.postgres, clients, workload, sizes).await?),
+            (None, Some(addr)) => {
+                let comb = Comb::connect(addr, self.connections).await?;
+                comb.load(workload, sizes).await?;
+                Target::Comb(comb)
+            }
+            (None, None) => {
+                let comb = Comb::start(dir, self.options(), workload, self.connections).await?;
+                comb.load(workload, sizes).await?;
+                Target::Comb(comb)
+            }
+        })
+    }
 }
 
-#[derive(Debug, Serialize)]
+/// A system under load.
+pub(crate) enum Target {
+    Comb(Comb),
+    Postgres(Postgres),
+}
+
+impl Target {
+    /// Its name in reports.
+    pub(crate) fn system(&self) -> &'static str {
+        match self {
+            Target::Comb(_) => "comb",
+            Target::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn run(&self, client: usize, op: &crate::apps::Op) -> Result<Outcome, Failure> {
+        match self {
+            Target::Comb(comb) => comb.run(client, op).await,
+            Target::Postgres(pg) => pg.run(client, op).await,
+        }
+    }
+
+    async fn answers(&self, workload: Workload) -> anyhow::Result<crate::apps::Answers> {
+        match self {
+            Target::Comb(comb) => comb.answers(workload).await,
+            Target::Postgres(pg) => pg.answers(workload).await,
+        }
+    }
+
+    fn log_stats(&self) -> Option<LogStats> {
+        match self {
+            Target::Comb(comb) => comb.log_stats(),
+            Target::Postgres(_) => None,
+        }
+    }
+
+    /// Closes it (a Comb server started here is shut down).
+    pub(crate) async fn close(self) -> anyhow::Result<()> {
+        match self {
+            Target::Comb(comb) => comb.close().await,
+            Target::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// One measured run, as printed.
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct WorkloadReport {
-    bench: &'static str,
-    workload: Workload,
-    clients: usize,
-    connections: usize,
-    partitions: u16,
-    seconds: f64,
-    ops: u64,
-    errors: u64,
-    ops_per_sec: f64,
-    latency_ms_p50: f64,
-    latency_ms_p99: f64,
-    latency_ms_max: f64,
-    records_per_fsync: f64,
-    check: String,
-    fsync_us_p50: f64,
-    cores: usize,
+    pub(crate) bench: &'static str,
+    pub(crate) workload: Workload,
+    pub(crate) system: &'static str,
+    pub(crate) clients: usize,
+    pub(crate) scale: f64,
+    pub(crate) seconds: f64,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) latency_ms_p50: f64,
+    pub(crate) latency_ms_p99: f64,
+    pub(crate) latency_ms_max: f64,
+    /// Log records per group commit, when the Comb server runs in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) records_per_fsync: Option<f64>,
+    /// `ok: ...` or `FAILED: ...`.
+    pub(crate) check: String,
+    pub(crate) fsync_us_p50: f64,
+    pub(crate) cores: usize,
 }
 
 pub(crate) fn ms(us: f64) -> f64 {
     (us / 10.0).round() / 100.0
 }
 
-/// One counter run against a server started here: what it measured and its check.
-pub(crate) struct CounterRun {
-    pub(crate) measured: Measured<LogStats>,
+/// What a measured run saw and what its check found.
+pub(crate) struct Measurement {
+    pub(crate) measured: Measured<Option<LogStats>>,
     /// `ok: ...` or `FAILED: ...`.
     pub(crate) check: String,
+    /// The outcomes of the run's operations, warm-up included.
+    pub(crate) tally: Arc<Tally>,
 }
 
-/// The load of a counter run.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CounterLoad {
-    pub(crate) clients: usize,
-    pub(crate) connections: usize,
-    pub(crate) keys: u64,
-    pub(crate) warmup: Duration,
-    pub(crate) measure: Duration,
-}
-
-/// Starts a server with the counter application over `data_dir`, runs the load through the
-/// client library, checks the counters' sum (and, with tracing on, that every run is in the
-/// traces), and closes the server.
-pub(crate) async fn counter(data_dir: &std::path::Path, options: ServerOptions, load: CounterLoad) -> anyhow::Result<CounterRun> {
-    let tracing = options.tracing.enabled;
-    let server = comb_examples::counter::APP.install(Server::builder().data_dir(data_dir).options(options)).build().await?;
-    let listening = server.listen("127.0.0.1:0".parse()?).await?;
-    let addr = format!("http://{}", listening.local_addr());
-    let mut clients = Vec::with_capacity(load.connections);
-    for _ in 0..load.connections {
-        clients.push(Client::builder(addr.clone()).timeout(Duration::from_secs(60)).connect().await?);
-    }
-    let clients = Arc::new(clients);
-    let completed = Arc::new(AtomicU64::new(0));
-    let keys = load.keys;
-    let invoke = {
-        let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
+/// Runs the workload's mix with `clients` clients against `target` (loaded), then checks
+/// the data against what the operations reported.
+pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Sizes, clients: usize, window: &Window) -> anyhow::Result<Measurement> {
+    let before = target.answers(workload).await?;
+    let tally = Arc::new(Tally::default());
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    let mix = Mix { workload, sizes: *sizes, nonce };
+    let operation = {
+        let (target, tally) = (Arc::clone(target), Arc::clone(&tally));
         move |client: usize, seq: u64| {
-            let (clients, completed) = (Arc::clone(&clients), Arc::clone(&completed));
+            let (target, tally) = (Arc::clone(&target), Arc::clone(&tally));
             async move {
-                let id = spread(client, seq) % keys;
-                let connection = &clients[client % clients.len()];
-                let result = connection.invoke::<Value>("counter", &json!({ "id": id })).await;
-                Failure::of(result.map(|_| completed.fetch_add(1, Ordering::Relaxed)), comb_client::Error::is_retryable)
+                let outcome = target.run(client, &mix.op(client, seq)).await?;
+                tally.record(outcome);
+                Ok(())
             }
         }
     };
-    let log = server.engine().log().clone();
-    let measured = closed_loop(load.clients, load.warmup, load.measure, || log.stats(), invoke).await?;
-
-    // The check: every completed run added exactly one.
-    let sum = SqlFunction {
-        name: "bench_counter_sum".into(),
-        statements: vec![SqlStatement { name: "sum".into(), sql: "SELECT count(*) AS counters, sum(n) AS total FROM counters".into(), params: vec![] }],
-        partition_by: None,
-    };
-    clients[0].register_function(&sum).await?;
-    clients[0].register_workflow(r#"{"name": "bench_counter_sum", "steps": [{"id": "sum", "function": "bench_counter_sum"}], "output": "$sum.0"}"#).await?;
-    let totals: Value = clients[0].invoke("bench_counter_sum", &Value::Null).await?;
-    let total = totals["total"].as_u64().unwrap_or(0);
-    let runs = completed.load(Ordering::Relaxed);
-    let mut check = if total == runs { format!("ok: the counters sum to {total}, the runs completed") } else { format!("FAILED: the counters sum to {total}, but {runs} runs completed") };
-    if tracing {
-        let traced = clients[0].query_traces("SELECT count(*) FROM workflows WHERE name = 'counter'", true).await?;
-        let rows = traced.rows.first().and_then(|r| r.first()).and_then(Value::as_u64).unwrap_or(0);
-        check = if rows == runs { format!("{check}; every run traced") } else { format!("FAILED: {runs} runs completed, {rows} traced") };
-    }
-    listening.shutdown().await?;
-    server.close().await?;
-    anyhow::ensure!(check.starts_with("ok"), "{check}");
-    Ok(CounterRun { measured, check })
+    let label = format!("{} {}", target.system(), workload.name());
+    let measured = closed_loop(&label, clients, window.warmup(), window.measure(), || target.log_stats(), operation).await?;
+    let after = target.answers(workload).await?;
+    let check = check(workload, sizes, &before, &after, &tally);
+    Ok(Measurement { measured, check, tally })
 }
 
-pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
-    let load = args.counter.load(&args.window)?;
-    let dir = args.window.data_dir("comb-bench-workload-")?;
-    let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let CounterRun { measured: m, check } = runtime.block_on(counter(&dir.path().join("data"), args.counter.options(), load))?;
-    Ok(WorkloadReport {
+/// The report of a measured run.
+pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
+    let records_per_fsync = match &m.samples {
+        (Some(before), Some(after)) => Some(records_per_fsync(before, after)),
+        _ => None,
+    };
+    WorkloadReport {
         bench: "workload",
-        workload: args.workload,
-        clients: args.counter.clients,
-        connections: args.counter.connections,
-        partitions: args.counter.partitions,
+        workload,
+        system: target.system(),
+        clients,
+        scale: sizes.scale,
         seconds: m.seconds_rounded(),
         ops: m.latencies.len(),
         errors: m.errors,
@@ -182,9 +218,24 @@ pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
         latency_ms_p50: ms(m.us(0.50)),
         latency_ms_p99: ms(m.us(0.99)),
         latency_ms_max: ms(m.us_max()),
-        records_per_fsync: m.records_per_fsync(),
+        records_per_fsync,
         check,
-        fsync_us_p50: us(fsync.value_at_quantile(0.50)),
+        fsync_us_p50,
         cores: cores(),
+    }
+}
+
+pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
+    anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    let sizes = Sizes::new(args.target.scale)?;
+    let dir = args.window.data_dir("comb-bench-workload-")?;
+    let fsync = us(fdatasync_latencies(dir.path(), 256, 500)?.value_at_quantile(0.50));
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let target = Arc::new(args.target.open(args.workload, &sizes, &dir.path().join("data"), args.clients).await?);
+        let measured = measure(&target, args.workload, &sizes, args.clients, &args.window).await?;
+        let report = report(&target, args.workload, &sizes, args.clients, measured, fsync);
+        Arc::into_inner(target).expect("the clients are done").close().await?;
+        Ok(report)
     })
 }
