@@ -113,19 +113,22 @@ impl Comb {
 
     /// The answers to the workload's check queries, asked through SQL-only functions (each a
     /// multi-partition read).
-    pub(crate) async fn answers(&self, workload: Workload) -> anyhow::Result<Answers> {
+    pub(crate) async fn answers(&self, workload: Workload, sizes: &Sizes) -> anyhow::Result<Answers> {
         let client = self.client();
         let mut answers = Answers::new();
         for query in check_queries(workload) {
             let name = format!("bench_check_{}_{}", workload.name(), query.name);
-            let function = SqlFunction { name: name.clone(), statements: vec![SqlStatement { name: "q".into(), sql: query.sql.into(), params: vec![] }], partition_by: None };
+            let params = if query.by_users { vec!["from".to_owned(), "to".to_owned()] } else { Vec::new() };
+            let function = SqlFunction { name: name.clone(), statements: vec![SqlStatement { name: "q".into(), sql: query.sql.into(), params }], partition_by: None };
             client.register_function(&function).await?;
-            client.register_workflow(&json!({ "name": name, "steps": [{ "id": "q", "function": name }], "output": "$q" }).to_string()).await?;
-            let rows: Vec<serde_json::Map<String, Value>> = client.invoke(&name, &Value::Null).await?;
-            let row = rows.first().with_context(|| format!("{}: no row", query.sql))?;
-            for column in query.columns {
-                let value = row.get(*column).and_then(Value::as_i64).with_context(|| format!("{}: no integer {column} in {row:?}", query.sql))?;
-                answers.insert(format!("{}.{column}", query.name), value);
+            client.register_workflow(&json!({ "name": name, "steps": [{ "id": "q", "function": name, "input": "$input" }], "output": "$q" }).to_string()).await?;
+            for (from, to) in query.ranges(sizes) {
+                let rows: Vec<serde_json::Map<String, Value>> = client.invoke(&name, &json!({ "from": from, "to": to })).await?;
+                let row = rows.first().with_context(|| format!("{}: no row", query.sql))?;
+                for column in query.columns {
+                    let value = row.get(*column).and_then(Value::as_i64).with_context(|| format!("{}: no integer {column} in {row:?}", query.sql))?;
+                    *answers.entry(format!("{}.{column}", query.name)).or_default() += value;
+                }
             }
         }
         Ok(answers)

@@ -275,13 +275,16 @@ impl Postgres {
     }
 
     /// The answers to the workload's check queries.
-    pub(crate) async fn answers(&self, workload: Workload) -> anyhow::Result<Answers> {
+    pub(crate) async fn answers(&self, workload: Workload, sizes: &Sizes) -> anyhow::Result<Answers> {
         let connection = self.connections[0].lock().await;
         let mut answers = Answers::new();
         for query in check_queries(workload) {
-            let row = connection.client.query_one(query.sql, &[]).await.with_context(|| query.sql)?;
-            for column in query.columns {
-                answers.insert(format!("{}.{column}", query.name), row.try_get::<_, i64>(*column).with_context(|| format!("{}: column {column}", query.sql))?);
+            for (from, to) in query.ranges(sizes) {
+                let row = if query.by_users { connection.client.query_one(query.sql, &[&from, &to]).await } else { connection.client.query_one(query.sql, &[]).await };
+                let row = row.with_context(|| query.sql)?;
+                for column in query.columns {
+                    *answers.entry(format!("{}.{column}", query.name)).or_default() += row.try_get::<_, i64>(*column).with_context(|| format!("{}: column {column}", query.sql))?;
+                }
             }
         }
         Ok(answers)

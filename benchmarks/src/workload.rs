@@ -114,10 +114,10 @@ impl Target {
         }
     }
 
-    async fn answers(&self, workload: Workload) -> anyhow::Result<crate::apps::Answers> {
+    async fn answers(&self, workload: Workload, sizes: &Sizes) -> anyhow::Result<crate::apps::Answers> {
         match self {
-            Target::Comb(comb) => comb.answers(workload).await,
-            Target::Postgres(pg) => pg.answers(workload).await,
+            Target::Comb(comb) => comb.answers(workload, sizes).await,
+            Target::Postgres(pg) => pg.answers(workload, sizes).await,
         }
     }
 
@@ -177,7 +177,7 @@ pub(crate) struct Measurement {
 /// Runs the workload's mix with `clients` clients against `target` (loaded), then checks
 /// the data against what the operations reported.
 pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Sizes, clients: usize, window: &Window) -> anyhow::Result<Measurement> {
-    let before = target.answers(workload).await?;
+    let before = target.answers(workload, sizes).await?;
     let tally = Arc::new(Tally::default());
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
     let mix = Mix { workload, sizes: *sizes, nonce };
@@ -194,7 +194,7 @@ pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Si
     };
     let label = format!("{} {}", target.system(), workload.name());
     let measured = closed_loop(&label, clients, window.warmup(), window.measure(), || target.log_stats(), operation).await?;
-    let after = target.answers(workload).await?;
+    let after = target.answers(workload, sizes).await?;
     let check = check(workload, sizes, &before, &after, &tally);
     Ok(Measurement { measured, check, tally })
 }
