@@ -239,7 +239,7 @@ impl Tally {
 /// A query of a check: one row of BIGINT counts and sums, the same SQL on Comb and
 /// PostgreSQL. A query `by_users` takes a range of users (`$1` to `$2`) and is asked a
 /// range at a time, its answers added up: a table too large to scan at once (retwis's five
-/// million timeline rows at scale 1, beyond Comb's scan-rows-max) is checked in pieces.
+/// million timeline rows at scale 1, beyond Comb's scan-rows-max and result-rows-max) is checked in pieces of at most 50,000 rows.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckQuery {
     pub(crate) name: &'static str,
@@ -249,7 +249,7 @@ pub(crate) struct CheckQuery {
 }
 
 /// Users per piece of a `by_users` check query.
-pub(crate) const CHECK_USERS_PER_QUERY: i64 = 1_000;
+pub(crate) const CHECK_USERS_PER_QUERY: i64 = 100;
 
 impl CheckQuery {
     /// The ranges of users to ask this query for (one empty range when it is not
