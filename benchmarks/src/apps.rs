@@ -289,7 +289,11 @@ const SHOP_CHECKS: &[CheckQuery] = &[
 ];
 
 const RETWIS_CHECKS: &[CheckQuery] = &[
-    query("posts", "SELECT count(*) AS posts, CAST(COALESCE(SUM(post_id), 0) AS BIGINT) AS ids, CAST(COALESCE(SUM(user_id), 0) AS BIGINT) AS authors FROM retwis_posts", &["posts", "ids", "authors"]),
+    query_by_users(
+        "posts",
+        "SELECT count(*) AS posts, CAST(COALESCE(SUM(post_id), 0) AS BIGINT) AS ids, CAST(COALESCE(SUM(user_id), 0) AS BIGINT) AS authors FROM retwis_posts WHERE user_id BETWEEN $1 AND $2",
+        &["posts", "ids", "authors"],
+    ),
     query_by_users(
         "timeline",
         "SELECT count(*) AS entries, CAST(COALESCE(SUM(post_id), 0) AS BIGINT) AS ids, CAST(COALESCE(SUM(author), 0) AS BIGINT) AS authors FROM retwis_timeline WHERE user_id BETWEEN $1 AND $2",
@@ -392,7 +396,7 @@ mod tests {
     #[test]
     fn pieces_of_a_check_cover_every_user_once() {
         let sizes = Sizes::new(0.25).unwrap();
-        let timeline = RETWIS_CHECKS.iter().find(|q| q.by_users).unwrap();
+        let timeline = RETWIS_CHECKS.iter().find(|q| q.name == "timeline").unwrap();
         let ranges = timeline.ranges(&sizes);
         assert_eq!(ranges.first().map(|r| r.0), Some(0));
         assert_eq!(ranges.last().map(|r| r.1), Some(sizes.users - 1));
