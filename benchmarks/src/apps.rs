@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use clap::ValueEnum;
 use serde::Serialize;
@@ -208,14 +208,13 @@ pub(crate) struct Tally {
     pub(crate) units: AtomicI64,
     pub(crate) refused: AtomicI64,
     pub(crate) posted: AtomicI64,
-    pub(crate) done: AtomicU64,
 }
 
 impl Tally {
     pub(crate) fn record(&self, outcome: Outcome) {
         let add = |counter: &AtomicI64, n: i64| counter.fetch_add(n, Ordering::Relaxed);
         match outcome {
-            Outcome::Done => _ = self.done.fetch_add(1, Ordering::Relaxed),
+            Outcome::Done => {}
             Outcome::Counted => _ = add(&self.counted, 1),
             Outcome::Booked { user } => {
                 add(&self.booked, 1);
