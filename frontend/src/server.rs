@@ -241,10 +241,12 @@ impl Server {
             .max_encoding_message_size(options.request_bytes_max.max(options.engine.json_bytes_max * 2).max(TRACE_ANSWER_BYTES_MAX + (1 << 20)));
         let auth = Auth { token: options.token.clone().map(|t| format!("Bearer {t}")) };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Nagle's algorithm off on every accepted connection: an answer written in two pieces
+        // would otherwise wait for the client's delayed ACK (40 ms). The builder's
+        // `tcp_nodelay` does not reach connections of a listener of our own.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(InterceptedService::new(service, auth))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.await;
