@@ -68,6 +68,10 @@ pub(crate) struct ServeArgs {
     /// The bearer token clients must send.
     #[arg(long, env = "COMB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Listen beyond loopback without a token: whoever reaches the port can run every
+    /// workflow and read every trace.
+    #[arg(long)]
+    insecure_no_token: bool,
     /// Partitions (fixed when the data directory is created); default: one per core.
     #[arg(long)]
     partitions: Option<u16>,
@@ -91,6 +95,7 @@ pub(crate) async fn build_server(args: &ServeArgs) -> anyhow::Result<Server> {
         None => ServerOptions::default(),
     };
     options.token = args.token.clone().or(options.token);
+    options.insecure_no_token |= args.insecure_no_token;
     if let Some(partitions) = args.partitions {
         options.engine.partitions = partitions;
     }

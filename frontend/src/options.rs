@@ -20,6 +20,9 @@ pub struct ServerOptions {
     /// Required when the server listens on anything but loopback.
     #[serde(skip_serializing)]
     pub token: Option<String>,
+    /// Listen beyond loopback without a token: whoever reaches the port can run every
+    /// workflow and read every trace. Off unless asked for explicitly.
+    pub insecure_no_token: bool,
     /// Largest request accepted, in bytes.
     pub request_bytes_max: usize,
     /// Most workflow runs in progress at once; one more Invoke is refused
@@ -40,6 +43,7 @@ impl Default for ServerOptions {
             engine: EngineOptions::default(),
             tracing: TracingOptions::default(),
             token: None,
+            insecure_no_token: false,
             request_bytes_max: 4 << 20,
             workflows_in_flight_max: 16_384,
             wait_max: Duration::from_secs(60),

@@ -228,10 +228,10 @@ impl Server {
     /// Listens on `addr` and serves the API on a task of its own.
     pub async fn listen(&self, addr: SocketAddr) -> Result<Listening> {
         let options = &self.scheduler.options;
-        if !addr.ip().is_loopback() && options.token.is_none() {
+        if !addr.ip().is_loopback() && options.token.is_none() && !options.insecure_no_token {
             return Err(Error::InvalidArgument {
                 field: "token",
-                message: format!("listening on {addr}, beyond loopback, needs a bearer token: give --token (or COMB_TOKEN)"),
+                message: format!("listening on {addr}, beyond loopback, needs a bearer token: give --token (or COMB_TOKEN), or --insecure-no-token to let anyone who reaches it in"),
             });
         }
         let listener = TcpListener::bind(addr).await.map_err(|err| Error::InvalidArgument { field: "addr", message: format!("cannot listen on {addr}: {err}") })?;

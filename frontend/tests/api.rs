@@ -402,4 +402,12 @@ async fn a_token_is_required_when_configured() {
     let err = server.listen("0.0.0.0:0".parse().unwrap()).await.unwrap_err();
     assert!(err.to_string().contains("token"), "{err}");
     server.close().await.unwrap();
+    // ... unless told so explicitly.
+    let options = ServerOptions { insecure_no_token: true, ..ServerOptions::default() };
+    let server = Server::builder().data_dir(dir.path()).options(options).build().await.unwrap();
+    let listening = server.listen("0.0.0.0:0".parse().unwrap()).await.expect("listening without a token, as asked");
+    let open = Client::connect(format!("http://127.0.0.1:{}", listening.local_addr().port())).await.unwrap();
+    assert!(open.health().await.is_ok());
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
 }
