@@ -1,0 +1,115 @@
+//! Overload: ten times more clients than the server admits runs. The calls beyond the limit
+//! are refused at once with a retryable `RESOURCE_EXHAUSTED` that names the limit; runs in
+//! progress never exceed it; nothing refused takes effect; and once the load drops every
+//! call succeeds, a refused run's id included.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use comb_backend::{EngineOptions, Function};
+use comb_client::{Client, Code};
+use comb_frontend::{Server, ServerOptions};
+use serde_json::{Value, json};
+
+/// Runs admitted at once.
+const LIMIT: usize = 8;
+/// Ten times the limit.
+const CLIENTS: usize = 10 * LIMIT;
+/// Calls each client makes under overload.
+const CALLS: usize = 20;
+/// Counters the calls spread over.
+const KEYS: i64 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServerOptions { engine: EngineOptions { partitions: 2, ..EngineOptions::default() }, workflows_in_flight_max: LIMIT, ..ServerOptions::default() };
+    // Each run holds its partition 2 ms, so that runs pile up.
+    let slow = Function::new("slow_add")
+        .statement("add", "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1 RETURNING n")
+        .partition_by("id")
+        .run(|tx, input| {
+            std::thread::sleep(Duration::from_millis(2));
+            let n: i64 = tx.query_one("add", (input["id"].as_i64(),))?;
+            Ok(json!({ "n": n }))
+        });
+    let server = Server::builder()
+        .data_dir(dir.path())
+        .options(options)
+        .schema("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        .function(slow)
+        .function(Function::new("sum").statement("sum", "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM counters").run(|tx, _| Ok(json!(tx.query_one::<i64>("sum", ())?))))
+        .workflow(r#"{"name": "add", "steps": [{"id": "add", "function": "slow_add", "input": "$input"}], "output": "$add"}"#)
+        .workflow(r#"{"name": "sum", "steps": [{"id": "sum", "function": "sum", "input": "$input"}], "output": "$sum"}"#)
+        .build()
+        .await
+        .unwrap();
+    let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = Client::connect(format!("http://{}", listening.local_addr())).await.unwrap();
+
+    // Runs in progress, sampled through Health while the load lasts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (client, stop) = (client.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !stop.load(Ordering::Acquire) {
+                most = most.max(client.health().await.unwrap().workflows_in_flight);
+            }
+            most
+        })
+    };
+    let (succeeded, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, succeeded, refused) = (client.clone(), Arc::clone(&succeeded), Arc::clone(&refused));
+        clients.push(tokio::spawn(async move {
+            let mut refused_ids = Vec::new();
+            for i in 0..CALLS {
+                let id = format!("load-{c}-{i}");
+                match client.invoke::<Value>("add", &json!({ "id": (c as i64) % KEYS })).id(id.clone()).await {
+                    Ok(_) => _ = succeeded.fetch_add(1, Ordering::Relaxed),
+                    Err(err) => {
+                        assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}");
+                        assert!(err.is_retryable(), "{err}");
+                        assert!(err.to_string().contains("workflows-in-flight-max"), "{err}");
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        refused_ids.push(id);
+                    }
+                }
+            }
+            refused_ids
+        }));
+    }
+    let mut refused_ids = Vec::new();
+    for c in clients {
+        refused_ids.extend(c.await.unwrap());
+    }
+    stop.store(true, Ordering::Release);
+    let most_in_flight = sampler.await.unwrap();
+    let (succeeded, refused) = (succeeded.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    assert_eq!(succeeded + refused, (CLIENTS * CALLS) as u64);
+    assert!(refused > 0, "{CLIENTS} clients against a limit of {LIMIT}: none refused");
+    assert!(succeeded > 0, "nothing admitted");
+    assert!(most_in_flight <= LIMIT as u64, "{most_in_flight} runs in progress, over the limit of {LIMIT}");
+    // Nothing refused took effect.
+    let sum: i64 = client.invoke("sum", &json!({})).await.unwrap();
+    assert_eq!(sum, succeeded as i64, "{succeeded} runs admitted");
+
+    // The load drops: every call succeeds, the refused runs' ids included, each once.
+    let retried = &refused_ids[..refused_ids.len().min(50)];
+    for id in retried {
+        let run = client.invoke::<Value>("add", &json!({ "id": 0 })).id(id.clone()).run().await.unwrap();
+        assert!(!run.deduplicated, "refused run {id} had been started");
+    }
+    for id in retried {
+        let run = client.invoke::<Value>("add", &json!({ "id": 0 })).id(id.clone()).run().await.unwrap();
+        assert!(run.deduplicated, "run {id} ran a second time");
+    }
+    let sum: i64 = client.invoke("sum", &json!({})).await.unwrap();
+    assert_eq!(sum, succeeded as i64 + retried.len() as i64);
+    assert_eq!(client.health().await.unwrap().workflows_in_flight, 0);
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
