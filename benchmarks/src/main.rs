@@ -2,6 +2,7 @@
 
 mod apps;
 mod backend;
+mod chaos;
 mod comb;
 mod compare;
 mod disk;
@@ -39,6 +40,14 @@ enum Bench {
     /// The counter workflow with the tracing layer off and on, alternating in one run:
     /// the throughput tracing costs.
     TracingOverhead(overhead::OverheadArgs),
+    /// The crash campaign: the four applications' workloads mixed, against a server child
+    /// killed with SIGKILL at a random moment of every round and restarted; then every
+    /// invariant checked (runs, outputs, the applications' checks, the traces). Fails when
+    /// one does not hold.
+    Chaos(chaos::ChaosArgs),
+    /// The chaos campaign's server child (started by `chaos`).
+    #[command(hide = true)]
+    ChaosServer(chaos::ChaosServerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +58,13 @@ fn main() -> anyhow::Result<()> {
         Bench::Workload(args) => serde_json::to_value(workload::run(&args)?)?,
         Bench::TracingOverhead(args) => serde_json::to_value(overhead::run(&args)?)?,
         Bench::Compare(args) => serde_json::to_value(compare::run(&args)?)?,
+        Bench::Chaos(args) => {
+            let report = chaos::run(&args)?;
+            println!("{}", serde_json::to_string(&report)?);
+            anyhow::ensure!(report.violations == 0, "the crash campaign found {} violations", report.violations);
+            return Ok(());
+        }
+        Bench::ChaosServer(args) => return chaos::serve(&args),
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

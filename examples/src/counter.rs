@@ -1,5 +1,7 @@
 //! Counters: the smallest workflow there is, one writing step. The end-to-end benchmark's
 //! workload: every run adds one, so the counters' sum equals the runs that succeeded.
+//! `counter_pair` adds one to two counters in two parallel branches, each its own recorded
+//! step (the crash campaign's parallel workflow).
 
 use comb_backend::Function;
 use serde_json::json;
@@ -13,6 +15,12 @@ pub const APP: App = App {
     functions,
     workflows: &[
         r#"{"name": "counter", "steps": [{"id": "add", "function": "counter_add", "input": "$input"}], "output": "$add"}"#,
+        r#"{"name": "counter_pair",
+            "steps": [
+              {"id": "a", "function": "counter_add", "input": {"id": "$input.a"}},
+              {"id": "b", "function": "counter_add", "input": {"id": "$input.b"}}
+            ],
+            "output": {"a": "$a.n", "b": "$b.n"}}"#,
         r#"{"name": "counter_read", "steps": [{"id": "get", "function": "counter_get", "input": "$input"}], "output": "$get"}"#,
     ],
 };
