@@ -39,8 +39,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Maps RocksDB's errors: a failed checksum or undecodable file is corruption (its message
+/// names the file), never data.
 fn storage(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
-    move |err| Error::Storage { operation, message: err.into_string() }
+    move |err| match err.kind() {
+        rocksdb::ErrorKind::Corruption => Error::Corrupt { location: format!("a state store file (during {operation})"), detail: err.into_string() },
+        _ => Error::Storage { operation, message: err.into_string() },
+    }
 }
 
 /// Puts and deletes applied together, atomically.
@@ -70,6 +75,7 @@ impl Store {
         options.set_compression_type(DBCompressionType::Lz4);
         options.set_max_background_jobs(2);
         options.set_keep_log_file_num(4);
+        options.set_paranoid_checks(true);
         // Inserts look their key up first, and most such lookups miss (a new row, a recorded
         // output not there yet): bloom filters in the memtable and in every table file answer
         // a miss without searching. Block cache: hot rows stay decoded in memory.

@@ -364,3 +364,60 @@ fn registration_reports_every_bad_statement() {
         engine.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_damaged_state_file_is_an_error_naming_it_never_wrong_data() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        let deposits = (0..500).map(|i| engine.invoke(Invocation::new("deposit", json!({ "id": i, "amount": i + 1 }))));
+        for result in futures::future::join_all(deposits).await {
+            result.unwrap();
+        }
+        // Everything in the state store's table files, and the log trimmed below it.
+        engine.checkpoint().await.unwrap();
+        engine.close().await.unwrap();
+
+        // Damage the first data block of every table file.
+        let mut damaged = Vec::new();
+        for entry in std::fs::read_dir(dir.path().join("state")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "sst") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                for b in &mut bytes[32..96] {
+                    *b ^= 0xFF;
+                }
+                std::fs::write(&path, bytes).unwrap();
+                damaged.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        assert!(!damaged.is_empty(), "no table file to damage");
+        let names_damage = |err: &Error| {
+            let message = err.to_string();
+            matches!(err, Error::Corrupt { .. }) && damaged.iter().any(|f| message.contains(f.as_str())) && message.contains("restore from a backup")
+        };
+
+        // The open reads the catalog from the store: it may be what finds the damage.
+        let engine = match Engine::open(dir.path(), options(2)).await {
+            Err(err) => {
+                assert!(names_damage(&err), "{err}");
+                return;
+            }
+            Ok(engine) => engine,
+        };
+        register(&engine, &runs);
+        let mut refused = 0;
+        for i in 0..500i64 {
+            match engine.invoke(Invocation::new("balance", json!({ "id": i }))).await {
+                Ok(output) => assert_eq!(output.value, json!(i + 1), "account {i} answered wrong data"),
+                Err(err) => {
+                    assert!(names_damage(&err), "{err}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0, "reads of damaged blocks succeeded");
+        engine.close().await.unwrap();
+    });
+}

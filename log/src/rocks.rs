@@ -89,7 +89,11 @@ impl RocksLoglet {
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         db_options.set_use_fsync(false); // fdatasync: the data, and the metadata needed to read it
-        db_options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        // A torn last record (a write the crash cut, never acknowledged) is dropped; damage
+        // anywhere before it fails the open. Point-in-time recovery would instead stop at the
+        // damage and silently drop every acknowledged record after it.
+        db_options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        db_options.set_paranoid_checks(true);
         db_options.set_max_total_wal_size(WAL_BYTES_MAX);
         db_options.set_max_background_jobs(2);
         db_options.set_keep_log_file_num(4);

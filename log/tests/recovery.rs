@@ -82,6 +82,67 @@ fn a_directory_in_use_is_refused_with_its_path() {
     });
 }
 
+/// RocksDB's write-ahead files under `dir` (`NNNNNN.log`), the largest first.
+fn wal_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log") && p.file_stem().is_some_and(|s| s.to_string_lossy().chars().all(|c| c.is_ascii_digit())))
+        .collect();
+    files.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
+    files
+}
+
+/// Twenty records of 200 bytes, left in the write-ahead file (a close does not flush it).
+async fn twenty_records(dir: &Path) {
+    let log = LogBook::open_dir(dir, LogOptions::default()).await.unwrap();
+    for i in 1..=20u64 {
+        log.append(&[1], format!("{i:0>200}")).await.unwrap();
+    }
+    log.close().await.unwrap();
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        twenty_records(dir.path()).await;
+        // A crash tore the last write: its end never reached the disk.
+        let wal = wal_files(dir.path()).into_iter().next().expect("a write-ahead file");
+        let length = std::fs::metadata(&wal).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(length - 100).unwrap();
+
+        let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
+        assert_eq!(log.tail(), 19, "the torn record is gone, whole");
+        let records = all_records(&log).await;
+        assert_eq!(records.len(), 19);
+        assert!(records.iter().all(|r| r.payload.len() == 200 && r.payload.ends_with(r.lsn.to_string().as_bytes())), "every record before it intact");
+        assert_eq!(log.append(&[1], "again").await, Ok(20), "LSNs stay dense");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn damage_before_the_last_record_fails_the_open_and_names_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        twenty_records(dir.path()).await;
+        // A flipped run of bytes in the middle: acknowledged records follow it.
+        let wal = wal_files(dir.path()).into_iter().next().expect("a write-ahead file");
+        let mut bytes = std::fs::read(&wal).unwrap();
+        let middle = bytes.len() / 2;
+        for b in &mut bytes[middle..middle + 16] {
+            *b ^= 0x5A;
+        }
+        std::fs::write(&wal, bytes).unwrap();
+
+        let err = LogBook::open_dir(dir.path(), LogOptions::default()).await.expect_err("damaged records are never served, nor silently dropped");
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&dir.path().display().to_string()) && message.contains("backup"), "{message}");
+    });
+}
+
 #[test]
 fn invalid_options_are_refused_before_anything_is_opened() {
     let dir = tempfile::tempdir().unwrap();
