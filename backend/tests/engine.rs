@@ -421,3 +421,37 @@ fn a_damaged_state_file_is_an_error_naming_it_never_wrong_data() {
         engine.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    // The log on disk, behind a wrapper that can fail an append as a full disk would.
+    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open(&dir.path().join("log")).unwrap());
+    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    runtime().block_on(async {
+        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+        let engine = Engine::open_with_log(log, dir.path().join("state"), options(1)).await.unwrap();
+        engine.execute_ddl(DDL).await.unwrap();
+        register(&engine, &runs);
+        engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 10 }))).await.unwrap();
+
+        faulty.fail_next_append();
+        let err = engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 }))).await.expect_err("acknowledged a commit the log refused");
+        assert!(err.to_string().contains("injected failure"), "the error says why: {err}");
+        // What the failed write left on disk is unknown until a reopen: nothing more is served.
+        let err = engine.invoke(Invocation::new("deposit", json!({ "id": 2, "amount": 1 }))).await.expect_err("served after a failed commit");
+        assert!(matches!(err, Error::PartitionFailed { .. }) && err.to_string().contains("reopen"), "{err}");
+        let _ = engine.close().await;
+    });
+    comb_log::Loglet::close(&*faulty).unwrap();
+    drop(faulty);
+
+    runtime().block_on(async {
+        let engine = open(dir.path(), 1, &runs).await;
+        assert_eq!(balance(&engine, 1).await, json!(10), "only the acknowledged deposit");
+        assert_eq!(balance(&engine, 2).await, json!(null));
+        engine.invoke(Invocation::new("deposit", json!({ "id": 2, "amount": 1 }))).await.unwrap();
+        engine.close().await.unwrap();
+    });
+}
