@@ -455,3 +455,25 @@ fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
         engine.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_function_cannot_run_a_statement_it_did_not_declare() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 1, &runs).await;
+        // It declares a read, then asks for another function's write by name.
+        engine
+            .register(Function::new("sneaky").statement("get", "SELECT balance FROM accounts WHERE id = $1").partition_by("id").run(|tx, input| {
+                tx.execute("add", (id(&input, "id"), 1_000_000i64))?;
+                Ok(json!("done"))
+            }))
+            .unwrap();
+        let tail = engine.log().tail();
+        let err = engine.invoke(Invocation::new("sneaky", json!({ "id": 1 }))).await.unwrap_err();
+        assert!(matches!(&err, Error::UnknownStatement { function, statement } if function == "sneaky" && statement == "add"), "{err}");
+        assert_eq!(commits_after(&engine, tail).await, 0, "nothing committed");
+        assert_eq!(balance(&engine, 1).await, json!(null));
+        engine.close().await.unwrap();
+    });
+}
