@@ -139,6 +139,13 @@ pub(crate) fn us(nanos: u64) -> f64 {
     (nanos as f64 / 1_000.0 * 10.0).round() / 10.0
 }
 
+/// This process's peak resident memory in MiB (`VmHWM`), where the system reports it.
+pub(crate) fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}
+
 /// The machine's cores, reported beside every figure.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

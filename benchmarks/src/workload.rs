@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::apps::{Mix, Outcome, Sizes, Tally, Workload, check};
 use crate::comb::Comb;
 use crate::disk::fdatasync_latencies;
-use crate::driver::{Failure, Measured, Window, closed_loop, cores, records_per_fsync, us};
+use crate::driver::{Failure, Measured, Window, closed_loop, cores, peak_rss_mib, records_per_fsync, us};
 use crate::postgres::{self, Postgres};
 
 /// The systems measured.
@@ -49,6 +49,11 @@ pub(crate) struct TargetArgs {
     /// Partitions of the Comb server this process starts.
     #[arg(long, default_value_t = 2)]
     pub(crate) partitions: u16,
+    /// Most runs the Comb server this process starts admits at once (its
+    /// workflows-in-flight-max); calls beyond it are refused as retryable and counted in
+    /// `errors`. Default: the server's.
+    #[arg(long)]
+    pub(crate) workflows_in_flight_max: Option<usize>,
     /// The data's size: 1.0 is Apiary's (100,000 counters; 100 hotels x 10 rooms x 30
     /// dates; 100,000 items; 10,000 users x 50 followees, 100,000 posts).
     #[arg(long, default_value_t = 1.0)]
@@ -70,6 +75,9 @@ impl TargetArgs {
     pub(crate) fn options(&self) -> ServerOptions {
         let mut options = ServerOptions::default();
         options.engine.partitions = self.partitions;
+        if let Some(limit) = self.workflows_in_flight_max {
+            options.workflows_in_flight_max = limit;
+        }
         options
     }
 
@@ -159,6 +167,8 @@ pub(crate) struct WorkloadReport {
     pub(crate) check: String,
     pub(crate) fsync_us_p50: f64,
     pub(crate) cores: usize,
+    /// The process's peak resident memory (clients, and the server when it runs here).
+    pub(crate) peak_rss_mib: Option<f64>,
 }
 
 pub(crate) fn ms(us: f64) -> f64 {
@@ -222,6 +232,7 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         check,
         fsync_us_p50,
         cores: cores(),
+        peak_rss_mib: peak_rss_mib(),
     }
 }
 
