@@ -59,6 +59,11 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
+/// How long a client waits after an operation was refused for now (overload): doubled at
+/// each refusal in a row, from the least to the most.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(1);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(64);
+
 /// Longest latency a histogram holds: one minute, in nanoseconds.
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
 
@@ -182,6 +187,7 @@ where
                 let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("histogram bounds");
                 let mut errors = 0u64;
                 let mut seq = 0u64;
+                let mut pause = RETRY_PAUSE_MIN;
                 loop {
                     let now = phase.load(Ordering::Relaxed);
                     if now == STOP {
@@ -191,9 +197,18 @@ where
                     let result = operation(client, seq).await;
                     completed.fetch_add(u64::from(result.is_ok()), Ordering::Relaxed);
                     match result {
-                        Ok(()) if now == MEASURE => latencies.record((start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX)).expect("latency in bounds"),
-                        Ok(()) => {}
-                        Err(Failure::Retryable) => errors += 1,
+                        Ok(()) if now == MEASURE => {
+                            latencies.record((start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX)).expect("latency in bounds");
+                            pause = RETRY_PAUSE_MIN;
+                        }
+                        Ok(()) => pause = RETRY_PAUSE_MIN,
+                        // Refused for now: back off exponentially, as a well-behaved client
+                        // does, rather than spend the cores the server needs on asking again.
+                        Err(Failure::Retryable) => {
+                            errors += 1;
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                        }
                         Err(Failure::Fatal(err)) => return Err(err),
                     }
                     seq += 1;
