@@ -97,33 +97,36 @@ async fn send(client: &CombClient<Channel>, request: Request) -> Option<tonic::S
     result.err()
 }
 
+/// Starts a server with a `count` workflow over `dir`.
+async fn start(dir: &std::path::Path) -> (Server, comb_frontend::Listening, CombClient<Channel>) {
+    let options = ServerOptions { engine: EngineOptions { partitions: 2, ..EngineOptions::default() }, wait_max: Duration::from_secs(5), ..ServerOptions::default() };
+    let add = Function::new("add")
+        .statement("add", "INSERT INTO counters (id, n) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET n = counters.n + excluded.n RETURNING n")
+        .partition_by("id")
+        .run(|tx, input| {
+            let id = input["id"].as_i64().ok_or("id must be an integer")?;
+            let n: i64 = tx.query_one("add", (id, input["by"].as_i64().unwrap_or(1)))?;
+            Ok(json!({ "id": id, "n": n }))
+        });
+    let server = Server::builder()
+        .data_dir(dir)
+        .options(options)
+        .schema("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        .function(add)
+        .workflow(r#"{"name": "count", "steps": [{"id": "add", "function": "add", "input": "$input"}], "output": "$add"}"#)
+        .build()
+        .await
+        .unwrap();
+    let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = CombClient::connect(format!("http://{}", listening.local_addr())).await.unwrap();
+    (server, listening, client)
+}
+
 #[test]
 fn no_request_gets_an_internal_error_or_stops_the_server() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (server, listening, client) = runtime.block_on(async {
-        let options = ServerOptions { engine: EngineOptions { partitions: 2, ..EngineOptions::default() }, wait_max: Duration::from_secs(5), ..ServerOptions::default() };
-        let add = Function::new("add")
-            .statement("add", "INSERT INTO counters (id, n) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET n = counters.n + excluded.n RETURNING n")
-            .partition_by("id")
-            .run(|tx, input| {
-                let id = input["id"].as_i64().ok_or("id must be an integer")?;
-                let n: i64 = tx.query_one("add", (id, input["by"].as_i64().unwrap_or(1)))?;
-                Ok(json!({ "id": id, "n": n }))
-            });
-        let server = Server::builder()
-            .data_dir(dir.path())
-            .options(options)
-            .schema("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
-            .function(add)
-            .workflow(r#"{"name": "count", "steps": [{"id": "add", "function": "add", "input": "$input"}], "output": "$add"}"#)
-            .build()
-            .await
-            .unwrap();
-        let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let client = CombClient::connect(format!("http://{}", listening.local_addr())).await.unwrap();
-        (server, listening, client)
-    });
+    let (server, listening, client) = runtime.block_on(start(dir.path()));
 
     let mut runner = TestRunner::new(Config { cases: cases(512), ..Config::default() });
     let refused = std::sync::Mutex::new(std::collections::BTreeMap::<String, u32>::new());
@@ -150,6 +153,70 @@ fn no_request_gets_an_internal_error_or_stops_the_server() {
     runtime.block_on(async {
         let mut c = client.clone();
         c.health(HealthRequest {}).await.expect("the server still serves");
+        listening.shutdown().await.unwrap();
+        server.close().await.unwrap();
+    });
+}
+
+/// Sends bytes as they are: a request no generated client can build.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
+#[test]
+fn invalid_utf8_and_broken_protobuf_are_refused_by_name_and_the_server_goes_on() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let (server, listening, mut client) = start(dir.path()).await;
+        let channel = Channel::from_shared(format!("http://{}", listening.local_addr())).unwrap().connect().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/comb.v1.Comb/Invoke");
+        // Field 1 (the workflow's name, a string) holding 0xff 0xfe; a length beyond the
+        // message; a field number of zero.
+        for (body, says) in [(&[0x0a, 0x02, 0xff, 0xfe][..], "UTF-8"), (&[0x0a, 0x7f, b'x'][..], "buffer"), (&[0x00, 0x01][..], "tag")] {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.unwrap();
+            let status = grpc.unary(tonic::Request::new(bytes::Bytes::from_static(body)), path.clone(), RawCodec).await.expect_err("a broken request was served");
+            // gRPC's status codes name a request that does not parse INTERNAL; the message
+            // says what was wrong.
+            assert_eq!(status.code(), Code::Internal, "{status:?}");
+            assert!(status.message().contains("failed to decode Protobuf message") && status.message().contains(says), "{}", status.message());
+        }
+        client.health(HealthRequest {}).await.expect("the server still serves");
         listening.shutdown().await.unwrap();
         server.close().await.unwrap();
     });
