@@ -287,12 +287,12 @@ impl Scheduler {
 
     fn admit(self: &Arc<Self>) -> Result<Slot> {
         let limit = self.options.workflows_in_flight_max;
-        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(Arc::clone(self));
-        if in_flight >= limit {
-            return Err(Error::Overloaded { in_flight, limit });
-        }
-        Ok(slot)
+        // A refused call takes no slot, not even for a moment: the count (which Health
+        // reports) never passes the limit on account of calls refused.
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .map_err(|in_flight| Error::Overloaded { in_flight, limit })?;
+        Ok(Slot(Arc::clone(self)))
     }
 
     fn check_id(&self, id: &str) -> Result<()> {
