@@ -221,7 +221,7 @@ pub enum Error {
     },
 
     /// Stored bytes failed to decode.
-    #[error("the state store is corrupted at {location}: {detail}; restore from a backup or rebuild from the log")]
+    #[error("the state store is corrupted at {location}: {detail}; stop the server and restore its data directory from a backup")]
     Corrupt {
         /// Where.
         location: String,

@@ -395,7 +395,7 @@ fn a_damaged_state_file_is_an_error_naming_it_never_wrong_data() {
         assert!(!damaged.is_empty(), "no table file to damage");
         let names_damage = |err: &Error| {
             let message = err.to_string();
-            matches!(err, Error::Corrupt { .. }) && damaged.iter().any(|f| message.contains(f.as_str())) && message.contains("restore from a backup")
+            matches!(err, Error::Corrupt { .. }) && damaged.iter().any(|f| message.contains(f.as_str())) && message.contains("restore its data directory from a backup")
         };
 
         // The open reads the catalog from the store: it may be what finds the damage.
