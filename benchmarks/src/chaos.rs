@@ -41,6 +41,9 @@ const START_WAIT_MAX: Duration = Duration::from_secs(120);
 /// What the server child prints once it listens: `<prefix><addr> <resumed>`.
 const LISTENING: &str = "chaos server listening on ";
 
+/// Longest a run cut by a kill is retried after the restart while the server says "later".
+const SETTLE_WAIT_MAX: Duration = Duration::from_secs(60);
+
 /// Checks of acknowledged runs in flight at once.
 const VERIFY_CONCURRENCY: usize = 32;
 
@@ -180,6 +183,8 @@ impl ServerChild {
 
 /// The server child: the stock server with every example application, until killed.
 pub(crate) fn serve(args: &ChaosServerArgs) -> anyhow::Result<()> {
+    // The server's warnings (runs interrupted, a trace feed stopped) go to its log file.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("COMB_LOG").unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut options = ServerOptions::default();
@@ -216,7 +221,8 @@ pub(crate) struct ChaosReport {
     runs_cut_found: u64,
     /// Runs the restarted servers resumed by themselves.
     runs_resumed_by_server: u64,
-    /// Acknowledged runs checked to be present with their first output.
+    /// Reads of acknowledged runs that found them with their first output: each after its
+    /// round's kill, and all again after the last.
     outputs_verified: u64,
     /// Applications' checks passed (four per round).
     app_checks: u64,
@@ -268,12 +274,13 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ChaosReport> {
     let dir = tempfile::Builder::new().prefix("comb-chaos-").tempdir_in(&parent)?;
     eprintln!("chaos: {} rounds of up to {} s, {} clients, {} partitions, scale {}, seed {seed}; data in {}", args.rounds, args.seconds, args.clients, args.partitions, args.scale, dir.path().display());
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(campaign(args, &sizes, seed, dir.path()))?;
-    if report.violations > 0 || args.dir.is_some() {
+    let report = runtime.block_on(campaign(args, &sizes, seed, dir.path()));
+    // The evidence stays when something went wrong, or when a folder was given.
+    if report.as_ref().map_or(true, |r| r.violations > 0) || args.dir.is_some() {
         let kept = dir.keep();
-        eprintln!("chaos: the data is kept in {}", kept.display());
+        eprintln!("chaos: the data and the servers' logs are kept in {}", kept.display());
     }
-    Ok(report)
+    report
 }
 
 async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> anyhow::Result<ChaosReport> {
@@ -290,6 +297,9 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
     }
     let tally = Arc::new(Tally::default());
     let mut violations = Violations::default();
+    // Every run answered, with what it was answered: read back after its round's kill and
+    // once more after the last.
+    let mut answered = Vec::new();
     let mut report = ChaosReport {
         bench: "chaos",
         rounds: args.rounds,
@@ -326,8 +336,7 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
         // The runs the kill cut end exactly once, under their ids.
         let mut found = 0;
         for (id, op) in &runs.cut {
-            let (workflow, input) = op.workflow();
-            let run = comb.client().invoke::<Value>(workflow, &input).id(id.clone()).run().await.with_context(|| format!("invoking {id} again after the restart"))?;
+            let run = invoke_again(&comb, id, op).await?;
             found += u64::from(run.deduplicated);
             if let Err(violation) = op.record(&run, &tally) {
                 violations.add(format!("round {round}: run {id}, cut by the kill: {violation}"));
@@ -356,13 +365,18 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
             restarted.elapsed().as_secs_f64(),
             passed.join(", ")
         );
-        report.runs_acknowledged += runs.acked.len() as u64;
+        report.invariants_checked += runs.cut.len() as u64 + runs.acked.len() as u64 + Workload::ALL.len() as u64;
+        answered.extend(runs.acked);
+        report.runs_acknowledged = answered.len() as u64;
         report.runs_cut += runs.cut.len() as u64;
         report.runs_cut_found += found;
         report.outputs_verified += verified;
         report.app_checks += passed.len() as u64;
-        report.invariants_checked += runs.cut.len() as u64 + runs.acked.len() as u64 + Workload::ALL.len() as u64;
     }
+    let verified = verify_acknowledged(comb.client(), &answered, &mut violations).await?;
+    eprintln!("after the last kill: {verified} of the {} runs answered in every round read back as answered", answered.len());
+    report.outputs_verified += verified;
+    report.invariants_checked += answered.len() as u64;
     let trace_checks = check_traces(comb.client(), &tally, report.runs_acknowledged + report.runs_cut, &mut violations).await?;
     eprintln!("traces: {trace_checks} checks of the workflows, change_data and function_invocations tables");
     report.trace_checks = trace_checks;
@@ -431,11 +445,33 @@ async fn load_until_killed(comb: &Comb, server: ServerChild, sizes: &Sizes, nonc
     Ok(runs.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
+/// Invokes a run cut by the kill again under its id, as often as the restarted server asks
+/// to retry later (for `SETTLE_WAIT_MAX` at most).
+async fn invoke_again(comb: &Comb, id: &str, op: &ChaosOp) -> anyhow::Result<Run> {
+    let (workflow, input) = op.workflow();
+    let deadline = Instant::now() + SETTLE_WAIT_MAX;
+    let mut pause = OVERLOAD_PAUSE;
+    loop {
+        match comb.client().invoke::<Value>(workflow, &input).id(id.to_owned()).run().await {
+            Ok(run) => return Ok(run),
+            Err(err) if err.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(err) => return Err(anyhow::Error::new(err).context(format!("invoking {id} again after the restart"))),
+        }
+    }
+}
+
 /// Checks that every acknowledged run is there with the status and output it was answered.
 async fn verify_acknowledged(client: &Client, acked: &[(String, RunStatus, Option<Value>)], violations: &mut Violations) -> anyhow::Result<u64> {
     let mut checks = futures::stream::iter(acked)
         .map(|(id, status, output)| async move {
-            let run = client.get_workflow(id, false).await.with_context(|| format!("reading run {id}"))?;
+            let run = match client.get_workflow(id, false).await {
+                Ok(run) => run,
+                Err(err) if err.code() == Some(comb_client::Code::NotFound) => return Ok(Err(format!("run {id} was answered {status:?} {output:?}, and is now unknown: {err}"))),
+                Err(err) => return Err(anyhow::Error::new(err).context(format!("reading run {id}"))),
+            };
             Ok::<_, anyhow::Error>((run.status == *status && run.output == *output).then_some(()).ok_or_else(|| {
                 format!("run {id} was answered {status:?} {output:?}, and is now {:?} {:?}", run.status, run.output)
             }))
