@@ -183,8 +183,6 @@ impl ServerChild {
 
 /// The server child: the stock server with every example application, until killed.
 pub(crate) fn serve(args: &ChaosServerArgs) -> anyhow::Result<()> {
-    // The server's warnings (runs interrupted, a trace feed stopped) go to its log file.
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("COMB_LOG").unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut options = ServerOptions::default();
