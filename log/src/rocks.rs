@@ -204,6 +204,10 @@ fn storage_error(operation: &'static str, path: &Path, err: rocksdb::Error) -> E
     match kind {
         ErrorKind::Corruption => Error::Corrupt { location: path.display().to_string(), detail: message },
         ErrorKind::IOError if message.contains("LOCK") || message.contains("lock hold") => Error::InUse { path: path.to_owned() },
+        ErrorKind::IOError if message.contains("No space left on device") => Error::Storage {
+            operation,
+            message: format!("{message}; free space on the disk of {}, then restart: every acknowledged record is recovered", path.display()),
+        },
         _ => Error::Storage { operation, message },
     }
 }

@@ -244,3 +244,67 @@ fn acknowledged_records_survive_sigkill_of_the_appending_process() {
         });
     }
 }
+
+/// A tmpfs of `size` mounted on `dir` for the life of the guard, where this process may
+/// mount one (root, and a kernel that lets it); `None` otherwise.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).stderr(Stdio::null()).status();
+        mounted.is_ok_and(|s| s.success()).then(|| SmallDisk(dir.to_owned()))
+    }
+
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).status().unwrap();
+        assert!(status.success(), "remounting {} larger", self.0.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_append_unacknowledged_and_the_log_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "24m") else {
+        eprintln!("skipped: this process may not mount a small file system to fill");
+        return;
+    };
+    let path = disk.0.join("log");
+    runtime().block_on(async {
+        let log = LogBook::open_dir(&path, LogOptions::default()).await.unwrap();
+        let mut acknowledged = Vec::new();
+        let mut failure = None;
+        for i in 0..2_000u64 {
+            match log.append(&[1], format!("{i:0>32768}")).await {
+                Ok(lsn) => acknowledged.push(lsn),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        let failure = failure.expect("64 MiB of records fit on a 24 MiB disk");
+        eprintln!("{} appends acknowledged, then: {failure}", acknowledged.len());
+        let message = failure.to_string();
+        assert!(message.contains("No space left on device") && message.contains("free space on the disk") && message.contains(&path.display().to_string()), "the error says the disk is full and what to do: {message}");
+        // The writer stopped: nothing more is acknowledged until the log is reopened.
+        let after = log.append(&[1], "more").await.expect_err("appended after a failed write");
+        assert!(matches!(after, Error::Failed { .. }), "{after}");
+        let _ = log.close().await;
+
+        disk.grow("256m");
+        let log = LogBook::open_dir(&path, LogOptions::default()).await.unwrap();
+        let records = all_records(&log).await;
+        assert!(records.len() >= acknowledged.len(), "{} records after the reopen, {} acknowledged", records.len(), acknowledged.len());
+        assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), (1..=records.len() as u64).collect::<Vec<_>>(), "dense");
+        assert!(records.iter().all(|r| r.payload.len() == 32_768 && r.payload.ends_with((r.lsn - 1).to_string().as_bytes())), "every record whole");
+        assert_eq!(log.append(&[1], "again").await, Ok(records.len() as u64 + 1));
+        log.close().await.unwrap();
+    });
+}
