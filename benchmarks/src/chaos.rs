@@ -414,7 +414,9 @@ async fn load_until_killed(comb: &Comb, server: ServerChild, sizes: &Sizes, nonc
                             }
                             runs.acked.push((id, run.status, run.output));
                         }
-                        Err(_) if killed.load(Ordering::Acquire) => {
+                        // After the kill, a failure of the connection cuts the call; an
+                        // answer the server gave (it named the request wrong) does not.
+                        Err(err) if killed.load(Ordering::Acquire) && !answered_by_server(&err) => {
                             runs.cut.push((id, op));
                             return;
                         }
@@ -441,6 +443,16 @@ async fn load_until_killed(comb: &Comb, server: ServerChild, sizes: &Sizes, nonc
     let (killing, _) = tokio::join!(kill, futures::future::join_all((0..clients).map(client_loop)));
     killing.with_context(|| format!("killing the server in round {round}"))?;
     Ok(runs.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Whether an error is an answer of a live server about the request itself (which no kill
+/// explains), rather than a failed, reset or refused connection.
+fn answered_by_server(err: &comb_client::Error) -> bool {
+    use comb_client::Code;
+    matches!(
+        err.code(),
+        Some(Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated | Code::OutOfRange | Code::Unimplemented)
+    )
 }
 
 /// Invokes a run cut by the kill again under its id, as often as the restarted server asks
