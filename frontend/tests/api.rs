@@ -411,3 +411,44 @@ async fn a_token_is_required_when_configured() {
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_and_types_a_function_cannot_take_get_clear_errors() {
+    let f = Fixture::new().await;
+    let raw = comb_client::proto::comb_client::CombClient::connect(format!("http://{}", f.server.as_ref().unwrap().1.local_addr())).await.unwrap();
+    // Not JSON numbers at all, or beyond a double: refused before anything runs.
+    for (input, says) in [(r#"{"id": NaN}"#, "expected value"), (r#"{"id": Infinity}"#, "expected value"), (r#"{"id": 1e400}"#, "out of range")] {
+        let status = raw
+            .clone()
+            .invoke(comb_client::proto::InvokeRequest { workflow: "count".into(), input_json: input.into(), workflow_id: String::new(), r#async: false })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{input}: {status:?}");
+        assert!(status.message().contains("input_json") && status.message().contains(says), "{input}: {}", status.message());
+    }
+    // A SQL-only function binds input fields to typed parameters: a value of another type, or
+    // an integer beyond BIGINT, fails the run with a message naming the parameter and its type.
+    let put = SqlFunction {
+        name: "put_n".into(),
+        statements: vec![SqlStatement { name: "s".into(), sql: "INSERT INTO counters (id, n) VALUES ($1, $2)".into(), params: vec!["id".into(), "n".into()] }],
+        partition_by: Some("id".into()),
+    };
+    f.client.register_function(&put).await.unwrap();
+    f.client.register_workflow(r#"{"name": "put_n", "steps": [{"id": "s", "function": "put_n", "input": "$input"}], "output": "$s"}"#).await.unwrap();
+    for input in [json!({ "id": 1, "n": "seven" }), json!({ "id": 1, "n": 18_446_744_073_709_551_615u64 }), json!({ "id": 1, "n": 1.5 })] {
+        let outcome = f.client.invoke::<Value>("put_n", &input).run().await;
+        let message = match outcome {
+            Ok(run) => {
+                assert_eq!(run.status, RunStatus::Failed, "{input} was taken: {run:?}");
+                run.error.unwrap()
+            }
+            Err(err) => {
+                assert_eq!(code(&err), Code::InvalidArgument, "{input}: {err}");
+                err.to_string()
+            }
+        };
+        assert!(message.contains("parameter $2 is BIGINT, not"), "{input}: {message}");
+    }
+    let sum: Option<i64> = f.client.invoke::<Value>("count", &json!({ "id": 1, "by": 0 })).await.unwrap()["n"].as_i64();
+    assert_eq!(sum, Some(0), "nothing was written by the refused inputs");
+}
