@@ -3,7 +3,7 @@
 //! progress never exceed it; nothing refused takes effect; and once the load drops every
 //! call succeeds, a refused run's id included.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -21,16 +21,42 @@ const CALLS: usize = 20;
 /// Counters the calls spread over.
 const KEYS: i64 = 4;
 
+/// Longest a run's body waits at the gate; past it, the runs go on (and the test finds that
+/// nothing was refused).
+const GATE_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Closed until the first refusal; bodies wait at it on their executor threads.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let closed = self.open.lock().unwrap();
+        drop(self.opened.wait_timeout_while(closed, GATE_WAIT_MAX, |open| !*open).unwrap());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let options = ServerOptions { engine: EngineOptions { partitions: 2, ..EngineOptions::default() }, workflows_in_flight_max: LIMIT, ..ServerOptions::default() };
-    // Each run holds its partition 2 ms, so that runs pile up.
+    // The runs admitted first hold their partitions until a call has been refused: runs pile
+    // up to the limit, whatever the machine's speed.
+    let gate = Arc::new(Gate::default());
+    let held = Arc::clone(&gate);
     let slow = Function::new("slow_add")
         .statement("add", "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1 RETURNING n")
         .partition_by("id")
-        .run(|tx, input| {
-            std::thread::sleep(Duration::from_millis(2));
+        .run(move |tx, input| {
+            held.pass();
             let n: i64 = tx.query_one("add", (input["id"].as_i64(),))?;
             Ok(json!({ "n": n }))
         });
@@ -63,7 +89,7 @@ async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recover
     let (succeeded, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
-        let (client, succeeded, refused) = (client.clone(), Arc::clone(&succeeded), Arc::clone(&refused));
+        let (client, succeeded, refused, gate) = (client.clone(), Arc::clone(&succeeded), Arc::clone(&refused), Arc::clone(&gate));
         clients.push(tokio::spawn(async move {
             let mut refused_ids = Vec::new();
             for i in 0..CALLS {
@@ -75,6 +101,7 @@ async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recover
                         assert!(err.is_retryable(), "{err}");
                         assert!(err.to_string().contains("workflows-in-flight-max"), "{err}");
                         refused.fetch_add(1, Ordering::Relaxed);
+                        gate.open();
                         refused_ids.push(id);
                     }
                 }
