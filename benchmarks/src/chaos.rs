@@ -33,7 +33,7 @@ use tokio::io::AsyncBufReadExt as _;
 
 use crate::apps::{Mix, Op, Outcome, Sizes, Tally, Workload, check};
 use crate::comb::{Comb, outcome};
-use crate::driver::{Failure, spread};
+use crate::driver::{Backoff, Failure, spread};
 
 /// Longest a server child may take to start (recovery included).
 const START_WAIT_MAX: Duration = Duration::from_secs(120);
@@ -41,8 +41,10 @@ const START_WAIT_MAX: Duration = Duration::from_secs(120);
 /// What the server child prints once it listens: `<prefix><addr> <resumed>`.
 const LISTENING: &str = "chaos server listening on ";
 
-/// Longest a run cut by a kill is retried after the restart while the server says "later".
+/// Longest a run cut by a kill is retried after the restart while the server says "later",
+/// and the longest pause between two tries.
 const SETTLE_WAIT_MAX: Duration = Duration::from_secs(60);
+const SETTLE_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Checks of acknowledged runs in flight at once.
 const VERIFY_CONCURRENCY: usize = 32;
@@ -404,6 +406,7 @@ async fn load_until_killed(comb: &Comb, server: ServerChild, sizes: &Sizes, nonc
                 let op = ChaosOp::new(sizes, nonce, client, seq);
                 let id = format!("chaos-{nonce}-{client}-{seq}");
                 let (workflow, input) = op.workflow();
+                let mut later = Backoff::new(OVERLOAD_PAUSE, OVERLOAD_PAUSE);
                 loop {
                     let result = comb.connection(client).invoke::<Value>(workflow, &input).id(id.clone()).run().await;
                     let mut runs = runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -422,7 +425,7 @@ async fn load_until_killed(comb: &Comb, server: ServerChild, sizes: &Sizes, nonc
                         }
                         Err(err) if err.is_retryable() => {
                             drop(runs);
-                            tokio::time::sleep(OVERLOAD_PAUSE).await;
+                            later.wait().await;
                             continue;
                         }
                         Err(err) => {
@@ -460,14 +463,11 @@ fn answered_by_server(err: &comb_client::Error) -> bool {
 async fn invoke_again(comb: &Comb, id: &str, op: &ChaosOp) -> anyhow::Result<Run> {
     let (workflow, input) = op.workflow();
     let deadline = Instant::now() + SETTLE_WAIT_MAX;
-    let mut pause = OVERLOAD_PAUSE;
+    let mut later = Backoff::new(OVERLOAD_PAUSE, SETTLE_PAUSE_MAX);
     loop {
         match comb.client().invoke::<Value>(workflow, &input).id(id.to_owned()).run().await {
             Ok(run) => return Ok(run),
-            Err(err) if err.is_retryable() && Instant::now() < deadline => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+            Err(err) if err.is_retryable() && Instant::now() < deadline => later.wait().await,
             Err(err) => return Err(anyhow::Error::new(err).context(format!("invoking {id} again after the restart"))),
         }
     }

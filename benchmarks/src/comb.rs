@@ -12,7 +12,7 @@ use comb_log::LogStats;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::apps::{Answers, Op, Outcome, PRICE, Sizes, Workload, check_queries};
+use crate::apps::{Answers, CheckQuery, Op, Outcome, PRICE, Sizes, Workload, check_queries};
 use crate::driver::{Failure, progress_bar};
 
 /// Load calls in flight at once.
@@ -60,7 +60,8 @@ impl Comb {
         &self.connections[0]
     }
 
-    /// Creates the workload's data (idempotent: what exists is left as it is).
+    /// Creates the workload's data and registers its check queries (idempotent: what exists is
+    /// left as it is).
     pub(crate) async fn load(&self, workload: Workload, sizes: &Sizes) -> anyhow::Result<()> {
         let calls: Vec<(&str, Value)> = match workload {
             Workload::Counter => Vec::new(),
@@ -71,6 +72,15 @@ impl Comb {
             }
             Workload::Retwis => (0..sizes.users).map(|user| ("retwis_load", json!({ "user": user, "users": sizes.users, "followees": sizes.followees, "posts": sizes.posts }))).collect(),
         };
+        // The check queries, as SQL-only functions the server keeps: registered once here,
+        // asked by `answers` before and after every run.
+        for query in check_queries(workload) {
+            let name = check_name(workload, query);
+            let params = if query.by_users { vec!["from".to_owned(), "to".to_owned()] } else { Vec::new() };
+            let function = SqlFunction { name: name.clone(), statements: vec![SqlStatement { name: "q".into(), sql: query.sql.into(), params }], partition_by: None };
+            self.client().register_function(&function).await?;
+            self.client().register_workflow(&json!({ "name": name, "steps": [{ "id": "q", "function": name, "input": "$input" }], "output": "$q" }).to_string()).await?;
+        }
         let bar = progress_bar(calls.len() as u64, &format!("loading {}", workload.name()));
         let mut done = futures::stream::iter(calls.into_iter().enumerate())
             .map(|(i, (workflow, input))| async move {
@@ -107,11 +117,7 @@ impl Comb {
         let client = self.client();
         let mut answers = Answers::new();
         for query in check_queries(workload) {
-            let name = format!("bench_check_{}_{}", workload.name(), query.name);
-            let params = if query.by_users { vec!["from".to_owned(), "to".to_owned()] } else { Vec::new() };
-            let function = SqlFunction { name: name.clone(), statements: vec![SqlStatement { name: "q".into(), sql: query.sql.into(), params }], partition_by: None };
-            client.register_function(&function).await?;
-            client.register_workflow(&json!({ "name": name, "steps": [{ "id": "q", "function": name, "input": "$input" }], "output": "$q" }).to_string()).await?;
+            let name = check_name(workload, query);
             let mut ranges = query.ranges(sizes);
             while let Some((from, to)) = ranges.pop() {
                 let rows: Vec<serde_json::Map<String, Value>> = match client.invoke(&name, &json!({ "from": from, "to": to })).await {
@@ -150,6 +156,11 @@ impl Comb {
         }
         Ok(())
     }
+}
+
+/// The SQL-only function (and workflow) that asks a check query.
+fn check_name(workload: Workload, query: &CheckQuery) -> String {
+    format!("bench_check_{}_{}", workload.name(), query.name)
 }
 
 /// What an operation's ended run means for the checks; a failure the mix does not expect is

@@ -59,10 +59,33 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
-/// How long a client waits after an operation was refused for now (overload): doubled at
-/// each refusal in a row, from the least to the most.
+/// How long a closed-loop client waits after an operation was refused for now (overload):
+/// doubled at each refusal in a row, from the least to the most.
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(1);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(64);
+
+/// Waits after answers that say "later" (overload, a server starting): each wait doubles
+/// the next, from `min` up to `max`; a success starts again from `min`.
+pub(crate) struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { next: min, min, max }
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
 
 /// Longest latency a histogram holds: one minute, in nanoseconds.
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
@@ -187,7 +210,7 @@ where
                 let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("histogram bounds");
                 let mut errors = 0u64;
                 let mut seq = 0u64;
-                let mut pause = RETRY_PAUSE_MIN;
+                let mut backoff = Backoff::new(RETRY_PAUSE_MIN, RETRY_PAUSE_MAX);
                 loop {
                     let now = phase.load(Ordering::Relaxed);
                     if now == STOP {
@@ -196,18 +219,17 @@ where
                     let start = Instant::now();
                     let result = operation(client, seq).await;
                     completed.fetch_add(u64::from(result.is_ok()), Ordering::Relaxed);
+                    if result.is_ok() {
+                        backoff.reset();
+                    }
                     match result {
-                        Ok(()) if now == MEASURE => {
-                            latencies.record((start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX)).expect("latency in bounds");
-                            pause = RETRY_PAUSE_MIN;
-                        }
-                        Ok(()) => pause = RETRY_PAUSE_MIN,
+                        Ok(()) if now == MEASURE => latencies.record((start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX)).expect("latency in bounds"),
+                        Ok(()) => {}
                         // Refused for now: back off exponentially, as a well-behaved client
                         // does, rather than spend the cores the server needs on asking again.
                         Err(Failure::Retryable) => {
                             errors += 1;
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                            backoff.wait().await;
                         }
                         Err(Failure::Fatal(err)) => return Err(err),
                     }

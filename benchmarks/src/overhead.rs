@@ -79,7 +79,9 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
             options.tracing.enabled = tracing;
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
             let (m, check) = runtime.block_on(async {
-                let target = Arc::new(Target::Comb(Comb::start(&data, options, Workload::Counter, args.target.connections).await?));
+                let comb = Comb::start(&data, options, Workload::Counter, args.target.connections).await?;
+                comb.load(Workload::Counter, &sizes).await?;
+                let target = Arc::new(Target::Comb(comb));
                 let Measurement { measured: m, mut check, tally } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
                 let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
                 if tracing && check.starts_with("ok") {
