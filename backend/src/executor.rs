@@ -22,8 +22,14 @@ use crate::row::{decode_row, encode_row};
 pub(crate) trait Snapshot {
     /// The value of a key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Entries with keys in `start..end`, in key order, at most `limit + 1`.
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Entries with keys in `start..end`, in key order (descending: from the end), at
+    /// most `limit + 1`.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// The first `n` entries of a merged scan in the scan's order.
+pub(crate) fn first_in_order(merged: BTreeMap<Vec<u8>, Vec<u8>>, n: usize, descending: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if descending { merged.into_iter().rev().take(n).collect() } else { merged.into_iter().take(n).collect() }
 }
 
 /// What kind of entry a write is, for the commit record.
@@ -211,15 +217,21 @@ impl<'a> Exec<'a> {
         Ok(value)
     }
 
-    /// Scans `start..end` through the write set, bounded by `scan-rows-max`.
-    fn scan(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// Scans `start..end` through the write set, in key order or `descending`. With a `cap`
+    /// (a LIMIT above the scan) only the first `cap` entries are read and returned;
+    /// otherwise reading more than `scan-rows-max` entries is an error.
+    fn scan(&self, start: &[u8], end: &[u8], descending: bool, cap: Option<usize>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let limit = self.limits.scan_rows_max;
         if start >= end {
             return Ok(Vec::new());
         }
+        let capped = cap.filter(|c| *c <= limit);
+        let want = capped.unwrap_or(limit);
         let mine = self.writes.entries.range(start.to_vec()..end.to_vec());
         let deletes = mine.clone().filter(|(_, w)| w.after.is_none()).count();
-        let base = self.snapshot.scan(start, end, limit + deletes)?;
+        // The snapshot's first `want + deletes + 1` entries in scan order: whatever the write
+        // set deletes or adds, the first `want + 1` of the merge are exact.
+        let base = self.snapshot.scan(start, end, want + deletes, descending)?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
         for (key, write) in mine {
             match &write.after {
@@ -227,11 +239,12 @@ impl<'a> Exec<'a> {
                 None => merged.remove(key),
             };
         }
-        if merged.len() > limit {
+        if capped.is_none() && merged.len() > limit {
             return Err(Error::LimitExceeded { what: "rows scanned by one access", size: merged.len(), limit, option: "scan-rows-max" });
         }
-        merged.keys().for_each(|key| self.writes.note_read(key));
-        Ok(merged.into_iter().collect())
+        let entries = first_in_order(merged, want, descending);
+        entries.iter().for_each(|(key, _)| self.writes.note_read(key));
+        Ok(entries)
     }
 
     /// Records a write, remembering the value before the transaction.
@@ -318,7 +331,9 @@ impl<'a> Exec<'a> {
 
     /// The rows of `table` that `access` reaches, in key order; key expressions are
     /// evaluated over `outer` (the outer row of a join, or nothing).
-    fn access_rows(&self, table: &Table, access: &Access, outer: &[Value], params: &[Value]) -> Result<Vec<Vec<Value>>> {
+    /// The rows an access path reaches; with a `cap`, only the first `cap` of them in the
+    /// access's order (a key range's rows are then all that is read).
+    fn access_rows(&self, table: &Table, access: &Access, outer: &[Value], params: &[Value], cap: Option<usize>) -> Result<Vec<Vec<Value>>> {
         let pk = &table.primary_key;
         match access {
             Access::PointGet { key, .. } => {
@@ -334,7 +349,7 @@ impl<'a> Exec<'a> {
                 }
                 Ok(rows)
             }
-            Access::KeyRange { prefix, lower, upper, .. } => {
+            Access::KeyRange { prefix, lower, upper, descending, .. } => {
                 let Some(values) = self.key_values(prefix, pk, table, outer, params)? else { return Ok(Vec::new()) };
                 let next_ty = pk.get(values.len()).map_or(DataType::BigInt, |c| table.columns[*c].data_type);
                 let (Some(lo), Some(hi)) = (self.bound(lower, next_ty, outer, params)?, self.bound(upper, next_ty, outer, params)?) else {
@@ -346,11 +361,13 @@ impl<'a> Exec<'a> {
                     let mut base = object_prefix(*p, table.id.0);
                     base.extend_from_slice(&encode_key(&values));
                     let (start, end) = key_range(&base, lo.clone(), hi.clone());
-                    for (k, v) in self.scan(&start, &end)? {
+                    for (k, v) in self.scan(&start, &end, *descending, cap)? {
                         found.push((k[2..].to_vec(), decode_row(&v)?));
                     }
                 }
-                Ok(in_key_order(found, parts.len()))
+                let mut rows = in_key_order(found, parts.len(), *descending);
+                rows.truncate(cap.unwrap_or(usize::MAX));
+                Ok(rows)
             }
             Access::IndexRange { index, prefix, lower, upper, .. } => {
                 let index = table
@@ -369,7 +386,7 @@ impl<'a> Exec<'a> {
                     let mut base = object_prefix(*p, index.id.0);
                     base.extend_from_slice(&encode_key(&values));
                     let (start, end) = key_range(&base, lo.clone(), hi.clone());
-                    for (k, _) in self.scan(&start, &end)? {
+                    for (k, _) in self.scan(&start, &end, false, None)? {
                         let pk_bytes = index_entry_primary_key(&k, index.columns.len())?;
                         let mut row_key = object_prefix(*p, table.id.0);
                         row_key.extend_from_slice(pk_bytes);
@@ -380,18 +397,18 @@ impl<'a> Exec<'a> {
                         found.push((k[2..].to_vec(), decode_row(&bytes)?));
                     }
                 }
-                Ok(in_key_order(found, parts.len()))
+                Ok(in_key_order(found, parts.len(), false))
             }
             Access::FullScan => {
                 let parts = self.scope_partitions();
                 let mut found = Vec::new();
                 for p in &parts {
                     let base = object_prefix(*p, table.id.0);
-                    for (k, v) in self.scan(&base, &end_of(&base))? {
+                    for (k, v) in self.scan(&base, &end_of(&base), false, None)? {
                         found.push((k[2..].to_vec(), decode_row(&v)?));
                     }
                 }
-                Ok(in_key_order(found, parts.len()))
+                Ok(in_key_order(found, parts.len(), false))
             }
         }
     }
@@ -578,7 +595,7 @@ impl<'a> Exec<'a> {
         for p in self.scope_partitions() {
             let mut prefix = object_prefix(p, index.id.0);
             prefix.extend_from_slice(&encoded);
-            for (k, _) in self.scan(&prefix, &end_of(&prefix))? {
+            for (k, _) in self.scan(&prefix, &end_of(&prefix), false, None)? {
                 let pk_bytes = &k[prefix.len()..];
                 if p != crate::keys::partition_of_key(row_key) || pk_bytes != &row_key[6..] {
                     return Err(Error::UniqueViolation { table: table.name.clone(), constraint: index.name.clone(), key: show_key(&values) });
@@ -593,14 +610,14 @@ impl<'a> Exec<'a> {
         let rows = match plan {
             Plan::Scan { table, access, .. } => {
                 let table = self.table(*table)?;
-                self.access_rows(table, access, &[], params)?
+                self.access_rows(table, access, &[], params, None)?
             }
             Plan::Join { outer, table, access, .. } => {
                 let outer_rows = self.rows(outer, params)?;
                 let table = self.table(*table)?;
                 let mut out = Vec::new();
                 for o in outer_rows {
-                    for inner in self.access_rows(table, access, &o, params)? {
+                    for inner in self.access_rows(table, access, &o, params, None)? {
                         out.push(o.iter().cloned().chain(inner).collect());
                     }
                     self.check_rows(out.len())?;
@@ -659,7 +676,15 @@ impl<'a> Exec<'a> {
                     }
                 };
                 let (limit, offset) = (count(limit, "LIMIT")?, count(offset, "OFFSET")?);
-                let input = self.rows(input, params)?;
+                let input = match &**input {
+                    // A limit straight over a key range reads only the rows it passes on.
+                    Plan::Scan { table, access: access @ Access::KeyRange { .. }, .. } => {
+                        let cap = limit.map(|l| l.saturating_add(offset.unwrap_or(0)));
+                        let table = self.table(*table)?;
+                        self.access_rows(table, access, &[], params, cap)?
+                    }
+                    input => self.rows(input, params)?,
+                };
                 input.into_iter().skip(offset.unwrap_or(0)).take(limit.unwrap_or(usize::MAX)).collect()
             }
             Plan::Distinct { input } => {
@@ -693,10 +718,11 @@ fn index_entry_primary_key(key: &[u8], index_columns: usize) -> Result<&[u8]> {
     Ok(rest)
 }
 
-/// Rows gathered from several partitions, put in key order (one partition's already are).
-fn in_key_order(mut found: Vec<(Vec<u8>, Vec<Value>)>, partitions: usize) -> Vec<Vec<Value>> {
+/// Rows gathered from several partitions, put in key order, or descending (one partition's
+/// already are).
+fn in_key_order(mut found: Vec<(Vec<u8>, Vec<Value>)>, partitions: usize, descending: bool) -> Vec<Vec<Value>> {
     if partitions > 1 {
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
     }
     found.into_iter().map(|(_, row)| row).collect()
 }

@@ -16,8 +16,9 @@ impl Snapshot for Memory {
         Ok(self.0.get(key).cloned())
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.0.range(start.to_vec()..end.to_vec()).take(limit + 1).map(|(k, v)| (k.clone(), v.clone())).collect())
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let range = self.0.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone()));
+        Ok(if descending { range.rev().take(limit + 1).collect() } else { range.take(limit + 1).collect() })
     }
 }
 
@@ -223,6 +224,47 @@ fn aggregates_sort_limit_distinct_and_join() {
         vec![vec![int(1), text("one")], vec![int(1), text("two")]]
     );
     assert_eq!(db.rows("SELECT avg(n) FROM t WHERE n = 10", vec![]), vec![vec![Value::Double(10.0)]]);
+}
+
+#[test]
+fn descending_key_ranges_and_limits_read_only_what_they_return() {
+    let mut db = Db::new();
+    for (a, b) in [("x", -1), ("x", 3), ("x", 10), ("x", 20), ("x\0", 0), ("w", 99), ("y", -50)] {
+        db.run("INSERT INTO kv (a, b) VALUES ($1, $2)", vec![text(a), int(b)]).unwrap();
+    }
+    let latest = "SELECT b FROM kv WHERE a = $1 ORDER BY b DESC LIMIT $2 OFFSET $3";
+    let plan = db.catalog.prepare(latest).unwrap().plan.to_string();
+    assert!(plan.contains("[key range, descending]") && !plan.contains("Sort"), "read backwards, not sorted:\n{plan}");
+    let page = |db: &mut Db, limit: Value, offset: i64| ints(&db.rows(latest, vec![text("x"), limit, int(offset)]));
+    assert_eq!(page(&mut db, Value::Null, 0), vec![20, 10, 3, -1], "no other prefix leaks in at either end");
+    assert_eq!(page(&mut db, int(2), 0), vec![20, 10]);
+    assert_eq!(page(&mut db, int(2), 1), vec![10, 3]);
+    assert_eq!(page(&mut db, int(9), 3), vec![-1]);
+    assert_eq!(page(&mut db, int(0), 0), Vec::<i64>::new());
+    assert_eq!(ints(&db.rows("SELECT b FROM kv WHERE a = 'x' AND b < 10 ORDER BY b DESC LIMIT 1", vec![])), vec![3], "a bound, then backwards");
+    assert_eq!(ints(&db.rows("SELECT b FROM kv WHERE a = 'x' AND b > 3 ORDER BY b DESC", vec![])), vec![20, 10]);
+
+    // The transaction's own inserts and deletes, before and past the rows the limit reads.
+    let out = db
+        .txn(&[
+            ("INSERT INTO kv (a, b) VALUES ('x', 15), ('x', -9)", vec![]),
+            ("DELETE FROM kv WHERE a = 'x' AND b = 20", vec![]),
+            ("DELETE FROM kv WHERE a = 'x' AND b = 10", vec![]),
+            (latest, vec![text("x"), int(2), int(0)]),
+            ("SELECT b FROM kv WHERE a = 'x' LIMIT 2", vec![]),
+            (latest, vec![text("x"), int(10), int(0)]),
+        ])
+        .unwrap();
+    assert_eq!(ints(&out[3].rows), vec![15, 3]);
+    assert_eq!(ints(&out[4].rows), vec![-9, -1], "a limit over an ascending range");
+    assert_eq!(ints(&out[5].rows), vec![15, 3, -1, -9]);
+
+    // A limit within scan-rows-max reads only its rows; an unlimited range over it still fails.
+    db.limits = Limits { scan_rows_max: 3, result_rows_max: 100, write_set_max: 100 };
+    assert_eq!(page(&mut db, int(3), 0), vec![15, 3, -1]);
+    assert_eq!(ints(&db.rows("SELECT b FROM kv WHERE a = 'x' LIMIT 2", vec![])), vec![-9, -1]);
+    assert!(matches!(db.run(latest, vec![text("x"), Value::Null, int(0)]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })));
+    assert!(matches!(db.run(latest, vec![text("x"), int(2), int(2)]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })), "the offset's rows are read too");
 }
 
 #[test]

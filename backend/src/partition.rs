@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, WriteRecord, encode_commit, partition_tag};
 use crate::error::{Error, Result};
-use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet};
+use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet, first_in_order};
 use crate::function::Registered;
 use crate::keycodec::partition_of;
 use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
@@ -158,20 +158,20 @@ impl Snapshot for PartitionState {
         }
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let staged = self.overlay.range(start.to_vec()..end.to_vec());
         if staged.clone().next().is_none() {
-            return self.store.scan(start, Some(end), limit);
+            return self.store.scan(start, Some(end), limit, descending);
         }
         let deletes = staged.clone().filter(|(_, (_, v))| v.is_none()).count();
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.store.scan(start, Some(end), limit + deletes)?.into_iter().collect();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.store.scan(start, Some(end), limit + deletes, descending)?.into_iter().collect();
         for (key, (_, value)) in staged {
             match value {
                 Some(v) => merged.insert(key.clone(), v.clone()),
                 None => merged.remove(key),
             };
         }
-        Ok(merged.into_iter().take(limit + 1).collect())
+        Ok(first_in_order(merged, limit + 1, descending))
     }
 }
 
@@ -183,8 +183,8 @@ impl Snapshot for Several<'_> {
         self.0[usize::from(partition_of_key(key))].get(key)
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.0[usize::from(partition_of_key(start))].scan(start, end, limit)
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.0[usize::from(partition_of_key(start))].scan(start, end, limit, descending)
     }
 }
 

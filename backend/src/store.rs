@@ -101,15 +101,17 @@ impl Store {
         Ok(self.db.get_pinned(key).map_err(storage("read"))?.map(|v| v.to_vec()))
     }
 
-    /// The entries with keys in `start..end` in key order, at most `limit` (`limit + 1`
-    /// signals that more exist).
-    pub(crate) fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The entries with keys in `start..end` in key order (descending: from the end), at
+    /// most `limit + 1` (`limit + 1` signals that more exist).
+    pub(crate) fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(start.to_vec());
         if let Some(end) = end {
             read.set_iterate_upper_bound(end.to_vec());
         }
+        let mode = if descending { IteratorMode::End } else { IteratorMode::From(start, Direction::Forward) };
         let mut out = Vec::new();
-        for item in self.db.iterator_opt(IteratorMode::From(start, Direction::Forward), read) {
+        for item in self.db.iterator_opt(mode, read) {
             let (key, value) = item.map_err(storage("scan"))?;
             out.push((key.into_vec(), value.into_vec()));
             if out.len() > limit {

@@ -477,3 +477,70 @@ fn a_function_cannot_run_a_statement_it_did_not_declare() {
         engine.close().await.unwrap();
     });
 }
+
+#[test]
+fn latest_rows_by_key_read_backwards_from_store_and_pending_writes() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |dir: std::path::PathBuf| async move {
+        let engine = Engine::open(&dir, options(2)).await.unwrap();
+        if engine.catalog().table("feed").is_none() {
+            engine.execute_ddl("CREATE TABLE feed (u BIGINT, at BIGINT, PRIMARY KEY (u, at))").await.unwrap();
+        }
+        engine
+            .register(Function::new("add").statement("i", "INSERT INTO feed (u, at) VALUES ($1, $2)").partition_by("u").run(|tx, input| {
+                tx.execute("i", (id(&input, "u"), id(&input, "at")))?;
+                Ok(Json::Null)
+            }))
+            .unwrap();
+        engine
+            .register(Function::new("drop").statement("d", "DELETE FROM feed WHERE u = $1 AND at = $2").partition_by("u").run(|tx, input| {
+                Ok(json!(tx.execute("d", (id(&input, "u"), id(&input, "at")))?))
+            }))
+            .unwrap();
+        engine
+            .register(
+                Function::new("latest")
+                    .statement("l", "SELECT at FROM feed WHERE u = $1 ORDER BY at DESC LIMIT $2")
+                    .partition_by("u")
+                    .run(|tx, input| Ok(json!(tx.query_as::<i64>("l", (id(&input, "u"), id(&input, "n")))?))),
+            )
+            .unwrap();
+        engine
+    };
+    rt.block_on(async {
+        let engine = open(dir.path().to_owned()).await;
+        let add = |u: i64, at: i64| engine.invoke(Invocation::new("add", json!({ "u": u, "at": at })));
+        // Neighbours on both sides of user 1's key range, in the store after a checkpoint.
+        for at in [1, 5, 9] {
+            add(0, at).await.unwrap();
+            add(2, -at).await.unwrap();
+        }
+        for at in (10..=100).step_by(10) {
+            add(1, at).await.unwrap();
+        }
+        engine.checkpoint().await.unwrap();
+        let latest = |n: i64| engine.invoke(Invocation::new("latest", json!({ "u": 1, "n": n })));
+        assert_eq!(latest(3).await.unwrap().value, json!([100, 90, 80]));
+        // Writes on top of the flushed rows: a newer row, a deleted newest one, concurrently
+        // with the reads (some still pending when read).
+        let (a, b, c) = tokio::join!(add(1, 95), engine.invoke(Invocation::new("drop", json!({ "u": 1, "at": 100 }))), latest(4));
+        a.unwrap();
+        assert_eq!(b.unwrap().value, json!(1));
+        let seen = c.unwrap().value;
+        assert!(
+            [json!([100, 90, 80, 70]), json!([100, 95, 90, 80]), json!([95, 90, 80, 70]), json!([90, 80, 70, 60])].contains(&seen),
+            "a read sees each commit whole, before or after: {seen}"
+        );
+        assert_eq!(latest(4).await.unwrap().value, json!([95, 90, 80, 70]));
+        assert_eq!(latest(100).await.unwrap().value, json!([95, 90, 80, 70, 60, 50, 40, 30, 20, 10]), "nothing of user 0 or 2");
+        engine.close().await.unwrap();
+
+        let engine = open(dir.path().to_owned()).await;
+        let latest = engine.invoke(Invocation::new("latest", json!({ "u": 1, "n": 2 }))).await.unwrap();
+        assert_eq!(latest.value, json!([95, 90]), "after a reopen, from the store");
+        let user2 = engine.invoke(Invocation::new("latest", json!({ "u": 2, "n": 5 }))).await.unwrap();
+        assert_eq!(user2.value, json!([-1, -5, -9]));
+        engine.close().await.unwrap();
+    });
+}

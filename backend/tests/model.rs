@@ -15,6 +15,8 @@ enum Op {
     Abort(i64, i64),
     MultiPut(i64, i64, i64),
     Scan(i64, i64),
+    /// The first rows of a range, by a LIMIT that reads only them, from every partition.
+    Head(i64, i64, i64),
     ByValue(i64),
     Get(i64),
     Concurrent(Vec<(i64, i64)>),
@@ -31,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), v.clone()).prop_map(|(k, v)| Op::Abort(k, v)),
         2 => (k.clone(), k.clone(), v.clone()).prop_map(|(a, b, v)| Op::MultiPut(a, b, v)),
         2 => (k.clone(), k.clone()).prop_map(|(a, b)| Op::Scan(a.min(b), a.max(b))),
+        1 => (k.clone(), k.clone(), 0i64..6).prop_map(|(a, b, n)| Op::Head(a.min(b), a.max(b), n)),
         1 => v.clone().prop_map(Op::ByValue),
         2 => k.clone().prop_map(Op::Get),
         1 => proptest::collection::btree_map(k, v, 1..8).prop_map(|m| Op::Concurrent(m.into_iter().collect())),
@@ -71,6 +74,9 @@ fn functions() -> Vec<Function> {
             }),
         Function::new("scan").statement("s", "SELECT k, v FROM kv WHERE k >= $1 AND k < $2").run(move |tx, input| {
             Ok(json!(tx.query_as::<(i64, i64)>("s", (k(&input, "lo"), k(&input, "hi")))?))
+        }),
+        Function::new("head").statement("s", "SELECT k, v FROM kv WHERE k >= $1 AND k < $2 LIMIT $3").run(move |tx, input| {
+            Ok(json!(tx.query_as::<(i64, i64)>("s", (k(&input, "lo"), k(&input, "hi"), k(&input, "n")))?))
         }),
         Function::new("by_value").statement("s", "SELECT k FROM kv WHERE v = $1").run(move |tx, input| {
             Ok(json!(tx.query_as::<i64>("s", (k(&input, "v"),))?))
@@ -129,6 +135,11 @@ async fn check(ops: Vec<Op>) {
                 let out = engine.invoke(call("scan", json!({ "lo": lo, "hi": hi }))).await.unwrap();
                 let expected: Vec<(i64, i64)> = oracle.range(lo..hi).map(|(k, v)| (*k, *v)).collect();
                 assert_eq!(out.value, json!(expected), "scan [{lo}, {hi}) in key order");
+            }
+            Op::Head(lo, hi, n) => {
+                let out = engine.invoke(call("head", json!({ "lo": lo, "hi": hi, "n": n }))).await.unwrap();
+                let expected: Vec<(i64, i64)> = oracle.range(lo..hi).take(n as usize).map(|(k, v)| (*k, *v)).collect();
+                assert_eq!(out.value, json!(expected), "the first {n} of [{lo}, {hi}) in key order");
             }
             Op::ByValue(v) => {
                 let out = engine.invoke(call("by_value", json!({ "v": v }))).await.unwrap();

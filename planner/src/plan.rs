@@ -47,6 +47,10 @@ pub enum Access {
         upper: Option<RangeBound>,
         /// Names of the key columns, for printing.
         columns: Vec<String>,
+        /// Rows come in descending key order: the planner sets it to satisfy an ORDER BY
+        /// of the key columns after the prefix, all descending, without a Sort; a LIMIT
+        /// above then reads only the rows it returns.
+        descending: bool,
     },
     /// A prefix of an index bound by equality, optionally a range on the next column.
     IndexRange {
@@ -435,8 +439,9 @@ impl fmt::Display for Access {
                 lower,
                 upper,
                 columns,
+                descending,
             } => {
-                f.write_str("[key range] ")?;
+                f.write_str(if *descending { "[key range, descending] " } else { "[key range] " })?;
                 bounds(f, columns, prefix, lower, upper)
             }
             Access::IndexRange {

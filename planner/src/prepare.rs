@@ -415,6 +415,7 @@ fn choose_access(table: &Table, offset: usize, conds: &[Expr]) -> (Access, BTree
             lower: lo,
             upper: hi,
             columns,
+            descending: false,
         },
         Some(i) => {
             let index = &table.indexes[i];
@@ -608,13 +609,15 @@ fn fix_plan_params(binder: &Binder<'_>, plan: &mut Plan) {
     }
 }
 
-/// Tells whether a single-table, single-partition scan already yields rows in the order
-/// of `keys`: at most one row comes out, or the keys are the primary-key columns right
-/// after the prefix bound by equality, ascending (key columns are never NULL).
-fn already_sorted(plan: &Plan, table: &Table, keys: &[SortKey]) -> bool {
+/// Tells whether a single-table, single-partition scan yields rows in the order of `keys`
+/// without a Sort: at most one row comes out, or the keys are the primary-key columns right
+/// after the prefix bound by equality, in key order (key columns are never NULL), either
+/// all ascending, or all descending, in which case the key range is turned to be read
+/// backwards.
+fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
     let access = match plan {
         Plan::Scan { access, .. } => access,
-        Plan::Filter { input, .. } => match &**input {
+        Plan::Filter { input, .. } => match &mut **input {
             Plan::Scan { access, .. } => access,
             _ => return false,
         },
@@ -625,14 +628,23 @@ fn already_sorted(plan: &Plan, table: &Table, keys: &[SortKey]) -> bool {
         | Access::IndexRange {
             unique_hit: true, ..
         } => true,
-        Access::KeyRange { prefix, .. } => {
+        Access::KeyRange {
+            prefix, descending, ..
+        } => {
             let rest = &table.primary_key[prefix.len()..];
-            keys.len() <= rest.len()
-                && keys.iter().zip(rest).all(|(k, &c)| {
-                    !k.descending
-                        && !k.nulls_first
-                        && matches!(k.expr, Expr::Column { index, .. } if index == c)
-                })
+            let on_key = keys.len() <= rest.len()
+                && keys.iter().zip(rest).all(
+                    |(k, &c)| matches!(k.expr, Expr::Column { index, .. } if index == c),
+                );
+            let direction = |desc: bool| keys.iter().all(|k| k.descending == desc);
+            if on_key && direction(false) {
+                true
+            } else if on_key && direction(true) && !keys.is_empty() {
+                *descending = true;
+                true
+            } else {
+                false
+            }
         }
         _ => false,
     }
@@ -1092,7 +1104,7 @@ impl<'c> Planner<'c> {
         }
         let sorted = scope.tables.len() == 1
             && partition != PartitionKey::MultiPartition
-            && already_sorted(&plan, scope.tables[0].table, &keys);
+            && sorted_by_access(&mut plan, scope.tables[0].table, &keys);
         if !keys.is_empty() && !sorted {
             plan = Plan::Sort {
                 input: Box::new(plan),
