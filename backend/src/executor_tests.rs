@@ -308,3 +308,56 @@ fn doubles_and_text_keys_order_as_sql() {
     let bs: Vec<Value> = db.rows("SELECT x FROM b", vec![]).into_iter().map(|mut r| r.remove(0)).collect();
     assert_eq!(bs, vec![Value::Bytes(vec![]), Value::Bytes(vec![0]), Value::Bytes(vec![0, 1]), Value::Bytes(vec![0xFF])]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Any committed rows, any inserts and deletes by the transaction itself, either
+    /// direction, any limit, offset and scan bound: a limited key range returns what sorting
+    /// the whole range and then limiting would, and fails exactly when it would have to read
+    /// more than `scan-rows-max` rows.
+    #[test]
+    fn limited_key_ranges_equal_sorting_everything(
+        committed in proptest::collection::btree_set(-30i64..30, 0..24),
+        inserts in proptest::collection::btree_set(-30i64..30, 0..8),
+        deletes in proptest::collection::btree_set(-30i64..30, 0..8),
+        descending: bool,
+        limit in 0i64..12,
+        offset in 0i64..6,
+        scan_rows_max in 1usize..32,
+    ) {
+        let mut db = Db::new();
+        db.run("INSERT INTO kv (a, b) VALUES ('w', 100), ('x\0', -100), ('y', -100)", vec![]).unwrap();
+        for b in &committed {
+            db.run("INSERT INTO kv (a, b) VALUES ('x', $1)", vec![int(*b)]).unwrap();
+        }
+        db.limits.scan_rows_max = scan_rows_max;
+        let mut model = committed.clone();
+        let mut statements = Vec::new();
+        for b in &inserts {
+            statements.push(("INSERT INTO kv (a, b) VALUES ('x', $1) ON CONFLICT DO NOTHING", vec![int(*b)]));
+            model.insert(*b);
+        }
+        for b in &deletes {
+            statements.push(("DELETE FROM kv WHERE a = 'x' AND b = $1", vec![int(*b)]));
+            model.remove(b);
+        }
+        let sql = if descending {
+            "SELECT b FROM kv WHERE a = 'x' ORDER BY b DESC LIMIT $1 OFFSET $2"
+        } else {
+            "SELECT b FROM kv WHERE a = 'x' ORDER BY b LIMIT $1 OFFSET $2"
+        };
+        statements.push((sql, vec![int(limit), int(offset)]));
+        let sorted: Vec<i64> = if descending { model.iter().rev().copied().collect() } else { model.iter().copied().collect() };
+        let expected: Vec<i64> = sorted.into_iter().skip(offset as usize).take(limit as usize).collect();
+        let within_bound = (limit + offset) as usize <= scan_rows_max || model.len() <= scan_rows_max;
+        match db.txn(&statements) {
+            Ok(out) => {
+                proptest::prop_assert!(within_bound, "read {} rows past scan-rows-max {scan_rows_max}", model.len());
+                proptest::prop_assert_eq!(ints(&out[statements.len() - 1].rows), expected);
+            }
+            Err(Error::LimitExceeded { option: "scan-rows-max", .. }) => proptest::prop_assert!(!within_bound),
+            Err(err) => proptest::prop_assert!(false, "{err}"),
+        }
+    }
+}
