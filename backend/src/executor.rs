@@ -32,6 +32,9 @@ pub(crate) fn first_in_order(merged: BTreeMap<Vec<u8>, Vec<u8>>, n: usize, desce
     if descending { merged.into_iter().rev().take(n).collect() } else { merged.into_iter().take(n).collect() }
 }
 
+/// Rows of the first chunk a filtered, limited key range reads (the chunks then double).
+const FILTERED_CHUNK_ROWS_MIN: usize = 16;
+
 /// What kind of entry a write is, for the commit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteKind {
@@ -331,9 +334,10 @@ impl<'a> Exec<'a> {
 
     /// The rows of `table` that `access` reaches, in key order; key expressions are
     /// evaluated over `outer` (the outer row of a join, or nothing).
-    /// The rows an access path reaches; with a `cap`, only the first `cap` of them in the
-    /// access's order (a key range's rows are then all that is read).
-    fn access_rows(&self, table: &Table, access: &Access, outer: &[Value], params: &[Value], cap: Option<usize>) -> Result<Vec<Vec<Value>>> {
+    /// The rows an access path reaches; with a `cap` (a LIMIT above a key range), only the
+    /// first `cap` of them in the access's order that pass `filter` (every row without
+    /// one), and those are all that is read.
+    fn access_rows(&self, table: &Table, access: &Access, outer: &[Value], params: &[Value], cap: Option<usize>, filter: Option<&Expr>) -> Result<Vec<Vec<Value>>> {
         let pk = &table.primary_key;
         match access {
             Access::PointGet { key, .. } => {
@@ -361,8 +365,13 @@ impl<'a> Exec<'a> {
                     let mut base = object_prefix(*p, table.id.0);
                     base.extend_from_slice(&encode_key(&values));
                     let (start, end) = key_range(&base, lo.clone(), hi.clone());
-                    for (k, v) in self.scan(&start, &end, *descending, cap)? {
-                        found.push((k[2..].to_vec(), decode_row(&v)?));
+                    match cap {
+                        Some(cap) => found.extend(self.first_rows(start, end, *descending, cap, filter, params)?),
+                        None => {
+                            for (k, v) in self.scan(&start, &end, *descending, None)? {
+                                found.push((k[2..].to_vec(), decode_row(&v)?));
+                            }
+                        }
                     }
                 }
                 let mut rows = in_key_order(found, parts.len(), *descending);
@@ -411,6 +420,53 @@ impl<'a> Exec<'a> {
                 Ok(in_key_order(found, parts.len(), false))
             }
         }
+    }
+
+    /// The first `cap` rows of the key range `start..end` (in key order, or descending) that
+    /// pass `filter`, with their keys. Without a filter exactly `cap` rows are read; with
+    /// one, the range is read in chunks that double, until enough rows passed. Reading more
+    /// than `scan-rows-max` rows is an error, as for an unlimited range.
+    fn first_rows(&self, mut start: Vec<u8>, mut end: Vec<u8>, descending: bool, cap: usize, filter: Option<&Expr>, params: &[Value]) -> Result<Vec<(Vec<u8>, Vec<Value>)>> {
+        let bound = self.limits.scan_rows_max;
+        let mut out = Vec::new();
+        let mut read = 0;
+        let mut chunk = if filter.is_some() { cap.max(FILTERED_CHUNK_ROWS_MIN) } else { cap };
+        while out.len() < cap {
+            let want = chunk.min(bound - read);
+            if want == 0 {
+                // The bound is spent: fine if nothing is left to read.
+                if self.scan(&start, &end, descending, Some(1))?.is_empty() {
+                    break;
+                }
+                return Err(Error::LimitExceeded { what: "rows scanned by one access", size: bound + 1, limit: bound, option: "scan-rows-max" });
+            }
+            let entries = self.scan(&start, &end, descending, Some(want))?;
+            read += entries.len();
+            let exhausted = entries.len() < want;
+            let Some(last) = entries.last().map(|(k, _)| k.clone()) else { break };
+            for (k, v) in entries {
+                let row = decode_row(&v)?;
+                let keep = match filter {
+                    Some(predicate) => self.eval(predicate, &row, params)? == Value::Bool(true),
+                    None => true,
+                };
+                if keep && out.len() < cap {
+                    out.push((k[2..].to_vec(), row));
+                }
+            }
+            if exhausted {
+                break;
+            }
+            // Go on past the last key read.
+            if descending {
+                end = last;
+            } else {
+                start = last;
+                start.push(0);
+            }
+            chunk = chunk.saturating_mul(2);
+        }
+        Ok(out)
     }
 
     /// Runs a statement's plan.
@@ -610,14 +666,14 @@ impl<'a> Exec<'a> {
         let rows = match plan {
             Plan::Scan { table, access, .. } => {
                 let table = self.table(*table)?;
-                self.access_rows(table, access, &[], params, None)?
+                self.access_rows(table, access, &[], params, None, None)?
             }
             Plan::Join { outer, table, access, .. } => {
                 let outer_rows = self.rows(outer, params)?;
                 let table = self.table(*table)?;
                 let mut out = Vec::new();
                 for o in outer_rows {
-                    for inner in self.access_rows(table, access, &o, params, None)? {
+                    for inner in self.access_rows(table, access, &o, params, None, None)? {
                         out.push(o.iter().cloned().chain(inner).collect());
                     }
                     self.check_rows(out.len())?;
@@ -676,14 +732,15 @@ impl<'a> Exec<'a> {
                     }
                 };
                 let (limit, offset) = (count(limit, "LIMIT")?, count(offset, "OFFSET")?);
-                let input = match &**input {
-                    // A limit straight over a key range reads only the rows it passes on.
-                    Plan::Scan { table, access: access @ Access::KeyRange { .. }, .. } => {
-                        let cap = limit.map(|l| l.saturating_add(offset.unwrap_or(0)));
-                        let table = self.table(*table)?;
-                        self.access_rows(table, access, &[], params, cap)?
+                let cap = limit.map(|l| l.saturating_add(offset.unwrap_or(0)));
+                let input = match (key_range_under_limit(input), cap) {
+                    // A limit over a key range, filtered or not, reads only as far as the rows
+                    // it passes on.
+                    (Some((table, access, filter)), Some(_)) => {
+                        let table = self.table(table)?;
+                        self.access_rows(table, access, &[], params, cap, filter)?
                     }
-                    input => self.rows(input, params)?,
+                    _ => self.rows(input, params)?,
                 };
                 input.into_iter().skip(offset.unwrap_or(0)).take(limit.unwrap_or(usize::MAX)).collect()
             }
@@ -705,6 +762,18 @@ impl<'a> Exec<'a> {
         };
         self.check_rows(rows.len())?;
         Ok(rows)
+    }
+}
+
+/// The key range right under a LIMIT, and the filter between them if there is one.
+fn key_range_under_limit(plan: &Plan) -> Option<(comb_planner::TableId, &Access, Option<&Expr>)> {
+    match plan {
+        Plan::Scan { table, access: access @ Access::KeyRange { .. }, .. } => Some((*table, access, None)),
+        Plan::Filter { input, predicate } => match &**input {
+            Plan::Scan { table, access: access @ Access::KeyRange { .. }, .. } => Some((*table, access, Some(predicate))),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -310,53 +310,60 @@ fn doubles_and_text_keys_order_as_sql() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(192))]
 
     /// Any committed rows, any inserts and deletes by the transaction itself, either
-    /// direction, any limit, offset and scan bound: a limited key range returns what sorting
-    /// the whole range and then limiting would, and fails exactly when it would have to read
-    /// more than `scan-rows-max` rows.
+    /// direction, with or without a filter, any limit, offset and scan bound: a limited key
+    /// range returns what sorting and filtering the whole range and then limiting would, and
+    /// fails exactly when the rows it needs lie past `scan-rows-max`.
     #[test]
     fn limited_key_ranges_equal_sorting_everything(
-        committed in proptest::collection::btree_set(-30i64..30, 0..24),
-        inserts in proptest::collection::btree_set(-30i64..30, 0..8),
-        deletes in proptest::collection::btree_set(-30i64..30, 0..8),
+        committed in proptest::collection::btree_set(-40i64..40, 0..40),
+        inserts in proptest::collection::btree_set(-40i64..40, 0..8),
+        deletes in proptest::collection::btree_set(-40i64..40, 0..8),
         descending: bool,
+        filtered: bool,
         limit in 0i64..12,
         offset in 0i64..6,
-        scan_rows_max in 1usize..32,
+        scan_rows_max in 1usize..48,
     ) {
+        // A row passes the filter when its b is a multiple of 3.
+        let tag = |b: i64| text(if b.rem_euclid(3) == 0 { "keep" } else { "skip" });
         let mut db = Db::new();
-        db.run("INSERT INTO kv (a, b) VALUES ('w', 100), ('x\0', -100), ('y', -100)", vec![]).unwrap();
+        db.run("INSERT INTO kv (a, b, v) VALUES ('w', 99, 'keep'), ('x\0', -99, 'keep'), ('y', -99, 'keep')", vec![]).unwrap();
         for b in &committed {
-            db.run("INSERT INTO kv (a, b) VALUES ('x', $1)", vec![int(*b)]).unwrap();
+            db.run("INSERT INTO kv (a, b, v) VALUES ('x', $1, $2)", vec![int(*b), tag(*b)]).unwrap();
         }
         db.limits.scan_rows_max = scan_rows_max;
         let mut model = committed.clone();
         let mut statements = Vec::new();
         for b in &inserts {
-            statements.push(("INSERT INTO kv (a, b) VALUES ('x', $1) ON CONFLICT DO NOTHING", vec![int(*b)]));
+            statements.push(("INSERT INTO kv (a, b, v) VALUES ('x', $1, $2) ON CONFLICT DO NOTHING", vec![int(*b), tag(*b)]));
             model.insert(*b);
         }
         for b in &deletes {
             statements.push(("DELETE FROM kv WHERE a = 'x' AND b = $1", vec![int(*b)]));
             model.remove(b);
         }
-        let sql = if descending {
-            "SELECT b FROM kv WHERE a = 'x' ORDER BY b DESC LIMIT $1 OFFSET $2"
-        } else {
-            "SELECT b FROM kv WHERE a = 'x' ORDER BY b LIMIT $1 OFFSET $2"
+        let sql = match (descending, filtered) {
+            (true, true) => "SELECT b FROM kv WHERE a = 'x' AND v = 'keep' ORDER BY b DESC LIMIT $1 OFFSET $2",
+            (true, false) => "SELECT b FROM kv WHERE a = 'x' ORDER BY b DESC LIMIT $1 OFFSET $2",
+            (false, true) => "SELECT b FROM kv WHERE a = 'x' AND v = 'keep' ORDER BY b LIMIT $1 OFFSET $2",
+            (false, false) => "SELECT b FROM kv WHERE a = 'x' ORDER BY b LIMIT $1 OFFSET $2",
         };
         statements.push((sql, vec![int(limit), int(offset)]));
-        let sorted: Vec<i64> = if descending { model.iter().rev().copied().collect() } else { model.iter().copied().collect() };
-        let expected: Vec<i64> = sorted.into_iter().skip(offset as usize).take(limit as usize).collect();
-        let within_bound = (limit + offset) as usize <= scan_rows_max || model.len() <= scan_rows_max;
+        let order: Vec<i64> = if descending { model.iter().rev().copied().collect() } else { model.iter().copied().collect() };
+        let passes = |b: &i64| !filtered || b.rem_euclid(3) == 0;
+        let expected: Vec<i64> = order.iter().copied().filter(passes).skip(offset as usize).take(limit as usize).collect();
+        // The rows that must be read: up to the last one returned, or all when too few pass.
+        let cap = (limit + offset) as usize;
+        let needed = if cap == 0 { 0 } else { order.iter().enumerate().filter(|(_, b)| passes(b)).nth(cap - 1).map_or(order.len(), |(i, _)| i + 1) };
         match db.txn(&statements) {
             Ok(out) => {
-                proptest::prop_assert!(within_bound, "read {} rows past scan-rows-max {scan_rows_max}", model.len());
+                proptest::prop_assert!(needed <= scan_rows_max, "read {needed} rows past scan-rows-max {scan_rows_max}");
                 proptest::prop_assert_eq!(ints(&out[statements.len() - 1].rows), expected);
             }
-            Err(Error::LimitExceeded { option: "scan-rows-max", .. }) => proptest::prop_assert!(!within_bound),
+            Err(Error::LimitExceeded { option: "scan-rows-max", .. }) => proptest::prop_assert!(needed > scan_rows_max, "failed needing only {needed} rows"),
             Err(err) => proptest::prop_assert!(false, "{err}"),
         }
     }
