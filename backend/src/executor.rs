@@ -332,11 +332,10 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// The rows of `table` that `access` reaches, in key order; key expressions are
-    /// evaluated over `outer` (the outer row of a join, or nothing).
-    /// The rows an access path reaches; with a `cap` (a LIMIT above a key range), only the
-    /// first `cap` of them in the access's order that pass `filter` (every row without
-    /// one), and those are all that is read.
+    /// The rows of `table` that `access` reaches, in its order; key expressions are
+    /// evaluated over `outer` (the outer row of a join, or nothing). With a `cap` (a LIMIT
+    /// above a key range), only the first `cap` of them that pass `filter` (every row
+    /// without one), and reading stops there.
     fn access_rows(&self, table: &Table, access: &Access, outer: &[Value], params: &[Value], cap: Option<usize>, filter: Option<&Expr>) -> Result<Vec<Vec<Value>>> {
         let pk = &table.primary_key;
         match access {
