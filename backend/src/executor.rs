@@ -221,15 +221,15 @@ impl<'a> Exec<'a> {
     }
 
     /// Scans `start..end` through the write set, in key order or `descending`. With a `cap`
-    /// (a LIMIT above the scan) only the first `cap` entries are read and returned;
-    /// otherwise reading more than `scan-rows-max` entries is an error.
+    /// (at most `scan-rows-max`) only the first `cap` entries are read and returned;
+    /// without one, reading more than `scan-rows-max` entries is an error.
     fn scan(&self, start: &[u8], end: &[u8], descending: bool, cap: Option<usize>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let limit = self.limits.scan_rows_max;
         if start >= end {
             return Ok(Vec::new());
         }
-        let capped = cap.filter(|c| *c <= limit);
-        let want = capped.unwrap_or(limit);
+        debug_assert!(cap.is_none_or(|c| c <= limit), "a scan's cap lies within scan-rows-max");
+        let want = cap.unwrap_or(limit);
         let mine = self.writes.entries.range(start.to_vec()..end.to_vec());
         let deletes = mine.clone().filter(|(_, w)| w.after.is_none()).count();
         // The snapshot's first `want + deletes + 1` entries in scan order: whatever the write
@@ -242,7 +242,7 @@ impl<'a> Exec<'a> {
                 None => merged.remove(key),
             };
         }
-        if capped.is_none() && merged.len() > limit {
+        if cap.is_none() && merged.len() > limit {
             return Err(Error::LimitExceeded { what: "rows scanned by one access", size: merged.len(), limit, option: "scan-rows-max" });
         }
         let entries = first_in_order(merged, want, descending);

@@ -105,7 +105,10 @@ impl Store {
     /// most `limit + 1` (`limit + 1` signals that more exist).
     pub(crate) fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut read = ReadOptions::default();
-        read.set_iterate_lower_bound(start.to_vec());
+        if descending {
+            // A backwards scan starts at the end and must stop at `start`.
+            read.set_iterate_lower_bound(start.to_vec());
+        }
         if let Some(end) = end {
             read.set_iterate_upper_bound(end.to_vec());
         }

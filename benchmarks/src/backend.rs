@@ -13,8 +13,8 @@ use comb_backend::{Engine, EngineOptions, Function, Invocation};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::disk::fdatasync_latencies;
-use crate::driver::{Failure, Window, closed_loop, cores, spread, us};
+use crate::disk::commit_fsync_us_p50;
+use crate::driver::{Failure, Window, closed_loop, cores, spread};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -62,9 +62,6 @@ pub(crate) struct BackendReport {
     cores: usize,
 }
 
-/// Bytes of each write+fdatasync sample: about one counter commit record.
-const FSYNC_SAMPLE_BYTES: usize = 256;
-
 /// Rows inserted by one loading transaction.
 const LOAD_ROWS_PER_TXN: i64 = 5_000;
 
@@ -97,7 +94,7 @@ fn functions() -> Vec<Function> {
 pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
     anyhow::ensure!(args.clients >= 1 && args.rows >= 1, "--clients and --rows must be at least 1");
     let dir = args.window.data_dir("comb-bench-backend-")?;
-    let fsync = fdatasync_latencies(dir.path(), FSYNC_SAMPLE_BYTES, 500)?;
+    let fsync_us_p50 = commit_fsync_us_p50(dir.path())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let options = EngineOptions { partitions: args.partitions, ..EngineOptions::default() };
@@ -147,7 +144,7 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
             latency_us_p99: m.us(0.99),
             latency_us_max: m.us_max(),
             records_per_fsync: m.records_per_fsync(),
-            fsync_us_p50: us(fsync.value_at_quantile(0.50)),
+            fsync_us_p50,
             cores: cores(),
         })
     })

@@ -12,8 +12,8 @@ use clap::Args;
 use plotters::prelude::*;
 
 use crate::apps::{Sizes, Workload};
-use crate::disk::fdatasync_latencies;
-use crate::driver::{Window, cores, us};
+use crate::disk::commit_fsync_us_p50;
+use crate::driver::{Window, cores};
 use crate::workload::{Baseline, TargetArgs, WorkloadReport, measure, report};
 
 #[derive(Debug, Args)]
@@ -60,7 +60,7 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     let lines_path = args.out.join(format!("{stem}.jsonl"));
     let mut lines = std::fs::File::create(&lines_path)?;
     let dir = args.window.data_dir("comb-bench-compare-")?;
-    let fsync = us(fdatasync_latencies(dir.path(), 256, 500)?.value_at_quantile(0.50));
+    let fsync = commit_fsync_us_p50(dir.path())?;
     let runtime = tokio::runtime::Runtime::new()?;
     let mut reports = Vec::new();
     let systems: &[Option<Baseline>] = if args.no_baseline { &[None] } else { &[None, Some(Baseline::Postgres)] };

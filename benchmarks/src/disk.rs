@@ -8,6 +8,19 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+/// Bytes of each write+fdatasync sample beside a transactional benchmark: about one commit
+/// record of its workloads.
+const COMMIT_SAMPLE_BYTES: usize = 256;
+
+/// Write+fdatasync samples taken beside a transactional benchmark.
+const COMMIT_SAMPLES: usize = 500;
+
+/// The p50 of a bare write+fdatasync of a commit record's size, in microseconds: the disk's
+/// limit beside the backend and workload benchmarks.
+pub(crate) fn commit_fsync_us_p50(dir: &Path) -> anyhow::Result<f64> {
+    Ok(crate::driver::us(fdatasync_latencies(dir, COMMIT_SAMPLE_BYTES, COMMIT_SAMPLES)?.value_at_quantile(0.50)))
+}
+
 /// Latencies of `samples` write+fdatasync pairs of `bytes` bytes each, in nanoseconds.
 pub(crate) fn fdatasync_latencies(dir: &Path, bytes: usize, samples: usize) -> anyhow::Result<Histogram<u64>> {
     let path = dir.join("fdatasync-probe");

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::apps::{Sizes, Workload};
 use crate::comb::Comb;
-use crate::disk::fdatasync_latencies;
-use crate::driver::{Window, cores, us};
+use crate::disk::commit_fsync_us_p50;
+use crate::driver::{Window, cores};
 use crate::workload::{Measurement, Target, TargetArgs, measure, ms};
 
 #[derive(Debug, Args)]
@@ -69,7 +69,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
     anyhow::ensure!(args.target.server.is_none() && args.target.baseline.is_none(), "tracing-overhead starts its own Comb servers: --server and --baseline do not apply");
     let sizes = Sizes::new(args.target.scale)?;
     let dir = args.window.data_dir("comb-bench-tracing-")?;
-    let fsync = fdatasync_latencies(dir.path(), 256, 500)?;
+    let fsync_us_p50 = commit_fsync_us_p50(dir.path())?;
     let runtime = tokio::runtime::Runtime::new()?;
     let (mut off, mut on) = (Vec::new(), Vec::new());
     let mut checks = Vec::new();
@@ -120,7 +120,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         off,
         on,
         check: if checks.iter().all(|c| c.starts_with("ok")) { format!("ok: {} runs checked, every traced run in the traces", checks.len()) } else { checks.join("; ") },
-        fsync_us_p50: us(fsync.value_at_quantile(0.50)),
+        fsync_us_p50,
         cores: cores(),
     })
 }

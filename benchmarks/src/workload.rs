@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::apps::{Mix, Outcome, Sizes, Tally, Workload, check};
 use crate::comb::Comb;
-use crate::disk::fdatasync_latencies;
-use crate::driver::{Failure, Measured, Window, closed_loop, cores, peak_rss_mib, records_per_fsync, us};
+use crate::disk::commit_fsync_us_p50;
+use crate::driver::{Failure, Measured, Window, closed_loop, cores, peak_rss_mib, records_per_fsync};
 use crate::postgres::{self, Postgres};
 
 /// The systems measured.
@@ -240,7 +240,7 @@ pub(crate) fn run(args: &WorkloadArgs) -> anyhow::Result<WorkloadReport> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
     let sizes = Sizes::new(args.target.scale)?;
     let dir = args.window.data_dir("comb-bench-workload-")?;
-    let fsync = us(fdatasync_latencies(dir.path(), 256, 500)?.value_at_quantile(0.50));
+    let fsync = commit_fsync_us_p50(dir.path())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let target = Arc::new(args.target.open(args.workload, &sizes, &dir.path().join("data"), args.clients).await?);
