@@ -29,8 +29,10 @@
 //! - **Fresh.** Rows are queryable once their record is consumed (the tail is in memory),
 //!   about `feed-interval` (100 ms) after the commit is durable; a query may also wait until
 //!   the traces reach the log's tail.
-//! - **Isolated.** The feed, flushes and queries run on the tracing layer's own runtime,
-//!   never on the server's; file I/O runs on its blocking threads.
+//! - **Isolated.** Queries run on the tracing layer's query runtime, the feed and its file
+//!   I/O on a runtime of its own, never on the server's. The feed's threads run at a lower
+//!   CPU priority (`feed-nice`): under load the transactions come first, and the feed lags
+//!   (holding the log's trim point back) and catches up when the CPUs have time.
 //! - **Bounded.** Tail size and age, rows and memory per query, queries in flight and the
 //!   age of the files kept are options ([`TracingOptions`]).
 
@@ -82,7 +84,29 @@ pub struct Tracer {
     stop: watch::Sender<bool>,
     queries: Arc<Semaphore>,
     feed: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Runs the queries, at the server's CPU priority.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// Runs the feed and its file I/O, at `feed-nice`.
+    feed_runtime: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+/// The feed's runtime: one worker and at most two blocking threads (a flush, an expiry),
+/// every one of them at CPU niceness `nice`, so that under load the transactions' threads
+/// run first and the feed catches up when the CPUs have time for it.
+fn feed_runtime(nice: i32) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .thread_name("comb-trace-feed")
+        .on_thread_start(move || {
+            // On Linux a thread has its own niceness, and the calling thread is the one set.
+            if let Err(err) = rustix::process::setpriority_process(None, nice) {
+                tracing::warn!(nice, error = %err, "cannot lower the trace feed's CPU priority; it runs at the server's");
+            }
+        })
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the trace feed's runtime: {e}")))
 }
 
 impl std::fmt::Debug for Tracer {
@@ -98,12 +122,13 @@ impl Tracer {
         options.validate()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.query_threads)
-            .thread_name("comb-trace")
+            .thread_name("comb-trace-query")
             .enable_all()
             .build()
-            .map_err(|e| Error::Internal(format!("cannot start the tracing runtime: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the trace query runtime: {e}")))?;
+        let feed_runtime = feed_runtime(options.feed_nice)?;
         let dir = dir.to_owned();
-        let store = Arc::new(runtime.spawn_blocking(move || TraceStore::open(&dir)).await.map_err(|e| Error::Internal(e.to_string()))??);
+        let store = Arc::new(feed_runtime.spawn_blocking(move || TraceStore::open(&dir)).await.map_err(|e| Error::Internal(e.to_string()))??);
         let checkpoint = store.checkpoint();
         let (consumed_tx, consumed) = watch::channel(checkpoint);
         let (checkpoint_tx, checkpoints) = watch::channel(checkpoint);
@@ -118,7 +143,7 @@ impl Tracer {
             checkpoints: checkpoint_tx,
         };
         let failed = Arc::clone(&failure);
-        let task = runtime.spawn(async move {
+        let task = feed_runtime.spawn(async move {
             if let Err(err) = feed.run(stopped).await {
                 tracing::error!(error = %err, "the trace feed stopped; traces resume from the checkpoint at the next start");
                 *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.to_string());
@@ -135,6 +160,7 @@ impl Tracer {
             stop,
             feed: Mutex::new(Some(task)),
             runtime: Mutex::new(Some(runtime)),
+            feed_runtime: Mutex::new(Some(feed_runtime)),
         })
     }
 
@@ -190,9 +216,7 @@ impl Tracer {
         if let Some(task) = task {
             task.await.map_err(|e| Error::Internal(format!("the trace feed panicked: {e}")))?;
         }
-        if let Some(runtime) = self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            runtime.shutdown_background();
-        }
+        self.shut_down_runtimes();
         match self.failure() {
             Some(cause) => Err(Error::Stopped(cause)),
             None => Ok(()),
@@ -202,9 +226,17 @@ impl Tracer {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
+        self.shut_down_runtimes();
+    }
+}
+
+impl Tracer {
+    fn shut_down_runtimes(&self) {
         // A runtime may not be dropped inside another's worker: let it go in the background.
-        if let Some(runtime) = self.runtime.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            runtime.shutdown_background();
+        for runtime in [&self.runtime, &self.feed_runtime] {
+            if let Some(runtime) = runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                runtime.shutdown_background();
+            }
         }
     }
 }
@@ -299,7 +331,8 @@ impl Feed {
     /// Moves a step's rows to the store's tail, where queries see them.
     fn publish(&self, step: &mut Step) -> Result<()> {
         if let Some(last) = step.last.take() {
-            self.store.append(std::mem::take(&mut step.rows), last)?;
+            let next = Rows::with_room_of(&step.rows);
+            self.store.append(std::mem::replace(&mut step.rows, next), last)?;
             let _ = self.consumed.send(last);
         }
         Ok(())
@@ -320,5 +353,50 @@ impl Feed {
             tracing::info!(removed, "removed trace files older than the retention");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use comb_log::LogOptions;
+
+    use super::*;
+
+    /// The niceness of every thread of this process whose name starts with `prefix`.
+    fn niceness_of_threads(prefix: &str) -> Vec<i32> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let Ok(name) = std::fs::read_to_string(task.join("comm")) else { continue };
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            found.push(niceness(&task.join("stat")));
+        }
+        found
+    }
+
+    /// The niceness in a thread's `stat` file.
+    fn niceness(stat: &Path) -> i32 {
+        let stat = std::fs::read_to_string(stat).unwrap();
+        // After the name in parentheses: state is field 3, niceness field 19.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[16].parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_feed_runs_at_its_niceness_and_queries_at_the_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogBook::in_memory(LogOptions::default()).unwrap();
+        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let own = niceness(Path::new("/proc/thread-self/stat"));
+        let options = TracingOptions { feed_nice: (own + 7).min(19), ..TracingOptions::default() };
+        let tracer = Tracer::start(dir.path(), log, catalog, options.clone()).await.unwrap();
+        let feed = niceness_of_threads("comb-trace-feed");
+        assert!(!feed.is_empty() && feed.iter().all(|&n| n == options.feed_nice), "feed threads at {feed:?}, not {}", options.feed_nice);
+        let queries = niceness_of_threads("comb-trace-quer");
+        assert_eq!(queries, vec![own; options.query_threads], "the query runtime keeps the server's priority");
+        assert_eq!(tracer.query("SELECT count(*) AS n FROM workflows", true).await.unwrap().rows, vec![vec![serde_json::json!(0)]]);
+        tracer.close().await.unwrap();
     }
 }

@@ -38,7 +38,14 @@ pub struct TracingOptions {
     /// instead of one per group commit.
     #[serde(with = "millis")]
     pub feed_interval: Duration,
+    /// CPU niceness of the feed's threads (Linux, 0 to 19; 0: the server's priority). The
+    /// feed and its flushes take a few percent of the CPUs; at a higher niceness they take it
+    /// from idle time when there is some, so that tracing costs the transactions little.
+    pub feed_nice: i32,
 }
+
+/// The highest CPU niceness Linux knows.
+const NICE_MAX: i32 = 19;
 
 impl Default for TracingOptions {
     fn default() -> Self {
@@ -54,6 +61,7 @@ impl Default for TracingOptions {
             catch_up_max: Duration::from_secs(10),
             feed_batch_records: 1_024,
             feed_interval: Duration::from_millis(100),
+            feed_nice: 10,
         }
     }
 }
@@ -72,6 +80,9 @@ impl TracingOptions {
             if value == 0 {
                 return Err(Error::InvalidOptions { option, reason: "must be at least 1".to_owned() });
             }
+        }
+        if !(0..=NICE_MAX).contains(&self.feed_nice) {
+            return Err(Error::InvalidOptions { option: "feed-nice", reason: format!("{} is not a niceness from 0 to {NICE_MAX}", self.feed_nice) });
         }
         if self.flush_age.is_zero() {
             return Err(Error::InvalidOptions { option: "flush-age", reason: "must be longer than 0".to_owned() });
@@ -108,5 +119,31 @@ mod millis_opt {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bound_is_checked_and_named() {
+        assert!(TracingOptions::default().validate().is_ok());
+        let refused = |options: TracingOptions| match options.validate() {
+            Err(Error::InvalidOptions { option, reason }) => format!("{option}: {reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert_eq!(refused(TracingOptions { flush_bytes: 0, ..TracingOptions::default() }), "flush-bytes: must be at least 1");
+        assert_eq!(refused(TracingOptions { feed_nice: -1, ..TracingOptions::default() }), "feed-nice: -1 is not a niceness from 0 to 19");
+        assert_eq!(refused(TracingOptions { feed_nice: 20, ..TracingOptions::default() }), "feed-nice: 20 is not a niceness from 0 to 19");
+        assert_eq!(refused(TracingOptions { flush_age: Duration::ZERO, ..TracingOptions::default() }), "flush-age: must be longer than 0");
+    }
+
+    #[test]
+    fn options_read_from_kebab_case_json_and_keep_the_defaults_left_out() {
+        let options: TracingOptions = serde_json::from_str(r#"{"feed-nice": 0, "flush-age": 500}"#).unwrap();
+        assert_eq!(options, TracingOptions { feed_nice: 0, flush_age: Duration::from_millis(500), ..TracingOptions::default() });
+        let unknown = serde_json::from_str::<TracingOptions>(r#"{"feed-niceness": 3}"#).unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `feed-niceness`"), "{unknown}");
     }
 }

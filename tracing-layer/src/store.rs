@@ -24,7 +24,7 @@ use comb_log::Lsn;
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
@@ -34,6 +34,10 @@ const CHECKPOINT: &str = "checkpoint";
 
 /// The columns, in any table, whose values repeat enough for a Parquet dictionary.
 const DICTIONARY_COLUMNS: [&str; 6] = ["function", "step", "status", "table_name", "operation", "name"];
+
+/// The columns, in any table, of long text that a query never prunes by range: no min/max
+/// statistics (each would cost a comparison of every value and two copies in every page).
+const UNPRUNED_COLUMNS: [&str; 6] = ["key", "before", "after", "input", "output", "error"];
 
 /// One Parquet file of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +252,9 @@ fn write_parquet(file: &mut File, table: usize, batches: &[RecordBatch]) -> Resu
     let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_dictionary_enabled(false);
     for column in DICTIONARY_COLUMNS {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), true);
+    }
+    for column in UNPRUNED_COLUMNS {
+        properties = properties.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
     }
     let properties = properties.build();
     let parquet_error = |e: parquet::errors::ParquetError| Error::Internal(format!("writing a Parquet file of {}: {e}", TABLES[table]));

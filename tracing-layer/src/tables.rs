@@ -149,6 +149,17 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// No rows, with room for as many as `other` holds in each table (the feed's steps are
+    /// alike: this spares each one growing its vectors from nothing).
+    pub fn with_room_of(other: &Rows) -> Rows {
+        Rows {
+            invocations: Vec::with_capacity(other.invocations.len()),
+            changes: Vec::with_capacity(other.changes.len()),
+            workflows: Vec::with_capacity(other.workflows.len()),
+            reads: Vec::with_capacity(other.reads.len()),
+        }
+    }
+
     /// Rows in all tables.
     pub fn count(&self) -> usize {
         self.invocations.len() + self.changes.len() + self.workflows.len() + self.reads.len()
