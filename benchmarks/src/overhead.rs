@@ -23,6 +23,10 @@ pub(crate) struct OverheadArgs {
     /// Pairs of runs (one off, one on).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// CPU niceness of the trace feed's threads (the server's `tracing.feed-nice`); default:
+    /// the server's.
+    #[arg(long)]
+    feed_nice: Option<i32>,
     #[command(flatten)]
     window: Window,
 }
@@ -33,6 +37,10 @@ pub(crate) struct Sample {
     ops_per_sec: f64,
     latency_ms_p50: f64,
     latency_ms_p99: f64,
+    /// With tracing on: how long after the load the traces took to hold every run, i.e. how
+    /// far the feed lagged behind the log when the load stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_lag_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,25 +85,31 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         for tracing in [false, true] {
             let mut options = args.target.options();
             options.tracing.enabled = tracing;
+            if let Some(nice) = args.feed_nice {
+                options.tracing.feed_nice = nice;
+            }
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
-            let (m, check) = runtime.block_on(async {
+            let (m, check, trace_lag_ms) = runtime.block_on(async {
                 let comb = Comb::start(&data, options, Workload::Counter, args.target.connections).await?;
                 comb.load(Workload::Counter, &sizes).await?;
                 let target = Arc::new(Target::Comb(comb));
                 let Measurement { measured: m, mut check, tally } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
                 let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
+                let mut trace_lag_ms = None;
                 if tracing && check.starts_with("ok") {
                     // Every run of the window and the warm-up in the traces, once.
+                    let asked = std::time::Instant::now();
                     let (traced, counted) = (comb.traced_runs("counter").await?, tally.counted.load(std::sync::atomic::Ordering::Relaxed));
+                    trace_lag_ms = Some(ms(asked.elapsed().as_micros() as f64));
                     if traced != counted as u64 {
                         check = format!("FAILED: {counted} runs completed, {traced} traced");
                     }
                 }
                 comb.close().await?;
-                anyhow::Ok((m, check))
+                anyhow::Ok((m, check, trace_lag_ms))
             })?;
             std::fs::remove_dir_all(&data)?;
-            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)) };
+            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)), trace_lag_ms };
             eprintln!("round {round}, tracing {}: {} runs/s, p99 {} ms", if tracing { "on" } else { "off" }, sample.ops_per_sec, sample.latency_ms_p99);
             if tracing { on.push(sample) } else { off.push(sample) }
             checks.push(check);
