@@ -222,15 +222,7 @@ impl Tracer {
             None => Ok(()),
         }
     }
-}
 
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        self.shut_down_runtimes();
-    }
-}
-
-impl Tracer {
     fn shut_down_runtimes(&self) {
         // A runtime may not be dropped inside another's worker: let it go in the background.
         for runtime in [&self.runtime, &self.feed_runtime] {
@@ -238,6 +230,12 @@ impl Tracer {
                 runtime.shutdown_background();
             }
         }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.shut_down_runtimes();
     }
 }
 

@@ -39,8 +39,9 @@ pub struct TracingOptions {
     #[serde(with = "millis")]
     pub feed_interval: Duration,
     /// CPU niceness of the feed's threads (Linux, 0 to 19; 0: the server's priority). The
-    /// feed and its flushes take a few percent of the CPUs; at a higher niceness they take it
-    /// from idle time when there is some, so that tracing costs the transactions little.
+    /// feed and its flushes take a few percent of the CPUs; at a higher niceness the
+    /// transactions' threads run first when both want a CPU, and the feed lags behind the log
+    /// until they do not. (It cannot make tracing cheaper when the CPUs are never idle.)
     pub feed_nice: i32,
 }
 
