@@ -38,6 +38,9 @@ pub(crate) struct BackendArgs {
     /// Rows of the counters table.
     #[arg(long, default_value_t = 100_000)]
     rows: i64,
+    /// The log's `writer-spin-us` (default: the log's default).
+    #[arg(long)]
+    writer_spin_us: Option<u64>,
     #[command(flatten)]
     window: Window,
 }
@@ -97,7 +100,10 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
     let fsync_us_p50 = commit_fsync_us_p50(dir.path())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let options = EngineOptions { partitions: args.partitions, ..EngineOptions::default() };
+        let mut options = EngineOptions { partitions: args.partitions, ..EngineOptions::default() };
+        if let Some(spin) = args.writer_spin_us {
+            options.log.writer_spin_us = spin;
+        }
         let engine = Engine::open(dir.path(), options).await?;
         engine.execute_ddl("CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)").await?;
         for f in functions() {

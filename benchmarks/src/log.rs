@@ -20,6 +20,10 @@ pub(crate) struct LogArgs {
     /// Write+fdatasync samples taken to measure the disk.
     #[arg(long, default_value_t = 2_000)]
     fsync_samples: usize,
+    /// The log's `writer-spin-us`: how long its writer spins for the next append before it
+    /// sleeps (default: the log's default).
+    #[arg(long)]
+    writer_spin_us: Option<u64>,
     #[command(flatten)]
     window: Window,
 }
@@ -47,9 +51,13 @@ pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
     let dir = args.window.data_dir("comb-bench-log-")?;
     let fsync = fdatasync_latencies(dir.path(), args.record_bytes, args.fsync_samples)?;
 
+    let mut options = LogOptions::default();
+    if let Some(spin) = args.writer_spin_us {
+        options.writer_spin_us = spin;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let log = LogBook::open_dir(dir.path().join("log"), LogOptions::default()).await?;
+        let log = LogBook::open_dir(dir.path().join("log"), options).await?;
         let payload = Bytes::from(vec![0x5Au8; args.record_bytes]);
         let append = {
             let log = log.clone();

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Longest `writer-spin-us` accepted.
+pub const WRITER_SPIN_US_MAX: u64 = 10_000;
+
 /// Options of the shared log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
@@ -21,6 +24,10 @@ pub struct LogOptions {
     pub batch_bytes_max: usize,
     /// Most records a subscription or a range read fetches from storage at once.
     pub read_batch_records_max: usize,
+    /// Microseconds the writer spins waiting for the next append before it sleeps (0: it
+    /// sleeps at once). Spinning keeps a lone appender from paying a thread's wake-up on
+    /// every append; it costs CPU only while the log is briefly idle.
+    pub writer_spin_us: u64,
 }
 
 impl Default for LogOptions {
@@ -32,6 +39,7 @@ impl Default for LogOptions {
             batch_records_max: 4_096,
             batch_bytes_max: 16 << 20,
             read_batch_records_max: 1_024,
+            writer_spin_us: 50,
         }
     }
 }
@@ -51,6 +59,9 @@ impl LogOptions {
             if value == 0 {
                 return invalid(option, "must be at least 1".to_owned());
             }
+        }
+        if self.writer_spin_us > WRITER_SPIN_US_MAX {
+            return invalid("writer-spin-us", format!("{} is above {WRITER_SPIN_US_MAX} (10 ms): a writer spinning that long only burns a core", self.writer_spin_us));
         }
         if self.tags_per_record_max > usize::from(u16::MAX) {
             return invalid("tags-per-record-max", format!("must be at most {}", u16::MAX));
@@ -76,6 +87,10 @@ mod tests {
         assert_eq!(err, Error::InvalidOptions { option: "queue-appends-max", reason: "must be at least 1".into() });
         let err = LogOptions { batch_bytes_max: 10, record_bytes_max: 11, ..LogOptions::default() }.validate().unwrap_err();
         assert!(matches!(err, Error::InvalidOptions { option: "batch-bytes-max", .. }), "{err}");
+        LogOptions { writer_spin_us: 0, ..LogOptions::default() }.validate().unwrap();
+        LogOptions { writer_spin_us: WRITER_SPIN_US_MAX, ..LogOptions::default() }.validate().unwrap();
+        let err = LogOptions { writer_spin_us: WRITER_SPIN_US_MAX + 1, ..LogOptions::default() }.validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidOptions { option: "writer-spin-us", .. }), "{err}");
     }
 
     #[test]
