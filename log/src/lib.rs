@@ -49,6 +49,6 @@ pub use book::{LogBook, LogStats, RecordStream};
 pub use error::{Error, Result};
 pub use loglet::{Loglet, LogletState};
 pub use memory::MemoryLoglet;
-pub use options::LogOptions;
+pub use options::{LogOptions, WRITER_SPIN_US_MAX};
 pub use record::{ANY_TAG, Entry, Lsn, Record, Tag};
 pub use rocks::RocksLoglet;
