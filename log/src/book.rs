@@ -14,6 +14,7 @@ use crate::error::{Error, Result, check_tag};
 use crate::loglet::Loglet;
 use crate::memory::MemoryLoglet;
 use crate::options::LogOptions;
+use crate::recent::{Found, Recent};
 use crate::record::{Entry, Lsn, Record, Tag, normalize_tags};
 use crate::rocks::RocksLoglet;
 use crate::writer::{COMPLETIONS_QUEUED_MAX, Command, Counters, Published, Writer, complete};
@@ -32,6 +33,11 @@ pub struct LogStats {
     pub bytes: u64,
     /// Synced writes: one per group commit.
     pub group_commits: u64,
+    /// Range reads (and the reads of subscriptions) answered from the recent records in
+    /// memory.
+    pub recent_reads: u64,
+    /// Range reads that went to storage.
+    pub loglet_reads: u64,
 }
 
 /// A handle to an open log. Cheap to clone; every clone is the same log.
@@ -48,6 +54,7 @@ struct Inner {
     loglet: Arc<dyn Loglet>,
     commands: SyncSender<Command>,
     published: Arc<watch::Sender<Published>>,
+    recent: Arc<Recent>,
     counters: Arc<Counters>,
     options: LogOptions,
 }
@@ -69,6 +76,7 @@ impl LogBook {
         options.validate()?;
         let published = Arc::new(watch::Sender::new(Published::new(loglet.state())));
         let counters = Arc::new(Counters::default());
+        let recent = Arc::new(Recent::new(options.recent_bytes_max));
         let (commands, queue) = sync_channel(options.queue_appends_max);
         let (completions, completed) = sync_channel(COMPLETIONS_QUEUED_MAX);
         std::thread::Builder::new()
@@ -80,6 +88,7 @@ impl LogBook {
             completions,
             commands: queue,
             published: Arc::clone(&published),
+            recent: Arc::clone(&recent),
             counters: Arc::clone(&counters),
             options: options.clone(),
         };
@@ -87,7 +96,7 @@ impl LogBook {
             .name("comb-log-writer".to_owned())
             .spawn(move || writer.run())
             .map_err(|err| Error::Storage { operation: "start the writer thread", message: err.to_string() })?;
-        Ok(LogBook { inner: Arc::new(Inner { loglet, commands, published, counters, options }) })
+        Ok(LogBook { inner: Arc::new(Inner { loglet, commands, published, recent, counters, options }) })
     }
 
     /// A log in memory: nothing survives the process.
@@ -173,7 +182,8 @@ impl LogBook {
     }
 
     /// The records carrying `tag` (`ANY_TAG`: all) from `from` on, in order: at most `limit`
-    /// of them and at most `read-batch-records-max`, up to the durable tail.
+    /// of them and at most `read-batch-records-max`, up to the durable tail. Records still
+    /// among the recent ones in memory (`recent-bytes-max`) are read from there.
     pub async fn read_range(&self, tag: Tag, from: Lsn, limit: usize) -> Result<Vec<Record>> {
         let published = self.published()?;
         check_not_trimmed(from, &published)?;
@@ -182,6 +192,12 @@ impl LogBook {
         }
         let limit = limit.min(self.inner.options.read_batch_records_max);
         let to = published.tail;
+        let counters = &self.inner.counters;
+        if let Found::Records(records) = self.inner.recent.read(tag, from, to, limit) {
+            counters.recent_reads.fetch_add(1, Ordering::Relaxed);
+            return Ok(records);
+        }
+        counters.loglet_reads.fetch_add(1, Ordering::Relaxed);
         self.read(move |loglet| loglet.scan(tag, from, to, limit)).await
     }
 
@@ -248,6 +264,8 @@ impl LogBook {
             records: counters.records.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
             group_commits: counters.group_commits.load(Ordering::Relaxed),
+            recent_reads: counters.recent_reads.load(Ordering::Relaxed),
+            loglet_reads: counters.loglet_reads.load(Ordering::Relaxed),
         }
     }
 

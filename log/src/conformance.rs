@@ -51,6 +51,7 @@ macro_rules! loglet_conformance_tests {
             trim_discards_and_reads_below_fail,
             seal_refuses_appends_and_keeps_reads,
             subscribe_waits_for_new_appends,
+            subscribers_read_recent_records_from_memory,
             subscribe_ends_at_seal_and_fails_below_trim,
             failed_write_is_never_acknowledged,
             close_refuses_everything_after);
@@ -59,7 +60,9 @@ macro_rules! loglet_conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                $crate::conformance::run_case($crate::conformance::$case($factory)).await;
+                for recent_bytes_max in $crate::conformance::RECENT_BYTES_VARIANTS {
+                    $crate::conformance::run_case($crate::conformance::$case($factory), recent_bytes_max).await;
+                }
             }
         )*
     };
@@ -68,13 +71,22 @@ macro_rules! loglet_conformance_tests {
 tokio::task_local! {
     /// The logs a case opened, closed when it ends.
     static OPENED: std::cell::RefCell<Vec<LogBook>>;
+    /// The `recent-bytes-max` of every log the case opens.
+    static RECENT_BYTES_MAX: usize;
 }
 
-/// Runs a case, then closes every log it opened: a log left to close on its writer thread
-/// after the last handle is gone may still be closing its RocksDB when the test process
-/// exits, and RocksDB's background threads then crash the exit ("pthread lock: Invalid
-/// argument", SIGSEGV).
-pub async fn run_case(case: impl std::future::Future<Output = ()>) {
+/// Each case runs with every read going to the loglet (no recent records in memory: the
+/// loglet's own reads are what the suite checks), with room for a few recent records (reads
+/// at the ring's edge go either way), and with the default ring (reads near the tail come
+/// from memory).
+pub const RECENT_BYTES_VARIANTS: [usize; 3] = [0, 2_048, 16 << 20];
+
+/// Runs a case with logs keeping `recent_bytes_max` bytes of recent records, then closes
+/// every log it opened: a log left to close on its writer thread after the last handle is
+/// gone may still be closing its RocksDB when the test process exits, and RocksDB's
+/// background threads then crash the exit ("pthread lock: Invalid argument", SIGSEGV).
+pub async fn run_case(case: impl std::future::Future<Output = ()>, recent_bytes_max: usize) {
+    let case = RECENT_BYTES_MAX.scope(recent_bytes_max, case);
     OPENED
         .scope(std::cell::RefCell::new(Vec::new()), async move {
             case.await;
@@ -101,7 +113,10 @@ struct Subject {
     _guard: Box<dyn Any + Send>,
 }
 
-async fn open(factory: Factory, options: LogOptions) -> Subject {
+async fn open(factory: Factory, mut options: LogOptions) -> Subject {
+    if let Ok(recent_bytes_max) = RECENT_BYTES_MAX.try_with(|bytes| *bytes) {
+        options.recent_bytes_max = recent_bytes_max;
+    }
     let fresh = tokio::task::spawn_blocking(factory).await.expect("the loglet factory panicked");
     let state = fresh.loglet.state();
     assert_eq!((state.tail, state.trim_point, state.sealed), (0, 1, false), "a fresh loglet must be empty");
@@ -423,6 +438,47 @@ pub async fn subscribe_waits_for_new_appends(factory: Factory) {
         seen.push(within("the any-tag stream", all.next()).await.unwrap().unwrap().lsn);
     }
     assert_eq!(seen, (1..=40).collect::<Vec<_>>());
+}
+
+/// A subscriber that starts behind reads storage, then follows the tail from the recent
+/// records in memory; whichever answers, it sees every record of its tag exactly once, with
+/// its payload and tags.
+pub async fn subscribers_read_recent_records_from_memory(factory: Factory) {
+    let s = open_default(factory).await;
+    let ring_bytes = s.log.options().recent_bytes_max;
+    let tags = |i: u64| if i % 3 == 0 { vec![1, 2] } else { vec![1 + i % 2] };
+    for i in 1..=100 {
+        s.log.append(&tags(i), payload(i)).await.unwrap();
+    }
+    let mut all = s.log.subscribe(1, ANY_TAG);
+    let mut only_2 = s.log.subscribe(1, 2);
+    let mut seen = Vec::new();
+    let mut seen_2 = Vec::new();
+    let check = |record: Record| {
+        assert_eq!((record.tags.clone(), record.payload.clone()), (tags(record.lsn), payload(record.lsn)), "record {}", record.lsn);
+        record.lsn
+    };
+    for _ in 1..=100 {
+        seen.push(check(within("a record written before", all.next()).await.unwrap().unwrap()));
+    }
+    // Followed one by one from here: each new record is read right after it is durable.
+    for i in 101..=130 {
+        s.log.append(&tags(i), payload(i)).await.unwrap();
+        seen.push(check(within("a record just written", all.next()).await.unwrap().unwrap()));
+    }
+    while seen_2.last() != Some(&129) {
+        seen_2.push(check(within("a record of tag 2", only_2.next()).await.unwrap().unwrap()));
+    }
+    assert_eq!(seen, (1..=130).collect::<Vec<_>>());
+    assert_eq!(seen_2, (1..=130).filter(|i| tags(*i).contains(&2)).collect::<Vec<_>>());
+
+    let stats = s.log.stats();
+    match ring_bytes {
+        0 => assert_eq!(stats.recent_reads, 0, "no ring, no reads from it: {stats:?}"),
+        // The first 100 records no longer all fit: the start is read from storage.
+        bytes if bytes < 100 * 64 => assert!(stats.recent_reads >= 30 && stats.loglet_reads >= 1, "{stats:?}"),
+        _ => assert!(stats.recent_reads >= 30 && stats.loglet_reads == 0, "everything was still in memory: {stats:?}"),
+    }
 }
 
 /// A subscription ends after the last record of a sealed log, and fails (then ends) when its

@@ -29,13 +29,15 @@
 //! - Tag 0 ([`ANY_TAG`]) on a read means any tag; it cannot be attached to a record.
 //!
 //! No storage call runs on an async runtime's worker: appends go to the writer thread, reads
-//! to tokio's blocking pool.
+//! to tokio's blocking pool. Reads near the tail are answered from a bounded ring of the
+//! recent durable records, without touching storage.
 
 mod book;
 mod error;
 mod loglet;
 mod memory;
 mod options;
+mod recent;
 mod record;
 mod rocks;
 mod writer;
@@ -49,6 +51,6 @@ pub use book::{LogBook, LogStats, RecordStream};
 pub use error::{Error, Result};
 pub use loglet::{Loglet, LogletState};
 pub use memory::MemoryLoglet;
-pub use options::{LogOptions, WRITER_SPIN_US_MAX};
+pub use options::{LogOptions, RECENT_BYTES_MAX, WRITER_SPIN_US_MAX};
 pub use record::{ANY_TAG, Entry, Lsn, Record, Tag};
 pub use rocks::RocksLoglet;

@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 /// Longest `writer-spin-us` accepted.
 pub const WRITER_SPIN_US_MAX: u64 = 10_000;
 
+/// Largest `recent-bytes-max` accepted.
+pub const RECENT_BYTES_MAX: usize = 1 << 30;
+
 /// Options of the shared log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
@@ -28,6 +31,9 @@ pub struct LogOptions {
     /// sleeps at once). Spinning keeps a lone appender from paying a thread's wake-up on
     /// every append; it costs CPU only while the log is briefly idle.
     pub writer_spin_us: u64,
+    /// Bytes of recent durable records kept in memory (0: none), so that reads near the
+    /// tail, such as subscribers following it, are answered without reading storage.
+    pub recent_bytes_max: usize,
 }
 
 impl Default for LogOptions {
@@ -40,6 +46,7 @@ impl Default for LogOptions {
             batch_bytes_max: 16 << 20,
             read_batch_records_max: 1_024,
             writer_spin_us: 50,
+            recent_bytes_max: 16 << 20,
         }
     }
 }
@@ -62,6 +69,9 @@ impl LogOptions {
         }
         if self.writer_spin_us > WRITER_SPIN_US_MAX {
             return invalid("writer-spin-us", format!("{} is above {WRITER_SPIN_US_MAX} (10 ms): a writer spinning that long only burns a core", self.writer_spin_us));
+        }
+        if self.recent_bytes_max > RECENT_BYTES_MAX {
+            return invalid("recent-bytes-max", format!("{} is above {RECENT_BYTES_MAX} (1 GiB)", self.recent_bytes_max));
         }
         if self.tags_per_record_max > usize::from(u16::MAX) {
             return invalid("tags-per-record-max", format!("must be at most {}", u16::MAX));
@@ -91,6 +101,9 @@ mod tests {
         LogOptions { writer_spin_us: WRITER_SPIN_US_MAX, ..LogOptions::default() }.validate().unwrap();
         let err = LogOptions { writer_spin_us: WRITER_SPIN_US_MAX + 1, ..LogOptions::default() }.validate().unwrap_err();
         assert!(matches!(err, Error::InvalidOptions { option: "writer-spin-us", .. }), "{err}");
+        LogOptions { recent_bytes_max: 0, ..LogOptions::default() }.validate().unwrap();
+        let err = LogOptions { recent_bytes_max: RECENT_BYTES_MAX + 1, ..LogOptions::default() }.validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidOptions { option: "recent-bytes-max", .. }), "{err}");
     }
 
     #[test]

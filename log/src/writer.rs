@@ -22,6 +22,7 @@ use tracing::{debug, error};
 use crate::error::{Error, Result};
 use crate::loglet::{Loglet, LogletState};
 use crate::options::LogOptions;
+use crate::recent::Recent;
 use crate::record::{Entry, Lsn};
 
 /// A request to the writer.
@@ -56,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) records: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) group_commits: AtomicU64,
+    pub(crate) recent_reads: AtomicU64,
+    pub(crate) loglet_reads: AtomicU64,
 }
 
 /// A group of appends being made durable together.
@@ -118,6 +121,7 @@ pub(crate) struct Writer {
     pub(crate) completions: SyncSender<Completion>,
     pub(crate) commands: Receiver<Command>,
     pub(crate) published: Arc<watch::Sender<Published>>,
+    pub(crate) recent: Arc<Recent>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) options: LogOptions,
 }
@@ -218,6 +222,9 @@ impl Writer {
         match self.loglet.append(&group.entries) {
             Ok(first) if first == state.tail + 1 => {
                 let records = group.entries.len() as Lsn;
+                // Into the ring before the tail moves: a reader clamped to the new tail finds
+                // every record up to it there (or reads the loglet).
+                self.recent.push(first, group.entries);
                 state.tail += records;
                 self.published.send_modify(|p| p.tail = state.tail);
                 self.counters.appends.fetch_add(group.waiters.len() as u64, Ordering::Relaxed);
