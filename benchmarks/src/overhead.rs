@@ -37,6 +37,10 @@ pub(crate) struct Sample {
     ops_per_sec: f64,
     latency_ms_p50: f64,
     latency_ms_p99: f64,
+    /// CPU time the process (server and clients) spent per run completed, from the start of
+    /// the warm-up until the server closed (the traces caught up first): what a run costs
+    /// the CPUs, steadier than the throughput on a shared machine.
+    cpu_us_per_run: f64,
     /// With tracing on: how long after the load the traces took to hold every run, i.e. how
     /// far the feed lagged behind the log when the load stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +64,10 @@ pub(crate) struct OverheadReport {
     latency_ms_p50_on: f64,
     latency_ms_p99_off: f64,
     latency_ms_p99_on: f64,
+    /// Medians of the CPU time per run, and `off / on` (1.0: tracing costs no CPU).
+    cpu_us_per_run_off: f64,
+    cpu_us_per_run_on: f64,
+    cpu_ratio: f64,
     off: Vec<Sample>,
     on: Vec<Sample>,
     check: String,
@@ -89,10 +97,11 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 options.tracing.feed_nice = nice;
             }
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
-            let (m, check, trace_lag_ms) = runtime.block_on(async {
+            let (m, check, trace_lag_ms, cpu_us_per_run) = runtime.block_on(async {
                 let comb = Comb::start(&data, options, Workload::Counter, args.target.connections).await?;
                 comb.load(Workload::Counter, &sizes).await?;
                 let target = Arc::new(Target::Comb(comb));
+                let cpu_before = process_cpu_us()?;
                 let Measurement { measured: m, mut check, tally } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
                 let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
                 let mut trace_lag_ms = None;
@@ -106,17 +115,26 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                     }
                 }
                 comb.close().await?;
-                anyhow::Ok((m, check, trace_lag_ms))
+                let runs = tally.counted.load(std::sync::atomic::Ordering::Relaxed).max(1);
+                let cpu_us_per_run = (process_cpu_us()? - cpu_before) as f64 / runs as f64;
+                anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run))
             })?;
             std::fs::remove_dir_all(&data)?;
-            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)), trace_lag_ms };
-            eprintln!("round {round}, tracing {}: {} runs/s, p99 {} ms", if tracing { "on" } else { "off" }, sample.ops_per_sec, sample.latency_ms_p99);
+            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)), cpu_us_per_run: (cpu_us_per_run * 10.0).round() / 10.0, trace_lag_ms };
+            eprintln!(
+                "round {round}, tracing {}: {} runs/s, p99 {} ms, {} us of CPU a run",
+                if tracing { "on" } else { "off" },
+                sample.ops_per_sec,
+                sample.latency_ms_p99,
+                sample.cpu_us_per_run
+            );
             if tracing { on.push(sample) } else { off.push(sample) }
             checks.push(check);
         }
     }
     let med = |samples: &[Sample], f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
     let (ops_off, ops_on) = (med(&off, |s| s.ops_per_sec), med(&on, |s| s.ops_per_sec));
+    let (cpu_off, cpu_on) = (med(&off, |s| s.cpu_us_per_run), med(&on, |s| s.cpu_us_per_run));
     Ok(OverheadReport {
         bench: "tracing-overhead",
         workload: "counter",
@@ -131,10 +149,45 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         latency_ms_p50_on: med(&on, |s| s.latency_ms_p50),
         latency_ms_p99_off: med(&off, |s| s.latency_ms_p99),
         latency_ms_p99_on: med(&on, |s| s.latency_ms_p99),
+        cpu_us_per_run_off: cpu_off,
+        cpu_us_per_run_on: cpu_on,
+        cpu_ratio: (cpu_off / cpu_on * 1000.0).round() / 1000.0,
         off,
         on,
         check: if checks.iter().all(|c| c.starts_with("ok")) { format!("ok: {} runs checked, every traced run in the traces", checks.len()) } else { checks.join("; ") },
         fsync_us_p50,
         cores: cores(),
     })
+}
+
+/// Linux reports a process's CPU times in clock ticks of USER_HZ, which is 100 on every
+/// architecture Comb builds for.
+const CLOCK_TICKS_PER_SEC: u64 = 100;
+
+/// CPU time this process has used so far (user and system, every thread, living or gone),
+/// in microseconds, at the kernel's 10 ms resolution.
+fn process_cpu_us() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
+}
+
+/// utime and stime are fields 14 and 15 of /proc/<pid>/stat; the command (field 2) is in
+/// parentheses and may hold spaces, so fields are counted after its closing parenthesis.
+fn parse_cpu_us(stat: &str) -> Option<u64> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let (utime, stime): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    Some((utime + stime) * 1_000_000 / CLOCK_TICKS_PER_SEC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_times_are_read_after_the_command_even_with_spaces_in_it() {
+        let stat = "4242 (comb bench) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_cpu_us(stat), Some((250 + 75) * 10_000));
+        assert_eq!(parse_cpu_us("4242 (truncated) S 1"), None);
+        assert!(process_cpu_us().is_ok(), "this process's own times are readable");
+    }
 }
