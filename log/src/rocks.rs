@@ -98,11 +98,11 @@ impl RocksLoglet {
         db_options.set_max_background_jobs(2);
         db_options.set_keep_log_file_num(4);
 
-        let mut records = Options::default();
+        let mut records = in_order_inserts(0).map_err(|err| storage_error("configure the records", path, err))?;
         records.set_write_buffer_size(MEMTABLE_BYTES);
         records.set_compression_type(DBCompressionType::Lz4);
 
-        let mut index = Options::default();
+        let mut index = in_order_inserts(8).map_err(|err| storage_error("configure the tag index", path, err))?;
         index.set_write_buffer_size(MEMTABLE_BYTES / 4);
         let below = Arc::clone(&trim_point);
         index.set_compaction_filter("comb-log-trim", move |_level: u32, key: &[u8], _value: &[u8]| {
@@ -195,6 +195,15 @@ fn family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
 
 fn poisoned() -> Error {
     Error::Internal("RocksDB loglet lock poisoned by a panicking thread".to_owned())
+}
+
+/// Options for a column family whose keys arrive in ascending order within each prefix of
+/// `prefix_bytes` bytes (records by LSN: one prefix, the empty one; the tag index by LSN
+/// within each tag). RocksDB's memtable then inserts each key right after the last one of its
+/// prefix instead of searching its skip list from the top, which was more than half of the
+/// writer's CPU time.
+fn in_order_inserts(prefix_bytes: usize) -> std::result::Result<Options, rocksdb::Error> {
+    Options::default().get_options_from_string(format!("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.{prefix_bytes}"))
 }
 
 /// Maps RocksDB's errors to the log's: corruption and a held lock get errors of their own.
