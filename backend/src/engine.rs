@@ -21,6 +21,7 @@ use crate::keycodec::partition_of;
 use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
 use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, completion_task, json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
+use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::{Batch, Store};
 use crate::trace::TraceBuffer;
 
@@ -45,6 +46,9 @@ pub struct EngineOptions {
     /// `read_events`), up to `TRACED_READS_MAX` keys an invocation: a key copy per row read,
     /// and the keys' bytes in every commit and trace record.
     pub trace_reads: bool,
+    /// Bytes of rows each partition keeps in memory as the state store holds them, so that
+    /// hot rows are read without a RocksDB lookup (0: none; at most `ROW_CACHE_BYTES_MAX`).
+    pub row_cache_bytes: usize,
     /// Options of the shared log, when the engine opens it.
     pub log: LogOptions,
 }
@@ -59,6 +63,7 @@ impl Default for EngineOptions {
             write_set_max: 100_000,
             json_bytes_max: 1 << 20,
             trace_reads: false,
+            row_cache_bytes: 64 << 20,
             log: LogOptions::default(),
         }
     }
@@ -81,6 +86,9 @@ impl EngineOptions {
             if value == 0 {
                 return invalid(option, "must be at least 1".to_owned());
             }
+        }
+        if self.row_cache_bytes > ROW_CACHE_BYTES_MAX {
+            return invalid("row-cache-bytes", format!("must be at most {ROW_CACHE_BYTES_MAX}"));
         }
         Ok(())
     }
@@ -255,7 +263,7 @@ impl Engine {
             runtime.spawn(completion_task(appends, sender.clone()));
             let queued = Arc::new(AtomicUsize::new(0));
             let executor = Executor {
-                state: Box::new(PartitionState::new(p, Arc::clone(&store), applied)),
+                state: Box::new(PartitionState::new(p, Arc::clone(&store), applied, options.row_cache_bytes)),
                 commands,
                 queued: Arc::clone(&queued),
                 shared: Arc::clone(&shared),

@@ -71,6 +71,7 @@ mod keys;
 mod partition;
 mod recovery;
 mod row;
+mod rowcache;
 mod store;
 mod trace;
 #[cfg(feature = "test-util")]
@@ -85,6 +86,7 @@ pub use function::{Body, BoxError, Function, SqlFunction, SqlStatement, value_to
 pub use keys::PARTITIONS_MAX;
 pub use partition::{InvocationId, NextInput, NextInputFn, Output};
 pub use row::{decode_row, encode_row};
+pub use rowcache::ROW_CACHE_BYTES_MAX;
 pub use txn::{FromRow, FromValue, Params, Rows, ToValue, Txn};
 
 pub use comb_planner::Value;

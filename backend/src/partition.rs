@@ -35,6 +35,7 @@ use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet, first
 use crate::function::Registered;
 use crate::keycodec::partition_of;
 use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
+use crate::rowcache::RowCache;
 use crate::store::{Batch, Store};
 use crate::trace::{Progress, TraceBuffer, bounded_error, member_trace};
 use crate::txn::Txn;
@@ -145,6 +146,8 @@ pub(crate) struct PartitionState {
     /// Staged writes not yet applied to the store, with the seq of the commit that wrote them.
     overlay: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
     pending: VecDeque<Pending>,
+    /// Rows as the store holds them, for reads that miss the overlay.
+    cache: RowCache,
     next_seq: u64,
     pub(crate) applied_lsn: Lsn,
     pub(crate) failed: Option<String>,
@@ -152,10 +155,15 @@ pub(crate) struct PartitionState {
 
 impl Snapshot for PartitionState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.overlay.get(key) {
-            Some((_, value)) => Ok(value.clone()),
-            None => self.store.get(key),
+        if let Some((_, value)) = self.overlay.get(key) {
+            return Ok(value.clone());
         }
+        if let Some(value) = self.cache.get(key) {
+            return Ok(value);
+        }
+        let value = self.store.get(key)?;
+        self.cache.fill(key, &value);
+        Ok(value)
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -189,8 +197,9 @@ impl Snapshot for Several<'_> {
 }
 
 impl PartitionState {
-    pub(crate) fn new(id: u16, store: Arc<Store>, applied_lsn: Lsn) -> PartitionState {
-        PartitionState { id, store, overlay: BTreeMap::new(), pending: VecDeque::new(), next_seq: 1, applied_lsn, failed: None }
+    pub(crate) fn new(id: u16, store: Arc<Store>, applied_lsn: Lsn, cache_bytes: usize) -> PartitionState {
+        let cache = RowCache::new(cache_bytes);
+        PartitionState { id, store, overlay: BTreeMap::new(), pending: VecDeque::new(), cache, next_seq: 1, applied_lsn, failed: None }
     }
 
     /// Stages a commit's writes (those of this partition) in the overlay: later
@@ -258,7 +267,8 @@ impl PartitionState {
             return;
         }
         for pending in done {
-            for (key, _) in &pending.writes {
+            for (key, value) in &pending.writes {
+                self.cache.applied(key, value);
                 if self.overlay.get(key).is_some_and(|(seq, _)| *seq == pending.seq) {
                     self.overlay.remove(key);
                 }
@@ -616,7 +626,7 @@ impl Executor {
                     self.state.drain();
                     let id = self.state.id;
                     let store = Arc::clone(&self.state.store);
-                    let lent = std::mem::replace(&mut self.state, Box::new(PartitionState::new(id, store, 0)));
+                    let lent = std::mem::replace(&mut self.state, Box::new(PartitionState::new(id, store, 0, 0)));
                     if give.send(lent).is_err() {
                         self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned());
                         continue;

@@ -314,6 +314,22 @@ fn multi_partition_transactions_are_atomic_and_one_record() {
 }
 
 #[test]
+fn options_out_of_bounds_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        for (options, named) in [
+            (EngineOptions { queue_invocations_max: 0, ..options(1) }, "queue-invocations-max"),
+            (EngineOptions { row_cache_bytes: comb_backend::ROW_CACHE_BYTES_MAX + 1, ..options(1) }, "row-cache-bytes"),
+        ] {
+            let err = Engine::open(dir.path(), options).await.err().expect("refused");
+            assert!(matches!(err, Error::InvalidOptions { option, .. } if option == named), "{err}");
+        }
+        let engine = Engine::open(dir.path(), EngineOptions { row_cache_bytes: 0, ..options(1) }).await.expect("no row cache is allowed");
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_full_queue_is_overloaded_and_retryable() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {

@@ -87,8 +87,8 @@ fn functions() -> Vec<Function> {
     ]
 }
 
-async fn open(dir: &std::path::Path) -> Engine {
-    let engine = Engine::open(dir, EngineOptions { partitions: 3, ..EngineOptions::default() }).await.unwrap();
+async fn open(dir: &std::path::Path, row_cache_bytes: usize) -> Engine {
+    let engine = Engine::open(dir, EngineOptions { partitions: 3, row_cache_bytes, ..EngineOptions::default() }).await.unwrap();
     if engine.catalog().table("kv").is_none() {
         engine.execute_ddl("CREATE TABLE kv (k BIGINT PRIMARY KEY, v BIGINT NOT NULL); CREATE INDEX kv_by_v ON kv (v)").await.unwrap();
     }
@@ -98,9 +98,9 @@ async fn open(dir: &std::path::Path) -> Engine {
     engine
 }
 
-async fn check(ops: Vec<Op>) {
+async fn check(ops: Vec<Op>, row_cache_bytes: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let mut engine = open(dir.path()).await;
+    let mut engine = open(dir.path(), row_cache_bytes).await;
     let mut oracle: BTreeMap<i64, i64> = BTreeMap::new();
     let call = |name: &str, input: Json| Invocation::new(name, input);
     for op in ops {
@@ -159,7 +159,7 @@ async fn check(ops: Vec<Op>) {
             }
             Op::Reopen => {
                 engine.close().await.unwrap();
-                engine = open(dir.path()).await;
+                engine = open(dir.path(), row_cache_bytes).await;
             }
         }
     }
@@ -172,8 +172,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn transactions_match_a_btreemap(ops in proptest::collection::vec(op(), 1..40)) {
+    // The row cache off, holding a few rows (evicting all the time), and at its default.
+    fn transactions_match_a_btreemap(ops in proptest::collection::vec(op(), 1..40), row_cache_bytes in prop_oneof![Just(0), Just(400), Just(64 << 20)]) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(check(ops));
+        runtime.block_on(check(ops, row_cache_bytes));
     }
 }
