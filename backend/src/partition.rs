@@ -162,7 +162,7 @@ impl Snapshot for PartitionState {
             return Ok(value);
         }
         let value = self.store.get(key)?;
-        self.cache.fill(key, &value);
+        self.cache.put(key.to_vec(), value.clone());
         Ok(value)
     }
 
@@ -267,11 +267,11 @@ impl PartitionState {
             return;
         }
         for pending in done {
-            for (key, value) in &pending.writes {
-                self.cache.applied(key, value);
-                if self.overlay.get(key).is_some_and(|(seq, _)| *seq == pending.seq) {
-                    self.overlay.remove(key);
+            for (key, value) in pending.writes {
+                if self.overlay.get(&key).is_some_and(|(seq, _)| *seq == pending.seq) {
+                    self.overlay.remove(&key);
                 }
+                self.cache.put(key, value);
             }
             for waiter in pending.waiters {
                 waiter.release(Ok(pending.lsn.expect("drained commits are durable")));

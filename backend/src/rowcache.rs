@@ -4,7 +4,7 @@
 //!
 //! The cache is exact, not a hint: it is owned by the partition's state, whose executor is
 //! the only writer of the partition's keys, and every write applied to the store goes through
-//! [`RowCache::applied`] first. Reads that miss fill it from the store; scans do not use it.
+//! [`RowCache::put`] as well. Reads that miss fill it from the store; scans do not use it.
 //! It holds present rows and known-absent keys alike (an insert looks its key up first).
 //!
 //! It is bounded by bytes; past the bound it drops an arbitrary eighth of its entries
@@ -48,27 +48,18 @@ impl RowCache {
         self.entries.borrow().rows.get(key).cloned()
     }
 
-    /// Remembers what the store holds under `key` (after a read that missed the cache).
-    pub(crate) fn fill(&self, key: &[u8], value: &Option<Vec<u8>>) {
-        self.put(key.to_vec(), value.clone());
-    }
-
-    /// Records a write as it is applied to the store: the cache then holds its value.
-    pub(crate) fn applied(&self, key: &[u8], value: &Option<Vec<u8>>) {
-        self.put(key.to_vec(), value.clone());
-    }
-
-    fn put(&self, key: Vec<u8>, value: Option<Vec<u8>>) {
+    /// Remembers what the store holds (or is about to hold) under `key`: after a read that
+    /// missed the cache, and for each write as it is applied.
+    pub(crate) fn put(&self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let mut entries = self.entries.borrow_mut();
+        if let Some(old) = entries.rows.remove(&key) {
+            entries.bytes -= footprint(&key, &old);
+        }
         let added = footprint(&key, &value);
         if added > self.bytes_max {
-            // Too large to cache at all: make sure no older value of it stays.
-            let mut entries = self.entries.borrow_mut();
-            if let Some(old) = entries.rows.remove(&key) {
-                entries.bytes -= footprint(&key, &old);
-            }
+            // Too large to cache at all (its older value is gone above).
             return;
         }
-        let mut entries = self.entries.borrow_mut();
         if entries.bytes + added > self.bytes_max {
             // Drop about an eighth of the entries, and at least enough for this one.
             let target = (self.bytes_max - self.bytes_max / 8).min(self.bytes_max - added);
@@ -82,10 +73,7 @@ impl RowCache {
             });
             entries.bytes = bytes;
         }
-        let key_len = key.len();
-        if let Some(old) = entries.rows.insert(key, value) {
-            entries.bytes -= ENTRY_OVERHEAD_BYTES + key_len + old.map_or(0, |v| v.len());
-        }
+        entries.rows.insert(key, value);
         entries.bytes += added;
     }
 
@@ -107,13 +95,13 @@ mod tests {
     fn holds_rows_and_absences_and_the_last_write_wins() {
         let cache = RowCache::new(1 << 20);
         assert_eq!(cache.get(b"k"), None, "nothing cached yet");
-        cache.fill(b"k", &None);
+        cache.put(b"k".to_vec(), None);
         assert_eq!(cache.get(b"k"), Some(None), "known absent");
-        cache.applied(b"k", &row(b"v1"));
-        cache.applied(b"k", &row(b"v22"));
+        cache.put(b"k".to_vec(), row(b"v1"));
+        cache.put(b"k".to_vec(), row(b"v22"));
         assert_eq!(cache.get(b"k"), Some(row(b"v22")));
         assert_eq!(cache.bytes(), footprint(b"k", &row(b"v22")), "a replaced value is no longer counted");
-        cache.applied(b"k", &None);
+        cache.put(b"k".to_vec(), None);
         assert_eq!(cache.get(b"k"), Some(None), "a delete is cached as an absence");
     }
 
@@ -122,7 +110,7 @@ mod tests {
         let one = footprint(b"key-0000", &row(&[0; 100]));
         let cache = RowCache::new(10 * one);
         for i in 0..1_000 {
-            cache.applied(format!("key-{i:04}").as_bytes(), &row(&[1; 100]));
+            cache.put(format!("key-{i:04}").into_bytes(), row(&[1; 100]));
             assert!(cache.bytes() <= 10 * one, "{} bytes after {i} inserts", cache.bytes());
         }
         assert_eq!(cache.get(b"key-0999"), Some(row(&[1; 100])), "the newest entry is kept");
@@ -133,12 +121,12 @@ mod tests {
     #[test]
     fn an_entry_larger_than_the_bound_is_not_kept_nor_its_old_value() {
         let cache = RowCache::new(200);
-        cache.applied(b"k", &row(b"small"));
-        cache.applied(b"k", &row(&[7; 500]));
+        cache.put(b"k".to_vec(), row(b"small"));
+        cache.put(b"k".to_vec(), row(&[7; 500]));
         assert_eq!(cache.get(b"k"), None, "the old value must not answer for the new one");
         assert_eq!(cache.bytes(), 0);
         let off = RowCache::new(0);
-        off.fill(b"k", &row(b"v"));
+        off.put(b"k".to_vec(), row(b"v"));
         assert_eq!(off.get(b"k"), None, "a cache of 0 bytes keeps nothing");
     }
 }
