@@ -368,13 +368,17 @@ pub(crate) fn now_us() -> u64 {
 /// Enqueues an append on the log's writer now, on this thread, so that appends reach the
 /// log in the order their writes were staged; the returned future resolves when durable.
 /// The first poll runs `append_batch` up to its enqueue (it needs no runtime for that).
+/// Fails at once only for an append the log refused before writing anything of it.
 pub(crate) fn start_append(log: &LogBook, entry: Entry) -> std::result::Result<AppendFuture, comb_log::Error> {
     let log = log.clone();
     let mut future: AppendFuture = Box::pin(async move { log.append_batch(vec![entry]).await });
     match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Pending => Ok(future),
-        Poll::Ready(Ok(lsn)) => Ok(Box::pin(async move { Ok(lsn) })),
-        Poll::Ready(Err(err)) => Err(err),
+        Poll::Ready(Err(err)) if err.wrote_nothing() => Err(err),
+        // Done already (a spinning writer can finish a lone append within this poll). A
+        // failed write goes the way of any append's completion, so that the partition stops
+        // however fast the failure came.
+        Poll::Ready(result) => Ok(Box::pin(async move { result })),
     }
 }
 

@@ -82,6 +82,23 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::QueueFull { .. })
     }
+
+    /// Whether an append that failed with this error was refused before anything of it was
+    /// written, so that it is certainly not in the log (a bound, backpressure, a sealed or
+    /// closed log). After any other error the append's outcome is unknown until a reopen.
+    pub fn wrote_nothing(&self) -> bool {
+        matches!(
+            self,
+            Error::RecordTooLarge { .. }
+                | Error::TooManyTags { .. }
+                | Error::ReservedTag
+                | Error::EmptyBatch
+                | Error::BatchTooLarge { .. }
+                | Error::QueueFull { .. }
+                | Error::Sealed { .. }
+                | Error::Closed
+        )
+    }
 }
 
 /// The result type of the shared log.
@@ -90,4 +107,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A tag that is valid on a record (not the reserved 0).
 pub(crate) fn check_tag(tag: Tag) -> Result<()> {
     if tag == crate::ANY_TAG { Err(Error::ReservedTag) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_before_any_write_wrote_nothing() {
+        assert!(Error::QueueFull { limit: 1 }.wrote_nothing());
+        assert!(Error::Sealed { tail: 7 }.wrote_nothing());
+        assert!(Error::RecordTooLarge { size_bytes: 2, limit_bytes: 1 }.wrote_nothing());
+        assert!(!Error::Storage { operation: "append", message: "disk full".into() }.wrote_nothing(), "a failed write may have reached the disk");
+        assert!(!Error::Failed { cause: "earlier write".into() }.wrote_nothing(), "a failed log must be reopened before anything is known");
+        assert!(!Error::Internal("bug".into()).wrote_nothing());
+    }
 }
