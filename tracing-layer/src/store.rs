@@ -22,22 +22,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use comb_log::Lsn;
 use datafusion::arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
-use crate::tables::{Rows, TABLES, schema_of};
+use crate::tables::{Rows, TABLES, write_parquet};
 
 const CHECKPOINT: &str = "checkpoint";
-
-/// The columns, in any table, whose values repeat enough for a Parquet dictionary.
-const DICTIONARY_COLUMNS: [&str; 6] = ["function", "step", "status", "table_name", "operation", "name"];
-
-/// The columns, in any table, of long text that a query never prunes by range: no min/max
-/// statistics (each would cost a comparison of every value and two copies in every page).
-const UNPRUNED_COLUMNS: [&str; 6] = ["key", "before", "after", "input", "output", "error"];
 
 /// One Parquet file of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,26 +233,6 @@ impl TraceStore {
         let state = self.lock();
         std::array::from_fn(|t| state.files[t].len())
     }
-}
-
-fn write_parquet(file: &mut File, table: usize, batches: &[RecordBatch]) -> Result<()> {
-    // Dictionaries only for the columns with few distinct values: building one costs a hash
-    // per value, which the keys, images and ids would pay for nothing.
-    let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_dictionary_enabled(false);
-    for column in DICTIONARY_COLUMNS {
-        properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), true);
-    }
-    for column in UNPRUNED_COLUMNS {
-        properties = properties.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
-    }
-    let properties = properties.build();
-    let parquet_error = |e: parquet::errors::ParquetError| Error::Internal(format!("writing a Parquet file of {}: {e}", TABLES[table]));
-    let mut writer = ArrowWriter::try_new(file, schema_of(table), Some(properties)).map_err(parquet_error)?;
-    for batch in batches {
-        writer.write(batch).map_err(parquet_error)?;
-    }
-    writer.close().map_err(parquet_error)?;
-    Ok(())
 }
 
 #[cfg(test)]

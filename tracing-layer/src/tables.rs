@@ -7,6 +7,19 @@ use datafusion::arrow::array::{ArrayRef, BooleanBuilder, Int64Builder, StringBui
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+
+/// The columns, in any table, whose values repeat enough for a Parquet dictionary.
+const DICTIONARY_COLUMNS: [&str; 6] = ["function", "step", "status", "table_name", "operation", "name"];
+
+/// The columns, in any table, of long text that a query never prunes by range: no min/max
+/// statistics (each would cost a comparison of every value and two copies in every page).
+const UNPRUNED_COLUMNS: [&str; 6] = ["key", "before", "after", "input", "output", "error"];
 
 /// The tables, in a fixed order (the order of [`Rows`]' fields and of the store's folders).
 pub const TABLES: [&str; 4] = ["function_invocations", "change_data", "workflows", "read_events"];
@@ -170,6 +183,27 @@ impl Rows {
     pub fn into_batches(self) -> Result<[Option<RecordBatch>; 4], ArrowError> {
         Ok([invocations_batch(&self.invocations)?, changes_batch(&self.changes)?, workflows_batch(&self.workflows)?, reads_batch(&self.reads)?])
     }
+}
+
+/// Writes `batches` of table number `table` as one Parquet file (snappy) to `out`.
+pub fn write_parquet(out: impl std::io::Write + Send, table: usize, batches: &[RecordBatch]) -> Result<()> {
+    // Dictionaries only for the columns with few distinct values: building one costs a hash
+    // per value, which the keys, images and ids would pay for nothing.
+    let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_dictionary_enabled(false);
+    for column in DICTIONARY_COLUMNS {
+        properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), true);
+    }
+    for column in UNPRUNED_COLUMNS {
+        properties = properties.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    let properties = properties.build();
+    let parquet_error = |e: parquet::errors::ParquetError| Error::Internal(format!("writing a Parquet file of {}: {e}", TABLES[table]));
+    let mut writer = ArrowWriter::try_new(out, schema_of(table), Some(properties)).map_err(parquet_error)?;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_error)?;
+    }
+    writer.close().map_err(parquet_error)?;
+    Ok(())
 }
 
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
