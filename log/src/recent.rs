@@ -6,9 +6,14 @@
 //! writer adds a group's records after they are durable and before it publishes the new
 //! tail, so a reader clamped to the published tail finds every record it may read in the
 //! ring, or reads the loglet. Payloads are shared with the appenders' buffers, not copied.
+//!
+//! The writer never waits for a reader: readers run at any priority (the tracing feed runs
+//! at a lower one), and a reader preempted while it copies records out would otherwise stall
+//! every append behind it. When the ring is busy the writer keeps the group in its own
+//! backlog and adds it with the next group; meanwhile reads of those records go to the loglet.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, TryLockError};
 
 use crate::record::{Entry, Lsn, Record, Tag};
 
@@ -23,6 +28,9 @@ const RECORD_OVERHEAD_BYTES: usize = std::mem::size_of::<Record>();
 #[derive(Debug)]
 pub(crate) struct Recent {
     ring: Mutex<Ring>,
+    /// Durable records the writer could not add while a reader held the ring, oldest first.
+    /// Only the writer locks it (never contended); bounded by `bytes_max` like the ring.
+    backlog: Mutex<Ring>,
     bytes_max: usize,
 }
 
@@ -46,30 +54,39 @@ impl Recent {
     /// A ring of at most `bytes_max` bytes of records (0: no ring, every read goes to the
     /// loglet).
     pub(crate) fn new(bytes_max: usize) -> Self {
-        Recent { ring: Mutex::new(Ring::default()), bytes_max }
+        Recent { ring: Mutex::new(Ring::default()), backlog: Mutex::new(Ring::default()), bytes_max }
     }
 
     /// Adds the records of a group commit that just became durable, the first at LSN
-    /// `first`, and lets the oldest go beyond the bound.
+    /// `first`, and lets the oldest go beyond the bound. Never waits: if a reader holds the
+    /// ring, the records wait in the backlog for the next push. Called by the writer only.
     pub(crate) fn push(&self, first: Lsn, entries: Vec<Entry>) {
         if self.bytes_max == 0 {
             return;
         }
-        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        if ring.records.back().is_some_and(|last| last.lsn + 1 != first) {
-            // Not contiguous (cannot happen: the writer adds every durable group in order);
-            // start afresh rather than ever answer a read with a gap.
+        let mut backlog = self.backlog.lock().unwrap_or_else(PoisonError::into_inner);
+        for (lsn, entry) in (first..).zip(entries) {
+            backlog.push(Record { lsn, tags: entry.tags, payload: entry.payload });
+        }
+        // Beyond the bound the oldest would only leave the ring at once: drop them now (the
+        // ring then starts afresh after the gap).
+        backlog.trim(self.bytes_max);
+        let mut ring = match self.ring.try_lock() {
+            Ok(ring) => ring,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let Some(oldest) = backlog.records.front().map(|r| r.lsn) else { return };
+        if ring.records.back().is_some_and(|last| last.lsn + 1 != oldest) {
+            // Not contiguous (the backlog overflowed): start afresh rather than ever answer a
+            // read with a gap.
             *ring = Ring::default();
         }
-        for (lsn, entry) in (first..).zip(entries) {
-            let record = Record { lsn, tags: entry.tags, payload: entry.payload };
-            ring.bytes += footprint(&record);
-            ring.records.push_back(record);
+        for record in backlog.records.drain(..) {
+            ring.push(record);
         }
-        while ring.bytes > self.bytes_max {
-            let Some(oldest) = ring.records.pop_front() else { break };
-            ring.bytes -= footprint(&oldest);
-        }
+        backlog.bytes = 0;
+        ring.trim(self.bytes_max);
     }
 
     /// The records carrying `tag` (`ANY_TAG`: all) in `from..=to`, in order, at most `limit`
@@ -98,6 +115,21 @@ impl Recent {
         }
         // The scan stopped before `to`: too far for the ring, or past its end.
         Found::Elsewhere
+    }
+}
+
+impl Ring {
+    fn push(&mut self, record: Record) {
+        self.bytes += footprint(&record);
+        self.records.push_back(record);
+    }
+
+    /// Lets the oldest records go until the ring holds at most `bytes_max` bytes.
+    fn trim(&mut self, bytes_max: usize) {
+        while self.bytes > bytes_max {
+            let Some(oldest) = self.records.pop_front() else { break };
+            self.bytes -= footprint(&oldest);
+        }
     }
 }
 
@@ -165,6 +197,37 @@ mod tests {
         assert_eq!(recent.read(2, 1, tail + 1, 10), Found::Elsewhere, "tag 2 lies beyond the longest scan");
         assert_eq!(lsns(recent.read(2, 20, tail + 1, 10)), vec![tail + 1]);
         assert_eq!(lsns(recent.read(ANY_TAG, 1, tail + 1, 3)), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_writer_never_waits_for_a_reader_and_adds_its_backlog_next_time() {
+        let recent = Recent::new(1 << 20);
+        recent.push(1, vec![entry(1, "a")]);
+        let reading = recent.ring.lock().unwrap();
+        recent.push(2, vec![entry(1, "b"), entry(2, "c")]);
+        drop(reading);
+        assert_eq!(recent.read(ANY_TAG, 1, 3, 10), Found::Elsewhere, "LSNs 2 and 3 wait in the backlog; the loglet answers");
+        assert_eq!(lsns(recent.read(ANY_TAG, 1, 1, 10)), vec![1]);
+        recent.push(4, vec![entry(1, "d")]);
+        assert_eq!(lsns(recent.read(ANY_TAG, 1, 4, 10)), vec![1, 2, 3, 4], "the backlog came in, in order, with the next group");
+        assert_eq!(recent.backlog.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn a_backlog_beyond_the_bound_loses_its_oldest_and_the_ring_starts_after_the_gap() {
+        let one = RECORD_OVERHEAD_BYTES + 8 + 1;
+        let recent = Recent::new(2 * one);
+        recent.push(1, vec![entry(1, "a")]);
+        let reading = recent.ring.lock().unwrap();
+        for lsn in 2..=4 {
+            recent.push(lsn, vec![entry(1, "x")]);
+        }
+        drop(reading);
+        recent.push(5, vec![entry(1, "e")]);
+        assert_eq!(recent.read(ANY_TAG, 1, 5, 10), Found::Elsewhere, "never an answer across the dropped records");
+        assert_eq!(lsns(recent.read(ANY_TAG, 4, 5, 10)), vec![4, 5]);
+        let ring = recent.ring.lock().unwrap();
+        assert_eq!((ring.records.len(), ring.bytes), (2, 2 * one));
     }
 
     #[test]
