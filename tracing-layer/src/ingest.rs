@@ -1,5 +1,7 @@
 //! From log records to trace rows: pure functions over a record and the catalog.
 
+use std::ops::Range;
+
 use comb_backend::keycodec::decode_key;
 use comb_backend::{CommitRecord, InvocationRecord, LogRecord, Value, WriteRecord, decode_payload, decode_row, value_to_json};
 use comb_log::Record;
@@ -24,7 +26,7 @@ pub fn ingest(record: &Record, catalog: &Catalog, rows: &mut Rows) {
         Ok(LogRecord::Commit(commit)) => ingest_commit(record.lsn as i64, &commit, catalog, rows),
         Ok(LogRecord::Trace(trace)) => {
             for invocation in trace.invocations.iter().filter(|i| !is_system(&i.function)) {
-                rows.invocations.push(invocation_row(None, invocation));
+                rows.push_invocation(invocation_row(None, invocation));
                 read_rows(None, invocation, catalog, rows);
             }
         }
@@ -37,16 +39,16 @@ fn is_system(name: &str) -> bool {
     name.starts_with(SYSTEM_PREFIX)
 }
 
-fn invocation_row(lsn: Option<i64>, invocation: &InvocationRecord) -> InvocationRow {
+fn invocation_row(lsn: Option<i64>, invocation: &InvocationRecord) -> InvocationRow<'_> {
     InvocationRow {
         lsn,
-        workflow_id: invocation.workflow_id.clone(),
-        step: invocation.step_id.clone(),
-        function: invocation.function.clone(),
+        workflow_id: invocation.workflow_id.as_deref(),
+        step: invocation.step_id.as_deref(),
+        function: &invocation.function,
         partition: invocation.partition.map(i64::from),
         start_us: invocation.start_us as i64,
         end_us: invocation.end_us.max(invocation.start_us) as i64,
-        error: invocation.error.clone(),
+        error: invocation.error.as_deref(),
         recorded: invocation.recorded,
         replayed: invocation.replayed,
         read_only: invocation.read_only,
@@ -55,25 +57,28 @@ fn invocation_row(lsn: Option<i64>, invocation: &InvocationRecord) -> Invocation
 
 fn ingest_commit(lsn: i64, commit: &CommitRecord, catalog: &Catalog, rows: &mut Rows) {
     for invocation in commit.invocations.iter().filter(|i| !is_system(&i.function)) {
-        rows.invocations.push(invocation_row(Some(lsn), invocation));
+        rows.push_invocation(invocation_row(Some(lsn), invocation));
         read_rows(Some(lsn), invocation, catalog, rows);
     }
     // Writes are attributed to the transaction's first application function: a
     // multi-function transaction's members commit together.
     let author = commit.invocations.iter().find(|i| !is_system(&i.function)).or(commit.invocations.first());
     let commit_us = commit.invocations.iter().map(|i| i.end_us).max().unwrap_or_default() as i64;
+    let mut json = Json::default();
     for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {
         let Some(table) = catalog.table_by_id(TableId(write.object)) else {
             tracing::warn!(lsn, table = write.object, "a write to a table the catalog does not know; skipped");
             continue;
         };
-        if table.name == WORKFLOWS_TABLE {
-            rows.workflows.extend(ended_run(lsn, write, table));
+        let outcome = if table.name == WORKFLOWS_TABLE {
+            ended_run(lsn, write, table, rows)
         } else if !is_system(&table.name) {
-            match change(lsn, commit_us, write, table, author) {
-                Ok(change) => rows.changes.push(change),
-                Err(err) => tracing::warn!(lsn, table = %table.name, error = %err, "a row image the tracing layer cannot read; skipped"),
-            }
+            change(lsn, commit_us, write, table, author, &mut json, rows)
+        } else {
+            Ok(())
+        };
+        if let Err(err) = outcome {
+            tracing::warn!(lsn, table = %table.name, error = %err, "a row image the tracing layer cannot read; skipped");
         }
     }
 }
@@ -81,6 +86,7 @@ fn ingest_commit(lsn: i64, commit: &CommitRecord, catalog: &Catalog, rows: &mut 
 /// The rows of application tables an invocation read (its keys of index entries and of
 /// system tables are left out).
 fn read_rows(lsn: Option<i64>, invocation: &InvocationRecord, catalog: &Catalog, rows: &mut Rows) {
+    let mut json = Json::default();
     for key in &invocation.reads {
         let Some(object) = key.get(2..6).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
         let Some(table) = catalog.table_by_id(TableId(object)).filter(|t| !is_system(&t.name)) else { continue };
@@ -88,46 +94,63 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationRecord, catalog: &Catalog,
             tracing::warn!(?lsn, table = %table.name, "a key read the tracing layer cannot decode; skipped");
             continue;
         };
-        let key = json_object(table.primary_key.iter().zip(&values).filter_map(|(&c, v)| Some((table.columns.get(c)?.name.as_str(), v))));
-        rows.reads.push(ReadRow {
+        json.clear();
+        let key = json.object(table.primary_key.iter().zip(&values).filter_map(|(&c, v)| Some((table.columns.get(c)?.name.as_str(), v))));
+        rows.push_read(ReadRow {
             lsn,
-            workflow_id: invocation.workflow_id.clone(),
-            step: invocation.step_id.clone(),
-            function: invocation.function.clone(),
-            table: table.name.clone(),
-            key,
+            workflow_id: invocation.workflow_id.as_deref(),
+            step: invocation.step_id.as_deref(),
+            function: &invocation.function,
+            table: &table.name,
+            key: json.text(key),
         });
     }
 }
 
-/// Columns and their values as a JSON object, in the table's column order, written straight
-/// into one buffer (the feed writes one or two of these for every row changed).
-fn json_object<'a>(pairs: impl Iterator<Item = (&'a str, &'a Value)>) -> String {
-    let mut out = Vec::with_capacity(96);
-    out.push(b'{');
-    for (i, (name, value)) in pairs.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json(&mut out, name);
-        out.push(b':');
-        match value {
-            Value::Null => out.extend_from_slice(b"null"),
-            Value::Int(v) => out.extend_from_slice(v.to_string().as_bytes()),
-            Value::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
-            Value::Text(v) => write_json(&mut out, v.as_str()),
-            other => write_json(&mut out, &value_to_json(other)),
-        }
+/// JSON objects written one after another into one buffer (the feed writes one to three of
+/// these for every row changed), each known by its place in it.
+#[derive(Default)]
+struct Json(Vec<u8>);
+
+impl Json {
+    fn clear(&mut self) {
+        self.0.clear();
     }
-    out.push(b'}');
-    String::from_utf8(out).expect("serde_json writes UTF-8")
+
+    /// Writes the columns and their values as a JSON object, in the table's column order.
+    fn object<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, &'a Value)>) -> Range<usize> {
+        let start = self.0.len();
+        let out = &mut self.0;
+        out.push(b'{');
+        for (i, (name, value)) in pairs.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json(out, name);
+            out.push(b':');
+            match value {
+                Value::Null => out.extend_from_slice(b"null"),
+                Value::Int(v) => write_json(out, v),
+                Value::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
+                Value::Text(v) => write_json(out, v.as_str()),
+                other => write_json(out, &value_to_json(other)),
+            }
+        }
+        out.push(b'}');
+        start..self.0.len()
+    }
+
+    /// An object written by [`Json::object`].
+    fn text(&self, object: Range<usize>) -> &str {
+        std::str::from_utf8(&self.0[object]).expect("serde_json writes UTF-8")
+    }
 }
 
 fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
-    serde_json::to_writer(out, value).expect("a string or a JSON value always serializes");
+    serde_json::to_writer(out, value).expect("a number, a string or a JSON value always serializes");
 }
 
-fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: Option<&InvocationRecord>) -> comb_backend::Result<ChangeRow> {
+fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: Option<&InvocationRecord>, json: &mut Json, rows: &mut Rows) -> comb_backend::Result<()> {
     let before = write.before.as_deref().map(decode_row).transpose()?;
     let after = write.after.as_deref().map(decode_row).transpose()?;
     let operation = match (&before, &after) {
@@ -136,58 +159,84 @@ fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: 
         (Some(_), None) => "delete",
     };
     let image = after.as_ref().or(before.as_ref()).map(Vec::as_slice).unwrap_or_default();
-    let key = json_object(table.primary_key.iter().filter_map(|&c| Some((table.columns.get(c)?.name.as_str(), image.get(c)?))));
-    let json = |values: &Vec<Value>| json_object(table.columns.iter().map(|c| c.name.as_str()).zip(values));
-    Ok(ChangeRow {
+    json.clear();
+    let key = json.object(table.primary_key.iter().filter_map(|&c| Some((table.columns.get(c)?.name.as_str(), image.get(c)?))));
+    let mut object = |values: &Vec<Value>| json.object(table.columns.iter().map(|c| c.name.as_str()).zip(values));
+    let (before, after) = (before.as_ref().map(&mut object), after.as_ref().map(&mut object));
+    rows.push_change(ChangeRow {
         lsn,
         commit_us,
-        table: table.name.clone(),
+        table: &table.name,
         operation,
         partition: i64::from(write.partition),
-        key,
-        before: before.as_ref().map(json),
-        after: after.as_ref().map(json),
-        workflow_id: author.and_then(|a| a.workflow_id.clone()),
-        step: author.and_then(|a| a.step_id.clone()),
-        function: author.map(|a| a.function.clone()),
-    })
+        key: json.text(key),
+        before: before.map(|b| json.text(b)),
+        after: after.map(|a| json.text(a)),
+        workflow_id: author.and_then(|a| a.workflow_id.as_deref()),
+        step: author.and_then(|a| a.step_id.as_deref()),
+        function: author.map(|a| a.function.as_str()),
+    });
+    Ok(())
 }
 
 /// The run a write to `comb_workflows` ended, if it ended one.
-fn ended_run(lsn: i64, write: &WriteRecord, table: &Table) -> Option<WorkflowRow> {
-    let values = decode_row(write.after.as_deref()?).ok()?;
+fn ended_run(lsn: i64, write: &WriteRecord, table: &Table, rows: &mut Rows) -> comb_backend::Result<()> {
+    let Some(after) = write.after.as_deref() else { return Ok(()) };
+    let values = decode_row(after)?;
     let column = |name: &str| table.column_index(name).and_then(|i| values.get(i));
     let text = |name: &str| match column(name) {
-        Some(Value::Text(t)) => Some(t.clone()),
+        Some(Value::Text(t)) => Some(t.as_str()),
         _ => None,
     };
     let int = |name: &str| match column(name) {
         Some(Value::Int(v)) => Some(*v),
         _ => None,
     };
-    let status = text("status")?;
-    if status == "running" {
-        return None;
-    }
-    Some(WorkflowRow {
-        id: text("id")?,
-        name: text("name")?,
-        version: int("version")?,
+    let Some(status) = text("status").filter(|&s| s != "running") else { return Ok(()) };
+    let (Some(id), Some(name), Some(version), Some(start_us)) = (text("id"), text("name"), int("version"), int("started_us")) else {
+        return Ok(());
+    };
+    rows.push_workflow(WorkflowRow {
+        id,
+        name,
+        version,
         status,
         input: text("input").unwrap_or_default(),
         output: text("output"),
         error: text("error"),
-        start_us: int("started_us")?,
+        start_us,
         end_us: int("ended_us"),
         lsn,
-    })
+    });
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use comb_backend::{TRACE_TAG, TraceRecord, encode_commit, encode_row, encode_trace};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
     use super::*;
+
+    /// The rows of each table, each row as the values of `columns` joined by ` | ` (NULL
+    /// for a null).
+    fn printed(rows: Rows, columns: [&[&str]; 4]) -> [Vec<String>; 4] {
+        let batches = rows.into_batches().unwrap();
+        let options = FormatOptions::default().with_null("NULL");
+        let print = |batch: &Option<RecordBatch>, columns: &[&str]| -> Vec<String> {
+            let Some(batch) = batch else { return Vec::new() };
+            let formatters: Vec<_> = columns.iter().map(|c| ArrayFormatter::try_new(batch.column_by_name(c).expect("a column of the table"), &options).unwrap()).collect();
+            (0..batch.num_rows()).map(|row| formatters.iter().map(|f| f.value(row).to_string()).collect::<Vec<_>>().join(" | ")).collect()
+        };
+        std::array::from_fn(|t| print(&batches[t], columns[t]))
+    }
+
+    const INVOCATION: &[&str] = &["lsn", "workflow_id", "step", "function", "partition", "start_time", "duration_us", "status", "error", "recorded", "replayed", "read_only"];
+    const CHANGE: &[&str] = &["lsn", "commit_time", "table_name", "operation", "partition", "key", "before", "after", "workflow_id", "step", "function"];
+    const WORKFLOW: &[&str] = &["id", "name", "version", "status", "input", "output", "error", "start_time", "end_time", "duration_us", "lsn"];
+    const READ: &[&str] = &["lsn", "workflow_id", "step", "function", "table_name", "key"];
+    const ALL: [&[&str]; 4] = [INVOCATION, CHANGE, WORKFLOW, READ];
 
     fn catalog() -> Catalog {
         Catalog::new()
@@ -232,38 +281,17 @@ mod tests {
         };
         let mut rows = Rows::default();
         ingest(&Record { lsn: 42, tags: vec![2], payload: encode_commit(&commit).into() }, &catalog, &mut rows);
-        assert_eq!(rows.invocations, vec![InvocationRow {
-            lsn: Some(42),
-            workflow_id: Some("w1".into()),
-            step: Some("pay".into()),
-            function: "deposit".into(),
-            partition: Some(1),
-            start_us: 10,
-            end_us: 25,
-            error: None,
-            recorded: false,
-            replayed: false,
-            read_only: false,
-        }]);
-        let ops: Vec<_> = rows.changes.iter().map(|c| (c.operation, c.key.as_str(), c.before.as_deref(), c.after.as_deref())).collect();
-        assert_eq!(ops, vec![
-            ("update", r#"{"id":7}"#, Some(r#"{"id":7,"owner":"ann","balance":5}"#), Some(r#"{"id":7,"owner":"ann","balance":9}"#)),
-            ("insert", r#"{"id":8}"#, None, Some(r#"{"id":8,"owner":"bob","balance":1}"#)),
-            ("delete", r#"{"id":9}"#, Some(r#"{"id":9,"owner":"cy","balance":0}"#), None),
+        assert_eq!(rows.counts(), [1, 3, 1, 0]);
+        let [invocations, changes, workflows, reads] = printed(rows, ALL);
+        assert_eq!(invocations, ["42 | w1 | pay | deposit | 1 | 1970-01-01T00:00:00.000010Z | 15 | succeeded | NULL | false | false | false"]);
+        let (at, by) = ("42 | 1970-01-01T00:00:00.000025Z | accounts", "w1 | pay | deposit");
+        assert_eq!(changes, [
+            format!(r#"{at} | update | 1 | {{"id":7}} | {{"id":7,"owner":"ann","balance":5}} | {{"id":7,"owner":"ann","balance":9}} | {by}"#),
+            format!(r#"{at} | insert | 1 | {{"id":8}} | NULL | {{"id":8,"owner":"bob","balance":1}} | {by}"#),
+            format!(r#"{at} | delete | 1 | {{"id":9}} | {{"id":9,"owner":"cy","balance":0}} | NULL | {by}"#),
         ]);
-        assert!(rows.changes.iter().all(|c| c.lsn == 42 && c.commit_us == 25 && c.table == "accounts" && c.function.as_deref() == Some("deposit")));
-        assert_eq!(rows.workflows, vec![WorkflowRow {
-            id: "w1".into(),
-            name: "pay".into(),
-            version: 2,
-            status: "succeeded".into(),
-            input: "{}".into(),
-            output: Some("4".into()),
-            error: None,
-            start_us: 10,
-            end_us: Some(30),
-            lsn: 42,
-        }]);
+        assert_eq!(workflows, ["w1 | pay | 2 | succeeded | {} | 4 | NULL | 1970-01-01T00:00:00.000010Z | 1970-01-01T00:00:00.000030Z | 20 | 42"]);
+        assert!(reads.is_empty());
     }
 
     #[test]
@@ -279,14 +307,9 @@ mod tests {
         };
         let mut rows = Rows::default();
         ingest(&Record { lsn: 9, tags: vec![TRACE_TAG], payload: encode_trace(&TraceRecord { invocations: vec![read] }).into() }, &catalog, &mut rows);
-        assert_eq!(rows.reads, vec![ReadRow {
-            lsn: None,
-            workflow_id: Some("w1".into()),
-            step: Some("look".into()),
-            function: "balance".into(),
-            table: "accounts".into(),
-            key: r#"{"id":7}"#.into(),
-        }]);
+        let [invocations, _, _, reads] = printed(rows, [&["function", "read_only"], &[], &[], READ]);
+        assert_eq!(invocations, ["balance | true"]);
+        assert_eq!(reads, [r#"NULL | w1 | look | balance | accounts | {"id":7}"#], "the read of a system table's row and of an unknown table are left out");
     }
 
     #[test]
@@ -299,8 +322,8 @@ mod tests {
         let mut rows = Rows::default();
         ingest(&Record { lsn: 5, tags: vec![TRACE_TAG], payload: encode_trace(&trace).into() }, &catalog, &mut rows);
         ingest(&Record { lsn: 6, tags: vec![1], payload: vec![77, 1, 2].into() }, &catalog, &mut rows);
-        let seen: Vec<_> = rows.invocations.iter().map(|r| (r.function.as_str(), r.lsn, r.error.as_deref(), r.read_only)).collect();
-        assert_eq!(seen, vec![("withdraw", None, Some("no funds"), false), ("balance", None, None, true)]);
-        assert!(rows.changes.is_empty() && rows.workflows.is_empty());
+        assert_eq!(rows.counts(), [2, 0, 0, 0]);
+        let [invocations, ..] = printed(rows, [&["function", "lsn", "status", "error", "read_only"], &[], &[], &[]]);
+        assert_eq!(invocations, ["withdraw | NULL | failed | no funds | false", "balance | NULL | succeeded | NULL | true"]);
     }
 }

@@ -241,22 +241,21 @@ mod tests {
     use crate::tables::InvocationRow;
 
     fn rows(function: &str) -> Rows {
-        Rows {
-            invocations: vec![InvocationRow {
-                lsn: Some(1),
-                workflow_id: None,
-                step: None,
-                function: function.into(),
-                partition: Some(0),
-                start_us: 1,
-                end_us: 2,
-                error: None,
-                recorded: false,
-                replayed: false,
-                read_only: true,
-            }],
-            ..Rows::default()
-        }
+        let mut rows = Rows::default();
+        rows.push_invocation(InvocationRow {
+            lsn: Some(1),
+            workflow_id: None,
+            step: None,
+            function,
+            partition: Some(0),
+            start_us: 1,
+            end_us: 2,
+            error: None,
+            recorded: false,
+            replayed: false,
+            read_only: true,
+        });
+        rows
     }
 
     #[test]

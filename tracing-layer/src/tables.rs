@@ -1,9 +1,9 @@
-//! The trace tables: their Arrow schemas, the rows the feed produces, and the conversion of
-//! rows into record batches.
+//! The trace tables: their Arrow schemas, the rows the feed produces (appended straight to
+//! each column's Arrow builder), and their Parquet files.
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::{ArrayBuilder, ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -91,97 +91,126 @@ pub fn schema_of(table: usize) -> SchemaRef {
     Arc::clone(&SCHEMAS[table])
 }
 
-/// One row of `function_invocations`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InvocationRow {
+/// One row of `function_invocations`, borrowed from the record it comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InvocationRow<'a> {
     /// The LSN of its commit; `None` when it committed nothing.
     pub lsn: Option<i64>,
-    pub workflow_id: Option<String>,
-    pub step: Option<String>,
-    pub function: String,
+    pub workflow_id: Option<&'a str>,
+    pub step: Option<&'a str>,
+    pub function: &'a str,
     pub partition: Option<i64>,
     pub start_us: i64,
     pub end_us: i64,
-    pub error: Option<String>,
+    pub error: Option<&'a str>,
     pub recorded: bool,
     pub replayed: bool,
     pub read_only: bool,
 }
 
-/// One row of `change_data`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeRow {
+/// One row of `change_data`, borrowed from the record it comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChangeRow<'a> {
     pub lsn: i64,
     pub commit_us: i64,
-    pub table: String,
+    pub table: &'a str,
     /// `insert`, `update` or `delete`.
     pub operation: &'static str,
     pub partition: i64,
     /// The primary key as a JSON object.
-    pub key: String,
-    pub before: Option<String>,
-    pub after: Option<String>,
-    pub workflow_id: Option<String>,
-    pub step: Option<String>,
-    pub function: Option<String>,
+    pub key: &'a str,
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+    pub workflow_id: Option<&'a str>,
+    pub step: Option<&'a str>,
+    pub function: Option<&'a str>,
 }
 
-/// One row of `workflows`: a run that ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkflowRow {
-    pub id: String,
-    pub name: String,
+/// One row of `workflows` (a run that ended), borrowed from the record it comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkflowRow<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
     pub version: i64,
-    pub status: String,
-    pub input: String,
-    pub output: Option<String>,
-    pub error: Option<String>,
+    pub status: &'a str,
+    pub input: &'a str,
+    pub output: Option<&'a str>,
+    pub error: Option<&'a str>,
     pub start_us: i64,
     pub end_us: Option<i64>,
     pub lsn: i64,
 }
 
-/// One row of `read_events`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReadRow {
+/// One row of `read_events`, borrowed from the record it comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadRow<'a> {
     pub lsn: Option<i64>,
-    pub workflow_id: Option<String>,
-    pub step: Option<String>,
-    pub function: String,
-    pub table: String,
-    pub key: String,
+    pub workflow_id: Option<&'a str>,
+    pub step: Option<&'a str>,
+    pub function: &'a str,
+    pub table: &'a str,
+    pub key: &'a str,
 }
 
-/// Rows of every table, as produced from a run of log records.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Rows of every table, as produced from a run of log records: appended straight to the
+/// Arrow builders of each table's columns, so that each value is copied once, from the
+/// decoded record into the column it ends in.
+#[derive(Debug)]
 pub struct Rows {
-    pub invocations: Vec<InvocationRow>,
-    pub changes: Vec<ChangeRow>,
-    pub workflows: Vec<WorkflowRow>,
-    pub reads: Vec<ReadRow>,
+    invocations: Invocations,
+    changes: Changes,
+    workflows: Workflows,
+    reads: Reads,
+}
+
+impl Default for Rows {
+    fn default() -> Self {
+        Rows::with_room([0; 4])
+    }
 }
 
 impl Rows {
+    /// No rows, with room for `rows[t]` rows in table number `t`.
+    fn with_room(rows: [usize; 4]) -> Rows {
+        Rows { invocations: Invocations::new(rows[0]), changes: Changes::new(rows[1]), workflows: Workflows::new(rows[2]), reads: Reads::new(rows[3]) }
+    }
+
     /// No rows, with room for as many as `other` holds in each table (the feed's steps are
-    /// alike: this spares each one growing its vectors from nothing).
+    /// alike: this spares each one growing its columns from nothing).
     pub fn with_room_of(other: &Rows) -> Rows {
-        Rows {
-            invocations: Vec::with_capacity(other.invocations.len()),
-            changes: Vec::with_capacity(other.changes.len()),
-            workflows: Vec::with_capacity(other.workflows.len()),
-            reads: Vec::with_capacity(other.reads.len()),
-        }
+        Rows::with_room(other.counts())
+    }
+
+    /// Rows in each table, in [`TABLES`]' order.
+    pub fn counts(&self) -> [usize; 4] {
+        [self.invocations.lsn.len(), self.changes.lsn.len(), self.workflows.lsn.len(), self.reads.lsn.len()]
     }
 
     /// Rows in all tables.
     pub fn count(&self) -> usize {
-        self.invocations.len() + self.changes.len() + self.workflows.len() + self.reads.len()
+        self.counts().iter().sum()
+    }
+
+    pub fn push_invocation(&mut self, row: InvocationRow<'_>) {
+        self.invocations.push(row);
+    }
+
+    pub fn push_change(&mut self, row: ChangeRow<'_>) {
+        self.changes.push(row);
+    }
+
+    pub fn push_workflow(&mut self, row: WorkflowRow<'_>) {
+        self.workflows.push(row);
+    }
+
+    pub fn push_read(&mut self, row: ReadRow<'_>) {
+        self.reads.push(row);
     }
 
     /// The rows as one batch per table (`None` for a table without rows), in [`TABLES`]'
     /// order.
-    pub fn into_batches(self) -> Result<[Option<RecordBatch>; 4], ArrowError> {
-        Ok([invocations_batch(&self.invocations)?, changes_batch(&self.changes)?, workflows_batch(&self.workflows)?, reads_batch(&self.reads)?])
+    pub fn into_batches(mut self) -> Result<[Option<RecordBatch>; 4], ArrowError> {
+        Ok([self.invocations.finish()?, self.changes.finish()?, self.workflows.finish()?, self.reads.finish()?])
     }
 }
 
@@ -206,98 +235,256 @@ pub fn write_parquet(out: impl std::io::Write + Send, table: usize, batches: &[R
     Ok(())
 }
 
-fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    let mut b = StringBuilder::new();
-    values.for_each(|v| b.append_option(v));
-    Arc::new(b.finish())
+fn timestamps(rows: usize) -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")
 }
 
-fn ints(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
-    let mut b = Int64Builder::new();
-    values.for_each(|v| b.append_option(v));
-    Arc::new(b.finish())
+fn texts(rows: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, 0)
 }
 
-fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
-    let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    values.for_each(|v| b.append_option(v));
-    Arc::new(b.finish())
+fn array(builder: &mut impl ArrayBuilder) -> ArrayRef {
+    builder.finish()
 }
 
-fn bools(values: impl Iterator<Item = bool>) -> ArrayRef {
-    let mut b = BooleanBuilder::new();
-    values.for_each(|v| b.append_value(v));
-    Arc::new(b.finish())
-}
-
-fn batch(table: usize, columns: Vec<ArrayRef>, rows: usize) -> Result<Option<RecordBatch>, ArrowError> {
-    if rows == 0 {
+fn batch(table: usize, columns: Vec<ArrayRef>) -> Result<Option<RecordBatch>, ArrowError> {
+    if columns.first().is_none_or(|c| c.is_empty()) {
         return Ok(None);
     }
     RecordBatch::try_new(schema_of(table), columns).map(Some)
 }
 
-fn invocations_batch(rows: &[InvocationRow]) -> Result<Option<RecordBatch>, ArrowError> {
-    let columns = vec![
-        ints(rows.iter().map(|r| r.lsn)),
-        strings(rows.iter().map(|r| r.workflow_id.as_deref())),
-        strings(rows.iter().map(|r| r.step.as_deref())),
-        strings(rows.iter().map(|r| Some(r.function.as_str()))),
-        ints(rows.iter().map(|r| r.partition)),
-        times(rows.iter().map(|r| Some(r.start_us))),
-        times(rows.iter().map(|r| Some(r.end_us))),
-        ints(rows.iter().map(|r| Some(r.end_us - r.start_us))),
-        strings(rows.iter().map(|r| Some(if r.error.is_some() { "failed" } else { "succeeded" }))),
-        strings(rows.iter().map(|r| r.error.as_deref())),
-        bools(rows.iter().map(|r| r.recorded)),
-        bools(rows.iter().map(|r| r.replayed)),
-        bools(rows.iter().map(|r| r.read_only)),
-    ];
-    batch(0, columns, rows.len())
+/// The columns of `function_invocations` being built.
+#[derive(Debug)]
+struct Invocations {
+    lsn: Int64Builder,
+    workflow_id: StringBuilder,
+    step: StringBuilder,
+    function: StringBuilder,
+    partition: Int64Builder,
+    start: TimestampMicrosecondBuilder,
+    end: TimestampMicrosecondBuilder,
+    duration_us: Int64Builder,
+    status: StringBuilder,
+    error: StringBuilder,
+    recorded: BooleanBuilder,
+    replayed: BooleanBuilder,
+    read_only: BooleanBuilder,
 }
 
-fn changes_batch(rows: &[ChangeRow]) -> Result<Option<RecordBatch>, ArrowError> {
-    let columns = vec![
-        ints(rows.iter().map(|r| Some(r.lsn))),
-        times(rows.iter().map(|r| Some(r.commit_us))),
-        strings(rows.iter().map(|r| Some(r.table.as_str()))),
-        strings(rows.iter().map(|r| Some(r.operation))),
-        ints(rows.iter().map(|r| Some(r.partition))),
-        strings(rows.iter().map(|r| Some(r.key.as_str()))),
-        strings(rows.iter().map(|r| r.before.as_deref())),
-        strings(rows.iter().map(|r| r.after.as_deref())),
-        strings(rows.iter().map(|r| r.workflow_id.as_deref())),
-        strings(rows.iter().map(|r| r.step.as_deref())),
-        strings(rows.iter().map(|r| r.function.as_deref())),
-    ];
-    batch(1, columns, rows.len())
+impl Invocations {
+    fn new(rows: usize) -> Self {
+        Invocations {
+            lsn: Int64Builder::with_capacity(rows),
+            workflow_id: texts(rows),
+            step: texts(rows),
+            function: texts(rows),
+            partition: Int64Builder::with_capacity(rows),
+            start: timestamps(rows),
+            end: timestamps(rows),
+            duration_us: Int64Builder::with_capacity(rows),
+            status: texts(rows),
+            error: texts(rows),
+            recorded: BooleanBuilder::with_capacity(rows),
+            replayed: BooleanBuilder::with_capacity(rows),
+            read_only: BooleanBuilder::with_capacity(rows),
+        }
+    }
+
+    fn push(&mut self, row: InvocationRow<'_>) {
+        self.lsn.append_option(row.lsn);
+        self.workflow_id.append_option(row.workflow_id);
+        self.step.append_option(row.step);
+        self.function.append_value(row.function);
+        self.partition.append_option(row.partition);
+        self.start.append_value(row.start_us);
+        self.end.append_value(row.end_us);
+        self.duration_us.append_value(row.end_us - row.start_us);
+        self.status.append_value(if row.error.is_some() { "failed" } else { "succeeded" });
+        self.error.append_option(row.error);
+        self.recorded.append_value(row.recorded);
+        self.replayed.append_value(row.replayed);
+        self.read_only.append_value(row.read_only);
+    }
+
+    fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let columns = vec![
+            array(&mut self.lsn),
+            array(&mut self.workflow_id),
+            array(&mut self.step),
+            array(&mut self.function),
+            array(&mut self.partition),
+            array(&mut self.start),
+            array(&mut self.end),
+            array(&mut self.duration_us),
+            array(&mut self.status),
+            array(&mut self.error),
+            array(&mut self.recorded),
+            array(&mut self.replayed),
+            array(&mut self.read_only),
+        ];
+        batch(0, columns)
+    }
 }
 
-fn workflows_batch(rows: &[WorkflowRow]) -> Result<Option<RecordBatch>, ArrowError> {
-    let columns = vec![
-        strings(rows.iter().map(|r| Some(r.id.as_str()))),
-        strings(rows.iter().map(|r| Some(r.name.as_str()))),
-        ints(rows.iter().map(|r| Some(r.version))),
-        strings(rows.iter().map(|r| Some(r.status.as_str()))),
-        strings(rows.iter().map(|r| Some(r.input.as_str()))),
-        strings(rows.iter().map(|r| r.output.as_deref())),
-        strings(rows.iter().map(|r| r.error.as_deref())),
-        times(rows.iter().map(|r| Some(r.start_us))),
-        times(rows.iter().map(|r| r.end_us)),
-        ints(rows.iter().map(|r| r.end_us.map(|end| end - r.start_us))),
-        ints(rows.iter().map(|r| Some(r.lsn))),
-    ];
-    batch(2, columns, rows.len())
+/// The columns of `change_data` being built.
+#[derive(Debug)]
+struct Changes {
+    lsn: Int64Builder,
+    commit: TimestampMicrosecondBuilder,
+    table: StringBuilder,
+    operation: StringBuilder,
+    partition: Int64Builder,
+    key: StringBuilder,
+    before: StringBuilder,
+    after: StringBuilder,
+    workflow_id: StringBuilder,
+    step: StringBuilder,
+    function: StringBuilder,
 }
 
-fn reads_batch(rows: &[ReadRow]) -> Result<Option<RecordBatch>, ArrowError> {
-    let columns = vec![
-        ints(rows.iter().map(|r| r.lsn)),
-        strings(rows.iter().map(|r| r.workflow_id.as_deref())),
-        strings(rows.iter().map(|r| r.step.as_deref())),
-        strings(rows.iter().map(|r| Some(r.function.as_str()))),
-        strings(rows.iter().map(|r| Some(r.table.as_str()))),
-        strings(rows.iter().map(|r| Some(r.key.as_str()))),
-    ];
-    batch(3, columns, rows.len())
+impl Changes {
+    fn new(rows: usize) -> Self {
+        Changes {
+            lsn: Int64Builder::with_capacity(rows),
+            commit: timestamps(rows),
+            table: texts(rows),
+            operation: texts(rows),
+            partition: Int64Builder::with_capacity(rows),
+            key: texts(rows),
+            before: texts(rows),
+            after: texts(rows),
+            workflow_id: texts(rows),
+            step: texts(rows),
+            function: texts(rows),
+        }
+    }
+
+    fn push(&mut self, row: ChangeRow<'_>) {
+        self.lsn.append_value(row.lsn);
+        self.commit.append_value(row.commit_us);
+        self.table.append_value(row.table);
+        self.operation.append_value(row.operation);
+        self.partition.append_value(row.partition);
+        self.key.append_value(row.key);
+        self.before.append_option(row.before);
+        self.after.append_option(row.after);
+        self.workflow_id.append_option(row.workflow_id);
+        self.step.append_option(row.step);
+        self.function.append_option(row.function);
+    }
+
+    fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let columns = vec![
+            array(&mut self.lsn),
+            array(&mut self.commit),
+            array(&mut self.table),
+            array(&mut self.operation),
+            array(&mut self.partition),
+            array(&mut self.key),
+            array(&mut self.before),
+            array(&mut self.after),
+            array(&mut self.workflow_id),
+            array(&mut self.step),
+            array(&mut self.function),
+        ];
+        batch(1, columns)
+    }
+}
+
+/// The columns of `workflows` being built.
+#[derive(Debug)]
+struct Workflows {
+    id: StringBuilder,
+    name: StringBuilder,
+    version: Int64Builder,
+    status: StringBuilder,
+    input: StringBuilder,
+    output: StringBuilder,
+    error: StringBuilder,
+    start: TimestampMicrosecondBuilder,
+    end: TimestampMicrosecondBuilder,
+    duration_us: Int64Builder,
+    lsn: Int64Builder,
+}
+
+impl Workflows {
+    fn new(rows: usize) -> Self {
+        Workflows {
+            id: texts(rows),
+            name: texts(rows),
+            version: Int64Builder::with_capacity(rows),
+            status: texts(rows),
+            input: texts(rows),
+            output: texts(rows),
+            error: texts(rows),
+            start: timestamps(rows),
+            end: timestamps(rows),
+            duration_us: Int64Builder::with_capacity(rows),
+            lsn: Int64Builder::with_capacity(rows),
+        }
+    }
+
+    fn push(&mut self, row: WorkflowRow<'_>) {
+        self.id.append_value(row.id);
+        self.name.append_value(row.name);
+        self.version.append_value(row.version);
+        self.status.append_value(row.status);
+        self.input.append_value(row.input);
+        self.output.append_option(row.output);
+        self.error.append_option(row.error);
+        self.start.append_value(row.start_us);
+        self.end.append_option(row.end_us);
+        self.duration_us.append_option(row.end_us.map(|end| end - row.start_us));
+        self.lsn.append_value(row.lsn);
+    }
+
+    fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let columns = vec![
+            array(&mut self.id),
+            array(&mut self.name),
+            array(&mut self.version),
+            array(&mut self.status),
+            array(&mut self.input),
+            array(&mut self.output),
+            array(&mut self.error),
+            array(&mut self.start),
+            array(&mut self.end),
+            array(&mut self.duration_us),
+            array(&mut self.lsn),
+        ];
+        batch(2, columns)
+    }
+}
+
+/// The columns of `read_events` being built.
+#[derive(Debug)]
+struct Reads {
+    lsn: Int64Builder,
+    workflow_id: StringBuilder,
+    step: StringBuilder,
+    function: StringBuilder,
+    table: StringBuilder,
+    key: StringBuilder,
+}
+
+impl Reads {
+    fn new(rows: usize) -> Self {
+        Reads { lsn: Int64Builder::with_capacity(rows), workflow_id: texts(rows), step: texts(rows), function: texts(rows), table: texts(rows), key: texts(rows) }
+    }
+
+    fn push(&mut self, row: ReadRow<'_>) {
+        self.lsn.append_option(row.lsn);
+        self.workflow_id.append_option(row.workflow_id);
+        self.step.append_option(row.step);
+        self.function.append_value(row.function);
+        self.table.append_value(row.table);
+        self.key.append_value(row.key);
+    }
+
+    fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let columns =
+            vec![array(&mut self.lsn), array(&mut self.workflow_id), array(&mut self.step), array(&mut self.function), array(&mut self.table), array(&mut self.key)];
+        batch(3, columns)
+    }
 }
