@@ -149,6 +149,15 @@ impl<S> Measured<S> {
     }
 }
 
+impl<S> Measured<S> {
+    /// This window and the `next` one, measured after it, as one: latencies and errors
+    /// added, lengths summed, samples from this one's start to the next one's end.
+    pub(crate) fn followed_by(mut self, next: Measured<S>) -> anyhow::Result<Measured<S>> {
+        self.latencies.add(&next.latencies)?;
+        Ok(Measured { latencies: self.latencies, errors: self.errors + next.errors, seconds: self.seconds + next.seconds, samples: (self.samples.0, next.samples.1) })
+    }
+}
+
 impl Measured<LogStats> {
     /// Records per group commit (fsync) of the log during the window.
     pub(crate) fn records_per_fsync(&self) -> f64 {
