@@ -37,7 +37,7 @@ pub(crate) struct LogArgs {
     /// Write+fdatasync samples taken to measure the disk, spread over the slices.
     #[arg(long, default_value_t = 2_000)]
     fsync_samples: usize,
-    /// Slices of the measured window; the disk is probed before each (at most `SLICES_MAX`).
+    /// Slices of the measured window, 1 to 5; the disk is probed before each.
     #[arg(long, default_value_t = 5)]
     slices: u32,
     /// The log's `writer-spin-us`: how long its writer spins for the next append before it
