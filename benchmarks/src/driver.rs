@@ -147,9 +147,7 @@ impl<S> Measured<S> {
     pub(crate) fn seconds_rounded(&self) -> f64 {
         (self.seconds * 100.0).round() / 100.0
     }
-}
 
-impl<S> Measured<S> {
     /// This window and the `next` one, measured after it, as one: latencies and errors
     /// added, lengths summed, samples from this one's start to the next one's end.
     pub(crate) fn followed_by(mut self, next: Measured<S>) -> anyhow::Result<Measured<S>> {
