@@ -41,6 +41,10 @@ pub(crate) struct BackendArgs {
     /// The log's `writer-spin-us` (default: the log's default).
     #[arg(long)]
     writer_spin_us: Option<u64>,
+    /// The log's `overlap-syncs`: whether its writer writes the next group while the last
+    /// one syncs (`true` or `false`; default: the log's default).
+    #[arg(long)]
+    overlap_syncs: Option<bool>,
     #[command(flatten)]
     window: Window,
 }
@@ -103,6 +107,9 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
         let mut options = EngineOptions { partitions: args.partitions, ..EngineOptions::default() };
         if let Some(spin) = args.writer_spin_us {
             options.log.writer_spin_us = spin;
+        }
+        if let Some(overlap) = args.overlap_syncs {
+            options.log.overlap_syncs = overlap;
         }
         let engine = Engine::open(dir.path(), options).await?;
         engine.execute_ddl("CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)").await?;

@@ -44,6 +44,10 @@ pub(crate) struct LogArgs {
     /// sleeps (default: the log's default).
     #[arg(long)]
     writer_spin_us: Option<u64>,
+    /// The log's `overlap-syncs`: whether its writer writes the next group while the last
+    /// one syncs (`true` or `false`; default: the log's default).
+    #[arg(long)]
+    overlap_syncs: Option<bool>,
     #[command(flatten)]
     window: Window,
 }
@@ -61,6 +65,7 @@ pub(crate) struct LogReport {
     latency_us_p99: f64,
     latency_us_max: f64,
     records_per_fsync: f64,
+    overlap_syncs: bool,
     fsync_us_p50: f64,
     fsync_us_p99: f64,
     cores: usize,
@@ -75,6 +80,10 @@ pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
     if let Some(spin) = args.writer_spin_us {
         options.writer_spin_us = spin;
     }
+    if let Some(overlap) = args.overlap_syncs {
+        options.overlap_syncs = overlap;
+    }
+    let overlap_syncs = options.overlap_syncs;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let log = LogBook::open_dir(dir.path().join("log"), options).await?;
@@ -121,6 +130,7 @@ pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
             latency_us_p99: m.us(0.99),
             latency_us_max: m.us_max(),
             records_per_fsync: m.records_per_fsync(),
+            overlap_syncs,
             fsync_us_p50: us(fsync.value_at_quantile(0.50)),
             fsync_us_p99: us(fsync.value_at_quantile(0.99)),
             cores: cores(),

@@ -17,7 +17,7 @@ use crate::options::LogOptions;
 use crate::recent::{Found, Recent};
 use crate::record::{Entry, Lsn, Record, Tag, normalize_tags};
 use crate::rocks::RocksLoglet;
-use crate::writer::{COMPLETIONS_QUEUED_MAX, Command, Counters, Published, Writer, complete};
+use crate::writer::{self, Command, Counters, Published};
 
 /// A stream of records, as returned by [`LogBook::subscribe`].
 pub type RecordStream = BoxStream<'static, Result<Record>>;
@@ -66,7 +66,7 @@ impl std::fmt::Debug for LogBook {
 }
 
 impl LogBook {
-    /// Starts a log over `loglet`, with its writer thread. Does no I/O itself.
+    /// Starts a log over `loglet`, with its threads (writer, syncer, completer). Does no I/O itself.
     pub fn open(loglet: impl Loglet, options: LogOptions) -> Result<Self> {
         Self::open_shared(Arc::new(loglet), options)
     }
@@ -78,24 +78,7 @@ impl LogBook {
         let counters = Arc::new(Counters::default());
         let recent = Arc::new(Recent::new(options.recent_bytes_max));
         let (commands, queue) = sync_channel(options.queue_appends_max);
-        let (completions, completed) = sync_channel(COMPLETIONS_QUEUED_MAX);
-        std::thread::Builder::new()
-            .name("comb-log-completer".to_owned())
-            .spawn(move || complete(completed))
-            .map_err(|err| Error::Storage { operation: "start the completer thread", message: err.to_string() })?;
-        let writer = Writer {
-            loglet: Arc::clone(&loglet),
-            completions,
-            commands: queue,
-            published: Arc::clone(&published),
-            recent: Arc::clone(&recent),
-            counters: Arc::clone(&counters),
-            options: options.clone(),
-        };
-        std::thread::Builder::new()
-            .name("comb-log-writer".to_owned())
-            .spawn(move || writer.run())
-            .map_err(|err| Error::Storage { operation: "start the writer thread", message: err.to_string() })?;
+        writer::start(Arc::clone(&loglet), queue, Arc::clone(&published), Arc::clone(&recent), Arc::clone(&counters), options.clone())?;
         Ok(LogBook { inner: Arc::new(Inner { loglet, commands, published, recent, counters, options }) })
     }
 

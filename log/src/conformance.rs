@@ -54,6 +54,8 @@ macro_rules! loglet_conformance_tests {
             subscribers_read_recent_records_from_memory,
             subscribe_ends_at_seal_and_fails_below_trim,
             failed_write_is_never_acknowledged,
+            written_records_stay_unseen_until_synced,
+            failed_sync_is_never_acknowledged,
             close_refuses_everything_after);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -321,9 +323,16 @@ pub async fn full_queue_refuses_and_waiting_appends_commit_together(factory: Fac
 /// Many appenders at once: every LSN distinct, together dense, each record the one its
 /// appender wrote, each appender's records in its own order.
 pub async fn concurrent_appenders_get_distinct_dense_lsns(factory: Factory) {
+    for overlap_syncs in [true, false] {
+        concurrent_appenders_with(factory, LogOptions { overlap_syncs, ..LogOptions::default() }).await;
+    }
+}
+
+async fn concurrent_appenders_with(factory: Factory, options: LogOptions) {
     const APPENDERS: u64 = 16;
     const EACH: u64 = 100;
-    let s = open_default(factory).await;
+    let overlap_syncs = options.overlap_syncs;
+    let s = open(factory, options).await;
     let tasks: Vec<_> = (0..APPENDERS)
         .map(|a| {
             let log = s.log.clone();
@@ -339,9 +348,9 @@ pub async fn concurrent_appenders_get_distinct_dense_lsns(factory: Factory) {
     let mut written = std::collections::BTreeMap::new();
     for (a, task) in tasks.into_iter().enumerate() {
         let lsns = within("an appender", task).await.unwrap();
-        assert!(lsns.windows(2).all(|w| w[0] < w[1]), "appender {a}'s LSNs must follow its order");
+        assert!(lsns.windows(2).all(|w| w[0] < w[1]), "appender {a}'s LSNs must follow its order (overlap-syncs {overlap_syncs})");
         for (i, lsn) in lsns.into_iter().enumerate() {
-            assert!(written.insert(lsn, (a as u64, i)).is_none(), "LSN {lsn} given twice");
+            assert!(written.insert(lsn, (a as u64, i)).is_none(), "LSN {lsn} given twice (overlap-syncs {overlap_syncs})");
         }
     }
     let total = APPENDERS * EACH;
@@ -351,7 +360,9 @@ pub async fn concurrent_appenders_get_distinct_dense_lsns(factory: Factory) {
         assert_eq!(record.payload, Bytes::from(format!("{a}/{i}")));
         assert_eq!(record.tags, vec![a + 1]);
     }
-    assert!(s.log.stats().group_commits <= total);
+    let stats = s.log.stats();
+    assert_eq!((stats.appends, stats.records), (total, total));
+    assert!(stats.group_commits <= total);
 }
 
 /// Trim discards below its point: reads there fail naming the trim point, reads at and
@@ -517,6 +528,95 @@ pub async fn failed_write_is_never_acknowledged(factory: Factory) {
     assert_eq!(s.log.read_next(1, 1).await.unwrap().map(|r| r.payload), Some(Bytes::from_static(b"durable")));
     let mut subscription = s.log.subscribe(1, ANY_TAG);
     assert_eq!(within("record 1", subscription.next()).await.unwrap().unwrap().lsn, 1);
+    assert!(matches!(within("the failure", subscription.next()).await, Some(Err(Error::Failed { .. }))));
+}
+
+/// Holds the log's writes, lets a lone append be taken and `behind` more queue up behind it,
+/// runs `meanwhile` (the writes still held), then lets the writes go. Returns the lone
+/// append and the appends behind it, which form one group commit of `behind` appends: with
+/// three or more, a group the writer hands to its syncer.
+async fn lone_then_group(
+    s: &Subject,
+    behind: u64,
+    meanwhile: impl FnOnce(),
+) -> (tokio::task::JoinHandle<crate::Result<Lsn>>, Vec<tokio::task::JoinHandle<crate::Result<Lsn>>>) {
+    s.control.hold();
+    let lone = tokio::spawn({
+        let log = s.log.clone();
+        async move { log.append(&[1], "lone").await }
+    });
+    let control = Arc::clone(&s.control);
+    within("the writer taking the lone append", tokio::task::spawn_blocking(move || control.wait_until_held(1))).await.unwrap();
+    let queued_before = s.log.stats().appends;
+    let mut group = Vec::new();
+    for i in 0..behind {
+        let mut append = Box::pin({
+            let log = s.log.clone();
+            async move { log.append(&[1], payload(i)).await }
+        });
+        // The first poll enqueues the append behind the held one.
+        assert!(futures::poll!(&mut append).is_pending(), "append {i} must wait behind the held one");
+        group.push(tokio::spawn(append));
+    }
+    assert_eq!(s.log.stats().appends, queued_before, "nothing was answered while the writes were held");
+    meanwhile();
+    s.control.release();
+    (lone, group)
+}
+
+/// The writer writes a group while the syncer syncs it: until its sync returns, none of its
+/// records is read, the tail stays, subscribers wait and no appender hears back. Then all of
+/// it appears at once.
+pub async fn written_records_stay_unseen_until_synced(factory: Factory) {
+    let s = open_default(factory).await;
+    assert_eq!(s.log.append(&[1], "durable").await, Ok(1));
+    let (lone, group) = lone_then_group(&s, 3, || s.control.hold_syncs()).await;
+    assert_eq!(within("the lone append, synced by the writer", lone).await.unwrap(), Ok(2));
+    let control = Arc::clone(&s.control);
+    within("the group's sync", tokio::task::spawn_blocking(move || control.wait_until_syncs_held(1))).await.unwrap();
+
+    assert_eq!(s.log.tail(), 2, "the written group is not durable yet");
+    assert_eq!(s.log.read_next(ANY_TAG, 3).await, Ok(None));
+    assert_eq!(s.log.read_range(ANY_TAG, 1, 100).await.unwrap().len(), 2);
+    assert_eq!(s.log.read_prev(ANY_TAG, 5).await.unwrap().map(|r| r.lsn), Some(2));
+    let mut subscriber = s.log.subscribe(3, 1);
+    let mut next = subscriber.next();
+    assert!(futures::poll!(&mut next).is_pending(), "a subscriber waits for the sync");
+    for task in &group {
+        assert!(!task.is_finished(), "no appender of the group is answered before its sync");
+    }
+
+    s.control.release_syncs();
+    let mut lsns = Vec::new();
+    for task in group {
+        lsns.push(within("an append of the group", task).await.unwrap().unwrap());
+    }
+    assert_eq!(lsns, vec![3, 4, 5]);
+    assert_eq!(within("the subscriber", next).await.unwrap().unwrap().lsn, 3);
+    assert_eq!(s.log.tail(), 5);
+    assert_eq!(all_records(&s.log).await.len(), 5);
+}
+
+/// A sync that fails is never acknowledged: its group's appenders get the storage error,
+/// every later write is refused, and reads end at the last durable record.
+pub async fn failed_sync_is_never_acknowledged(factory: Factory) {
+    let s = open_default(factory).await;
+    assert_eq!(s.log.append(&[1], "durable").await, Ok(1));
+    let (lone, group) = lone_then_group(&s, 3, || s.control.fail_next_sync()).await;
+    assert_eq!(within("the lone append", lone).await.unwrap(), Ok(2));
+    for task in group {
+        let err = within("an append of the failed group", task).await.unwrap().unwrap_err();
+        assert!(matches!(&err, Error::Storage { operation: "sync", .. }), "{err}");
+    }
+    let after = s.log.append(&[1], "after").await.unwrap_err();
+    assert!(matches!(&after, Error::Failed { cause } if cause.contains("injected failure")), "{after}");
+    assert!(matches!(s.log.trim(2).await, Err(Error::Failed { .. })));
+    assert_eq!(s.log.tail(), 2);
+    assert_eq!(s.log.read_next(ANY_TAG, 3).await, Ok(None), "nothing of the failed group is read");
+    let mut subscription = s.log.subscribe(1, ANY_TAG);
+    for lsn in [1, 2] {
+        assert_eq!(within("a durable record", subscription.next()).await.unwrap().unwrap().lsn, lsn);
+    }
     assert!(matches!(within("the failure", subscription.next()).await, Some(Err(Error::Failed { .. }))));
 }
 

@@ -25,12 +25,12 @@
 //!   for the queue: backpressure, retryable), never an unbounded buffer or a hang.
 //! - **Trim and seal.** After `trim(upto)` reads below `upto` fail with `Trimmed`; after
 //!   `seal()` appends fail with `Sealed`, which carries the tail. Both are durable.
-//! - **Fail-stop.** If a write fails, the log acknowledges nothing more until reopened.
+//! - **Fail-stop.** If a write or a sync fails, the log acknowledges nothing more until reopened.
 //! - Tag 0 ([`ANY_TAG`]) on a read means any tag; it cannot be attached to a record.
 //!
-//! No storage call runs on an async runtime's worker: appends go to the writer thread, reads
-//! to tokio's blocking pool. Reads near the tail are answered from a bounded ring of the
-//! recent durable records, without touching storage.
+//! No storage call runs on an async runtime's worker: appends go to the writer thread (and
+//! its syncer), reads to tokio's blocking pool. Reads near the tail are answered from a
+//! bounded ring of the recent durable records, without touching storage.
 
 mod book;
 mod error;

@@ -24,9 +24,13 @@ pub struct LogletState {
 /// - LSNs are dense: the records present are exactly `trim_point ..= tail`.
 /// - Tags are stored sorted and deduplicated; reads by tag return exactly the records that
 ///   carry the tag.
-/// - `append`, `trim`, `seal` and `close` are called by one thread at a time (the log's
-///   writer), reads by any thread concurrently with them. Every method may block on I/O:
-///   none is ever called on an async runtime's worker thread.
+/// - `write` is `append` split in two: the entries get their LSNs at once and become durable
+///   with the next `sync`. After a crash the records present are still a dense prefix: of the
+///   writes not yet synced, any prefix may be present, each write whole or not at all.
+/// - `append`, `write`, `trim`, `seal` and `close` are called by one thread at a time (the
+///   log's writer); `sync` by one thread at a time (the log's syncer), concurrently with
+///   `write`; reads by any thread concurrently with all of them. Every method may block on
+///   I/O: none is ever called on an async runtime's worker thread.
 pub trait Loglet: Send + Sync + 'static {
     /// The loglet's state; after `open`, what it recovered from storage.
     fn state(&self) -> LogletState;
@@ -34,6 +38,14 @@ pub trait Loglet: Send + Sync + 'static {
     /// Durably appends `entries` (already validated, tags normalized) and returns the LSN
     /// of the first. Fails with `Sealed` on a sealed loglet.
     fn append(&self, entries: &[Entry]) -> Result<Lsn>;
+
+    /// Appends like `append` but returns before the entries are durable; they are durable
+    /// once a later `sync` returns. Reads may see them at once: the log clamps every read to
+    /// the durable tail it publishes.
+    fn write(&self, entries: &[Entry]) -> Result<Lsn>;
+
+    /// Makes every record written so far durable.
+    fn sync(&self) -> Result<()>;
 
     /// The records carrying `tag` (`ANY_TAG`: all) with LSNs in `from ..= to`, in order, at
     /// most `limit` of them. LSNs below the trim point are skipped.

@@ -52,7 +52,7 @@ impl MemoryLoglet {
         guard.as_ref().map(f).ok_or(Error::Closed)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Memory) -> Result<T>) -> Result<T> {
+    fn modify<T>(&self, f: impl FnOnce(&mut Memory) -> Result<T>) -> Result<T> {
         let mut guard = self.state.write().map_err(|_| poisoned())?;
         guard.as_mut().map(f).unwrap_or(Err(Error::Closed))
     }
@@ -69,7 +69,12 @@ impl Loglet for MemoryLoglet {
     }
 
     fn append(&self, entries: &[Entry]) -> Result<Lsn> {
-        self.write(|m| {
+        self.write(entries)
+    }
+
+    /// Memory is as durable as it gets at once: `sync` has nothing to do.
+    fn write(&self, entries: &[Entry]) -> Result<Lsn> {
+        self.modify(|m| {
             if m.sealed {
                 return Err(Error::Sealed { tail: m.tail() });
             }
@@ -82,6 +87,10 @@ impl Loglet for MemoryLoglet {
             }
             Ok(first)
         })
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.read(|_| ())
     }
 
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>> {
@@ -121,7 +130,7 @@ impl Loglet for MemoryLoglet {
     }
 
     fn trim(&self, upto: Lsn) -> Result<()> {
-        self.write(|m| {
+        self.modify(|m| {
             while m.trim_point < upto {
                 m.records.pop_front();
                 m.trim_point += 1;
@@ -136,7 +145,7 @@ impl Loglet for MemoryLoglet {
     }
 
     fn seal(&self) -> Result<Lsn> {
-        self.write(|m| {
+        self.modify(|m| {
             m.sealed = true;
             Ok(m.tail())
         })

@@ -31,6 +31,10 @@ pub struct LogOptions {
     /// sleeps at once). Spinning keeps a lone appender from paying a thread's wake-up on
     /// every append; it costs CPU only while the log is briefly idle.
     pub writer_spin_us: u64,
+    /// Whether the writer writes the next group commit while the last one syncs (a syncer
+    /// thread makes each written group durable, then publishes and answers it). Off, the
+    /// writer does both one after the other; kept for comparisons, on by default.
+    pub overlap_syncs: bool,
     /// Bytes of recent durable records kept in memory (0: none), so that reads near the
     /// tail, such as subscribers following it, are answered without reading storage.
     pub recent_bytes_max: usize,
@@ -46,6 +50,7 @@ impl Default for LogOptions {
             batch_bytes_max: 16 << 20,
             read_batch_records_max: 1_024,
             writer_spin_us: 50,
+            overlap_syncs: true,
             recent_bytes_max: 16 << 20,
         }
     }

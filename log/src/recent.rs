@@ -7,10 +7,11 @@
 //! tail, so a reader clamped to the published tail finds every record it may read in the
 //! ring, or reads the loglet. Payloads are shared with the appenders' buffers, not copied.
 //!
-//! The writer never waits for a reader: readers run at any priority (the tracing feed runs
-//! at a lower one), and a reader preempted while it copies records out would otherwise stall
-//! every append behind it. When the ring is busy the writer keeps the group in its own
-//! backlog and adds it with the next group; meanwhile reads of those records go to the loglet.
+//! The log's publishing thread (its syncer, or its writer) never waits for a reader: readers
+//! run at any priority (the tracing feed runs at a lower one), and a reader preempted while
+//! it copies records out would otherwise stall every append behind it. When the ring is busy
+//! the group waits in the ring's backlog and goes in with the next group; meanwhile reads of
+//! those records go to the loglet.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError, TryLockError};
@@ -59,7 +60,8 @@ impl Recent {
 
     /// Adds the records of a group commit that just became durable, the first at LSN
     /// `first`, and lets the oldest go beyond the bound. Never waits: if a reader holds the
-    /// ring, the records wait in the backlog for the next push. Called by the writer only.
+    /// ring, the records wait in the backlog for the next push. Called by the thread that
+    /// publishes the log's tail (the syncer, or the writer), one at a time.
     pub(crate) fn push(&self, first: Lsn, entries: Vec<Entry>) {
         if self.bytes_max == 0 {
             return;

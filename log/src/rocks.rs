@@ -6,9 +6,11 @@
 //! - column family `meta`: `format` -> version, `trim_point` -> LSN, `sealed` -> 1.
 //!
 //! An append is one `WriteBatch` (records and index entries together) written with
-//! `sync = true`: durable on return and atomic across a crash. RocksDB's own write-ahead log
-//! is recovered to the last complete batch (point-in-time recovery), so the records present
-//! after a crash are always a dense prefix.
+//! `sync = true`: durable on return and atomic across a crash. A `write` is the same batch
+//! with `sync = false` (its WAL bytes reach the OS at once), made durable by a later `sync`
+//! (RocksDB's `SyncWAL`, one fdatasync). RocksDB's own write-ahead log is recovered to the
+//! last complete batch (point-in-time recovery), so the records present after a crash are
+//! always a dense prefix.
 //!
 //! Trimming writes the new trim point and a range deletion of the records below it in one
 //! synced batch; index entries below the trim point are skipped by every read and dropped by
@@ -52,6 +54,8 @@ pub struct RocksLoglet {
     trim_point: Arc<AtomicU64>,
     sealed: AtomicBool,
     synced: WriteOptions,
+    /// For `write`: RocksDB hands the WAL's bytes to the OS at once and syncs them later.
+    unsynced: WriteOptions,
 }
 
 impl std::fmt::Debug for RocksLoglet {
@@ -127,6 +131,7 @@ impl RocksLoglet {
             trim_point,
             sealed: AtomicBool::new(false),
             synced,
+            unsynced: WriteOptions::default(),
         };
         loglet.recover(&db)?;
         *loglet.db.write().map_err(|_| poisoned())? = Some(db);
@@ -179,8 +184,31 @@ impl RocksLoglet {
         guard.as_ref().map_or(Err(Error::Closed), f)
     }
 
-    fn write(&self, db: &DB, batch: WriteBatch, operation: &'static str) -> Result<()> {
+    fn write_synced(&self, db: &DB, batch: WriteBatch, operation: &'static str) -> Result<()> {
         db.write_opt(batch, &self.synced).map_err(|err| storage_error(operation, &self.path, err))
+    }
+
+    /// Writes `entries` after the tail as one batch, atomic across a crash, with `options`
+    /// (synced for `append`, not for `write`).
+    fn put(&self, entries: &[Entry], options: &WriteOptions, operation: &'static str) -> Result<Lsn> {
+        self.with_db(|db| {
+            let tail = self.tail.load(Ordering::Acquire);
+            if self.sealed.load(Ordering::Acquire) {
+                return Err(Error::Sealed { tail });
+            }
+            let (records, index) = (family(db, RECORDS)?, family(db, TAG_INDEX)?);
+            let mut batch = WriteBatch::default();
+            let first = tail + 1;
+            for (lsn, entry) in (first..).zip(entries) {
+                batch.put_cf(records, lsn_key(lsn), encode_value(&entry.tags, &entry.payload));
+                for tag in &entry.tags {
+                    batch.put_cf(index, tag_key(*tag, lsn), []);
+                }
+            }
+            db.write_opt(batch, options).map_err(|err| storage_error(operation, &self.path, err))?;
+            self.tail.store(tail + entries.len() as Lsn, Ordering::Release);
+            Ok(first)
+        })
     }
 
     fn get_record(&self, db: &DB, lsn: Lsn) -> Result<Option<Record>> {
@@ -231,24 +259,17 @@ impl Loglet for RocksLoglet {
     }
 
     fn append(&self, entries: &[Entry]) -> Result<Lsn> {
-        self.with_db(|db| {
-            let tail = self.tail.load(Ordering::Acquire);
-            if self.sealed.load(Ordering::Acquire) {
-                return Err(Error::Sealed { tail });
-            }
-            let (records, index) = (family(db, RECORDS)?, family(db, TAG_INDEX)?);
-            let mut batch = WriteBatch::default();
-            let first = tail + 1;
-            for (lsn, entry) in (first..).zip(entries) {
-                batch.put_cf(records, lsn_key(lsn), encode_value(&entry.tags, &entry.payload));
-                for tag in &entry.tags {
-                    batch.put_cf(index, tag_key(*tag, lsn), []);
-                }
-            }
-            self.write(db, batch, "append")?;
-            self.tail.store(tail + entries.len() as Lsn, Ordering::Release);
-            Ok(first)
-        })
+        self.put(entries, &self.synced, "append")
+    }
+
+    fn write(&self, entries: &[Entry]) -> Result<Lsn> {
+        self.put(entries, &self.unsynced, "write")
+    }
+
+    fn sync(&self) -> Result<()> {
+        // With RocksDB's WAL flushed on every write, this is `SyncWAL`: an fdatasync of the
+        // WAL, safe beside a concurrent write (whose records it may or may not cover).
+        self.with_db(|db| db.flush_wal(true).map_err(|err| storage_error("sync", &self.path, err)))
     }
 
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>> {
@@ -328,7 +349,7 @@ impl Loglet for RocksLoglet {
             let mut batch = WriteBatch::default();
             batch.put_cf(family(db, META)?, META_TRIM_POINT, upto.to_be_bytes());
             batch.delete_range_cf(family(db, RECORDS)?, lsn_key(0), lsn_key(upto));
-            self.write(db, batch, "trim")?;
+            self.write_synced(db, batch, "trim")?;
             self.trim_point.store(upto, Ordering::Release);
             Ok(())
         })
@@ -339,7 +360,7 @@ impl Loglet for RocksLoglet {
             if !self.sealed.load(Ordering::Acquire) {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(family(db, META)?, META_SEALED, [1]);
-                self.write(db, batch, "seal")?;
+                self.write_synced(db, batch, "seal")?;
                 self.sealed.store(true, Ordering::Release);
             }
             Ok(self.tail.load(Ordering::Acquire))

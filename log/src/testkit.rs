@@ -23,51 +23,115 @@ pub async fn read_all(log: &LogBook) -> Result<Vec<Record>> {
     }
 }
 
-/// Wraps a loglet so that a test can hold appends inside the writer (to fill the queue
-/// deterministically) or make the next append fail (a storage fault).
+/// Wraps a loglet so that a test can hold writes or syncs inside the log's threads (to fill
+/// the queue, or to look at the log between a write and its sync, deterministically) or make
+/// the next write or sync fail (a storage fault). "Writes" are both `append` and `write`.
 #[derive(Debug)]
 pub struct ControlledLoglet<L: ?Sized = dyn Loglet> {
-    gate: Mutex<Gate>,
-    changed: Condvar,
-    fail_next: AtomicBool,
+    writes: Gate,
+    syncs: Gate,
+    fail_next_write: AtomicBool,
+    fail_next_sync: AtomicBool,
     inner: Arc<L>,
 }
 
+/// Holds the calls passing through it while told to.
 #[derive(Debug, Default)]
 struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
     holding: bool,
-    /// Appends currently held inside `append`.
+    /// Calls currently held.
     held: usize,
 }
 
-impl ControlledLoglet {
-    /// Wraps `inner`; appends pass through until told otherwise.
-    pub fn new(inner: Arc<dyn Loglet>) -> Self {
-        ControlledLoglet { gate: Mutex::new(Gate::default()), changed: Condvar::new(), fail_next: AtomicBool::new(false), inner }
-    }
-
-    /// From now on, appends wait inside the loglet until [`release`](Self::release).
-    pub fn hold(&self) {
-        self.gate.lock().expect("gate lock").holding = true;
-    }
-
-    /// Lets held and later appends through.
-    pub fn release(&self) {
-        self.gate.lock().expect("gate lock").holding = false;
+impl Gate {
+    fn set_holding(&self, holding: bool) {
+        self.state.lock().expect("gate lock").holding = holding;
         self.changed.notify_all();
     }
 
-    /// Blocks until `count` appends are held. Blocking: call it from a blocking thread.
-    pub fn wait_until_held(&self, count: usize) {
-        let mut gate = self.gate.lock().expect("gate lock");
-        while gate.held < count {
-            gate = self.changed.wait(gate).expect("gate lock");
+    fn pass(&self) {
+        let mut state = self.state.lock().expect("gate lock");
+        state.held += 1;
+        self.changed.notify_all();
+        while state.holding {
+            state = self.changed.wait(state).expect("gate lock");
+        }
+        state.held -= 1;
+    }
+
+    fn wait_until_held(&self, count: usize) {
+        let mut state = self.state.lock().expect("gate lock");
+        while state.held < count {
+            state = self.changed.wait(state).expect("gate lock");
+        }
+    }
+}
+
+impl ControlledLoglet {
+    /// Wraps `inner`; writes and syncs pass through until told otherwise.
+    pub fn new(inner: Arc<dyn Loglet>) -> Self {
+        ControlledLoglet {
+            writes: Gate::default(),
+            syncs: Gate::default(),
+            fail_next_write: AtomicBool::new(false),
+            fail_next_sync: AtomicBool::new(false),
+            inner,
         }
     }
 
-    /// Makes the next append fail with a storage error, writing nothing.
+    /// From now on, writes wait inside the loglet until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.writes.set_holding(true);
+    }
+
+    /// Lets held and later writes through.
+    pub fn release(&self) {
+        self.writes.set_holding(false);
+    }
+
+    /// Blocks until `count` writes are held. Blocking: call it from a blocking thread.
+    pub fn wait_until_held(&self, count: usize) {
+        self.writes.wait_until_held(count);
+    }
+
+    /// From now on, syncs wait inside the loglet until [`release_syncs`](Self::release_syncs).
+    pub fn hold_syncs(&self) {
+        self.syncs.set_holding(true);
+    }
+
+    /// Lets held and later syncs through.
+    pub fn release_syncs(&self) {
+        self.syncs.set_holding(false);
+    }
+
+    /// Blocks until `count` syncs are held. Blocking: call it from a blocking thread.
+    pub fn wait_until_syncs_held(&self, count: usize) {
+        self.syncs.wait_until_held(count);
+    }
+
+    /// Makes the next write (`append` or `write`) fail with a storage error, writing nothing.
     pub fn fail_next_append(&self) {
-        self.fail_next.store(true, Ordering::SeqCst);
+        self.fail_next_write.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the next `sync` fail with a storage error (what it leaves durable is unknown,
+    /// as after a real failed fsync).
+    pub fn fail_next_sync(&self) {
+        self.fail_next_sync.store(true, Ordering::SeqCst);
+    }
+
+    fn before_write(&self, operation: &'static str) -> Result<()> {
+        self.writes.pass();
+        if self.fail_next_write.swap(false, Ordering::SeqCst) {
+            return Err(Error::Storage { operation, message: "injected failure".to_owned() });
+        }
+        Ok(())
     }
 }
 
@@ -77,19 +141,21 @@ impl Loglet for ControlledLoglet {
     }
 
     fn append(&self, entries: &[Entry]) -> Result<Lsn> {
-        {
-            let mut gate = self.gate.lock().expect("gate lock");
-            gate.held += 1;
-            self.changed.notify_all();
-            while gate.holding {
-                gate = self.changed.wait(gate).expect("gate lock");
-            }
-            gate.held -= 1;
-        }
-        if self.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(Error::Storage { operation: "append", message: "injected failure".to_owned() });
-        }
+        self.before_write("append")?;
         self.inner.append(entries)
+    }
+
+    fn write(&self, entries: &[Entry]) -> Result<Lsn> {
+        self.before_write("write")?;
+        self.inner.write(entries)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.syncs.pass();
+        if self.fail_next_sync.swap(false, Ordering::SeqCst) {
+            return Err(Error::Storage { operation: "sync", message: "injected failure".to_owned() });
+        }
+        self.inner.sync()
     }
 
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>> {

@@ -1,19 +1,28 @@
-//! The writer: the one thread that owns the log's write path.
+//! The writer: the one thread that owns the log's write path, and the syncer beside it.
 //!
 //! Appends, trims, seals and the close arrive through one bounded queue. The writer takes
 //! the first waiting command; if it is an append, it also takes every append already waiting
-//! behind it (bounded by records and bytes per group commit) and makes them all durable with
-//! one call to the loglet (one synced write). While that write runs, new appends gather in
-//! the queue and form the next group: no timer is needed to batch. Results are released only
-//! after the write is durable and the new tail is published.
+//! behind it (bounded by records and bytes per group commit) and writes them all with one
+//! call to the loglet. While that group is written and synced, new appends gather in the
+//! queue and form the next group: no timer is needed to batch. Results are released only
+//! after the group is durable and the new tail is published.
 //!
-//! After a failed write the writer stops accepting writes (fail-stop): what the failed write
+//! The sync overlaps the next write: the writer writes a group without syncing it and hands
+//! it to the syncer thread, which syncs it, publishes it and answers its appenders while the
+//! writer already writes the next group. The hand-off is a rendezvous, so at most one group
+//! is syncing and one more written behind it; the appends arriving meanwhile wait in the
+//! queue and form a larger group. A lone appender (a group of one or two appends with nothing
+//! in flight) gains nothing from the syncer and would pay its wake-up: the writer appends
+//! such a group with a synced write and publishes it itself. Publishing is done by one thread
+//! at a time either way: the writer only when no group is in flight.
+//!
+//! After a failed write or sync the log stops accepting writes (fail-stop): what the failure
 //! left on disk is unknown until the log is reopened, and an append that may not be durable
 //! must never be acknowledged.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SendError, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
@@ -40,7 +49,7 @@ pub(crate) struct Published {
     pub(crate) trim_point: Lsn,
     pub(crate) sealed: bool,
     pub(crate) closed: bool,
-    /// Why the writer stopped after a failed write.
+    /// Why the log stopped accepting writes after a failed write or sync.
     pub(crate) failed: Option<Arc<str>>,
 }
 
@@ -63,7 +72,7 @@ pub(crate) struct Counters {
 
 /// A group of appends being made durable together.
 #[derive(Default)]
-struct Group {
+pub(crate) struct Group {
     entries: Vec<Entry>,
     bytes: usize,
     /// Each waiting append: how many entries it put into `entries`, and where to reply.
@@ -75,6 +84,13 @@ impl Group {
         self.waiters.push((entries.len(), reply));
         self.entries.extend(entries);
         self.bytes += bytes;
+    }
+
+    /// Answers every appender of a group that was not made durable.
+    fn refuse(self, err: &Error) {
+        for (_, reply) in self.waiters {
+            let _ = reply.send(Err(err.clone()));
+        }
     }
 
     fn fits(&self, records: usize, bytes: usize, options: &LogOptions) -> bool {
@@ -116,21 +132,145 @@ impl Completion {
     }
 }
 
-pub(crate) struct Writer {
-    pub(crate) loglet: Arc<dyn Loglet>,
-    pub(crate) completions: SyncSender<Completion>,
-    pub(crate) commands: Receiver<Command>,
+/// Publishes durable groups: into the ring of recent records, then the new tail, then the
+/// appenders' replies. Used by whichever thread made the group durable (the syncer, or the
+/// writer for a group it synced itself with nothing in flight), so by one at a time.
+#[derive(Clone)]
+pub(crate) struct Publisher {
     pub(crate) published: Arc<watch::Sender<Published>>,
     pub(crate) recent: Arc<Recent>,
     pub(crate) counters: Arc<Counters>,
+    /// To the completer thread, for groups of more than `COMPLETE_INLINE_MAX` appends.
+    pub(crate) completions: SyncSender<Completion>,
+}
+
+impl Publisher {
+    /// Why the log stopped accepting writes, if it did.
+    fn failed(&self) -> Option<Arc<str>> {
+        self.published.borrow().failed.clone()
+    }
+
+    /// Stops the log: every later write is refused with `Failed { cause }`, and subscribers
+    /// end with it after the durable records.
+    fn fail(&self, err: &Error) {
+        error!(%err, "a log write or sync failed; the log stops accepting writes until reopened");
+        let cause: Arc<str> = err.to_string().into();
+        self.published.send_modify(|p| p.failed = Some(cause));
+    }
+
+    /// Publishes the durable group whose first record is `first`, then answers its appenders.
+    fn publish(&self, first: Lsn, group: Group) {
+        let records = group.entries.len() as Lsn;
+        // Into the ring before the tail moves: a reader clamped to the new tail finds every
+        // record up to it there (or reads the loglet).
+        self.recent.push(first, group.entries);
+        self.published.send_modify(|p| {
+            debug_assert_eq!(p.tail + 1, first, "groups are published in LSN order");
+            p.tail = first + records - 1;
+        });
+        self.counters.appends.fetch_add(group.waiters.len() as u64, Ordering::Relaxed);
+        self.counters.records.fetch_add(records, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(group.bytes as u64, Ordering::Relaxed);
+        self.counters.group_commits.fetch_add(1, Ordering::Relaxed);
+        // The tail is published: reads see these records before their appenders are
+        // answered, never after. Appenders may be answered out of order across groups:
+        // every record up to the tail is durable by now, whoever hears of it first.
+        let completion = Completion { first, waiters: group.waiters };
+        if completion.waiters.len() <= COMPLETE_INLINE_MAX {
+            completion.answer();
+        } else if let Err(unsent) = self.completions.send(completion) {
+            error!("the log's completer thread stopped; answering here");
+            unsent.0.answer();
+        }
+    }
+}
+
+/// What the writer hands to the syncer.
+pub(crate) enum Handoff {
+    /// A group written (not yet durable) whose first record is `first`.
+    Written { first: Lsn, group: Group },
+    /// The writer waits until every group handed before is published (or refused).
+    Drain(SyncSender<()>),
+}
+
+/// The syncer thread: makes each written group durable, publishes it and answers its
+/// appenders, while the writer writes the next group.
+pub(crate) struct Syncer {
+    pub(crate) loglet: Arc<dyn Loglet>,
+    pub(crate) handoffs: Receiver<Handoff>,
+    pub(crate) publisher: Publisher,
+    /// Groups handed to the syncer and not yet published or refused; shared with the writer.
+    pub(crate) in_flight: Arc<AtomicUsize>,
+}
+
+impl Syncer {
+    /// Runs until the writer is gone.
+    pub(crate) fn run(self) {
+        for handoff in &self.handoffs {
+            match handoff {
+                Handoff::Drain(done) => drop(done.send(())),
+                Handoff::Written { first, group } => {
+                    // After a failure nothing more is published: the writer stops (or has
+                    // stopped) too, and a later sync would not tell what the failure left.
+                    let outcome = match self.publisher.failed() {
+                        Some(cause) => Err(Error::Failed { cause: cause.to_string() }),
+                        None => self.loglet.sync().inspect_err(|err| self.publisher.fail(err)),
+                    };
+                    match outcome {
+                        Ok(()) => self.publisher.publish(first, group),
+                        Err(err) => group.refuse(&err),
+                    }
+                    // Only now may the writer publish a group of its own.
+                    self.in_flight.fetch_sub(1, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) loglet: Arc<dyn Loglet>,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) publisher: Publisher,
+    /// To the syncer: a rendezvous, so the writer waits there while a group syncs and one
+    /// more is written.
+    pub(crate) handoffs: SyncSender<Handoff>,
+    pub(crate) in_flight: Arc<AtomicUsize>,
     pub(crate) options: LogOptions,
+}
+
+/// Starts the log's threads over `loglet`: the writer, the syncer and the completer.
+pub(crate) fn start(
+    loglet: Arc<dyn Loglet>,
+    commands: Receiver<Command>,
+    published: Arc<watch::Sender<Published>>,
+    recent: Arc<Recent>,
+    counters: Arc<Counters>,
+    options: LogOptions,
+) -> Result<()> {
+    let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(body)
+            .map(drop)
+            .map_err(|err| Error::Storage { operation: "start the log's threads", message: format!("{name}: {err}") })
+    };
+    let (completions, completed) = sync_channel(COMPLETIONS_QUEUED_MAX);
+    spawn("comb-log-completer", Box::new(move || complete(completed)))?;
+    let publisher = Publisher { published, recent, counters, completions };
+    let (handoffs, handed) = sync_channel(0);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let syncer = Syncer { loglet: Arc::clone(&loglet), handoffs: handed, publisher: publisher.clone(), in_flight: Arc::clone(&in_flight) };
+    spawn("comb-log-syncer", Box::new(move || syncer.run()))?;
+    let writer = Writer { loglet, commands, publisher, handoffs, in_flight, options };
+    spawn("comb-log-writer", Box::new(move || writer.run()))
 }
 
 impl Writer {
     /// Runs until a `Close` arrives or every handle to the log is dropped.
     pub(crate) fn run(self) {
+        // The writer's view: `tail` is the last record written, durable or not.
         let mut state = self.loglet.state();
-        let mut failed: Option<Arc<str>> = None;
         // A command taken from the queue that did not fit into the group being formed.
         let mut held: Option<Command> = None;
         // Whether the last group commit answered a lone appender or two: then the writer
@@ -144,6 +284,10 @@ impl Writer {
                     None => break, // every LogBook handle is gone
                 },
             };
+            if !matches!(command, Command::Append { .. }) {
+                // Trim, seal and close act on durable records only.
+                self.drain();
+            }
             match command {
                 Command::Append { entries, bytes, reply } => {
                     let mut group = Group::default();
@@ -160,13 +304,13 @@ impl Writer {
                         }
                     }
                     lone = group.waiters.len() <= COMPLETE_INLINE_MAX;
-                    self.commit(group, &mut state, &mut failed);
+                    self.commit(group, &mut state);
                 }
                 Command::Trim { upto, reply } => {
-                    let _ = reply.send(self.trim(upto, &mut state, failed.as_ref()));
+                    let _ = reply.send(self.trim(upto, &mut state));
                 }
                 Command::Seal { reply } => {
-                    let _ = reply.send(self.seal(&mut state, failed.as_ref()));
+                    let _ = reply.send(self.seal(&mut state));
                 }
                 Command::Close { reply } => {
                     let _ = reply.send(self.close());
@@ -178,6 +322,7 @@ impl Writer {
                 }
             }
         }
+        self.drain();
         if let Err(err) = self.close() {
             error!(%err, "closing the log after its last handle was dropped failed");
         }
@@ -205,8 +350,19 @@ impl Writer {
         self.commands.recv().ok()
     }
 
-    fn commit(&self, group: Group, state: &mut LogletState, failed: &mut Option<Arc<str>>) {
-        let refusal = if let Some(cause) = failed.as_ref() {
+    /// Waits until every group handed to the syncer is published or refused.
+    fn drain(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let (done, drained) = sync_channel(1);
+        if self.handoffs.send(Handoff::Drain(done)).is_ok() {
+            let _ = drained.recv();
+        }
+    }
+
+    fn commit(&self, group: Group, state: &mut LogletState) {
+        let refusal = if let Some(cause) = self.publisher.failed() {
             Some(Error::Failed { cause: cause.to_string() })
         } else if state.sealed {
             Some(Error::Sealed { tail: state.tail })
@@ -214,53 +370,46 @@ impl Writer {
             None
         };
         if let Some(err) = refusal {
-            for (_, reply) in group.waiters {
-                let _ = reply.send(Err(err.clone()));
-            }
+            group.refuse(&err);
             return;
         }
-        match self.loglet.append(&group.entries) {
+        // Synced here when nothing is in flight and either the syncer is off or the group is
+        // a lone appender or two; else written here and synced by the syncer.
+        let inline = self.in_flight.load(Ordering::Acquire) == 0
+            && (!self.options.overlap_syncs || group.waiters.len() <= COMPLETE_INLINE_MAX);
+        let outcome = if inline { self.loglet.append(&group.entries) } else { self.loglet.write(&group.entries) };
+        let err = match outcome {
             Ok(first) if first == state.tail + 1 => {
-                let records = group.entries.len() as Lsn;
-                // Into the ring before the tail moves: a reader clamped to the new tail finds
-                // every record up to it there (or reads the loglet).
-                self.recent.push(first, group.entries);
-                state.tail += records;
-                self.published.send_modify(|p| p.tail = state.tail);
-                self.counters.appends.fetch_add(group.waiters.len() as u64, Ordering::Relaxed);
-                self.counters.records.fetch_add(records, Ordering::Relaxed);
-                self.counters.bytes.fetch_add(group.bytes as u64, Ordering::Relaxed);
-                self.counters.group_commits.fetch_add(1, Ordering::Relaxed);
-                // The tail is published: reads see these records before their appenders
-                // are answered, never after.
-                // Appenders may be answered out of order across groups: every record up to the
-                // tail is durable by now, whoever hears of it first.
-                let completion = Completion { first, waiters: group.waiters };
-                if completion.waiters.len() <= COMPLETE_INLINE_MAX {
-                    completion.answer();
-                } else if let Err(unsent) = self.completions.send(completion) {
-                    error!("the log's completer thread stopped; answering on the writer");
-                    unsent.0.answer();
+                state.tail += group.entries.len() as Lsn;
+                if inline {
+                    self.publisher.publish(first, group);
+                    return;
+                }
+                self.in_flight.fetch_add(1, Ordering::Release);
+                match self.handoffs.send(Handoff::Written { first, group }) {
+                    Ok(()) => return,
+                    Err(SendError(unsent)) => {
+                        self.in_flight.fetch_sub(1, Ordering::Release);
+                        let Handoff::Written { group, .. } = unsent else { unreachable!("a written group was sent") };
+                        let err = Error::Internal("the log's syncer thread stopped".to_owned());
+                        self.publisher.fail(&err);
+                        group.refuse(&err);
+                        return;
+                    }
                 }
             }
-            outcome => {
-                let err = match outcome {
-                    Ok(first) => Error::Internal(format!("loglet appended at LSN {first}, expected {}", state.tail + 1)),
-                    Err(err) => err,
-                };
-                error!(%err, "log write failed; the log stops accepting writes until reopened");
-                let cause: Arc<str> = err.to_string().into();
-                *failed = Some(Arc::clone(&cause));
-                self.published.send_modify(|p| p.failed = Some(cause));
-                for (_, reply) in group.waiters {
-                    let _ = reply.send(Err(err.clone()));
-                }
-            }
-        }
+            Ok(first) => Error::Internal(format!("loglet appended at LSN {first}, expected {}", state.tail + 1)),
+            Err(err) => err,
+        };
+        // The groups in flight were written before this one: let the syncer finish them
+        // first, so that nothing is published after the failure.
+        self.drain();
+        self.publisher.fail(&err);
+        group.refuse(&err);
     }
 
-    fn trim(&self, upto: Lsn, state: &mut LogletState, failed: Option<&Arc<str>>) -> Result<()> {
-        if let Some(cause) = failed {
+    fn trim(&self, upto: Lsn, state: &mut LogletState) -> Result<()> {
+        if let Some(cause) = self.publisher.failed() {
             return Err(Error::Failed { cause: cause.to_string() });
         }
         if upto > state.tail + 1 {
@@ -271,13 +420,13 @@ impl Writer {
         }
         self.loglet.trim(upto)?;
         state.trim_point = upto;
-        self.published.send_modify(|p| p.trim_point = upto);
+        self.publisher.published.send_modify(|p| p.trim_point = upto);
         debug!(trim_point = upto, "log trimmed");
         Ok(())
     }
 
-    fn seal(&self, state: &mut LogletState, failed: Option<&Arc<str>>) -> Result<Lsn> {
-        if let Some(cause) = failed {
+    fn seal(&self, state: &mut LogletState) -> Result<Lsn> {
+        if let Some(cause) = self.publisher.failed() {
             return Err(Error::Failed { cause: cause.to_string() });
         }
         let tail = self.loglet.seal()?;
@@ -285,13 +434,13 @@ impl Writer {
             return Err(Error::Internal(format!("loglet sealed at {tail}, the writer's tail is {}", state.tail)));
         }
         state.sealed = true;
-        self.published.send_modify(|p| p.sealed = true);
+        self.publisher.published.send_modify(|p| p.sealed = true);
         debug!(tail, "log sealed");
         Ok(tail)
     }
 
     fn close(&self) -> Result<()> {
-        self.published.send_modify(|p| p.closed = true);
+        self.publisher.published.send_modify(|p| p.closed = true);
         self.loglet.close()
     }
 }
