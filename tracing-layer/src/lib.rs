@@ -392,7 +392,14 @@ mod tests {
         let tracer = Tracer::start(dir.path(), log, catalog, options.clone()).await.unwrap();
         let feed = niceness_of_threads("comb-trace-feed");
         assert!(!feed.is_empty() && feed.iter().all(|&n| n == options.feed_nice), "feed threads at {feed:?}, not {}", options.feed_nice);
-        let queries = niceness_of_threads("comb-trace-quer");
+        // A new thread names itself once it runs: on a busy machine the last query worker may
+        // not have yet when the runtime is built.
+        let mut queries = niceness_of_threads("comb-trace-quer");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while queries.len() < options.query_threads && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            queries = niceness_of_threads("comb-trace-quer");
+        }
         assert_eq!(queries, vec![own; options.query_threads], "the query runtime keeps the server's priority");
         assert_eq!(tracer.query("SELECT count(*) AS n FROM workflows", true).await.unwrap().rows, vec![vec![serde_json::json!(0)]]);
         tracer.close().await.unwrap();
