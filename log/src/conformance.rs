@@ -568,7 +568,7 @@ async fn lone_then_group(
 /// records is read, the tail stays, subscribers wait and no appender hears back. Then all of
 /// it appears at once.
 pub async fn written_records_stay_unseen_until_synced(factory: Factory) {
-    let s = open_default(factory).await;
+    let s = open(factory, LogOptions { overlap_syncs: true, ..LogOptions::default() }).await;
     assert_eq!(s.log.append(&[1], "durable").await, Ok(1));
     let (lone, group) = lone_then_group(&s, 3, || s.control.hold_syncs()).await;
     assert_eq!(within("the lone append, synced by the writer", lone).await.unwrap(), Ok(2));
@@ -600,7 +600,7 @@ pub async fn written_records_stay_unseen_until_synced(factory: Factory) {
 /// A sync that fails is never acknowledged: its group's appenders get the storage error,
 /// every later write is refused, and reads end at the last durable record.
 pub async fn failed_sync_is_never_acknowledged(factory: Factory) {
-    let s = open_default(factory).await;
+    let s = open(factory, LogOptions { overlap_syncs: true, ..LogOptions::default() }).await;
     assert_eq!(s.log.append(&[1], "durable").await, Ok(1));
     let (lone, group) = lone_then_group(&s, 3, || s.control.fail_next_sync()).await;
     assert_eq!(within("the lone append", lone).await.unwrap(), Ok(2));

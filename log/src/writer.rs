@@ -7,9 +7,10 @@
 //! queue and form the next group: no timer is needed to batch. Results are released only
 //! after the group is durable and the new tail is published.
 //!
-//! The sync overlaps the next write: the writer writes a group without syncing it and hands
-//! it to the syncer thread, which syncs it, publishes it and answers its appenders while the
-//! writer already writes the next group. The hand-off is a rendezvous, so at most one group
+//! With `overlap-syncs` (off by default: on 2 cores the backend loses more to the hand-offs
+//! than it gains), the sync overlaps the next write: the writer writes a group without
+//! syncing it and hands it to the syncer thread, which syncs it, publishes it and answers its
+//! appenders while the writer already writes the next group. The hand-off is a rendezvous, so at most one group
 //! is syncing and one more written behind it; the appends arriving meanwhile wait in the
 //! queue and form a larger group. A lone appender (a group of one or two appends with nothing
 //! in flight) gains nothing from the syncer and would pay its wake-up: the writer appends
