@@ -101,12 +101,22 @@ impl Fixture {
     }
 
     async fn restart(&mut self) {
-        let (server, listening) = self.server.take().unwrap();
-        listening.shutdown().await.unwrap();
-        server.close().await.unwrap();
+        self.stop().await;
         let (server, listening, client) = start(&self.dir, &self.runs, self.token.clone()).await;
         self.server = Some((server, listening));
         self.client = client;
+    }
+
+    /// Stops the server and closes its engine, so that no log is left closing on its own
+    /// thread when the test process exits (RocksDB's background threads then crash the exit).
+    async fn close(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        let (server, listening) = self.server.take().unwrap();
+        listening.shutdown().await.unwrap();
+        server.close().await.unwrap();
     }
 
     fn log_tail(&self) -> u64 {
@@ -210,6 +220,7 @@ async fn registration_invocation_and_listing() {
     let fresh = c.invoke::<Value>("jot", &json!({ "id": 9, "body": "after" })).run().await.unwrap();
     assert_eq!(fresh.version, 2);
     assert!(c.register_function(&sql_fn).await.unwrap(), "the SQL function survived the restart");
+    f.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +255,7 @@ async fn exactly_once_under_reinvocation_and_concurrent_duplicates() {
     assert_eq!(f.runs.add.load(Ordering::SeqCst) - before, 2, "each step ran once");
     let count: Value = c.invoke("count", &json!({ "id": 42, "by": 0 })).await.unwrap();
     assert_eq!(count["n"], 1, "the second step's effect is there once");
+    f.close().await;
 }
 
 async fn futures_join(calls: impl Iterator<Item = tokio::task::JoinHandle<comb_client::Result<comb_client::Run>>>) -> Vec<comb_client::Run> {
@@ -306,6 +318,7 @@ async fn parallel_branches_and_multi_function_transactions() {
     assert!(failed.error.as_deref().unwrap().contains("notes"), "{failed:?}");
     let n: Value = c.invoke("count", &json!({ "id": 60, "by": 0 })).await.unwrap();
     assert_eq!(n["n"], 10, "the failed transaction's first step left nothing");
+    f.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,6 +395,7 @@ async fn every_bad_input_gets_a_precise_status() {
     let run = c.invoke::<Value>("count", &json!({ "id": "seven" })).run().await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert!(run.error.unwrap().contains("id must be an integer"));
+    f.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,6 +424,7 @@ async fn a_token_is_required_when_configured() {
     assert!(open.health().await.is_ok());
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
+    f.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,4 +466,5 @@ async fn numbers_and_types_a_function_cannot_take_get_clear_errors() {
     }
     let sum: Option<i64> = f.client.invoke::<Value>("count", &json!({ "id": 1, "by": 0 })).await.unwrap()["n"].as_i64();
     assert_eq!(sum, Some(0), "nothing was written by the refused inputs");
+    f.close().await;
 }

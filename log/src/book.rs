@@ -66,7 +66,8 @@ impl std::fmt::Debug for LogBook {
 }
 
 impl LogBook {
-    /// Starts a log over `loglet`, with its threads (writer, syncer, completer). Does no I/O itself.
+    /// Starts a log over `loglet`, with its threads (writer, completer, and the syncer with
+    /// `overlap-syncs`). Does no I/O itself.
     pub fn open(loglet: impl Loglet, options: LogOptions) -> Result<Self> {
         Self::open_shared(Arc::new(loglet), options)
     }

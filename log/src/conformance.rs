@@ -289,23 +289,7 @@ pub async fn bounds_are_enforced_and_named(factory: Factory) {
 /// group commit, in queue order.
 pub async fn full_queue_refuses_and_waiting_appends_commit_together(factory: Factory) {
     let s = open(factory, LogOptions { queue_appends_max: 4, ..LogOptions::default() }).await;
-    s.control.hold();
-    let first = tokio::spawn({
-        let log = s.log.clone();
-        async move { log.append(&[1], "first").await }
-    });
-    let control = Arc::clone(&s.control);
-    within("the writer taking the first append", tokio::task::spawn_blocking(move || control.wait_until_held(1))).await.unwrap();
-
-    let mut waiting = Vec::new();
-    for i in 0..4u64 {
-        let mut append = Box::pin({
-            let log = s.log.clone();
-            async move { log.append(&[1], payload(i)).await }
-        });
-        assert!(futures::poll!(&mut append).is_pending(), "append {i} must wait behind the held one");
-        waiting.push(append);
-    }
+    let (first, waiting) = hold_lone_then_queue(&s, 4).await;
     let refused = s.log.append(&[1], "one too many").await.unwrap_err();
     assert_eq!(refused, Error::QueueFull { limit: 4 });
     assert!(refused.is_retryable());
@@ -531,6 +515,31 @@ pub async fn failed_write_is_never_acknowledged(factory: Factory) {
     assert!(matches!(within("the failure", subscription.next()).await, Some(Err(Error::Failed { .. }))));
 }
 
+/// Holds the log's writes, lets the writer take a lone append (held inside the loglet), then
+/// enqueues `behind` appends behind it: each polled once, which enqueues it, and pending.
+async fn hold_lone_then_queue(s: &Subject, behind: u64) -> (tokio::task::JoinHandle<crate::Result<Lsn>>, Vec<PendingAppend>) {
+    s.control.hold();
+    let lone = tokio::spawn({
+        let log = s.log.clone();
+        async move { log.append(&[1], "lone").await }
+    });
+    let control = Arc::clone(&s.control);
+    within("the writer taking the lone append", tokio::task::spawn_blocking(move || control.wait_until_held(1))).await.unwrap();
+    let mut queued = Vec::new();
+    for i in 0..behind {
+        let mut append: PendingAppend = Box::pin({
+            let log = s.log.clone();
+            async move { log.append(&[1], payload(i)).await }
+        });
+        assert!(futures::poll!(&mut append).is_pending(), "append {i} must wait behind the held one");
+        queued.push(append);
+    }
+    (lone, queued)
+}
+
+/// An append enqueued by its first poll and not yet answered.
+type PendingAppend = std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<Lsn>> + Send>>;
+
 /// Holds the log's writes, lets a lone append be taken and `behind` more queue up behind it,
 /// runs `meanwhile` (the writes still held), then lets the writes go. Returns the lone
 /// append and the appends behind it, which form one group commit of `behind` appends: with
@@ -540,28 +549,12 @@ async fn lone_then_group(
     behind: u64,
     meanwhile: impl FnOnce(),
 ) -> (tokio::task::JoinHandle<crate::Result<Lsn>>, Vec<tokio::task::JoinHandle<crate::Result<Lsn>>>) {
-    s.control.hold();
-    let lone = tokio::spawn({
-        let log = s.log.clone();
-        async move { log.append(&[1], "lone").await }
-    });
-    let control = Arc::clone(&s.control);
-    within("the writer taking the lone append", tokio::task::spawn_blocking(move || control.wait_until_held(1))).await.unwrap();
     let queued_before = s.log.stats().appends;
-    let mut group = Vec::new();
-    for i in 0..behind {
-        let mut append = Box::pin({
-            let log = s.log.clone();
-            async move { log.append(&[1], payload(i)).await }
-        });
-        // The first poll enqueues the append behind the held one.
-        assert!(futures::poll!(&mut append).is_pending(), "append {i} must wait behind the held one");
-        group.push(tokio::spawn(append));
-    }
+    let (lone, queued) = hold_lone_then_queue(s, behind).await;
     assert_eq!(s.log.stats().appends, queued_before, "nothing was answered while the writes were held");
     meanwhile();
     s.control.release();
-    (lone, group)
+    (lone, queued.into_iter().map(tokio::spawn).collect())
 }
 
 /// The writer writes a group while the syncer syncs it: until its sync returns, none of its

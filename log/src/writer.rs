@@ -240,7 +240,8 @@ pub(crate) struct Writer {
     pub(crate) options: LogOptions,
 }
 
-/// Starts the log's threads over `loglet`: the writer, the syncer and the completer.
+/// Starts the log's threads over `loglet`: the writer, the completer, and the syncer when
+/// `overlap-syncs` is on.
 pub(crate) fn start(
     loglet: Arc<dyn Loglet>,
     commands: Receiver<Command>,
@@ -261,8 +262,11 @@ pub(crate) fn start(
     let publisher = Publisher { published, recent, counters, completions };
     let (handoffs, handed) = sync_channel(0);
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let syncer = Syncer { loglet: Arc::clone(&loglet), handoffs: handed, publisher: publisher.clone(), in_flight: Arc::clone(&in_flight) };
-    spawn("comb-log-syncer", Box::new(move || syncer.run()))?;
+    // Without overlap-syncs the writer syncs every group itself and never hands one over.
+    if options.overlap_syncs {
+        let syncer = Syncer { loglet: Arc::clone(&loglet), handoffs: handed, publisher: publisher.clone(), in_flight: Arc::clone(&in_flight) };
+        spawn("comb-log-syncer", Box::new(move || syncer.run()))?;
+    }
     let writer = Writer { loglet, commands, publisher, handoffs, in_flight, options };
     spawn("comb-log-writer", Box::new(move || writer.run()))
 }
