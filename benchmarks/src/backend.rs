@@ -64,6 +64,8 @@ pub(crate) struct BackendReport {
     latency_us_p99: f64,
     latency_us_max: f64,
     records_per_fsync: f64,
+    /// CPU time of the whole process (clients and engine) per transaction in the window.
+    cpu_us_per_txn: f64,
     /// A bare write+fdatasync of a commit record's size on the same disk, in the same run.
     fsync_us_p50: f64,
     cores: usize,
@@ -157,6 +159,7 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
             latency_us_p99: m.us(0.99),
             latency_us_max: m.us_max(),
             records_per_fsync: m.records_per_fsync(),
+            cpu_us_per_txn: m.cpu_us_per_op(),
             fsync_us_p50,
             cores: cores(),
         })

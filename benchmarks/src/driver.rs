@@ -125,9 +125,17 @@ pub(crate) struct Measured<S> {
     pub(crate) seconds: f64,
     /// The sample taken at the window's start and at its end.
     pub(crate) samples: (S, S),
+    /// CPU time the whole process used in the window (every thread: clients and server).
+    pub(crate) cpu_us: u64,
 }
 
 impl<S> Measured<S> {
+    /// The process's CPU time per operation completed in the window, in microseconds (one
+    /// decimal).
+    pub(crate) fn cpu_us_per_op(&self) -> f64 {
+        (self.cpu_us as f64 / self.latencies.len().max(1) as f64 * 10.0).round() / 10.0
+    }
+
     /// Completed operations per second.
     pub(crate) fn per_sec(&self) -> f64 {
         (self.latencies.len() as f64 / self.seconds).round()
@@ -152,7 +160,7 @@ impl<S> Measured<S> {
     /// added, lengths summed, samples from this one's start to the next one's end.
     pub(crate) fn followed_by(mut self, next: Measured<S>) -> anyhow::Result<Measured<S>> {
         self.latencies.add(&next.latencies)?;
-        Ok(Measured { latencies: self.latencies, errors: self.errors + next.errors, seconds: self.seconds + next.seconds, samples: (self.samples.0, next.samples.1) })
+        Ok(Measured { latencies: self.latencies, errors: self.errors + next.errors, seconds: self.seconds + next.seconds, samples: (self.samples.0, next.samples.1), cpu_us: self.cpu_us + next.cpu_us })
     }
 }
 
@@ -256,11 +264,13 @@ where
     let (mut last_at, mut last_ops) = (Instant::now(), 0);
     let mut before = None;
     let mut started = began;
+    let mut cpu_before = 0;
     loop {
         tick.tick().await;
         let elapsed = began.elapsed();
         if before.is_none() && elapsed >= warmup {
             before = Some(sample());
+            cpu_before = process_cpu_us()?;
             started = Instant::now();
             phase.store(MEASURE, Ordering::Relaxed);
         }
@@ -275,6 +285,7 @@ where
     phase.store(STOP, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let after = sample();
+    let cpu_us = process_cpu_us()?.saturating_sub(cpu_before);
     let before = before.expect("the warm-up ended");
     bar.finish_and_clear();
     let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3)?;
@@ -284,5 +295,37 @@ where
         latencies.add(&histogram)?;
         errors += failed;
     }
-    Ok(Measured { latencies, errors, seconds, samples: (before, after) })
+    Ok(Measured { latencies, errors, seconds, samples: (before, after), cpu_us })
+}
+
+/// Linux reports a process's CPU times in clock ticks of USER_HZ, which is 100 on every
+/// architecture Comb builds for.
+const CLOCK_TICKS_PER_SEC: u64 = 100;
+
+/// CPU time this process has used so far (user and system, every thread, living or gone),
+/// in microseconds, at the kernel's 10 ms resolution.
+pub(crate) fn process_cpu_us() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
+}
+
+/// utime and stime are fields 14 and 15 of /proc/<pid>/stat; the command (field 2) is in
+/// parentheses and may hold spaces, so fields are counted after its closing parenthesis.
+fn parse_cpu_us(stat: &str) -> Option<u64> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let (utime, stime): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    Some((utime + stime) * 1_000_000 / CLOCK_TICKS_PER_SEC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_times_are_read_after_the_command_even_with_spaces_in_it() {
+        let stat = "4242 (comb bench) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_cpu_us(stat), Some((250 + 75) * 10_000));
+        assert_eq!(parse_cpu_us("4242 (truncated) S 1"), None);
+        assert!(process_cpu_us().is_ok(), "this process's own times are readable");
+    }
 }

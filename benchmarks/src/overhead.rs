@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::apps::{Sizes, Workload};
 use crate::comb::Comb;
 use crate::disk::commit_fsync_us_p50;
-use crate::driver::{Window, cores};
+use crate::driver::{Window, cores, process_cpu_us};
 use crate::workload::{Measurement, Target, TargetArgs, measure, ms};
 
 #[derive(Debug, Args)]
@@ -158,36 +158,4 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         fsync_us_p50,
         cores: cores(),
     })
-}
-
-/// Linux reports a process's CPU times in clock ticks of USER_HZ, which is 100 on every
-/// architecture Comb builds for.
-const CLOCK_TICKS_PER_SEC: u64 = 100;
-
-/// CPU time this process has used so far (user and system, every thread, living or gone),
-/// in microseconds, at the kernel's 10 ms resolution.
-fn process_cpu_us() -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
-}
-
-/// utime and stime are fields 14 and 15 of /proc/<pid>/stat; the command (field 2) is in
-/// parentheses and may hold spaces, so fields are counted after its closing parenthesis.
-fn parse_cpu_us(stat: &str) -> Option<u64> {
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
-    let (utime, stime): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
-    Some((utime + stime) * 1_000_000 / CLOCK_TICKS_PER_SEC)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_times_are_read_after_the_command_even_with_spaces_in_it() {
-        let stat = "4242 (comb bench) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0 100 0 0";
-        assert_eq!(parse_cpu_us(stat), Some((250 + 75) * 10_000));
-        assert_eq!(parse_cpu_us("4242 (truncated) S 1"), None);
-        assert!(process_cpu_us().is_ok(), "this process's own times are readable");
-    }
 }
