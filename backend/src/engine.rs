@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use comb_log::{Entry, LogBook, LogOptions, Lsn};
 use comb_planner::Catalog;
@@ -19,11 +20,18 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
-use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, completion_task, json_bytes};
+use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, completion_task, json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::{Batch, Store};
 use crate::trace::TraceBuffer;
+
+/// The most `writeback-bytes` may be, per partition.
+pub const WRITEBACK_BYTES_MAX: usize = 1 << 30;
+
+/// The most `writeback-interval-ms` may be: replay after a crash reads at least this much of
+/// the log again.
+pub const WRITEBACK_INTERVAL_MS_MAX: u64 = 60_000;
 
 /// Options of the backend, each a named bound.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +57,14 @@ pub struct EngineOptions {
     /// Bytes of rows each partition keeps in memory as the state store holds them, so that
     /// hot rows are read without a RocksDB lookup (0: none; at most `ROW_CACHE_BYTES_MAX`).
     pub row_cache_bytes: usize,
+    /// Bytes of durable writes a partition gathers before writing them back to the state
+    /// store, at most `WRITEBACK_BYTES_MAX` (0: write back at once). Until then reads find
+    /// them in memory and the log holds them; a row updated many times in between costs the
+    /// store one write, and the store takes them in key order.
+    pub writeback_bytes: usize,
+    /// Longest a durable write waits in memory for its write-back, in milliseconds, at most
+    /// `WRITEBACK_INTERVAL_MS_MAX`.
+    pub writeback_interval_ms: u64,
     /// Options of the shared log, when the engine opens it.
     pub log: LogOptions,
 }
@@ -64,6 +80,8 @@ impl Default for EngineOptions {
             json_bytes_max: 1 << 20,
             trace_reads: false,
             row_cache_bytes: 64 << 20,
+            writeback_bytes: 16 << 20,
+            writeback_interval_ms: 1_000,
             log: LogOptions::default(),
         }
     }
@@ -89,6 +107,12 @@ impl EngineOptions {
         }
         if self.row_cache_bytes > ROW_CACHE_BYTES_MAX {
             return invalid("row-cache-bytes", format!("must be at most {ROW_CACHE_BYTES_MAX}"));
+        }
+        if self.writeback_bytes > WRITEBACK_BYTES_MAX {
+            return invalid("writeback-bytes", format!("must be at most {WRITEBACK_BYTES_MAX}"));
+        }
+        if self.writeback_interval_ms > WRITEBACK_INTERVAL_MS_MAX {
+            return invalid("writeback-interval-ms", format!("must be at most {WRITEBACK_INTERVAL_MS_MAX}"));
         }
         Ok(())
     }
@@ -255,6 +279,7 @@ impl Engine {
             trace_reads: options.trace_reads,
         });
         let runtime = tokio::runtime::Handle::current();
+        let writeback = WriteBack { bytes: options.writeback_bytes, interval: Duration::from_millis(options.writeback_interval_ms) };
         let mut threads = Vec::new();
         let mut partitions = Vec::new();
         for (p, applied) in (0..n).zip(applied) {
@@ -263,7 +288,7 @@ impl Engine {
             runtime.spawn(completion_task(appends, sender.clone()));
             let queued = Arc::new(AtomicUsize::new(0));
             let executor = Executor {
-                state: Box::new(PartitionState::new(p, Arc::clone(&store), applied, options.row_cache_bytes)),
+                state: Box::new(PartitionState::new(p, Arc::clone(&store), applied, options.row_cache_bytes, writeback)),
                 commands,
                 queued: Arc::clone(&queued),
                 shared: Arc::clone(&shared),

@@ -79,7 +79,7 @@ pub mod testkit;
 mod txn;
 
 pub use commit::{CATALOG_TAG, COMMIT_VERSION, CatalogRecord, CommitRecord, InvocationRecord, LogRecord, TRACE_TAG, TraceRecord, WriteRecord, decode_payload, encode_catalog, encode_commit, encode_trace, partition_tag};
-pub use engine::{Engine, EngineOptions, Invocation, Transaction, TransactionStep};
+pub use engine::{Engine, EngineOptions, Invocation, Transaction, TransactionStep, WRITEBACK_BYTES_MAX, WRITEBACK_INTERVAL_MS_MAX};
 pub use executor::TRACED_READS_MAX;
 pub use error::{Error, Result};
 pub use function::{Body, BoxError, Function, SqlFunction, SqlStatement, value_to_json};

@@ -21,10 +21,10 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use comb_log::{Entry, LogBook, Lsn};
 use tokio::sync::oneshot;
@@ -35,7 +35,7 @@ use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet, first
 use crate::function::Registered;
 use crate::keycodec::partition_of;
 use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
-use crate::rowcache::RowCache;
+use crate::rowcache::{RowCache, footprint};
 use crate::store::{Batch, Store};
 use crate::trace::{Progress, TraceBuffer, bounded_error, member_trace};
 use crate::txn::Txn;
@@ -146,16 +146,69 @@ pub(crate) struct PartitionState {
     /// Staged writes not yet applied to the store, with the seq of the commit that wrote them.
     overlay: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
     pending: VecDeque<Pending>,
-    /// Rows as the store holds them, for reads that miss the overlay.
+    /// Durable writes not yet written to the store, the newest per key.
+    dirty: Unstored,
+    /// When the oldest entry of `dirty` arrived.
+    dirty_since: Option<Instant>,
+    /// The write-back under way: rows taken from `dirty`, written to the store a chunk at a
+    /// time; the last chunk also stores `flushing_lsn`, the applied LSN they make true.
+    flushing: Unstored,
+    flushing_lsn: Lsn,
+    writeback: WriteBack,
+    /// Rows as the store holds them, for reads that miss the layers above.
     cache: RowCache,
     next_seq: u64,
+    /// Every commit up to here is applied: in the store, or in `dirty` and `flushing`.
     pub(crate) applied_lsn: Lsn,
     pub(crate) failed: Option<String>,
+}
+
+/// When a partition writes its durable writes back to the state store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteBack {
+    /// Bytes of `dirty` that start a write-back.
+    pub(crate) bytes: usize,
+    /// Age of the oldest entry of `dirty` that starts a write-back.
+    pub(crate) interval: Duration,
+}
+
+/// Rows written back to the store per chunk, so that a write-back never holds the executor
+/// for long: about a millisecond of RocksDB inserts.
+const WRITEBACK_CHUNK_ROWS: usize = 1_024;
+
+/// Durable writes waiting for the store, in key order: a row updated many times between
+/// write-backs costs the store one write, and the store's memtable takes them sorted
+/// (each insert starts its search where the last one ended).
+#[derive(Debug, Default)]
+struct Unstored {
+    rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl Unstored {
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.bytes += footprint(&key, &value);
+        if let Some(old) = self.rows.get_mut(&key) {
+            self.bytes -= footprint(&key, old);
+            *old = value;
+        } else {
+            self.rows.insert(key, value);
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+        let (key, value) = self.rows.pop_first()?;
+        self.bytes -= footprint(&key, &value);
+        Some((key, value))
+    }
 }
 
 impl Snapshot for PartitionState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some((_, value)) = self.overlay.get(key) {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.dirty.rows.get(key).or_else(|| self.flushing.rows.get(key)) {
             return Ok(value.clone());
         }
         if let Some(value) = self.cache.get(key) {
@@ -167,13 +220,19 @@ impl Snapshot for PartitionState {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let staged = self.overlay.range(start.to_vec()..end.to_vec());
-        if staged.clone().next().is_none() {
+        let range = start.to_vec()..end.to_vec();
+        // Oldest layer first, so that a newer value of a key replaces an older one.
+        let flushing = self.flushing.rows.range(range.clone());
+        let dirty = self.dirty.rows.range(range.clone());
+        let staged = self.overlay.range(range).map(|(key, (_, value))| (key, value));
+        let layers = flushing.chain(dirty).chain(staged);
+        if layers.clone().next().is_none() {
             return self.store.scan(start, Some(end), limit, descending);
         }
-        let deletes = staged.clone().filter(|(_, (_, v))| v.is_none()).count();
+        // Each delete above may hide one row the store returns: read that many more.
+        let deletes = layers.clone().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.store.scan(start, Some(end), limit + deletes, descending)?.into_iter().collect();
-        for (key, (_, value)) in staged {
+        for (key, value) in layers {
             match value {
                 Some(v) => merged.insert(key.clone(), v.clone()),
                 None => merged.remove(key),
@@ -197,9 +256,22 @@ impl Snapshot for Several<'_> {
 }
 
 impl PartitionState {
-    pub(crate) fn new(id: u16, store: Arc<Store>, applied_lsn: Lsn, cache_bytes: usize) -> PartitionState {
-        let cache = RowCache::new(cache_bytes);
-        PartitionState { id, store, overlay: BTreeMap::new(), pending: VecDeque::new(), cache, next_seq: 1, applied_lsn, failed: None }
+    pub(crate) fn new(id: u16, store: Arc<Store>, applied_lsn: Lsn, cache_bytes: usize, writeback: WriteBack) -> PartitionState {
+        PartitionState {
+            id,
+            store,
+            overlay: BTreeMap::new(),
+            pending: VecDeque::new(),
+            dirty: Unstored::default(),
+            dirty_since: None,
+            flushing: Unstored::default(),
+            flushing_lsn: applied_lsn,
+            writeback,
+            cache: RowCache::new(cache_bytes),
+            next_seq: 1,
+            applied_lsn,
+            failed: None,
+        }
     }
 
     /// Stages a commit's writes (those of this partition) in the overlay: later
@@ -233,49 +305,90 @@ impl PartitionState {
         }
     }
 
-    /// Applies the durable prefix of the pending commits to the store in one batch, with the
-    /// applied LSN, and releases their waiters.
+    /// Applies the durable prefix of the pending commits: their writes move from the overlay
+    /// to `dirty` (the store gets them at the next write-back) and their waiters are released.
     pub(crate) fn drain(&mut self) {
-        if self.failed.is_some() || self.pending.front().is_none_or(|p| p.lsn.is_none()) {
+        if self.failed.is_some() {
             return;
         }
-        let mut batch = Batch::default();
-        let mut done = Vec::new();
         while let Some(front) = self.pending.front() {
             let Some(lsn) = front.lsn else { break };
             let pending = self.pending.pop_front().expect("front exists");
-            for (key, value) in &pending.writes {
-                match value {
-                    Some(v) => batch.put(key, v),
-                    None => batch.delete(key),
-                }
-            }
-            self.applied_lsn = self.applied_lsn.max(lsn);
-            done.push(pending);
-        }
-        batch.put(&meta_applied(self.id), &self.applied_lsn.to_be_bytes());
-        if let Err(err) = self.store.write(batch) {
-            // The commits are durable in the log; only applying failed. Stop: reopening
-            // replays them.
-            let cause = err.to_string();
-            for pending in done {
-                for waiter in pending.waiters {
-                    waiter.release(Err(Error::PartitionFailed { partition: self.id, cause: cause.clone() }));
-                }
-            }
-            self.fail(cause);
-            return;
-        }
-        for pending in done {
             for (key, value) in pending.writes {
                 if self.overlay.get(&key).is_some_and(|(seq, _)| *seq == pending.seq) {
                     self.overlay.remove(&key);
                 }
-                self.cache.put(key, value);
+                self.dirty.insert(key, value);
             }
+            self.dirty_since.get_or_insert_with(Instant::now);
+            self.applied_lsn = self.applied_lsn.max(lsn);
             for waiter in pending.waiters {
-                waiter.release(Ok(pending.lsn.expect("drained commits are durable")));
+                waiter.release(Ok(lsn));
             }
+        }
+    }
+
+    /// How long until a write-back is due: `None` when nothing waits for the store.
+    pub(crate) fn write_back_due_in(&self) -> Option<Duration> {
+        if !self.flushing.rows.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let since = self.dirty_since?;
+        Some(self.writeback.interval.saturating_sub(since.elapsed()))
+    }
+
+    /// Moves the write-back along: starts one when `dirty` is due (by bytes or by age) and
+    /// writes a chunk of the one under way; more while `dirty` is due again before the last
+    /// write-back is done (the bound on both), and everything when `all` (a checkpoint, a
+    /// stop).
+    ///
+    /// The store may hold a chunk's rows before the applied LSN that covers them: after a
+    /// crash, replay from the stored applied LSN writes each of those keys again, ending at
+    /// its newest after-image, so the rows and the LSN agree once more.
+    pub(crate) fn write_back(&mut self, all: bool) {
+        while self.failed.is_none() {
+            if self.flushing.rows.is_empty() {
+                let due = all || self.dirty.bytes >= self.writeback.bytes || self.dirty_since.is_some_and(|t| t.elapsed() >= self.writeback.interval);
+                if self.dirty.rows.is_empty() || !due {
+                    return;
+                }
+                self.flushing = std::mem::take(&mut self.dirty);
+                self.flushing_lsn = self.applied_lsn;
+                self.dirty_since = None;
+            }
+            self.write_chunk();
+            // `dirty` is due again before this write-back is done: finish it now.
+            let backlog = !self.flushing.rows.is_empty() && !self.dirty.rows.is_empty() && self.dirty.bytes >= self.writeback.bytes;
+            if !all && !backlog {
+                return;
+            }
+        }
+    }
+
+    /// Writes the next chunk of `flushing` to the store; the last one with the applied LSN.
+    fn write_chunk(&mut self) {
+        let mut batch = Batch::default();
+        let mut chunk = Vec::with_capacity(WRITEBACK_CHUNK_ROWS.min(self.flushing.rows.len()));
+        while chunk.len() < WRITEBACK_CHUNK_ROWS
+            && let Some((key, value)) = self.flushing.pop_first()
+        {
+            match &value {
+                Some(v) => batch.put(&key, v),
+                None => batch.delete(&key),
+            }
+            chunk.push((key, value));
+        }
+        if self.flushing.rows.is_empty() {
+            batch.put(&meta_applied(self.id), &self.flushing_lsn.to_be_bytes());
+        }
+        if let Err(err) = self.store.write(batch) {
+            // The rows are durable in the log; only writing them back failed. Stop:
+            // reopening replays them.
+            self.fail(err.to_string());
+            return;
+        }
+        for (key, value) in chunk {
+            self.cache.put(key, value);
         }
     }
 
@@ -583,11 +696,14 @@ pub(crate) struct Executor {
     pub(crate) traces: TraceBuffer,
 }
 
-/// Most durable commits left unapplied while commands keep arriving.
-const APPLY_BATCH_MAX: usize = 256;
-
 impl Executor {
     pub(crate) fn run(mut self) {
+        self.serve();
+        // Leave the store current, so that the next open replays nothing of this partition.
+        self.state.write_back(true);
+    }
+
+    fn serve(&mut self) {
         let mut stopping = false;
         loop {
             if stopping && !self.state.has_pending() {
@@ -596,14 +712,19 @@ impl Executor {
             let command = match self.commands.try_recv() {
                 Ok(c) => c,
                 Err(TryRecvError::Empty) => {
-                    self.state.drain();
+                    self.state.write_back(false);
                     self.traces.flush(&self.shared.log);
                     if stopping && !self.state.has_pending() {
                         return;
                     }
-                    match self.commands.recv() {
+                    let next = match self.state.write_back_due_in() {
+                        None => self.commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(wait) => self.commands.recv_timeout(wait),
+                    };
+                    match next {
                         Ok(c) => c,
-                        Err(_) => return,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
                 Err(TryRecvError::Disconnected) => return,
@@ -620,9 +741,8 @@ impl Executor {
                 Command::Durable { seq, result } => match result {
                     Ok(lsn) => {
                         self.state.mark_durable(seq, lsn);
-                        if self.state.pending.iter().take_while(|p| p.lsn.is_some()).count() >= APPLY_BATCH_MAX {
-                            self.state.drain();
-                        }
+                        self.state.drain();
+                        self.state.write_back(false);
                     }
                     Err(err) => self.state.fail(err.to_string()),
                 },
@@ -630,7 +750,8 @@ impl Executor {
                     self.state.drain();
                     let id = self.state.id;
                     let store = Arc::clone(&self.state.store);
-                    let lent = std::mem::replace(&mut self.state, Box::new(PartitionState::new(id, store, 0, 0)));
+                    let placeholder = PartitionState::new(id, store, 0, 0, self.state.writeback);
+                    let lent = std::mem::replace(&mut self.state, Box::new(placeholder));
                     if give.send(lent).is_err() {
                         self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned());
                         continue;
@@ -642,6 +763,7 @@ impl Executor {
                 }
                 Command::Checkpoint { reply } => {
                     self.state.drain();
+                    self.state.write_back(true);
                     let _ = reply.send(self.checkpoint());
                 }
                 Command::Stop => stopping = true,
@@ -716,5 +838,103 @@ pub(crate) async fn completion_task(mut appends: tokio::sync::mpsc::UnboundedRec
         if executor.send(Command::Durable { seq, result }).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Oracle = BTreeMap<Vec<u8>, Vec<u8>>;
+
+    fn key(i: usize) -> Vec<u8> {
+        format!("k{i:05}").into_bytes()
+    }
+
+    fn stored_applied_lsn(store: &Store) -> Option<Lsn> {
+        store.get(&meta_applied(0)).unwrap().map(|v| Lsn::from_be_bytes(v.as_slice().try_into().unwrap()))
+    }
+
+    /// Every key's read and every scan shape agree with the oracle.
+    fn reads_match(state: &PartitionState, oracle: &Oracle, rows: usize, when: &str) {
+        for i in 0..rows + 3 {
+            assert_eq!(state.get(&key(i)).unwrap().as_ref(), oracle.get(&key(i)), "{when}: get {i}");
+        }
+        let (start, end) = (key(0), key(rows));
+        for limit in [0, 1, 7, 1_000, rows] {
+            for descending in [false, true] {
+                let range = oracle.range(start.clone()..end.clone()).map(|(k, v)| (k.clone(), v.clone()));
+                let expected: Vec<_> = if descending { range.rev().take(limit + 1).collect() } else { range.take(limit + 1).collect() };
+                assert_eq!(state.scan(&start, &end, limit, descending).unwrap(), expected, "{when}: scan, limit {limit}, descending {descending}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_write_back_goes_a_chunk_at_a_time_and_reads_see_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let never = WriteBack { bytes: usize::MAX, interval: Duration::from_secs(3_600) };
+        let mut state = PartitionState::new(0, Arc::clone(&store), 0, 1 << 20, never);
+        let rows = 2 * WRITEBACK_CHUNK_ROWS + 10;
+        let mut oracle = Oracle::new();
+
+        // Durable: every row (LSN 7), then every third one deleted (LSN 9).
+        let seq = state.stage((0..rows).map(|i| (key(i), Some(vec![1]))).collect(), None);
+        state.mark_durable(seq, 7);
+        let seq = state.stage((0..rows).step_by(3).map(|i| (key(i), None)).collect(), None);
+        state.mark_durable(seq, 9);
+        state.drain();
+        oracle.extend((0..rows).filter(|i| i % 3 != 0).map(|i| (key(i), vec![1])));
+        // Not durable yet: every fifth row rewritten.
+        let pending = state.stage((0..rows).step_by(5).map(|i| (key(i), Some(vec![2]))).collect(), None);
+        oracle.extend((0..rows).step_by(5).map(|i| (key(i), vec![2])));
+        state.write_back(false);
+        assert!(store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap().is_empty(), "not due: the store has nothing yet");
+        assert_eq!(state.applied_lsn, 9);
+        reads_match(&state, &oracle, rows, "all in memory");
+
+        // Due by bytes: one chunk per call, the applied LSN with the last one.
+        state.writeback.bytes = 0;
+        for chunk in 1..=3 {
+            state.write_back(false);
+            let stored = store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap();
+            let written = (WRITEBACK_CHUNK_ROWS * chunk).min(rows);
+            assert_eq!(stored.len(), (0..written).filter(|i| i % 3 != 0).count(), "chunk {chunk}: the rows of the chunks so far");
+            assert_eq!(stored_applied_lsn(&store), (written == rows).then_some(9), "chunk {chunk}: the LSN only with the last chunk");
+            reads_match(&state, &oracle, rows, &format!("after chunk {chunk}"));
+        }
+
+        // The pending commit turns durable; a write-back of everything leaves memory empty.
+        state.mark_durable(pending, 11);
+        state.drain();
+        state.write_back(true);
+        assert!(state.dirty.rows.is_empty() && state.flushing.rows.is_empty() && state.overlay.is_empty());
+        assert_eq!((state.dirty.bytes, state.flushing.bytes), (0, 0), "the byte counts follow the rows");
+        assert_eq!(stored_applied_lsn(&store), Some(11));
+        let stored: Oracle = store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap().into_iter().collect();
+        assert_eq!(stored, oracle, "the store holds exactly the durable state");
+        reads_match(&state, &oracle, rows, "all in the store");
+    }
+
+    #[test]
+    fn a_write_back_is_due_by_age_and_the_executor_is_told_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut state = PartitionState::new(0, Arc::clone(&store), 0, 0, WriteBack { bytes: usize::MAX, interval: Duration::from_millis(50) });
+        assert_eq!(state.write_back_due_in(), None, "nothing waits");
+        let seq = state.stage(vec![(key(1), Some(vec![5]))], None);
+        assert_eq!(state.write_back_due_in(), None, "a pending commit is not the store's yet");
+        state.mark_durable(seq, 3);
+        state.drain();
+        assert!(state.write_back_due_in().is_some_and(|wait| wait <= Duration::from_millis(50)));
+        state.write_back(false);
+        assert_eq!(stored_applied_lsn(&store), None, "not due before the interval");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(state.write_back_due_in(), Some(Duration::ZERO));
+        state.write_back(false);
+        assert_eq!(stored_applied_lsn(&store), Some(3));
+        assert_eq!(store.get(&key(1)).unwrap(), Some(vec![5]));
+        assert_eq!(state.write_back_due_in(), None, "written back: nothing waits");
     }
 }

@@ -33,7 +33,8 @@ pub(crate) struct RowCache {
     bytes_max: usize,
 }
 
-fn footprint(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+/// Bytes counted for an entry of `key` and `value`.
+pub(crate) fn footprint(key: &[u8], value: &Option<Vec<u8>>) -> usize {
     ENTRY_OVERHEAD_BYTES + key.len() + value.as_ref().map_or(0, Vec::len)
 }
 

@@ -320,6 +320,8 @@ fn options_out_of_bounds_are_refused_by_name() {
         for (options, named) in [
             (EngineOptions { queue_invocations_max: 0, ..options(1) }, "queue-invocations-max"),
             (EngineOptions { row_cache_bytes: comb_backend::ROW_CACHE_BYTES_MAX + 1, ..options(1) }, "row-cache-bytes"),
+            (EngineOptions { writeback_bytes: comb_backend::WRITEBACK_BYTES_MAX + 1, ..options(1) }, "writeback-bytes"),
+            (EngineOptions { writeback_interval_ms: comb_backend::WRITEBACK_INTERVAL_MS_MAX + 1, ..options(1) }, "writeback-interval-ms"),
         ] {
             let err = Engine::open(dir.path(), options).await.err().expect("refused");
             assert!(matches!(err, Error::InvalidOptions { option, .. } if option == named), "{err}");

@@ -88,7 +88,9 @@ fn functions() -> Vec<Function> {
 }
 
 async fn open(dir: &std::path::Path, row_cache_bytes: usize) -> Engine {
-    let engine = Engine::open(dir, EngineOptions { partitions: 3, row_cache_bytes, ..EngineOptions::default() }).await.unwrap();
+    // Writing back at once with no row cache, else gathering writes in memory till the end.
+    let writeback_bytes = if row_cache_bytes == 0 { 0 } else { EngineOptions::default().writeback_bytes };
+    let engine = Engine::open(dir, EngineOptions { partitions: 3, row_cache_bytes, writeback_bytes, ..EngineOptions::default() }).await.unwrap();
     if engine.catalog().table("kv").is_none() {
         engine.execute_ddl("CREATE TABLE kv (k BIGINT PRIMARY KEY, v BIGINT NOT NULL); CREATE INDEX kv_by_v ON kv (v)").await.unwrap();
     }

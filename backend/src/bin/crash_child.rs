@@ -22,7 +22,10 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(number(seconds) as u64);
     let runtime = tokio::runtime::Runtime::new().expect("start the runtime");
     runtime.block_on(async move {
-        let engine = Engine::open(dir, EngineOptions { partitions: 3, ..EngineOptions::default() }).await.unwrap_or_else(|err| {
+        // Odd rounds write back every few thousand rows, a chunk at a time, so that kills
+        // land in the middle of write-backs too.
+        let writeback_bytes = if round % 2 == 1 { 256 << 10 } else { EngineOptions::default().writeback_bytes };
+        let engine = Engine::open(dir, EngineOptions { partitions: 3, writeback_bytes, ..EngineOptions::default() }).await.unwrap_or_else(|err| {
             eprintln!("open {dir}: {err}");
             std::process::exit(3)
         });
