@@ -4,11 +4,15 @@
 //! ```text
 //!  invoke ──(bounded by a counter)──┐
 //!  Durable(seq) from the completion ┼──> channel ──> executor thread
-//!  task; Lend / Checkpoint / Stop ──┘                  │ run body over write set ▸ overlay ▸ RocksDB
+//!  task; Lend / Checkpoint / Stop ──┘                  │ run body over write set ▸ overlay ▸ dirty ▸
+//!                                                      │   flushing ▸ row cache ▸ RocksDB
 //!                                                      │ ok + writes: encode record, enqueue append (poll once),
 //!                                                      │   stage writes in the overlay (next txn sees them)
-//!                                                      │ Durable: mark; drain the durable prefix: apply to
-//!                                                      ▼   RocksDB with the applied LSN in one batch, release replies
+//!                                                      │ Durable: mark; drain the durable prefix: its writes
+//!                                                      │   move to `dirty`, its replies are released
+//!                                                      ▼ write-back (by bytes or age): `dirty` becomes `flushing`,
+//!                                                          written to RocksDB in key order a chunk at a time,
+//!                                                          the last chunk with the applied LSN
 //! ```
 //!
 //! Invariants: replies are released in commit order, each only once its record (hence every

@@ -2,8 +2,10 @@
 //!
 //! One RocksDB instance of its own (apart from the log's), one column family, RocksDB's
 //! write-ahead log off: the shared log is the write-ahead log. Because there is one column
-//! family, a memtable flush persists a prefix of the write batches, never a part of one, so
-//! a partition's data and its applied LSN (written in the same batch) always agree on disk.
+//! family, a memtable flush persists a prefix of the write batches, never a part of one. A
+//! partition writes its rows back in chunks and its applied LSN with the last one, so on disk
+//! its rows are at least as new as that LSN says (some may be newer): replay from the LSN
+//! brings every row to its newest after-image.
 //!
 //! Keys (see `keys.rs`): rows `partition u16 | table u32 | key`, index entries `partition u16
 //! | index u32 | index values | key`, metadata under the prefix `0xFFFF` (no partition has
