@@ -4,8 +4,8 @@
 //! ```text
 //!  invoke ──(bounded by a counter)──┐
 //!  Durable(seq) from the completion ┼──> channel ──> executor thread
-//!  task; Lend / Checkpoint / Stop ──┘                  │ run body over write set ▸ overlay ▸ dirty ▸
-//!                                                      │   flushing ▸ row cache ▸ RocksDB
+//!  task; Lend / Checkpoint / Stop ──┘                  │ run body over write set ▸ overlay ▸ row cache ▸
+//!                                                      │   dirty ▸ flushing ▸ RocksDB
 //!                                                      │ ok + writes: encode record, enqueue append (poll once),
 //!                                                      │   stage writes in the overlay (next txn sees them)
 //!                                                      │ Durable: mark; drain the durable prefix: its writes
@@ -159,7 +159,7 @@ pub(crate) struct PartitionState {
     flushing: Unstored,
     flushing_lsn: Lsn,
     writeback: WriteBack,
-    /// Rows as the store holds them, for reads that miss the layers above.
+    /// The newest durable value of keys read or written lately.
     cache: RowCache,
     next_seq: u64,
     /// Every commit up to here is applied: in the store, or in `dirty` and `flushing`.
@@ -212,11 +212,13 @@ impl Snapshot for PartitionState {
         if let Some((_, value)) = self.overlay.get(key) {
             return Ok(value.clone());
         }
-        if let Some(value) = self.dirty.rows.get(key).or_else(|| self.flushing.rows.get(key)) {
-            return Ok(value.clone());
-        }
+        // The cache first: it holds the newest value of every key it holds (each drained
+        // write goes there too), and a hash lookup is cheaper than one in `dirty`.
         if let Some(value) = self.cache.get(key) {
             return Ok(value);
+        }
+        if let Some(value) = self.dirty.rows.get(key).or_else(|| self.flushing.rows.get(key)) {
+            return Ok(value.clone());
         }
         let value = self.store.get(key)?;
         self.cache.put(key.to_vec(), value.clone());
@@ -322,6 +324,7 @@ impl PartitionState {
                 if self.overlay.get(&key).is_some_and(|(seq, _)| *seq == pending.seq) {
                     self.overlay.remove(&key);
                 }
+                self.cache.put(key.clone(), value.clone());
                 self.dirty.insert(key, value);
             }
             self.dirty_since.get_or_insert_with(Instant::now);
@@ -372,15 +375,12 @@ impl PartitionState {
     /// Writes the next chunk of `flushing` to the store; the last one with the applied LSN.
     fn write_chunk(&mut self) {
         let mut batch = Batch::default();
-        let mut chunk = Vec::with_capacity(WRITEBACK_CHUNK_ROWS.min(self.flushing.rows.len()));
-        while chunk.len() < WRITEBACK_CHUNK_ROWS
-            && let Some((key, value)) = self.flushing.pop_first()
-        {
+        for _ in 0..WRITEBACK_CHUNK_ROWS {
+            let Some((key, value)) = self.flushing.pop_first() else { break };
             match &value {
                 Some(v) => batch.put(&key, v),
                 None => batch.delete(&key),
             }
-            chunk.push((key, value));
         }
         if self.flushing.rows.is_empty() {
             batch.put(&meta_applied(self.id), &self.flushing_lsn.to_be_bytes());
@@ -389,10 +389,6 @@ impl PartitionState {
             // The rows are durable in the log; only writing them back failed. Stop:
             // reopening replays them.
             self.fail(err.to_string());
-            return;
-        }
-        for (key, value) in chunk {
-            self.cache.put(key, value);
         }
     }
 

@@ -1,11 +1,12 @@
-//! A partition's cache of rows as the state store holds them, so that hot rows are read
-//! without a RocksDB lookup (which walks the memtable's skip list and was about a tenth of
-//! the CPU of a point-update workload).
+//! A partition's cache of rows, so that hot rows are read without a lookup in the partition's
+//! map of writes waiting for the store or in RocksDB (which walks the memtable's skip list and
+//! was about a tenth of the CPU of a point-update workload).
 //!
 //! The cache is exact, not a hint: it is owned by the partition's state, whose executor is
-//! the only writer of the partition's keys, and every write applied to the store goes through
-//! [`RowCache::put`] as well. Reads that miss fill it from the store; scans do not use it.
-//! It holds present rows and known-absent keys alike (an insert looks its key up first).
+//! the only writer of the partition's keys, and every durable write goes through
+//! [`RowCache::put`] as it is applied, so a cached row is the newest durable value of its key.
+//! Reads that miss fill it from the store; scans do not use it. It holds present rows and
+//! known-absent keys alike (an insert looks its key up first).
 //!
 //! It is bounded by bytes; past the bound it drops an arbitrary eighth of its entries
 //! (random eviction: no bookkeeping on a hit).
@@ -49,8 +50,8 @@ impl RowCache {
         self.entries.borrow().rows.get(key).cloned()
     }
 
-    /// Remembers what the store holds (or is about to hold) under `key`: after a read that
-    /// missed the cache, and for each write as it is applied.
+    /// Remembers the newest durable value under `key`: after a read that missed the cache,
+    /// and for each durable write as it is applied.
     pub(crate) fn put(&self, key: Vec<u8>, value: Option<Vec<u8>>) {
         let mut entries = self.entries.borrow_mut();
         if let Some(old) = entries.rows.remove(&key) {
