@@ -45,6 +45,12 @@ pub(crate) struct BackendArgs {
     /// one syncs (`true` or `false`; default: the log's default).
     #[arg(long)]
     overlap_syncs: Option<bool>,
+    /// The engine's `writeback-bytes` per partition (default: the engine's default).
+    #[arg(long)]
+    writeback_bytes: Option<usize>,
+    /// The engine's `writeback-interval-ms` (default: the engine's default).
+    #[arg(long)]
+    writeback_interval_ms: Option<u64>,
     #[command(flatten)]
     window: Window,
 }
@@ -113,6 +119,8 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
         if let Some(overlap) = args.overlap_syncs {
             options.log.overlap_syncs = overlap;
         }
+        options.writeback_bytes = args.writeback_bytes.unwrap_or(options.writeback_bytes);
+        options.writeback_interval_ms = args.writeback_interval_ms.unwrap_or(options.writeback_interval_ms);
         let engine = Engine::open(dir.path(), options).await?;
         engine.execute_ddl("CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)").await?;
         for f in functions() {
