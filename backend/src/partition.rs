@@ -20,7 +20,7 @@
 //! could have seen is durable; nothing of a failed transaction is staged or appended; after a
 //! failed append the partition refuses all work (fail-stop) until the engine is reopened.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -190,13 +190,18 @@ struct Unstored {
 }
 
 impl Unstored {
+    /// One search of the map whether the key is new or not: its comparisons are the largest
+    /// item of an executor's own work.
     fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.bytes += footprint(&key, &value);
-        if let Some(old) = self.rows.get_mut(&key) {
-            self.bytes -= footprint(&key, old);
-            *old = value;
-        } else {
-            self.rows.insert(key, value);
+        match self.rows.entry(key) {
+            btree_map::Entry::Occupied(mut entry) => {
+                self.bytes = self.bytes - footprint(entry.key(), entry.get()) + footprint(entry.key(), &value);
+                entry.insert(value);
+            }
+            btree_map::Entry::Vacant(entry) => {
+                self.bytes += footprint(entry.key(), &value);
+                entry.insert(value);
+            }
         }
     }
 
@@ -327,11 +332,15 @@ impl PartitionState {
                 self.cache.put(key.clone(), value.clone());
                 self.dirty.insert(key, value);
             }
-            self.dirty_since.get_or_insert_with(Instant::now);
             self.applied_lsn = self.applied_lsn.max(lsn);
             for waiter in pending.waiters {
                 waiter.release(Ok(lsn));
             }
+        }
+        // The age of `dirty` exists only while it holds something: a clock left running over
+        // an empty map would keep the executor waking for a write-back with nothing to write.
+        if !self.dirty.rows.is_empty() {
+            self.dirty_since.get_or_insert_with(Instant::now);
         }
     }
 
