@@ -17,7 +17,7 @@ use crate::options::LogOptions;
 use crate::recent::{Found, Recent};
 use crate::record::{Entry, Lsn, Record, Tag, normalize_tags};
 use crate::rocks::RocksLoglet;
-use crate::writer::{self, Command, Counters, Published};
+use crate::writer::{self, Answer, Callback, Command, Counters, Published};
 
 /// A stream of records, as returned by [`LogBook::subscribe`].
 pub type RecordStream = BoxStream<'static, Result<Record>>;
@@ -109,18 +109,46 @@ impl LogBook {
     /// on the future's first poll, so appends first polled one after another from one thread
     /// get increasing LSNs, whoever awaits them later; a refusal (`QueueFull`, a bound) is
     /// the result of that first poll too.
-    pub async fn append_batch(&self, mut entries: Vec<Entry>) -> Result<Lsn> {
-        if self.inner.published.borrow().closed {
-            return Err(Error::Closed);
-        }
-        let bytes = self.validate(&mut entries)?;
+    pub async fn append_batch(&self, entries: Vec<Entry>) -> Result<Lsn> {
         let (reply, answer) = oneshot::channel();
-        match self.inner.commands.try_send(Command::Append { entries, bytes, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(Error::QueueFull { limit: self.inner.options.queue_appends_max }),
-            Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
-        }
+        self.enqueue(entries, Answer::Task(reply))?;
         answer.await.unwrap_or_else(|_| Err(self.writer_gone()))
+    }
+
+    /// Appends records atomically, as [`append_batch`](Self::append_batch) does, without a
+    /// task to wait: `on_durable` is called with the first LSN once all of them are durable,
+    /// or with the error that stopped them. A refusal (`QueueFull`, a bound, a closed log)
+    /// is returned here instead, and `on_durable` is then never called.
+    ///
+    /// The records are enqueued before this returns, so appends made one after another from
+    /// one thread get increasing LSNs. `on_durable` runs on one of the log's own threads,
+    /// possibly before this returns, and may hear of appends out of order across group
+    /// commits (every record up to the published tail is durable by then): it must be quick
+    /// and must not block or panic (hand the result to a channel).
+    pub fn append_batch_then(&self, entries: Vec<Entry>, on_durable: impl FnOnce(Result<Lsn>) + Send + 'static) -> Result<()> {
+        self.enqueue(entries, Answer::Call(Callback::new(on_durable)))
+    }
+
+    /// Validates an append and hands it to the writer, or refuses it.
+    fn enqueue(&self, mut entries: Vec<Entry>, reply: Answer) -> Result<()> {
+        let checked = if self.inner.published.borrow().closed { Err(Error::Closed) } else { self.validate(&mut entries) };
+        let bytes = match checked {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                reply.unsent();
+                return Err(err);
+            }
+        };
+        self.inner.commands.try_send(Command::Append { entries, bytes, reply }).map_err(|err| match err {
+            TrySendError::Full(command) => {
+                command.unsent();
+                Error::QueueFull { limit: self.inner.options.queue_appends_max }
+            }
+            TrySendError::Disconnected(command) => {
+                command.unsent();
+                Error::Closed
+            }
+        })
     }
 
     /// Checks every bound, normalizes tags, and returns the payload bytes.
@@ -292,7 +320,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .unwrap_or_else(|err| Err(Error::Internal(format!("a blocking log task failed: {err}"))))
 }
 
-fn writer_gone() -> Error {
+pub(crate) fn writer_gone() -> Error {
     Error::Failed { cause: "the log writer thread stopped unexpectedly".to_owned() }
 }
 

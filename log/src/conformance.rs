@@ -47,6 +47,7 @@ macro_rules! loglet_conformance_tests {
             read_prev_edges,
             bounds_are_enforced_and_named,
             full_queue_refuses_and_waiting_appends_commit_together,
+            callbacks_hear_durable_appends_and_refusals_return_at_once,
             concurrent_appenders_get_distinct_dense_lsns,
             trim_discards_and_reads_below_fail,
             seal_refuses_appends_and_keeps_reads,
@@ -302,6 +303,61 @@ pub async fn full_queue_refuses_and_waiting_appends_commit_together(factory: Fac
     let stats = s.log.stats();
     assert_eq!((stats.appends, stats.records, stats.group_commits), (5, 5, 2), "the four waiting appends share one group commit");
     assert_eq!(s.log.append(&[1], "after").await, Ok(6), "the queue accepts appends again");
+}
+
+/// `append_batch_then`: the callback hears of its batch once durable (never before), with
+/// the batch's first LSN; an append refused before the writer saw it is refused by the call
+/// itself and its callback is never called; a failed write reaches the callback as an
+/// error; a closed log refuses at once.
+pub async fn callbacks_hear_durable_appends_and_refusals_return_at_once(factory: Factory) {
+    let s = open(factory, LogOptions { queue_appends_max: 4, ..LogOptions::default() }).await;
+    let (heard, hear) = std::sync::mpsc::channel::<(&'static str, crate::Result<Lsn>)>();
+    let callback = |name: &'static str| {
+        let heard = heard.clone();
+        move |result: crate::Result<Lsn>| heard.send((name, result)).expect("the case listens")
+    };
+    let (lone, waiting) = hold_lone_then_queue(&s, 2).await;
+    let pair = vec![Entry::new([1], "pair 1"), Entry::new([2], "pair 2")];
+    s.log.append_batch_then(pair, callback("pair")).expect("the queue has room for a third append");
+    s.log.append_batch_then(vec![Entry::new([1], "last")], callback("last")).expect("and for a fourth");
+    assert_eq!(s.log.append_batch_then(vec![Entry::new([1], "over")], callback("over")), Err(Error::QueueFull { limit: 4 }));
+    assert_eq!(s.log.append_batch_then(Vec::new(), callback("empty")), Err(Error::EmptyBatch));
+    assert!(hear.try_recv().is_err(), "nothing is heard while the writes are held");
+
+    s.control.release();
+    assert_eq!(within("the held append", lone).await.unwrap(), Ok(1));
+    for append in waiting {
+        within("a waiting append", append).await.unwrap();
+    }
+    let mut answers = within("the callbacks", hear_n(&hear, 2)).await;
+    answers.sort_by_key(|(name, _)| *name);
+    assert_eq!(answers, vec![("last", Ok(6)), ("pair", Ok(4))], "each hears its first LSN: 1 held, 2 and 3 waiting, 4 and 5 the pair");
+    assert_eq!(s.log.read_next(2, 1).await.unwrap().map(|r| (r.lsn, r.payload)), Some((5, Bytes::from_static(b"pair 2"))));
+
+    s.control.fail_next_append();
+    s.log.append_batch_then(vec![Entry::new([1], "lost")], callback("lost")).expect("enqueued");
+    let lost = within("the failed write's callback", hear_n(&hear, 1)).await;
+    assert!(matches!(lost.as_slice(), [("lost", Err(Error::Storage { .. }))]), "{lost:?}");
+    assert_eq!(s.log.tail(), 6, "nothing of the failed write is published");
+
+    // A failed log may fail to close its loglet too; either way it is closed after.
+    let _ = s.log.close().await;
+    assert_eq!(s.log.append_batch_then(vec![Entry::new([1], "closed")], callback("closed")), Err(Error::Closed));
+    drop(heard);
+    let rest: Vec<_> = hear.try_iter().collect();
+    assert!(rest.is_empty(), "refused appends were never called back: {rest:?}");
+}
+
+/// Waits for `n` callbacks' answers without blocking the runtime.
+async fn hear_n(hear: &std::sync::mpsc::Receiver<(&'static str, crate::Result<Lsn>)>, n: usize) -> Vec<(&'static str, crate::Result<Lsn>)> {
+    let mut answers = Vec::new();
+    while answers.len() < n {
+        match hear.try_recv() {
+            Ok(answer) => answers.push(answer),
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    answers
 }
 
 /// Many appenders at once: every LSN distinct, together dense, each record the one its

@@ -37,10 +37,58 @@ use crate::record::{Entry, Lsn};
 
 /// A request to the writer.
 pub(crate) enum Command {
-    Append { entries: Vec<Entry>, bytes: usize, reply: oneshot::Sender<Result<Lsn>> },
+    Append { entries: Vec<Entry>, bytes: usize, reply: Answer },
     Trim { upto: Lsn, reply: oneshot::Sender<Result<()>> },
     Seal { reply: oneshot::Sender<Result<Lsn>> },
     Close { reply: oneshot::Sender<Result<()>> },
+}
+
+/// Where an append's outcome goes.
+pub(crate) enum Answer {
+    /// The task awaiting [`LogBook::append_batch`](crate::LogBook::append_batch).
+    Task(oneshot::Sender<Result<Lsn>>),
+    /// The callback given to [`LogBook::append_batch_then`](crate::LogBook::append_batch_then).
+    Call(Callback),
+}
+
+/// A callback waiting for an append's outcome. Dropped unanswered (the log's threads are
+/// gone), it hears that the writer stopped: whoever waits on it is never left waiting.
+pub(crate) struct Callback(Option<Box<dyn FnOnce(Result<Lsn>) + Send>>);
+
+impl Callback {
+    pub(crate) fn new(on_durable: impl FnOnce(Result<Lsn>) + Send + 'static) -> Callback {
+        Callback(Some(Box::new(on_durable)))
+    }
+
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(on_durable) = self.0.take() {
+            on_durable(Err(crate::book::writer_gone()));
+        }
+    }
+}
+
+impl Answer {
+    /// Drops an answer uncalled: for an append refused before the writer saw it, whose
+    /// caller hears of the refusal directly, and only once.
+    pub(crate) fn unsent(self) {
+        if let Answer::Call(mut callback) = self {
+            callback.0 = None;
+        }
+    }
+
+    pub(crate) fn send(self, result: Result<Lsn>) {
+        match self {
+            Answer::Task(reply) => drop(reply.send(result)),
+            Answer::Call(mut callback) => {
+                if let Some(on_durable) = callback.0.take() {
+                    on_durable(result);
+                }
+            }
+        }
+    }
 }
 
 /// What readers may see: only durable records, and the log's condition.
@@ -77,11 +125,11 @@ pub(crate) struct Group {
     entries: Vec<Entry>,
     bytes: usize,
     /// Each waiting append: how many entries it put into `entries`, and where to reply.
-    waiters: Vec<(usize, oneshot::Sender<Result<Lsn>>)>,
+    waiters: Vec<(usize, Answer)>,
 }
 
 impl Group {
-    fn add(&mut self, entries: Vec<Entry>, bytes: usize, reply: oneshot::Sender<Result<Lsn>>) {
+    fn add(&mut self, entries: Vec<Entry>, bytes: usize, reply: Answer) {
         self.waiters.push((entries.len(), reply));
         self.entries.extend(entries);
         self.bytes += bytes;
@@ -90,7 +138,7 @@ impl Group {
     /// Answers every appender of a group that was not made durable.
     fn refuse(self, err: &Error) {
         for (_, reply) in self.waiters {
-            let _ = reply.send(Err(err.clone()));
+            reply.send(Err(err.clone()));
         }
     }
 
@@ -111,7 +159,7 @@ pub(crate) const COMPLETE_INLINE_MAX: usize = 2;
 /// A durable group commit whose appenders are still to be answered.
 pub(crate) struct Completion {
     first: Lsn,
-    waiters: Vec<(usize, oneshot::Sender<Result<Lsn>>)>,
+    waiters: Vec<(usize, Answer)>,
 }
 
 /// The completer thread: answers the appenders of durable group commits, so that waking
@@ -127,7 +175,7 @@ impl Completion {
     fn answer(self) {
         let mut lsn = self.first;
         for (count, reply) in self.waiters {
-            let _ = reply.send(Ok(lsn));
+            reply.send(Ok(lsn));
             lsn += count as Lsn;
         }
     }
@@ -452,10 +500,18 @@ impl Writer {
 
 
 impl Command {
+    /// Drops a command that never reached the writer, its answer uncalled (see
+    /// [`Answer::unsent`]).
+    pub(crate) fn unsent(self) {
+        if let Command::Append { reply, .. } = self {
+            reply.unsent();
+        }
+    }
+
     /// Answers a command that will never be carried out.
     pub(crate) fn refuse(self, err: &Error) {
         match self {
-            Command::Append { reply, .. } => drop(reply.send(Err(err.clone()))),
+            Command::Append { reply, .. } => reply.send(Err(err.clone())),
             Command::Trim { reply, .. } => drop(reply.send(Err(err.clone()))),
             Command::Seal { reply } => drop(reply.send(Err(err.clone()))),
             Command::Close { reply } => drop(reply.send(Ok(()))),
