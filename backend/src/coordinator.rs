@@ -8,7 +8,7 @@
 //! partition's overlay, and hands the states back. The executors resume at once; the reply
 //! is released when the record is durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::executor::Scope;
 use crate::keycodec::partition_of;
 use crate::trace::{Progress, TraceBuffer};
-use crate::partition::{Command, Job, Output, PartitionState, Ran, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition, start_append};
+use crate::partition::{Command, Job, Output, PartitionState, Ran, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition};
 
 /// Commands to the coordinator.
 pub(crate) enum CoordinatorCommand {
@@ -32,7 +32,6 @@ pub(crate) struct Coordinator {
     pub(crate) partitions: Vec<Sender<Command>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) queued: Arc<AtomicUsize>,
-    pub(crate) runtime: tokio::runtime::Handle,
     /// Traces of the multi-partition invocations that committed nothing.
     pub(crate) traces: TraceBuffer,
 }
@@ -99,26 +98,36 @@ impl Coordinator {
                     }
                 }
             }
-            Ok(Ran::Commit { output, writes, payload, tags }) => match start_append(&self.shared.log, Entry::new(tags, payload)) {
-                Err(err) => {
-                    let _ = job.reply.send(Err(Error::Log(err)));
-                }
-                Ok(future) => {
-                    let mut staged = Vec::new();
-                    for (p, writes) in split_by_partition(writes) {
-                        let seq = states[usize::from(p)].stage(writes, None);
-                        staged.push((self.partitions[usize::from(p)].clone(), seq));
+            Ok(Ran::Commit { output, writes, payload, tags }) => {
+                let split = split_by_partition(writes);
+                // The seqs the writes get when staged below: the log may report the record
+                // durable before they are staged, but the executors read that report only
+                // once they have their states back.
+                let durable: Vec<(Sender<Command>, u64)> = split.keys().map(|p| (self.partitions[usize::from(*p)].clone(), states[usize::from(*p)].next_seq())).collect();
+                // The reply goes with the record's outcome, or with its refusal.
+                let reply = Arc::new(Mutex::new(Some(job.reply)));
+                let answer = Arc::clone(&reply);
+                let on_durable = move |result: comb_log::Result<comb_log::Lsn>| {
+                    for (sender, seq) in durable {
+                        let _ = sender.send(Command::Durable { seq, result: result.clone() });
                     }
-                    let reply = job.reply;
-                    self.runtime.spawn(async move {
-                        let result = future.await;
-                        for (sender, seq) in staged {
-                            let _ = sender.send(Command::Durable { seq, result: result.clone() });
-                        }
+                    if let Some(reply) = answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
                         let _ = reply.send(result.map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
-                    });
+                    }
+                };
+                match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
+                    Err(err) => {
+                        if let Some(reply) = reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                            let _ = reply.send(Err(Error::Log(err)));
+                        }
+                    }
+                    Ok(()) => {
+                        for (p, writes) in split {
+                            states[usize::from(p)].stage(writes, None);
+                        }
+                    }
                 }
-            },
+            }
         }
         hand_back(states, &backs);
     }

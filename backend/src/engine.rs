@@ -20,7 +20,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
-use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, completion_task, json_bytes};
+use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::{Batch, Store};
@@ -246,7 +246,8 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Opens (or creates) an engine in `dir`: the log in `dir/log`, the state in `dir/state`.
-    /// Must be called within a tokio runtime, which then drives commit completions.
+    /// Must be called within a tokio runtime (recovery reads on its blocking pool); commits
+    /// complete on the log's own threads, with no task of the runtime.
     pub async fn open(dir: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
         options.validate()?;
         let dir = dir.as_ref();
@@ -278,21 +279,18 @@ impl Engine {
             json_bytes_max: options.json_bytes_max,
             trace_reads: options.trace_reads,
         });
-        let runtime = tokio::runtime::Handle::current();
         let writeback = WriteBack { bytes: options.writeback_bytes, interval: Duration::from_millis(options.writeback_interval_ms) };
         let mut threads = Vec::new();
         let mut partitions = Vec::new();
         for (p, applied) in (0..n).zip(applied) {
             let (sender, commands) = channel();
-            let (completions, appends) = tokio::sync::mpsc::unbounded_channel();
-            runtime.spawn(completion_task(appends, sender.clone()));
             let queued = Arc::new(AtomicUsize::new(0));
             let executor = Executor {
                 state: Box::new(PartitionState::new(p, Arc::clone(&store), applied, options.row_cache_bytes, writeback)),
                 commands,
                 queued: Arc::clone(&queued),
                 shared: Arc::clone(&shared),
-                completions,
+                durable: sender.clone(),
                 traces: TraceBuffer::default(),
             };
             threads.push(spawn(format!("comb-partition-{p}"), move || executor.run())?);
@@ -305,7 +303,6 @@ impl Engine {
             partitions: partitions.iter().map(|q| q.sender.clone()).collect(),
             shared: Arc::clone(&shared),
             queued: Arc::clone(&queued),
-            runtime,
             traces: TraceBuffer::default(),
         };
         threads.push(spawn("comb-coordinator".to_owned(), move || coordinator.run())?);

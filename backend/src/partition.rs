@@ -3,10 +3,11 @@
 //!
 //! ```text
 //!  invoke ──(bounded by a counter)──┐
-//!  Durable(seq) from the completion ┼──> channel ──> executor thread
-//!  task; Lend / Checkpoint / Stop ──┘                  │ run body over write set ▸ overlay ▸ row cache ▸
+//!  Durable(seq) from a log thread ──┼──> channel ──> executor thread
+//!  Lend / Checkpoint / Stop ────────┘                  │ run body over write set ▸ overlay ▸ row cache ▸
 //!                                                      │   dirty ▸ flushing ▸ RocksDB
-//!                                                      │ ok + writes: encode record, enqueue append (poll once),
+//!                                                      │ ok + writes: encode record, enqueue append (the log
+//!                                                      │   calls back with Durable),
 //!                                                      │   stage writes in the overlay (next txn sees them)
 //!                                                      │ Durable: mark; drain the durable prefix: its writes
 //!                                                      │   move to `dirty`, its replies are released
@@ -21,13 +22,10 @@
 //! failed append the partition refuses all work (fail-stop) until the engine is reopened.
 
 use std::collections::{BTreeMap, VecDeque, btree_map};
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use comb_log::{Entry, LogBook, Lsn};
@@ -81,9 +79,6 @@ pub struct NextInput<'a> {
 
 /// Computes the input of a later member of a multi-function transaction.
 pub type NextInputFn = dyn Fn(&NextInput<'_>) -> std::result::Result<serde_json::Value, crate::function::BoxError> + Send + Sync;
-
-/// A future that resolves when an append is durable.
-pub(crate) type AppendFuture = Pin<Box<dyn Future<Output = comb_log::Result<Lsn>> + Send>>;
 
 /// A reply released by several partitions together (a multi-partition read).
 pub(crate) struct SharedRelease {
@@ -283,6 +278,11 @@ impl PartitionState {
             applied_lsn,
             failed: None,
         }
+    }
+
+    /// The seq the next staged commit gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Stages a commit's writes (those of this partition) in the overlay: later
@@ -487,23 +487,6 @@ pub(crate) fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Enqueues an append on the log's writer now, on this thread, so that appends reach the
-/// log in the order their writes were staged; the returned future resolves when durable.
-/// The first poll runs `append_batch` up to its enqueue (it needs no runtime for that).
-/// Fails at once only for an append the log refused before writing anything of it.
-pub(crate) fn start_append(log: &LogBook, entry: Entry) -> std::result::Result<AppendFuture, comb_log::Error> {
-    let log = log.clone();
-    let mut future: AppendFuture = Box::pin(async move { log.append_batch(vec![entry]).await });
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Pending => Ok(future),
-        Poll::Ready(Err(err)) if err.wrote_nothing() => Err(err),
-        // Done already (a spinning writer can finish a lone append within this poll). A
-        // failed write goes the way of any append's completion, so that the partition stops
-        // however fast the failure came.
-        Poll::Ready(result) => Ok(Box::pin(async move { result })),
-    }
-}
-
 /// Runs a function's body over a snapshot; an error or a panic leaves `writes` to be
 /// discarded by the caller.
 pub(crate) fn run_body(function: &Registered, snapshot: &dyn Snapshot, writes: &mut WriteSet, scope: Scope, shared: &Shared, input: serde_json::Value) -> Result<serde_json::Value> {
@@ -699,8 +682,8 @@ pub(crate) struct Executor {
     pub(crate) commands: Receiver<Command>,
     pub(crate) queued: Arc<AtomicUsize>,
     pub(crate) shared: Arc<Shared>,
-    /// Appends in flight, awaited in order by this partition's completion task.
-    pub(crate) completions: tokio::sync::mpsc::UnboundedSender<(u64, AppendFuture)>,
+    /// This executor's own queue, where the log reports each of its records durable.
+    pub(crate) durable: Sender<Command>,
     /// Traces of the invocations that committed nothing, appended when the queue is idle.
     pub(crate) traces: TraceBuffer,
 }
@@ -824,28 +807,23 @@ impl Executor {
                 traces.into_iter().for_each(|t| self.traces.push(t));
                 self.state.release_after_pending(Waiter::Read(job.reply, output));
             }
-            Ok(Ran::Commit { output, writes, payload, tags }) => match start_append(&self.shared.log, Entry::new(tags, payload)) {
-                Err(err) => {
-                    let _ = job.reply.send(Err(Error::Log(err)));
-                }
-                Ok(future) => {
-                    let staged = writes.entries.into_iter().map(|(k, w)| (k, w.after)).collect();
-                    let seq = self.state.stage(staged, Some(Waiter::Commit(job.reply, output)));
-                    if self.completions.send((seq, future)).is_err() {
-                        self.state.fail("the completion task stopped".to_owned());
+            Ok(Ran::Commit { output, writes, payload, tags }) => {
+                // The log hears of the record now and may report it durable before it is
+                // staged below; this thread reads that report only after.
+                let seq = self.state.next_seq();
+                let durable = self.durable.clone();
+                let on_durable = move |result| drop(durable.send(Command::Durable { seq, result }));
+                match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
+                    Err(err) => {
+                        let _ = job.reply.send(Err(Error::Log(err)));
+                    }
+                    Ok(()) => {
+                        let staged = writes.entries.into_iter().map(|(k, w)| (k, w.after)).collect();
+                        let staged_seq = self.state.stage(staged, Some(Waiter::Commit(job.reply, output)));
+                        debug_assert_eq!(staged_seq, seq, "the seq told to the log is the one staged");
                     }
                 }
-            },
-        }
-    }
-}
-
-/// Awaits a partition's appends in order and reports each to its executor.
-pub(crate) async fn completion_task(mut appends: tokio::sync::mpsc::UnboundedReceiver<(u64, AppendFuture)>, executor: Sender<Command>) {
-    while let Some((seq, future)) = appends.recv().await {
-        let result = future.await;
-        if executor.send(Command::Durable { seq, result }).is_err() {
-            return;
+            }
         }
     }
 }

@@ -10,7 +10,7 @@
 use comb_log::{Entry, LogBook};
 
 use crate::commit::{InvocationRecord, TRACE_TAG, TraceRecord, encode_trace};
-use crate::partition::{Member, now_us, start_append};
+use crate::partition::{Member, now_us};
 
 /// Most invocations in one trace record.
 pub(crate) const TRACE_BATCH_MAX: usize = 256;
@@ -82,9 +82,9 @@ impl TraceBuffer {
         while !self.invocations.is_empty() {
             let count = self.invocations.len().min(TRACE_BATCH_MAX);
             let record = TraceRecord { invocations: self.invocations[..count].to_vec() };
-            match start_append(log, Entry::new(vec![TRACE_TAG], encode_trace(&record))) {
-                // The append is enqueued; its completion needs no one.
-                Ok(_durable) => {
+            // The append is enqueued; its completion needs no one.
+            match log.append_batch_then(vec![Entry::new(vec![TRACE_TAG], encode_trace(&record))], drop) {
+                Ok(()) => {
                     self.invocations.drain(..count);
                 }
                 Err(comb_log::Error::QueueFull { .. }) => {
