@@ -59,7 +59,6 @@ impl Callback {
     pub(crate) fn new(on_durable: impl FnOnce(Result<Lsn>) + Send + 'static) -> Callback {
         Callback(Some(Box::new(on_durable)))
     }
-
 }
 
 impl Drop for Callback {
