@@ -21,6 +21,13 @@ const DICTIONARY_COLUMNS: [&str; 6] = ["function", "step", "status", "table_name
 /// statistics (each would cost a comparison of every value and two copies in every page).
 const UNPRUNED_COLUMNS: [&str; 6] = ["key", "before", "after", "input", "output", "error"];
 
+/// Bytes of a Parquet data page, at most (checked after each batch of 1,024 values). The
+/// page is encoded in a buffer that grows to this size and is freed after the page is
+/// compressed: at the default of 1 MiB, each page of the long text columns took fresh memory
+/// from the kernel (page faults, and a TLB flush on every core for each), more CPU than its
+/// encoding.
+const DATA_PAGE_BYTES: usize = 64 << 10;
+
 /// The tables, in a fixed order (the order of [`Rows`]' fields and of the store's folders).
 pub const TABLES: [&str; 4] = ["function_invocations", "change_data", "workflows", "read_events"];
 
@@ -218,7 +225,10 @@ impl Rows {
 pub fn write_parquet(out: impl std::io::Write + Send, table: usize, batches: &[RecordBatch]) -> Result<()> {
     // Dictionaries only for the columns with few distinct values: building one costs a hash
     // per value, which the keys, images and ids would pay for nothing.
-    let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_dictionary_enabled(false);
+    let mut properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
+        .set_dictionary_enabled(false);
     for column in DICTIONARY_COLUMNS {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), true);
     }
