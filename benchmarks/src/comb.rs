@@ -140,6 +140,13 @@ impl Comb {
         Ok(answers)
     }
 
+    /// Waits until the traces hold every run the log holds (the server's tracing layer must
+    /// be on): a query that reads nothing, asked with catch-up.
+    pub(crate) async fn catch_up_traces(&self) -> anyhow::Result<()> {
+        self.client().query_traces("SELECT 1", true).await?;
+        Ok(())
+    }
+
     /// Asks the traces (the server's tracing layer must be on).
     pub(crate) async fn traced_runs(&self, workflow: &str) -> anyhow::Result<u64> {
         let sql = format!("SELECT count(*) FROM workflows WHERE name = '{workflow}'");

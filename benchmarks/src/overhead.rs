@@ -38,9 +38,13 @@ pub(crate) struct Sample {
     latency_ms_p50: f64,
     latency_ms_p99: f64,
     /// CPU time the process (server and clients) spent per run completed, from the start of
-    /// the warm-up until the server closed (the traces caught up first): what a run costs
-    /// the CPUs, steadier than the throughput on a shared machine.
+    /// the warm-up until the server closed (the traces caught up first), less the CPU time
+    /// of the check's query: what a run costs the CPUs, steadier than the throughput on a
+    /// shared machine.
     cpu_us_per_run: f64,
+    /// With tracing on: the CPU time of the check's query (left out of `cpu_us_per_run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    check_cpu_ms: Option<f64>,
     /// With tracing on: how long after the load the traces took to hold every run, i.e. how
     /// far the feed lagged behind the log when the load stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,7 +101,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 options.tracing.feed_nice = nice;
             }
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
-            let (m, check, trace_lag_ms, cpu_us_per_run) = runtime.block_on(async {
+            let (m, check, trace_lag_ms, cpu_us_per_run, check_cpu_us) = runtime.block_on(async {
                 let comb = Comb::start(&data, options, Workload::Counter, args.target.connections).await?;
                 comb.load(Workload::Counter, &sizes).await?;
                 let target = Arc::new(Target::Comb(comb));
@@ -105,22 +109,30 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 let Measurement { measured: m, mut check, tally } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
                 let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
                 let mut trace_lag_ms = None;
+                // The check's query is the bench's, not a cost of tracing the runs.
+                let mut check_cpu_us = None;
                 if tracing && check.starts_with("ok") {
                     // Every run of the window and the warm-up in the traces, once.
                     let asked = std::time::Instant::now();
-                    let (traced, counted) = (comb.traced_runs("counter").await?, tally.counted.load(std::sync::atomic::Ordering::Relaxed));
+                    comb.catch_up_traces().await?;
                     trace_lag_ms = Some(ms(asked.elapsed().as_micros() as f64));
+                    let cpu_asked = process_cpu_us()?;
+                    let (traced, counted) = (comb.traced_runs("counter").await?, tally.counted.load(std::sync::atomic::Ordering::Relaxed));
+                    check_cpu_us = Some(process_cpu_us()? - cpu_asked);
                     if traced != counted as u64 {
                         check = format!("FAILED: {counted} runs completed, {traced} traced");
                     }
                 }
                 comb.close().await?;
                 let runs = tally.counted.load(std::sync::atomic::Ordering::Relaxed).max(1);
-                let cpu_us_per_run = (process_cpu_us()? - cpu_before) as f64 / runs as f64;
-                anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run))
+                let cpu_us_per_run = (process_cpu_us()? - cpu_before - check_cpu_us.unwrap_or(0)) as f64 / runs as f64;
+                anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run, check_cpu_us))
             })?;
             std::fs::remove_dir_all(&data)?;
-            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)), cpu_us_per_run: (cpu_us_per_run * 10.0).round() / 10.0, trace_lag_ms };
+            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)), cpu_us_per_run: (cpu_us_per_run * 10.0).round() / 10.0,
+                check_cpu_ms: check_cpu_us.map(|us| ms(us as f64)),
+                trace_lag_ms,
+            };
             eprintln!(
                 "round {round}, tracing {}: {} runs/s, p99 {} ms, {} us of CPU a run",
                 if tracing { "on" } else { "off" },
