@@ -270,7 +270,7 @@ where
         let elapsed = began.elapsed();
         if before.is_none() && elapsed >= warmup {
             before = Some(sample());
-            cpu_before = process_cpu_us()?;
+            cpu_before = process_cpu_us().await?;
             started = Instant::now();
             phase.store(MEASURE, Ordering::Relaxed);
         }
@@ -285,7 +285,7 @@ where
     phase.store(STOP, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let after = sample();
-    let cpu_us = process_cpu_us()?.saturating_sub(cpu_before);
+    let cpu_us = process_cpu_us().await?.saturating_sub(cpu_before);
     let before = before.expect("the warm-up ended");
     bar.finish_and_clear();
     let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3)?;
@@ -303,8 +303,13 @@ where
 const CLOCK_TICKS_PER_SEC: u64 = 100;
 
 /// CPU time this process has used so far (user and system, every thread, living or gone),
-/// in microseconds, at the kernel's 10 ms resolution.
-pub(crate) fn process_cpu_us() -> anyhow::Result<u64> {
+/// in microseconds, at the kernel's 10 ms resolution. Read off the async runtime's workers,
+/// like every file.
+pub(crate) async fn process_cpu_us() -> anyhow::Result<u64> {
+    tokio::task::spawn_blocking(read_process_cpu_us).await?
+}
+
+fn read_process_cpu_us() -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
 }
@@ -326,6 +331,6 @@ mod tests {
         let stat = "4242 (comb bench) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0 100 0 0";
         assert_eq!(parse_cpu_us(stat), Some((250 + 75) * 10_000));
         assert_eq!(parse_cpu_us("4242 (truncated) S 1"), None);
-        assert!(process_cpu_us().is_ok(), "this process's own times are readable");
+        assert!(read_process_cpu_us().is_ok(), "this process's own times are readable");
     }
 }

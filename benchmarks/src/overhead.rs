@@ -105,8 +105,8 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 let comb = Comb::start(&data, options, Workload::Counter, args.target.connections).await?;
                 comb.load(Workload::Counter, &sizes).await?;
                 let target = Arc::new(Target::Comb(comb));
-                let cpu_before = process_cpu_us()?;
-                let Measurement { measured: m, mut check, tally } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
+                let cpu_before = process_cpu_us().await?;
+                let Measurement { measured: m, mut check, tally, .. } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
                 let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
                 let mut trace_lag_ms = None;
                 // The check's query is the bench's, not a cost of tracing the runs.
@@ -116,16 +116,16 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                     let asked = std::time::Instant::now();
                     comb.catch_up_traces().await?;
                     trace_lag_ms = Some(ms(asked.elapsed().as_micros() as f64));
-                    let cpu_asked = process_cpu_us()?;
+                    let cpu_asked = process_cpu_us().await?;
                     let (traced, counted) = (comb.traced_runs("counter").await?, tally.counted.load(std::sync::atomic::Ordering::Relaxed));
-                    check_cpu_us = Some(process_cpu_us()? - cpu_asked);
+                    check_cpu_us = Some(process_cpu_us().await? - cpu_asked);
                     if traced != counted as u64 {
                         check = format!("FAILED: {counted} runs completed, {traced} traced");
                     }
                 }
                 comb.close().await?;
                 let runs = tally.counted.load(std::sync::atomic::Ordering::Relaxed).max(1);
-                let cpu_us_per_run = (process_cpu_us()? - cpu_before - check_cpu_us.unwrap_or(0)) as f64 / runs as f64;
+                let cpu_us_per_run = (process_cpu_us().await? - cpu_before - check_cpu_us.unwrap_or(0)) as f64 / runs as f64;
                 anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run, check_cpu_us))
             })?;
             std::fs::remove_dir_all(&data)?;

@@ -182,6 +182,8 @@ pub(crate) struct Measurement {
     pub(crate) check: String,
     /// The outcomes of the run's operations, warm-up included.
     pub(crate) tally: Arc<Tally>,
+    /// This process's peak resident memory after the run, in MiB.
+    pub(crate) peak_rss_mib: Option<f64>,
 }
 
 /// Runs the workload's mix with `clients` clients against `target` (loaded), then checks
@@ -206,11 +208,12 @@ pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Si
     let measured = closed_loop(&label, clients, window.warmup(), window.measure(), || target.log_stats(), operation).await?;
     let after = target.answers(workload, sizes).await?;
     let check = check(workload, sizes, &before, &after, &tally);
-    Ok(Measurement { measured, check, tally })
+    let peak_rss_mib = tokio::task::spawn_blocking(peak_rss_mib).await?;
+    Ok(Measurement { measured, check, tally, peak_rss_mib })
 }
 
 /// The report of a measured run.
-pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
+pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, peak_rss_mib, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
     let records_per_fsync = match &m.samples {
         (Some(before), Some(after)) => Some(records_per_fsync(before, after)),
         _ => None,
@@ -232,7 +235,7 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         check,
         fsync_us_p50,
         cores: cores(),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib,
     }
 }
 
