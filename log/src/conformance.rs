@@ -312,9 +312,13 @@ pub async fn full_queue_refuses_and_waiting_appends_commit_together(factory: Fac
 pub async fn callbacks_hear_durable_appends_and_refusals_return_at_once(factory: Factory) {
     let s = open(factory, LogOptions { queue_appends_max: 4, ..LogOptions::default() }).await;
     let (heard, hear) = std::sync::mpsc::channel::<(&'static str, crate::Result<Lsn>)>();
+    let (called_on, threads) = std::sync::mpsc::channel::<Option<String>>();
     let callback = |name: &'static str| {
-        let heard = heard.clone();
-        move |result: crate::Result<Lsn>| heard.send((name, result)).expect("the case listens")
+        let (heard, called_on) = (heard.clone(), called_on.clone());
+        move |result: crate::Result<Lsn>| {
+            called_on.send(std::thread::current().name().map(str::to_owned)).expect("the case listens");
+            heard.send((name, result)).expect("the case listens")
+        }
     };
     let (lone, waiting) = hold_lone_then_queue(&s, 2).await;
     let pair = vec![Entry::new([1], "pair 1"), Entry::new([2], "pair 2")];
@@ -332,6 +336,12 @@ pub async fn callbacks_hear_durable_appends_and_refusals_return_at_once(factory:
     let mut answers = within("the callbacks", hear_n(&hear, 2)).await;
     answers.sort_by_key(|(name, _)| *name);
     assert_eq!(answers, vec![("last", Ok(6)), ("pair", Ok(4))], "each hears its first LSN: 1 held, 2 and 3 waiting, 4 and 5 the pair");
+    // A group of four appends: its two tasks may go to the completer, its callbacks do not.
+    assert_eq!(
+        threads.try_iter().collect::<Vec<_>>(),
+        vec![Some("comb-log-writer".to_owned()); 2],
+        "callbacks are called by the writer that synced their group"
+    );
     assert_eq!(s.log.read_next(2, 1).await.unwrap().map(|r| (r.lsn, r.payload)), Some((5, Bytes::from_static(b"pair 2"))));
 
     s.control.fail_next_append();

@@ -150,19 +150,16 @@ impl Group {
 /// wakes tasks, and a full queue makes the writer wait (backpressure, never a buffer).
 pub(crate) const COMPLETIONS_QUEUED_MAX: usize = 4;
 
-/// Group commits of at most this many appends are answered on the writer itself: waking a
-/// task or two costs less than handing them to the completer (one thread switch more on
-/// the path of a lone appender).
+/// Group commits with at most this many waiting tasks have them woken on the writer itself:
+/// waking a task or two costs less than handing them to the completer (one thread switch
+/// more on the path of a lone appender).
 pub(crate) const COMPLETE_INLINE_MAX: usize = 2;
 
-/// A durable group commit whose appenders are still to be answered.
-pub(crate) struct Completion {
-    first: Lsn,
-    waiters: Vec<(usize, Answer)>,
-}
+/// The tasks of a durable group commit still to be woken, each with its first LSN.
+pub(crate) struct Completion(Vec<(Lsn, Answer)>);
 
-/// The completer thread: answers the appenders of durable group commits, so that waking
-/// hundreds of tasks never delays the writer's next write.
+/// The completer thread: wakes the tasks of durable group commits, so that waking hundreds
+/// of them never delays the writer's next write.
 pub(crate) fn complete(completions: Receiver<Completion>) {
     for completion in completions {
         completion.answer();
@@ -170,12 +167,9 @@ pub(crate) fn complete(completions: Receiver<Completion>) {
 }
 
 impl Completion {
-    /// Answers every appender with the LSN of its first record.
     fn answer(self) {
-        let mut lsn = self.first;
-        for (count, reply) in self.waiters {
+        for (lsn, reply) in self.0 {
             reply.send(Ok(lsn));
-            lsn += count as Lsn;
         }
     }
 }
@@ -188,7 +182,7 @@ pub(crate) struct Publisher {
     pub(crate) published: Arc<watch::Sender<Published>>,
     pub(crate) recent: Arc<Recent>,
     pub(crate) counters: Arc<Counters>,
-    /// To the completer thread, for groups of more than `COMPLETE_INLINE_MAX` appends.
+    /// To the completer thread, for groups with more than `COMPLETE_INLINE_MAX` waiting tasks.
     pub(crate) completions: SyncSender<Completion>,
 }
 
@@ -223,8 +217,27 @@ impl Publisher {
         // The tail is published: reads see these records before their appenders are
         // answered, never after. Appenders may be answered out of order across groups:
         // every record up to the tail is durable by now, whoever hears of it first.
-        let completion = Completion { first, waiters: group.waiters };
-        if completion.waiters.len() <= COMPLETE_INLINE_MAX {
+        // Callbacks are called here (quick by their contract: a channel send), which spares
+        // the backend's executors a hop through the completer; tasks are woken here only
+        // when they are few.
+        let mut lsn = first;
+        let tasks: Vec<(Lsn, Answer)> = group
+            .waiters
+            .into_iter()
+            .filter_map(|(count, reply)| {
+                let first = lsn;
+                lsn += count as Lsn;
+                match reply {
+                    Answer::Call(_) => {
+                        reply.send(Ok(first));
+                        None
+                    }
+                    Answer::Task(_) => Some((first, reply)),
+                }
+            })
+            .collect();
+        let completion = Completion(tasks);
+        if completion.0.len() <= COMPLETE_INLINE_MAX {
             completion.answer();
         } else if let Err(unsent) = self.completions.send(completion) {
             error!("the log's completer thread stopped; answering here");
