@@ -312,7 +312,8 @@ impl PartitionState {
 
     fn mark_durable(&mut self, seq: u64, lsn: Lsn) {
         // Seqs are dense in `pending` (staged in order, applied from the front): the commit
-        // is found by its distance from the front, however long the queue.
+        // is found by its distance from the front, however long the queue. After a failure
+        // the queue is emptied, and a late Durable(seq) finds nothing to mark.
         let Some(front) = self.pending.front().map(|p| p.seq) else { return };
         let index = seq.checked_sub(front).and_then(|i| usize::try_from(i).ok());
         if let Some(p) = index.and_then(|i| self.pending.get_mut(i)).filter(|p| p.seq == seq) {

@@ -269,8 +269,8 @@ where
         tick.tick().await;
         let elapsed = began.elapsed();
         if before.is_none() && elapsed >= warmup {
-            before = Some(sample());
             cpu_before = process_cpu_us().await?;
+            before = Some(sample());
             started = Instant::now();
             phase.store(MEASURE, Ordering::Relaxed);
         }

@@ -336,7 +336,8 @@ pub async fn callbacks_hear_durable_appends_and_refusals_return_at_once(factory:
     let mut answers = within("the callbacks", hear_n(&hear, 2)).await;
     answers.sort_by_key(|(name, _)| *name);
     assert_eq!(answers, vec![("last", Ok(6)), ("pair", Ok(4))], "each hears its first LSN: 1 held, 2 and 3 waiting, 4 and 5 the pair");
-    // A group of four appends: its two tasks may go to the completer, its callbacks do not.
+    // A group of four appends: its two tasks are few enough to be woken on the writer too;
+    // its callbacks always are, however large the group.
     assert_eq!(
         threads.try_iter().collect::<Vec<_>>(),
         vec![Some("comb-log-writer".to_owned()); 2],

@@ -155,6 +155,11 @@ pub(crate) const COMPLETIONS_QUEUED_MAX: usize = 4;
 /// more on the path of a lone appender).
 pub(crate) const COMPLETE_INLINE_MAX: usize = 2;
 
+/// A group of at most this many appends is a lone appender's (or two): with nothing in
+/// flight the writer syncs it itself rather than wake the syncer, and after it spins for
+/// the next append rather than sleep.
+pub(crate) const LONE_GROUP_MAX: usize = 2;
+
 /// The tasks of a durable group commit still to be woken, each with its first LSN.
 pub(crate) struct Completion(Vec<(Lsn, Answer)>);
 
@@ -368,7 +373,7 @@ impl Writer {
                             }
                         }
                     }
-                    lone = group.waiters.len() <= COMPLETE_INLINE_MAX;
+                    lone = group.waiters.len() <= LONE_GROUP_MAX;
                     self.commit(group, &mut state);
                 }
                 Command::Trim { upto, reply } => {
@@ -441,7 +446,7 @@ impl Writer {
         // Synced here when nothing is in flight and either the syncer is off or the group is
         // a lone appender or two; else written here and synced by the syncer.
         let inline = self.in_flight.load(Ordering::Acquire) == 0
-            && (!self.options.overlap_syncs || group.waiters.len() <= COMPLETE_INLINE_MAX);
+            && (!self.options.overlap_syncs || group.waiters.len() <= LONE_GROUP_MAX);
         let outcome = if inline { self.loglet.append(&group.entries) } else { self.loglet.write(&group.entries) };
         let err = match outcome {
             Ok(first) if first == state.tail + 1 => {
