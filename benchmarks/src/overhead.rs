@@ -129,7 +129,11 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run, check_cpu_us))
             })?;
             std::fs::remove_dir_all(&data)?;
-            let sample = Sample { ops_per_sec: m.per_sec(), latency_ms_p50: ms(m.us(0.50)), latency_ms_p99: ms(m.us(0.99)), cpu_us_per_run: (cpu_us_per_run * 10.0).round() / 10.0,
+            let sample = Sample {
+                ops_per_sec: m.per_sec(),
+                latency_ms_p50: ms(m.us(0.50)),
+                latency_ms_p99: ms(m.us(0.99)),
+                cpu_us_per_run: (cpu_us_per_run * 10.0).round() / 10.0,
                 check_cpu_ms: check_cpu_us.map(|us| ms(us as f64)),
                 trace_lag_ms,
             };

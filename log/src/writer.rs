@@ -225,22 +225,14 @@ impl Publisher {
         // Callbacks are called here (quick by their contract: a channel send), which spares
         // the backend's executors a hop through the completer; tasks are woken here only
         // when they are few.
-        let mut lsn = first;
-        let tasks: Vec<(Lsn, Answer)> = group
-            .waiters
-            .into_iter()
-            .filter_map(|(count, reply)| {
-                let first = lsn;
-                lsn += count as Lsn;
-                match reply {
-                    Answer::Call(_) => {
-                        reply.send(Ok(first));
-                        None
-                    }
-                    Answer::Task(_) => Some((first, reply)),
-                }
-            })
-            .collect();
+        let (mut lsn, mut tasks) = (first, Vec::new());
+        for (count, reply) in group.waiters {
+            match reply {
+                Answer::Call(_) => reply.send(Ok(lsn)),
+                Answer::Task(_) => tasks.push((lsn, reply)),
+            }
+            lsn += count as Lsn;
+        }
         let completion = Completion(tasks);
         if completion.0.len() <= COMPLETE_INLINE_MAX {
             completion.answer();
