@@ -14,13 +14,15 @@
 //! ```
 //!
 //! One [`Client`] holds one HTTP/2 connection that every clone shares; requests are
-//! multiplexed on it. Each call has a time-out ([`ClientBuilder::timeout`]). Errors say
+//! multiplexed on it, and invocations on one stream of it: the calls waiting at a moment
+//! travel as one message, and so do their answers. Each call has a time-out ([`ClientBuilder::timeout`]). Errors say
 //! whether a retry can help ([`Error::is_retryable`]); re-invoking with the same workflow id
 //! is always safe.
 
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -37,6 +39,10 @@ pub mod proto {
 }
 
 use proto::comb_client::CombClient;
+
+mod stream;
+
+pub use stream::{STREAM_BATCH_BYTES_MAX, STREAM_CALL_BYTES_MAX, STREAM_CALLS_MAX};
 
 /// An error of a call.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -303,7 +309,9 @@ impl ClientBuilder {
             Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| connect_error("the token is not valid header text".to_owned()))?),
             None => None,
         };
-        Ok(Client { inner: CombClient::new(channel).max_decoding_message_size(64 << 20), token })
+        let inner = CombClient::new(channel).max_decoding_message_size(64 << 20);
+        let stream = Arc::new(stream::Mux::new(inner.clone(), token.clone()));
+        Ok(Client { inner, token, timeout: self.timeout, stream })
     }
 }
 
@@ -323,6 +331,9 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 pub struct Client {
     inner: CombClient<Channel>,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    timeout: Duration,
+    /// Where invocations go: one stream of the connection, shared by every clone.
+    stream: Arc<stream::Mux>,
 }
 
 impl Client {
@@ -383,8 +394,17 @@ impl Client {
     pub async fn start(&self, workflow: &str, input: &impl Serialize, id: Option<&str>) -> Result<Run> {
         let input = serde_json::to_string(input).map_err(|err| Error::Json(format!("the input does not convert: {err}")))?;
         let request = proto::InvokeRequest { workflow: workflow.to_owned(), input_json: input, workflow_id: id.unwrap_or_default().to_owned(), r#async: true };
-        let reply = self.inner.clone().invoke(self.request(request)).await?.into_inner();
+        let reply = self.call_invoke(request).await?;
         Run::from_proto(reply.workflow, reply.deduplicated)
+    }
+
+    /// One Invoke: on the connection's invocation stream, or as a call of its own when it
+    /// is larger than [`STREAM_CALL_BYTES_MAX`].
+    async fn call_invoke(&self, request: proto::InvokeRequest) -> Result<proto::InvokeResponse> {
+        if prost::Message::encoded_len(&request) > STREAM_CALL_BYTES_MAX {
+            return Ok(self.inner.clone().invoke(self.request(request)).await?.into_inner());
+        }
+        self.stream.call(request, self.timeout).await
     }
 
     /// A run as it stands; with `wait`, once it has ended.
@@ -459,7 +479,7 @@ impl<O> Invoke<'_, O> {
     /// Runs the workflow and returns the whole run, ended (succeeded or failed).
     pub async fn run(self) -> Result<Run> {
         let request = proto::InvokeRequest { workflow: self.workflow, input_json: self.input?, workflow_id: self.id.unwrap_or_default(), r#async: false };
-        let reply = self.client.inner.clone().invoke(self.client.request(request)).await?.into_inner();
+        let reply = self.client.call_invoke(request).await?;
         Run::from_proto(reply.workflow, reply.deduplicated)
     }
 }

@@ -33,9 +33,10 @@ mod options;
 mod scheduler;
 mod server;
 mod service;
+mod stream;
 mod system;
 
 pub use error::{Error, Result};
-pub use options::{LIST_PAGE_MAX, ServerOptions, TRACE_ANSWER_BYTES_MAX};
+pub use options::{LIST_PAGE_MAX, STREAM_CALLS_IN_FLIGHT_MAX, ServerOptions, TRACE_ANSWER_BYTES_MAX};
 pub use comb_tracing::{QueryResult, TracingOptions};
 pub use server::{Listening, Server, ServerBuilder};

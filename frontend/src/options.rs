@@ -57,6 +57,10 @@ impl Default for ServerOptions {
 /// says so).
 pub const TRACE_ANSWER_BYTES_MAX: usize = 16 << 20;
 
+/// Most calls of one InvokeStream running at once; the stream takes no more of the
+/// client's calls until one ends (the client waits, held by HTTP/2 flow control).
+pub const STREAM_CALLS_IN_FLIGHT_MAX: usize = 1024;
+
 /// Most runs returned by one ListWorkflows page.
 pub const LIST_PAGE_MAX: usize = LIST_ROWS_MAX - 1;
 
@@ -77,6 +81,12 @@ impl ServerOptions {
             if value == 0 {
                 return Err(format!("invalid server option {name}: must be at least 1"));
             }
+        }
+        if self.request_bytes_max < comb_client::STREAM_BATCH_BYTES_MAX {
+            return Err(format!(
+                "invalid server option request-bytes-max: must be at least {} (a client's message of streamed invocations is up to that size)",
+                comb_client::STREAM_BATCH_BYTES_MAX
+            ));
         }
         if self.wait_max.is_zero() {
             return Err("invalid server option wait-max: must be longer than 0".to_owned());

@@ -236,7 +236,10 @@ impl Server {
         }
         let listener = TcpListener::bind(addr).await.map_err(|err| Error::InvalidArgument { field: "addr", message: format!("cannot listen on {addr}: {err}") })?;
         let local_addr = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
-        let service = CombServer::new(Service { scheduler: Arc::clone(&self.scheduler), tracer: self.tracer.clone() })
+        // Told when shutting down begins: open InvokeStreams take no more calls and end once
+        // their calls have, so that the graceful shutdown does not wait on idle streams.
+        let (closing, closing_seen) = tokio::sync::watch::channel(false);
+        let service = CombServer::new(Service { scheduler: Arc::clone(&self.scheduler), tracer: self.tracer.clone(), closing: closing_seen })
             .max_decoding_message_size(options.request_bytes_max)
             .max_encoding_message_size(options.request_bytes_max.max(options.engine.json_bytes_max * 2).max(TRACE_ANSWER_BYTES_MAX + (1 << 20)));
         let auth = Auth { token: options.token.clone().map(|t| format!("Bearer {t}")) };
@@ -250,6 +253,7 @@ impl Server {
                 .add_service(InterceptedService::new(service, auth))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.await;
+                    closing.send_replace(true);
                 }),
         );
         Ok(Listening { local_addr, stop: Some(stop), task })

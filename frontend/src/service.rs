@@ -6,17 +6,20 @@ use std::sync::Arc;
 use comb_backend::{SqlFunction, SqlStatement};
 use comb_client::proto::{self, comb_server::Comb};
 use comb_tracing::Tracer;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::options::TRACE_ANSWER_BYTES_MAX;
 use crate::scheduler::{FAILED, RUNNING, SUCCEEDED, Scheduler};
+use crate::stream::InvokeStream;
 use crate::system::WorkflowRow;
 
 /// The service behind the API.
 pub(crate) struct Service {
     pub(crate) scheduler: Arc<Scheduler>,
     pub(crate) tracer: Option<Arc<Tracer>>,
+    /// Becomes true when the server begins to shut down.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Service {
@@ -46,6 +49,13 @@ pub(crate) fn to_proto(row: WorkflowRow) -> proto::Workflow {
         started_us: row.started_us as u64,
         ended_us: row.ended_us.unwrap_or_default() as u64,
     }
+}
+
+/// One Invoke, as the unary call and the stream both run it.
+pub(crate) async fn invoke(scheduler: &Arc<Scheduler>, request: proto::InvokeRequest) -> Result<proto::InvokeResponse, Error> {
+    let id = Some(request.workflow_id).filter(|id| !id.is_empty());
+    let (row, deduplicated) = scheduler.invoke(&request.workflow, &request.input_json, id, request.r#async).await?;
+    Ok(proto::InvokeResponse { workflow: Some(to_proto(row)), deduplicated })
 }
 
 #[tonic::async_trait]
@@ -81,10 +91,13 @@ impl Comb for Service {
     }
 
     async fn invoke(&self, request: Request<proto::InvokeRequest>) -> Result<Response<proto::InvokeResponse>, Status> {
-        let request = request.into_inner();
-        let id = Some(request.workflow_id).filter(|id| !id.is_empty());
-        let (row, deduplicated) = self.scheduler.invoke(&request.workflow, &request.input_json, id, request.r#async).await?;
-        Ok(Response::new(proto::InvokeResponse { workflow: Some(to_proto(row)), deduplicated }))
+        Ok(Response::new(invoke(&self.scheduler, request.into_inner()).await?))
+    }
+
+    type InvokeStreamStream = InvokeStream;
+
+    async fn invoke_stream(&self, request: Request<Streaming<proto::InvokeCalls>>) -> Result<Response<InvokeStream>, Status> {
+        Ok(Response::new(InvokeStream::new(Arc::clone(&self.scheduler), request.into_inner(), self.closing.clone())))
     }
 
     async fn get_workflow(&self, request: Request<proto::GetWorkflowRequest>) -> Result<Response<proto::GetWorkflowResponse>, Status> {

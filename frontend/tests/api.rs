@@ -258,6 +258,73 @@ async fn exactly_once_under_reinvocation_and_concurrent_duplicates() {
     f.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_on_one_stream_are_answered_each_to_its_caller() {
+    let f = Fixture::new().await;
+    let c = f.client.clone();
+    c.register_workflow(r#"{"name": "doomed", "steps": [{"id": "x", "function": "fail", "input": "$input"}]}"#).await.unwrap();
+    // 300 calls at once on the client's one stream, of three kinds: each caller must get
+    // its own answer, and a failure must not touch the calls beside it.
+    let calls: Vec<_> = (0..300i64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                match i % 3 {
+                    0 => c.invoke::<Value>("count", &json!({ "id": 1000 + i, "by": i })).await.map(|out| out["n"].clone()),
+                    1 => c.invoke::<Value>("doomed", &json!({ "id": i })).await,
+                    _ => c.invoke::<Value>("no_such_workflow", &json!({ "id": i })).await,
+                }
+            })
+        })
+        .collect();
+    for (i, call) in (0..300i64).zip(calls) {
+        match (i % 3, call.await.unwrap()) {
+            (0, Ok(n)) => assert_eq!(n, json!(i), "call {i} got another call's answer"),
+            (1, Err(comb_client::Error::WorkflowFailed { error, .. })) => assert!(error.contains(&format!("refused {i}")), "call {i}: {error}"),
+            (2, Err(err)) => assert_eq!(code(&err), Code::NotFound, "call {i}: {err}"),
+            (kind, other) => panic!("call {i} (kind {kind}) got {other:?}"),
+        }
+    }
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), 100);
+
+    // A call larger than the stream's bound for one call goes as an Invoke of its own.
+    let pad = "x".repeat(comb_client::STREAM_CALL_BYTES_MAX + 1);
+    let out: Value = c.invoke("count", &json!({ "id": 7, "pad": pad })).await.unwrap();
+    assert_eq!(out["n"], 1);
+    f.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ended_by_the_server_is_reopened_by_the_next_call() {
+    let mut f = Fixture::new().await;
+    let c = f.client.clone();
+    let out: Value = c.invoke("count", &json!({ "id": 1 })).await.unwrap();
+    assert_eq!(out["n"], 1);
+    // Shutting down ends the open stream (the graceful shutdown would otherwise wait on it
+    // for ever); a call then fails retryably.
+    let (server, listening) = f.server.take().unwrap();
+    let addr = listening.local_addr();
+    tokio::time::timeout(Duration::from_secs(10), listening.shutdown()).await.expect("the shutdown does not wait on the idle stream").unwrap();
+    let err = c.invoke::<Value>("count", &json!({ "id": 1 })).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    // Listening again on the same address: the same client opens a new stream.
+    let listening = server.listen(addr).await.unwrap();
+    f.server = Some((server, listening));
+    let mut answer = None;
+    for _ in 0..50 {
+        match c.invoke::<Value>("count", &json!({ "id": 1 })).await {
+            Ok(out) => {
+                answer = Some(out);
+                break;
+            }
+            Err(err) if err.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    assert_eq!(answer.expect("a call succeeds once the server listens again")["n"], 2);
+    f.close().await;
+}
+
 async fn futures_join(calls: impl Iterator<Item = tokio::task::JoinHandle<comb_client::Result<comb_client::Run>>>) -> Vec<comb_client::Run> {
     let mut out = Vec::new();
     for call in calls {

@@ -1,0 +1,310 @@
+//! Invocations multiplexed on one InvokeStream per connection.
+//!
+//! ```text
+//!  callers ──> queue (tag -> reply kept in `waiting`) ──> the request stream, polled by the
+//!              HTTP/2 connection: every queued call in one message (up to
+//!              STREAM_BATCH_BYTES_MAX)
+//!  the reader task <── the server's results, each sent to its caller by tag
+//! ```
+//!
+//! The first call opens the stream; a stream that fails answers every call waiting on it
+//! with the failure, and the next call opens a new one. A call waits at most the client's
+//! time-out; at most `STREAM_CALLS_MAX` calls are queued or in flight per client, one more
+//! waits for a slot.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::{Semaphore, oneshot};
+use tonic::codegen::tokio_stream::Stream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::proto::{self, comb_client::CombClient, invoke_result::Outcome};
+use crate::{Code, Error, Result};
+
+/// Largest message of streamed invocations (a client's calls, a server's results), in
+/// encoded bytes. A server's `request-bytes-max` is at least this.
+pub const STREAM_BATCH_BYTES_MAX: usize = 64 << 10;
+
+/// Largest invocation sent on the stream, in encoded bytes; a larger one is sent as a
+/// unary Invoke of its own.
+pub const STREAM_CALL_BYTES_MAX: usize = 16 << 10;
+
+/// Most invocations of one client (all its clones) queued or in flight on its stream; one
+/// more waits for a slot.
+pub const STREAM_CALLS_MAX: usize = 4096;
+
+/// Bytes a call adds to a message beyond its own: its field's key and length.
+const CALL_FRAMING_BYTES: usize = 4;
+
+type Reply = oneshot::Sender<Result<proto::InvokeResponse>>;
+
+/// The invocation stream of one connection.
+pub(crate) struct Mux {
+    client: CombClient<Channel>,
+    token: Option<MetadataValue<Ascii>>,
+    slots: Semaphore,
+    next_tag: AtomicU64,
+    /// The stream calls go to; replaced when it has failed.
+    current: Mutex<Option<Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for Mux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mux").field("calls", &(STREAM_CALLS_MAX - self.slots.available_permits())).finish_non_exhaustive()
+    }
+}
+
+/// What the callers, the request stream and the reader of one stream share.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Calls not yet sent, in order.
+    queue: Vec<proto::InvokeCall>,
+    /// Every call queued or sent whose answer has not come, by tag.
+    waiting: HashMap<u64, Reply>,
+    /// The request stream's task, waiting for a call.
+    waker: Option<Waker>,
+    /// Why the stream ended; once set, nothing more is queued on it.
+    failed: Option<Error>,
+    /// The client is gone: the request side ends once its queue is sent.
+    finishing: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers the calls of a message of results.
+    fn answer(&self, message: proto::InvokeResults) {
+        let mut answers = Vec::with_capacity(message.results.len());
+        {
+            let mut state = self.lock();
+            for result in message.results {
+                if let Some(reply) = state.waiting.remove(&result.tag) {
+                    answers.push((reply, result.outcome));
+                }
+            }
+        }
+        for (reply, outcome) in answers {
+            let answer = match outcome {
+                Some(Outcome::Response(response)) => Ok(response),
+                Some(Outcome::Status(status)) => Err(Error::Status { code: Code::from_i32(status.code), message: status.message }),
+                None => Err(Error::Json("the server's result of a call has no outcome".to_owned())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Ends the stream: every call waiting on it hears why.
+    fn fail(&self, error: Error) {
+        let (waiting, waker) = {
+            let mut state = self.lock();
+            state.failed.get_or_insert(error.clone());
+            state.queue.clear();
+            (std::mem::take(&mut state.waiting), state.waker.take())
+        };
+        for reply in waiting.into_values() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Mux {
+    pub(crate) fn new(client: CombClient<Channel>, token: Option<MetadataValue<Ascii>>) -> Mux {
+        Mux { client, token, slots: Semaphore::new(STREAM_CALLS_MAX), next_tag: AtomicU64::new(1), current: Mutex::new(None) }
+    }
+
+    /// The stream to queue on: the current one, or a new one if it failed (or there is none).
+    fn stream(&self) -> Arc<Shared> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = current.as_ref().filter(|shared| shared.lock().failed.is_none()) {
+            return Arc::clone(shared);
+        }
+        let shared = Arc::new(Shared::default());
+        *current = Some(Arc::clone(&shared));
+        tokio::spawn(run(self.client.clone(), self.token.clone(), Arc::clone(&shared)));
+        shared
+    }
+
+    /// Sends one Invoke on the stream and waits for its answer, at most `timeout`.
+    pub(crate) async fn call(&self, request: proto::InvokeRequest, timeout: Duration) -> Result<proto::InvokeResponse> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || Error::Status { code: Code::DeadlineExceeded, message: format!("the server did not answer within {timeout:?}") };
+        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
+            Ok(slot) => slot.map_err(|_| Error::Status { code: Code::Cancelled, message: "the client is closing".to_owned() })?,
+            Err(_) => return Err(timed_out()),
+        };
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let shared = self.stream();
+        let waker = {
+            let mut state = shared.lock();
+            if let Some(error) = &state.failed {
+                return Err(error.clone());
+            }
+            state.waiting.insert(tag, reply);
+            state.queue.push(proto::InvokeCall { tag, request: Some(request) });
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Error::Status { code: Code::Unavailable, message: "the invocation stream ended before the call was answered".to_owned() }),
+            Err(_) => {
+                let mut state = shared.lock();
+                state.waiting.remove(&tag);
+                state.queue.retain(|call| call.tag != tag);
+                Err(timed_out())
+            }
+        }
+    }
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        let current = self.current.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(shared) = current {
+            let waker = {
+                let mut state = shared.lock();
+                state.finishing = true;
+                state.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Opens one stream and reads its results until it ends.
+async fn run(mut client: CombClient<Channel>, token: Option<MetadataValue<Ascii>>, shared: Arc<Shared>) {
+    let mut request = tonic::Request::new(Calls { shared: Arc::clone(&shared) });
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token);
+    }
+    let error = match client.invoke_stream(request).await {
+        Err(status) => Error::from(status),
+        Ok(response) => {
+            let mut results = response.into_inner();
+            loop {
+                match results.message().await {
+                    Ok(Some(message)) => shared.answer(message),
+                    Ok(None) => break Error::Status { code: Code::Unavailable, message: "the server ended the invocation stream".to_owned() },
+                    Err(status) => break Error::from(status),
+                }
+            }
+        }
+    };
+    shared.fail(error);
+}
+
+/// The request side of a stream: the queued calls, as messages.
+struct Calls {
+    shared: Arc<Shared>,
+}
+
+impl Stream for Calls {
+    type Item = proto::InvokeCalls;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<proto::InvokeCalls>> {
+        let mut state = self.shared.lock();
+        if state.failed.is_some() {
+            return Poll::Ready(None);
+        }
+        if state.queue.is_empty() {
+            if state.finishing {
+                return Poll::Ready(None);
+            }
+            match &mut state.waker {
+                Some(waker) => waker.clone_from(cx.waker()),
+                None => state.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        let mut bytes = 0;
+        let mut count = 0;
+        for call in &state.queue {
+            let len = call.encoded_len() + CALL_FRAMING_BYTES;
+            if count > 0 && bytes + len > STREAM_BATCH_BYTES_MAX {
+                break;
+            }
+            bytes += len;
+            count += 1;
+        }
+        let calls = state.queue.drain(..count).collect();
+        Poll::Ready(Some(proto::InvokeCalls { calls }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(tag: u64, input_bytes: usize) -> proto::InvokeCall {
+        let request = proto::InvokeRequest { workflow: "w".to_owned(), input_json: "x".repeat(input_bytes), workflow_id: String::new(), r#async: false };
+        proto::InvokeCall { tag, request: Some(request) }
+    }
+
+    fn poll(calls: &mut Calls) -> Poll<Option<proto::InvokeCalls>> {
+        Pin::new(calls).poll_next(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn queued_calls_leave_in_order_in_messages_within_the_bound() {
+        let shared = Arc::new(Shared::default());
+        let mut calls = Calls { shared: Arc::clone(&shared) };
+        assert!(poll(&mut calls).is_pending(), "nothing queued");
+        assert!(shared.lock().waker.is_some(), "the stream waits to be woken");
+        // Calls of every size up to the largest the stream takes: 200 of them, about 1.6 MiB.
+        let sizes: Vec<usize> = (0..200).map(|i| (i * 7919) % (STREAM_CALL_BYTES_MAX - 64)).collect();
+        shared.lock().queue.extend(sizes.iter().enumerate().map(|(tag, size)| call(tag as u64, *size)));
+        let mut sent = Vec::new();
+        while let Poll::Ready(Some(message)) = poll(&mut calls) {
+            assert!(!message.calls.is_empty());
+            assert!(message.encoded_len() <= STREAM_BATCH_BYTES_MAX, "a message of {} bytes", message.encoded_len());
+            sent.extend(message.calls.iter().map(|c| c.tag));
+        }
+        assert_eq!(sent, (0..200).collect::<Vec<u64>>(), "every call once, in order");
+        assert!(poll(&mut calls).is_pending(), "the queue is empty again");
+        shared.lock().finishing = true;
+        assert!(matches!(poll(&mut calls), Poll::Ready(None)), "a finished client ends the request side");
+    }
+
+    #[test]
+    fn a_failed_stream_answers_every_waiting_call_and_takes_no_more() {
+        let shared = Arc::new(Shared::default());
+        let mut calls = Calls { shared: Arc::clone(&shared) };
+        let (sent, mut sent_answer) = oneshot::channel();
+        let (queued, mut queued_answer) = oneshot::channel();
+        {
+            let mut state = shared.lock();
+            state.waiting.insert(1, sent);
+            state.waiting.insert(2, queued);
+            state.queue.push(call(2, 10));
+        }
+        // One answered by the server, then the stream fails with the other still waiting.
+        shared.answer(proto::InvokeResults { results: vec![proto::InvokeResult { tag: 1, outcome: Some(Outcome::Status(proto::CallStatus { code: Code::NotFound as i32, message: "no such workflow".to_owned() })) }] });
+        assert!(matches!(sent_answer.try_recv(), Ok(Err(Error::Status { code: Code::NotFound, .. }))));
+        shared.fail(Error::Status { code: Code::Unavailable, message: "connection reset".to_owned() });
+        assert!(matches!(queued_answer.try_recv(), Ok(Err(Error::Status { code: Code::Unavailable, .. }))));
+        assert!(shared.lock().queue.is_empty() && shared.lock().waiting.is_empty());
+        assert!(matches!(poll(&mut calls), Poll::Ready(None)), "the request side ends");
+    }
+}
