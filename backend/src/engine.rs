@@ -20,7 +20,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
-use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, json_bytes};
+use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, check_json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::{Batch, Store};
@@ -397,7 +397,7 @@ impl Engine {
     pub async fn invoke(&self, invocation: Invocation) -> Result<Output> {
         let registry = self.registry();
         let function = registry.function(&invocation.function)?;
-        json_bytes(&invocation.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
+        check_json_bytes(&invocation.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
         let member = Member { function: Arc::clone(function), id: invocation.id, record: invocation.record };
         let partition = if function.single_partition { Some(partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions)) } else { None };
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -425,7 +425,7 @@ impl Engine {
             transaction.steps.iter().map(member).collect()
         };
         let first = Arc::clone(registry.function(&transaction.steps[0].function)?);
-        json_bytes(&transaction.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
+        check_json_bytes(&transaction.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
         let home = if first.single_partition { Some(partition_of(&first.partition_key(&transaction.input)?, self.inner.options.partitions)) } else { None };
         let single = transaction.steps.iter().all(|s| registry.function(&s.function).is_ok_and(|f| f.single_partition));
         if single {

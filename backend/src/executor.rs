@@ -9,9 +9,10 @@
 //! of a failed statement is discarded with the whole transaction by the caller.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use comb_planner::{Access, Accumulator, Catalog, DataType, Expr, Index, OnConflict, Plan, RangeBound, SortKey, Table, Value};
+use foldhash::HashMap;
 
 use crate::error::{Error, Result};
 use crate::keycodec::{TAG_NULL, decode_value, encode_key, encode_value, partition_of, prefix_end};
@@ -691,7 +692,7 @@ impl<'a> Exec<'a> {
             Plan::Aggregate { input, group_by, aggregates } => {
                 let input = self.rows(input, params)?;
                 let mut groups: Vec<(Vec<Value>, Vec<Accumulator>)> = Vec::new();
-                let mut by_key: HashMap<Vec<u8>, usize> = HashMap::new();
+                let mut by_key: HashMap<Vec<u8>, usize> = HashMap::default();
                 for row in &input {
                     let keys = group_by.iter().map(|e| self.eval(e, row, params)).collect::<Result<Vec<_>>>()?;
                     let i = *by_key.entry(encode_key(&keys)).or_insert_with(|| {

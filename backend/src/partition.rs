@@ -523,6 +523,27 @@ pub(crate) fn json_bytes(value: &serde_json::Value, what: &'static str, limit: u
     Ok(bytes)
 }
 
+/// Checks a JSON value against `json-bytes-max` without keeping its bytes: they are
+/// counted as written, nothing is allocated.
+pub(crate) fn check_json_bytes(value: &serde_json::Value, what: &'static str, limit: usize) -> Result<()> {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value)?;
+    if counter.0 > limit {
+        return Err(Error::LimitExceeded { what, size: counter.0, limit, option: "json-bytes-max" });
+    }
+    Ok(())
+}
+
 /// Builds a commit record from a write set and the invocations that made it.
 pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord>, output: Option<&[u8]>) -> CommitRecord {
     let mut partitions: Vec<u32> = Vec::new();
@@ -628,7 +649,7 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             let next = job.next_input.as_ref().ok_or_else(|| Error::Internal("a multi-function transaction has no input function".to_owned()))?;
             let input = next(&NextInput { index, outputs: &values, partition: record_partition })
                 .map_err(|err| Error::Aborted { function: member.function.name.clone(), message: format!("its input could not be built: {err}") })?;
-            json_bytes(&input, "the function's input in bytes", shared.json_bytes_max)?;
+            check_json_bytes(&input, "the function's input in bytes", shared.json_bytes_max)?;
             if let Scope::Single(own) = scope {
                 let found = partition_of(&member.function.partition_key(&input)?, shared.partitions);
                 if found != own {
@@ -640,12 +661,16 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
         let keys_before = writes.entries.len();
         let value = run_body(&member.function, snapshot, &mut writes, scope, shared, input)?;
         let read_only = writes.entries.len() == keys_before;
-        let bytes = json_bytes(&value, "the function's output in bytes", shared.json_bytes_max)?;
-        let recorded = member.record && member.id.is_some();
-        if let (true, Some(id)) = (recorded, &member.id) {
-            let key = recorded_key(record_partition, &id.workflow, &id.step);
-            writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(bytes.clone()) });
-            recorded_bytes = Some(bytes);
+        const OUTPUT: &str = "the function's output in bytes";
+        match &member.id {
+            Some(id) if member.record => {
+                let bytes = json_bytes(&value, OUTPUT, shared.json_bytes_max)?;
+                let key = recorded_key(record_partition, &id.workflow, &id.step);
+                writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(bytes.clone()) });
+                recorded_bytes = Some(bytes);
+            }
+            // Not recorded: only its size is checked.
+            _ => check_json_bytes(&value, OUTPUT, shared.json_bytes_max)?,
         }
         let (reads, reads_truncated) = writes.take_traced_reads();
         invocations.push(InvocationRecord { read_only, reads, reads_truncated, ..member_trace(member, partition, start_us) });

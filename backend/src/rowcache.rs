@@ -12,7 +12,7 @@
 //! (random eviction: no bookkeeping on a hit).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// Bytes counted for an entry beside its key and value.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
