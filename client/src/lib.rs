@@ -303,7 +303,11 @@ impl ClientBuilder {
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true);
+            .http2_adaptive_window(true)
+            // A connection that died without a word (a peer gone, a network cut) is found
+            // by its pings, so that the invocations on it fail and the next ones reconnect.
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
         let channel = endpoint.connect().await.map_err(|err| connect_error(error_chain(&err)))?;
         let token = match self.token {
             Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| connect_error("the token is not valid header text".to_owned()))?),
@@ -325,6 +329,12 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// How often the client pings its server while calls are open on the connection.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a ping may go unanswered before the connection is taken for dead.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A client; clones share one connection.
 #[derive(Debug, Clone)]

@@ -164,15 +164,34 @@ impl Mux {
         if let Some(waker) = waker {
             waker.wake();
         }
-        match tokio::time::timeout_at(deadline, answer).await {
+        let mut outstanding = Outstanding { shared, tag, answered: false };
+        let answer = tokio::time::timeout_at(deadline, answer).await;
+        // Answered, or its reply dropped by a failing stream: nothing is left of it.
+        outstanding.answered = answer.is_ok();
+        match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(Error::Status { code: Code::Unavailable, message: "the invocation stream ended before the call was answered".to_owned() }),
-            Err(_) => {
-                let mut state = shared.lock();
-                state.waiting.remove(&tag);
-                state.queue.retain(|call| call.tag != tag);
-                Err(timed_out())
-            }
+            Err(_) => Err(timed_out()),
+        }
+    }
+}
+
+/// A call queued or sent on a stream. Dropped before its answer came (its time-out, or a
+/// caller that stopped waiting), it takes itself off the stream: nothing is kept for it.
+struct Outstanding {
+    shared: Arc<Shared>,
+    tag: u64,
+    answered: bool,
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut state = self.shared.lock();
+        if state.waiting.remove(&self.tag).is_some() {
+            state.queue.retain(|call| call.tag != self.tag);
         }
     }
 }
@@ -285,6 +304,26 @@ mod tests {
         assert!(poll(&mut calls).is_pending(), "the queue is empty again");
         shared.lock().finishing = true;
         assert!(matches!(poll(&mut calls), Poll::Ready(None)), "a finished client ends the request side");
+    }
+
+    #[test]
+    fn a_call_given_up_leaves_nothing_on_its_stream() {
+        let shared = Arc::new(Shared::default());
+        for (tag, sent) in [(1, false), (2, true)] {
+            let (reply, _answer) = oneshot::channel();
+            let mut state = shared.lock();
+            state.waiting.insert(tag, reply);
+            if !sent {
+                state.queue.push(call(tag, 10));
+            }
+        }
+        shared.lock().queue.push(call(3, 10));
+        // Call 1 is still queued, call 2 was sent: both are given up.
+        drop(Outstanding { shared: Arc::clone(&shared), tag: 1, answered: false });
+        drop(Outstanding { shared: Arc::clone(&shared), tag: 2, answered: false });
+        let state = shared.lock();
+        assert!(state.waiting.is_empty(), "no reply is kept for a call given up");
+        assert_eq!(state.queue.iter().map(|c| c.tag).collect::<Vec<_>>(), [3], "a queued call given up is not sent; the others are");
     }
 
     #[test]
