@@ -524,24 +524,31 @@ pub(crate) fn json_bytes(value: &serde_json::Value, what: &'static str, limit: u
 }
 
 /// Checks a JSON value against `json-bytes-max` without keeping its bytes: they are
-/// counted as written, nothing is allocated.
+/// counted as written, nothing is allocated, and the writing stops once past the bound.
 pub(crate) fn check_json_bytes(value: &serde_json::Value, what: &'static str, limit: usize) -> Result<()> {
-    struct Counter(usize);
+    struct Counter {
+        bytes: usize,
+        limit: usize,
+    }
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
+            self.bytes += buf.len();
+            if self.bytes > self.limit {
+                return Err(std::io::Error::other("past json-bytes-max"));
+            }
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, value)?;
-    if counter.0 > limit {
-        return Err(Error::LimitExceeded { what, size: counter.0, limit, option: "json-bytes-max" });
+    let mut counter = Counter { bytes: 0, limit };
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => Ok(()),
+        // The size named is how far the writing got: at least that much.
+        Err(_) if counter.bytes > limit => Err(Error::LimitExceeded { what, size: counter.bytes, limit, option: "json-bytes-max" }),
+        Err(err) => Err(err.into()),
     }
-    Ok(())
 }
 
 /// Builds a commit record from a write set and the invocations that made it.

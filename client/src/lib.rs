@@ -42,7 +42,7 @@ use proto::comb_client::CombClient;
 
 mod stream;
 
-pub use stream::{STREAM_BATCH_BYTES_MAX, STREAM_CALL_BYTES_MAX, STREAM_CALLS_MAX};
+pub use stream::{STREAM_BATCH_BYTES_MAX, STREAM_BATCH_CALLS_MAX, STREAM_CALL_BYTES_MAX, STREAM_CALLS_MAX};
 
 /// An error of a call.
 #[derive(Debug, Clone, thiserror::Error)]

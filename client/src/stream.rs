@@ -32,12 +32,16 @@ use crate::{Code, Error, Result};
 /// encoded bytes. A server's `request-bytes-max` is at least this.
 pub const STREAM_BATCH_BYTES_MAX: usize = 64 << 10;
 
+/// Most calls in one message of streamed invocations; a server ends a stream that sends
+/// more.
+pub const STREAM_BATCH_CALLS_MAX: usize = 1024;
+
 /// Largest invocation sent on the stream, in encoded bytes; a larger one is sent as a
 /// unary Invoke of its own.
 pub const STREAM_CALL_BYTES_MAX: usize = 16 << 10;
 
 /// Most invocations of one client (all its clones) queued or in flight on its stream; one
-/// more waits for a slot.
+/// more is refused (`RESOURCE_EXHAUSTED`, retryable).
 pub const STREAM_CALLS_MAX: usize = 4096;
 
 /// Bytes a call adds to a message beyond its own: its field's key and length.
@@ -101,7 +105,7 @@ impl Shared {
             let answer = match outcome {
                 Some(Outcome::Response(response)) => Ok(response),
                 Some(Outcome::Status(status)) => Err(Error::Status { code: Code::from_i32(status.code), message: status.message }),
-                None => Err(Error::Json("the server's result of a call has no outcome".to_owned())),
+                None => Err(Error::Status { code: Code::Internal, message: "the server answered a call with no outcome: a bug of the server".to_owned() }),
             };
             let _ = reply.send(answer);
         }
@@ -143,13 +147,13 @@ impl Mux {
 
     /// Sends one Invoke on the stream and waits for its answer, at most `timeout`.
     pub(crate) async fn call(&self, request: proto::InvokeRequest, timeout: Duration) -> Result<proto::InvokeResponse> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let timed_out = || Error::Status { code: Code::DeadlineExceeded, message: format!("the server did not answer within {timeout:?}") };
-        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
-            Ok(slot) => slot.map_err(|_| Error::Status { code: Code::Cancelled, message: "the client is closing".to_owned() })?,
-            Err(_) => return Err(timed_out()),
-        };
+        let _slot = self.slots.try_acquire().map_err(|_| Error::Status {
+            code: Code::ResourceExhausted,
+            message: format!("this client has {STREAM_CALLS_MAX} invocations in flight, its bound: retry once some have ended"),
+        })?;
         let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        // The server stops the call when its caller stops waiting.
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
         let (reply, answer) = oneshot::channel();
         let shared = self.stream();
         let waker = {
@@ -158,20 +162,20 @@ impl Mux {
                 return Err(error.clone());
             }
             state.waiting.insert(tag, reply);
-            state.queue.push(proto::InvokeCall { tag, request: Some(request) });
+            state.queue.push(proto::InvokeCall { tag, request: Some(request), timeout_ms });
             state.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
         }
         let mut outstanding = Outstanding { shared, tag, answered: false };
-        let answer = tokio::time::timeout_at(deadline, answer).await;
+        let answer = tokio::time::timeout(timeout, answer).await;
         // Answered, or its reply dropped by a failing stream: nothing is left of it.
         outstanding.answered = answer.is_ok();
         match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(Error::Status { code: Code::Unavailable, message: "the invocation stream ended before the call was answered".to_owned() }),
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(Error::Status { code: Code::DeadlineExceeded, message: format!("the server did not answer within {timeout:?}") }),
         }
     }
 }
@@ -214,6 +218,15 @@ impl Drop for Mux {
 
 /// Opens one stream and reads its results until it ends.
 async fn run(mut client: CombClient<Channel>, token: Option<MetadataValue<Ascii>>, shared: Arc<Shared>) {
+    // If this task ends any other way (a panic, its runtime shutting down), the calls on the
+    // stream still hear of it, and the next call opens another.
+    struct FailOnDrop(Arc<Shared>);
+    impl Drop for FailOnDrop {
+        fn drop(&mut self) {
+            self.0.fail(Error::Status { code: Code::Unavailable, message: "the client's invocation stream stopped".to_owned() });
+        }
+    }
+    let _guard = FailOnDrop(Arc::clone(&shared));
     let mut request = tonic::Request::new(Calls { shared: Arc::clone(&shared) });
     if let Some(token) = token {
         request.metadata_mut().insert("authorization", token);
@@ -259,7 +272,7 @@ impl Stream for Calls {
         }
         let mut bytes = 0;
         let mut count = 0;
-        for call in &state.queue {
+        for call in state.queue.iter().take(STREAM_BATCH_CALLS_MAX) {
             let len = call.encoded_len() + CALL_FRAMING_BYTES;
             if count > 0 && bytes + len > STREAM_BATCH_BYTES_MAX {
                 break;
@@ -274,11 +287,13 @@ impl Stream for Calls {
 
 #[cfg(test)]
 mod tests {
+    use tonic::transport::Endpoint;
+
     use super::*;
 
     fn call(tag: u64, input_bytes: usize) -> proto::InvokeCall {
         let request = proto::InvokeRequest { workflow: "w".to_owned(), input_json: "x".repeat(input_bytes), workflow_id: String::new(), r#async: false };
-        proto::InvokeCall { tag, request: Some(request) }
+        proto::InvokeCall { tag, request: Some(request), timeout_ms: 1_000 }
     }
 
     fn poll(calls: &mut Calls) -> Poll<Option<proto::InvokeCalls>> {
@@ -301,9 +316,41 @@ mod tests {
             sent.extend(message.calls.iter().map(|c| c.tag));
         }
         assert_eq!(sent, (0..200).collect::<Vec<u64>>(), "every call once, in order");
+        // Many small calls: messages are cut by their count too.
+        shared.lock().queue.extend((0..3000).map(|tag| call(tag, 0)));
+        let mut counts = Vec::new();
+        while let Poll::Ready(Some(message)) = poll(&mut calls) {
+            counts.push(message.calls.len());
+        }
+        assert_eq!(counts, [STREAM_BATCH_CALLS_MAX, STREAM_BATCH_CALLS_MAX, 3000 - 2 * STREAM_BATCH_CALLS_MAX]);
         assert!(poll(&mut calls).is_pending(), "the queue is empty again");
         shared.lock().finishing = true;
         assert!(matches!(poll(&mut calls), Poll::Ready(None)), "a finished client ends the request side");
+    }
+
+    #[tokio::test]
+    async fn a_queued_call_wakes_the_request_stream() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let mux = Mux::new(CombClient::new(channel), None);
+        let shared = Arc::new(Shared::default());
+        *mux.current.lock().unwrap() = Some(Arc::clone(&shared));
+        let mut calls = Calls { shared: Arc::clone(&shared) };
+        let woken = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&woken));
+        assert!(Pin::new(&mut calls).poll_next(&mut Context::from_waker(&waker)).is_pending());
+        let request = proto::InvokeRequest { workflow: "w".to_owned(), ..Default::default() };
+        // The call waits for an answer that never comes: it times out, and is gone.
+        let answer = mux.call(request, Duration::from_millis(50)).await;
+        assert!(matches!(answer, Err(Error::Status { code: Code::DeadlineExceeded, .. })), "{answer:?}");
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "queuing the call woke the request stream once");
+        let state = shared.lock();
+        assert!(state.queue.is_empty() && state.waiting.is_empty(), "the call timed out before it was sent: it never will be");
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub enum Error {
         /// How long the call waited.
         after: Duration,
     },
+    /// A streamed call passed the time-out its caller gave; a run it started may go on.
+    #[error("the call passed its caller's time-out of {timeout:?}; a run it started goes on, and its id finds it")]
+    CallTimedOut {
+        /// The caller's time-out.
+        timeout: Duration,
+    },
     /// The run was interrupted by a failure of the server (not of the workflow); it resumes
     /// when the server restarts.
     #[error("workflow run {id} was interrupted: {cause}; it resumes when the server restarts")]
@@ -97,7 +103,7 @@ impl Error {
             Error::UnknownWorkflow { .. } | Error::UnknownRun { .. } => Code::NotFound,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::Overloaded { .. } => Code::ResourceExhausted,
-            Error::Timeout { .. } => Code::DeadlineExceeded,
+            Error::Timeout { .. } | Error::CallTimedOut { .. } => Code::DeadlineExceeded,
             Error::Interrupted { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
             Error::TracingDisabled => Code::FailedPrecondition,

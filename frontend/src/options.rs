@@ -61,6 +61,15 @@ pub const TRACE_ANSWER_BYTES_MAX: usize = 16 << 20;
 /// client's calls until one ends (the client waits, held by HTTP/2 flow control).
 pub const STREAM_CALLS_IN_FLIGHT_MAX: usize = 1024;
 
+/// HTTP/2 flow-control window of each stream a server accepts: what a client may send on
+/// it before the server reads.
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+
+/// HTTP/2 flow-control window of a whole connection: room for several streams' windows, so
+/// that an InvokeStream at its bound (its window full) does not stall the other calls on
+/// the connection.
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 16 * STREAM_WINDOW_BYTES;
+
 /// Most runs returned by one ListWorkflows page.
 pub const LIST_PAGE_MAX: usize = LIST_ROWS_MAX - 1;
 
@@ -74,7 +83,6 @@ impl ServerOptions {
         self.engine.validate().map_err(|e| e.to_string())?;
         self.tracing.validate().map_err(|e| e.to_string())?;
         for (name, value) in [
-            ("request-bytes-max", self.request_bytes_max),
             ("workflows-in-flight-max", self.workflows_in_flight_max),
             ("workflow-id-bytes-max", self.workflow_id_bytes_max),
         ] {

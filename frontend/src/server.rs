@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
-use crate::options::{ServerOptions, TRACE_ANSWER_BYTES_MAX};
+use crate::options::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES, ServerOptions, TRACE_ANSWER_BYTES_MAX};
 use crate::scheduler::{Scheduler, check_user_name};
 use crate::service::Service;
 use crate::system;
@@ -250,6 +250,8 @@ impl Server {
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(
             tonic::transport::Server::builder()
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .add_service(InterceptedService::new(service, auth))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.await;

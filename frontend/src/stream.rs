@@ -18,16 +18,19 @@
 //!
 //! A call's error is its own result; the stream ends when the client has closed its side
 //! (or the server begins to shut down) and every call taken has been answered, or at once
-//! with the status of a malformed message.
-//! A client that stops reading stops the stream's calls too (HTTP/2 flow control stops
-//! polling the stream), and at most `STREAM_CALLS_IN_FLIGHT_MAX` calls (plus one message's)
-//! wait for it.
+//! with the status of a malformed message (or one of more than `STREAM_BATCH_CALLS_MAX`
+//! calls). At most `STREAM_CALLS_IN_FLIGHT_MAX` calls run; the calls of the message that
+//! reached the bound wait to start, and no more are read until they have (HTTP/2 flow
+//! control then holds the client). A client that stops reading stops the stream's calls too
+//! (nothing polls them). A call with a time-out is stopped when it passes.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use comb_client::STREAM_BATCH_BYTES_MAX;
+use comb_client::{STREAM_BATCH_BYTES_MAX, STREAM_BATCH_CALLS_MAX};
 use comb_client::proto::{self, invoke_result::Outcome};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -45,6 +48,9 @@ pub(crate) struct InvokeStream {
     scheduler: Arc<Scheduler>,
     /// The client's side; `None` once it closed (or failed).
     calls: Option<Streaming<proto::InvokeCalls>>,
+    /// Calls read but not started: the stream is at its bound. No more are read until
+    /// they have all started, so they are at most one message's.
+    taken: VecDeque<proto::InvokeCall>,
     running: FuturesUnordered<BoxFuture<'static, proto::InvokeResult>>,
     /// Ready when the server begins to shut down: the stream then takes no more calls.
     closing: Option<BoxFuture<'static, ()>>,
@@ -56,13 +62,18 @@ impl InvokeStream {
             // An error: the server is gone, which is closing too.
             let _ = closing.wait_for(|closing| *closing).await;
         });
-        InvokeStream { scheduler, calls: Some(calls), running: FuturesUnordered::new(), closing: Some(closing) }
+        InvokeStream { scheduler, calls: Some(calls), taken: VecDeque::new(), running: FuturesUnordered::new(), closing: Some(closing) }
     }
 
     fn start(&self, call: proto::InvokeCall) -> BoxFuture<'static, proto::InvokeResult> {
         let scheduler = Arc::clone(&self.scheduler);
         Box::pin(async move {
             let answer = match call.request {
+                // The caller's time-out ends the call here too, as a unary call's would.
+                Some(request) if call.timeout_ms > 0 => {
+                    let timeout = Duration::from_millis(call.timeout_ms);
+                    tokio::time::timeout(timeout, invoke(&scheduler, request)).await.unwrap_or(Err(Error::CallTimedOut { timeout }))
+                }
                 Some(request) => invoke(&scheduler, request).await,
                 None => Err(Error::InvalidArgument { field: "request", message: format!("call {} of the stream has no request", call.tag) }),
             };
@@ -89,15 +100,27 @@ impl Stream for InvokeStream {
             this.closing = None;
             this.calls = None;
         }
-        while this.running.len() < STREAM_CALLS_IN_FLIGHT_MAX {
+        loop {
+            while this.running.len() < STREAM_CALLS_IN_FLIGHT_MAX
+                && let Some(call) = this.taken.pop_front()
+            {
+                let future = this.start(call);
+                this.running.push(future);
+            }
+            if !this.taken.is_empty() {
+                // At the bound: the client's next messages wait, held by flow control.
+                break;
+            }
             let Some(calls) = this.calls.as_mut() else { break };
             match calls.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(message))) => {
-                    for call in message.calls {
-                        let future = this.start(call);
-                        this.running.push(future);
-                    }
+                Poll::Ready(Some(Ok(message))) if message.calls.len() > STREAM_BATCH_CALLS_MAX => {
+                    this.calls = None;
+                    return Poll::Ready(Some(Err(Status::invalid_argument(format!(
+                        "a message of InvokeStream holds {} calls; at most {STREAM_BATCH_CALLS_MAX}",
+                        message.calls.len()
+                    )))));
                 }
+                Poll::Ready(Some(Ok(message))) => this.taken.extend(message.calls),
                 Poll::Ready(Some(Err(status))) => {
                     // A message that does not decode (or is over the size bound): the calls
                     // in flight are dropped with the stream, as a unary call's would be.
@@ -122,7 +145,7 @@ impl Stream for InvokeStream {
         if !results.is_empty() {
             return Poll::Ready(Some(Ok(proto::InvokeResults { results })));
         }
-        if this.calls.is_none() && this.running.is_empty() {
+        if this.calls.is_none() && this.taken.is_empty() && this.running.is_empty() {
             return Poll::Ready(None);
         }
         Poll::Pending
