@@ -99,7 +99,12 @@ impl Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Error {
-        Error::Status { code: status.code(), message: status.message().to_owned() }
+        // The client's own time-out: tonic reports it as CANCELLED with the text of its
+        // `TimeoutExpired` (and nothing else to know it by); it is the deadline passing, as a
+        // call on the invocation stream reports it.
+        let timed_out = status.code() == Code::Cancelled && status.message() == tonic::TimeoutExpired(()).to_string();
+        let code = if timed_out { Code::DeadlineExceeded } else { status.code() };
+        Error::Status { code, message: status.message().to_owned() }
     }
 }
 

@@ -342,6 +342,11 @@ async fn a_call_that_times_out_leaves_its_stream_working() {
     // The same stream goes on serving calls (on the other partition: `meet` holds its own).
     let out: Value = c.invoke("count", &json!({ "id": other })).await.unwrap();
     assert_eq!(out["n"], 1);
+    // A call too large for the stream goes as a unary Invoke: its time-out is reported the
+    // same way (it waits behind the first `meet`, on the same partition).
+    let pad = "x".repeat(comb_client::STREAM_CALL_BYTES_MAX + 1);
+    let err = c.invoke::<Value>("meeting", &json!({ "id": 1, "pad": pad })).await.unwrap_err();
+    assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
     f.close().await;
 }
 
