@@ -350,6 +350,56 @@ async fn a_call_that_times_out_leaves_its_stream_working() {
     f.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
+    let f = Fixture::new().await;
+    f.client.register_workflow(r#"{"name": "meeting", "steps": [{"id": "m", "function": "meet", "input": "$input"}]}"#).await.unwrap();
+    let engine = f.server.as_ref().unwrap().0.engine();
+    let partition = |id: i64| engine.partition_of(&comb_planner::Value::Int(id));
+    let held = partition(1);
+    // `meet` holds its partition's executor until a second `meet` runs (or 10 s pass).
+    let first = {
+        let c = f.client.clone();
+        tokio::spawn(async move { c.invoke::<Value>("meeting", &json!({ "id": 1 })).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.runs.meet.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the first meet did not start");
+        tokio::task::yield_now().await;
+    }
+    // More calls than a stream runs at once, on a client of their own, all behind the held
+    // partition: the stream starts STREAM_CALLS_IN_FLIGHT_MAX of them and holds the rest.
+    let over = comb_frontend::STREAM_CALLS_IN_FLIGHT_MAX + 76;
+    let ids: Vec<i64> = (100..).filter(|id| partition(*id) == held).take(over).collect();
+    let addr = f.server.as_ref().unwrap().1.local_addr();
+    let c = Client::builder(format!("http://{addr}")).timeout(Duration::from_secs(30)).connect().await.unwrap();
+    let calls: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let c = c.clone();
+            tokio::spawn(async move { c.invoke::<Value>("count", &json!({ "id": id })).await })
+        })
+        .collect();
+    let bound = 1 + comb_frontend::STREAM_CALLS_IN_FLIGHT_MAX as u64;
+    let mut seen = Vec::new();
+    while seen.last() != Some(&bound) {
+        assert!(Instant::now() < deadline + Duration::from_secs(3), "in flight: {seen:?}");
+        seen.push(f.client.health().await.unwrap().workflows_in_flight);
+    }
+    for _ in 0..20 {
+        seen.push(f.client.health().await.unwrap().workflows_in_flight);
+    }
+    assert!(seen.iter().all(|n| *n <= bound), "the meet and at most the stream's bound in flight: {seen:?}");
+    // A second meet, on the other partition, lets the first go: every call then ends.
+    let other = (2..).find(|id| partition(*id) != held).unwrap();
+    f.client.invoke::<Value>("meeting", &json!({ "id": other })).await.unwrap();
+    first.await.unwrap().expect("the first meet ends");
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap()["n"], 1);
+    }
+    f.close().await;
+}
+
 async fn futures_join(calls: impl Iterator<Item = tokio::task::JoinHandle<comb_client::Result<comb_client::Run>>>) -> Vec<comb_client::Run> {
     let mut out = Vec::new();
     for call in calls {
