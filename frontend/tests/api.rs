@@ -63,6 +63,9 @@ fn functions(runs: &Arc<Runs>) -> Vec<Function> {
 
 const COUNT: &str = r#"{"name": "count", "steps": [{"id": "add", "function": "add", "input": "$input"}], "output": "$add"}"#;
 
+/// One `meet` step: it holds its partition's executor until a second `meet` runs, or 10 s.
+const MEETING: &str = r#"{"name": "meeting", "steps": [{"id": "m", "function": "meet", "input": "$input"}]}"#;
+
 struct Fixture {
     _dir: tempfile::TempDir,
     dir: std::path::PathBuf,
@@ -117,6 +120,11 @@ impl Fixture {
         let (server, listening) = self.server.take().unwrap();
         listening.shutdown().await.unwrap();
         server.close().await.unwrap();
+    }
+
+    /// The partition whose rows an integer key falls in.
+    fn partition_of(&self, id: i64) -> u16 {
+        self.server.as_ref().unwrap().0.engine().partition_of(&comb_planner::Value::Int(id))
     }
 
     fn log_tail(&self) -> u64 {
@@ -330,9 +338,8 @@ async fn a_stream_ended_by_the_server_is_reopened_by_the_next_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_times_out_leaves_its_stream_working() {
     let f = Fixture::new().await;
-    f.client.register_workflow(r#"{"name": "meeting", "steps": [{"id": "m", "function": "meet", "input": "$input"}]}"#).await.unwrap();
-    let engine = f.server.as_ref().unwrap().0.engine();
-    let partition = |id: i64| engine.partition_of(&comb_planner::Value::Int(id));
+    f.client.register_workflow(MEETING).await.unwrap();
+    let partition = |id: i64| f.partition_of(id);
     let other = (2..100).find(|id| partition(*id) != partition(1)).expect("two partitions");
     let addr = f.server.as_ref().unwrap().1.local_addr();
     let c = Client::builder(format!("http://{addr}")).timeout(Duration::from_secs(2)).connect().await.unwrap();
@@ -353,9 +360,8 @@ async fn a_call_that_times_out_leaves_its_stream_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
     let f = Fixture::new().await;
-    f.client.register_workflow(r#"{"name": "meeting", "steps": [{"id": "m", "function": "meet", "input": "$input"}]}"#).await.unwrap();
-    let engine = f.server.as_ref().unwrap().0.engine();
-    let partition = |id: i64| engine.partition_of(&comb_planner::Value::Int(id));
+    f.client.register_workflow(MEETING).await.unwrap();
+    let partition = |id: i64| f.partition_of(id);
     let held = partition(1);
     // `meet` holds its partition's executor until a second `meet` runs (or 10 s pass).
     let first = {
