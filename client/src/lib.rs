@@ -319,8 +319,7 @@ impl ClientBuilder {
             None => None,
         };
         let inner = CombClient::new(channel).max_decoding_message_size(64 << 20);
-        let stream = Arc::new(stream::Mux::new(inner.clone(), token.clone()));
-        Ok(Client { inner, token, timeout: self.timeout, stream })
+        Ok(Client { inner, token, timeout: self.timeout, stream: Arc::new(stream::Mux::new()) })
     }
 }
 
@@ -419,7 +418,7 @@ impl Client {
         if prost::Message::encoded_len(&request) > STREAM_CALL_BYTES_MAX {
             return Ok(self.inner.clone().invoke(self.request(request)).await?.into_inner());
         }
-        self.stream.call(request, self.timeout).await
+        self.stream.call(self, request).await
     }
 
     /// A run as it stands; with `wait`, once it has ended.

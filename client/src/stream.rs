@@ -17,16 +17,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::{Semaphore, oneshot};
 use tonic::codegen::tokio_stream::Stream;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use crate::proto::{self, comb_client::CombClient, invoke_result::Outcome};
-use crate::{Code, Error, Result};
+use crate::{Client, Code, Error, Result};
 
 /// Largest message of streamed invocations (a client's calls, a server's results), in
 /// encoded bytes. A server's `request-bytes-max` is at least this.
@@ -49,10 +47,8 @@ const CALL_FRAMING_BYTES: usize = 4;
 
 type Reply = oneshot::Sender<Result<proto::InvokeResponse>>;
 
-/// The invocation stream of one connection.
+/// The invocation stream of one connection; the client it belongs to opens it.
 pub(crate) struct Mux {
-    client: CombClient<Channel>,
-    token: Option<MetadataValue<Ascii>>,
     slots: Semaphore,
     next_tag: AtomicU64,
     /// The stream calls go to; replaced when it has failed.
@@ -129,24 +125,28 @@ impl Shared {
 }
 
 impl Mux {
-    pub(crate) fn new(client: CombClient<Channel>, token: Option<MetadataValue<Ascii>>) -> Mux {
-        Mux { client, token, slots: Semaphore::new(STREAM_CALLS_MAX), next_tag: AtomicU64::new(1), current: Mutex::new(None) }
+    pub(crate) fn new() -> Mux {
+        Mux { slots: Semaphore::new(STREAM_CALLS_MAX), next_tag: AtomicU64::new(1), current: Mutex::new(None) }
     }
 
-    /// The stream to queue on: the current one, or a new one if it failed (or there is none).
-    fn stream(&self) -> Arc<Shared> {
+    /// The stream to queue on: the current one, or a new one `client` opens if it failed (or
+    /// there is none).
+    fn stream(&self, client: &Client) -> Arc<Shared> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(shared) = current.as_ref().filter(|shared| shared.lock().failed.is_none()) {
             return Arc::clone(shared);
         }
         let shared = Arc::new(Shared::default());
         *current = Some(Arc::clone(&shared));
-        tokio::spawn(run(self.client.clone(), self.token.clone(), Arc::clone(&shared)));
+        let request = client.request(Calls { shared: Arc::clone(&shared) });
+        tokio::spawn(run(client.inner.clone(), request, Arc::clone(&shared)));
         shared
     }
 
-    /// Sends one Invoke on the stream and waits for its answer, at most `timeout`.
-    pub(crate) async fn call(&self, request: proto::InvokeRequest, timeout: Duration) -> Result<proto::InvokeResponse> {
+    /// Sends one Invoke of `client` on the stream and waits for its answer, at most the
+    /// client's time-out.
+    pub(crate) async fn call(&self, client: &Client, request: proto::InvokeRequest) -> Result<proto::InvokeResponse> {
+        let timeout = client.timeout;
         let _slot = self.slots.try_acquire().map_err(|_| Error::Status {
             code: Code::ResourceExhausted,
             message: format!("this client has {STREAM_CALLS_MAX} invocations in flight, its bound: retry once some have ended"),
@@ -155,7 +155,7 @@ impl Mux {
         // The server stops the call when its caller stops waiting.
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
         let (reply, answer) = oneshot::channel();
-        let shared = self.stream();
+        let shared = self.stream(client);
         let waker = {
             let mut state = shared.lock();
             if let Some(error) = &state.failed {
@@ -216,8 +216,8 @@ impl Drop for Mux {
     }
 }
 
-/// Opens one stream and reads its results until it ends.
-async fn run(mut client: CombClient<Channel>, token: Option<MetadataValue<Ascii>>, shared: Arc<Shared>) {
+/// Opens one stream with `request` (its calls) and reads its results until it ends.
+async fn run(mut client: CombClient<Channel>, request: tonic::Request<Calls>, shared: Arc<Shared>) {
     // If this task ends any other way (a panic, its runtime shutting down), the calls on the
     // stream still hear of it, and the next call opens another.
     struct FailOnDrop(Arc<Shared>);
@@ -227,10 +227,6 @@ async fn run(mut client: CombClient<Channel>, token: Option<MetadataValue<Ascii>
         }
     }
     let _guard = FailOnDrop(Arc::clone(&shared));
-    let mut request = tonic::Request::new(Calls { shared: Arc::clone(&shared) });
-    if let Some(token) = token {
-        request.metadata_mut().insert("authorization", token);
-    }
     let error = match client.invoke_stream(request).await {
         Err(status) => Error::from(status),
         Ok(response) => {
@@ -287,6 +283,8 @@ impl Stream for Calls {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tonic::transport::Endpoint;
 
     use super::*;
@@ -337,16 +335,16 @@ mod tests {
             }
         }
         let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let mux = Mux::new(CombClient::new(channel), None);
+        let client = Client { inner: CombClient::new(channel), token: None, timeout: Duration::from_millis(50), stream: Arc::new(Mux::new()) };
         let shared = Arc::new(Shared::default());
-        *mux.current.lock().unwrap() = Some(Arc::clone(&shared));
+        *client.stream.current.lock().unwrap() = Some(Arc::clone(&shared));
         let mut calls = Calls { shared: Arc::clone(&shared) };
         let woken = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&woken));
         assert!(Pin::new(&mut calls).poll_next(&mut Context::from_waker(&waker)).is_pending());
         let request = proto::InvokeRequest { workflow: "w".to_owned(), ..Default::default() };
         // The call waits for an answer that never comes: it times out, and is gone.
-        let answer = mux.call(request, Duration::from_millis(50)).await;
+        let answer = client.stream.call(&client, request).await;
         assert!(matches!(answer, Err(Error::Status { code: Code::DeadlineExceeded, .. })), "{answer:?}");
         assert_eq!(woken.0.load(Ordering::SeqCst), 1, "queuing the call woke the request stream once");
         let state = shared.lock();
