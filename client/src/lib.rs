@@ -103,9 +103,29 @@ impl From<tonic::Status> for Error {
         // `TimeoutExpired` (and nothing else to know it by); it is the deadline passing, as a
         // call on the invocation stream reports it.
         let timed_out = status.code() == Code::Cancelled && status.message() == tonic::TimeoutExpired(()).to_string();
-        let code = if timed_out { Code::DeadlineExceeded } else { status.code() };
-        Error::Status { code, message: status.message().to_owned() }
+        if timed_out {
+            return Error::Status { code: Code::DeadlineExceeded, message: status.message().to_owned() };
+        }
+        // A call its connection dropped before sending it (the connection closed, or was not
+        // ready): hyper reports it as canceled, and tonic as CANCELLED, the code of a caller
+        // that gave up. The server never saw it, so another connection may take it.
+        if status.code() == Code::Cancelled && never_sent(&status) {
+            return Error::Status { code: Code::Unavailable, message: format!("the connection closed before the call was sent ({})", status.message()) };
+        }
+        Error::Status { code: status.code(), message: status.message().to_owned() }
     }
+}
+
+/// Tells whether `status` comes from hyper canceling a request its connection never sent.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// The result type of the client.
@@ -504,5 +524,35 @@ impl<'a, O: DeserializeOwned + 'a> IntoFuture for Invoke<'a, O> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move { self.run().await?.into_output() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_its_connection_never_sent_is_retryable_and_a_cancel_is_not() {
+        // A connection whose task is gone refuses the request before sending it.
+        let (io, _peer) = tokio::io::duplex(64);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, String>(hyper_util::rt::TokioIo::new(io)).await.unwrap();
+        drop(connection);
+        let refused = sender.send_request(hyper::Request::new(String::new())).await.unwrap_err();
+        assert!(refused.is_canceled());
+        let status = tonic::Status::from_error(Box::new(refused));
+        assert_eq!(status.code(), Code::Cancelled, "tonic's code for it: {status:?}");
+        let error = Error::from(status);
+        assert_eq!(error.code(), Some(Code::Unavailable), "{error}");
+        assert!(error.is_retryable());
+        assert!(error.to_string().contains("before the call was sent"), "{error}");
+
+        // A CANCELLED from anywhere else stays what it is.
+        let error = Error::from(tonic::Status::cancelled("the caller gave up"));
+        assert_eq!(error.code(), Some(Code::Cancelled));
+        assert!(!error.is_retryable());
+        // And tonic's own time-out is the deadline passing.
+        let error = Error::from(tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string()));
+        assert_eq!(error.code(), Some(Code::DeadlineExceeded));
+        assert!(error.is_retryable());
     }
 }
