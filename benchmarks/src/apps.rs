@@ -104,19 +104,34 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The operation's name in reports: the workflow it runs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Op::CounterAdd { .. } => "counter",
+            Op::HotelSearch { .. } => "hotel_search",
+            Op::HotelBook { .. } => "book",
+            Op::ShopBrowse { .. } => "browse",
+            Op::ShopCartAdd { .. } => "cart_add",
+            Op::ShopCheckout { .. } => "cart_checkout",
+            Op::RetwisPost { .. } => "post",
+            Op::RetwisTimeline { .. } => "timeline",
+        }
+    }
+
     /// The workflow the operation runs (the example application's), and its input.
     pub(crate) fn workflow(&self) -> (&'static str, serde_json::Value) {
         use serde_json::json;
-        match self {
-            Op::CounterAdd { id } => ("counter", json!({ "id": id })),
-            Op::HotelSearch { hotel, date } => ("hotel_search", json!({ "hotel": hotel, "date": date })),
-            Op::HotelBook { hotel, date, user, booking } => ("book", json!({ "hotel": hotel, "date": date, "user": user, "booking": booking })),
-            Op::ShopBrowse { item } => ("browse", json!({ "item": item })),
-            Op::ShopCartAdd { user, item, qty } => ("cart_add", json!({ "user": user, "item": item, "qty": qty })),
-            Op::ShopCheckout { user, order } => ("cart_checkout", json!({ "user": user, "order": order })),
-            Op::RetwisPost { user, at, body } => ("post", json!({ "user": user, "at": at, "body": body })),
-            Op::RetwisTimeline { user } => ("timeline", json!({ "user": user })),
-        }
+        let input = match self {
+            Op::CounterAdd { id } => json!({ "id": id }),
+            Op::HotelSearch { hotel, date } => json!({ "hotel": hotel, "date": date }),
+            Op::HotelBook { hotel, date, user, booking } => json!({ "hotel": hotel, "date": date, "user": user, "booking": booking }),
+            Op::ShopBrowse { item } => json!({ "item": item }),
+            Op::ShopCartAdd { user, item, qty } => json!({ "user": user, "item": item, "qty": qty }),
+            Op::ShopCheckout { user, order } => json!({ "user": user, "order": order }),
+            Op::RetwisPost { user, at, body } => json!({ "user": user, "at": at, "body": body }),
+            Op::RetwisTimeline { user } => json!({ "user": user }),
+        };
+        (self.name(), input)
     }
 }
 

@@ -146,7 +146,7 @@ pub(crate) fn run(args: &BackendArgs) -> anyhow::Result<BackendReport> {
                         Workload::Read => Invocation::new("read", input),
                         Workload::CounterRecorded => Invocation::new("bump", input).id(format!("client-{client}"), seq.to_string()).record(),
                     };
-                    Failure::of(engine.invoke(invocation).await, comb_backend::Error::is_retryable)
+                    Failure::of(engine.invoke(invocation).await, comb_backend::Error::is_retryable).map(|()| "transaction")
                 }
             }
         };

@@ -1,7 +1,9 @@
 //! The closed-loop load driver every benchmark shares: N clients, each issuing its next
 //! operation when the previous one returns; a warm-up, then a measured window; latencies
-//! merged from per-client histograms (no shared lock on the hot path).
+//! merged from per-client histograms (no shared lock on the hot path), in all and by the
+//! kind of operation.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,11 +116,17 @@ impl Failure {
     }
 }
 
+/// The kind of an operation, as its closure reports it: a workflow's name in a mix, the
+/// benchmark's one kind otherwise.
+pub(crate) type Kind = &'static str;
+
 /// What a measured window saw.
 #[derive(Debug)]
 pub(crate) struct Measured<S> {
     /// Latencies of the operations completed in the window, in nanoseconds.
     pub(crate) latencies: Histogram<u64>,
+    /// The same latencies by kind of operation.
+    pub(crate) by_kind: BTreeMap<Kind, Histogram<u64>>,
     /// Operations refused for now, in the window and the warm-up.
     pub(crate) errors: u64,
     /// The window's length, in seconds.
@@ -160,7 +168,15 @@ impl<S> Measured<S> {
     /// added, lengths summed, samples from this one's start to the next one's end.
     pub(crate) fn followed_by(mut self, next: Measured<S>) -> anyhow::Result<Measured<S>> {
         self.latencies.add(&next.latencies)?;
-        Ok(Measured { latencies: self.latencies, errors: self.errors + next.errors, seconds: self.seconds + next.seconds, samples: (self.samples.0, next.samples.1), cpu_us: self.cpu_us + next.cpu_us })
+        add_by_kind(&mut self.by_kind, next.by_kind)?;
+        Ok(Measured {
+            latencies: self.latencies,
+            by_kind: self.by_kind,
+            errors: self.errors + next.errors,
+            seconds: self.seconds + next.seconds,
+            samples: (self.samples.0, next.samples.1),
+            cpu_us: self.cpu_us + next.cpu_us,
+        })
     }
 }
 
@@ -169,6 +185,17 @@ impl Measured<LogStats> {
     pub(crate) fn records_per_fsync(&self) -> f64 {
         records_per_fsync(&self.samples.0, &self.samples.1)
     }
+}
+
+/// Adds histograms by kind into `into`.
+fn add_by_kind(into: &mut BTreeMap<Kind, Histogram<u64>>, from: impl IntoIterator<Item = (Kind, Histogram<u64>)>) -> anyhow::Result<()> {
+    for (kind, histogram) in from {
+        match into.get_mut(kind) {
+            Some(all) => all.add(&histogram)?,
+            None => drop(into.insert(kind, histogram)),
+        }
+    }
+    Ok(())
 }
 
 /// Records per group commit (fsync) of the log between two samples.
@@ -208,11 +235,12 @@ const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
 /// Runs `clients` closed-loop clients of `operation(client, seq)` on the current runtime:
 /// `warmup`, then `measure` (calling `sample` at its start and end), with a progress bar
-/// labelled `label` showing the seconds and the live rate.
+/// labelled `label` showing the seconds and the live rate. An operation that succeeds says
+/// what kind it was, and its latency is counted under that kind too.
 pub(crate) async fn closed_loop<S, F, Fut>(label: &str, clients: usize, warmup: Duration, measure: Duration, sample: impl Fn() -> S, operation: F) -> anyhow::Result<Measured<S>>
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<(), Failure>> + Send,
+    Fut: Future<Output = Result<Kind, Failure>> + Send,
 {
     anyhow::ensure!(clients >= 1, "at least one client is needed");
     anyhow::ensure!(!measure.is_zero(), "the measured window must be longer than 0");
@@ -222,7 +250,8 @@ where
         .map(|client| {
             let (phase, operation, completed) = (Arc::clone(&phase), operation.clone(), Arc::clone(&completed));
             tokio::spawn(async move {
-                let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("histogram bounds");
+                // A mix has a few kinds: a list, searched, costs less than a map.
+                let mut by_kind: Vec<(Kind, Histogram<u64>)> = Vec::new();
                 let mut errors = 0u64;
                 let mut seq = 0u64;
                 let mut backoff = Backoff::new(RETRY_PAUSE_MIN, RETRY_PAUSE_MAX);
@@ -238,8 +267,18 @@ where
                         backoff.reset();
                     }
                     match result {
-                        Ok(()) if now == MEASURE => latencies.record((start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX)).expect("latency in bounds"),
-                        Ok(()) => {}
+                        Ok(kind) if now == MEASURE => {
+                            let latency = (start.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX);
+                            let at = match by_kind.iter().position(|(k, _)| *k == kind) {
+                                Some(at) => at,
+                                None => {
+                                    by_kind.push((kind, Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("histogram bounds")));
+                                    by_kind.len() - 1
+                                }
+                            };
+                            by_kind[at].1.record(latency).expect("latency in bounds");
+                        }
+                        Ok(_) => {}
                         // Refused for now: back off exponentially, as a well-behaved client
                         // does, rather than spend the cores the server needs on asking again.
                         Err(Failure::Retryable) => {
@@ -250,7 +289,7 @@ where
                     }
                     seq += 1;
                 }
-                Ok::<_, anyhow::Error>((latencies, errors))
+                Ok::<_, anyhow::Error>((by_kind, errors))
             })
         })
         .collect();
@@ -288,14 +327,18 @@ where
     let cpu_us = process_cpu_us().await?.saturating_sub(cpu_before);
     let before = before.expect("the warm-up ended");
     bar.finish_and_clear();
-    let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3)?;
+    let mut by_kind = BTreeMap::new();
     let mut errors = 0;
     for task in tasks {
-        let (histogram, failed) = task.await??;
-        latencies.add(&histogram)?;
+        let (histograms, failed) = task.await??;
+        add_by_kind(&mut by_kind, histograms)?;
         errors += failed;
     }
-    Ok(Measured { latencies, errors, seconds, samples: (before, after), cpu_us })
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3)?;
+    for histogram in by_kind.values() {
+        latencies.add(histogram)?;
+    }
+    Ok(Measured { latencies, by_kind, errors, seconds, samples: (before, after), cpu_us })
 }
 
 /// Linux reports a process's CPU times in clock ticks of USER_HZ, which is 100 on every
@@ -332,5 +375,33 @@ mod tests {
         assert_eq!(parse_cpu_us(stat), Some((250 + 75) * 10_000));
         assert_eq!(parse_cpu_us("4242 (truncated) S 1"), None);
         assert!(read_process_cpu_us().is_ok(), "this process's own times are readable");
+    }
+
+    #[tokio::test]
+    async fn latencies_are_kept_by_kind_and_in_all() {
+        // Odd operations are slow ones, and fail once in four: failures are not latencies.
+        let operation = |_client: usize, seq: u64| async move {
+            if seq % 2 == 0 {
+                return Ok("quick");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if seq % 4 == 1 { Err(Failure::Retryable) } else { Ok("slow") }
+        };
+        let m = closed_loop("test", 2, Duration::ZERO, Duration::from_millis(300), || (), operation).await.unwrap();
+        assert_eq!(m.by_kind.keys().copied().collect::<Vec<_>>(), ["quick", "slow"]);
+        let (quick, slow) = (&m.by_kind["quick"], &m.by_kind["slow"]);
+        assert_eq!(m.latencies.len(), quick.len() + slow.len());
+        assert!(slow.len() > 0 && quick.len() >= slow.len(), "quick {} slow {}", quick.len(), slow.len());
+        assert!(slow.value_at_quantile(0.5) >= 2_000_000, "a slow one waits 2 ms: {}", slow.value_at_quantile(0.5));
+        assert!(quick.value_at_quantile(0.5) < slow.value_at_quantile(0.5));
+        assert!(m.errors > 0);
+
+        // Two windows as one: each kind's latencies added.
+        let (quick_ops, slow_ops) = (quick.len(), slow.len());
+        let again = closed_loop("test", 1, Duration::ZERO, Duration::from_millis(100), || (), operation).await.unwrap();
+        let again_quick = again.by_kind["quick"].len();
+        let both = m.followed_by(again).unwrap();
+        assert_eq!(both.by_kind["quick"].len(), quick_ops + again_quick);
+        assert!(both.by_kind["slow"].len() > slow_ops);
     }
 }

@@ -93,7 +93,7 @@ pub(crate) fn run(args: &LogArgs) -> anyhow::Result<LogReport> {
             move |appender: usize, _seq: u64| {
                 let (log, payload) = (log.clone(), payload.clone());
                 async move {
-                    Failure::of(log.append(&[appender as u64 % 64 + 1], payload).await, |err| matches!(err, Error::QueueFull { .. }))
+                    Failure::of(log.append(&[appender as u64 % 64 + 1], payload).await, |err| matches!(err, Error::QueueFull { .. })).map(|()| "append")
                 }
             }
         };

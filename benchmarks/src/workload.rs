@@ -4,6 +4,7 @@
 //! The data is loaded first, then a warm-up and a measured window run the workload's mix,
 //! then its correctness check (see `apps.rs`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use serde::Serialize;
 use crate::apps::{Mix, Outcome, Sizes, Tally, Workload, check};
 use crate::comb::Comb;
 use crate::disk::commit_fsync_us_p50;
-use crate::driver::{Failure, Measured, Window, closed_loop, cores, peak_rss_mib, records_per_fsync};
+use crate::driver::{Failure, Measured, Window, closed_loop, cores, peak_rss_mib, records_per_fsync, us};
 use crate::postgres::{self, Postgres};
 
 /// The systems measured.
@@ -160,6 +161,9 @@ pub(crate) struct WorkloadReport {
     pub(crate) latency_ms_p50: f64,
     pub(crate) latency_ms_p99: f64,
     pub(crate) latency_ms_max: f64,
+    /// Count and latencies of each operation of a mix (workloads of more than one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) by_operation: Option<BTreeMap<&'static str, OperationReport>>,
     /// Log records per group commit, when the Comb server runs in this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) records_per_fsync: Option<f64>,
@@ -169,6 +173,14 @@ pub(crate) struct WorkloadReport {
     pub(crate) cores: usize,
     /// The process's peak resident memory (clients, and the server when it runs here).
     pub(crate) peak_rss_mib: Option<f64>,
+}
+
+/// One operation of a mix in a run's report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OperationReport {
+    pub(crate) ops: u64,
+    pub(crate) latency_ms_p50: f64,
+    pub(crate) latency_ms_p99: f64,
 }
 
 pub(crate) fn ms(us: f64) -> f64 {
@@ -198,9 +210,10 @@ pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Si
         move |client: usize, seq: u64| {
             let (target, tally) = (Arc::clone(&target), Arc::clone(&tally));
             async move {
-                let outcome = target.run(client, &mix.op(client, seq)).await?;
+                let op = mix.op(client, seq);
+                let outcome = target.run(client, &op).await?;
                 tally.record(outcome);
-                Ok(())
+                Ok(op.name())
             }
         }
     };
@@ -231,6 +244,10 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         latency_ms_p50: ms(m.us(0.50)),
         latency_ms_p99: ms(m.us(0.99)),
         latency_ms_max: ms(m.us_max()),
+        by_operation: (m.by_kind.len() > 1).then(|| {
+            let report = |h: &hdrhistogram::Histogram<u64>| OperationReport { ops: h.len(), latency_ms_p50: ms(us(h.value_at_quantile(0.50))), latency_ms_p99: ms(us(h.value_at_quantile(0.99))) };
+            m.by_kind.iter().map(|(kind, h)| (*kind, report(h))).collect()
+        }),
         records_per_fsync,
         check,
         fsync_us_p50,
