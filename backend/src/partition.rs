@@ -732,71 +732,90 @@ impl Executor {
         self.state.write_back(true);
     }
 
+    /// Serves the commands. Control commands (a durability report, a barrier, a checkpoint)
+    /// go ahead of the invocations queued before them: every command waiting is taken off
+    /// the channel before each invocation, the invocations kept in arrival order. So a
+    /// multi-partition transaction waits at the barrier for the invocation in flight only, not
+    /// for the whole queue, and a durable commit's replies leave at once. The invocations
+    /// taken off the channel are still counted in `queued` until they run: the queue's bound
+    /// covers them.
     fn serve(&mut self) {
+        let mut ready: VecDeque<Job> = VecDeque::new();
         let mut stopping = false;
         loop {
-            if stopping && !self.state.has_pending() {
+            let mut disconnected = false;
+            loop {
+                match self.commands.try_recv() {
+                    Ok(command) => self.accept(command, &mut ready, &mut stopping),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
+                }
+            }
+            if let Some(job) = ready.pop_front() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                self.invoke(job);
+                continue;
+            }
+            // Idle: nothing queued.
+            self.state.write_back(false);
+            self.traces.flush(&self.shared.log);
+            if disconnected || (stopping && !self.state.has_pending()) {
                 return;
             }
-            let command = match self.commands.try_recv() {
-                Ok(c) => c,
-                Err(TryRecvError::Empty) => {
-                    self.state.write_back(false);
-                    self.traces.flush(&self.shared.log);
-                    if stopping && !self.state.has_pending() {
-                        return;
-                    }
-                    let next = match self.state.write_back_due_in() {
-                        None => self.commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                        Some(wait) => self.commands.recv_timeout(wait),
-                    };
-                    match next {
-                        Ok(c) => c,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-                Err(TryRecvError::Disconnected) => return,
+            let next = match self.state.write_back_due_in() {
+                None => self.commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(wait) => self.commands.recv_timeout(wait),
             };
-            match command {
-                Command::Invoke(job) => {
-                    self.queued.fetch_sub(1, Ordering::AcqRel);
-                    if stopping {
-                        let _ = job.reply.send(Err(Error::Closed));
-                    } else {
-                        self.invoke(job);
-                    }
-                }
-                Command::Durable { seq, result } => match result {
-                    Ok(lsn) => {
-                        self.state.mark_durable(seq, lsn);
-                        self.state.drain();
-                        self.state.write_back(false);
-                    }
-                    Err(err) => self.state.fail(err.to_string()),
-                },
-                Command::Lend { give, back } => {
-                    self.state.drain();
-                    let id = self.state.id;
-                    let store = Arc::clone(&self.state.store);
-                    let placeholder = PartitionState::new(id, store, 0, 0, self.state.writeback);
-                    let lent = std::mem::replace(&mut self.state, Box::new(placeholder));
-                    if give.send(lent).is_err() {
-                        self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned());
-                        continue;
-                    }
-                    match back.recv() {
-                        Ok(state) => self.state = state,
-                        Err(_) => self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned()),
-                    }
-                }
-                Command::Checkpoint { reply } => {
-                    self.state.drain();
-                    self.state.write_back(true);
-                    let _ = reply.send(self.checkpoint());
-                }
-                Command::Stop => stopping = true,
+            match next {
+                Ok(command) => self.accept(command, &mut ready, &mut stopping),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
             }
+        }
+    }
+
+    /// Takes a command off the channel: an invocation joins `ready` (or is refused once the
+    /// executor is stopping: those that arrived before `Stop` still run); any other command
+    /// is acted on at once.
+    fn accept(&mut self, command: Command, ready: &mut VecDeque<Job>, stopping: &mut bool) {
+        match command {
+            Command::Invoke(job) if *stopping => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = job.reply.send(Err(Error::Closed));
+            }
+            Command::Invoke(job) => ready.push_back(job),
+            Command::Durable { seq, result } => match result {
+                Ok(lsn) => {
+                    self.state.mark_durable(seq, lsn);
+                    self.state.drain();
+                    self.state.write_back(false);
+                }
+                Err(err) => self.state.fail(err.to_string()),
+            },
+            Command::Lend { give, back } => {
+                self.state.drain();
+                let id = self.state.id;
+                let store = Arc::clone(&self.state.store);
+                let placeholder = PartitionState::new(id, store, 0, 0, self.state.writeback);
+                let lent = std::mem::replace(&mut self.state, Box::new(placeholder));
+                if give.send(lent).is_err() {
+                    self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned());
+                    return;
+                }
+                match back.recv() {
+                    Ok(state) => self.state = state,
+                    Err(_) => self.state.fail("the multi-partition coordinator stopped while holding this partition".to_owned()),
+                }
+            }
+            Command::Checkpoint { reply } => {
+                self.state.drain();
+                self.state.write_back(true);
+                let _ = reply.send(self.checkpoint());
+            }
+            Command::Stop => *stopping = true,
         }
     }
 

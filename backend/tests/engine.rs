@@ -332,6 +332,59 @@ fn options_out_of_bounds_are_refused_by_name() {
 }
 
 #[test]
+fn a_multi_partition_transaction_waits_for_the_invocation_in_flight_not_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, released) = (std::sync::Mutex::new(started), std::sync::Mutex::new(released));
+        engine
+            .register(Function::new("block").partition_by("k").run(move |_, _| {
+                let _ = started.lock().unwrap().send(());
+                released.lock().unwrap().recv().unwrap();
+                Ok(json!(null))
+            }))
+            .unwrap();
+        let block = || {
+            let engine = engine.clone();
+            async move { engine.invoke(Invocation::new("block", json!({ "k": 1 }))).await }
+        };
+        // One invocation holds its partition's executor; five more queue behind it.
+        let first = tokio::spawn(block());
+        let is_started = Arc::new(std::sync::Mutex::new(is_started));
+        let wait_started = || {
+            let is_started = Arc::clone(&is_started);
+            tokio::task::spawn_blocking(move || is_started.lock().unwrap().recv().unwrap())
+        };
+        wait_started().await.unwrap();
+        let mut queued: Vec<_> = (0..5).map(|_| Box::pin(block())).collect();
+        for call in &mut queued {
+            assert!(futures::poll!(call.as_mut()).is_pending(), "queued behind the first");
+        }
+        // A multi-partition transaction needs both executors at its barrier.
+        let total = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.invoke(Invocation::new("total", json!({}))).await }
+        });
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        // It runs once the invocation in flight has ended, while the five still wait (none
+        // of them can end: nothing released them).
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), total).await.expect("the barrier waited for the queued invocations").unwrap().unwrap();
+        assert_eq!(out.value, json!({ "sum": null, "count": 0 }));
+        // The queued ones then run, in order, each once.
+        for call in queued {
+            wait_started().await.unwrap();
+            release.send(()).unwrap();
+            call.await.unwrap();
+        }
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_full_queue_is_overloaded_and_retryable() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
