@@ -1,12 +1,15 @@
 //! The multi-partition coordinator: one thread, so that barriers never interleave (no
 //! deadlock by construction).
 //!
-//! For each multi-partition invocation it asks every executor to pause after its command in
-//! flight and lend it its state (moved through a channel: one owner at a time), runs the
-//! transaction over all of them, appends ONE record tagged with every partition written (so
-//! it is atomic across them by construction), stages each partition's writes in that
-//! partition's overlay, and hands the states back. The executors resume at once; the reply
-//! is released when the record is durable.
+//! It takes the multi-partition invocations waiting (at most `BARRIER_INVOCATIONS_MAX`),
+//! asks every executor to pause after its invocation in flight and lend it its state (moved
+//! through a channel: one owner at a time), and runs the transactions one after another over
+//! all of them. Each appends ONE record tagged with every partition it wrote (so it is
+//! atomic across them by construction) and stages each partition's writes in that
+//! partition's overlay, where the next one sees them. Then it hands the states back. The
+//! executors resume at once; each reply is released when its record is durable. One barrier
+//! for all the invocations waiting: its cost (the hand-offs, the wait for the slowest
+//! executor's invocation in flight) is paid once, not per transaction.
 
 use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +23,10 @@ use crate::executor::Scope;
 use crate::keycodec::partition_of;
 use crate::trace::{Progress, TraceBuffer};
 use crate::partition::{Command, Job, Output, PartitionState, Ran, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition};
+
+/// Most multi-partition invocations run under one barrier: bounds how long the executors
+/// stay paused for them.
+pub(crate) const BARRIER_INVOCATIONS_MAX: usize = 64;
 
 /// Commands to the coordinator.
 pub(crate) enum CoordinatorCommand {
@@ -38,20 +45,37 @@ pub(crate) struct Coordinator {
 
 impl Coordinator {
     pub(crate) fn run(mut self) {
+        let mut jobs = Vec::with_capacity(BARRIER_INVOCATIONS_MAX);
         while let Ok(command) = self.commands.recv() {
-            match command {
-                CoordinatorCommand::Invoke(job) => {
-                    self.queued.fetch_sub(1, Ordering::AcqRel);
-                    self.invoke(job);
-                    // Multi-partition transactions are rare and slow: no batching to wait for.
-                    self.traces.flush(&self.shared.log);
+            let mut stop = false;
+            let mut next = Some(command);
+            while let Some(command) = next.take() {
+                match command {
+                    CoordinatorCommand::Invoke(job) => {
+                        self.queued.fetch_sub(1, Ordering::AcqRel);
+                        jobs.push(job);
+                    }
+                    CoordinatorCommand::Stop => {
+                        stop = true;
+                        break;
+                    }
                 }
-                CoordinatorCommand::Stop => return,
+                if jobs.len() < BARRIER_INVOCATIONS_MAX {
+                    next = self.commands.try_recv().ok();
+                }
+            }
+            if !jobs.is_empty() {
+                self.barrier(&mut jobs);
+                self.traces.flush(&self.shared.log);
+            }
+            if stop {
+                return;
             }
         }
     }
 
-    fn invoke(&mut self, mut job: Job) {
+    /// Runs `jobs` (emptied) under one barrier.
+    fn barrier(&mut self, jobs: &mut Vec<Job>) {
         // The barrier: every executor lends its state after its command in flight.
         let mut backs = Vec::with_capacity(self.partitions.len());
         let mut gives = Vec::with_capacity(self.partitions.len());
@@ -66,10 +90,22 @@ impl Coordinator {
         }
         let mut states: Vec<Box<PartitionState>> = gives.into_iter().filter_map(|g| g.recv().ok()).collect();
         if states.len() != self.partitions.len() {
-            let _ = job.reply.send(Err(Error::Closed));
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(Error::Closed));
+            }
             hand_back(states, &backs);
             return;
         }
+        for job in jobs.drain(..) {
+            self.invoke(job, &mut states);
+        }
+        hand_back(states, &backs);
+    }
+
+    /// Runs one multi-partition transaction over the lent `states`.
+    // The states travel boxed through the executors' channels, so they are lent as boxes.
+    #[allow(clippy::vec_box)]
+    fn invoke(&mut self, mut job: Job, states: &mut [Box<PartitionState>]) {
         let record_partition = job.record_partition.unwrap_or_else(|| job.first_id().map_or(0, |id| partition_of(&Value::Text(id.workflow.clone()), self.shared.partitions)));
         let mut progress = Progress::default();
         let ran: Result<Ran> = states
@@ -78,7 +114,7 @@ impl Coordinator {
                 Some(cause) => Err(Error::PartitionFailed { partition: s.id, cause: cause.clone() }),
                 None => Ok(()),
             })
-            .and_then(|()| run_job(&mut job, &Several(&states), Scope::All, record_partition, &self.shared, &mut progress));
+            .and_then(|()| run_job(&mut job, &Several(states), Scope::All, record_partition, &self.shared, &mut progress));
         match ran {
             Err(err) => {
                 if let Some(trace) = job.failure_trace(progress, None, &err) {
@@ -129,7 +165,6 @@ impl Coordinator {
                 }
             }
         }
-        hand_back(states, &backs);
     }
 }
 

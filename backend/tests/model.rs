@@ -20,6 +20,8 @@ enum Op {
     ByValue(i64),
     Get(i64),
     Concurrent(Vec<(i64, i64)>),
+    /// Multi-partition puts at once, of distinct keys (in pairs): they may share a barrier.
+    ConcurrentMulti(Vec<(i64, i64)>),
     Reopen,
 }
 
@@ -36,7 +38,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), k.clone(), 0i64..6).prop_map(|(a, b, n)| Op::Head(a.min(b), a.max(b), n)),
         1 => v.clone().prop_map(Op::ByValue),
         2 => k.clone().prop_map(Op::Get),
-        1 => proptest::collection::btree_map(k, v, 1..8).prop_map(|m| Op::Concurrent(m.into_iter().collect())),
+        1 => proptest::collection::btree_map(k.clone(), v.clone(), 1..8).prop_map(|m| Op::Concurrent(m.into_iter().collect())),
+        1 => proptest::collection::btree_map(k, v, 2..12).prop_map(|m| Op::ConcurrentMulti(m.into_iter().collect())),
         1 => Just(Op::Reopen),
     ]
 }
@@ -158,6 +161,17 @@ async fn check(ops: Vec<Op>, row_cache_bytes: usize) {
                     result.unwrap();
                 }
                 oracle.extend(puts);
+            }
+            Op::ConcurrentMulti(puts) => {
+                let pairs: Vec<(i64, i64, i64)> = puts.chunks(2).map(|c| (c[0].0, c.get(1).map_or(c[0].0, |second| second.0), c[0].1)).collect();
+                let calls = pairs.iter().map(|(a, b, v)| engine.invoke(call("multi_put", json!({ "a": a, "b": b, "v": v }))));
+                for result in futures::future::join_all(calls).await {
+                    result.unwrap();
+                }
+                for (a, b, v) in pairs {
+                    oracle.insert(a, v);
+                    oracle.insert(b, v);
+                }
             }
             Op::Reopen => {
                 engine.close().await.unwrap();
