@@ -213,15 +213,17 @@ impl Snapshot for PartitionState {
             return Ok(value.clone());
         }
         // The cache first: it holds the newest value of every key it holds (each drained
-        // write goes there too), and a hash lookup is cheaper than one in `dirty`.
-        if let Some(value) = self.cache.get(key) {
-            return Ok(value);
+        // write updates it), and a hash lookup is cheaper than one in `dirty`.
+        if let Some(row) = self.cache.get(key) {
+            return Ok(Some(row));
         }
         if let Some(value) = self.dirty.rows.get(key).or_else(|| self.flushing.rows.get(key)) {
             return Ok(value.clone());
         }
         let value = self.store.get(key)?;
-        self.cache.put(key.to_vec(), value.clone());
+        if let Some(row) = &value {
+            self.cache.fill(key, row);
+        }
         Ok(value)
     }
 
@@ -334,7 +336,7 @@ impl PartitionState {
                 if self.overlay.get(&key).is_some_and(|(seq, _)| *seq == pending.seq) {
                     self.overlay.remove(&key);
                 }
-                self.cache.put(key.clone(), value.clone());
+                self.cache.update(&key, &value);
                 self.dirty.insert(key, value);
             }
             self.applied_lsn = self.applied_lsn.max(lsn);

@@ -4,9 +4,13 @@
 //!
 //! The cache is exact, not a hint: it is owned by the partition's state, whose executor is
 //! the only writer of the partition's keys, and every durable write goes through
-//! [`RowCache::put`] as it is applied, so a cached row is the newest durable value of its key.
-//! Reads that miss fill it from the store; scans do not use it. It holds present rows and
-//! known-absent keys alike (an insert looks its key up first).
+//! [`RowCache::update`] as it is applied, so a cached row is the newest durable value of its
+//! key. Point reads that miss fill it from the store ([`RowCache::fill`]); scans do not use
+//! it. It holds rows only: a read that finds no row leaves it alone. A write adds its row
+//! only while the cache has room; only reads evict. Filling it on every write (evicting for
+//! it), and with every absence an insert's key check finds, made it a churning copy of the
+//! rows most recently inserted (retwis's timelines, read only by scans): a third of the
+//! executors' CPU went to keeping such a cache.
 //!
 //! It is bounded by bytes; past the bound it drops an arbitrary eighth of its entries
 //! (random eviction: no bookkeeping on a hit).
@@ -22,7 +26,7 @@ pub const ROW_CACHE_BYTES_MAX: usize = 1 << 40;
 
 #[derive(Debug, Default)]
 struct Entries {
-    rows: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    rows: HashMap<Vec<u8>, Vec<u8>>,
     bytes: usize,
 }
 
@@ -34,9 +38,13 @@ pub(crate) struct RowCache {
     bytes_max: usize,
 }
 
-/// Bytes counted for an entry of `key` and `value`.
+/// Bytes counted for an entry of `key` and `value` (none for a deleted row).
 pub(crate) fn footprint(key: &[u8], value: &Option<Vec<u8>>) -> usize {
     ENTRY_OVERHEAD_BYTES + key.len() + value.as_ref().map_or(0, Vec::len)
+}
+
+fn row_footprint(key: &[u8], row: &[u8]) -> usize {
+    ENTRY_OVERHEAD_BYTES + key.len() + row.len()
 }
 
 impl RowCache {
@@ -45,38 +53,78 @@ impl RowCache {
         RowCache { entries: RefCell::new(Entries::default()), bytes_max }
     }
 
-    /// The row under `key` if cached: `Some(None)` when the key is known to hold no row.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    /// The row under `key`, if cached. `None` tells nothing about the key.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.entries.borrow().rows.get(key).cloned()
     }
 
-    /// Remembers the newest durable value under `key`: after a read that missed the cache,
-    /// and for each durable write as it is applied.
-    pub(crate) fn put(&self, key: Vec<u8>, value: Option<Vec<u8>>) {
+    /// Remembers `row`, just read from the store under `key` (the newest durable value of a
+    /// key the cache did not hold).
+    pub(crate) fn fill(&self, key: &[u8], row: &[u8]) {
         let mut entries = self.entries.borrow_mut();
-        if let Some(old) = entries.rows.remove(&key) {
-            entries.bytes -= footprint(&key, &old);
-        }
-        let added = footprint(&key, &value);
+        let added = row_footprint(key, row);
         if added > self.bytes_max {
-            // Too large to cache at all (its older value is gone above).
             return;
         }
         if entries.bytes + added > self.bytes_max {
-            // Drop about an eighth of the entries, and at least enough for this one.
-            let target = (self.bytes_max - self.bytes_max / 8).min(self.bytes_max - added);
-            let mut bytes = entries.bytes;
-            entries.rows.retain(|k, v| {
-                if bytes <= target {
-                    return true;
-                }
-                bytes -= footprint(k, v);
-                false
-            });
-            entries.bytes = bytes;
+            Self::evict(&mut entries, self.bytes_max, added);
         }
-        entries.rows.insert(key, value);
+        if let Some(old) = entries.rows.insert(key.to_vec(), row.to_vec()) {
+            entries.bytes -= row_footprint(key, &old);
+        }
         entries.bytes += added;
+    }
+
+    /// Applies a durable write of `value` (`None`: deleted) under `key`: the cached row, if
+    /// there is one, is replaced, or dropped when deleted or too large to keep. A row not
+    /// cached is added only if it fits without evicting anything.
+    pub(crate) fn update(&self, key: &[u8], value: &Option<Vec<u8>>) {
+        let mut entries = self.entries.borrow_mut();
+        let Some(row) = entries.rows.get_mut(key) else {
+            if let Some(new) = value {
+                let added = row_footprint(key, new);
+                if entries.bytes + added <= self.bytes_max {
+                    entries.rows.insert(key.to_vec(), new.clone());
+                    entries.bytes += added;
+                }
+            }
+            return;
+        };
+        let old = row_footprint(key, row);
+        match value {
+            Some(new) if row_footprint(key, new) <= self.bytes_max => {
+                row.clone_from(new);
+                entries.bytes = entries.bytes - old + row_footprint(key, new);
+                if entries.bytes > self.bytes_max {
+                    // Room for the row just written: it is the likeliest to be read again.
+                    let (key, row) = entries.rows.remove_entry(key).expect("just updated");
+                    entries.bytes -= row_footprint(&key, &row);
+                    let added = row_footprint(&key, &row);
+                    Self::evict(&mut entries, self.bytes_max, added);
+                    entries.rows.insert(key, row);
+                    entries.bytes += added;
+                }
+            }
+            _ => {
+                entries.rows.remove(key);
+                entries.bytes -= old;
+            }
+        }
+    }
+
+    /// Drops about an eighth of the entries, and at least enough for `added` more bytes
+    /// (random eviction: no bookkeeping on a hit).
+    fn evict(entries: &mut Entries, bytes_max: usize, added: usize) {
+        let target = (bytes_max - bytes_max / 8).min(bytes_max - added);
+        let mut bytes = entries.bytes;
+        entries.rows.retain(|k, v| {
+            if bytes <= target {
+                return true;
+            }
+            bytes -= row_footprint(k, v);
+            false
+        });
+        entries.bytes = bytes;
     }
 
     #[cfg(test)]
@@ -94,17 +142,21 @@ mod tests {
     }
 
     #[test]
-    fn holds_rows_and_absences_and_the_last_write_wins() {
+    fn holds_the_rows_read_and_keeps_them_current() {
         let cache = RowCache::new(1 << 20);
         assert_eq!(cache.get(b"k"), None, "nothing cached yet");
-        cache.put(b"k".to_vec(), None);
-        assert_eq!(cache.get(b"k"), Some(None), "known absent");
-        cache.put(b"k".to_vec(), row(b"v1"));
-        cache.put(b"k".to_vec(), row(b"v22"));
-        assert_eq!(cache.get(b"k"), Some(row(b"v22")));
+        cache.update(b"k", &row(b"v0"));
+        assert_eq!(cache.get(b"k"), Some(b"v0".to_vec()), "a write is cached while there is room");
+        cache.update(b"k", &None);
+        assert_eq!(cache.get(b"k"), None, "a delete drops the row");
+        cache.fill(b"k", b"v1");
+        assert_eq!(cache.get(b"k"), Some(b"v1".to_vec()));
+        cache.update(b"k", &row(b"v22"));
+        assert_eq!(cache.get(b"k"), Some(b"v22".to_vec()), "a write replaces the row held");
         assert_eq!(cache.bytes(), footprint(b"k", &row(b"v22")), "a replaced value is no longer counted");
-        cache.put(b"k".to_vec(), None);
-        assert_eq!(cache.get(b"k"), Some(None), "a delete is cached as an absence");
+        cache.update(b"k", &None);
+        assert_eq!(cache.get(b"k"), None, "a delete drops the row");
+        assert_eq!(cache.bytes(), 0);
     }
 
     #[test]
@@ -112,23 +164,44 @@ mod tests {
         let one = footprint(b"key-0000", &row(&[0; 100]));
         let cache = RowCache::new(10 * one);
         for i in 0..1_000 {
-            cache.put(format!("key-{i:04}").into_bytes(), row(&[1; 100]));
-            assert!(cache.bytes() <= 10 * one, "{} bytes after {i} inserts", cache.bytes());
+            let key = format!("key-{i:04}").into_bytes();
+            cache.fill(&key, &[1; 100]);
+            assert!(cache.bytes() <= 10 * one, "{} bytes after {i} fills", cache.bytes());
+            // A write that grows a row held makes room too.
+            cache.update(&key, &row(&[2; 150]));
+            assert!(cache.bytes() <= 10 * one, "{} bytes after {i} updates", cache.bytes());
         }
-        assert_eq!(cache.get(b"key-0999"), Some(row(&[1; 100])), "the newest entry is kept");
-        let counted: usize = cache.entries.borrow().rows.iter().map(|(k, v)| footprint(k, v)).sum();
+        assert_eq!(cache.get(b"key-0999"), Some(vec![2; 150]), "the newest entry is kept");
+        let counted: usize = cache.entries.borrow().rows.iter().map(|(k, v)| row_footprint(k, v)).sum();
         assert_eq!(counted, cache.bytes(), "the byte count matches the entries");
+    }
+
+    #[test]
+    fn only_reads_evict() {
+        let one = footprint(b"key-0000", &row(&[0; 100]));
+        let cache = RowCache::new(10 * one);
+        for i in 0..10 {
+            cache.fill(format!("key-{i:04}").as_bytes(), &[1; 100]);
+        }
+        cache.update(b"key-0010", &row(&[1; 100]));
+        assert_eq!(cache.get(b"key-0010"), None, "a write to a full cache is not added");
+        assert!((0..10).all(|i| cache.get(format!("key-{i:04}").as_bytes()).is_some()), "and evicts nothing");
+        cache.fill(b"key-0010", &[1; 100]);
+        assert_eq!(cache.get(b"key-0010"), Some(vec![1; 100]), "a read makes room");
+        assert!(cache.bytes() <= 10 * one);
     }
 
     #[test]
     fn an_entry_larger_than_the_bound_is_not_kept_nor_its_old_value() {
         let cache = RowCache::new(200);
-        cache.put(b"k".to_vec(), row(b"small"));
-        cache.put(b"k".to_vec(), row(&[7; 500]));
+        cache.fill(b"k", b"small");
+        cache.update(b"k", &row(&[7; 500]));
         assert_eq!(cache.get(b"k"), None, "the old value must not answer for the new one");
         assert_eq!(cache.bytes(), 0);
+        cache.fill(b"k", &[7; 500]);
+        assert_eq!(cache.get(b"k"), None, "too large to keep");
         let off = RowCache::new(0);
-        off.put(b"k".to_vec(), row(b"v"));
+        off.fill(b"k", b"v");
         assert_eq!(off.get(b"k"), None, "a cache of 0 bytes keeps nothing");
     }
 }
