@@ -333,16 +333,17 @@ fn options_out_of_bounds_are_refused_by_name() {
 
 #[test]
 fn a_multi_partition_transaction_waits_for_the_invocation_in_flight_not_the_queue() {
+    const QUEUED: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let runs = Arc::new(AtomicUsize::new(0));
         let engine = open(dir.path(), 2, &runs).await;
-        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let (started, mut is_started) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
-        let (started, released) = (std::sync::Mutex::new(started), std::sync::Mutex::new(released));
+        let released = std::sync::Mutex::new(released);
         engine
             .register(Function::new("block").partition_by("k").run(move |_, _| {
-                let _ = started.lock().unwrap().send(());
+                let _ = started.send(());
                 released.lock().unwrap().recv().unwrap();
                 Ok(json!(null))
             }))
@@ -351,33 +352,41 @@ fn a_multi_partition_transaction_waits_for_the_invocation_in_flight_not_the_queu
             let engine = engine.clone();
             async move { engine.invoke(Invocation::new("block", json!({ "k": 1 }))).await }
         };
-        // One invocation holds its partition's executor; five more queue behind it.
+        // One invocation holds its partition's executor; more queue behind it.
         let first = tokio::spawn(block());
-        let is_started = Arc::new(std::sync::Mutex::new(is_started));
-        let wait_started = || {
-            let is_started = Arc::clone(&is_started);
-            tokio::task::spawn_blocking(move || is_started.lock().unwrap().recv().unwrap())
-        };
-        wait_started().await.unwrap();
-        let mut queued: Vec<_> = (0..5).map(|_| Box::pin(block())).collect();
+        is_started.recv().await.unwrap();
+        let mut queued: Vec<_> = (0..QUEUED).map(|_| Box::pin(block())).collect();
         for call in &mut queued {
             assert!(futures::poll!(call.as_mut()).is_pending(), "queued behind the first");
         }
-        // A multi-partition transaction needs both executors at its barrier.
-        let total = tokio::spawn({
+        // A multi-partition transaction needs both executors at its barrier. Given time to
+        // ask for it, it runs as soon as the invocation in flight ends: the executor would
+        // otherwise run the whole queue first, one more each time it is released.
+        let mut total = tokio::spawn({
             let engine = engine.clone();
             async move { engine.invoke(Invocation::new("total", json!({}))).await }
         });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         release.send(()).unwrap();
         first.await.unwrap().unwrap();
-        // It runs once the invocation in flight has ended, while the five still wait (none
-        // of them can end: nothing released them).
-        let out = tokio::time::timeout(std::time::Duration::from_secs(20), total).await.expect("the barrier waited for the queued invocations").unwrap().unwrap();
+        let mut ran_first = 0;
+        let out = loop {
+            tokio::select! {
+                out = &mut total => break out.unwrap().unwrap(),
+                Some(()) = is_started.recv() => {
+                    ran_first += 1;
+                    release.send(()).unwrap();
+                }
+            }
+        };
         assert_eq!(out.value, json!({ "sum": null, "count": 0 }));
-        // The queued ones then run, in order, each once.
-        for call in queued {
-            wait_started().await.unwrap();
+        assert!(ran_first < QUEUED / 2, "{ran_first} of the {QUEUED} invocations queued before the barrier ran before it");
+        // The queued ones then run, each once.
+        for _ in ran_first..QUEUED {
+            is_started.recv().await.unwrap();
             release.send(()).unwrap();
+        }
+        for call in queued {
             call.await.unwrap();
         }
         engine.close().await.unwrap();
