@@ -362,17 +362,18 @@ fn a_multi_partition_transaction_waits_for_the_invocation_in_flight_not_the_queu
         // A multi-partition transaction needs both executors at its barrier. Given time to
         // ask for it, it runs as soon as the invocation in flight ends: the executor would
         // otherwise run the whole queue first, one more each time it is released.
-        let mut total = tokio::spawn({
-            let engine = engine.clone();
-            async move { engine.invoke(Invocation::new("total", json!({}))).await }
-        });
+        // Polled here, not spawned: its answer is seen as soon as it comes, before any start
+        // reported after it.
+        let mut total = Box::pin(engine.invoke(Invocation::new("total", json!({}))));
+        assert!(futures::poll!(total.as_mut()).is_pending(), "waits at the barrier");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         release.send(()).unwrap();
         first.await.unwrap().unwrap();
         let mut ran_first = 0;
         let out = loop {
             tokio::select! {
-                out = &mut total => break out.unwrap().unwrap(),
+                biased;
+                out = &mut total => break out.unwrap(),
                 Some(()) = is_started.recv() => {
                     ran_first += 1;
                     release.send(()).unwrap();
