@@ -736,7 +736,8 @@ impl Executor {
 
     /// Serves the commands. Control commands (a durability report, a barrier, a checkpoint)
     /// go ahead of the invocations queued before them: every command waiting is taken off
-    /// the channel before each invocation, the invocations kept in arrival order. So a
+    /// the channel before each invocation (up to a barrier, after which one invocation runs
+    /// first), the invocations kept in arrival order. So a
     /// multi-partition transaction waits at the barrier for the invocation in flight only, not
     /// for the whole queue, and a durable commit's replies leave at once. The invocations
     /// taken off the channel are still counted in `queued` until they run: the queue's bound
@@ -748,7 +749,16 @@ impl Executor {
             let mut disconnected = false;
             loop {
                 match self.commands.try_recv() {
-                    Ok(command) => self.accept(command, &mut ready, &mut stopping),
+                    Ok(command) => {
+                        let barrier = matches!(command, Command::Lend { .. });
+                        self.accept(command, &mut ready, &mut stopping);
+                        // At least one invocation runs between two barriers: the coordinator's
+                        // next request may already be waiting, and taking it at once, time
+                        // after time, would starve the queue.
+                        if barrier && !ready.is_empty() {
+                            break;
+                        }
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         disconnected = true;
