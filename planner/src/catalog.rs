@@ -133,6 +133,8 @@ impl fmt::Display for Table {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     tables: BTreeMap<String, Arc<Table>>,
+    /// Each table's name by its id: every statement executed finds its tables by id.
+    names: BTreeMap<TableId, String>,
     /// The next id handed to a table or index; ids are never reused, so a dropped table's
     /// leftover data can never be read as a new table's.
     next_id: u32,
@@ -151,7 +153,7 @@ impl Catalog {
 
     /// Finds a table by id.
     pub fn table_by_id(&self, id: TableId) -> Option<&Table> {
-        self.tables.values().find(|t| t.id == id).map(|t| &**t)
+        self.names.get(&id).and_then(|name| self.table(name))
     }
 
     /// Iterates over the tables in name order.
@@ -212,11 +214,13 @@ impl Catalog {
                     };
                     match object_type {
                         ObjectType::Table => {
-                            if self.tables.remove(&name).is_none() && !if_exists {
-                                errors.push(PlanError::UnknownTable {
+                            match self.tables.remove(&name) {
+                                Some(table) => drop(self.names.remove(&table.id)),
+                                None if !if_exists => errors.push(PlanError::UnknownTable {
                                     table: name,
                                     at: pos,
-                                });
+                                }),
+                                None => {}
                             }
                         }
                         ObjectType::Index => self.drop_index(&name, *if_exists, pos, errors),
@@ -496,6 +500,7 @@ impl Catalog {
                 unique: true,
             });
         }
+        self.names.insert(table.id, name.clone());
         self.tables.insert(name, Arc::new(table));
     }
 
@@ -672,5 +677,29 @@ pub(crate) fn statement_kind(statement: &Statement) -> String {
         }
         [first, ..] => (*first).to_owned(),
         [] => "an empty statement".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_found_by_id_until_dropped_and_ids_are_not_reused() {
+        let catalog = Catalog::new()
+            .apply("CREATE TABLE a (k BIGINT PRIMARY KEY); CREATE TABLE b (k BIGINT PRIMARY KEY)")
+            .unwrap();
+        let (a, b) = (catalog.table("a").unwrap().id, catalog.table("b").unwrap().id);
+        assert_eq!(catalog.table_by_id(a).map(|t| t.name.as_str()), Some("a"));
+        assert_eq!(catalog.table_by_id(b).map(|t| t.name.as_str()), Some("b"));
+        assert!(catalog.table_by_id(TableId(9_999)).is_none());
+        let catalog = catalog.apply("DROP TABLE a; CREATE TABLE a (k BIGINT PRIMARY KEY, v TEXT)").unwrap();
+        assert!(catalog.table_by_id(a).is_none(), "a dropped table's id finds nothing");
+        let again = catalog.table("a").unwrap();
+        assert_ne!(again.id, a);
+        assert_eq!(catalog.table_by_id(again.id).map(|t| t.columns.len()), Some(2), "the new table under its new id");
+        // An index added later leaves the lookup by id intact.
+        let catalog = catalog.apply("CREATE INDEX b_k ON b (k)").unwrap();
+        assert_eq!(catalog.table_by_id(b).map(|t| t.indexes.len()), Some(1));
     }
 }
