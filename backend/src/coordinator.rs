@@ -12,7 +12,7 @@
 //! executor's invocation in flight) is paid once, not per transaction.
 
 use std::sync::{Arc, Mutex};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use comb_log::Entry;
@@ -39,6 +39,8 @@ pub(crate) struct Coordinator {
     pub(crate) partitions: Vec<Sender<Command>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) queued: Arc<AtomicUsize>,
+    /// Barriers begun: counted once every executor has been asked to lend its state.
+    pub(crate) barriers: Arc<AtomicU64>,
     /// Traces of the multi-partition invocations that committed nothing.
     pub(crate) traces: TraceBuffer,
 }
@@ -88,6 +90,7 @@ impl Coordinator {
             backs.push(back);
             gives.push(given);
         }
+        self.barriers.fetch_add(1, Ordering::Release);
         let mut states: Vec<Box<PartitionState>> = gives.into_iter().filter_map(|g| g.recv().ok()).collect();
         if states.len() != self.partitions.len() {
             for job in jobs.drain(..) {

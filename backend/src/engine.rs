@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -214,6 +214,8 @@ struct Inner {
     store: Mutex<Option<Arc<Store>>>,
     partitions: Vec<Queue<Command>>,
     coordinator: Queue<CoordinatorCommand>,
+    /// Barriers the coordinator has begun.
+    barriers: Arc<AtomicU64>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     registry: RwLock<Arc<Registry>>,
     /// Serializes catalog changes and checkpoints.
@@ -298,11 +300,13 @@ impl Engine {
         }
         let (sender, commands) = channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        let barriers = Arc::new(AtomicU64::new(0));
         let coordinator = Coordinator {
             commands,
             partitions: partitions.iter().map(|q| q.sender.clone()).collect(),
             shared: Arc::clone(&shared),
             queued: Arc::clone(&queued),
+            barriers: Arc::clone(&barriers),
             traces: TraceBuffer::default(),
         };
         threads.push(spawn("comb-coordinator".to_owned(), move || coordinator.run())?);
@@ -312,6 +316,7 @@ impl Engine {
                 store: Mutex::new(Some(store)),
                 partitions,
                 coordinator: Queue { sender, queued },
+                barriers,
                 threads: Mutex::new(threads),
                 registry: RwLock::new(Arc::new(Registry { catalog: Arc::new(catalog), functions: BTreeMap::new() })),
                 ddl: tokio::sync::Mutex::new(()),
@@ -327,6 +332,13 @@ impl Engine {
 
     fn store(&self) -> Result<Arc<Store>> {
         self.inner.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Arc::clone).ok_or(Error::Closed)
+    }
+
+    /// How many barriers the multi-partition coordinator has begun since the engine opened:
+    /// each pauses every executor (after its invocation in flight) for the multi-partition
+    /// transactions waiting. Counted once every executor has been asked.
+    pub fn barriers(&self) -> u64 {
+        self.inner.barriers.load(Ordering::Acquire)
     }
 
     /// The current catalog.

@@ -359,14 +359,18 @@ fn a_multi_partition_transaction_waits_for_the_invocation_in_flight_not_the_queu
         for call in &mut queued {
             assert!(futures::poll!(call.as_mut()).is_pending(), "queued behind the first");
         }
-        // A multi-partition transaction needs both executors at its barrier. Given time to
-        // ask for it, it runs as soon as the invocation in flight ends: the executor would
-        // otherwise run the whole queue first, one more each time it is released.
+        // A multi-partition transaction needs both executors at its barrier. Asked for, it
+        // runs as soon as the invocation in flight ends: the executor would otherwise run the
+        // whole queue first, one more each time it is released.
         // Polled here, not spawned: its answer is seen as soon as it comes, before any start
         // reported after it.
         let mut total = Box::pin(engine.invoke(Invocation::new("total", json!({}))));
         assert!(futures::poll!(total.as_mut()).is_pending(), "waits at the barrier");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Once the barrier is begun, its request waits in the executor's channel behind the
+        // queued invocations.
+        while engine.barriers() == 0 {
+            tokio::task::yield_now().await;
+        }
         release.send(()).unwrap();
         first.await.unwrap().unwrap();
         let mut ran_first = 0;
