@@ -63,25 +63,15 @@ impl RowCache {
     /// Remembers `row`, just read from the store under `key` (the newest durable value of a
     /// key the cache did not hold).
     pub(crate) fn fill(&self, key: &[u8], row: &[u8]) {
-        let mut entries = self.entries.borrow_mut();
-        let added = row_footprint(key, row);
-        if added > self.bytes_max {
-            return;
-        }
-        if entries.bytes + added > self.bytes_max {
-            Self::evict(&mut entries, self.bytes_max, added);
-        }
-        if let Some(old) = entries.rows.insert(key.to_vec(), row.to_vec()) {
-            entries.bytes -= row_footprint(key, &old);
-        }
-        entries.bytes += added;
+        self.insert(&mut self.entries.borrow_mut(), key.to_vec(), row.to_vec());
     }
 
     /// Applies a durable write of `value` (`None`: deleted) under `key`: the cached row, if
     /// there is one, is replaced, or dropped when deleted or too large to keep. A row not
     /// cached is added only while the cache stays under half its bound.
     pub(crate) fn update(&self, key: &[u8], value: &Option<Vec<u8>>) {
-        let mut entries = self.entries.borrow_mut();
+        let mut guard = self.entries.borrow_mut();
+        let entries = &mut *guard;
         let Some(row) = entries.rows.get_mut(key) else {
             if let Some(new) = value {
                 let added = row_footprint(key, new);
@@ -94,24 +84,34 @@ impl RowCache {
         };
         let old = row_footprint(key, row);
         match value {
-            Some(new) if row_footprint(key, new) <= self.bytes_max => {
+            // In place, when the new row fits beside the others.
+            Some(new) if entries.bytes - old + row_footprint(key, new) <= self.bytes_max => {
                 row.clone_from(new);
                 entries.bytes = entries.bytes - old + row_footprint(key, new);
-                if entries.bytes > self.bytes_max {
-                    // Room for the row just written: it is the likeliest to be read again.
-                    let (key, row) = entries.rows.remove_entry(key).expect("just updated");
-                    entries.bytes -= row_footprint(&key, &row);
-                    let added = row_footprint(&key, &row);
-                    Self::evict(&mut entries, self.bytes_max, added);
-                    entries.rows.insert(key, row);
-                    entries.bytes += added;
-                }
             }
             _ => {
                 entries.rows.remove(key);
                 entries.bytes -= old;
+                // A grown row makes room for itself: it is the likeliest to be read again.
+                if let Some(new) = value {
+                    self.insert(entries, key.to_vec(), new.clone());
+                }
             }
         }
+    }
+
+    /// Inserts a row the cache does not hold, evicting if it must; a row larger than the
+    /// whole bound is not kept.
+    fn insert(&self, entries: &mut Entries, key: Vec<u8>, row: Vec<u8>) {
+        let added = row_footprint(&key, &row);
+        if added > self.bytes_max {
+            return;
+        }
+        if entries.bytes + added > self.bytes_max {
+            Self::evict(entries, self.bytes_max, added);
+        }
+        entries.rows.insert(key, row);
+        entries.bytes += added;
     }
 
     /// Drops about an eighth of the entries, and at least enough for `added` more bytes
