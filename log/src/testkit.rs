@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -35,6 +36,9 @@ pub struct ControlledLoglet<L: ?Sized = dyn Loglet> {
     inner: Arc<L>,
 }
 
+/// How long a test waits for calls to be held before it fails.
+const HELD_WAIT_MAX: Duration = Duration::from_secs(20);
+
 /// Holds the calls passing through it while told to.
 #[derive(Debug, Default)]
 struct Gate {
@@ -47,6 +51,8 @@ struct GateState {
     holding: bool,
     /// Calls currently held.
     held: usize,
+    /// Held calls to let through while still holding the later ones.
+    let_through: usize,
 }
 
 impl Gate {
@@ -60,16 +66,26 @@ impl Gate {
         state.held += 1;
         self.changed.notify_all();
         while state.holding {
+            if state.let_through > 0 {
+                state.let_through -= 1;
+                break;
+            }
             state = self.changed.wait(state).expect("gate lock");
         }
         state.held -= 1;
     }
 
+    fn let_one_through(&self) {
+        self.state.lock().expect("gate lock").let_through += 1;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `count` calls are held; panics after `HELD_WAIT_MAX`, so that a test
+    /// whose calls never come fails rather than hangs.
     fn wait_until_held(&self, count: usize) {
-        let mut state = self.state.lock().expect("gate lock");
-        while state.held < count {
-            state = self.changed.wait(state).expect("gate lock");
-        }
+        let state = self.state.lock().expect("gate lock");
+        let (state, waited) = self.changed.wait_timeout_while(state, HELD_WAIT_MAX, |s| s.held < count).expect("gate lock");
+        assert!(!waited.timed_out(), "{} of {count} calls held after {HELD_WAIT_MAX:?}", state.held);
     }
 }
 
@@ -95,7 +111,13 @@ impl ControlledLoglet {
         self.writes.set_holding(false);
     }
 
-    /// Blocks until `count` writes are held. Blocking: call it from a blocking thread.
+    /// Lets one held write through (or the next one, if none is held) and holds the later ones.
+    pub fn let_one_write_through(&self) {
+        self.writes.let_one_through();
+    }
+
+    /// Blocks until `count` writes are held (panics if they are not within 20 s). Blocking:
+    /// call it from a blocking thread.
     pub fn wait_until_held(&self, count: usize) {
         self.writes.wait_until_held(count);
     }
@@ -110,7 +132,8 @@ impl ControlledLoglet {
         self.syncs.set_holding(false);
     }
 
-    /// Blocks until `count` syncs are held. Blocking: call it from a blocking thread.
+    /// Blocks until `count` syncs are held (panics if they are not within 20 s). Blocking:
+    /// call it from a blocking thread.
     pub fn wait_until_syncs_held(&self, count: usize) {
         self.syncs.wait_until_held(count);
     }

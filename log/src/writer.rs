@@ -5,7 +5,9 @@
 //! behind it (bounded by records and bytes per group commit) and writes them all with one
 //! call to the loglet. While that group is written and synced, new appends gather in the
 //! queue and form the next group: no timer is needed to batch. Results are released only
-//! after the group is durable and the new tail is published.
+//! after the group is durable and the new tail is published. A group of more than two
+//! appends is written first and synced after: the appends that arrive while it is written
+//! join it before the sync, so that they share it (see `Writer::write_and_sync`).
 //!
 //! With `overlap-syncs` (off by default: on 2 cores the backend loses more to the hand-offs
 //! than it gains), the sync overlaps the next write: the writer writes a group without
@@ -354,19 +356,8 @@ impl Writer {
                 Command::Append { entries, bytes, reply } => {
                     let mut group = Group::default();
                     group.add(entries, bytes, reply);
-                    while let Ok(next) = self.commands.try_recv() {
-                        match next {
-                            Command::Append { entries, bytes, reply } if group.fits(entries.len(), bytes, &self.options) => {
-                                group.add(entries, bytes, reply);
-                            }
-                            other => {
-                                held = Some(other);
-                                break;
-                            }
-                        }
-                    }
-                    lone = group.waiters.len() <= LONE_GROUP_MAX;
-                    self.commit(group, &mut state);
+                    self.gather(&mut group, &mut held);
+                    lone = self.commit(group, &mut held, &mut state) <= LONE_GROUP_MAX;
                 }
                 Command::Trim { upto, reply } => {
                     let _ = reply.send(self.trim(upto, &mut state));
@@ -412,6 +403,20 @@ impl Writer {
         self.commands.recv().ok()
     }
 
+    /// Adds to `group` the appends waiting in the queue, while they fit; the first command
+    /// that is not an append, or does not fit, is held for later.
+    fn gather(&self, group: &mut Group, held: &mut Option<Command>) {
+        while held.is_none() {
+            let Ok(next) = self.commands.try_recv() else { return };
+            match next {
+                Command::Append { entries, bytes, reply } if group.fits(entries.len(), bytes, &self.options) => {
+                    group.add(entries, bytes, reply);
+                }
+                other => *held = Some(other),
+            }
+        }
+    }
+
     /// Waits until every group handed to the syncer is published or refused.
     fn drain(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
@@ -423,7 +428,9 @@ impl Writer {
         }
     }
 
-    fn commit(&self, group: Group, state: &mut LogletState) {
+    /// Makes `group` durable (or hands it to the syncer to be), and returns how many appends
+    /// it held by then: the group may grow while it is written.
+    fn commit(&self, group: Group, held: &mut Option<Command>, state: &mut LogletState) -> usize {
         let refusal = if let Some(cause) = self.publisher.failed() {
             Some(Error::Failed { cause: cause.to_string() })
         } else if state.sealed {
@@ -431,36 +438,37 @@ impl Writer {
         } else {
             None
         };
+        let appends = group.waiters.len();
         if let Some(err) = refusal {
             group.refuse(&err);
-            return;
+            return appends;
         }
-        // Synced here when nothing is in flight and either the syncer is off or the group is
-        // a lone appender or two; else written here and synced by the syncer.
-        let inline = self.in_flight.load(Ordering::Acquire) == 0
-            && (!self.options.overlap_syncs || group.waiters.len() <= LONE_GROUP_MAX);
+        if !self.options.overlap_syncs {
+            return self.write_and_sync(group, held, state);
+        }
+        // Synced here when nothing is in flight and the group is a lone appender or two; else
+        // written here and synced by the syncer.
+        let inline = self.in_flight.load(Ordering::Acquire) == 0 && appends <= LONE_GROUP_MAX;
         let outcome = if inline { self.loglet.append(&group.entries) } else { self.loglet.write(&group.entries) };
-        let err = match outcome {
-            Ok(first) if first == state.tail + 1 => {
-                state.tail += group.entries.len() as Lsn;
-                if inline {
-                    self.publisher.publish(first, group);
-                    return;
-                }
+        let err = match outcome.and_then(|first| Self::advance(state, first, group.entries.len())) {
+            Ok(first) if inline => {
+                self.publisher.publish(first, group);
+                return appends;
+            }
+            Ok(first) => {
                 self.in_flight.fetch_add(1, Ordering::Release);
                 match self.handoffs.send(Handoff::Written { first, group }) {
-                    Ok(()) => return,
+                    Ok(()) => return appends,
                     Err(SendError(unsent)) => {
                         self.in_flight.fetch_sub(1, Ordering::Release);
                         let Handoff::Written { group, .. } = unsent else { unreachable!("a written group was sent") };
                         let err = Error::Internal("the log's syncer thread stopped".to_owned());
                         self.publisher.fail(&err);
                         group.refuse(&err);
-                        return;
+                        return appends;
                     }
                 }
             }
-            Ok(first) => Error::Internal(format!("loglet appended at LSN {first}, expected {}", state.tail + 1)),
             Err(err) => err,
         };
         // The groups in flight were written before this one: let the syncer finish them
@@ -468,6 +476,53 @@ impl Writer {
         self.drain();
         self.publisher.fail(&err);
         group.refuse(&err);
+        appends
+    }
+
+    /// Writes `group` and makes it durable, without the syncer. A lone appender's group (or
+    /// two appenders') is written with a sync, in one call. A larger group is written without
+    /// a sync; the appends that arrived while it was written join it and are written too,
+    /// again while more arrive (up to the group's bounds), and then one sync makes every part
+    /// durable. With many appenders, a sync costs far more than writing a record: the appends
+    /// answered by one sync come back while the next group is written, and joining it they
+    /// share its sync rather than wait for a sync of their own.
+    fn write_and_sync(&self, mut group: Group, held: &mut Option<Command>, state: &mut LogletState) -> usize {
+        let first = state.tail + 1;
+        let outcome = if group.waiters.len() <= LONE_GROUP_MAX {
+            self.loglet.append(&group.entries).and_then(|at| Self::advance(state, at, group.entries.len()))
+        } else {
+            let mut written = 0;
+            loop {
+                let part = &group.entries[written..];
+                if let Err(err) = self.loglet.write(part).and_then(|at| Self::advance(state, at, part.len())) {
+                    break Err(err);
+                }
+                written = group.entries.len();
+                let appends = group.waiters.len();
+                self.gather(&mut group, held);
+                if group.waiters.len() == appends {
+                    break self.loglet.sync().map(|()| first);
+                }
+            }
+        };
+        let appends = group.waiters.len();
+        match outcome {
+            Ok(_) => self.publisher.publish(first, group),
+            Err(err) => {
+                self.publisher.fail(&err);
+                group.refuse(&err);
+            }
+        }
+        appends
+    }
+
+    /// Moves the writer's tail past `records` written at `first`, which must follow it.
+    fn advance(state: &mut LogletState, first: Lsn, records: usize) -> Result<Lsn> {
+        if first != state.tail + 1 {
+            return Err(Error::Internal(format!("loglet appended at LSN {first}, expected {}", state.tail + 1)));
+        }
+        state.tail += records as Lsn;
+        Ok(first)
     }
 
     fn trim(&self, upto: Lsn, state: &mut LogletState) -> Result<()> {
