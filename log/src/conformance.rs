@@ -57,6 +57,7 @@ macro_rules! loglet_conformance_tests {
             failed_write_is_never_acknowledged,
             written_records_stay_unseen_until_synced,
             appends_arriving_during_a_write_share_its_sync,
+            failed_sync_of_a_grown_group_is_never_acknowledged,
             failed_sync_is_never_acknowledged,
             close_refuses_everything_after);
     };
@@ -658,45 +659,68 @@ pub async fn written_records_stay_unseen_until_synced(factory: Factory) {
     assert_eq!(all_records(&s.log).await.len(), 5);
 }
 
-/// Without the syncer, the appends that arrive while a group is written join it, and one sync
-/// makes the whole group durable: they do not wait for a sync of their own.
-pub async fn appends_arriving_during_a_write_share_its_sync(factory: Factory) {
-    let s = open_default(factory).await;
+/// Without the syncer: a lone append, then three appends queued behind it whose group's
+/// write is held, then two appends that arrive during that write. Returns the five appends,
+/// and the group commits counted before the grown group's.
+async fn grow_a_held_group(s: &Subject) -> (Vec<tokio::task::JoinHandle<crate::Result<Lsn>>>, u64) {
     assert_eq!(s.log.append(&[1], "durable").await, Ok(1));
-    let (lone, first) = hold_lone_then_queue(&s, 3).await;
-    let first: Vec<_> = first.into_iter().map(tokio::spawn).collect();
+    let (lone, first) = hold_lone_then_queue(s, 3).await;
+    let mut appends: Vec<_> = first.into_iter().map(tokio::spawn).collect();
     s.control.let_one_write_through();
     assert_eq!(within("the lone append", lone).await.unwrap(), Ok(2));
     // The three queued appends form a group, whose write is now held.
     let control = Arc::clone(&s.control);
     within("the group's write", tokio::task::spawn_blocking(move || control.wait_until_held(1))).await.unwrap();
     let commits_before = s.log.stats().group_commits;
-    let mut arriving = Vec::new();
     for i in 0..2 {
         let mut append: PendingAppend = Box::pin({
             let log = s.log.clone();
             async move { log.append(&[2], payload(10 + i)).await }
         });
         assert!(futures::poll!(&mut append).is_pending(), "append {i} arrives while the group is written");
-        arriving.push(tokio::spawn(append));
+        appends.push(tokio::spawn(append));
     }
+    (appends, commits_before)
+}
+
+/// Without the syncer, the appends that arrive while a group is written join it, and one sync
+/// makes the whole group durable: they do not wait for a sync of their own.
+pub async fn appends_arriving_during_a_write_share_its_sync(factory: Factory) {
+    let s = open_default(factory).await;
+    let (appends, commits_before) = grow_a_held_group(&s).await;
     s.control.hold_syncs();
     s.control.release();
     let control = Arc::clone(&s.control);
     within("the one sync", tokio::task::spawn_blocking(move || control.wait_until_syncs_held(1))).await.unwrap();
     assert_eq!(s.log.tail(), 2, "nothing of the grown group is durable before its sync");
-    for task in first.iter().chain(&arriving) {
+    for task in &appends {
         assert!(!task.is_finished(), "no append of the grown group is answered before its sync");
     }
     s.control.release_syncs();
     let mut lsns = Vec::new();
-    for task in first.into_iter().chain(arriving) {
+    for task in appends {
         lsns.push(within("an append of the grown group", task).await.unwrap().unwrap());
     }
     assert_eq!(lsns, vec![3, 4, 5, 6, 7]);
     assert_eq!(s.log.stats().group_commits, commits_before + 1, "one group commit made all five durable");
     let tags: Vec<_> = all_records(&s.log).await.into_iter().map(|r| r.tags).collect();
     assert_eq!(tags, [[1], [1], [1], [1], [1], [2], [2]]);
+}
+
+/// Without the syncer, a failed sync of a grown group refuses every append of it, the ones
+/// written before the others arrived included, and nothing of it is read.
+pub async fn failed_sync_of_a_grown_group_is_never_acknowledged(factory: Factory) {
+    let s = open_default(factory).await;
+    let (appends, _) = grow_a_held_group(&s).await;
+    s.control.fail_next_sync();
+    s.control.release();
+    for task in appends {
+        let err = within("an append of the failed group", task).await.unwrap().unwrap_err();
+        assert!(matches!(&err, Error::Storage { operation: "sync", .. }), "{err}");
+    }
+    assert!(matches!(s.log.append(&[1], "after").await, Err(Error::Failed { .. })));
+    assert_eq!(s.log.tail(), 2);
+    assert_eq!(s.log.read_next(ANY_TAG, 3).await, Ok(None), "nothing of the failed group is read");
 }
 
 /// A sync that fails is never acknowledged: its group's appenders get the storage error,

@@ -28,9 +28,10 @@ pub struct LogletState {
 ///   with the next `sync`. After a crash the records present are still a dense prefix: of the
 ///   writes not yet synced, any prefix may be present, each write whole or not at all.
 /// - `append`, `write`, `trim`, `seal` and `close` are called by one thread at a time (the
-///   log's writer); `sync` by one thread at a time (the log's syncer), concurrently with
-///   `write`; reads by any thread concurrently with all of them. Every method may block on
-///   I/O: none is ever called on an async runtime's worker thread.
+///   log's writer); `sync` by one thread at a time (the log's syncer, concurrently with
+///   `write`; or the writer itself without `overlap-syncs`); reads by any thread
+///   concurrently with all of them. Every method may block on I/O: none is ever called on
+///   an async runtime's worker thread.
 pub trait Loglet: Send + Sync + 'static {
     /// The loglet's state; after `open`, what it recovered from storage.
     fn state(&self) -> LogletState;

@@ -57,7 +57,10 @@ struct GateState {
 
 impl Gate {
     fn set_holding(&self, holding: bool) {
-        self.state.lock().expect("gate lock").holding = holding;
+        let mut state = self.state.lock().expect("gate lock");
+        state.holding = holding;
+        state.let_through = 0; // an unused let-through never carries over to a later hold
+        drop(state);
         self.changed.notify_all();
     }
 
@@ -85,7 +88,9 @@ impl Gate {
     fn wait_until_held(&self, count: usize) {
         let state = self.state.lock().expect("gate lock");
         let (state, waited) = self.changed.wait_timeout_while(state, HELD_WAIT_MAX, |s| s.held < count).expect("gate lock");
-        assert!(!waited.timed_out(), "{} of {count} calls held after {HELD_WAIT_MAX:?}", state.held);
+        let held = state.held;
+        drop(state); // not poisoned by the panic below: the calls held must still pass
+        assert!(!waited.timed_out(), "{held} of {count} calls held after {HELD_WAIT_MAX:?}");
     }
 }
 

@@ -2,12 +2,12 @@
 //!
 //! Appends, trims, seals and the close arrive through one bounded queue. The writer takes
 //! the first waiting command; if it is an append, it also takes every append already waiting
-//! behind it (bounded by records and bytes per group commit) and writes them all with one
-//! call to the loglet. While that group is written and synced, new appends gather in the
-//! queue and form the next group: no timer is needed to batch. Results are released only
-//! after the group is durable and the new tail is published. A group of more than two
-//! appends is written first and synced after: the appends that arrive while it is written
-//! join it before the sync, so that they share it (see `Writer::write_and_sync`).
+//! behind it (bounded by records and bytes per group commit) and writes them all to the
+//! loglet. No timer is needed to batch: the appends arriving while a group is written and
+//! synced form the next group, except that without `overlap-syncs` (the default) those
+//! arriving while a group of more than two is written join it before its sync and share it
+//! (see `Writer::write_and_sync`). Results are released only after the group is durable
+//! and the new tail is published.
 //!
 //! With `overlap-syncs` (off by default: on 2 cores the backend loses more to the hand-offs
 //! than it gains), the sync overlaps the next write: the writer writes a group without
