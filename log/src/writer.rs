@@ -443,18 +443,12 @@ impl Writer {
             group.refuse(&err);
             return appends;
         }
-        if !self.options.overlap_syncs {
+        // Made durable here without the syncer, or when nothing is in flight and the group is
+        // a lone appender or two; else written here and synced by the syncer.
+        if !self.options.overlap_syncs || (self.in_flight.load(Ordering::Acquire) == 0 && appends <= LONE_GROUP_MAX) {
             return self.write_and_sync(group, held, state);
         }
-        // Synced here when nothing is in flight and the group is a lone appender or two; else
-        // written here and synced by the syncer.
-        let inline = self.in_flight.load(Ordering::Acquire) == 0 && appends <= LONE_GROUP_MAX;
-        let outcome = if inline { self.loglet.append(&group.entries) } else { self.loglet.write(&group.entries) };
-        let err = match outcome.and_then(|first| Self::advance(state, first, group.entries.len())) {
-            Ok(first) if inline => {
-                self.publisher.publish(first, group);
-                return appends;
-            }
+        let err = match self.loglet.write(&group.entries).and_then(|first| Self::advance(state, first, group.entries.len())) {
             Ok(first) => {
                 self.in_flight.fetch_add(1, Ordering::Release);
                 match self.handoffs.send(Handoff::Written { first, group }) {
@@ -479,7 +473,7 @@ impl Writer {
         appends
     }
 
-    /// Writes `group` and makes it durable, without the syncer. A lone appender's group (or
+    /// Writes `group` and makes it durable, on the writer itself. A lone appender's group (or
     /// two appenders') is written with a sync, in one call. A larger group is written without
     /// a sync; the appends that arrived while it was written join it and are written too,
     /// again while more arrive (up to the group's bounds), and then one sync makes every part
