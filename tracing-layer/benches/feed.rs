@@ -83,8 +83,9 @@ fn records(catalog: &Catalog) -> Vec<Record> {
 
 fn rows_of(records: &[Record], catalog: &Catalog) -> Rows {
     let mut rows = Rows::default();
+    let ingest = comb_tracing::Ingest::new(catalog);
     for record in records {
-        comb_tracing::ingest(record, catalog, &mut rows);
+        ingest.record(record, &mut rows);
     }
     rows
 }

@@ -1,9 +1,9 @@
-//! From log records to trace rows: pure functions over a record and the catalog.
+//! From log records to trace rows: [`Ingest`] turns a record into rows against the catalog.
 
 use std::ops::Range;
 
 use comb_backend::keycodec::decode_key;
-use comb_backend::{CommitRecord, InvocationRecord, LogRecord, Value, WriteRecord, decode_payload, decode_row, value_to_json};
+use comb_backend::{CommitRecord, InvocationRecord, LogRecord, ValueRef, WriteRecord, decode_payload, decode_row_ref, value_to_json};
 use comb_log::Record;
 use comb_planner::{Catalog, Table, TableId};
 
@@ -19,19 +19,97 @@ const WORKFLOWS_TABLE: &str = "comb_workflows";
 /// The kind of a write that is a table row (not an index entry or a recorded output).
 const WRITE_ROW: u32 = 0;
 
-/// Adds the rows one log record yields. A record that is not the backend's, or that does
-/// not decode, yields nothing and is reported: the trace must never stop the feed.
-pub fn ingest(record: &Record, catalog: &Catalog, rows: &mut Rows) {
-    match decode_payload(&record.payload) {
-        Ok(LogRecord::Commit(commit)) => ingest_commit(record.lsn as i64, &commit, catalog, rows),
-        Ok(LogRecord::Trace(trace)) => {
-            for invocation in trace.invocations.iter().filter(|i| !is_system(&i.function)) {
-                rows.push_invocation(invocation_row(None, invocation));
-                read_rows(None, invocation, catalog, rows);
+/// Turns log records into trace rows against one catalog, with what the rows need of it
+/// looked up once (the feed makes one for each run of records it reads).
+#[derive(Debug)]
+pub struct Ingest<'c> {
+    catalog: &'c Catalog,
+    /// Where `comb_workflows`' columns are, when the catalog has that table.
+    workflows: Option<WorkflowColumns>,
+}
+
+/// The table id and column places of `comb_workflows`, whose rows are the workflow runs (a
+/// column the table lacks reads as NULL).
+#[derive(Debug, Clone, Copy)]
+struct WorkflowColumns {
+    table: TableId,
+    id: Option<usize>,
+    name: Option<usize>,
+    version: Option<usize>,
+    status: Option<usize>,
+    input: Option<usize>,
+    output: Option<usize>,
+    error: Option<usize>,
+    started_us: Option<usize>,
+    ended_us: Option<usize>,
+}
+
+impl WorkflowColumns {
+    fn of(table: &Table) -> WorkflowColumns {
+        let at = |name: &str| table.column_index(name);
+        WorkflowColumns {
+            table: table.id,
+            id: at("id"),
+            name: at("name"),
+            version: at("version"),
+            status: at("status"),
+            input: at("input"),
+            output: at("output"),
+            error: at("error"),
+            started_us: at("started_us"),
+            ended_us: at("ended_us"),
+        }
+    }
+}
+
+impl<'c> Ingest<'c> {
+    pub fn new(catalog: &'c Catalog) -> Self {
+        Ingest { catalog, workflows: catalog.table(WORKFLOWS_TABLE).map(WorkflowColumns::of) }
+    }
+
+    /// Adds the rows one log record yields. A record that is not the backend's, or that does
+    /// not decode, yields nothing and is reported: the trace must never stop the feed.
+    pub fn record(&self, record: &Record, rows: &mut Rows) {
+        match decode_payload(&record.payload) {
+            Ok(LogRecord::Commit(commit)) => self.commit(record.lsn as i64, &commit, rows),
+            Ok(LogRecord::Trace(trace)) => {
+                for invocation in trace.invocations.iter().filter(|i| !is_system(&i.function)) {
+                    rows.push_invocation(invocation_row(None, invocation));
+                    read_rows(None, invocation, self.catalog, rows);
+                }
+            }
+            Ok(LogRecord::Catalog(_)) => {}
+            Err(err) => tracing::warn!(lsn = record.lsn, error = %err, "a log record the tracing layer cannot read; skipped"),
+        }
+    }
+
+    fn commit(&self, lsn: i64, commit: &CommitRecord, rows: &mut Rows) {
+        for invocation in commit.invocations.iter().filter(|i| !is_system(&i.function)) {
+            rows.push_invocation(invocation_row(Some(lsn), invocation));
+            read_rows(Some(lsn), invocation, self.catalog, rows);
+        }
+        // Writes are attributed to the transaction's first application function: a
+        // multi-function transaction's members commit together.
+        let author = commit.invocations.iter().find(|i| !is_system(&i.function)).or(commit.invocations.first());
+        let commit_us = commit.invocations.iter().map(|i| i.end_us).max().unwrap_or_default() as i64;
+        let mut json = Json::default();
+        for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {
+            let outcome = match self.workflows {
+                Some(columns) if columns.table.0 == write.object => ended_run(lsn, write, &columns, rows),
+                _ => match self.catalog.table_by_id(TableId(write.object)) {
+                    Some(table) if is_system(&table.name) => Ok(()),
+                    Some(table) => change(lsn, commit_us, write, table, author, &mut json, rows),
+                    None => {
+                        tracing::warn!(lsn, table = write.object, "a write to a table the catalog does not know; skipped");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(err) = outcome {
+                let table = self.catalog.table_by_id(TableId(write.object)).map_or("?", |t| t.name.as_str());
+                tracing::warn!(lsn, table, error = %err, "a row image the tracing layer cannot read; skipped");
             }
         }
-        Ok(LogRecord::Catalog(_)) => {}
-        Err(err) => tracing::warn!(lsn = record.lsn, error = %err, "a log record the tracing layer cannot read; skipped"),
     }
 }
 
@@ -55,34 +133,6 @@ fn invocation_row(lsn: Option<i64>, invocation: &InvocationRecord) -> Invocation
     }
 }
 
-fn ingest_commit(lsn: i64, commit: &CommitRecord, catalog: &Catalog, rows: &mut Rows) {
-    for invocation in commit.invocations.iter().filter(|i| !is_system(&i.function)) {
-        rows.push_invocation(invocation_row(Some(lsn), invocation));
-        read_rows(Some(lsn), invocation, catalog, rows);
-    }
-    // Writes are attributed to the transaction's first application function: a
-    // multi-function transaction's members commit together.
-    let author = commit.invocations.iter().find(|i| !is_system(&i.function)).or(commit.invocations.first());
-    let commit_us = commit.invocations.iter().map(|i| i.end_us).max().unwrap_or_default() as i64;
-    let mut json = Json::default();
-    for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {
-        let Some(table) = catalog.table_by_id(TableId(write.object)) else {
-            tracing::warn!(lsn, table = write.object, "a write to a table the catalog does not know; skipped");
-            continue;
-        };
-        let outcome = if table.name == WORKFLOWS_TABLE {
-            ended_run(lsn, write, table, rows)
-        } else if !is_system(&table.name) {
-            change(lsn, commit_us, write, table, author, &mut json, rows)
-        } else {
-            Ok(())
-        };
-        if let Err(err) = outcome {
-            tracing::warn!(lsn, table = %table.name, error = %err, "a row image the tracing layer cannot read; skipped");
-        }
-    }
-}
-
 /// The rows of application tables an invocation read (its keys of index entries and of
 /// system tables are left out).
 fn read_rows(lsn: Option<i64>, invocation: &InvocationRecord, catalog: &Catalog, rows: &mut Rows) {
@@ -95,7 +145,7 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationRecord, catalog: &Catalog,
             continue;
         };
         json.clear();
-        let key = json.object(table.primary_key.iter().zip(&values).filter_map(|(&c, v)| Some((table.columns.get(c)?.name.as_str(), v))));
+        let key = json.object(table.primary_key.iter().zip(&values).filter_map(|(&c, v)| Some((table.columns.get(c)?.name.as_str(), ValueRef::from(v)))));
         rows.push_read(ReadRow {
             lsn,
             workflow_id: invocation.workflow_id.as_deref(),
@@ -118,7 +168,7 @@ impl Json {
     }
 
     /// Writes the columns and their values as a JSON object, in the table's column order.
-    fn object<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, &'a Value)>) -> Range<usize> {
+    fn object<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, ValueRef<'a>)>) -> Range<usize> {
         let start = self.0.len();
         let out = &mut self.0;
         out.push(b'{');
@@ -129,11 +179,11 @@ impl Json {
             write_json(out, name);
             out.push(b':');
             match value {
-                Value::Null => out.extend_from_slice(b"null"),
-                Value::Int(v) => write_json(out, v),
-                Value::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
-                Value::Text(v) => write_json(out, v.as_str()),
-                other => write_json(out, &value_to_json(other)),
+                ValueRef::Null => out.extend_from_slice(b"null"),
+                ValueRef::Int(v) => write_json(out, &v),
+                ValueRef::Bool(v) => out.extend_from_slice(if v { b"true" } else { b"false" }),
+                ValueRef::Text(v) => write_json(out, v),
+                other => write_json(out, &value_to_json(&other.to_value())),
             }
         }
         out.push(b'}');
@@ -151,8 +201,8 @@ fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
 }
 
 fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: Option<&InvocationRecord>, json: &mut Json, rows: &mut Rows) -> comb_backend::Result<()> {
-    let before = write.before.as_deref().map(decode_row).transpose()?;
-    let after = write.after.as_deref().map(decode_row).transpose()?;
+    let before = write.before.as_deref().map(decode_row_ref).transpose()?;
+    let after = write.after.as_deref().map(decode_row_ref).transpose()?;
     let operation = match (&before, &after) {
         (None, _) => "insert",
         (Some(_), Some(_)) => "update",
@@ -160,8 +210,8 @@ fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: 
     };
     let image = after.as_ref().or(before.as_ref()).map(Vec::as_slice).unwrap_or_default();
     json.clear();
-    let key = json.object(table.primary_key.iter().filter_map(|&c| Some((table.columns.get(c)?.name.as_str(), image.get(c)?))));
-    let mut object = |values: &Vec<Value>| json.object(table.columns.iter().map(|c| c.name.as_str()).zip(values));
+    let key = json.object(table.primary_key.iter().filter_map(|&c| Some((table.columns.get(c)?.name.as_str(), *image.get(c)?))));
+    let mut object = |values: &Vec<ValueRef<'_>>| json.object(table.columns.iter().map(|c| c.name.as_str()).zip(values.iter().copied()));
     let (before, after) = (before.as_ref().map(&mut object), after.as_ref().map(&mut object));
     rows.push_change(ChangeRow {
         lsn,
@@ -180,20 +230,19 @@ fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: 
 }
 
 /// The run a write to `comb_workflows` ended, if it ended one.
-fn ended_run(lsn: i64, write: &WriteRecord, table: &Table, rows: &mut Rows) -> comb_backend::Result<()> {
+fn ended_run(lsn: i64, write: &WriteRecord, columns: &WorkflowColumns, rows: &mut Rows) -> comb_backend::Result<()> {
     let Some(after) = write.after.as_deref() else { return Ok(()) };
-    let values = decode_row(after)?;
-    let column = |name: &str| table.column_index(name).and_then(|i| values.get(i));
-    let text = |name: &str| match column(name) {
-        Some(Value::Text(t)) => Some(t.as_str()),
+    let values = decode_row_ref(after)?;
+    let text = |at: Option<usize>| match at.and_then(|at| values.get(at)) {
+        Some(ValueRef::Text(t)) => Some(*t),
         _ => None,
     };
-    let int = |name: &str| match column(name) {
-        Some(Value::Int(v)) => Some(*v),
+    let int = |at: Option<usize>| match at.and_then(|at| values.get(at)) {
+        Some(ValueRef::Int(v)) => Some(*v),
         _ => None,
     };
-    let Some(status) = text("status").filter(|&s| s != "running") else { return Ok(()) };
-    let (Some(id), Some(name), Some(version), Some(start_us)) = (text("id"), text("name"), int("version"), int("started_us")) else {
+    let Some(status) = text(columns.status).filter(|&s| s != "running") else { return Ok(()) };
+    let (Some(id), Some(name), Some(version), Some(start_us)) = (text(columns.id), text(columns.name), int(columns.version), int(columns.started_us)) else {
         return Ok(());
     };
     rows.push_workflow(WorkflowRow {
@@ -201,11 +250,11 @@ fn ended_run(lsn: i64, write: &WriteRecord, table: &Table, rows: &mut Rows) -> c
         name,
         version,
         status,
-        input: text("input").unwrap_or_default(),
-        output: text("output"),
-        error: text("error"),
+        input: text(columns.input).unwrap_or_default(),
+        output: text(columns.output),
+        error: text(columns.error),
         start_us,
-        end_us: int("ended_us"),
+        end_us: int(columns.ended_us),
         lsn,
     });
     Ok(())
@@ -213,7 +262,7 @@ fn ended_run(lsn: i64, write: &WriteRecord, table: &Table, rows: &mut Rows) -> c
 
 #[cfg(test)]
 mod tests {
-    use comb_backend::{TRACE_TAG, TraceRecord, encode_commit, encode_row, encode_trace};
+    use comb_backend::{TRACE_TAG, TraceRecord, Value, encode_commit, encode_row, encode_trace};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
@@ -280,7 +329,7 @@ mod tests {
             ..Default::default()
         };
         let mut rows = Rows::default();
-        ingest(&Record { lsn: 42, tags: vec![2], payload: encode_commit(&commit).into() }, &catalog, &mut rows);
+        Ingest::new(&catalog).record(&Record { lsn: 42, tags: vec![2], payload: encode_commit(&commit).into() }, &mut rows);
         assert_eq!(rows.counts(), [1, 3, 1, 0]);
         let [invocations, changes, workflows, reads] = printed(rows, ALL);
         assert_eq!(invocations, ["42 | w1 | pay | deposit | 1 | 1970-01-01T00:00:00.000010Z | 15 | succeeded | NULL | false | false | false"]);
@@ -295,6 +344,28 @@ mod tests {
     }
 
     #[test]
+    fn images_of_every_type_are_json() {
+        let catalog = Catalog::new()
+            .apply("CREATE TABLE mixed (id BIGINT PRIMARY KEY, d DOUBLE, t TIMESTAMP, b BOOLEAN, x BYTEA, s TEXT, n TEXT)")
+            .unwrap();
+        let mixed = catalog.table("mixed").unwrap();
+        let row = vec![
+            Value::Int(-3),
+            Value::Double(1.5),
+            Value::Timestamp(86_400_000_001),
+            Value::Bool(false),
+            Value::Bytes(vec![0, 255]),
+            Value::Text("a \"quoted\"\n\u{e9}".into()),
+            Value::Null,
+        ];
+        let commit = CommitRecord { invocations: vec![invocation("put", "p")], writes: vec![row_write(mixed, None, Some(row))], ..Default::default() };
+        let mut rows = Rows::default();
+        Ingest::new(&catalog).record(&Record { lsn: 3, tags: vec![1], payload: encode_commit(&commit).into() }, &mut rows);
+        let [_, changes, _, _] = printed(rows, [&[], &["key", "after"], &[], &[]]);
+        assert_eq!(changes, [r#"{"id":-3} | {"id":-3,"d":1.5,"t":"1970-01-02 00:00:00.000001","b":false,"x":[0,255],"s":"a \"quoted\"\né","n":null}"#]);
+    }
+
+    #[test]
     fn read_keys_yield_read_events_for_application_rows_only() {
         let catalog = catalog();
         let accounts = catalog.table("accounts").unwrap();
@@ -306,7 +377,7 @@ mod tests {
             ..invocation("balance", "look")
         };
         let mut rows = Rows::default();
-        ingest(&Record { lsn: 9, tags: vec![TRACE_TAG], payload: encode_trace(&TraceRecord { invocations: vec![read] }).into() }, &catalog, &mut rows);
+        Ingest::new(&catalog).record(&Record { lsn: 9, tags: vec![TRACE_TAG], payload: encode_trace(&TraceRecord { invocations: vec![read] }).into() }, &mut rows);
         let [invocations, _, _, reads] = printed(rows, [&["function", "read_only"], &[], &[], READ]);
         assert_eq!(invocations, ["balance | true"]);
         assert_eq!(reads, [r#"NULL | w1 | look | balance | accounts | {"id":7}"#], "the read of a system table's row and of an unknown table are left out");
@@ -320,8 +391,8 @@ mod tests {
         let system = InvocationRecord { read_only: true, ..invocation("comb_workflow_get", "x") };
         let trace = TraceRecord { invocations: vec![failed, read, system] };
         let mut rows = Rows::default();
-        ingest(&Record { lsn: 5, tags: vec![TRACE_TAG], payload: encode_trace(&trace).into() }, &catalog, &mut rows);
-        ingest(&Record { lsn: 6, tags: vec![1], payload: vec![77, 1, 2].into() }, &catalog, &mut rows);
+        Ingest::new(&catalog).record(&Record { lsn: 5, tags: vec![TRACE_TAG], payload: encode_trace(&trace).into() }, &mut rows);
+        Ingest::new(&catalog).record(&Record { lsn: 6, tags: vec![1], payload: vec![77, 1, 2].into() }, &mut rows);
         assert_eq!(rows.counts(), [2, 0, 0, 0]);
         let [invocations, ..] = printed(rows, [&["function", "lsn", "status", "error", "read_only"], &[], &[], &[]]);
         assert_eq!(invocations, ["withdraw | NULL | failed | no funds | false", "balance | NULL | succeeded | NULL | true"]);

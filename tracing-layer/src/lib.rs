@@ -53,7 +53,7 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 
 pub use error::{Error, Result};
-pub use ingest::{SYSTEM_PREFIX, ingest};
+pub use ingest::{Ingest, SYSTEM_PREFIX};
 pub use options::TracingOptions;
 pub use query::QueryResult;
 pub use tables::TABLES;
@@ -285,11 +285,12 @@ impl Feed {
                     let Some(chunk) = chunk else { break };
                     let full = chunk.len() == self.options.feed_batch_records;
                     let catalog = (self.catalog)();
+                    let ingest = Ingest::new(&catalog);
                     let mut ended = None;
                     for item in chunk {
                         match item {
                             Ok(record) => {
-                                ingest::ingest(&record, &catalog, &mut step.rows);
+                                ingest.record(&record, &mut step.rows);
                                 step.last = Some(record.lsn);
                             }
                             Err(err) => ended = Some(err),

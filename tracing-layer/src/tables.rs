@@ -172,20 +172,18 @@ pub struct Rows {
 
 impl Default for Rows {
     fn default() -> Self {
-        Rows::with_room([0; 4])
+        Rows { invocations: Invocations::new(0), changes: Changes::new(0), workflows: Workflows::new(0), reads: Reads::new(0) }
     }
 }
 
 impl Rows {
-    /// No rows, with room for `rows[t]` rows in table number `t`.
-    fn with_room(rows: [usize; 4]) -> Rows {
-        Rows { invocations: Invocations::new(rows[0]), changes: Changes::new(rows[1]), workflows: Workflows::new(rows[2]), reads: Reads::new(rows[3]) }
-    }
-
-    /// No rows, with room for as many as `other` holds in each table (the feed's steps are
-    /// alike: this spares each one growing its columns from nothing).
+    /// No rows, with room for as many rows, and as many bytes of text in each column, as
+    /// `other` holds (the feed's steps are alike: this spares each one growing its columns
+    /// from nothing, with a copy of all they hold at each doubling). The room counts in the
+    /// tail's size (`get_array_memory_size`), so a small step after a large one can bring a
+    /// flush a little early: one step's worth, no more.
     pub fn with_room_of(other: &Rows) -> Rows {
-        Rows::with_room(other.counts())
+        Rows { invocations: other.invocations.like(), changes: other.changes.like(), workflows: other.workflows.like(), reads: other.reads.like() }
     }
 
     /// Rows in each table, in [`TABLES`]' order.
@@ -245,6 +243,37 @@ pub fn write_parquet(out: impl std::io::Write + Send, table: usize, batches: &[R
     Ok(())
 }
 
+/// An Arrow builder that can make an empty one like itself.
+trait Like {
+    /// An empty builder with room for as many values, and bytes of values, as this one
+    /// holds.
+    fn like(&self) -> Self;
+}
+
+impl Like for StringBuilder {
+    fn like(&self) -> Self {
+        StringBuilder::with_capacity(self.len(), self.values_slice().len())
+    }
+}
+
+impl Like for Int64Builder {
+    fn like(&self) -> Self {
+        Int64Builder::with_capacity(self.len())
+    }
+}
+
+impl Like for TimestampMicrosecondBuilder {
+    fn like(&self) -> Self {
+        timestamps(self.len())
+    }
+}
+
+impl Like for BooleanBuilder {
+    fn like(&self) -> Self {
+        BooleanBuilder::with_capacity(self.len())
+    }
+}
+
 fn timestamps(rows: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")
 }
@@ -298,6 +327,25 @@ impl Invocations {
             recorded: BooleanBuilder::with_capacity(rows),
             replayed: BooleanBuilder::with_capacity(rows),
             read_only: BooleanBuilder::with_capacity(rows),
+        }
+    }
+
+    /// No rows, with room for as many as these columns hold.
+    fn like(&self) -> Self {
+        Invocations {
+            lsn: self.lsn.like(),
+            workflow_id: self.workflow_id.like(),
+            step: self.step.like(),
+            function: self.function.like(),
+            partition: self.partition.like(),
+            start: self.start.like(),
+            end: self.end.like(),
+            duration_us: self.duration_us.like(),
+            status: self.status.like(),
+            error: self.error.like(),
+            recorded: self.recorded.like(),
+            replayed: self.replayed.like(),
+            read_only: self.read_only.like(),
         }
     }
 
@@ -370,6 +418,23 @@ impl Changes {
         }
     }
 
+    /// No rows, with room for as many as these columns hold.
+    fn like(&self) -> Self {
+        Changes {
+            lsn: self.lsn.like(),
+            commit: self.commit.like(),
+            table: self.table.like(),
+            operation: self.operation.like(),
+            partition: self.partition.like(),
+            key: self.key.like(),
+            before: self.before.like(),
+            after: self.after.like(),
+            workflow_id: self.workflow_id.like(),
+            step: self.step.like(),
+            function: self.function.like(),
+        }
+    }
+
     fn push(&mut self, row: ChangeRow<'_>) {
         self.lsn.append_value(row.lsn);
         self.commit.append_value(row.commit_us);
@@ -435,6 +500,23 @@ impl Workflows {
         }
     }
 
+    /// No rows, with room for as many as these columns hold.
+    fn like(&self) -> Self {
+        Workflows {
+            id: self.id.like(),
+            name: self.name.like(),
+            version: self.version.like(),
+            status: self.status.like(),
+            input: self.input.like(),
+            output: self.output.like(),
+            error: self.error.like(),
+            start: self.start.like(),
+            end: self.end.like(),
+            duration_us: self.duration_us.like(),
+            lsn: self.lsn.like(),
+        }
+    }
+
     fn push(&mut self, row: WorkflowRow<'_>) {
         self.id.append_value(row.id);
         self.name.append_value(row.name);
@@ -483,6 +565,18 @@ impl Reads {
         Reads { lsn: Int64Builder::with_capacity(rows), workflow_id: texts(rows), step: texts(rows), function: texts(rows), table: texts(rows), key: texts(rows) }
     }
 
+    /// No rows, with room for as many as these columns hold.
+    fn like(&self) -> Self {
+        Reads {
+            lsn: self.lsn.like(),
+            workflow_id: self.workflow_id.like(),
+            step: self.step.like(),
+            function: self.function.like(),
+            table: self.table.like(),
+            key: self.key.like(),
+        }
+    }
+
     fn push(&mut self, row: ReadRow<'_>) {
         self.lsn.append_option(row.lsn);
         self.workflow_id.append_option(row.workflow_id);
@@ -496,5 +590,34 @@ impl Reads {
         let columns =
             vec![array(&mut self.lsn), array(&mut self.workflow_id), array(&mut self.step), array(&mut self.function), array(&mut self.table), array(&mut self.key)];
         batch(3, columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push_one_of_each(rows: &mut Rows, lsn: i64) {
+        let text = "x".repeat(lsn as usize);
+        rows.push_invocation(InvocationRow { lsn: Some(lsn), workflow_id: Some(&text), step: None, function: "f", partition: Some(1), start_us: 1, end_us: 2, error: None, recorded: true, replayed: false, read_only: false });
+        rows.push_change(ChangeRow { lsn, commit_us: 2, table: "t", operation: "insert", partition: 1, key: &text, before: None, after: Some(&text), workflow_id: None, step: None, function: Some("f") });
+        rows.push_workflow(WorkflowRow { id: &text, name: "w", version: 1, status: "succeeded", input: "{}", output: Some(&text), error: None, start_us: 1, end_us: Some(3), lsn });
+        rows.push_read(ReadRow { lsn: Some(lsn), workflow_id: None, step: None, function: "f", table: "t", key: &text });
+    }
+
+    #[test]
+    fn rows_with_room_of_others_start_empty_and_fit_the_schemas() {
+        let mut rows = Rows::default();
+        for lsn in 1..=100 {
+            push_one_of_each(&mut rows, lsn);
+        }
+        let mut next = Rows::with_room_of(&rows);
+        assert_eq!(next.counts(), [0; 4], "room, not rows");
+        push_one_of_each(&mut next, 7);
+        // Each batch is checked against its table's schema (the timestamps' time zone too).
+        let batches = next.into_batches().unwrap();
+        assert_eq!(batches.iter().map(|b| b.as_ref().map_or(0, RecordBatch::num_rows)).collect::<Vec<_>>(), [1; 4]);
+        let all = rows.into_batches().unwrap();
+        assert_eq!(all.iter().map(|b| b.as_ref().map_or(0, RecordBatch::num_rows)).collect::<Vec<_>>(), [100; 4]);
     }
 }
