@@ -172,7 +172,7 @@ pub struct Rows {
 
 impl Default for Rows {
     fn default() -> Self {
-        Rows { invocations: Invocations::new(0), changes: Changes::new(0), workflows: Workflows::new(0), reads: Reads::new(0) }
+        Rows { invocations: Invocations::new(), changes: Changes::new(), workflows: Workflows::new(), reads: Reads::new() }
     }
 }
 
@@ -278,10 +278,6 @@ fn timestamps(rows: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")
 }
 
-fn texts(rows: usize) -> StringBuilder {
-    StringBuilder::with_capacity(rows, 0)
-}
-
 fn array(builder: &mut impl ArrayBuilder) -> ArrayRef {
     builder.finish()
 }
@@ -312,21 +308,21 @@ struct Invocations {
 }
 
 impl Invocations {
-    fn new(rows: usize) -> Self {
+    fn new() -> Self {
         Invocations {
-            lsn: Int64Builder::with_capacity(rows),
-            workflow_id: texts(rows),
-            step: texts(rows),
-            function: texts(rows),
-            partition: Int64Builder::with_capacity(rows),
-            start: timestamps(rows),
-            end: timestamps(rows),
-            duration_us: Int64Builder::with_capacity(rows),
-            status: texts(rows),
-            error: texts(rows),
-            recorded: BooleanBuilder::with_capacity(rows),
-            replayed: BooleanBuilder::with_capacity(rows),
-            read_only: BooleanBuilder::with_capacity(rows),
+            lsn: Int64Builder::new(),
+            workflow_id: StringBuilder::new(),
+            step: StringBuilder::new(),
+            function: StringBuilder::new(),
+            partition: Int64Builder::new(),
+            start: timestamps(0),
+            end: timestamps(0),
+            duration_us: Int64Builder::new(),
+            status: StringBuilder::new(),
+            error: StringBuilder::new(),
+            recorded: BooleanBuilder::new(),
+            replayed: BooleanBuilder::new(),
+            read_only: BooleanBuilder::new(),
         }
     }
 
@@ -402,19 +398,19 @@ struct Changes {
 }
 
 impl Changes {
-    fn new(rows: usize) -> Self {
+    fn new() -> Self {
         Changes {
-            lsn: Int64Builder::with_capacity(rows),
-            commit: timestamps(rows),
-            table: texts(rows),
-            operation: texts(rows),
-            partition: Int64Builder::with_capacity(rows),
-            key: texts(rows),
-            before: texts(rows),
-            after: texts(rows),
-            workflow_id: texts(rows),
-            step: texts(rows),
-            function: texts(rows),
+            lsn: Int64Builder::new(),
+            commit: timestamps(0),
+            table: StringBuilder::new(),
+            operation: StringBuilder::new(),
+            partition: Int64Builder::new(),
+            key: StringBuilder::new(),
+            before: StringBuilder::new(),
+            after: StringBuilder::new(),
+            workflow_id: StringBuilder::new(),
+            step: StringBuilder::new(),
+            function: StringBuilder::new(),
         }
     }
 
@@ -484,19 +480,19 @@ struct Workflows {
 }
 
 impl Workflows {
-    fn new(rows: usize) -> Self {
+    fn new() -> Self {
         Workflows {
-            id: texts(rows),
-            name: texts(rows),
-            version: Int64Builder::with_capacity(rows),
-            status: texts(rows),
-            input: texts(rows),
-            output: texts(rows),
-            error: texts(rows),
-            start: timestamps(rows),
-            end: timestamps(rows),
-            duration_us: Int64Builder::with_capacity(rows),
-            lsn: Int64Builder::with_capacity(rows),
+            id: StringBuilder::new(),
+            name: StringBuilder::new(),
+            version: Int64Builder::new(),
+            status: StringBuilder::new(),
+            input: StringBuilder::new(),
+            output: StringBuilder::new(),
+            error: StringBuilder::new(),
+            start: timestamps(0),
+            end: timestamps(0),
+            duration_us: Int64Builder::new(),
+            lsn: Int64Builder::new(),
         }
     }
 
@@ -561,8 +557,8 @@ struct Reads {
 }
 
 impl Reads {
-    fn new(rows: usize) -> Self {
-        Reads { lsn: Int64Builder::with_capacity(rows), workflow_id: texts(rows), step: texts(rows), function: texts(rows), table: texts(rows), key: texts(rows) }
+    fn new() -> Self {
+        Reads { lsn: Int64Builder::new(), workflow_id: StringBuilder::new(), step: StringBuilder::new(), function: StringBuilder::new(), table: StringBuilder::new(), key: StringBuilder::new() }
     }
 
     /// No rows, with room for as many as these columns hold.
