@@ -47,6 +47,11 @@ fn functions(runs: &Arc<Runs>) -> Vec<Function> {
                 tx.execute("put", (input["id"].as_i64(), input["body"].as_str().map(str::to_owned)))?;
                 Ok(json!({ "noted": input["id"] }))
             }),
+        // An output of `bytes` bytes of padding.
+        Function::new("pad").partition_by("id").run(|_, input| {
+            let bytes = input["bytes"].as_u64().ok_or("bytes must be a count")?.min(1 << 20);
+            Ok(json!({ "id": input["id"], "pad": "x".repeat(bytes as usize) }))
+        }),
         Function::new("fail").partition_by("id").run(|_, input| Err(format!("refused {}", input["id"]).into())),
         // Waits, up to 10 s, until another branch has arrived too: parallel branches meet,
         // serial ones would not.
@@ -403,6 +408,65 @@ async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap()["n"], 1);
     }
+    f.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_message_carries_at_most_its_bound_of_results() {
+    use comb_client::proto::{InvokeCall, InvokeCalls, InvokeRequest, invoke_result::Outcome};
+    use prost::Message;
+    // Calls whose results are about 6 KiB each: 48 of them are four to five times the bound of
+    // one message of results.
+    const CALLS: u64 = 48;
+    const PAD_BYTES: usize = 6 << 10;
+    let f = Fixture::new().await;
+    f.client.register_workflow(r#"{"name": "padded", "steps": [{"id": "p", "function": "pad", "input": "$input"}], "output": "$p"}"#).await.unwrap();
+    let from = f.log_tail();
+    let calls = InvokeCalls {
+        calls: (0..CALLS)
+            .map(|tag| InvokeCall {
+                tag,
+                request: Some(InvokeRequest { workflow: "padded".into(), input_json: json!({ "id": tag, "bytes": PAD_BYTES }).to_string(), ..Default::default() }),
+                timeout_ms: 0,
+            })
+            .collect(),
+    };
+    // A client that takes in at most 64 KiB of a stream before it has read them.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", f.server.as_ref().unwrap().1.local_addr()))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = comb_client::proto::comb_client::CombClient::new(channel);
+    let mut results = raw.invoke_stream(futures::stream::iter([calls])).await.unwrap().into_inner();
+    // Nothing is read until every call has committed: HTTP/2's flow control stops the server
+    // after its first results, and the rest end meanwhile. Read now, they are ready at once,
+    // as many as the server puts in one message.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.commits_after(from).await < CALLS as usize {
+        assert!(Instant::now() < deadline, "{} of {CALLS} calls committed", f.commits_after(from).await);
+        tokio::task::yield_now().await;
+    }
+    let (mut answered, mut full) = (Vec::new(), 0);
+    while let Some(message) = results.message().await.unwrap() {
+        let lens: Vec<usize> = message.results.iter().map(|r| r.encoded_len()).collect();
+        // The server stops adding results once a message holds the bound: only the last one
+        // added may cross it.
+        let before_last: usize = lens[..lens.len() - 1].iter().sum();
+        assert!(before_last < comb_client::STREAM_BATCH_BYTES_MAX, "a message of {} results, {lens:?} bytes", lens.len());
+        full += usize::from(lens.iter().sum::<usize>() >= comb_client::STREAM_BATCH_BYTES_MAX);
+        for result in message.results {
+            let Some(Outcome::Response(response)) = result.outcome else { panic!("call {} failed: {:?}", result.tag, result.outcome) };
+            let output: Value = serde_json::from_str(&response.workflow.unwrap().output_json).unwrap();
+            assert_eq!((output["id"].as_u64(), output["pad"].as_str().map(str::len)), (Some(result.tag), Some(PAD_BYTES)));
+            answered.push(result.tag);
+        }
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, (0..CALLS).collect::<Vec<_>>(), "every call answered once");
+    // Results did fill a message: otherwise the bound was never put to the test.
+    assert!(full > 0, "no message reached the bound");
     f.close().await;
 }
 
