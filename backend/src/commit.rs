@@ -30,8 +30,8 @@ const KIND_TRACE: u8 = 3;
 /// Version of the commit record's fields.
 pub const COMMIT_VERSION: u32 = 1;
 
-/// One transaction's commit: its writes with before and after images, the recorded output,
-/// and the invocation's identity and timing.
+/// One transaction's commit: its writes with before and after images (a recorded output is
+/// one of them), and the invocations' identity and timing.
 #[derive(Clone, PartialEq, Message)]
 pub struct CommitRecord {
     /// [`COMMIT_VERSION`].
@@ -47,10 +47,8 @@ pub struct CommitRecord {
     /// in the order they ran. (Repeated since version 1's single field: same encoding.)
     #[prost(message, repeated, tag = "4")]
     pub invocations: Vec<InvocationRecord>,
-    /// The function's output (JSON), when a single invocation asked for recording; the
-    /// outputs of a multi-function transaction are among its writes.
-    #[prost(bytes = "vec", optional, tag = "5")]
-    pub recorded_output: Option<Vec<u8>>,
+    // Tag 5 held a single invocation's recorded output a second time, beside its write; no
+    // longer written, and skipped (as any unknown field) in the records that have it.
 }
 
 /// One key written by a transaction.
@@ -196,9 +194,11 @@ mod tests {
             partitions: vec![0, 3],
             writes: vec![WriteRecord { partition: 3, kind: 0, object: 7, key: vec![0, 3, 0, 0, 0, 7, 1].into(), before: None, after: Some(vec![1, 0].into()) }],
             invocations: vec![InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), start_us: 1, end_us: 2, recorded: true, partition: Some(3), ..Default::default() }],
-            recorded_output: Some(b"42".to_vec()),
         };
-        assert_eq!(decode_payload(&encode_commit(&record).into()).unwrap(), LogRecord::Commit(record));
+        assert_eq!(decode_payload(&encode_commit(&record).into()).unwrap(), LogRecord::Commit(record.clone()));
+        // Records written before tag 5 (a recorded output's second copy) was dropped still read.
+        let with_tag_5 = [encode_commit(&record), vec![5 << 3 | 2, 2, b'4', b'2']].concat();
+        assert_eq!(decode_payload(&with_tag_5.into()).unwrap(), LogRecord::Commit(record));
         let ddl = CatalogRecord { ddl: "CREATE TABLE t (a BIGINT PRIMARY KEY)".into() };
         assert_eq!(decode_payload(&encode_catalog(&ddl).into()).unwrap(), LogRecord::Catalog(ddl));
         let trace = TraceRecord { invocations: vec![InvocationRecord { function: "g".into(), error: Some("no".into()), read_only: true, ..Default::default() }] };

@@ -554,7 +554,7 @@ pub(crate) fn check_json_bytes(value: &serde_json::Value, what: &'static str, li
 }
 
 /// Builds a commit record from a write set and the invocations that made it.
-pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord>, output: Option<&[u8]>) -> CommitRecord {
+pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord>) -> CommitRecord {
     let mut partitions: Vec<u32> = Vec::new();
     let records = writes
         .entries
@@ -575,7 +575,7 @@ pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord
         })
         .collect();
     partitions.sort_unstable();
-    CommitRecord { version: COMMIT_VERSION, partitions, writes: records, invocations, recorded_output: output.map(<[u8]>::to_vec) }
+    CommitRecord { version: COMMIT_VERSION, partitions, writes: records, invocations }
 }
 
 /// The outcome of running a job over some snapshot: either a read to release, or a commit
@@ -648,7 +648,6 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
     }
     let mut values: Vec<serde_json::Value> = Vec::with_capacity(job.members.len());
     let mut invocations = Vec::with_capacity(job.members.len());
-    let mut recorded_bytes = None;
     for (index, member) in job.members.iter().enumerate() {
         let start_us = now_us();
         *progress = Progress { member: index, start_us };
@@ -675,8 +674,7 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             Some(id) if member.record => {
                 let bytes = json_bytes(&value, OUTPUT, shared.json_bytes_max)?;
                 let key = recorded_key(record_partition, &id.workflow, &id.step);
-                writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(bytes.clone()) });
-                recorded_bytes = Some(bytes);
+                writes.entries.insert(key, Write { kind: WriteKind::Recorded, before: None, after: Some(bytes) });
             }
             // Not recorded: only its size is checked.
             _ => check_json_bytes(&value, OUTPUT, shared.json_bytes_max)?,
@@ -695,10 +693,7 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             .collect();
         return Ok(Ran::Read { output, traces });
     }
-    // One member's recorded output also travels in the record, for the tracing layer; a
-    // multi-function transaction's are in its writes.
-    let output_bytes = if job.members.len() == 1 { recorded_bytes } else { None };
-    let record = commit_record(&writes, invocations, output_bytes.as_deref());
+    let record = commit_record(&writes, invocations);
     let tags = record.partitions.iter().map(|p| partition_tag(*p as u16)).collect();
     Ok(Ran::Commit { output, writes, payload: encode_commit(&record), tags })
 }

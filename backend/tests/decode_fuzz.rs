@@ -20,7 +20,6 @@ fn a_commit() -> Vec<u8> {
         partitions: vec![1, 2],
         writes: vec![WriteRecord { partition: 1, kind: 1, object: 7, key: Bytes::from_static(b"\x00key"), before: Some(Bytes::from(row.clone())), after: Some(Bytes::from(row)), ..WriteRecord::default() }],
         invocations: vec![InvocationRecord { function: "f".into(), ..InvocationRecord::default() }],
-        recorded_output: Some(br#"{"n": 1}"#.to_vec()),
         ..CommitRecord::default()
     })
 }

@@ -212,10 +212,14 @@ fn recorded_invocations_run_once() {
         // Another step of the same workflow runs.
         engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 })).id("wf-1", "step-b").record()).await.unwrap();
         assert_eq!(balance(&engine, 1).await, json!(10));
-        // The record carries the output.
+        // The record carries the output once: as the recorded-output write, in the same record as
+        // the effects.
         let record = engine.log().read_prev(ANY_TAG, first.lsn.unwrap()).await.unwrap().unwrap();
         let LogRecord::Commit(commit) = decode_payload(&record.payload).unwrap() else { panic!() };
-        assert_eq!(commit.recorded_output.as_deref(), Some(&b"{\"balance\":5}"[..]));
+        let recorded: Vec<_> = commit.writes.iter().filter(|w| w.kind == 2).map(|w| w.after.as_deref()).collect();
+        assert_eq!(recorded, [Some(&b"{\"balance\":5}"[..])]);
+        let output = b"{\"balance\":5}";
+        assert_eq!(record.payload.windows(output.len()).filter(|w| *w == &output[..]).count(), 1, "the output is in the record once");
         assert_eq!(commit.invocations[0].workflow_id.as_deref(), Some("wf-1"));
         engine.close().await.unwrap();
 
