@@ -470,6 +470,65 @@ async fn a_stream_message_carries_at_most_its_bound_of_results() {
     f.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_is_gone_leaves_no_call_in_flight() {
+    use comb_client::proto::{InvokeCall, InvokeCalls, InvokeRequest};
+    const CALLS: u64 = 20;
+    let f = Fixture::new().await;
+    f.client.register_workflow(MEETING).await.unwrap();
+    let partition = |id: i64| f.partition_of(id);
+    let held = partition(1);
+    // `meet` holds its partition's executor until a second `meet` runs (or 10 s pass).
+    let first = {
+        let c = f.client.clone();
+        tokio::spawn(async move { c.invoke::<Value>("meeting", &json!({ "id": 1 })).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.runs.meet.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the first meet did not start");
+        tokio::task::yield_now().await;
+    }
+    // A stream whose calls all wait behind the held partition, its client side still open.
+    let ids: Vec<i64> = (100..).filter(|id| partition(*id) == held).take(CALLS as usize).collect();
+    let calls = InvokeCalls {
+        calls: ids
+            .iter()
+            .map(|&id| InvokeCall {
+                tag: id as u64,
+                request: Some(InvokeRequest { workflow: "count".into(), input_json: json!({ "id": id }).to_string(), ..Default::default() }),
+                timeout_ms: 0,
+            })
+            .collect(),
+    };
+    let (send, requests) = futures::channel::mpsc::unbounded();
+    send.unbounded_send(calls).unwrap();
+    let mut raw = comb_client::proto::comb_client::CombClient::connect(format!("http://{}", f.server.as_ref().unwrap().1.local_addr())).await.unwrap();
+    let results = raw.invoke_stream(requests).await.unwrap().into_inner();
+    let in_flight = || async { f.client.health().await.unwrap().workflows_in_flight };
+    while in_flight().await < 1 + CALLS {
+        assert!(Instant::now() < deadline + Duration::from_secs(5), "the stream's calls did not all start");
+        tokio::task::yield_now().await;
+    }
+    // The client goes away without closing its side: the server drops the stream's calls
+    // with it, and only the meet is left in flight.
+    drop((results, send, raw));
+    while in_flight().await != 1 {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "calls of a stream whose client is gone still in flight: {}", in_flight().await);
+        tokio::task::yield_now().await;
+    }
+    let other = (2..).find(|id| partition(*id) != held).unwrap();
+    f.client.invoke::<Value>("meeting", &json!({ "id": other })).await.unwrap();
+    first.await.unwrap().expect("the first meet ends");
+    // The server goes on: each counter of a call that was dropped was added to at most once,
+    // and a new call on the same keys runs.
+    for &id in &ids {
+        let n = f.client.invoke::<Value>("count", &json!({ "id": id })).await.unwrap()["n"].as_i64().unwrap();
+        assert!(n == 1 || n == 2, "counter {id} at {n} after one dropped call and one answered");
+    }
+    assert_eq!(in_flight().await, 0);
+    f.close().await;
+}
+
 async fn futures_join(calls: impl Iterator<Item = tokio::task::JoinHandle<comb_client::Result<comb_client::Run>>>) -> Vec<comb_client::Run> {
     let mut out = Vec::new();
     for call in calls {
