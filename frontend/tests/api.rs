@@ -136,6 +136,30 @@ impl Fixture {
         self.server.as_ref().unwrap().0.engine().log().tail()
     }
 
+    /// Holds the executor of key 1's partition with a `meet` (which waits for a second one)
+    /// and returns once it runs: the partition, and the meet's call.
+    async fn hold_partition(&self) -> (u16, tokio::task::JoinHandle<comb_client::Result<Value>>) {
+        self.client.register_workflow(MEETING).await.unwrap();
+        let first = {
+            let c = self.client.clone();
+            tokio::spawn(async move { c.invoke::<Value>("meeting", &json!({ "id": 1 })).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.runs.meet.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the first meet did not start");
+            tokio::task::yield_now().await;
+        }
+        (self.partition_of(1), first)
+    }
+
+    /// Lets the partition held by [`Fixture::hold_partition`] go, with a second `meet` on
+    /// another partition.
+    async fn let_go(&self, held: u16, first: tokio::task::JoinHandle<comb_client::Result<Value>>) {
+        let other = (2..).find(|id| self.partition_of(*id) != held).unwrap();
+        self.client.invoke::<Value>("meeting", &json!({ "id": other })).await.unwrap();
+        first.await.unwrap().expect("the first meet ends");
+    }
+
     /// Commit records after `lsn`. Trace records of reads and failures are appended after
     /// their replies, without waiting, so the raw tail is not a count of commits.
     async fn commits_after(&self, lsn: u64) -> usize {
@@ -365,19 +389,9 @@ async fn a_call_that_times_out_leaves_its_stream_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
     let f = Fixture::new().await;
-    f.client.register_workflow(MEETING).await.unwrap();
     let partition = |id: i64| f.partition_of(id);
-    let held = partition(1);
-    // `meet` holds its partition's executor until a second `meet` runs (or 10 s pass).
-    let first = {
-        let c = f.client.clone();
-        tokio::spawn(async move { c.invoke::<Value>("meeting", &json!({ "id": 1 })).await })
-    };
+    let (held, first) = f.hold_partition().await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while f.runs.meet.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the first meet did not start");
-        tokio::task::yield_now().await;
-    }
     // More calls than a stream runs at once, on a client of their own, all behind the held
     // partition: the stream starts STREAM_CALLS_IN_FLIGHT_MAX of them and holds the rest.
     let over = comb_frontend::STREAM_CALLS_IN_FLIGHT_MAX + 76;
@@ -402,9 +416,7 @@ async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
     }
     assert!(seen.iter().all(|n| *n <= bound), "the meet and at most the stream's bound in flight: {seen:?}");
     // A second meet, on the other partition, lets the first go: every call then ends.
-    let other = (2..).find(|id| partition(*id) != held).unwrap();
-    f.client.invoke::<Value>("meeting", &json!({ "id": other })).await.unwrap();
-    first.await.unwrap().expect("the first meet ends");
+    f.let_go(held, first).await;
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap()["n"], 1);
     }
@@ -475,19 +487,9 @@ async fn a_stream_whose_client_is_gone_leaves_no_call_in_flight() {
     use comb_client::proto::{InvokeCall, InvokeCalls, InvokeRequest};
     const CALLS: u64 = 20;
     let f = Fixture::new().await;
-    f.client.register_workflow(MEETING).await.unwrap();
     let partition = |id: i64| f.partition_of(id);
-    let held = partition(1);
-    // `meet` holds its partition's executor until a second `meet` runs (or 10 s pass).
-    let first = {
-        let c = f.client.clone();
-        tokio::spawn(async move { c.invoke::<Value>("meeting", &json!({ "id": 1 })).await })
-    };
+    let (held, first) = f.hold_partition().await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while f.runs.meet.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the first meet did not start");
-        tokio::task::yield_now().await;
-    }
     // A stream whose calls all wait behind the held partition, its client side still open.
     let ids: Vec<i64> = (100..).filter(|id| partition(*id) == held).take(CALLS as usize).collect();
     let calls = InvokeCalls {
@@ -516,9 +518,7 @@ async fn a_stream_whose_client_is_gone_leaves_no_call_in_flight() {
         assert!(Instant::now() < deadline + Duration::from_secs(10), "calls of a stream whose client is gone still in flight: {}", in_flight().await);
         tokio::task::yield_now().await;
     }
-    let other = (2..).find(|id| partition(*id) != held).unwrap();
-    f.client.invoke::<Value>("meeting", &json!({ "id": other })).await.unwrap();
-    first.await.unwrap().expect("the first meet ends");
+    f.let_go(held, first).await;
     // The server goes on: each counter of a call that was dropped was added to at most once,
     // and a new call on the same keys runs.
     for &id in &ids {
