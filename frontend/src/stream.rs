@@ -21,8 +21,10 @@
 //! with the status of a malformed message (or one of more than `STREAM_BATCH_CALLS_MAX`
 //! calls). At most `STREAM_CALLS_IN_FLIGHT_MAX` calls run; the calls of the message that
 //! reached the bound wait to start, and no more are read until they have (HTTP/2 flow
-//! control then holds the client). A client that stops reading stops the stream's calls too
-//! (nothing polls them). A call with a time-out is stopped when it passes.
+//! control then holds the client). A client that stops reading holds the stream back: no more
+//! of its calls are read or started, and the results of those running wait to be sent (a
+//! call already in an executor's queue still runs). A client that resets the stream, or
+//! goes away, drops its calls with it. A call with a time-out is stopped when it passes.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
