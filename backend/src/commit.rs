@@ -48,7 +48,8 @@ pub struct CommitRecord {
     #[prost(message, repeated, tag = "4")]
     pub invocations: Vec<InvocationRecord>,
     // Tag 5 held a single invocation's recorded output a second time, beside its write; no
-    // longer written, and skipped (as any unknown field) in the records that have it.
+    // longer written, and skipped (as any unknown field) in the records that have it. Never
+    // reuse tag 5: old records would decode into the new field.
 }
 
 /// One key written by a transaction.
