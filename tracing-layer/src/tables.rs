@@ -162,18 +162,12 @@ pub struct ReadRow<'a> {
 /// Rows of every table, as produced from a run of log records: appended straight to the
 /// Arrow builders of each table's columns, so that each value is copied once, from the
 /// decoded record into the column it ends in.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Rows {
     invocations: Invocations,
     changes: Changes,
     workflows: Workflows,
     reads: Reads,
-}
-
-impl Default for Rows {
-    fn default() -> Self {
-        Rows { invocations: Invocations::new(), changes: Changes::new(), workflows: Workflows::new(), reads: Reads::new() }
-    }
 }
 
 impl Rows {
@@ -264,7 +258,7 @@ impl Like for Int64Builder {
 
 impl Like for TimestampMicrosecondBuilder {
     fn like(&self) -> Self {
-        timestamps(self.len())
+        TimestampMicrosecondBuilder::with_capacity(self.len())
     }
 }
 
@@ -274,12 +268,14 @@ impl Like for BooleanBuilder {
     }
 }
 
-fn timestamps(rows: usize) -> TimestampMicrosecondBuilder {
-    TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")
-}
-
 fn array(builder: &mut impl ArrayBuilder) -> ArrayRef {
     builder.finish()
+}
+
+/// A timestamp column in the tables' time zone, UTC (given here, not to each builder, so that
+/// the builders are plain defaults).
+fn timestamps(builder: &mut TimestampMicrosecondBuilder) -> ArrayRef {
+    Arc::new(builder.finish().with_timezone("UTC"))
 }
 
 fn batch(table: usize, columns: Vec<ArrayRef>) -> Result<Option<RecordBatch>, ArrowError> {
@@ -290,7 +286,7 @@ fn batch(table: usize, columns: Vec<ArrayRef>) -> Result<Option<RecordBatch>, Ar
 }
 
 /// The columns of `function_invocations` being built.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Invocations {
     lsn: Int64Builder,
     workflow_id: StringBuilder,
@@ -308,24 +304,6 @@ struct Invocations {
 }
 
 impl Invocations {
-    fn new() -> Self {
-        Invocations {
-            lsn: Int64Builder::new(),
-            workflow_id: StringBuilder::new(),
-            step: StringBuilder::new(),
-            function: StringBuilder::new(),
-            partition: Int64Builder::new(),
-            start: timestamps(0),
-            end: timestamps(0),
-            duration_us: Int64Builder::new(),
-            status: StringBuilder::new(),
-            error: StringBuilder::new(),
-            recorded: BooleanBuilder::new(),
-            replayed: BooleanBuilder::new(),
-            read_only: BooleanBuilder::new(),
-        }
-    }
-
     /// No rows, with room for as many as these columns hold.
     fn like(&self) -> Self {
         Invocations {
@@ -368,8 +346,8 @@ impl Invocations {
             array(&mut self.step),
             array(&mut self.function),
             array(&mut self.partition),
-            array(&mut self.start),
-            array(&mut self.end),
+            timestamps(&mut self.start),
+            timestamps(&mut self.end),
             array(&mut self.duration_us),
             array(&mut self.status),
             array(&mut self.error),
@@ -382,7 +360,7 @@ impl Invocations {
 }
 
 /// The columns of `change_data` being built.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Changes {
     lsn: Int64Builder,
     commit: TimestampMicrosecondBuilder,
@@ -398,22 +376,6 @@ struct Changes {
 }
 
 impl Changes {
-    fn new() -> Self {
-        Changes {
-            lsn: Int64Builder::new(),
-            commit: timestamps(0),
-            table: StringBuilder::new(),
-            operation: StringBuilder::new(),
-            partition: Int64Builder::new(),
-            key: StringBuilder::new(),
-            before: StringBuilder::new(),
-            after: StringBuilder::new(),
-            workflow_id: StringBuilder::new(),
-            step: StringBuilder::new(),
-            function: StringBuilder::new(),
-        }
-    }
-
     /// No rows, with room for as many as these columns hold.
     fn like(&self) -> Self {
         Changes {
@@ -448,7 +410,7 @@ impl Changes {
     fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
         let columns = vec![
             array(&mut self.lsn),
-            array(&mut self.commit),
+            timestamps(&mut self.commit),
             array(&mut self.table),
             array(&mut self.operation),
             array(&mut self.partition),
@@ -464,7 +426,7 @@ impl Changes {
 }
 
 /// The columns of `workflows` being built.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Workflows {
     id: StringBuilder,
     name: StringBuilder,
@@ -480,22 +442,6 @@ struct Workflows {
 }
 
 impl Workflows {
-    fn new() -> Self {
-        Workflows {
-            id: StringBuilder::new(),
-            name: StringBuilder::new(),
-            version: Int64Builder::new(),
-            status: StringBuilder::new(),
-            input: StringBuilder::new(),
-            output: StringBuilder::new(),
-            error: StringBuilder::new(),
-            start: timestamps(0),
-            end: timestamps(0),
-            duration_us: Int64Builder::new(),
-            lsn: Int64Builder::new(),
-        }
-    }
-
     /// No rows, with room for as many as these columns hold.
     fn like(&self) -> Self {
         Workflows {
@@ -536,8 +482,8 @@ impl Workflows {
             array(&mut self.input),
             array(&mut self.output),
             array(&mut self.error),
-            array(&mut self.start),
-            array(&mut self.end),
+            timestamps(&mut self.start),
+            timestamps(&mut self.end),
             array(&mut self.duration_us),
             array(&mut self.lsn),
         ];
@@ -546,7 +492,7 @@ impl Workflows {
 }
 
 /// The columns of `read_events` being built.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Reads {
     lsn: Int64Builder,
     workflow_id: StringBuilder,
@@ -557,10 +503,6 @@ struct Reads {
 }
 
 impl Reads {
-    fn new() -> Self {
-        Reads { lsn: Int64Builder::new(), workflow_id: StringBuilder::new(), step: StringBuilder::new(), function: StringBuilder::new(), table: StringBuilder::new(), key: StringBuilder::new() }
-    }
-
     /// No rows, with room for as many as these columns hold.
     fn like(&self) -> Self {
         Reads {
