@@ -136,6 +136,11 @@ impl Fixture {
         self.server.as_ref().unwrap().0.engine().log().tail()
     }
 
+    /// The server's address, as a client connects to it.
+    fn url(&self) -> String {
+        format!("http://{}", self.server.as_ref().unwrap().1.local_addr())
+    }
+
     /// Holds the executor of key 1's partition with a `meet` (which waits for a second one,
     /// or 10 s) and returns once it runs: the partition, and the meet's call. Once per
     /// fixture: the count of meets is never reset.
@@ -372,8 +377,7 @@ async fn a_call_that_times_out_leaves_its_stream_working() {
     f.client.register_workflow(MEETING).await.unwrap();
     let partition = |id: i64| f.partition_of(id);
     let other = (2..100).find(|id| partition(*id) != partition(1)).expect("two partitions");
-    let addr = f.server.as_ref().unwrap().1.local_addr();
-    let c = Client::builder(format!("http://{addr}")).timeout(Duration::from_secs(2)).connect().await.unwrap();
+    let c = Client::builder(f.url()).timeout(Duration::from_secs(2)).connect().await.unwrap();
     // `meet` waits 10 s for a second caller that never comes: the call times out.
     let err = c.invoke::<Value>("meeting", &json!({ "id": 1 })).await.unwrap_err();
     assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
@@ -398,8 +402,7 @@ async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
     // partition: the stream starts STREAM_CALLS_IN_FLIGHT_MAX of them and holds the rest.
     let over = comb_frontend::STREAM_CALLS_IN_FLIGHT_MAX + 76;
     let ids: Vec<i64> = (100..).filter(|id| partition(*id) == held).take(over).collect();
-    let addr = f.server.as_ref().unwrap().1.local_addr();
-    let c = Client::builder(format!("http://{addr}")).timeout(Duration::from_secs(30)).connect().await.unwrap();
+    let c = Client::builder(f.url()).timeout(Duration::from_secs(30)).connect().await.unwrap();
     let calls: Vec<_> = ids
         .iter()
         .map(|&id| {
@@ -427,7 +430,7 @@ async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_message_carries_at_most_its_bound_of_results() {
-    use comb_client::proto::{InvokeCall, InvokeCalls, InvokeRequest, invoke_result::Outcome};
+    use comb_client::proto::invoke_result::Outcome;
     use prost::Message;
     // Calls whose results are about 6 KiB each: 48 of them are four to five times the bound of
     // one message of results.
@@ -436,17 +439,9 @@ async fn a_stream_message_carries_at_most_its_bound_of_results() {
     let f = Fixture::new().await;
     f.client.register_workflow(r#"{"name": "padded", "steps": [{"id": "p", "function": "pad", "input": "$input"}], "output": "$p"}"#).await.unwrap();
     let from = f.log_tail();
-    let calls = InvokeCalls {
-        calls: (0..CALLS)
-            .map(|tag| InvokeCall {
-                tag,
-                request: Some(InvokeRequest { workflow: "padded".into(), input_json: json!({ "id": tag, "bytes": PAD_BYTES }).to_string(), ..Default::default() }),
-                timeout_ms: 0,
-            })
-            .collect(),
-    };
+    let calls = stream_calls("padded", (0..CALLS).map(|tag| (tag, json!({ "id": tag, "bytes": PAD_BYTES }))));
     // A client that takes in at most 64 KiB of a stream before it has read them.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", f.server.as_ref().unwrap().1.local_addr()))
+    let channel = tonic::transport::Endpoint::from_shared(f.url())
         .unwrap()
         .initial_stream_window_size(65_535)
         .connect()
@@ -486,7 +481,6 @@ async fn a_stream_message_carries_at_most_its_bound_of_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_client_is_gone_leaves_no_call_in_flight() {
-    use comb_client::proto::{InvokeCall, InvokeCalls, InvokeRequest};
     const CALLS: u64 = 20;
     let f = Fixture::new().await;
     let partition = |id: i64| f.partition_of(id);
@@ -495,19 +489,10 @@ async fn a_stream_whose_client_is_gone_leaves_no_call_in_flight() {
     let deadline = Instant::now() + Duration::from_secs(7);
     // A stream whose calls all wait behind the held partition, its client side still open.
     let ids: Vec<i64> = (100..).filter(|id| partition(*id) == held).take(CALLS as usize).collect();
-    let calls = InvokeCalls {
-        calls: ids
-            .iter()
-            .map(|&id| InvokeCall {
-                tag: id as u64,
-                request: Some(InvokeRequest { workflow: "count".into(), input_json: json!({ "id": id }).to_string(), ..Default::default() }),
-                timeout_ms: 0,
-            })
-            .collect(),
-    };
+    let calls = stream_calls("count", ids.iter().map(|&id| (id as u64, json!({ "id": id }))));
     let (send, requests) = futures::channel::mpsc::unbounded();
     send.unbounded_send(calls).unwrap();
-    let mut raw = comb_client::proto::comb_client::CombClient::connect(format!("http://{}", f.server.as_ref().unwrap().1.local_addr())).await.unwrap();
+    let mut raw = comb_client::proto::comb_client::CombClient::connect(f.url()).await.unwrap();
     let results = raw.invoke_stream(requests).await.unwrap().into_inner();
     let in_flight = || async { f.client.health().await.unwrap().workflows_in_flight };
     while in_flight().await < 1 + CALLS {
@@ -532,6 +517,16 @@ async fn a_stream_whose_client_is_gone_leaves_no_call_in_flight() {
     }
     assert_eq!(in_flight().await, 0);
     f.close().await;
+}
+
+/// One message of an InvokeStream: a call of `workflow` for each (tag, input).
+fn stream_calls(workflow: &str, inputs: impl Iterator<Item = (u64, Value)>) -> comb_client::proto::InvokeCalls {
+    use comb_client::proto::{InvokeCall, InvokeCalls, InvokeRequest};
+    InvokeCalls {
+        calls: inputs
+            .map(|(tag, input)| InvokeCall { tag, request: Some(InvokeRequest { workflow: workflow.into(), input_json: input.to_string(), ..Default::default() }), timeout_ms: 0 })
+            .collect(),
+    }
 }
 
 async fn futures_join(calls: impl Iterator<Item = tokio::task::JoinHandle<comb_client::Result<comb_client::Run>>>) -> Vec<comb_client::Run> {
@@ -602,7 +597,7 @@ async fn every_bad_input_gets_a_precise_status() {
     let f = Fixture::new().await;
     let c = f.client.clone();
 
-    let raw = comb_client::proto::comb_client::CombClient::connect(format!("http://{}", f.server.as_ref().unwrap().1.local_addr())).await.unwrap();
+    let raw = comb_client::proto::comb_client::CombClient::connect(f.url()).await.unwrap();
     let status = raw
         .clone()
         .invoke(comb_client::proto::InvokeRequest { workflow: "count".into(), input_json: "{\"id\": ".into(), workflow_id: String::new(), r#async: false })
@@ -678,7 +673,7 @@ async fn every_bad_input_gets_a_precise_status() {
 async fn a_token_is_required_when_configured() {
     let f = Fixture::with_token(Some("s3cret".into())).await;
     assert!(f.client.health().await.is_ok(), "the right token passes");
-    let addr = format!("http://{}", f.server.as_ref().unwrap().1.local_addr());
+    let addr = f.url();
     let anonymous = Client::connect(addr.clone()).await.unwrap();
     let err = anonymous.health().await.unwrap_err();
     assert_eq!(code(&err), Code::Unauthenticated);
@@ -706,7 +701,7 @@ async fn a_token_is_required_when_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_and_types_a_function_cannot_take_get_clear_errors() {
     let f = Fixture::new().await;
-    let raw = comb_client::proto::comb_client::CombClient::connect(format!("http://{}", f.server.as_ref().unwrap().1.local_addr())).await.unwrap();
+    let raw = comb_client::proto::comb_client::CombClient::connect(f.url()).await.unwrap();
     // Not JSON numbers at all, or beyond a double: refused before anything runs.
     for (input, says) in [(r#"{"id": NaN}"#, "expected value"), (r#"{"id": Infinity}"#, "expected value"), (r#"{"id": 1e400}"#, "out of range")] {
         let status = raw
