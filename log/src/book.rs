@@ -93,7 +93,8 @@ impl LogBook {
     pub async fn open_dir(path: impl AsRef<Path>, options: LogOptions) -> Result<Self> {
         options.validate()?;
         let path = path.as_ref().to_owned();
-        let loglet = blocking(move || RocksLoglet::open(&path)).await?;
+        let segment_bytes = options.segment_bytes;
+        let loglet = blocking(move || RocksLoglet::open_with_segments(&path, segment_bytes)).await?;
         Self::open(loglet, options)
     }
 

@@ -40,6 +40,7 @@ mod options;
 mod recent;
 mod record;
 mod rocks;
+mod segments;
 mod writer;
 
 #[cfg(any(test, feature = "test-util"))]
@@ -51,6 +52,6 @@ pub use book::{LogBook, LogStats, RecordStream};
 pub use error::{Error, Result};
 pub use loglet::{Loglet, LogletState};
 pub use memory::MemoryLoglet;
-pub use options::{LogOptions, RECENT_BYTES_MAX, WRITER_SPIN_US_MAX};
+pub use options::{LogOptions, RECENT_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITER_SPIN_US_MAX};
 pub use record::{ANY_TAG, Entry, Lsn, Record, Tag};
 pub use rocks::RocksLoglet;

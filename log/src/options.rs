@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 /// Longest `writer-spin-us` accepted.
 pub const WRITER_SPIN_US_MAX: u64 = 10_000;
 
+/// Smallest and largest `segment-bytes` accepted.
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
 /// Largest `recent-bytes-max` accepted.
 pub const RECENT_BYTES_MAX: usize = 1 << 30;
 
@@ -40,6 +44,9 @@ pub struct LogOptions {
     /// Bytes of recent durable records kept in memory (0: none), so that reads near the
     /// tail, such as subscribers following it, are answered without reading storage.
     pub recent_bytes_max: usize,
+    /// Bytes of one of the durable log's write-ahead segments: the records not yet flushed to
+    /// its tables are replayed from them on open, and each is deleted once flushed.
+    pub segment_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -54,6 +61,7 @@ impl Default for LogOptions {
             writer_spin_us: 50,
             overlap_syncs: false,
             recent_bytes_max: 16 << 20,
+            segment_bytes: 64 << 20,
         }
     }
 }
@@ -79,6 +87,9 @@ impl LogOptions {
         }
         if self.recent_bytes_max > RECENT_BYTES_MAX {
             return invalid("recent-bytes-max", format!("{} is above {RECENT_BYTES_MAX} (1 GiB)", self.recent_bytes_max));
+        }
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return invalid("segment-bytes", format!("{} is outside {SEGMENT_BYTES_MIN} (64 KiB) to {SEGMENT_BYTES_MAX} (1 GiB)", self.segment_bytes));
         }
         if self.tags_per_record_max > usize::from(u16::MAX) {
             return invalid("tags-per-record-max", format!("must be at most {}", u16::MAX));
@@ -111,6 +122,10 @@ mod tests {
         LogOptions { recent_bytes_max: 0, ..LogOptions::default() }.validate().unwrap();
         let err = LogOptions { recent_bytes_max: RECENT_BYTES_MAX + 1, ..LogOptions::default() }.validate().unwrap_err();
         assert!(matches!(err, Error::InvalidOptions { option: "recent-bytes-max", .. }), "{err}");
+        for segment_bytes in [SEGMENT_BYTES_MIN - 1, SEGMENT_BYTES_MAX + 1] {
+            let err = LogOptions { segment_bytes, ..LogOptions::default() }.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidOptions { option: "segment-bytes", .. }), "{err}");
+        }
     }
 
     #[test]

@@ -58,9 +58,8 @@ pub(crate) fn normalize_tags(tags: &mut Vec<Tag>) {
 /// All integers big-endian. The key (the LSN) is stored apart by each loglet.
 const ENCODING_V1: u8 = 1;
 
-/// Encodes a record's tags and payload for storage.
-pub(crate) fn encode_value(tags: &[Tag], payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 2 + tags.len() * 8 + payload.len());
+/// Encodes a record's tags and payload for storage at the end of `out`.
+pub(crate) fn encode_value_into(tags: &[Tag], payload: &[u8], out: &mut Vec<u8>) {
     out.push(ENCODING_V1);
     // The tag count is bounded by LogOptions::tags_per_record_max (validated <= u16::MAX).
     out.put_u16(u16::try_from(tags.len()).expect("tags per record are bounded by options"));
@@ -68,7 +67,6 @@ pub(crate) fn encode_value(tags: &[Tag], payload: &[u8]) -> Vec<u8> {
         out.put_u64(*tag);
     }
     out.extend_from_slice(payload);
-    out
 }
 
 /// Decodes a stored record value. Any malformation is `Corrupt`, naming the LSN.
@@ -105,7 +103,9 @@ mod tests {
         #[test]
         fn values_round_trip(mut tags in proptest::collection::vec(1u64.., 0..20), payload in proptest::collection::vec(any::<u8>(), 0..300), lsn in 1u64..) {
             normalize_tags(&mut tags);
-            let record = decode_value(lsn, &encode_value(&tags, &payload)).unwrap();
+            let mut value = Vec::new();
+            encode_value_into(&tags, &payload, &mut value);
+            let record = decode_value(lsn, &value).unwrap();
             prop_assert_eq!(record, Record { lsn, tags, payload: Bytes::from(payload) });
         }
 

@@ -1,16 +1,17 @@
 //! The durable loglet on RocksDB: the only file of this crate that names `rocksdb::`.
 //!
 //! Layout (all integers big-endian, so that byte order is numeric order):
-//! - column family `records`: LSN (8 bytes) -> encoded record (`record::encode_value`);
+//! - column family `records`: LSN (8 bytes) -> encoded record (`record::encode_value_into`);
 //! - column family `tag_index`: tag (8) ++ LSN (8) -> empty;
 //! - column family `meta`: `format` -> version, `trim_point` -> LSN, `sealed` -> 1.
 //!
-//! An append is one `WriteBatch` (records and index entries together) written with
-//! `sync = true`: durable on return and atomic across a crash. A `write` is the same batch
-//! with `sync = false` (its WAL bytes reach the OS at once), made durable by a later `sync`
-//! (RocksDB's `SyncWAL`, one fdatasync). RocksDB's own write-ahead log is recovered to the
-//! last complete batch (point-in-time recovery), so the records present after a crash are
-//! always a dense prefix.
+//! The records and the tag index are written without RocksDB's write-ahead log: a `write` is
+//! one frame in the log's own segments (`segments.rs`, where the reason is), then one
+//! `WriteBatch` of records and index entries; a `sync` is one fdatasync of the active
+//! segment, and an `append` is both. RocksDB flushes the records and the index together
+//! (atomic flush), so its tables always hold a dense prefix of the records; on open, the
+//! records after that prefix are applied again from the segments. The metadata is written
+//! through RocksDB's write-ahead log, synced.
 //!
 //! Trimming writes the new trim point and a range deletion of the records below it in one
 //! synced batch; index entries below the trim point are skipped by every read and dropped by
@@ -21,11 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rocksdb::compaction_filter::Decision;
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, ErrorKind, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, ErrorKind, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::loglet::{Loglet, LogletState};
-use crate::record::{ANY_TAG, Entry, Lsn, Record, Tag, decode_value, encode_value};
+use crate::record::{ANY_TAG, Entry, Lsn, Record, Tag, decode_value};
+use crate::segments::{self, Segments, encode_frame};
 
 const RECORDS: &str = "records";
 const TAG_INDEX: &str = "tag_index";
@@ -35,27 +37,40 @@ const META_FORMAT: &[u8] = b"format";
 const META_TRIM_POINT: &[u8] = b"trim_point";
 const META_SEALED: &[u8] = b"sealed";
 
-/// The on-disk format this build writes and reads.
-const FORMAT_VERSION: u64 = 1;
+/// The on-disk format this build writes and reads: 2 since the records' write-ahead copy is
+/// in the log's own segments. A build that knows only 1 would ignore the segments and lose
+/// the records not yet flushed, so it must refuse a log of format 2.
+const FORMAT_VERSION: u64 = 2;
+/// The format before the segments: every record in RocksDB's write-ahead log, which RocksDB
+/// recovers on open. Opened, it becomes format 2.
+const FORMAT_WITHOUT_SEGMENTS: u64 = 1;
+/// The directory of the segments, inside the loglet's.
+const SEGMENTS_DIR: &str = "segments";
+/// Most records applied from the segments to RocksDB in one batch on open.
+const REPLAY_BATCH_RECORDS: usize = 1024;
 
 /// Bytes of RocksDB's memtable per column family before it is flushed.
 const MEMTABLE_BYTES: usize = 64 << 20;
-/// RocksDB's write-ahead log is bounded: past this, memtables are flushed so that old WAL
-/// files can be dropped.
+/// RocksDB's write-ahead log (metadata only) is bounded: past this, memtables are flushed so
+/// that old WAL files can be dropped.
 const WAL_BYTES_MAX: u64 = 512 << 20;
 
 /// The durable loglet in a directory of its own.
 pub struct RocksLoglet {
     path: PathBuf,
-    /// `None` once closed: closing drops the database and releases its lock file.
-    db: RwLock<Option<DB>>,
+    /// `None` once closed: closing drops the database and releases its lock file. Shared with
+    /// the segments' janitor, which flushes it.
+    db: Arc<RwLock<Option<DB>>>,
+    /// Set once by `open`, after the segments were applied.
+    segments: std::sync::OnceLock<Segments>,
     tail: AtomicU64,
     /// Shared with the tag index's compaction filter.
     trim_point: Arc<AtomicU64>,
     sealed: AtomicBool,
+    /// For the metadata: through RocksDB's write-ahead log, synced.
     synced: WriteOptions,
-    /// For `write`: RocksDB hands the WAL's bytes to the OS at once and syncs them later.
-    unsynced: WriteOptions,
+    /// For records and the tag index: their write-ahead copy is in the segments.
+    unlogged: WriteOptions,
 }
 
 impl std::fmt::Debug for RocksLoglet {
@@ -83,13 +98,24 @@ fn decode_u64(bytes: &[u8], location: impl FnOnce() -> String) -> Result<u64> {
 }
 
 impl RocksLoglet {
-    /// Opens (or creates) the loglet in `path` and recovers its state. Blocking.
+    /// Opens (or creates) the loglet in `path` and recovers its state, with the default size
+    /// of write-ahead segments. Blocking.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_segments(path, crate::LogOptions::default().segment_bytes)
+    }
+
+    /// Opens (or creates) the loglet in `path`, with write-ahead segments of `segment_bytes`
+    /// (see `LogOptions::segment_bytes`), and recovers its state. Blocking.
+    pub fn open_with_segments(path: &Path, segment_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(path)
             .map_err(|err| Error::Storage { operation: "create the log directory", message: format!("{}: {err}", path.display()) })?;
         let trim_point = Arc::new(AtomicU64::new(1));
 
-        let mut db_options = Options::default();
+        // A close leaves the records to the segments (the next open applies them again)
+        // rather than wait for a flush. The one option here that has no setter of its own.
+        let mut db_options = Options::default()
+            .get_options_from_string("avoid_flush_during_shutdown=true")
+            .map_err(|err| storage_error("configure the database", path, err))?;
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         db_options.set_use_fsync(false); // fdatasync: the data, and the metadata needed to read it
@@ -100,6 +126,8 @@ impl RocksLoglet {
         db_options.set_paranoid_checks(true);
         db_options.set_max_total_wal_size(WAL_BYTES_MAX);
         db_options.set_max_background_jobs(2);
+        // The records and their index are flushed together, so that both hold the same prefix.
+        db_options.set_atomic_flush(true);
         db_options.set_keep_log_file_num(4);
 
         let mut records = in_order_inserts(0).map_err(|err| storage_error("configure the records", path, err))?;
@@ -124,18 +152,65 @@ impl RocksLoglet {
         let db = DB::open_cf_descriptors(&db_options, path, families).map_err(|err| storage_error("open", path, err))?;
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
+        let mut unlogged = WriteOptions::default();
+        unlogged.disable_wal(true);
         let loglet = RocksLoglet {
             path: path.to_owned(),
-            db: RwLock::new(None),
+            db: Arc::new(RwLock::new(None)),
+            segments: std::sync::OnceLock::new(),
             tail: AtomicU64::new(0),
             trim_point,
             sealed: AtomicBool::new(false),
             synced,
-            unsynced: WriteOptions::default(),
+            unlogged,
         };
         loglet.recover(&db)?;
+        let recovered = loglet.replay_segments(&db)?;
         *loglet.db.write().map_err(|_| poisoned())? = Some(db);
+        let db = Arc::clone(&loglet.db);
+        let flush = Box::new(move || {
+            let db = db.read().map_err(|_| poisoned())?;
+            db.as_ref().map_or(Err(Error::Closed), flush_records)
+        });
+        let dir = path.join(SEGMENTS_DIR);
+        let segments = Segments::start(&dir, segment_bytes, loglet.tail.load(Ordering::Relaxed) + 1, recovered.old, flush)?;
+        loglet.segments.set(segments).map_err(|_| Error::Internal("the segments were started twice".to_owned()))?;
         Ok(loglet)
+    }
+
+    /// Applies the records that RocksDB's tables lack from the segments, and flushes them, so
+    /// that the segments read can be deleted.
+    fn replay_segments(&self, db: &DB) -> Result<segments::Recovered> {
+        let (records, index) = (family(db, RECORDS)?, family(db, TAG_INDEX)?);
+        let mut batch = WriteBatch::default();
+        let mut pending = 0;
+        let write = |batch: &mut WriteBatch| db.write_opt(std::mem::take(batch), &self.unlogged).map_err(|err| storage_error("apply the segments", &self.path, err));
+        let from = self.tail.load(Ordering::Relaxed) + 1;
+        let recovered = segments::recover(&self.path.join(SEGMENTS_DIR), from, |first, values| {
+            for (lsn, value) in (first..).zip(values) {
+                let record = decode_value(lsn, value)?;
+                batch.put_cf(records, lsn_key(lsn), value);
+                for tag in &record.tags {
+                    batch.put_cf(index, tag_key(*tag, lsn), []);
+                }
+                pending += 1;
+            }
+            if pending >= REPLAY_BATCH_RECORDS {
+                write(&mut batch)?;
+                pending = 0;
+            }
+            Ok(())
+        })?;
+        write(&mut batch)?;
+        if recovered.last >= from {
+            flush_records(db)?;
+            self.tail.store(recovered.last, Ordering::Relaxed);
+        }
+        Ok(recovered)
+    }
+
+    fn segments(&self) -> Result<&Segments> {
+        self.segments.get().ok_or(Error::Closed)
     }
 
     /// Reads the format, trim point, seal and tail; writes the format of a new log.
@@ -145,7 +220,11 @@ impl RocksLoglet {
         match get_meta(META_FORMAT)? {
             Some(found) => {
                 let found = decode_u64(&found, || "metadata `format`".to_owned())?;
-                if found != FORMAT_VERSION {
+                if found == FORMAT_WITHOUT_SEGMENTS {
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+                    db.write_opt(batch, &self.synced).map_err(|err| storage_error("write metadata", &self.path, err))?;
+                } else if found != FORMAT_VERSION {
                     return Err(Error::UnsupportedFormat { path: self.path.clone(), found, expected: FORMAT_VERSION });
                 }
             }
@@ -188,25 +267,30 @@ impl RocksLoglet {
         db.write_opt(batch, &self.synced).map_err(|err| storage_error(operation, &self.path, err))
     }
 
-    /// Writes `entries` after the tail as one batch, atomic across a crash, with `options`
-    /// (synced for `append`, not for `write`).
-    fn put(&self, entries: &[Entry], options: &WriteOptions, operation: &'static str) -> Result<Lsn> {
+    /// Writes `entries` after the tail as one frame in the segments (atomic across a crash),
+    /// then into RocksDB; durable after the next sync.
+    fn put(&self, entries: &[Entry], operation: &'static str) -> Result<Lsn> {
+        let segments = self.segments()?;
         self.with_db(|db| {
             let tail = self.tail.load(Ordering::Acquire);
             if self.sealed.load(Ordering::Acquire) {
                 return Err(Error::Sealed { tail });
             }
             let (records, index) = (family(db, RECORDS)?, family(db, TAG_INDEX)?);
-            let mut batch = WriteBatch::default();
             let first = tail + 1;
-            for (lsn, entry) in (first..).zip(entries) {
-                batch.put_cf(records, lsn_key(lsn), encode_value(&entry.tags, &entry.payload));
+            let last = tail + entries.len() as Lsn;
+            let mut frame = Vec::new();
+            let values = encode_frame(first, entries, &mut frame);
+            segments.write(&mut frame, last)?;
+            let mut batch = WriteBatch::default();
+            for ((lsn, entry), value) in (first..).zip(entries).zip(values) {
+                batch.put_cf(records, lsn_key(lsn), &frame[value]);
                 for tag in &entry.tags {
                     batch.put_cf(index, tag_key(*tag, lsn), []);
                 }
             }
-            db.write_opt(batch, options).map_err(|err| storage_error(operation, &self.path, err))?;
-            self.tail.store(tail + entries.len() as Lsn, Ordering::Release);
+            db.write_opt(batch, &self.unlogged).map_err(|err| storage_error(operation, &self.path, err))?;
+            self.tail.store(last, Ordering::Release);
             Ok(first)
         })
     }
@@ -223,6 +307,13 @@ fn family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
 
 fn poisoned() -> Error {
     Error::Internal("RocksDB loglet lock poisoned by a panicking thread".to_owned())
+}
+
+/// Flushes the records and the tag index to RocksDB's tables, together, and waits.
+fn flush_records(db: &DB) -> Result<()> {
+    let mut options = FlushOptions::default();
+    options.set_wait(true);
+    db.flush_cfs_opt(&[family(db, RECORDS)?, family(db, TAG_INDEX)?], &options).map_err(|err| Error::Storage { operation: "flush the records", message: err.into_string() })
 }
 
 /// Options for a column family whose keys arrive in ascending order within each prefix of
@@ -259,17 +350,18 @@ impl Loglet for RocksLoglet {
     }
 
     fn append(&self, entries: &[Entry]) -> Result<Lsn> {
-        self.put(entries, &self.synced, "append")
+        let first = self.put(entries, "append")?;
+        self.sync()?;
+        Ok(first)
     }
 
     fn write(&self, entries: &[Entry]) -> Result<Lsn> {
-        self.put(entries, &self.unsynced, "write")
+        self.put(entries, "write")
     }
 
     fn sync(&self) -> Result<()> {
-        // With RocksDB's WAL flushed on every write, this is `SyncWAL`: an fdatasync of the
-        // WAL, safe beside a concurrent write (whose records it may or may not cover).
-        self.with_db(|db| db.flush_wal(true).map_err(|err| storage_error("sync", &self.path, err)))
+        // Safe beside a concurrent write, whose records it may or may not cover.
+        self.segments()?.sync()
     }
 
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>> {
@@ -368,6 +460,10 @@ impl Loglet for RocksLoglet {
     }
 
     fn close(&self) -> Result<()> {
+        // The janitor first: it may be flushing the database.
+        if let Some(segments) = self.segments.get() {
+            segments.close();
+        }
         let db = self.db.write().map_err(|_| poisoned())?.take();
         if let Some(db) = db {
             db.cancel_all_background_work(true);

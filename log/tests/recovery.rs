@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use comb_log::testkit::{CrashWrite, read_all};
-use comb_log::{ANY_TAG, Error, LogBook, LogOptions, Lsn, Record};
+use comb_log::{ANY_TAG, Entry, Error, LogBook, LogOptions, Loglet, Lsn, Record, RocksLoglet, SEGMENT_BYTES_MIN};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -82,18 +82,17 @@ fn a_directory_in_use_is_refused_with_its_path() {
     });
 }
 
-/// RocksDB's write-ahead files under `dir` (`NNNNNN.log`), the largest first.
-fn wal_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log") && p.file_stem().is_some_and(|s| s.to_string_lossy().chars().all(|c| c.is_ascii_digit())))
-        .collect();
-    files.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
-    files
+/// The log's write-ahead segment under `dir` holding its records, and how many bytes of it
+/// are records (the zeros after them are written ahead of the writer).
+fn the_segment(dir: &Path) -> (std::path::PathBuf, usize) {
+    let segments: Vec<_> = std::fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
+    let written: Vec<_> = segments.into_iter().map(|p| (std::fs::read(&p).unwrap().iter().rposition(|b| *b != 0).map_or(0, |at| at + 1), p)).filter(|(end, _)| *end > 0).collect();
+    assert_eq!(written.len(), 1, "one segment holds the records: {written:?}");
+    let (end, path) = written.into_iter().next().unwrap();
+    (path, end)
 }
 
-/// Twenty records of 200 bytes, left in the write-ahead file (a close does not flush it).
+/// Twenty records of 200 bytes, left in the write-ahead segment (a close does not flush it).
 async fn twenty_records(dir: &Path) {
     let log = LogBook::open_dir(dir, LogOptions::default()).await.unwrap();
     for i in 1..=20u64 {
@@ -107,10 +106,12 @@ fn a_torn_last_record_is_dropped_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         twenty_records(dir.path()).await;
-        // A crash tore the last write: its end never reached the disk.
-        let wal = wal_files(dir.path()).into_iter().next().expect("a write-ahead file");
-        let length = std::fs::metadata(&wal).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(length - 100).unwrap();
+        // A crash tore the last write: its end never reached the disk, which still holds
+        // the zeros written ahead of it.
+        let (segment, end) = the_segment(dir.path());
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[end - 100..end].fill(0);
+        std::fs::write(&segment, bytes).unwrap();
 
         let log = LogBook::open_dir(dir.path(), LogOptions::default()).await.unwrap();
         assert_eq!(log.tail(), 19, "the torn record is gone, whole");
@@ -128,18 +129,69 @@ fn damage_before_the_last_record_fails_the_open_and_names_the_log() {
     runtime().block_on(async {
         twenty_records(dir.path()).await;
         // A flipped run of bytes in the middle: acknowledged records follow it.
-        let wal = wal_files(dir.path()).into_iter().next().expect("a write-ahead file");
-        let mut bytes = std::fs::read(&wal).unwrap();
-        let middle = bytes.len() / 2;
+        let (segment, end) = the_segment(dir.path());
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let middle = end / 2;
         for b in &mut bytes[middle..middle + 16] {
             *b ^= 0x5A;
         }
-        std::fs::write(&wal, bytes).unwrap();
+        std::fs::write(&segment, bytes).unwrap();
 
         let err = LogBook::open_dir(dir.path(), LogOptions::default()).await.expect_err("damaged records are never served, nor silently dropped");
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.contains(&dir.path().display().to_string()) && message.contains("backup"), "{message}");
+    });
+}
+
+#[test]
+fn a_torn_write_is_dropped_whole_even_if_later_writes_reached_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let loglet = RocksLoglet::open(dir.path()).unwrap();
+    for i in 1..=5 {
+        loglet.append(&[Entry::new([1], format!("synced {i}"))]).unwrap();
+    }
+    // Three writes no sync covered; the disk kept the later two but lost a page of the first
+    // (the kernel writes pages back in any order).
+    let first_unsynced = the_segment(dir.path()).1;
+    for i in 6..=8 {
+        loglet.write(&[Entry::new([1], format!("{i:0>300}")), Entry::new([2], "x")]).unwrap();
+    }
+    loglet.close().unwrap();
+    let (segment, _) = the_segment(dir.path());
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[first_unsynced + 100..first_unsynced + 200].fill(0);
+    std::fs::write(&segment, bytes).unwrap();
+
+    let loglet = RocksLoglet::open(dir.path()).expect("a torn write no sync covered is not damage");
+    assert_eq!(loglet.state().tail, 5, "the torn write and the writes after it are gone");
+    let records = loglet.scan(ANY_TAG, 1, 100, 100).unwrap();
+    assert_eq!(records.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), (1..=5).map(|i| Bytes::from(format!("synced {i}"))).collect::<Vec<_>>());
+    assert_eq!(loglet.append(&[Entry::new([1], "again")]).unwrap(), 6, "LSNs stay dense");
+    loglet.close().unwrap();
+}
+
+#[test]
+fn segments_roll_and_are_deleted_once_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { segment_bytes: SEGMENT_BYTES_MIN, ..LogOptions::default() };
+    runtime().block_on(async {
+        let log = LogBook::open_dir(dir.path(), options.clone()).await.unwrap();
+        // 2,000 records of 200 bytes: about seven segments' worth.
+        for i in 1..=2_000u64 {
+            log.append(&[i % 5 + 1], format!("{i:0>200}")).await.unwrap();
+        }
+        log.close().await.unwrap();
+        // Closing waited for the janitor: every retired segment was flushed and deleted.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(left.len(), 1, "only the active segment is left: {left:?}");
+
+        let log = LogBook::open_dir(dir.path(), options).await.unwrap();
+        let records = all_records(&log).await;
+        assert_eq!(records.len(), 2_000);
+        assert!(records.iter().all(|r| r.payload.len() == 200 && r.payload.ends_with(r.lsn.to_string().as_bytes()) && r.tags == [r.lsn % 5 + 1]), "every record whole");
+        assert_eq!(log.read_prev(3, 2_000).await.unwrap().map(|r| r.lsn), Some(1_997), "the tag index too");
+        log.close().await.unwrap();
     });
 }
 

@@ -3,13 +3,14 @@
 //! until it is killed (or, as a safety bound, until `--seconds` pass).
 //!
 //! Usage: comb-log-crash-child <dir> <round> <appenders> <seconds>
-//! Even appenders append single records; odd ones append batches of three.
+//! Even appenders append single records; odd ones append batches of three. The log's segments
+//! are the smallest allowed, so that the kill also finds segments rolling and being deleted.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use comb_log::testkit::CrashWrite;
-use comb_log::{Error, LogBook, LogOptions};
+use comb_log::{Error, LogBook, LogOptions, SEGMENT_BYTES_MIN};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +30,8 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().expect("start the runtime");
     runtime.block_on(async move {
-        let log = LogBook::open_dir(dir, LogOptions::default()).await.unwrap_or_else(|err| {
+        let options = LogOptions { segment_bytes: SEGMENT_BYTES_MIN, ..LogOptions::default() };
+        let log = LogBook::open_dir(dir, options).await.unwrap_or_else(|err| {
             eprintln!("open {dir}: {err}");
             std::process::exit(3)
         });
