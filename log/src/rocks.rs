@@ -472,3 +472,44 @@ impl Loglet for RocksLoglet {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::encode_value_into;
+
+    #[test]
+    fn a_log_of_format_1_opens_with_its_records_and_becomes_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Format 1: every record in RocksDB's own write-ahead log, not yet flushed.
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = DB::open_cf(&options, dir.path(), [RECORDS, TAG_INDEX, META]).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(family(&db, META).unwrap(), META_FORMAT, FORMAT_WITHOUT_SEGMENTS.to_be_bytes());
+            for lsn in 1..=3 {
+                let mut value = Vec::new();
+                encode_value_into(&[7], format!("v1 record {lsn}").as_bytes(), &mut value);
+                batch.put_cf(family(&db, RECORDS).unwrap(), lsn_key(lsn), value);
+                batch.put_cf(family(&db, TAG_INDEX).unwrap(), tag_key(7, lsn), []);
+            }
+            let mut synced = WriteOptions::default();
+            synced.set_sync(true);
+            db.write_opt(batch, &synced).unwrap();
+        }
+        let payloads = |loglet: &RocksLoglet| loglet.scan(7, 1, 10, 10).unwrap().into_iter().map(|r| String::from_utf8(r.payload.to_vec()).unwrap()).collect::<Vec<_>>();
+
+        let loglet = RocksLoglet::open(dir.path()).unwrap();
+        assert_eq!(payloads(&loglet), ["v1 record 1", "v1 record 2", "v1 record 3"]);
+        assert_eq!(loglet.append(&[Entry::new([7], "v2 record 4")]).unwrap(), 4);
+        loglet.close().unwrap();
+
+        let loglet = RocksLoglet::open(dir.path()).unwrap();
+        assert_eq!(payloads(&loglet), ["v1 record 1", "v1 record 2", "v1 record 3", "v2 record 4"]);
+        let format = loglet.with_db(|db| Ok(db.get_cf(family(db, META)?, META_FORMAT).unwrap())).unwrap();
+        assert_eq!(format, Some(FORMAT_VERSION.to_be_bytes().to_vec()), "upgraded to the format with segments");
+        loglet.close().unwrap();
+    }
+}
