@@ -18,16 +18,21 @@
 //! **Why not RocksDB's write-ahead log.** An fdatasync of a file that grows must also commit
 //! the file system's journal (the file's new size). On the disk this was measured on, writing
 //! a few KiB and syncing them cost 165 to 233 us when appending, and 95 to 133 us when
-//! overwriting bytes already on disk. A janitor thread therefore writes zeros ahead of the
-//! active segment's end and syncs them, so that the writer's syncs only overwrite. RocksDB
-//! does this when it recycles its log files, but refuses recycling under the recovery mode
-//! that tells a torn tail from damage.
+//! overwriting bytes already on disk. A janitor thread therefore prepares the next segment
+//! ahead of time, a spare file of zeros written and synced, so that the writer's syncs only
+//! overwrite. (Zeros written ahead inside the active segment instead doubled the commit
+//! latency's p99: each sync of the active file also had to write back the zeros not yet
+//! synced.) RocksDB overwrites like this when it recycles its log files, but refuses
+//! recycling under the recovery mode that tells a torn tail from damage.
 //!
-//! **Rolling.** When a frame would carry the active segment past `segment-bytes`, the
-//! segment is synced and the frame starts a new one, whose directory entry is synced first.
-//! The janitor then flushes RocksDB's memtables (every record of the retired segment is in
-//! them) and deletes the retired segment. The retired segments waiting for the janitor are
-//! bounded by [`CHORES_MAX`]: past it, the writer waits.
+//! **Rolling.** When a frame would carry the active segment past its capacity, the segment
+//! is synced and the frame starts the next one: the spare, renamed, or a new empty file if
+//! the janitor has not prepared one; its directory entry is synced before it is written.
+//! Capacities start at [`FIRST_SEGMENT_BYTES`] and double up to `segment-bytes`, so that a
+//! log that holds little writes few zeros. The janitor then prepares the next spare, flushes
+//! RocksDB's memtables (every record of the retired segment is in them) and deletes the
+//! retired segment. The chores waiting for the janitor are bounded by [`CHORES_MAX`]: past
+//! it, the writer waits to retire a segment, and does without a spare.
 //!
 //! **Recovery.** The segments are read in order; the frames whose records RocksDB lacks are
 //! applied to it, and RocksDB is flushed before the segments are deleted. A frame that is
@@ -50,12 +55,15 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::record::{Entry, Lsn, encode_value_into};
 
-/// The janitor keeps at least this many bytes zero-filled and synced ahead of the active
-/// segment's end, so that the writer's syncs overwrite instead of growing the file.
-const ZEROED_AHEAD: u64 = 2 << 20;
-/// Bytes of zeros the janitor writes at a time; the writer waits for it at most this long.
-const ZERO_CHUNK: u64 = 1 << 20;
-/// Most chores waiting for the janitor (retired segments, requests to zero ahead).
+/// Capacity of the first segment after an open (at most `segment-bytes`); each next one has
+/// twice its predecessor's, up to `segment-bytes`.
+pub(crate) const FIRST_SEGMENT_BYTES: u64 = 256 << 10;
+/// Bytes of zeros the janitor writes into a spare, and syncs, at a time.
+const ZERO_CHUNK: usize = 1 << 20;
+/// The spare segment, zero-filled and synced, and the file it is prepared in.
+const SPARE: &str = "spare";
+const SPARE_UNFINISHED: &str = "spare.tmp";
+/// Most chores waiting for the janitor (retired segments, spares to prepare).
 const CHORES_MAX: usize = 16;
 /// Bytes of a frame's header.
 const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 4;
@@ -158,7 +166,8 @@ fn segment_path(dir: &Path, first: Lsn) -> PathBuf {
 
 fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> Error {
     let message = if err.raw_os_error() == Some(28) {
-        format!("{}: {err}; free space on the disk of {}, then restart: every acknowledged record is recovered", path.display(), path.display())
+        let dir = path.parent().unwrap_or(path);
+        format!("{}: {err}; free space on the disk of {}, then restart: every acknowledged record is recovered", path.display(), dir.display())
     } else {
         format!("{}: {err}", path.display())
     };
@@ -237,17 +246,15 @@ struct Active {
     path: PathBuf,
     /// Bytes of frames in it.
     end: u64,
-    /// Bytes from its start that are on disk already (zeros or frames), so that writing below
-    /// them does not grow the file.
-    zeroed: u64,
+    /// Bytes it may hold before the next frame rolls to a new segment.
+    capacity: u64,
     /// The last record written.
     written: Lsn,
-    /// Whether the janitor has been asked to zero ahead and has not done it yet.
-    zeroing: bool,
 }
 
 enum Chore {
-    ZeroAhead,
+    /// Prepare a spare segment of this many bytes.
+    Prepare(u64),
     Retire(PathBuf),
 }
 
@@ -287,10 +294,12 @@ impl Segments {
         let path = segment_path(dir, next);
         let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(|err| io_error("create a segment", &path, err))?;
         sync_dir(dir)?;
-        for old in old.into_iter().filter(|old| *old != path) {
+        let spares = [dir.join(SPARE), dir.join(SPARE_UNFINISHED)].into_iter().filter(|spare| spare.exists());
+        for old in old.into_iter().filter(|old| *old != path).chain(spares) {
             std::fs::remove_file(&old).map_err(|err| io_error("delete a flushed segment", &old, err))?;
         }
-        let active = Active { file: Arc::new(file), path, end: 0, zeroed: 0, written: next - 1, zeroing: false };
+        let capacity = FIRST_SEGMENT_BYTES.min(segment_bytes);
+        let active = Active { file: Arc::new(file), path, end: 0, capacity, written: next - 1 };
         let shared = Arc::new(Shared { dir: dir.to_owned(), segment_bytes, active: Mutex::new(active), synced: AtomicU64::new(next - 1) });
         let (chores, inbox) = sync_channel(CHORES_MAX);
         let janitor = {
@@ -301,19 +310,19 @@ impl Segments {
                 .map_err(|err| Error::Internal(format!("cannot start the log's janitor thread: {err}")))?
         };
         let segments = Segments { shared, chores: Mutex::new(Some(chores)), janitor: Mutex::new(Some(janitor)) };
-        segments.ask(Chore::ZeroAhead);
+        segments.ask(Chore::Prepare((capacity * 2).min(segment_bytes)));
         Ok(segments)
     }
 
-    /// Hands the janitor a chore: a retired segment waits for room in its queue; a request to
-    /// zero ahead is dropped if the queue is full (one is queued already).
+    /// Hands the janitor a chore: a retired segment waits for room in its queue; a spare is
+    /// done without if the queue is full.
     fn ask(&self, chore: Chore) {
         let Ok(chores) = self.chores.lock() else { return };
         let Some(chores) = chores.as_ref() else { return };
         match chore {
             // A segment the janitor never retires is deleted by the next open instead.
             Chore::Retire(_) => drop(chores.send(chore)),
-            Chore::ZeroAhead => {
+            Chore::Prepare(_) => {
                 if let Err(TrySendError::Disconnected(_)) = chores.try_send(chore) {
                     warn!("the log's janitor stopped: the log's syncs will cost more");
                 }
@@ -332,34 +341,44 @@ impl Segments {
             return Err(Error::Internal(format!("a write of {body} bytes does not fit in one frame")));
         }
         let mut active = self.shared.active()?;
-        let retired = if active.end > 0 && active.end + frame.len() as u64 > self.shared.segment_bytes { Some(self.roll(&mut active, first)?) } else { None };
+        let retired = if active.end > 0 && active.end + frame.len() as u64 > active.capacity { Some(self.roll(&mut active, first)?) } else { None };
         frame[16..24].copy_from_slice(&self.shared.synced.load(Ordering::Acquire).to_le_bytes());
         let crc = crc32fast::hash(&frame[4..]);
         frame[..4].copy_from_slice(&crc.to_le_bytes());
         active.file.write_all_at(frame, active.end).map_err(|err| io_error("write a segment", &active.path, err))?;
         active.end += frame.len() as u64;
         active.written = last;
-        let zero_ahead = active.end + ZEROED_AHEAD > active.zeroed && active.zeroed < self.shared.segment_bytes && !active.zeroing;
-        active.zeroing |= zero_ahead;
-        // The janitor takes this lock to zero ahead: never wait for its queue holding it.
+        let next_capacity = (active.capacity * 2).min(self.shared.segment_bytes);
         drop(active);
         if let Some(retired) = retired {
+            self.ask(Chore::Prepare(next_capacity));
             self.ask(Chore::Retire(retired));
-        }
-        if zero_ahead {
-            self.ask(Chore::ZeroAhead);
         }
         Ok(())
     }
 
-    /// Syncs the active segment and starts a new one at `first`; returns the retired one's path.
+    /// Syncs the active segment and starts the next one at `first`, from the spare if there
+    /// is one; returns the retired one's path.
     fn roll(&self, active: &mut Active, first: Lsn) -> Result<PathBuf> {
         active.file.sync_data().map_err(|err| io_error("sync a segment", &active.path, err))?;
         self.shared.synced.fetch_max(active.written, Ordering::AcqRel);
-        let path = segment_path(&self.shared.dir, first);
-        let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(|err| io_error("create a segment", &path, err))?;
-        sync_dir(&self.shared.dir)?;
-        let retired = std::mem::replace(active, Active { file: Arc::new(file), path, end: 0, zeroed: 0, written: active.written, zeroing: false });
+        let dir = &self.shared.dir;
+        let path = segment_path(dir, first);
+        let capacity = match std::fs::rename(dir.join(SPARE), &path) {
+            Ok(()) => None,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                OpenOptions::new().create(true).truncate(true).write(true).open(&path).map_err(|err| io_error("create a segment", &path, err))?;
+                Some((active.capacity * 2).min(self.shared.segment_bytes))
+            }
+            Err(err) => return Err(io_error("take the spare segment", &path, err)),
+        };
+        sync_dir(dir)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|err| io_error("open a segment", &path, err))?;
+        let capacity = match capacity {
+            Some(capacity) => capacity,
+            None => file.metadata().map_err(|err| io_error("open a segment", &path, err))?.len(),
+        };
+        let retired = std::mem::replace(active, Active { file: Arc::new(file), path, end: 0, capacity, written: active.written });
         Ok(retired.path)
     }
 
@@ -393,15 +412,15 @@ impl Drop for Segments {
     }
 }
 
-/// The janitor's thread: zeroes ahead of the active segment's end and deletes the segments
-/// whose records RocksDB has flushed. Its failures cost speed or disk space, never a record:
-/// a segment it could not delete is deleted by the next open.
+/// The janitor's thread: prepares spare segments and deletes the segments whose records
+/// RocksDB has flushed. Its failures cost speed or disk space, never a record: a segment it
+/// could not delete is deleted by the next open.
 fn janitor(shared: &Shared, chores: &Receiver<Chore>, flush: &dyn Fn() -> Result<()>) {
     while let Ok(chore) = chores.recv() {
         match chore {
-            Chore::ZeroAhead => {
-                if let Err(err) = zero_ahead(shared) {
-                    warn!("the log's janitor could not zero-fill ahead of its active segment: {err}");
+            Chore::Prepare(bytes) => {
+                if let Err(err) = prepare_spare(&shared.dir, bytes) {
+                    warn!("the log's janitor could not prepare a spare segment (the log's syncs cost more without): {err}");
                 }
             }
             Chore::Retire(path) => match flush() {
@@ -416,32 +435,26 @@ fn janitor(shared: &Shared, chores: &Receiver<Chore>, flush: &dyn Fn() -> Result
     }
 }
 
-/// Writes zeros after the active segment's end, a chunk at a time, until [`ZEROED_AHEAD`]
-/// bytes lie ahead of it, and syncs them. The zeros are written under the segment's lock, so
-/// never over a frame.
-fn zero_ahead(shared: &Shared) -> Result<()> {
-    let zeros = vec![0u8; ZERO_CHUNK as usize];
-    loop {
-        let (file, path, zeroed) = {
-            let mut active = shared.active()?;
-            if active.end + ZEROED_AHEAD <= active.zeroed || active.zeroed >= shared.segment_bytes {
-                active.zeroing = false;
-                return Ok(());
-            }
-            let from = active.zeroed.max(active.end);
-            let result = active.file.write_all_at(&zeros, from);
-            if let Err(err) = result {
-                active.zeroing = false;
-                return Err(io_error("zero-fill a segment", &active.path, err));
-            }
-            (Arc::clone(&active.file), active.path.clone(), from + ZERO_CHUNK)
-        };
-        file.sync_data().map_err(|err| io_error("sync a segment's zeros", &path, err))?;
-        let mut active = shared.active()?;
-        if active.path == path {
-            active.zeroed = active.zeroed.max(zeroed);
-        }
+/// Writes a spare segment of `bytes` zeros and syncs it, unless one is ready. It appears under
+/// its name only whole: a crash leaves at most an unfinished one, which the next open deletes.
+fn prepare_spare(dir: &Path, bytes: u64) -> Result<()> {
+    let spare = dir.join(SPARE);
+    if spare.exists() {
+        return Ok(());
     }
+    let unfinished = dir.join(SPARE_UNFINISHED);
+    let file = OpenOptions::new().create(true).truncate(true).write(true).open(&unfinished).map_err(|err| io_error("create a spare segment", &unfinished, err))?;
+    let zeros = vec![0u8; ZERO_CHUNK];
+    let mut at = 0;
+    while at < bytes {
+        let chunk = &zeros[..ZERO_CHUNK.min((bytes - at) as usize)];
+        file.write_all_at(chunk, at).map_err(|err| io_error("zero-fill a spare segment", &unfinished, err))?;
+        // A chunk at a time: the disk never has a whole segment of zeros to write at once
+        // ahead of the writer's syncs.
+        file.sync_data().map_err(|err| io_error("sync a spare segment", &unfinished, err))?;
+        at += chunk.len() as u64;
+    }
+    std::fs::rename(&unfinished, &spare).map_err(|err| io_error("finish a spare segment", &spare, err))
 }
 
 #[cfg(test)]
