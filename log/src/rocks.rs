@@ -111,8 +111,9 @@ impl RocksLoglet {
             .map_err(|err| Error::Storage { operation: "create the log directory", message: format!("{}: {err}", path.display()) })?;
         let trim_point = Arc::new(AtomicU64::new(1));
 
-        // A close leaves the records to the segments (the next open applies them again)
-        // rather than wait for a flush. The one option here that has no setter of its own.
+        // Closing the database leaves the records in its memtables to the segments (the next
+        // open applies them again) rather than flush them; a close still waits for the flushes
+        // the janitor has already begun. The one option here that has no setter of its own.
         let mut db_options = Options::default()
             .get_options_from_string("avoid_flush_during_shutdown=true")
             .map_err(|err| storage_error("configure the database", path, err))?;
@@ -278,6 +279,10 @@ impl RocksLoglet {
             }
             let (records, index) = (family(db, RECORDS)?, family(db, TAG_INDEX)?);
             let first = tail + 1;
+            if entries.is_empty() {
+                // No frame: a frame of no records would read as the end of the log.
+                return Ok(first);
+            }
             let last = tail + entries.len() as Lsn;
             let mut frame = Vec::new();
             let values = encode_frame(first, entries, &mut frame);
@@ -309,11 +314,13 @@ fn poisoned() -> Error {
     Error::Internal("RocksDB loglet lock poisoned by a panicking thread".to_owned())
 }
 
-/// Flushes the records and the tag index to RocksDB's tables, together, and waits.
+/// Flushes the records, the tag index and the metadata to RocksDB's tables, together, and waits.
 fn flush_records(db: &DB) -> Result<()> {
     let mut options = FlushOptions::default();
     options.set_wait(true);
-    db.flush_cfs_opt(&[family(db, RECORDS)?, family(db, TAG_INDEX)?], &options).map_err(|err| Error::Storage { operation: "flush the records", message: err.into_string() })
+    // The metadata too: its memtable would otherwise keep every RocksDB WAL file since its
+    // last write (a trim or a seal) from being deleted.
+    db.flush_cfs_opt(&[family(db, RECORDS)?, family(db, TAG_INDEX)?, family(db, META)?], &options).map_err(|err| Error::Storage { operation: "flush the records", message: err.into_string() })
 }
 
 /// Options for a column family whose keys arrive in ascending order within each prefix of
@@ -510,6 +517,21 @@ mod tests {
         assert_eq!(payloads(&loglet), ["v1 record 1", "v1 record 2", "v1 record 3", "v2 record 4"]);
         let format = loglet.with_db(|db| Ok(db.get_cf(family(db, META)?, META_FORMAT).unwrap())).unwrap();
         assert_eq!(format, Some(FORMAT_VERSION.to_be_bytes().to_vec()), "upgraded to the format with segments");
+        loglet.close().unwrap();
+    }
+
+    #[test]
+    fn an_empty_write_leaves_no_frame_and_a_closed_loglet_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let loglet = RocksLoglet::open(dir.path()).unwrap();
+        assert_eq!(loglet.append(&[Entry::new([1], "one")]).unwrap(), 1);
+        assert_eq!(loglet.write(&[]).unwrap(), 2, "an empty write writes nothing");
+        assert_eq!(loglet.append(&[Entry::new([1], "two")]).unwrap(), 2);
+        loglet.close().unwrap();
+        assert_eq!(loglet.sync(), Err(Error::Closed));
+        assert_eq!(loglet.write(&[Entry::new([1], "after")]), Err(Error::Closed));
+        let loglet = RocksLoglet::open(dir.path()).unwrap();
+        assert_eq!(loglet.state().tail, 2, "the record after the empty write is recovered");
         loglet.close().unwrap();
     }
 }

@@ -4,16 +4,19 @@
 //! RocksDB holds the records and their tag index with its own write-ahead log off for them.
 //! Each `write` of the loglet is first one *frame* at the end of the active segment, and a
 //! sync is one fdatasync of that file. A segment is `segments/NNNNNNNNNNNNNNNNNNNN.seg`, named
-//! by the LSN of its first record (20 digits, so names sort by LSN). A frame, integers
-//! little-endian:
+//! by the LSN of its first record (20 digits, so names sort by LSN). It starts with a header,
+//! synced before any frame is written, then holds frames; integers little-endian:
 //!
 //! ```text
-//! crc32 u32 | body bytes u32 | first LSN u64 | synced LSN u64 | records u32 | body
+//! segment header: magic "CombSeg1" | salt u64 (random, one per segment file)
+//! frame: crc32 u32 | body bytes u32 | salt u64 | first LSN u64 | synced LSN u64 | records u32 | body
 //! body: per record, value bytes u32 | value (the record as RocksDB stores it)
 //! ```
 //!
 //! The CRC covers everything after it. `synced` is the last LSN that a finished sync had made
-//! durable when the frame was written: it is what tells damage from a torn tail (below).
+//! durable when the frame was written: it is what tells damage from a torn tail (below). The
+//! salt makes a frame valid only in its own segment file: a record's payload that happens to
+//! hold (or was crafted to hold) a well-formed frame is never taken for one.
 //!
 //! **Why not RocksDB's write-ahead log.** An fdatasync of a file that grows must also commit
 //! the file system's journal (the file's new size). On the disk this was measured on, writing
@@ -45,7 +48,7 @@ use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -66,11 +69,14 @@ const SPARE_UNFINISHED: &str = "spare.tmp";
 /// Most chores waiting for the janitor (retired segments, spares to prepare).
 const CHORES_MAX: usize = 16;
 /// Bytes of a frame's header.
-const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 4;
+const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 8 + 4;
+/// A segment file's header: the magic, then the segment's salt.
+const MAGIC: &[u8; 8] = b"CombSeg1";
+const SEGMENT_HEADER_BYTES: u64 = 16;
 const SUFFIX: &str = "seg";
 
 /// Appends the frame for the records `first ..` holding `entries` to `out`, and returns where
-/// each record's stored value lies in `out`. The CRC and `synced` are filled in by
+/// each record's stored value lies in `out`. The CRC, salt and `synced` are filled in by
 /// [`Segments::write`].
 pub(crate) fn encode_frame(first: Lsn, entries: &[Entry], out: &mut Vec<u8>) -> Vec<Range<usize>> {
     let start = out.len();
@@ -86,8 +92,8 @@ pub(crate) fn encode_frame(first: Lsn, entries: &[Entry], out: &mut Vec<u8>) -> 
     }
     let body = out.len() - start - HEADER_BYTES;
     out[start + 4..start + 8].copy_from_slice(&(body as u32).to_le_bytes());
-    out[start + 8..start + 16].copy_from_slice(&first.to_le_bytes());
-    out[start + 24..start + 28].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    out[start + 16..start + 24].copy_from_slice(&first.to_le_bytes());
+    out[start + 32..start + 36].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     values
 }
 
@@ -127,37 +133,89 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("eight bytes"))
 }
 
-/// The whole frame at the start of `bytes`, or `None` (zeros, cut short, or a failed CRC).
-fn parse_frame(bytes: &[u8]) -> Option<Frame<'_>> {
+/// The whole frame of the segment salted `salt` at the start of `bytes`, or `None` (zeros,
+/// cut short, another salt, or a failed CRC).
+fn parse_frame(bytes: &[u8], salt: u64) -> Option<Frame<'_>> {
     let header = bytes.get(..HEADER_BYTES)?;
     let body_bytes = le_u32(&header[4..8]) as usize;
-    let count = u64::from(le_u32(&header[24..28]));
-    if count == 0 {
+    let count = u64::from(le_u32(&header[32..36]));
+    if count == 0 || le_u64(&header[8..16]) != salt {
         return None;
     }
     let framed = bytes.get(4..HEADER_BYTES + body_bytes)?;
     if crc32fast::hash(framed) != le_u32(&header[..4]) {
         return None;
     }
-    let first = le_u64(&header[8..16]);
+    let first = le_u64(&header[16..24]);
     (first > 0 && first.checked_add(count).is_some()).then(|| Frame {
         first,
-        synced: le_u64(&header[16..24]),
+        synced: le_u64(&header[24..32]),
         count,
         body: &framed[HEADER_BYTES - 4..],
         bytes: HEADER_BYTES + body_bytes,
     })
 }
 
-/// Where the records of a frame at or after `from` in `bytes` say that a sync had covered
-/// `lsn`: proof that `lsn` was acknowledged. Looks at every byte position, since the frames
-/// after damage cannot be found by their lengths.
-fn acknowledged_after(bytes: &[u8], lsn: Lsn) -> Option<usize> {
+/// Where in `bytes` a whole frame of the segment salted `salt`, written after record `lsn`,
+/// says that a sync had covered `lsn`: proof that `lsn` was acknowledged. Looks at every byte
+/// position, since the frames after damage cannot be found by their lengths; the header alone
+/// (the salt above all) rules out nearly every position before a CRC is computed.
+fn acknowledged_after(bytes: &[u8], salt: u64, lsn: Lsn) -> Option<usize> {
     (0..bytes.len().saturating_sub(HEADER_BYTES)).find(|&at| {
         let header = &bytes[at..at + HEADER_BYTES];
-        // The header alone rules out most positions before the CRC is computed.
-        le_u64(&header[16..24]) >= lsn && parse_frame(&bytes[at..]).is_some_and(|frame| frame.synced >= lsn)
+        let (first, synced) = (le_u64(&header[16..24]), le_u64(&header[24..32]));
+        let plausible = le_u64(&header[8..16]) == salt && first > lsn && (lsn..first).contains(&synced);
+        plausible && parse_frame(&bytes[at..], salt).is_some_and(|frame| frame.synced >= lsn)
     })
+}
+
+/// A fresh salt for a segment file: random per process, mixed with the clock.
+fn new_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.finish()
+}
+
+fn segment_header(salt: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0; SEGMENT_HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..].copy_from_slice(&salt.to_le_bytes());
+    header
+}
+
+/// The salt of a segment file from its header; `None` for a file whose header was never
+/// written (it holds nothing).
+fn read_salt(bytes: &[u8], path: &Path) -> Result<Option<u64>> {
+    let header = bytes.get(..SEGMENT_HEADER_BYTES as usize);
+    match header {
+        Some(header) if header[..8] == MAGIC[..] => Ok(Some(le_u64(&header[8..]))),
+        _ if bytes.iter().all(|b| *b == 0) => Ok(None),
+        _ => Err(Error::Corrupt { location: path.display().to_string(), detail: "the segment's header is damaged".to_owned() }),
+    }
+}
+
+/// Creates the segment file `path` with a fresh header, synced, and opens it for writing.
+fn create_segment(path: &Path) -> Result<(File, u64)> {
+    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path).map_err(|err| io_error("create a segment", path, err))?;
+    let salt = new_salt();
+    file.write_all_at(&segment_header(salt), 0).and_then(|()| file.sync_data()).map_err(|err| io_error("write a segment's header", path, err))?;
+    Ok((file, salt))
+}
+
+/// Makes the spare the segment `path` and opens it: its salt and its capacity.
+fn take_spare(dir: &Path, path: &Path) -> Result<Option<(File, u64, u64)>> {
+    match std::fs::rename(dir.join(SPARE), path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io_error("take the spare segment", path, err)),
+    }
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|err| io_error("open a segment", path, err))?;
+    let mut header = [0; SEGMENT_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0).map_err(|err| io_error("read a segment's header", path, err))?;
+    let salt = read_salt(&header, path)?.ok_or_else(|| Error::Corrupt { location: path.display().to_string(), detail: "a spare segment without its header".to_owned() })?;
+    let capacity = file.metadata().map_err(|err| io_error("open a segment", path, err))?.len();
+    Ok(Some((file, salt, capacity)))
 }
 
 fn segment_path(dir: &Path, first: Lsn) -> PathBuf {
@@ -199,7 +257,7 @@ fn list(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
 /// What reading the segments recovered.
 #[derive(Debug)]
 pub(crate) struct Recovered {
-    /// The last record applied, or `from - 1` if none was.
+    /// The last record applied, or one before the first wanted if none was.
     pub(crate) last: Lsn,
     /// The segments read, to delete once what was applied is flushed.
     pub(crate) old: Vec<PathBuf>,
@@ -217,8 +275,12 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
     for (_, path) in list(dir)? {
         let bytes = std::fs::read(&path).map_err(|err| io_error("read a segment", &path, err))?;
         let corrupt = |at: usize, detail: String| Error::Corrupt { location: format!("{} at byte {at}", path.display()), detail };
-        let mut at = 0;
-        while let Some(frame) = parse_frame(&bytes[at..]) {
+        let Some(salt) = read_salt(&bytes, &path)? else {
+            old.push(path);
+            continue;
+        };
+        let mut at = SEGMENT_HEADER_BYTES as usize;
+        while let Some(frame) = parse_frame(&bytes[at..], salt) {
             let Some(values) = frame.values() else {
                 return Err(corrupt(at, format!("a frame announces {} records but holds others", frame.count)));
             };
@@ -232,7 +294,7 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
             }
             at += frame.bytes;
         }
-        if let Some(proof) = acknowledged_after(&bytes[at..], next) {
+        if let Some(proof) = acknowledged_after(&bytes[at..], salt, next) {
             return Err(corrupt(at, format!("record {next} is damaged, and a frame at byte {} says a sync had covered it", at + proof)));
         }
         old.push(path);
@@ -244,6 +306,7 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
 struct Active {
     file: Arc<File>,
     path: PathBuf,
+    salt: u64,
     /// Bytes of frames in it.
     end: u64,
     /// Bytes it may hold before the next frame rolls to a new segment.
@@ -265,11 +328,32 @@ struct Shared {
     active: Mutex<Active>,
     /// The last record a finished sync made durable.
     synced: AtomicU64,
+    /// Set by a failed write or sync: what it left on disk is unknown until the next open,
+    /// so nothing more is written, and no later frame may claim a sync (fail-stop).
+    failed: AtomicBool,
+    /// Set by `close`: nothing more is written, and the janitor prepares no more spares.
+    closed: AtomicBool,
 }
 
 impl Shared {
+    /// The active segment, for writing or syncing it; an error once the segments failed or
+    /// were closed.
     fn active(&self) -> Result<MutexGuard<'_, Active>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Storage { operation: "write", message: format!("an earlier write or sync of {} failed; reopen the log", self.dir.display()) });
+        }
         self.active.lock().map_err(|_| Error::Internal("the log's segment lock was poisoned by a panicking thread".to_owned()))
+    }
+
+    /// Passes `result` on, failing the segments if it is an error.
+    fn fail_on<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
     }
 }
 
@@ -287,20 +371,33 @@ impl std::fmt::Debug for Segments {
 }
 
 impl Segments {
-    /// Starts a new active segment for the records from `next` on, deletes the `old` segments
-    /// (whose records must be flushed by now) and starts the janitor, which calls `flush` to
-    /// make RocksDB's memtables durable before it deletes a retired segment.
+    /// Starts the active segment for the records from `next` on (the spare left by the last
+    /// open if there is one), deletes the `old` segments (whose records must be flushed by
+    /// now) and starts the janitor, which calls `flush` to make RocksDB's memtables durable
+    /// before it deletes a retired segment.
     pub(crate) fn start(dir: &Path, segment_bytes: u64, next: Lsn, old: Vec<PathBuf>, flush: Box<dyn Fn() -> Result<()> + Send>) -> Result<Segments> {
         let path = segment_path(dir, next);
-        let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(|err| io_error("create a segment", &path, err))?;
+        let (file, salt, capacity) = match take_spare(dir, &path)? {
+            Some(spare) => spare,
+            None => {
+                let (file, salt) = create_segment(&path)?;
+                (file, salt, FIRST_SEGMENT_BYTES.min(segment_bytes))
+            }
+        };
         sync_dir(dir)?;
-        let spares = [dir.join(SPARE), dir.join(SPARE_UNFINISHED)].into_iter().filter(|spare| spare.exists());
-        for old in old.into_iter().filter(|old| *old != path).chain(spares) {
+        let unfinished = Some(dir.join(SPARE_UNFINISHED)).filter(|spare| spare.exists());
+        for old in old.into_iter().filter(|old| *old != path).chain(unfinished) {
             std::fs::remove_file(&old).map_err(|err| io_error("delete a flushed segment", &old, err))?;
         }
-        let capacity = FIRST_SEGMENT_BYTES.min(segment_bytes);
-        let active = Active { file: Arc::new(file), path, end: 0, capacity, written: next - 1 };
-        let shared = Arc::new(Shared { dir: dir.to_owned(), segment_bytes, active: Mutex::new(active), synced: AtomicU64::new(next - 1) });
+        let active = Active { file: Arc::new(file), path, salt, end: SEGMENT_HEADER_BYTES, capacity, written: next - 1 };
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            segment_bytes,
+            active: Mutex::new(active),
+            synced: AtomicU64::new(next - 1),
+            failed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
         let (chores, inbox) = sync_channel(CHORES_MAX);
         let janitor = {
             let shared = Arc::clone(&shared);
@@ -335,17 +432,23 @@ impl Segments {
     /// than that gets a segment of its own). Not durable until
     /// a later [`sync`](Self::sync).
     pub(crate) fn write(&self, frame: &mut [u8], last: Lsn) -> Result<()> {
-        let first = le_u64(&frame[8..16]);
+        let first = le_u64(&frame[16..24]);
         let body = frame.len() - HEADER_BYTES;
         if u32::try_from(body).is_err() {
             return Err(Error::Internal(format!("a write of {body} bytes does not fit in one frame")));
         }
         let mut active = self.shared.active()?;
-        let retired = if active.end > 0 && active.end + frame.len() as u64 > active.capacity { Some(self.roll(&mut active, first)?) } else { None };
-        frame[16..24].copy_from_slice(&self.shared.synced.load(Ordering::Acquire).to_le_bytes());
+        let retired = if active.end > SEGMENT_HEADER_BYTES && active.end + frame.len() as u64 > active.capacity {
+            Some(self.shared.fail_on(self.roll(&mut active, first))?)
+        } else {
+            None
+        };
+        frame[8..16].copy_from_slice(&active.salt.to_le_bytes());
+        frame[24..32].copy_from_slice(&self.shared.synced.load(Ordering::Acquire).to_le_bytes());
         let crc = crc32fast::hash(&frame[4..]);
         frame[..4].copy_from_slice(&crc.to_le_bytes());
-        active.file.write_all_at(frame, active.end).map_err(|err| io_error("write a segment", &active.path, err))?;
+        let written = active.file.write_all_at(frame, active.end).map_err(|err| io_error("write a segment", &active.path, err));
+        self.shared.fail_on(written)?;
         active.end += frame.len() as u64;
         active.written = last;
         let next_capacity = (active.capacity * 2).min(self.shared.segment_bytes);
@@ -364,21 +467,15 @@ impl Segments {
         self.shared.synced.fetch_max(active.written, Ordering::AcqRel);
         let dir = &self.shared.dir;
         let path = segment_path(dir, first);
-        let capacity = match std::fs::rename(dir.join(SPARE), &path) {
-            Ok(()) => None,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                OpenOptions::new().create(true).truncate(true).write(true).open(&path).map_err(|err| io_error("create a segment", &path, err))?;
-                Some((active.capacity * 2).min(self.shared.segment_bytes))
+        let (file, salt, capacity) = match take_spare(dir, &path)? {
+            Some(spare) => spare,
+            None => {
+                let (file, salt) = create_segment(&path)?;
+                (file, salt, (active.capacity * 2).min(self.shared.segment_bytes))
             }
-            Err(err) => return Err(io_error("take the spare segment", &path, err)),
         };
         sync_dir(dir)?;
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|err| io_error("open a segment", &path, err))?;
-        let capacity = match capacity {
-            Some(capacity) => capacity,
-            None => file.metadata().map_err(|err| io_error("open a segment", &path, err))?.len(),
-        };
-        let retired = std::mem::replace(active, Active { file: Arc::new(file), path, end: 0, capacity, written: active.written });
+        let retired = std::mem::replace(active, Active { file: Arc::new(file), path, salt, end: SEGMENT_HEADER_BYTES, capacity, written: active.written });
         Ok(retired.path)
     }
 
@@ -389,13 +486,16 @@ impl Segments {
             let active = self.shared.active()?;
             (Arc::clone(&active.file), active.path.clone(), active.written)
         };
-        file.sync_data().map_err(|err| io_error("sync a segment", &path, err))?;
+        let synced = file.sync_data().map_err(|err| io_error("sync a segment", &path, err));
+        self.shared.fail_on(synced)?;
         self.shared.synced.fetch_max(written, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Stops the janitor, after the chores already given to it.
+    /// Stops the janitor, after the retirements already given to it (it prepares no more
+    /// spares); every later write or sync fails with `Closed`.
     pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
         if let Ok(mut chores) = self.chores.lock() {
             chores.take();
         }
@@ -418,6 +518,7 @@ impl Drop for Segments {
 fn janitor(shared: &Shared, chores: &Receiver<Chore>, flush: &dyn Fn() -> Result<()>) {
     while let Ok(chore) = chores.recv() {
         match chore {
+            Chore::Prepare(_) if shared.closed.load(Ordering::Acquire) => {}
             Chore::Prepare(bytes) => {
                 if let Err(err) = prepare_spare(&shared.dir, bytes) {
                     warn!("the log's janitor could not prepare a spare segment (the log's syncs cost more without): {err}");
@@ -445,7 +546,8 @@ fn prepare_spare(dir: &Path, bytes: u64) -> Result<()> {
     let unfinished = dir.join(SPARE_UNFINISHED);
     let file = OpenOptions::new().create(true).truncate(true).write(true).open(&unfinished).map_err(|err| io_error("create a spare segment", &unfinished, err))?;
     let zeros = vec![0u8; ZERO_CHUNK];
-    let mut at = 0;
+    file.write_all_at(&segment_header(new_salt()), 0).map_err(|err| io_error("write a spare segment's header", &unfinished, err))?;
+    let mut at = SEGMENT_HEADER_BYTES;
     while at < bytes {
         let chunk = &zeros[..ZERO_CHUNK.min((bytes - at) as usize)];
         file.write_all_at(chunk, at).map_err(|err| io_error("zero-fill a spare segment", &unfinished, err))?;
@@ -462,11 +564,14 @@ mod tests {
     use super::*;
     use crate::record::decode_value;
 
-    fn frame(first: Lsn, payloads: &[&'static [u8]], synced: Lsn) -> Vec<u8> {
-        let entries: Vec<Entry> = payloads.iter().map(|p| Entry::new([3], *p)).collect();
+    const SALT: u64 = 0x5eed;
+
+    fn frame(first: Lsn, payloads: &[&[u8]], synced: Lsn, salt: u64) -> Vec<u8> {
+        let entries: Vec<Entry> = payloads.iter().map(|p| Entry::new([3], p.to_vec())).collect();
         let mut out = Vec::new();
         encode_frame(first, &entries, &mut out);
-        out[16..24].copy_from_slice(&synced.to_le_bytes());
+        out[8..16].copy_from_slice(&salt.to_le_bytes());
+        out[24..32].copy_from_slice(&synced.to_le_bytes());
         let crc = crc32fast::hash(&out[4..]);
         out[..4].copy_from_slice(&crc.to_le_bytes());
         out
@@ -474,8 +579,8 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_any_damage_is_seen() {
-        let bytes = frame(7, &[b"one", b"", b"three"], 5);
-        let parsed = parse_frame(&bytes).expect("a whole frame");
+        let bytes = frame(7, &[b"one", b"", b"three"], 5, SALT);
+        let parsed = parse_frame(&bytes, SALT).expect("a whole frame");
         assert_eq!((parsed.first, parsed.synced, parsed.count, parsed.bytes, parsed.last()), (7, 5, 3, bytes.len(), 9));
         let values = parsed.values().unwrap();
         let payloads: Vec<_> = values.iter().enumerate().map(|(i, v)| decode_value(7 + i as Lsn, v).unwrap().payload).collect();
@@ -483,17 +588,45 @@ mod tests {
         for at in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x10;
-            assert!(parse_frame(&damaged).is_none(), "a flipped bit at byte {at} went unseen");
+            assert!(parse_frame(&damaged, SALT).is_none(), "a flipped bit at byte {at} went unseen");
         }
-        assert!(parse_frame(&bytes[..bytes.len() - 1]).is_none(), "a frame cut short");
-        assert!(parse_frame(&[0; 64]).is_none(), "zeros");
+        assert!(parse_frame(&bytes[..bytes.len() - 1], SALT).is_none(), "a frame cut short");
+        assert!(parse_frame(&[0; 64], SALT).is_none(), "zeros");
+        assert!(parse_frame(&bytes, SALT + 1).is_none(), "a frame of another segment");
     }
 
     #[test]
     fn a_later_frame_proves_acknowledgement_only_if_its_sync_covered_the_record() {
         let mut bytes = vec![0u8; 100];
-        bytes.extend(frame(12, &[b"x"], 9));
-        assert_eq!(acknowledged_after(&bytes, 10), None, "synced 9 says nothing of record 10");
-        assert_eq!(acknowledged_after(&bytes, 9), Some(100));
+        bytes.extend(frame(12, &[b"x"], 9, SALT));
+        assert_eq!(acknowledged_after(&bytes, SALT, 10), None, "synced 9 says nothing of record 10");
+        assert_eq!(acknowledged_after(&bytes, SALT, 9), Some(100));
+        assert_eq!(acknowledged_after(&bytes, SALT, 12), None, "a frame proves nothing of its own records or later ones");
+    }
+
+    #[test]
+    fn a_frame_inside_a_payload_proves_nothing() {
+        // A record whose payload is a well-formed frame claiming that every record was synced,
+        // after a torn frame: only a frame with the segment's own salt is proof.
+        let forged = frame(1_000, &[b"forged"], u64::MAX - 1, SALT + 1);
+        let mut bytes = vec![0u8; 100];
+        bytes.extend(frame(20, &[&forged], 9, SALT));
+        assert_eq!(acknowledged_after(&bytes, SALT, 10), None);
+        let forged_with_the_salt = frame(1_000, &[b"forged"], 999, SALT);
+        let mut bytes = vec![0u8; 100];
+        bytes.extend(frame(20, &[&forged_with_the_salt], 9, SALT));
+        assert!(acknowledged_after(&bytes, SALT, 10).is_some(), "the check above would fail for want of the salt alone");
+    }
+
+    #[test]
+    fn a_segment_header_is_its_salt_or_nothing_or_damage() {
+        let path = Path::new("segments/1.seg");
+        let mut bytes = segment_header(SALT).to_vec();
+        bytes.extend([0; 64]);
+        assert_eq!(read_salt(&bytes, path).unwrap(), Some(SALT));
+        assert_eq!(read_salt(&[0; 80], path).unwrap(), None, "a header never written: an empty segment");
+        assert_eq!(read_salt(&[], path).unwrap(), None);
+        bytes[0] ^= 1;
+        assert!(matches!(read_salt(&bytes, path), Err(Error::Corrupt { .. })));
     }
 }
