@@ -34,7 +34,8 @@
 //! Capacities start at [`FIRST_SEGMENT_BYTES`] and double up to `segment-bytes`, so that a
 //! log that holds little writes few zeros. The janitor then prepares the next spare, flushes
 //! RocksDB's memtables (every record of the retired segment is in them) and deletes the
-//! retired segment. The chores waiting for the janitor are bounded by [`CHORES_MAX`]: past
+//! retired segment; once capacities stop growing, it recycles the retired segment as the next
+//! spare instead (a new salt in its header), so that a steady log writes no zeros at all. The chores waiting for the janitor are bounded by [`CHORES_MAX`]: past
 //! it, the writer waits to retire a segment, and does without a spare.
 //!
 //! **Recovery.** The segments are read in order; the frames whose records RocksDB lacks are
@@ -318,7 +319,9 @@ struct Active {
 enum Chore {
     /// Prepare a spare segment of this many bytes.
     Prepare(u64),
-    Retire(PathBuf),
+    /// Flush RocksDB, then delete this segment, or make it the spare if one of at least this
+    /// many bytes is wanted and none is ready.
+    Retire(PathBuf, Option<u64>),
 }
 
 /// The active segment, shared by the writer, the syncer and the janitor.
@@ -418,7 +421,7 @@ impl Segments {
         let Some(chores) = chores.as_ref() else { return };
         match chore {
             // A segment the janitor never retires is deleted by the next open instead.
-            Chore::Retire(_) => drop(chores.send(chore)),
+            Chore::Retire(..) => drop(chores.send(chore)),
             Chore::Prepare(_) => {
                 if let Err(TrySendError::Disconnected(_)) = chores.try_send(chore) {
                     warn!("the log's janitor stopped: the log's syncs will cost more");
@@ -453,17 +456,24 @@ impl Segments {
         active.written = last;
         let next_capacity = (active.capacity * 2).min(self.shared.segment_bytes);
         drop(active);
-        if let Some(retired) = retired {
-            self.ask(Chore::Prepare(next_capacity));
-            self.ask(Chore::Retire(retired));
+        if let Some((retired, retired_bytes)) = retired {
+            // Once segments stop growing, each retired one is recycled as the next spare:
+            // written through already, it needs no zeros.
+            if retired_bytes >= next_capacity {
+                self.ask(Chore::Retire(retired, Some(next_capacity)));
+            } else {
+                self.ask(Chore::Prepare(next_capacity));
+                self.ask(Chore::Retire(retired, None));
+            }
         }
         Ok(())
     }
 
     /// Syncs the active segment and starts the next one at `first`, from the spare if there
-    /// is one; returns the retired one's path.
-    fn roll(&self, active: &mut Active, first: Lsn) -> Result<PathBuf> {
+    /// is one; returns the retired one's path and size.
+    fn roll(&self, active: &mut Active, first: Lsn) -> Result<(PathBuf, u64)> {
         active.file.sync_data().map_err(|err| io_error("sync a segment", &active.path, err))?;
+        let retired_bytes = active.file.metadata().map_err(|err| io_error("roll a segment", &active.path, err))?.len();
         self.shared.synced.fetch_max(active.written, Ordering::AcqRel);
         let dir = &self.shared.dir;
         let path = segment_path(dir, first);
@@ -476,7 +486,7 @@ impl Segments {
         };
         sync_dir(dir)?;
         let retired = std::mem::replace(active, Active { file: Arc::new(file), path, salt, end: SEGMENT_HEADER_BYTES, capacity, written: active.written });
-        Ok(retired.path)
+        Ok((retired.path, retired_bytes))
     }
 
     /// Makes every frame written so far durable: one fdatasync of the active segment (a roll
@@ -524,16 +534,33 @@ fn janitor(shared: &Shared, chores: &Receiver<Chore>, flush: &dyn Fn() -> Result
                     warn!("the log's janitor could not prepare a spare segment (the log's syncs cost more without): {err}");
                 }
             }
-            Chore::Retire(path) => match flush() {
+            Chore::Retire(path, spare_bytes) => match flush() {
                 Ok(()) => {
-                    if let Err(err) = std::fs::remove_file(&path) {
-                        warn!("the log's janitor could not delete the flushed segment {}: {err}", path.display());
+                    if let Err(err) = recycle_or_delete(&shared.dir, &path, spare_bytes) {
+                        warn!("the log's janitor could not delete or recycle the flushed segment {}: {err}", path.display());
                     }
                 }
                 Err(err) => warn!("the log's janitor could not flush the records of {} (kept until the next open): {err}", path.display()),
             },
         }
     }
+}
+
+/// Makes the flushed segment `path` the spare, with a fresh salt, if a spare of `wanted` bytes
+/// is wanted, none is ready and the segment is as large; else deletes it. Its old frames stay
+/// in it, but carry the old salt: they are never read as frames of the new segment.
+fn recycle_or_delete(dir: &Path, path: &Path, wanted: Option<u64>) -> Result<()> {
+    let bytes = std::fs::metadata(path).map_err(|err| io_error("recycle a segment", path, err))?.len();
+    if wanted.is_none_or(|wanted| bytes < wanted) || dir.join(SPARE).exists() {
+        return std::fs::remove_file(path).map_err(|err| io_error("delete a flushed segment", path, err));
+    }
+    let unfinished = dir.join(SPARE_UNFINISHED);
+    std::fs::rename(path, &unfinished).map_err(|err| io_error("recycle a segment", path, err))?;
+    let file = OpenOptions::new().write(true).open(&unfinished).map_err(|err| io_error("recycle a segment", &unfinished, err))?;
+    file.write_all_at(&segment_header(new_salt()), 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|err| io_error("write a recycled segment's header", &unfinished, err))?;
+    std::fs::rename(&unfinished, dir.join(SPARE)).map_err(|err| io_error("finish a spare segment", &unfinished, err))
 }
 
 /// Writes a spare segment of `bytes` zeros and syncs it, unless one is ready. It appears under
@@ -563,6 +590,7 @@ fn prepare_spare(dir: &Path, bytes: u64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::record::decode_value;
+    use bytes::Bytes;
 
     const SALT: u64 = 0x5eed;
 
@@ -616,6 +644,26 @@ mod tests {
         let mut bytes = vec![0u8; 100];
         bytes.extend(frame(20, &[&forged_with_the_salt], 9, SALT));
         assert!(acknowledged_after(&bytes, SALT, 10).is_some(), "the check above would fail for want of the salt alone");
+    }
+
+    #[test]
+    fn a_recycled_segment_ends_where_its_own_frames_end() {
+        let dir = tempfile::tempdir().unwrap();
+        // A recycled segment: a new header and two frames, then a frame of its former life
+        // (records 3 and on, "synced" far beyond) that the new frames did not overwrite.
+        let mut bytes = segment_header(SALT).to_vec();
+        bytes.extend(frame(1, &[b"a"], 0, SALT));
+        bytes.extend(frame(2, &[b"b"], 1, SALT));
+        bytes.extend(frame(3, &[b"stale"], 900, SALT - 1));
+        std::fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
+        let mut applied = Vec::new();
+        let recovered = recover(dir.path(), 1, |first, values| {
+            applied.extend((first..).zip(values.iter().map(|v| decode_value(first, v).unwrap().payload)));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(recovered.last, 2);
+        assert_eq!(applied, vec![(1, Bytes::from_static(b"a")), (2, Bytes::from_static(b"b"))]);
     }
 
     #[test]

@@ -182,14 +182,14 @@ fn segments_roll_and_are_deleted_once_flushed() {
             log.append(&[i % 5 + 1], format!("{i:0>200}")).await.unwrap();
         }
         log.close().await.unwrap();
-        // Closing waited for the janitor: every retired segment was flushed and deleted, and
-        // the next one is ready, zero-filled.
+        // Closing waited for the janitor: every retired segment was flushed and deleted (or
+        // recycled), and the next one is ready.
         let mut left: Vec<_> = std::fs::read_dir(dir.path().join("segments")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
         assert_eq!(left.len(), 2, "only the active segment and a spare are left: {left:?}");
         assert!(left[0].ends_with(".seg") && left[1] == "spare", "{left:?}");
         let spare = std::fs::read(dir.path().join("segments/spare")).unwrap();
-        assert!(spare.len() as u64 == SEGMENT_BYTES_MIN && spare.starts_with(b"CombSeg1") && spare[16..].iter().all(|b| *b == 0), "a spare of {} bytes", spare.len());
+        assert!(spare.len() as u64 >= SEGMENT_BYTES_MIN && spare.starts_with(b"CombSeg1"), "a spare of {} bytes", spare.len());
 
         let log = LogBook::open_dir(dir.path(), options).await.unwrap();
         let records = all_records(&log).await;
