@@ -294,7 +294,10 @@ impl RocksLoglet {
                     batch.put_cf(index, tag_key(*tag, lsn), []);
                 }
             }
-            db.write_opt(batch, &self.unlogged).map_err(|err| storage_error(operation, &self.path, err))?;
+            db.write_opt(batch, &self.unlogged).map_err(|err| {
+                segments.fail();
+                storage_error(operation, &self.path, err)
+            })?;
             self.tail.store(last, Ordering::Release);
             Ok(first)
         })

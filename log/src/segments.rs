@@ -31,12 +31,14 @@
 //! **Rolling.** When a frame would carry the active segment past its capacity, the segment
 //! is synced and the frame starts the next one: the spare, renamed, or a new empty file if
 //! the janitor has not prepared one; its directory entry is synced before it is written.
-//! Capacities start at [`FIRST_SEGMENT_BYTES`] and double up to `segment-bytes`, so that a
-//! log that holds little writes few zeros. The janitor then prepares the next spare, flushes
-//! RocksDB's memtables (every record of the retired segment is in them) and deletes the
-//! retired segment; once capacities stop growing, it recycles the retired segment as the next
-//! spare instead (a new salt in its header), so that a steady log writes no zeros at all. The chores waiting for the janitor are bounded by [`CHORES_MAX`]: past
-//! it, the writer waits to retire a segment, and does without a spare.
+//! Capacities start at [`FIRST_SEGMENT_BYTES`] after an open (or at the size of the spare the
+//! last open left) and double up to `segment-bytes`, so that a log that holds little writes
+//! few zeros; a frame larger than a segment gets one of its own, grown to fit. The janitor
+//! then prepares the next spare, flushes RocksDB's memtables (every record of the retired
+//! segment is in them) and deletes the retired segment; once capacities stop growing, it
+//! recycles the retired segment as the next spare instead (a new salt in its header), so
+//! that a steady log writes no zeros at all. The chores waiting for the janitor are bounded
+//! by [`CHORES_MAX`]: past it, the writer waits to retire a segment, and does without a spare.
 //!
 //! **Recovery.** The segments are read in order; the frames whose records RocksDB lacks are
 //! applied to it, and RocksDB is flushed before the segments are deleted. A frame that is
@@ -205,17 +207,24 @@ fn create_segment(path: &Path) -> Result<(File, u64)> {
 }
 
 /// Makes the spare the segment `path` and opens it: its salt and its capacity.
-fn take_spare(dir: &Path, path: &Path) -> Result<Option<(File, u64, u64)>> {
-    match std::fs::rename(dir.join(SPARE), path) {
-        Ok(()) => {}
+/// A spare larger than `bytes_max` (left by an open with larger segments) or without a sound
+/// header is deleted instead, and `None` returned: the caller creates a segment.
+fn take_spare(dir: &Path, path: &Path, bytes_max: u64) -> Result<Option<(File, u64, u64)>> {
+    let spare = dir.join(SPARE);
+    let file = match OpenOptions::new().read(true).write(true).open(&spare) {
+        Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(io_error("take the spare segment", path, err)),
-    }
-    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|err| io_error("open a segment", path, err))?;
+        Err(err) => return Err(io_error("open the spare segment", &spare, err)),
+    };
+    let capacity = file.metadata().map_err(|err| io_error("open the spare segment", &spare, err))?.len();
     let mut header = [0; SEGMENT_HEADER_BYTES as usize];
-    file.read_exact_at(&mut header, 0).map_err(|err| io_error("read a segment's header", path, err))?;
-    let salt = read_salt(&header, path)?.ok_or_else(|| Error::Corrupt { location: path.display().to_string(), detail: "a spare segment without its header".to_owned() })?;
-    let capacity = file.metadata().map_err(|err| io_error("open a segment", path, err))?.len();
+    let salt = file.read_exact_at(&mut header, 0).ok().and_then(|()| read_salt(&header, &spare).ok().flatten());
+    let Some(salt) = salt.filter(|_| capacity <= bytes_max) else {
+        warn!("the spare segment {} ({capacity} bytes) is unusable or too large; it is deleted", spare.display());
+        std::fs::remove_file(&spare).map_err(|err| io_error("delete the spare segment", &spare, err))?;
+        return Ok(None);
+    };
+    std::fs::rename(&spare, path).map_err(|err| io_error("take the spare segment", path, err))?;
     Ok(Some((file, salt, capacity)))
 }
 
@@ -380,7 +389,7 @@ impl Segments {
     /// before it deletes a retired segment.
     pub(crate) fn start(dir: &Path, segment_bytes: u64, next: Lsn, old: Vec<PathBuf>, flush: Box<dyn Fn() -> Result<()> + Send>) -> Result<Segments> {
         let path = segment_path(dir, next);
-        let (file, salt, capacity) = match take_spare(dir, &path)? {
+        let (file, salt, capacity) = match take_spare(dir, &path, segment_bytes)? {
             Some(spare) => spare,
             None => {
                 let (file, salt) = create_segment(&path)?;
@@ -458,8 +467,9 @@ impl Segments {
         drop(active);
         if let Some((retired, retired_bytes)) = retired {
             // Once segments stop growing, each retired one is recycled as the next spare:
-            // written through already, it needs no zeros.
-            if retired_bytes >= next_capacity {
+            // written through already, it needs no zeros. (One grown by a frame larger than
+            // a segment is not: segments keep their size.)
+            if retired_bytes == next_capacity {
                 self.ask(Chore::Retire(retired, Some(next_capacity)));
             } else {
                 self.ask(Chore::Prepare(next_capacity));
@@ -477,7 +487,7 @@ impl Segments {
         self.shared.synced.fetch_max(active.written, Ordering::AcqRel);
         let dir = &self.shared.dir;
         let path = segment_path(dir, first);
-        let (file, salt, capacity) = match take_spare(dir, &path)? {
+        let (file, salt, capacity) = match take_spare(dir, &path, self.shared.segment_bytes)? {
             Some(spare) => spare,
             None => {
                 let (file, salt) = create_segment(&path)?;
@@ -487,6 +497,12 @@ impl Segments {
         sync_dir(dir)?;
         let retired = std::mem::replace(active, Active { file: Arc::new(file), path, salt, end: SEGMENT_HEADER_BYTES, capacity, written: active.written });
         Ok((retired.path, retired_bytes))
+    }
+
+    /// Stops the segments after a write that failed beside them (RocksDB's): what the frame
+    /// written says may not be what the caller was told.
+    pub(crate) fn fail(&self) {
+        self.shared.failed.store(true, Ordering::Release);
     }
 
     /// Makes every frame written so far durable: one fdatasync of the active segment (a roll
@@ -547,11 +563,11 @@ fn janitor(shared: &Shared, chores: &Receiver<Chore>, flush: &dyn Fn() -> Result
 }
 
 /// Makes the flushed segment `path` the spare, with a fresh salt, if a spare of `wanted` bytes
-/// is wanted, none is ready and the segment is as large; else deletes it. Its old frames stay
+/// is wanted, none is ready and the segment has that size; else deletes it. Its old frames stay
 /// in it, but carry the old salt: they are never read as frames of the new segment.
 fn recycle_or_delete(dir: &Path, path: &Path, wanted: Option<u64>) -> Result<()> {
     let bytes = std::fs::metadata(path).map_err(|err| io_error("recycle a segment", path, err))?.len();
-    if wanted.is_none_or(|wanted| bytes < wanted) || dir.join(SPARE).exists() {
+    if wanted != Some(bytes) || dir.join(SPARE).exists() {
         return std::fs::remove_file(path).map_err(|err| io_error("delete a flushed segment", path, err));
     }
     let unfinished = dir.join(SPARE_UNFINISHED);
@@ -664,6 +680,28 @@ mod tests {
         .unwrap();
         assert_eq!(recovered.last, 2);
         assert_eq!(applied, vec![(1, Bytes::from_static(b"a")), (2, Bytes::from_static(b"b"))]);
+    }
+
+    #[test]
+    fn a_spare_too_large_or_without_its_header_is_deleted_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let spare = dir.path().join(SPARE);
+        let target = segment_path(dir.path(), 5);
+        let mut bytes = segment_header(SALT).to_vec();
+        bytes.resize(128 << 10, 0);
+        std::fs::write(&spare, &bytes).unwrap();
+        assert!(take_spare(dir.path(), &target, 64 << 10).unwrap().is_none(), "larger than the segments now");
+        assert!(!spare.exists() && !target.exists());
+
+        std::fs::write(&spare, &bytes).unwrap();
+        let (_, salt, capacity) = take_spare(dir.path(), &target, 1 << 20).unwrap().expect("a sound spare");
+        assert_eq!((salt, capacity), (SALT, 128 << 10));
+        assert!(!spare.exists() && target.exists());
+
+        bytes[3] ^= 0xff;
+        std::fs::write(&spare, &bytes).unwrap();
+        assert!(take_spare(dir.path(), &target, 1 << 20).unwrap().is_none(), "a damaged header");
+        assert!(!spare.exists());
     }
 
     #[test]
