@@ -384,8 +384,8 @@ impl std::fmt::Debug for Segments {
 
 impl Segments {
     /// Starts the active segment for the records from `next` on (the spare left by the last
-    /// open if there is one), deletes the `old` segments (whose records must be flushed by
-    /// now) and starts the janitor, which calls `flush` to make RocksDB's memtables durable
+    /// open if there is one), recycles or deletes the `old` segments (whose records must be
+    /// flushed by now) and starts the janitor, which calls `flush` to make RocksDB's memtables durable
     /// before it deletes a retired segment.
     pub(crate) fn start(dir: &Path, segment_bytes: u64, next: Lsn, old: Vec<PathBuf>, flush: Box<dyn Fn() -> Result<()> + Send>) -> Result<Segments> {
         let path = segment_path(dir, next);
@@ -397,9 +397,15 @@ impl Segments {
             }
         };
         sync_dir(dir)?;
-        let unfinished = Some(dir.join(SPARE_UNFINISHED)).filter(|spare| spare.exists());
-        for old in old.into_iter().filter(|old| *old != path).chain(unfinished) {
-            std::fs::remove_file(&old).map_err(|err| io_error("delete a flushed segment", &old, err))?;
+        let unfinished = dir.join(SPARE_UNFINISHED);
+        if unfinished.exists() {
+            std::fs::remove_file(&unfinished).map_err(|err| io_error("delete an unfinished spare segment", &unfinished, err))?;
+        }
+        // An old segment of the next capacity becomes the spare, so that a restart writes no
+        // zeros; the others are deleted.
+        let wanted = (capacity * 2).min(segment_bytes);
+        for old in old.into_iter().filter(|old| *old != path) {
+            recycle_or_delete(dir, &old, Some(wanted))?;
         }
         let active = Active { file: Arc::new(file), path, salt, end: SEGMENT_HEADER_BYTES, capacity, written: next - 1 };
         let shared = Arc::new(Shared {
@@ -419,7 +425,8 @@ impl Segments {
                 .map_err(|err| Error::Internal(format!("cannot start the log's janitor thread: {err}")))?
         };
         let segments = Segments { shared, chores: Mutex::new(Some(chores)), janitor: Mutex::new(Some(janitor)) };
-        segments.ask(Chore::Prepare((capacity * 2).min(segment_bytes)));
+        // Nothing to do if an old segment became the spare.
+        segments.ask(Chore::Prepare(wanted));
         Ok(segments)
     }
 
@@ -702,6 +709,27 @@ mod tests {
         std::fs::write(&spare, &bytes).unwrap();
         assert!(take_spare(dir.path(), &target, 1 << 20).unwrap().is_none(), "a damaged header");
         assert!(!spare.exists());
+    }
+
+    #[test]
+    fn an_open_recycles_an_old_segment_of_the_next_size_as_its_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        let wanted = 2 * FIRST_SEGMENT_BYTES;
+        let mut old = segment_header(SALT).to_vec();
+        old.extend(frame(1, &[b"flushed already"], 0, SALT));
+        old.resize(wanted as usize, 0);
+        let (fits, other) = (segment_path(dir.path(), 1), segment_path(dir.path(), 2));
+        std::fs::write(&fits, &old).unwrap();
+        std::fs::write(&other, &old[..1000]).unwrap();
+        let segments = Segments::start(dir.path(), 64 << 20, 3, vec![fits.clone(), other.clone()], Box::new(|| Ok(()))).unwrap();
+        segments.close();
+        assert!(!fits.exists() && !other.exists(), "both old segments are gone");
+        let spare = std::fs::read(dir.path().join(SPARE)).unwrap();
+        assert_eq!(spare.len() as u64, wanted, "the one of the next size is the spare");
+        assert_eq!(spare[SEGMENT_HEADER_BYTES as usize..], old[SEGMENT_HEADER_BYTES as usize..], "the old segment itself, not new zeros");
+        let salt = read_salt(&spare, Path::new("spare")).unwrap().unwrap();
+        assert_ne!(salt, SALT, "with a new salt, so that its old frame is not read as a frame of it");
+        assert!(parse_frame(&spare[SEGMENT_HEADER_BYTES as usize..], salt).is_none());
     }
 
     #[test]
