@@ -104,6 +104,11 @@ impl Error {
 /// The result type of the shared log.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to do when the disk holding `dir` is full, for the message of the failed write.
+pub(crate) fn disk_full_advice(dir: &std::path::Path) -> String {
+    format!("free space on the disk of {}, then restart: every acknowledged record is recovered", dir.display())
+}
+
 /// A tag that is valid on a record (not the reserved 0).
 pub(crate) fn check_tag(tag: Tag) -> Result<()> {
     if tag == crate::ANY_TAG { Err(Error::ReservedTag) } else { Ok(()) }

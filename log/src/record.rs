@@ -71,6 +71,12 @@ pub(crate) fn encode_value_into(tags: &[Tag], payload: &[u8], out: &mut Vec<u8>)
 
 /// Decodes a stored record value. Any malformation is `Corrupt`, naming the LSN.
 pub(crate) fn decode_value(lsn: Lsn, value: &[u8]) -> Result<Record> {
+    let (tags, payload) = decode_tags(lsn, value)?;
+    Ok(Record { lsn, tags, payload: Bytes::copy_from_slice(payload) })
+}
+
+/// Decodes a stored record value's tags, and returns them with its payload, uncopied.
+pub(crate) fn decode_tags(lsn: Lsn, value: &[u8]) -> Result<(Vec<Tag>, &[u8])> {
     let corrupt = |detail: String| Error::Corrupt { location: format!("record {lsn}"), detail };
     let mut buf = value;
     if buf.remaining() < 3 {
@@ -91,7 +97,7 @@ pub(crate) fn decode_value(lsn: Lsn, value: &[u8]) -> Result<Record> {
     if tags.windows(2).any(|w| w[0] >= w[1]) || tags.contains(&ANY_TAG) {
         return Err(corrupt("tags are not sorted, unique and non-zero".to_owned()));
     }
-    Ok(Record { lsn, tags, payload: Bytes::copy_from_slice(buf) })
+    Ok((tags, buf))
 }
 
 #[cfg(test)]

@@ -24,9 +24,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, ErrorKind, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, disk_full_advice};
 use crate::loglet::{Loglet, LogletState};
-use crate::record::{ANY_TAG, Entry, Lsn, Record, Tag, decode_value};
+use crate::record::{ANY_TAG, Entry, Lsn, Record, Tag, decode_tags, decode_value};
 use crate::segments::{self, Segments, encode_frame};
 
 const RECORDS: &str = "records";
@@ -189,9 +189,9 @@ impl RocksLoglet {
         let from = self.tail.load(Ordering::Relaxed) + 1;
         let recovered = segments::recover(&self.path.join(SEGMENTS_DIR), from, |first, values| {
             for (lsn, value) in (first..).zip(values) {
-                let record = decode_value(lsn, value)?;
+                let (tags, _) = decode_tags(lsn, value)?;
                 batch.put_cf(records, lsn_key(lsn), value);
-                for tag in &record.tags {
+                for tag in &tags {
                     batch.put_cf(index, tag_key(*tag, lsn), []);
                 }
                 pending += 1;
@@ -344,7 +344,7 @@ fn storage_error(operation: &'static str, path: &Path, err: rocksdb::Error) -> E
         ErrorKind::IOError if message.contains("LOCK") || message.contains("lock hold") => Error::InUse { path: path.to_owned() },
         ErrorKind::IOError if message.contains("No space left on device") => Error::Storage {
             operation,
-            message: format!("{message}; free space on the disk of {}, then restart: every acknowledged record is recovered", path.display()),
+            message: format!("{message}; {}", disk_full_advice(path)),
         },
         _ => Error::Storage { operation, message },
     }

@@ -58,7 +58,7 @@ use std::thread::JoinHandle;
 
 use tracing::warn;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, disk_full_advice};
 use crate::record::{Entry, Lsn, encode_value_into};
 
 /// Capacity of the first segment after an open (at most `segment-bytes`); each next one has
@@ -71,8 +71,18 @@ const SPARE: &str = "spare";
 const SPARE_UNFINISHED: &str = "spare.tmp";
 /// Most chores waiting for the janitor (retired segments, spares to prepare).
 const CHORES_MAX: usize = 16;
+/// Where each field of a frame's header lies (see the module's doc).
+mod field {
+    use std::ops::Range;
+    pub(super) const CRC: Range<usize> = 0..4;
+    pub(super) const BODY_BYTES: Range<usize> = 4..8;
+    pub(super) const SALT: Range<usize> = 8..16;
+    pub(super) const FIRST: Range<usize> = 16..24;
+    pub(super) const SYNCED: Range<usize> = 24..32;
+    pub(super) const COUNT: Range<usize> = 32..36;
+}
 /// Bytes of a frame's header.
-const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 8 + 4;
+const HEADER_BYTES: usize = field::COUNT.end;
 /// A segment file's header: the magic, then the segment's salt.
 const MAGIC: &[u8; 8] = b"CombSeg1";
 const SEGMENT_HEADER_BYTES: u64 = 16;
@@ -94,10 +104,19 @@ pub(crate) fn encode_frame(first: Lsn, entries: &[Entry], out: &mut Vec<u8>) -> 
         values.push(len_at + 4..out.len());
     }
     let body = out.len() - start - HEADER_BYTES;
-    out[start + 4..start + 8].copy_from_slice(&(body as u32).to_le_bytes());
-    out[start + 16..start + 24].copy_from_slice(&first.to_le_bytes());
-    out[start + 32..start + 36].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    let header = &mut out[start..start + HEADER_BYTES];
+    header[field::BODY_BYTES].copy_from_slice(&(body as u32).to_le_bytes());
+    header[field::FIRST].copy_from_slice(&first.to_le_bytes());
+    header[field::COUNT].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     values
+}
+
+/// Fills in a frame's salt and `synced`, then its CRC.
+fn seal_frame(frame: &mut [u8], salt: u64, synced: Lsn) {
+    frame[field::SALT].copy_from_slice(&salt.to_le_bytes());
+    frame[field::SYNCED].copy_from_slice(&synced.to_le_bytes());
+    let crc = crc32fast::hash(&frame[field::CRC.end..]);
+    frame[field::CRC].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One whole frame read back.
@@ -140,21 +159,21 @@ fn le_u64(bytes: &[u8]) -> u64 {
 /// cut short, another salt, or a failed CRC).
 fn parse_frame(bytes: &[u8], salt: u64) -> Option<Frame<'_>> {
     let header = bytes.get(..HEADER_BYTES)?;
-    let body_bytes = le_u32(&header[4..8]) as usize;
-    let count = u64::from(le_u32(&header[32..36]));
-    if count == 0 || le_u64(&header[8..16]) != salt {
+    let body_bytes = le_u32(&header[field::BODY_BYTES]) as usize;
+    let count = u64::from(le_u32(&header[field::COUNT]));
+    if count == 0 || le_u64(&header[field::SALT]) != salt {
         return None;
     }
-    let framed = bytes.get(4..HEADER_BYTES + body_bytes)?;
-    if crc32fast::hash(framed) != le_u32(&header[..4]) {
+    let framed = bytes.get(field::CRC.end..HEADER_BYTES + body_bytes)?;
+    if crc32fast::hash(framed) != le_u32(&header[field::CRC]) {
         return None;
     }
-    let first = le_u64(&header[16..24]);
+    let first = le_u64(&header[field::FIRST]);
     (first > 0 && first.checked_add(count).is_some()).then(|| Frame {
         first,
-        synced: le_u64(&header[24..32]),
+        synced: le_u64(&header[field::SYNCED]),
         count,
-        body: &framed[HEADER_BYTES - 4..],
+        body: &bytes[HEADER_BYTES..HEADER_BYTES + body_bytes],
         bytes: HEADER_BYTES + body_bytes,
     })
 }
@@ -166,8 +185,8 @@ fn parse_frame(bytes: &[u8], salt: u64) -> Option<Frame<'_>> {
 fn acknowledged_after(bytes: &[u8], salt: u64, lsn: Lsn) -> Option<usize> {
     (0..bytes.len().saturating_sub(HEADER_BYTES)).find(|&at| {
         let header = &bytes[at..at + HEADER_BYTES];
-        let (first, synced) = (le_u64(&header[16..24]), le_u64(&header[24..32]));
-        let plausible = le_u64(&header[8..16]) == salt && first > lsn && (lsn..first).contains(&synced);
+        let (first, synced) = (le_u64(&header[field::FIRST]), le_u64(&header[field::SYNCED]));
+        let plausible = le_u64(&header[field::SALT]) == salt && first > lsn && (lsn..first).contains(&synced);
         plausible && parse_frame(&bytes[at..], salt).is_some_and(|frame| frame.synced >= lsn)
     })
 }
@@ -228,14 +247,33 @@ fn take_spare(dir: &Path, path: &Path, bytes_max: u64) -> Result<Option<(File, u
     Ok(Some((file, salt, capacity)))
 }
 
+/// Starts the segment `path`: the spare if a usable one is ready, else a new file of
+/// `new_capacity`; its directory entry is synced before it is written. Its file, salt and
+/// capacity.
+fn open_segment(dir: &Path, path: &Path, bytes_max: u64, new_capacity: u64) -> Result<(File, u64, u64)> {
+    let opened = match take_spare(dir, path, bytes_max)? {
+        Some(spare) => spare,
+        None => {
+            let (file, salt) = create_segment(path)?;
+            (file, salt, new_capacity)
+        }
+    };
+    sync_dir(dir)?;
+    Ok(opened)
+}
+
+/// The capacity of the segment after one of `capacity`: twice it, up to `segment_bytes`.
+fn grown(capacity: u64, segment_bytes: u64) -> u64 {
+    (capacity * 2).min(segment_bytes)
+}
+
 fn segment_path(dir: &Path, first: Lsn) -> PathBuf {
     dir.join(format!("{first:020}.{SUFFIX}"))
 }
 
 fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> Error {
-    let message = if err.raw_os_error() == Some(28) {
-        let dir = path.parent().unwrap_or(path);
-        format!("{}: {err}; free space on the disk of {}, then restart: every acknowledged record is recovered", path.display(), dir.display())
+    let message = if err.kind() == std::io::ErrorKind::StorageFull {
+        format!("{}: {err}; {}", path.display(), disk_full_advice(path.parent().unwrap_or(path)))
     } else {
         format!("{}: {err}", path.display())
     };
@@ -372,8 +410,8 @@ impl Shared {
 /// The segments of one loglet: written by the log's writer, synced by it or its syncer.
 pub(crate) struct Segments {
     shared: Arc<Shared>,
-    chores: Mutex<Option<SyncSender<Chore>>>,
-    janitor: Mutex<Option<JoinHandle<()>>>,
+    /// The janitor's queue and thread; `None` once closed.
+    janitor: Mutex<Option<(SyncSender<Chore>, JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for Segments {
@@ -389,21 +427,14 @@ impl Segments {
     /// before it deletes a retired segment.
     pub(crate) fn start(dir: &Path, segment_bytes: u64, next: Lsn, old: Vec<PathBuf>, flush: Box<dyn Fn() -> Result<()> + Send>) -> Result<Segments> {
         let path = segment_path(dir, next);
-        let (file, salt, capacity) = match take_spare(dir, &path, segment_bytes)? {
-            Some(spare) => spare,
-            None => {
-                let (file, salt) = create_segment(&path)?;
-                (file, salt, FIRST_SEGMENT_BYTES.min(segment_bytes))
-            }
-        };
-        sync_dir(dir)?;
+        let (file, salt, capacity) = open_segment(dir, &path, segment_bytes, FIRST_SEGMENT_BYTES.min(segment_bytes))?;
         let unfinished = dir.join(SPARE_UNFINISHED);
         if unfinished.exists() {
             std::fs::remove_file(&unfinished).map_err(|err| io_error("delete an unfinished spare segment", &unfinished, err))?;
         }
         // An old segment of the next capacity becomes the spare, so that a restart writes no
         // zeros; the others are deleted.
-        let wanted = (capacity * 2).min(segment_bytes);
+        let wanted = grown(capacity, segment_bytes);
         for old in old.into_iter().filter(|old| *old != path) {
             recycle_or_delete(dir, &old, Some(wanted))?;
         }
@@ -424,7 +455,7 @@ impl Segments {
                 .spawn(move || janitor(&shared, &inbox, &*flush))
                 .map_err(|err| Error::Internal(format!("cannot start the log's janitor thread: {err}")))?
         };
-        let segments = Segments { shared, chores: Mutex::new(Some(chores)), janitor: Mutex::new(Some(janitor)) };
+        let segments = Segments { shared, janitor: Mutex::new(Some((chores, janitor))) };
         // Nothing to do if an old segment became the spare.
         segments.ask(Chore::Prepare(wanted));
         Ok(segments)
@@ -433,8 +464,8 @@ impl Segments {
     /// Hands the janitor a chore: a retired segment waits for room in its queue; a spare is
     /// done without if the queue is full.
     fn ask(&self, chore: Chore) {
-        let Ok(chores) = self.chores.lock() else { return };
-        let Some(chores) = chores.as_ref() else { return };
+        let Ok(janitor) = self.janitor.lock() else { return };
+        let Some((chores, _)) = janitor.as_ref() else { return };
         match chore {
             // A segment the janitor never retires is deleted by the next open instead.
             Chore::Retire(..) => drop(chores.send(chore)),
@@ -451,7 +482,7 @@ impl Segments {
     /// than that gets a segment of its own). Not durable until
     /// a later [`sync`](Self::sync).
     pub(crate) fn write(&self, frame: &mut [u8], last: Lsn) -> Result<()> {
-        let first = le_u64(&frame[16..24]);
+        let first = le_u64(&frame[field::FIRST]);
         let body = frame.len() - HEADER_BYTES;
         if u32::try_from(body).is_err() {
             return Err(Error::Internal(format!("a write of {body} bytes does not fit in one frame")));
@@ -462,15 +493,12 @@ impl Segments {
         } else {
             None
         };
-        frame[8..16].copy_from_slice(&active.salt.to_le_bytes());
-        frame[24..32].copy_from_slice(&self.shared.synced.load(Ordering::Acquire).to_le_bytes());
-        let crc = crc32fast::hash(&frame[4..]);
-        frame[..4].copy_from_slice(&crc.to_le_bytes());
+        seal_frame(frame, active.salt, self.shared.synced.load(Ordering::Acquire));
         let written = active.file.write_all_at(frame, active.end).map_err(|err| io_error("write a segment", &active.path, err));
         self.shared.fail_on(written)?;
         active.end += frame.len() as u64;
         active.written = last;
-        let next_capacity = (active.capacity * 2).min(self.shared.segment_bytes);
+        let next_capacity = grown(active.capacity, self.shared.segment_bytes);
         drop(active);
         if let Some((retired, retired_bytes)) = retired {
             // Once segments stop growing, each retired one is recycled as the next spare:
@@ -494,14 +522,7 @@ impl Segments {
         self.shared.synced.fetch_max(active.written, Ordering::AcqRel);
         let dir = &self.shared.dir;
         let path = segment_path(dir, first);
-        let (file, salt, capacity) = match take_spare(dir, &path, self.shared.segment_bytes)? {
-            Some(spare) => spare,
-            None => {
-                let (file, salt) = create_segment(&path)?;
-                (file, salt, (active.capacity * 2).min(self.shared.segment_bytes))
-            }
-        };
-        sync_dir(dir)?;
+        let (file, salt, capacity) = open_segment(dir, &path, self.shared.segment_bytes, grown(active.capacity, self.shared.segment_bytes))?;
         let retired = std::mem::replace(active, Active { file: Arc::new(file), path, salt, end: SEGMENT_HEADER_BYTES, capacity, written: active.written });
         Ok((retired.path, retired_bytes))
     }
@@ -529,12 +550,11 @@ impl Segments {
     /// spares); every later write or sync fails with `Closed`.
     pub(crate) fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        if let Ok(mut chores) = self.chores.lock() {
-            chores.take();
-        }
         let janitor = self.janitor.lock().ok().and_then(|mut janitor| janitor.take());
-        if let Some(janitor) = janitor {
-            let _ = janitor.join();
+        if let Some((chores, thread)) = janitor {
+            // Its queue closes first: the thread ends once it has done what was queued.
+            drop(chores);
+            let _ = thread.join();
         }
     }
 }
@@ -621,10 +641,7 @@ mod tests {
         let entries: Vec<Entry> = payloads.iter().map(|p| Entry::new([3], p.to_vec())).collect();
         let mut out = Vec::new();
         encode_frame(first, &entries, &mut out);
-        out[8..16].copy_from_slice(&salt.to_le_bytes());
-        out[24..32].copy_from_slice(&synced.to_le_bytes());
-        let crc = crc32fast::hash(&out[4..]);
-        out[..4].copy_from_slice(&crc.to_le_bytes());
+        seal_frame(&mut out, salt, synced);
         out
     }
 
