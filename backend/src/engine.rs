@@ -549,3 +549,59 @@ impl Engine {
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name).spawn(f).map_err(|err| Error::Storage { operation: "start a thread", message: err.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Barriers that keep coming must not starve a partition's queue: the coordinator's next
+    /// request can be in the executor's channel each time the executor gets its state back
+    /// (an open-loop flow of multi-partition transactions), and at least one invocation runs
+    /// between two barriers all the same. The test plays the coordinator, queueing each next
+    /// barrier before it gives the state back.
+    #[test]
+    fn an_invocation_runs_between_barriers_that_keep_coming() {
+        const BARRIERS: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let engine = Engine::open(dir.path(), EngineOptions { partitions: 1, ..EngineOptions::default() }).await.unwrap();
+            engine.execute_ddl("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)").await.unwrap();
+            engine
+                .register(Function::new("get").statement("get", "SELECT v FROM t WHERE id = $1").partition_by("id").run(|tx, input| {
+                    Ok(serde_json::json!(tx.query_opt::<i64>("get", (input["id"].as_i64().unwrap_or_default(),))?))
+                }))
+                .unwrap();
+            let partition = &engine.inner.partitions[0];
+            let lend = || {
+                let ((give, given), (returned, back)) = (channel(), channel());
+                partition.sender.send(Command::Lend { give, back }).unwrap();
+                (given, returned)
+            };
+            // The first barrier: the executor lends its state and waits for it.
+            let (given, mut returned) = lend();
+            let mut state = given.recv().unwrap();
+            // An invocation queued behind it (one poll puts it in the executor's channel).
+            let mut call = Box::pin(engine.invoke(Invocation::new("get", serde_json::json!({ "id": 1 }))));
+            assert!(futures::poll!(call.as_mut()).is_pending(), "queued behind the barrier");
+            assert_eq!(partition.queued.load(Ordering::Acquire), 1);
+            let mut ran_after = None;
+            for barrier in 2..=BARRIERS {
+                let (given, next) = lend();
+                returned.send(state).unwrap();
+                state = given.recv().unwrap();
+                // The executor takes an invocation off `queued` just before it runs it.
+                if ran_after.is_none() && partition.queued.load(Ordering::Acquire) == 0 {
+                    ran_after = Some(barrier - 1);
+                }
+                returned = next;
+            }
+            returned.send(state).unwrap();
+            assert_eq!(call.await.unwrap().value, serde_json::Value::Null);
+            // Barrier 2 was taken with the invocation (both were waiting); the invocation
+            // then ran before barrier 3.
+            assert_eq!(ran_after, Some(2), "the invocation waited through {BARRIERS} barriers");
+            engine.close().await.unwrap();
+        });
+    }
+}
