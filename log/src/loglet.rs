@@ -32,6 +32,11 @@ pub struct LogletState {
 ///   `write`; or the writer itself without `overlap-syncs`); reads by any thread
 ///   concurrently with all of them. Every method may block on I/O: none is ever called on
 ///   an async runtime's worker thread.
+/// - After a failed `append`, `write` or `sync`, what was written since the last successful
+///   sync is in an unknown state (a write may be partly on disk, a failed fsync may have
+///   dropped dirty pages). The log stops there (fail-stop): its writer makes no further
+///   `append`, `write` or `sync` call until the log is reopened, whose recovery settles what
+///   is present. A loglet may also refuse such calls itself (the RocksDB loglet does).
 pub trait Loglet: Send + Sync + 'static {
     /// The loglet's state; after `open`, what it recovered from storage.
     fn state(&self) -> LogletState;

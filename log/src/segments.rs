@@ -46,6 +46,8 @@
 //! covered, and its records were never acknowledged; they are dropped, the frame whole. But
 //! if a whole frame anywhere after it says that a sync had covered the frame's records, those
 //! records were acknowledged, and the open fails as corrupt rather than silently drop them.
+//! Recovery reads a frame at a time, and that scan a window of [`SCAN_WINDOW_BYTES`] at a
+//! time: it holds one frame in memory, never a whole segment.
 
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
@@ -71,6 +73,10 @@ const SPARE: &str = "spare";
 const SPARE_UNFINISHED: &str = "spare.tmp";
 /// Most chores waiting for the janitor (retired segments, spares to prepare).
 const CHORES_MAX: usize = 16;
+/// Bytes of a segment read at a time where recovery reads other than whole frames (the scan
+/// for proof after damage, the check that a segment without a header holds nothing), so that
+/// recovery holds one frame and one window of a segment in memory, never a whole segment.
+const SCAN_WINDOW_BYTES: usize = 1 << 20;
 /// Where each field of a frame's header lies (see the module's doc).
 mod field {
     use std::ops::Range;
@@ -178,17 +184,88 @@ fn parse_frame(bytes: &[u8], salt: u64) -> Option<Frame<'_>> {
     })
 }
 
-/// Where in `bytes` a whole frame of the segment salted `salt`, written after record `lsn`,
-/// says that a sync had covered `lsn`: proof that `lsn` was acknowledged. Looks at every byte
-/// position, since the frames after damage cannot be found by their lengths; the header alone
-/// (the salt above all) rules out nearly every position before a CRC is computed.
-fn acknowledged_after(bytes: &[u8], salt: u64, lsn: Lsn) -> Option<usize> {
-    (0..bytes.len().saturating_sub(HEADER_BYTES)).find(|&at| {
-        let header = &bytes[at..at + HEADER_BYTES];
-        let (first, synced) = (le_u64(&header[field::FIRST]), le_u64(&header[field::SYNCED]));
-        let plausible = le_u64(&header[field::SALT]) == salt && first > lsn && (lsn..first).contains(&synced);
-        plausible && parse_frame(&bytes[at..], salt).is_some_and(|frame| frame.synced >= lsn)
-    })
+/// Whether a frame header of the segment salted `salt` could prove that record `lsn` was
+/// acknowledged: written after it, saying a sync had covered it. The salt above all rules out
+/// nearly every position of a scan before a frame is read and its CRC computed.
+fn could_prove(header: &[u8], salt: u64, lsn: Lsn) -> bool {
+    let (first, synced) = (le_u64(&header[field::FIRST]), le_u64(&header[field::SYNCED]));
+    le_u64(&header[field::SALT]) == salt && first > lsn && (lsn..first).contains(&synced)
+}
+
+/// A segment file read back at recovery, a piece at a time.
+struct SegmentFile<'p> {
+    file: File,
+    len: u64,
+    path: &'p Path,
+}
+
+impl<'p> SegmentFile<'p> {
+    fn open(path: &'p Path) -> Result<SegmentFile<'p>> {
+        let file = File::open(path).map_err(|err| io_error("read a segment", path, err))?;
+        let len = file.metadata().map_err(|err| io_error("read a segment", path, err))?.len();
+        Ok(SegmentFile { file, len, path })
+    }
+
+    /// Reads `len` bytes from `at` into `buf`, fewer where the file ends first.
+    fn read(&self, at: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        let len = usize::try_from(self.len.saturating_sub(at)).map_or(len, |rest| rest.min(len));
+        buf.resize(len, 0);
+        self.file.read_exact_at(buf, at).map_err(|err| io_error("read a segment", self.path, err))
+    }
+
+    /// The salt from the segment's header; `None` for a segment whose header was never
+    /// written, which must then hold nothing at all.
+    fn salt(&self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
+        self.read(0, SEGMENT_HEADER_BYTES as usize, buf)?;
+        let salt = read_salt(buf, self.path)?;
+        if salt.is_none() {
+            let mut at = 0;
+            while at < self.len {
+                self.read(at, SCAN_WINDOW_BYTES, buf)?;
+                if buf.iter().any(|b| *b != 0) {
+                    return Err(Error::Corrupt { location: self.path.display().to_string(), detail: "the segment's header is damaged".to_owned() });
+                }
+                at += buf.len() as u64;
+            }
+        }
+        Ok(salt)
+    }
+
+    /// The whole frame of the segment salted `salt` at byte `at`, read into `buf`; `None`
+    /// where there is none (see [`parse_frame`]). The frame is read whole only once its
+    /// header has the salt and its length fits in the file.
+    fn frame<'b>(&self, at: u64, salt: u64, buf: &'b mut Vec<u8>) -> Result<Option<Frame<'b>>> {
+        self.read(at, HEADER_BYTES, buf)?;
+        if buf.len() < HEADER_BYTES || le_u64(&buf[field::SALT]) != salt {
+            return Ok(None);
+        }
+        let bytes = HEADER_BYTES as u64 + u64::from(le_u32(&buf[field::BODY_BYTES]));
+        if at + bytes > self.len {
+            return Ok(None);
+        }
+        self.read(at, bytes as usize, buf)?;
+        Ok(parse_frame(buf, salt))
+    }
+
+    /// The first byte from `from` on where a whole frame of the segment, written after
+    /// record `lsn`, says that a sync had covered `lsn`: proof that `lsn` was acknowledged.
+    /// Looks at every byte position, since the frames after damage cannot be found by their
+    /// lengths, reading a window at a time (each window longer by a header, so that a header
+    /// across two windows is seen whole).
+    fn acknowledged_after(&self, from: u64, salt: u64, lsn: Lsn) -> Result<Option<u64>> {
+        let (mut window, mut frame) = (Vec::new(), Vec::new());
+        let mut start = from;
+        while start < self.len {
+            self.read(start, SCAN_WINDOW_BYTES + HEADER_BYTES, &mut window)?;
+            for at in 0..window.len().saturating_sub(HEADER_BYTES).min(SCAN_WINDOW_BYTES) {
+                if could_prove(&window[at..at + HEADER_BYTES], salt, lsn) && self.frame(start + at as u64, salt, &mut frame)?.is_some_and(|f| f.synced >= lsn) {
+                    return Ok(Some(start + at as u64));
+                }
+            }
+            start += SCAN_WINDOW_BYTES as u64;
+        }
+        Ok(None)
+    }
 }
 
 /// A fresh salt for a segment file: random per process, mixed with the clock.
@@ -320,15 +397,17 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
     // A segment ends where its writes ended: cleanly if it was rolled (its successor starts
     // with the next record), or at a torn write. A segment after a torn one can hold no
     // record: a roll syncs the segment first, so a frame after the gap is damage.
+    // Memory: one frame, and one window of the scan after damage.
+    let mut buf = Vec::new();
     for (_, path) in list(dir)? {
-        let bytes = std::fs::read(&path).map_err(|err| io_error("read a segment", &path, err))?;
-        let corrupt = |at: usize, detail: String| Error::Corrupt { location: format!("{} at byte {at}", path.display()), detail };
-        let Some(salt) = read_salt(&bytes, &path)? else {
+        let file = SegmentFile::open(&path)?;
+        let corrupt = |at: u64, detail: String| Error::Corrupt { location: format!("{} at byte {at}", path.display()), detail };
+        let Some(salt) = file.salt(&mut buf)? else {
             old.push(path);
             continue;
         };
-        let mut at = SEGMENT_HEADER_BYTES as usize;
-        while let Some(frame) = parse_frame(&bytes[at..], salt) {
+        let mut at = SEGMENT_HEADER_BYTES;
+        while let Some(frame) = file.frame(at, salt, &mut buf)? {
             let Some(values) = frame.values() else {
                 return Err(corrupt(at, format!("a frame announces {} records but holds others", frame.count)));
             };
@@ -340,10 +419,10 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
                 apply(next, &values[skip..])?;
                 next = frame.last() + 1;
             }
-            at += frame.bytes;
+            at += frame.bytes as u64;
         }
-        if let Some(proof) = acknowledged_after(&bytes[at..], salt, next) {
-            return Err(corrupt(at, format!("record {next} is damaged, and a frame at byte {} says a sync had covered it", at + proof)));
+        if let Some(proof) = file.acknowledged_after(at, salt, next)? {
+            return Err(corrupt(at, format!("record {next} is damaged, and a frame at byte {proof} says a sync had covered it")));
         }
         old.push(path);
     }
@@ -663,13 +742,32 @@ mod tests {
         assert!(parse_frame(&bytes, SALT + 1).is_none(), "a frame of another segment");
     }
 
+    /// Where `bytes`, as a segment file, hold proof that record `lsn` was acknowledged.
+    fn proof_in(bytes: &[u8], salt: u64, lsn: Lsn) -> Option<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, bytes).unwrap();
+        SegmentFile::open(&path).unwrap().acknowledged_after(0, salt, lsn).unwrap()
+    }
+
+    #[test]
+    fn the_scan_after_damage_reads_a_window_at_a_time_and_misses_no_position() {
+        // A proof at the end of the first window, across its edge, at the start of the next,
+        // and further on.
+        for at in [SCAN_WINDOW_BYTES - HEADER_BYTES, SCAN_WINDOW_BYTES - 10, SCAN_WINDOW_BYTES, 2 * SCAN_WINDOW_BYTES + 1] {
+            let mut bytes = vec![0u8; at];
+            bytes.extend(frame(12, &[b"x"], 10, SALT));
+            assert_eq!(proof_in(&bytes, SALT, 10), Some(at as u64), "a proof at byte {at}");
+        }
+    }
+
     #[test]
     fn a_later_frame_proves_acknowledgement_only_if_its_sync_covered_the_record() {
         let mut bytes = vec![0u8; 100];
         bytes.extend(frame(12, &[b"x"], 9, SALT));
-        assert_eq!(acknowledged_after(&bytes, SALT, 10), None, "synced 9 says nothing of record 10");
-        assert_eq!(acknowledged_after(&bytes, SALT, 9), Some(100));
-        assert_eq!(acknowledged_after(&bytes, SALT, 12), None, "a frame proves nothing of its own records or later ones");
+        assert_eq!(proof_in(&bytes, SALT, 10), None, "synced 9 says nothing of record 10");
+        assert_eq!(proof_in(&bytes, SALT, 9), Some(100));
+        assert_eq!(proof_in(&bytes, SALT, 12), None, "a frame proves nothing of its own records or later ones");
     }
 
     #[test]
@@ -679,11 +777,11 @@ mod tests {
         let forged = frame(1_000, &[b"forged"], u64::MAX - 1, SALT + 1);
         let mut bytes = vec![0u8; 100];
         bytes.extend(frame(20, &[&forged], 9, SALT));
-        assert_eq!(acknowledged_after(&bytes, SALT, 10), None);
+        assert_eq!(proof_in(&bytes, SALT, 10), None);
         let forged_with_the_salt = frame(1_000, &[b"forged"], 999, SALT);
         let mut bytes = vec![0u8; 100];
         bytes.extend(frame(20, &[&forged_with_the_salt], 9, SALT));
-        assert!(acknowledged_after(&bytes, SALT, 10).is_some(), "the check above would fail for want of the salt alone");
+        assert!(proof_in(&bytes, SALT, 10).is_some(), "the check above would fail for want of the salt alone");
     }
 
     #[test]
