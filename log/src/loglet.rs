@@ -34,9 +34,11 @@ pub struct LogletState {
 ///   an async runtime's worker thread.
 /// - After a failed `append`, `write` or `sync`, what was written since the last successful
 ///   sync is in an unknown state (a write may be partly on disk, a failed fsync may have
-///   dropped dirty pages). The log stops there (fail-stop): its writer makes no further
-///   `append`, `write` or `sync` call until the log is reopened, whose recovery settles what
-///   is present. A loglet may also refuse such calls itself (the RocksDB loglet does).
+///   dropped dirty pages). The log stops (fail-stop): it acknowledges nothing more and soon
+///   stops calling, until it is reopened and recovery settles what is present. Calls already
+///   in flight, or racing with the failure, may still arrive (the syncer may sync earlier
+///   writes after a failed `write`); a loglet that must refuse them does so itself, as the
+///   RocksDB loglet does.
 pub trait Loglet: Send + Sync + 'static {
     /// The loglet's state; after `open`, what it recovered from storage.
     fn state(&self) -> LogletState;

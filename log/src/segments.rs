@@ -46,8 +46,8 @@
 //! covered, and its records were never acknowledged; they are dropped, the frame whole. But
 //! if a whole frame anywhere after it says that a sync had covered the frame's records, those
 //! records were acknowledged, and the open fails as corrupt rather than silently drop them.
-//! Recovery reads a frame at a time, and that scan a window of [`SCAN_WINDOW_BYTES`] at a
-//! time: it holds one frame in memory, never a whole segment.
+//! Recovery reads a segment a window of [`SCAN_WINDOW_BYTES`] at a time (a frame larger than
+//! that whole, once its CRC has matched): it never holds a whole segment in memory.
 
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
@@ -192,18 +192,23 @@ fn could_prove(header: &[u8], salt: u64, lsn: Lsn) -> bool {
     le_u64(&header[field::SALT]) == salt && first > lsn && (lsn..first).contains(&synced)
 }
 
-/// A segment file read back at recovery, a piece at a time.
+/// A segment file read back at recovery, a piece at a time: frames through a read-ahead
+/// buffer of [`SCAN_WINDOW_BYTES`] (a frame larger than that alone, and only once its CRC has
+/// matched), other reads a window at a time.
 struct SegmentFile<'p> {
     file: File,
     len: u64,
     path: &'p Path,
+    /// Bytes of the file from `ahead_at` on.
+    ahead: Vec<u8>,
+    ahead_at: u64,
 }
 
 impl<'p> SegmentFile<'p> {
     fn open(path: &'p Path) -> Result<SegmentFile<'p>> {
         let file = File::open(path).map_err(|err| io_error("read a segment", path, err))?;
         let len = file.metadata().map_err(|err| io_error("read a segment", path, err))?.len();
-        Ok(SegmentFile { file, len, path })
+        Ok(SegmentFile { file, len, path, ahead: Vec::new(), ahead_at: 0 })
     }
 
     /// Reads `len` bytes from `at` into `buf`, fewer where the file ends first.
@@ -211,6 +216,18 @@ impl<'p> SegmentFile<'p> {
         let len = usize::try_from(self.len.saturating_sub(at)).map_or(len, |rest| rest.min(len));
         buf.resize(len, 0);
         self.file.read_exact_at(buf, at).map_err(|err| io_error("read a segment", self.path, err))
+    }
+
+    /// The `len` bytes from `at` (fewer where the file ends first), from the read-ahead
+    /// buffer, refilled from `at` with at least a window when they are not all in it.
+    fn ahead(&mut self, at: u64, len: usize) -> Result<&[u8]> {
+        let end = at.saturating_add(len as u64).min(self.len).max(at);
+        if at < self.ahead_at || end > self.ahead_at + self.ahead.len() as u64 {
+            let mut ahead = std::mem::take(&mut self.ahead);
+            self.read(at, len.max(SCAN_WINDOW_BYTES), &mut ahead)?;
+            (self.ahead, self.ahead_at) = (ahead, at);
+        }
+        Ok(&self.ahead[(at - self.ahead_at) as usize..(end - self.ahead_at) as usize])
     }
 
     /// The salt from the segment's header; `None` for a segment whose header was never
@@ -231,20 +248,37 @@ impl<'p> SegmentFile<'p> {
         Ok(salt)
     }
 
-    /// The whole frame of the segment salted `salt` at byte `at`, read into `buf`; `None`
-    /// where there is none (see [`parse_frame`]). The frame is read whole only once its
-    /// header has the salt and its length fits in the file.
-    fn frame<'b>(&self, at: u64, salt: u64, buf: &'b mut Vec<u8>) -> Result<Option<Frame<'b>>> {
-        self.read(at, HEADER_BYTES, buf)?;
-        if buf.len() < HEADER_BYTES || le_u64(&buf[field::SALT]) != salt {
+    /// Whether the CRC of the frame of `bytes` at `at` is `crc`, read a window at a time.
+    fn crc_matches(&self, at: u64, bytes: u64, crc: u32) -> Result<bool> {
+        let (mut hasher, mut buf) = (crc32fast::Hasher::new(), Vec::new());
+        let mut from = at + field::CRC.end as u64;
+        while from < at + bytes {
+            self.read(from, SCAN_WINDOW_BYTES.min((at + bytes - from) as usize), &mut buf)?;
+            hasher.update(&buf);
+            from += buf.len() as u64;
+        }
+        Ok(hasher.finalize() == crc)
+    }
+
+    /// The whole frame of the segment salted `salt` at byte `at`; `None` where there is
+    /// none (see [`parse_frame`]). A frame is read whole only once its header has the salt
+    /// and its length fits in the file, and, if larger than a window, once its CRC matched:
+    /// a damaged length never makes recovery hold the rest of a segment.
+    fn frame(&mut self, at: u64, salt: u64) -> Result<Option<Frame<'_>>> {
+        let header = self.ahead(at, HEADER_BYTES)?;
+        if header.len() < HEADER_BYTES || le_u64(&header[field::SALT]) != salt {
             return Ok(None);
         }
-        let bytes = HEADER_BYTES as u64 + u64::from(le_u32(&buf[field::BODY_BYTES]));
+        let crc = le_u32(&header[field::CRC]);
+        let bytes = HEADER_BYTES as u64 + u64::from(le_u32(&header[field::BODY_BYTES]));
         if at + bytes > self.len {
             return Ok(None);
         }
-        self.read(at, bytes as usize, buf)?;
-        Ok(parse_frame(buf, salt))
+        let Ok(len) = usize::try_from(bytes) else { return Ok(None) };
+        if len > SCAN_WINDOW_BYTES && !self.crc_matches(at, bytes, crc)? {
+            return Ok(None);
+        }
+        Ok(parse_frame(self.ahead(at, len)?, salt))
     }
 
     /// The first byte from `from` on where a whole frame of the segment, written after
@@ -252,13 +286,13 @@ impl<'p> SegmentFile<'p> {
     /// Looks at every byte position, since the frames after damage cannot be found by their
     /// lengths, reading a window at a time (each window longer by a header, so that a header
     /// across two windows is seen whole).
-    fn acknowledged_after(&self, from: u64, salt: u64, lsn: Lsn) -> Result<Option<u64>> {
-        let (mut window, mut frame) = (Vec::new(), Vec::new());
+    fn acknowledged_after(&mut self, from: u64, salt: u64, lsn: Lsn) -> Result<Option<u64>> {
+        let mut window = Vec::new();
         let mut start = from;
         while start < self.len {
             self.read(start, SCAN_WINDOW_BYTES + HEADER_BYTES, &mut window)?;
             for at in 0..window.len().saturating_sub(HEADER_BYTES).min(SCAN_WINDOW_BYTES) {
-                if could_prove(&window[at..at + HEADER_BYTES], salt, lsn) && self.frame(start + at as u64, salt, &mut frame)?.is_some_and(|f| f.synced >= lsn) {
+                if could_prove(&window[at..at + HEADER_BYTES], salt, lsn) && self.frame(start + at as u64, salt)?.is_some_and(|f| f.synced >= lsn) {
                     return Ok(Some(start + at as u64));
                 }
             }
@@ -397,17 +431,17 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
     // A segment ends where its writes ended: cleanly if it was rolled (its successor starts
     // with the next record), or at a torn write. A segment after a torn one can hold no
     // record: a roll syncs the segment first, so a frame after the gap is damage.
-    // Memory: one frame, and one window of the scan after damage.
+    // Memory: a window of a segment at a time, or one frame larger than that.
     let mut buf = Vec::new();
     for (_, path) in list(dir)? {
-        let file = SegmentFile::open(&path)?;
+        let mut file = SegmentFile::open(&path)?;
         let corrupt = |at: u64, detail: String| Error::Corrupt { location: format!("{} at byte {at}", path.display()), detail };
         let Some(salt) = file.salt(&mut buf)? else {
             old.push(path);
             continue;
         };
         let mut at = SEGMENT_HEADER_BYTES;
-        while let Some(frame) = file.frame(at, salt, &mut buf)? {
+        while let Some(frame) = file.frame(at, salt)? {
             let Some(values) = frame.values() else {
                 return Err(corrupt(at, format!("a frame announces {} records but holds others", frame.count)));
             };
@@ -754,11 +788,66 @@ mod tests {
     fn the_scan_after_damage_reads_a_window_at_a_time_and_misses_no_position() {
         // A proof at the end of the first window, across its edge, at the start of the next,
         // and further on.
-        for at in [SCAN_WINDOW_BYTES - HEADER_BYTES, SCAN_WINDOW_BYTES - 10, SCAN_WINDOW_BYTES, 2 * SCAN_WINDOW_BYTES + 1] {
+        for at in [SCAN_WINDOW_BYTES - HEADER_BYTES, SCAN_WINDOW_BYTES - 10, SCAN_WINDOW_BYTES - 1, SCAN_WINDOW_BYTES, 2 * SCAN_WINDOW_BYTES + 1] {
             let mut bytes = vec![0u8; at];
             bytes.extend(frame(12, &[b"x"], 10, SALT));
             assert_eq!(proof_in(&bytes, SALT, 10), Some(at as u64), "a proof at byte {at}");
         }
+        // From where the frames ended, not from a window's edge.
+        let mut bytes = vec![0u8; 3 * SCAN_WINDOW_BYTES];
+        let proof = frame(12, &[b"x"], 10, SALT);
+        bytes[7..7 + proof.len()].copy_from_slice(&proof);
+        bytes[SCAN_WINDOW_BYTES + 5..SCAN_WINDOW_BYTES + 5 + proof.len()].copy_from_slice(&proof);
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut file = SegmentFile::open(&path).unwrap();
+        assert_eq!(file.acknowledged_after(8, SALT, 10).unwrap(), Some(SCAN_WINDOW_BYTES as u64 + 5));
+    }
+
+    #[test]
+    fn frames_are_read_through_a_window_and_a_large_one_only_once_its_crc_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        // Small frames across a window's edge, then one larger than a window.
+        let mut bytes = Vec::new();
+        let mut lsn = 1;
+        while bytes.len() < SCAN_WINDOW_BYTES + 100 {
+            bytes.extend(frame(lsn, &[&[lsn as u8; 1000]], lsn - 1, SALT));
+            lsn += 1;
+        }
+        let large_at = bytes.len() as u64;
+        let large = vec![9u8; 2 * SCAN_WINDOW_BYTES];
+        bytes.extend(frame(lsn, &[&large], lsn - 1, SALT));
+        std::fs::write(&path, &bytes).unwrap();
+        let mut file = SegmentFile::open(&path).unwrap();
+        let (mut at, mut next) = (0, 1);
+        while let Some(frame) = file.frame(at, SALT).unwrap() {
+            assert_eq!(frame.first, next);
+            next = frame.last() + 1;
+            at += frame.bytes as u64;
+        }
+        assert_eq!((at, next), (bytes.len() as u64, lsn + 1), "every frame read, the large one too");
+        assert!(file.frame(large_at, SALT + 1).unwrap().is_none(), "another segment's salt");
+        // A damaged large frame is refused by its CRC, read a window at a time.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut file = SegmentFile::open(&path).unwrap();
+        assert!(file.frame(large_at, SALT).unwrap().is_none());
+        assert!(file.ahead.len() <= SCAN_WINDOW_BYTES, "held {} bytes", file.ahead.len());
+    }
+
+    #[test]
+    fn a_segment_without_a_header_must_hold_nothing_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = vec![0u8; 2 * SCAN_WINDOW_BYTES];
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(SegmentFile::open(&path).unwrap().salt(&mut Vec::new()).unwrap(), None);
+        bytes[SCAN_WINDOW_BYTES + 3] = 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(SegmentFile::open(&path).unwrap().salt(&mut Vec::new()), Err(Error::Corrupt { .. })));
     }
 
     #[test]
