@@ -192,9 +192,9 @@ fn could_prove(header: &[u8], salt: u64, lsn: Lsn) -> bool {
     le_u64(&header[field::SALT]) == salt && first > lsn && (lsn..first).contains(&synced)
 }
 
-/// A segment file read back at recovery, a piece at a time: frames through a read-ahead
-/// buffer of [`SCAN_WINDOW_BYTES`] (a frame larger than that alone, and only once its CRC has
-/// matched), other reads a window at a time.
+/// A segment file read back at recovery, a piece at a time: through a read-ahead buffer of
+/// [`SCAN_WINDOW_BYTES`] (a frame larger than that alone, and only once its CRC has matched),
+/// and the scan after damage a window of its own at a time.
 struct SegmentFile<'p> {
     file: File,
     len: u64,
@@ -232,30 +232,30 @@ impl<'p> SegmentFile<'p> {
 
     /// The salt from the segment's header; `None` for a segment whose header was never
     /// written, which must then hold nothing at all.
-    fn salt(&self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
-        self.read(0, SEGMENT_HEADER_BYTES as usize, buf)?;
-        let salt = read_salt(buf, self.path)?;
+    fn salt(&mut self) -> Result<Option<u64>> {
+        let path = self.path;
+        let salt = read_salt(self.ahead(0, SEGMENT_HEADER_BYTES as usize)?, path)?;
         if salt.is_none() {
             let mut at = 0;
             while at < self.len {
-                self.read(at, SCAN_WINDOW_BYTES, buf)?;
-                if buf.iter().any(|b| *b != 0) {
+                let window = self.ahead(at, SCAN_WINDOW_BYTES)?;
+                if window.iter().any(|b| *b != 0) {
                     return Err(Error::Corrupt { location: self.path.display().to_string(), detail: "the segment's header is damaged".to_owned() });
                 }
-                at += buf.len() as u64;
+                at += window.len() as u64;
             }
         }
         Ok(salt)
     }
 
     /// Whether the CRC of the frame of `bytes` at `at` is `crc`, read a window at a time.
-    fn crc_matches(&self, at: u64, bytes: u64, crc: u32) -> Result<bool> {
-        let (mut hasher, mut buf) = (crc32fast::Hasher::new(), Vec::new());
+    fn crc_matches(&mut self, at: u64, bytes: u64, crc: u32) -> Result<bool> {
+        let mut hasher = crc32fast::Hasher::new();
         let mut from = at + field::CRC.end as u64;
         while from < at + bytes {
-            self.read(from, SCAN_WINDOW_BYTES.min((at + bytes - from) as usize), &mut buf)?;
-            hasher.update(&buf);
-            from += buf.len() as u64;
+            let window = self.ahead(from, SCAN_WINDOW_BYTES.min((at + bytes - from) as usize))?;
+            hasher.update(window);
+            from += window.len() as u64;
         }
         Ok(hasher.finalize() == crc)
     }
@@ -431,12 +431,10 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
     // A segment ends where its writes ended: cleanly if it was rolled (its successor starts
     // with the next record), or at a torn write. A segment after a torn one can hold no
     // record: a roll syncs the segment first, so a frame after the gap is damage.
-    // Memory: a window of a segment at a time, or one frame larger than that.
-    let mut buf = Vec::new();
     for (_, path) in list(dir)? {
         let mut file = SegmentFile::open(&path)?;
         let corrupt = |at: u64, detail: String| Error::Corrupt { location: format!("{} at byte {at}", path.display()), detail };
-        let Some(salt) = file.salt(&mut buf)? else {
+        let Some(salt) = file.salt()? else {
             old.push(path);
             continue;
         };
@@ -844,10 +842,10 @@ mod tests {
         let path = segment_path(dir.path(), 1);
         let mut bytes = vec![0u8; 2 * SCAN_WINDOW_BYTES];
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(SegmentFile::open(&path).unwrap().salt(&mut Vec::new()).unwrap(), None);
+        assert_eq!(SegmentFile::open(&path).unwrap().salt().unwrap(), None);
         bytes[SCAN_WINDOW_BYTES + 3] = 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(SegmentFile::open(&path).unwrap().salt(&mut Vec::new()), Err(Error::Corrupt { .. })));
+        assert!(matches!(SegmentFile::open(&path).unwrap().salt(), Err(Error::Corrupt { .. })));
     }
 
     #[test]
