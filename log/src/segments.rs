@@ -73,9 +73,9 @@ const SPARE: &str = "spare";
 const SPARE_UNFINISHED: &str = "spare.tmp";
 /// Most chores waiting for the janitor (retired segments, spares to prepare).
 const CHORES_MAX: usize = 16;
-/// Bytes of a segment read at a time where recovery reads other than whole frames (the scan
-/// for proof after damage, the check that a segment without a header holds nothing), so that
-/// recovery holds one frame and one window of a segment in memory, never a whole segment.
+/// Bytes of a segment recovery reads at a time (its read-ahead, and the scan for proof after
+/// damage): it holds a window or two of a segment in memory, or one frame larger than that,
+/// never a whole segment.
 const SCAN_WINDOW_BYTES: usize = 1 << 20;
 /// Where each field of a frame's header lies (see the module's doc).
 mod field {
