@@ -4,7 +4,8 @@
 //! A payload is `kind u8 | prost message`: kind 1 is a [`CommitRecord`] (tagged with every
 //! partition it writes, tag = partition + 1), kind 2 a [`CatalogRecord`] (tagged with
 //! [`CATALOG_TAG`]), kind 3 a [`TraceRecord`] (tagged with [`TRACE_TAG`]): invocations that
-//! committed nothing. The tracing layer decodes all three with [`decode_payload`].
+//! committed nothing. Recovery decodes them with [`decode_payload`]; the tracing layer reads
+//! them in place with [`view_payload`](crate::view_payload).
 
 use bytes::Bytes;
 use comb_log::Tag;
@@ -23,9 +24,9 @@ pub fn partition_tag(partition: u16) -> Tag {
     Tag::from(partition) + 1
 }
 
-const KIND_COMMIT: u8 = 1;
-const KIND_CATALOG: u8 = 2;
-const KIND_TRACE: u8 = 3;
+pub(crate) const KIND_COMMIT: u8 = 1;
+pub(crate) const KIND_CATALOG: u8 = 2;
+pub(crate) const KIND_TRACE: u8 = 3;
 
 /// Version of the commit record's fields.
 pub const COMMIT_VERSION: u32 = 1;

@@ -69,6 +69,7 @@ mod function;
 pub mod keycodec;
 mod keys;
 mod partition;
+mod record_view;
 mod recovery;
 mod row;
 mod rowcache;
@@ -79,6 +80,7 @@ pub mod testkit;
 mod txn;
 
 pub use commit::{CATALOG_TAG, COMMIT_VERSION, CatalogRecord, CommitRecord, InvocationRecord, LogRecord, TRACE_TAG, TraceRecord, WriteRecord, decode_payload, encode_catalog, encode_commit, encode_trace, partition_tag};
+pub use record_view::{CommitView, InvocationView, RecordView, TraceView, WriteView, view_payload};
 pub use engine::{Engine, EngineOptions, Invocation, Transaction, TransactionStep, WRITEBACK_BYTES_MAX, WRITEBACK_INTERVAL_MS_MAX};
 pub use executor::TRACED_READS_MAX;
 pub use error::{Error, Result};

@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use comb_backend::keycodec::decode_key;
-use comb_backend::{CommitRecord, InvocationRecord, LogRecord, ValueRef, WriteRecord, decode_payload, decode_row_ref, value_to_json};
+use comb_backend::{CommitView, InvocationView, RecordView, ValueRef, WriteView, decode_row_ref, value_to_json, view_payload};
 use comb_log::Record;
 use comb_planner::{Catalog, Table, TableId};
 
@@ -70,20 +70,20 @@ impl<'c> Ingest<'c> {
     /// Adds the rows one log record yields. A record that is not the backend's, or that does
     /// not decode, yields nothing and is reported: the trace must never stop the feed.
     pub fn record(&self, record: &Record, rows: &mut Rows) {
-        match decode_payload(&record.payload) {
-            Ok(LogRecord::Commit(commit)) => self.commit(record.lsn as i64, &commit, rows),
-            Ok(LogRecord::Trace(trace)) => {
+        match view_payload(&record.payload) {
+            Ok(RecordView::Commit(commit)) => self.commit(record.lsn as i64, &commit, rows),
+            Ok(RecordView::Trace(trace)) => {
                 for invocation in trace.invocations.iter().filter(|i| !is_system(&i.function)) {
                     rows.push_invocation(invocation_row(None, invocation));
                     read_rows(None, invocation, self.catalog, rows);
                 }
             }
-            Ok(LogRecord::Catalog(_)) => {}
+            Ok(RecordView::Catalog) => {}
             Err(err) => tracing::warn!(lsn = record.lsn, error = %err, "a log record the tracing layer cannot read; skipped"),
         }
     }
 
-    fn commit(&self, lsn: i64, commit: &CommitRecord, rows: &mut Rows) {
+    fn commit(&self, lsn: i64, commit: &CommitView<'_>, rows: &mut Rows) {
         for invocation in commit.invocations.iter().filter(|i| !is_system(&i.function)) {
             rows.push_invocation(invocation_row(Some(lsn), invocation));
             read_rows(Some(lsn), invocation, self.catalog, rows);
@@ -117,16 +117,16 @@ fn is_system(name: &str) -> bool {
     name.starts_with(SYSTEM_PREFIX)
 }
 
-fn invocation_row(lsn: Option<i64>, invocation: &InvocationRecord) -> InvocationRow<'_> {
+fn invocation_row<'a>(lsn: Option<i64>, invocation: &InvocationView<'a>) -> InvocationRow<'a> {
     InvocationRow {
         lsn,
-        workflow_id: invocation.workflow_id.as_deref(),
-        step: invocation.step_id.as_deref(),
-        function: &invocation.function,
+        workflow_id: invocation.workflow_id,
+        step: invocation.step_id,
+        function: invocation.function,
         partition: invocation.partition.map(i64::from),
         start_us: invocation.start_us as i64,
         end_us: invocation.end_us.max(invocation.start_us) as i64,
-        error: invocation.error.as_deref(),
+        error: invocation.error,
         recorded: invocation.recorded,
         replayed: invocation.replayed,
         read_only: invocation.read_only,
@@ -135,7 +135,7 @@ fn invocation_row(lsn: Option<i64>, invocation: &InvocationRecord) -> Invocation
 
 /// The rows of application tables an invocation read (its keys of index entries and of
 /// system tables are left out).
-fn read_rows(lsn: Option<i64>, invocation: &InvocationRecord, catalog: &Catalog, rows: &mut Rows) {
+fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalog, rows: &mut Rows) {
     let mut json = Json::default();
     for key in &invocation.reads {
         let Some(object) = key.get(2..6).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
@@ -148,9 +148,9 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationRecord, catalog: &Catalog,
         let key = json.object(table.primary_key.iter().zip(&values).filter_map(|(&c, v)| Some((table.columns.get(c)?.name.as_str(), ValueRef::from(v)))));
         rows.push_read(ReadRow {
             lsn,
-            workflow_id: invocation.workflow_id.as_deref(),
-            step: invocation.step_id.as_deref(),
-            function: &invocation.function,
+            workflow_id: invocation.workflow_id,
+            step: invocation.step_id,
+            function: invocation.function,
             table: &table.name,
             key: json.text(key),
         });
@@ -200,9 +200,9 @@ fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
     serde_json::to_writer(out, value).expect("a number, a string or a JSON value always serializes");
 }
 
-fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: Option<&InvocationRecord>, json: &mut Json, rows: &mut Rows) -> comb_backend::Result<()> {
-    let before = write.before.as_deref().map(decode_row_ref).transpose()?;
-    let after = write.after.as_deref().map(decode_row_ref).transpose()?;
+fn change(lsn: i64, commit_us: i64, write: &WriteView<'_>, table: &Table, author: Option<&InvocationView<'_>>, json: &mut Json, rows: &mut Rows) -> comb_backend::Result<()> {
+    let before = write.before.map(decode_row_ref).transpose()?;
+    let after = write.after.map(decode_row_ref).transpose()?;
     let operation = match (&before, &after) {
         (None, _) => "insert",
         (Some(_), Some(_)) => "update",
@@ -222,16 +222,16 @@ fn change(lsn: i64, commit_us: i64, write: &WriteRecord, table: &Table, author: 
         key: json.text(key),
         before: before.map(|b| json.text(b)),
         after: after.map(|a| json.text(a)),
-        workflow_id: author.and_then(|a| a.workflow_id.as_deref()),
-        step: author.and_then(|a| a.step_id.as_deref()),
-        function: author.map(|a| a.function.as_str()),
+        workflow_id: author.and_then(|a| a.workflow_id),
+        step: author.and_then(|a| a.step_id),
+        function: author.map(|a| a.function),
     });
     Ok(())
 }
 
 /// The run a write to `comb_workflows` ended, if it ended one.
-fn ended_run(lsn: i64, write: &WriteRecord, columns: &WorkflowColumns, rows: &mut Rows) -> comb_backend::Result<()> {
-    let Some(after) = write.after.as_deref() else { return Ok(()) };
+fn ended_run(lsn: i64, write: &WriteView<'_>, columns: &WorkflowColumns, rows: &mut Rows) -> comb_backend::Result<()> {
+    let Some(after) = write.after else { return Ok(()) };
     let values = decode_row_ref(after)?;
     let text = |at: Option<usize>| match at.and_then(|at| values.get(at)) {
         Some(ValueRef::Text(t)) => Some(*t),
@@ -262,7 +262,7 @@ fn ended_run(lsn: i64, write: &WriteRecord, columns: &WorkflowColumns, rows: &mu
 
 #[cfg(test)]
 mod tests {
-    use comb_backend::{TRACE_TAG, TraceRecord, Value, encode_commit, encode_row, encode_trace};
+    use comb_backend::{CommitRecord, InvocationRecord, TRACE_TAG, TraceRecord, Value, WriteRecord, encode_commit, encode_row, encode_trace};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
