@@ -10,7 +10,7 @@
 //! [`CommitRecord`]: crate::CommitRecord
 //! [`TraceRecord`]: crate::TraceRecord
 
-use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+use prost::encoding::{WireType, decode_key, decode_varint};
 
 use crate::commit::{KIND_CATALOG, KIND_COMMIT, KIND_TRACE};
 use crate::error::{Error, Result};
@@ -94,9 +94,28 @@ enum Value<'a> {
     Skipped(WireType),
 }
 
+/// How deep groups may nest in a record's own fields, as prost allows (its
+/// `RECURSION_LIMIT`); a message nested in the record allows one level less, as in prost,
+/// where entering the message spends one.
+const GROUP_DEPTH_MAX: u32 = 100;
+
 /// The fields of one message, in the order they were written.
 struct Fields<'a> {
     rest: &'a [u8],
+    /// Levels of groups an unknown field may still open.
+    depth_left: u32,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of a record.
+    fn of_record(body: &'a [u8]) -> Self {
+        Fields { rest: body, depth_left: GROUP_DEPTH_MAX }
+    }
+
+    /// The fields of a message nested in a record.
+    fn of_nested(body: &'a [u8]) -> Self {
+        Fields { rest: body, depth_left: GROUP_DEPTH_MAX - 1 }
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -118,12 +137,41 @@ impl<'a> Fields<'a> {
                 Value::Delimited(value)
             }
             other => {
-                skip_field(other, tag, &mut self.rest, DecodeContext::default()).map_err(|e| e.to_string())?;
+                skip(other, tag, &mut self.rest, self.depth_left)?;
                 Value::Skipped(other)
             }
         };
         Ok(Some((tag, value)))
     }
+}
+
+/// Skips a field of a fixed size or a group, as prost's `skip_field` does, refusing groups
+/// nested deeper than `depth_left`. (prost's own cannot be given a depth from outside it.)
+fn skip(wire_type: WireType, tag: u32, rest: &mut &[u8], depth_left: u32) -> std::result::Result<(), Why> {
+    if depth_left == 0 {
+        return Err("groups nested too deep".to_owned());
+    }
+    let len = match wire_type {
+        WireType::Varint => {
+            decode_varint(rest).map_err(|e| e.to_string())?;
+            0
+        }
+        WireType::ThirtyTwoBit => 4,
+        WireType::SixtyFourBit => 8,
+        WireType::LengthDelimited => decode_varint(rest).map_err(|e| e.to_string())?,
+        WireType::StartGroup => loop {
+            let (inner_tag, inner_type) = decode_key(rest).map_err(|e| e.to_string())?;
+            match inner_type {
+                WireType::EndGroup if inner_tag == tag => break 0,
+                WireType::EndGroup => return Err(format!("field {tag}: a group ended by field {inner_tag}")),
+                _ => skip(inner_type, inner_tag, rest, depth_left - 1)?,
+            }
+        },
+        WireType::EndGroup => return Err(format!("field {tag}: a group's end without its start")),
+    };
+    let len = usize::try_from(len).ok().filter(|&len| len <= rest.len()).ok_or_else(|| underflow(tag))?;
+    *rest = &rest[len..];
+    Ok(())
 }
 
 fn underflow(tag: u32) -> Why {
@@ -173,7 +221,7 @@ fn uint32s(tag: u32, value: Value<'_>) -> std::result::Result<(), Why> {
 
 fn commit(body: &[u8]) -> std::result::Result<CommitView<'_>, Why> {
     let mut view = CommitView::default();
-    let mut fields = Fields { rest: body };
+    let mut fields = Fields::of_record(body);
     while let Some((tag, value)) = fields.next()? {
         match tag {
             1 => {
@@ -191,7 +239,7 @@ fn commit(body: &[u8]) -> std::result::Result<CommitView<'_>, Why> {
 
 fn trace(body: &[u8]) -> std::result::Result<TraceView<'_>, Why> {
     let mut view = TraceView::default();
-    let mut fields = Fields { rest: body };
+    let mut fields = Fields::of_record(body);
     while let Some((tag, value)) = fields.next()? {
         match tag {
             1 => view.invocations.push(invocation(delimited(tag, value)?)?),
@@ -203,7 +251,7 @@ fn trace(body: &[u8]) -> std::result::Result<TraceView<'_>, Why> {
 }
 
 fn catalog(body: &[u8]) -> std::result::Result<(), Why> {
-    let mut fields = Fields { rest: body };
+    let mut fields = Fields::of_record(body);
     while let Some((tag, value)) = fields.next()? {
         match tag {
             1 => {
@@ -218,7 +266,7 @@ fn catalog(body: &[u8]) -> std::result::Result<(), Why> {
 
 fn write(body: &[u8]) -> std::result::Result<WriteView<'_>, Why> {
     let mut view = WriteView::default();
-    let mut fields = Fields { rest: body };
+    let mut fields = Fields::of_nested(body);
     while let Some((tag, value)) = fields.next()? {
         match tag {
             1 => view.partition = varint(tag, value)? as u32,
@@ -236,7 +284,7 @@ fn write(body: &[u8]) -> std::result::Result<WriteView<'_>, Why> {
 
 fn invocation(body: &[u8]) -> std::result::Result<InvocationView<'_>, Why> {
     let mut view = InvocationView::default();
-    let mut fields = Fields { rest: body };
+    let mut fields = Fields::of_nested(body);
     while let Some((tag, value)) = fields.next()? {
         match tag {
             1 => view.function = string(tag, value)?,
