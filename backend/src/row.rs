@@ -82,12 +82,16 @@ impl<'a> Reader<'a> {
         Error::Corrupt { location: "a row".to_owned(), detail: detail.to_owned() }
     }
 
+    // The readers are inlined into the row's decoding loop: called, each returned its
+    // `Result` (as large as `Error`) through memory, a store and a load for every value.
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8> {
         let (&b, rest) = self.input.split_first().ok_or_else(|| Self::corrupt("truncated"))?;
         self.input = rest;
         Ok(b)
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -100,6 +104,7 @@ impl<'a> Reader<'a> {
         Err(Self::corrupt("varint too long"))
     }
 
+    #[inline(always)]
     fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
         let (head, rest) = self.input.split_at_checked(n).ok_or_else(|| Self::corrupt("truncated"))?;
         self.input = rest;

@@ -83,7 +83,7 @@ fn records(catalog: &Catalog) -> Vec<Record> {
 
 fn rows_of(records: &[Record], catalog: &Catalog) -> Rows {
     let mut rows = Rows::default();
-    let ingest = comb_tracing::Ingest::new(catalog);
+    let mut ingest = comb_tracing::Ingest::new(catalog);
     for record in records {
         ingest.record(record, &mut rows);
     }

@@ -26,6 +26,9 @@ pub struct Ingest<'c> {
     catalog: &'c Catalog,
     /// Where `comb_workflows`' columns are, when the catalog has that table.
     workflows: Option<WorkflowColumns>,
+    /// The JSON of the row being turned into a trace row, in one buffer kept from row to row
+    /// (grown afresh for each record, it was reallocated several times per record).
+    json: Json,
 }
 
 /// The table id and column places of `comb_workflows`, whose rows are the workflow runs (a
@@ -64,18 +67,18 @@ impl WorkflowColumns {
 
 impl<'c> Ingest<'c> {
     pub fn new(catalog: &'c Catalog) -> Self {
-        Ingest { catalog, workflows: catalog.table(WORKFLOWS_TABLE).map(WorkflowColumns::of) }
+        Ingest { catalog, workflows: catalog.table(WORKFLOWS_TABLE).map(WorkflowColumns::of), json: Json::default() }
     }
 
     /// Adds the rows one log record yields. A record that is not the backend's, or that does
     /// not decode, yields nothing and is reported: the trace must never stop the feed.
-    pub fn record(&self, record: &Record, rows: &mut Rows) {
+    pub fn record(&mut self, record: &Record, rows: &mut Rows) {
         match view_payload(&record.payload) {
             Ok(RecordView::Commit(commit)) => self.commit(record.lsn as i64, &commit, rows),
             Ok(RecordView::Trace(trace)) => {
                 for invocation in trace.invocations.iter().filter(|i| !is_system(&i.function)) {
                     rows.push_invocation(invocation_row(None, invocation));
-                    read_rows(None, invocation, self.catalog, rows);
+                    read_rows(None, invocation, self.catalog, &mut self.json, rows);
                 }
             }
             Ok(RecordView::Catalog) => {}
@@ -83,22 +86,21 @@ impl<'c> Ingest<'c> {
         }
     }
 
-    fn commit(&self, lsn: i64, commit: &CommitView<'_>, rows: &mut Rows) {
+    fn commit(&mut self, lsn: i64, commit: &CommitView<'_>, rows: &mut Rows) {
         for invocation in commit.invocations.iter().filter(|i| !is_system(&i.function)) {
             rows.push_invocation(invocation_row(Some(lsn), invocation));
-            read_rows(Some(lsn), invocation, self.catalog, rows);
+            read_rows(Some(lsn), invocation, self.catalog, &mut self.json, rows);
         }
         // Writes are attributed to the transaction's first application function: a
         // multi-function transaction's members commit together.
         let author = commit.invocations.iter().find(|i| !is_system(&i.function)).or(commit.invocations.first());
         let commit_us = commit.invocations.iter().map(|i| i.end_us).max().unwrap_or_default() as i64;
-        let mut json = Json::default();
         for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {
             let outcome = match self.workflows {
                 Some(columns) if columns.table.0 == write.object => ended_run(lsn, write, &columns, rows),
                 _ => match self.catalog.table_by_id(TableId(write.object)) {
                     Some(table) if is_system(&table.name) => Ok(()),
-                    Some(table) => change(lsn, commit_us, write, table, author, &mut json, rows),
+                    Some(table) => change(lsn, commit_us, write, table, author, &mut self.json, rows),
                     None => {
                         tracing::warn!(lsn, table = write.object, "a write to a table the catalog does not know; skipped");
                         Ok(())
@@ -135,8 +137,7 @@ fn invocation_row<'a>(lsn: Option<i64>, invocation: &InvocationView<'a>) -> Invo
 
 /// The rows of application tables an invocation read (its keys of index entries and of
 /// system tables are left out).
-fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalog, rows: &mut Rows) {
-    let mut json = Json::default();
+fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalog, json: &mut Json, rows: &mut Rows) {
     for key in &invocation.reads {
         let Some(object) = key.get(2..6).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
         let Some(table) = catalog.table_by_id(TableId(object)).filter(|t| !is_system(&t.name)) else { continue };
@@ -159,7 +160,7 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalo
 
 /// JSON objects written one after another into one buffer (the feed writes one to three of
 /// these for every row changed), each known by its place in it.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Json(Vec<u8>);
 
 impl Json {

@@ -285,7 +285,7 @@ impl Feed {
                     let Some(chunk) = chunk else { break };
                     let full = chunk.len() == self.options.feed_batch_records;
                     let catalog = (self.catalog)();
-                    let ingest = Ingest::new(&catalog);
+                    let mut ingest = Ingest::new(&catalog);
                     let mut ended = None;
                     for item in chunk {
                         match item {
