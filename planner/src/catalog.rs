@@ -135,6 +135,10 @@ pub struct Catalog {
     tables: BTreeMap<String, Arc<Table>>,
     /// Each table's name by its id: every statement executed finds its tables by id.
     names: BTreeMap<TableId, String>,
+    /// The tables dropped, by id, as they were when dropped: readers of the log's history
+    /// (the trace feed) meet writes to them in records older than the drop. One entry per
+    /// `DROP TABLE` ever applied.
+    dropped: BTreeMap<TableId, Arc<Table>>,
     /// The next id handed to a table or index; ids are never reused, so a dropped table's
     /// leftover data can never be read as a new table's.
     next_id: u32,
@@ -154,6 +158,12 @@ impl Catalog {
     /// Finds a table by id.
     pub fn table_by_id(&self, id: TableId) -> Option<&Table> {
         self.names.get(&id).and_then(|name| self.table(name))
+    }
+
+    /// Finds a table by id, a dropped one too: for reading records written before the drop
+    /// (ids are never reused, so an id names one definition for all time).
+    pub fn table_by_id_or_dropped(&self, id: TableId) -> Option<&Table> {
+        self.table_by_id(id).or_else(|| self.dropped.get(&id).map(|t| &**t))
     }
 
     /// Iterates over the tables in name order.
@@ -215,7 +225,10 @@ impl Catalog {
                     match object_type {
                         ObjectType::Table => {
                             match self.tables.remove(&name) {
-                                Some(table) => drop(self.names.remove(&table.id)),
+                                Some(table) => {
+                                    self.names.remove(&table.id);
+                                    self.dropped.insert(table.id, table);
+                                }
                                 None if !if_exists => errors.push(PlanError::UnknownTable {
                                     table: name,
                                     at: pos,
@@ -695,6 +708,9 @@ mod tests {
         assert!(catalog.table_by_id(TableId(9_999)).is_none());
         let catalog = catalog.apply("DROP TABLE a; CREATE TABLE a (k BIGINT PRIMARY KEY, v TEXT)").unwrap();
         assert!(catalog.table_by_id(a).is_none(), "a dropped table's id finds nothing");
+        let dropped = catalog.table_by_id_or_dropped(a).expect("the dropped table, for reading history");
+        assert_eq!((dropped.name.as_str(), dropped.columns.len()), ("a", 1), "as it was when dropped");
+        assert!(catalog.table_by_id_or_dropped(TableId(9_999)).is_none());
         let again = catalog.table("a").unwrap();
         assert_ne!(again.id, a);
         assert_eq!(catalog.table_by_id(again.id).map(|t| t.columns.len()), Some(2), "the new table under its new id");

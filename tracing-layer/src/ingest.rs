@@ -20,7 +20,8 @@ const WORKFLOWS_TABLE: &str = "comb_workflows";
 const WRITE_ROW: u32 = 0;
 
 /// Turns log records into trace rows against one catalog, with what the rows need of it
-/// looked up once (the feed makes one for each run of records it reads).
+/// looked up once (the feed makes one for each run of records it reads). The catalog may be
+/// newer than a record: a table dropped since is found among the catalog's dropped tables.
 #[derive(Debug)]
 pub struct Ingest<'c> {
     catalog: &'c Catalog,
@@ -98,7 +99,7 @@ impl<'c> Ingest<'c> {
         for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {
             let outcome = match self.workflows {
                 Some(columns) if columns.table.0 == write.object => ended_run(lsn, write, &columns, rows),
-                _ => match self.catalog.table_by_id(TableId(write.object)) {
+                _ => match self.catalog.table_by_id_or_dropped(TableId(write.object)) {
                     Some(table) if is_system(&table.name) => Ok(()),
                     Some(table) => change(lsn, commit_us, write, table, author, &mut self.json, rows),
                     None => {
@@ -108,7 +109,7 @@ impl<'c> Ingest<'c> {
                 },
             };
             if let Err(err) = outcome {
-                let table = self.catalog.table_by_id(TableId(write.object)).map_or("?", |t| t.name.as_str());
+                let table = self.catalog.table_by_id_or_dropped(TableId(write.object)).map_or("?", |t| t.name.as_str());
                 tracing::warn!(lsn, table, error = %err, "a row image the tracing layer cannot read; skipped");
             }
         }
@@ -140,7 +141,7 @@ fn invocation_row<'a>(lsn: Option<i64>, invocation: &InvocationView<'a>) -> Invo
 fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalog, json: &mut Json, rows: &mut Rows) {
     for key in &invocation.reads {
         let Some(object) = key.get(2..6).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
-        let Some(table) = catalog.table_by_id(TableId(object)).filter(|t| !is_system(&t.name)) else { continue };
+        let Some(table) = catalog.table_by_id_or_dropped(TableId(object)).filter(|t| !is_system(&t.name)) else { continue };
         let Ok(values) = decode_key(&key[6..]) else {
             tracing::warn!(?lsn, table = %table.name, "a key read the tracing layer cannot decode; skipped");
             continue;
@@ -342,6 +343,24 @@ mod tests {
         ]);
         assert_eq!(workflows, ["w1 | pay | 2 | succeeded | {} | 4 | NULL | 1970-01-01T00:00:00.000010Z | 1970-01-01T00:00:00.000030Z | 20 | 42"]);
         assert!(reads.is_empty());
+    }
+
+    #[test]
+    fn writes_to_a_table_dropped_since_read_as_that_table() {
+        let before = catalog();
+        let accounts = before.table("accounts").unwrap();
+        let commit = CommitRecord {
+            invocations: vec![invocation("open", "o")],
+            writes: vec![row_write(accounts, None, Some(vec![Value::Int(4), Value::Text("dee".into()), Value::Int(2)]))],
+            ..Default::default()
+        };
+        let record = Record { lsn: 8, tags: vec![1], payload: encode_commit(&commit).into() };
+        // The feed reads the record after the table was dropped and one of its name made anew.
+        let after = before.apply("DROP TABLE accounts; CREATE TABLE accounts (code TEXT PRIMARY KEY)").unwrap();
+        let mut rows = Rows::default();
+        Ingest::new(&after).record(&record, &mut rows);
+        let [_, changes, _, _] = printed(rows, [&[], &["lsn", "table_name", "operation", "key", "after"], &[], &[]]);
+        assert_eq!(changes, [r#"8 | accounts | insert | {"id":4} | {"id":4,"owner":"dee","balance":2}"#], "named by the dropped table's columns");
     }
 
     #[test]
