@@ -156,8 +156,8 @@ fn key(rest: &mut &[u8]) -> std::result::Result<(u32, WireType), Why> {
 }
 
 /// A varint at the start of `rest`. One of a single byte (most lengths, flags and ids) is
-/// read here; a longer one goes to prost's `decode_varint`, whose call cost a tenth of the
-/// feed's reading when every varint went there.
+/// read here; a longer one goes to prost's `decode_varint`, whose calls were a tenth of the
+/// trace feed's ingest when every varint went there.
 #[inline(always)]
 fn varint_at(rest: &mut &[u8]) -> std::result::Result<u64, Why> {
     match rest.split_first() {

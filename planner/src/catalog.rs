@@ -137,7 +137,7 @@ pub struct Catalog {
     names: BTreeMap<TableId, String>,
     /// The tables dropped, by id, as they were when dropped: readers of the log's history
     /// (the trace feed) meet writes to them in records older than the drop. One entry per
-    /// `DROP TABLE` ever applied.
+    /// table ever dropped, kept for good, as the DDL that dropped it is.
     dropped: BTreeMap<TableId, Arc<Table>>,
     /// The next id handed to a table or index; ids are never reused, so a dropped table's
     /// leftover data can never be read as a new table's.
