@@ -177,14 +177,14 @@ fn skip(wire_type: WireType, tag: u32, rest: &mut &[u8], depth_left: u32) -> std
     }
     let len = match wire_type {
         WireType::Varint => {
-            decode_varint(rest).map_err(|e| e.to_string())?;
+            varint_at(rest)?;
             0
         }
         WireType::ThirtyTwoBit => 4,
         WireType::SixtyFourBit => 8,
-        WireType::LengthDelimited => decode_varint(rest).map_err(|e| e.to_string())?,
+        WireType::LengthDelimited => varint_at(rest)?,
         WireType::StartGroup => loop {
-            let (inner_tag, inner_type) = decode_key(rest).map_err(|e| e.to_string())?;
+            let (inner_tag, inner_type) = key(rest)?;
             match inner_type {
                 WireType::EndGroup if inner_tag == tag => break 0,
                 WireType::EndGroup => return Err(format!("field {tag}: a group ended by field {inner_tag}")),
@@ -239,7 +239,7 @@ fn uint32s(tag: u32, value: Value<'_>) -> std::result::Result<(), Why> {
         Value::Varint(_) => Ok(()),
         Value::Delimited(mut packed) => {
             while !packed.is_empty() {
-                decode_varint(&mut packed).map_err(|e| e.to_string())?;
+                varint_at(&mut packed)?;
             }
             Ok(())
         }
