@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 /// inputs, outputs, errors), which no query prunes by range, and the names that repeat
 /// (functions, steps, statuses, tables, operations, workflows), whose range over a file is
 /// nearly all of them. Each would cost a comparison of every value and two copies in every
-/// page: a tenth of the Parquet step for the names alone. The ids, time-ordered, keep theirs.
+/// page: a tenth of the Parquet step for the names alone. The ids keep theirs: those
+/// the server makes are time-ordered, so a file's range of them prunes a lookup by id.
 const UNPRUNED_COLUMNS: [&str; 12] = ["key", "before", "after", "input", "output", "error", "function", "step", "status", "table_name", "operation", "name"];
 
 /// Bytes of a Parquet data page, at most (checked after each batch of 1,024 values). The
