@@ -32,7 +32,7 @@ pub struct Function {
     /// For a SQL-only function: how many input fields each statement names, checked
     /// against its parameters at registration.
     pub(crate) sql_params: Option<Vec<usize>>,
-    /// Whether its invocations that commit nothing are traced (see [`Function::untraced`]).
+    /// Whether its invocations are traced (see [`Function::untraced`]).
     pub(crate) traced: bool,
 }
 
@@ -149,9 +149,10 @@ impl Function {
         self
     }
 
-    /// Leaves out of the traces the invocations of this function that commit nothing
-    /// (reads, replays, failures): for a server's own bookkeeping, which would drown the
-    /// application's invocations. Its commits still carry their invocation.
+    /// Leaves this function's invocations out of the traces: for a server's own bookkeeping,
+    /// which would drown the application's invocations. Neither its commits (which carry its
+    /// writes, and the invocations of the traced functions in the same transaction) nor the
+    /// trace records of what commits nothing (reads, replays, failures) carry them.
     pub fn untraced(mut self) -> Function {
         self.traced = false;
         self
@@ -198,7 +199,7 @@ pub(crate) struct Registered {
     pub(crate) catalog: Arc<Catalog>,
     /// Whether it runs on one partition (chosen from its input), without a barrier.
     pub(crate) single_partition: bool,
-    /// Whether its invocations that commit nothing are traced.
+    /// Whether its invocations are traced (see [`Function::untraced`]).
     pub(crate) traced: bool,
 }
 

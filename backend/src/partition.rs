@@ -680,18 +680,16 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             _ => check_json_bytes(&value, OUTPUT, shared.json_bytes_max)?,
         }
         let (reads, reads_truncated) = writes.take_traced_reads();
-        invocations.push(InvocationRecord { read_only, reads, reads_truncated, ..member_trace(member, partition, start_us) });
+        // An untraced member (the server's bookkeeping) leaves no invocation, not even in the
+        // commit record: its writes are the record's, and the trace feed would drop it.
+        if member.function.traced {
+            invocations.push(InvocationRecord { read_only, reads, reads_truncated, ..member_trace(member, partition, start_us) });
+        }
         values.push(value);
     }
     let output = Output { value: job_value(values), lsn: None, replayed: false };
     if writes.entries.is_empty() {
-        let traces = invocations
-            .into_iter()
-            .zip(&job.members)
-            .filter(|(_, m)| m.function.traced)
-            .map(|(trace, _)| trace)
-            .collect();
-        return Ok(Ran::Read { output, traces });
+        return Ok(Ran::Read { output, traces: invocations });
     }
     let record = commit_record(&writes, invocations);
     let tags = record.partitions.iter().map(|p| partition_tag(*p as u16)).collect();

@@ -272,6 +272,53 @@ fn recovery_replays_the_log_and_checkpoints_trim_it() {
 }
 
 #[test]
+fn an_untraced_functions_commits_carry_its_writes_but_not_its_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 1, &runs).await;
+        engine
+            .register(
+                Function::new("bookkeeping")
+                    .statement("add", "INSERT INTO accounts (id, balance) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + 1")
+                    .partition_by("id")
+                    .run(|tx, input| {
+                        tx.execute("add", (id(&input, "id"),))?;
+                        Ok(Json::Null)
+                    })
+                    .untraced(),
+            )
+            .unwrap();
+        let commit_at = |lsn: Option<u64>| {
+            let engine = engine.clone();
+            async move {
+                let record = engine.log().read_next(ANY_TAG, lsn.expect("a commit")).await.unwrap().unwrap();
+                let LogRecord::Commit(commit) = decode_payload(&record.payload).unwrap() else { panic!("not a commit") };
+                commit
+            }
+        };
+        // With a traced function in one transaction: the record carries both writes, and the
+        // traced function's invocation alone.
+        let step = |function: &str| comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false };
+        let transaction = comb_backend::Transaction {
+            steps: vec![step("deposit"), step("bookkeeping")],
+            input: json!({ "id": 1, "amount": 5 }),
+            next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!({ "id": 2 }))),
+        };
+        let out = engine.invoke_transaction(transaction).await.unwrap();
+        let commit = commit_at(out.lsn).await;
+        assert_eq!(commit.writes.len(), 2, "both functions' writes");
+        assert_eq!(commit.invocations.iter().map(|i| i.function.as_str()).collect::<Vec<_>>(), ["deposit"]);
+        // Alone: its writes commit, with no invocation.
+        let out = engine.invoke(Invocation::new("bookkeeping", json!({ "id": 2 }))).await.unwrap();
+        let commit = commit_at(out.lsn).await;
+        assert_eq!((commit.writes.len(), commit.invocations.len()), (1, 0));
+        assert_eq!(balance(&engine, 2).await, json!(2));
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
 fn multi_partition_transactions_are_atomic_and_one_record() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
