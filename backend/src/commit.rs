@@ -45,12 +45,17 @@ pub struct CommitRecord {
     #[prost(message, repeated, tag = "3")]
     pub writes: Vec<WriteRecord>,
     /// Who ran, and when: one invocation, or the functions of a multi-function transaction
-    /// in the order they ran. (Repeated since version 1's single field: same encoding.)
+    /// in the order they ran, but for untraced ones (the server's own functions), so possibly
+    /// none. (Repeated since version 1's single field: same encoding.)
     #[prost(message, repeated, tag = "4")]
     pub invocations: Vec<InvocationRecord>,
     // Tag 5 held a single invocation's recorded output a second time, beside its write; no
     // longer written, and skipped (as any unknown field) in the records that have it. Never
     // reuse tag 5: old records would decode into the new field.
+    /// When the record was made, microseconds since the epoch: the commit's time, which its
+    /// invocations no longer give when none is traced. `None` in records made before it was.
+    #[prost(uint64, optional, tag = "6")]
+    pub commit_us: Option<u64>,
 }
 
 /// One key written by a transaction.
@@ -196,6 +201,7 @@ mod tests {
             partitions: vec![0, 3],
             writes: vec![WriteRecord { partition: 3, kind: 0, object: 7, key: vec![0, 3, 0, 0, 0, 7, 1].into(), before: None, after: Some(vec![1, 0].into()) }],
             invocations: vec![InvocationRecord { function: "f".into(), workflow_id: Some("w".into()), start_us: 1, end_us: 2, recorded: true, partition: Some(3), ..Default::default() }],
+            commit_us: Some(3),
         };
         assert_eq!(decode_payload(&encode_commit(&record).into()).unwrap(), LogRecord::Commit(record.clone()));
         // Records written before tag 5 (a recorded output's second copy) was dropped still read.

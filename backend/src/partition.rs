@@ -575,7 +575,7 @@ pub(crate) fn commit_record(writes: &WriteSet, invocations: Vec<InvocationRecord
         })
         .collect();
     partitions.sort_unstable();
-    CommitRecord { version: COMMIT_VERSION, partitions, writes: records, invocations }
+    CommitRecord { version: COMMIT_VERSION, partitions, writes: records, invocations, commit_us: Some(now_us()) }
 }
 
 /// The outcome of running a job over some snapshot: either a read to release, or a commit

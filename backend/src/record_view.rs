@@ -31,6 +31,7 @@ pub enum RecordView<'a> {
 pub struct CommitView<'a> {
     pub writes: Vec<WriteView<'a>>,
     pub invocations: Vec<InvocationView<'a>>,
+    pub commit_us: Option<u64>,
 }
 
 /// A [`TraceRecord`](crate::TraceRecord)'s invocations.
@@ -258,6 +259,7 @@ fn commit(body: &[u8]) -> std::result::Result<CommitView<'_>, Why> {
             2 => uint32s(tag, value)?,
             3 => view.writes.push(write(delimited(tag, value)?)?),
             4 => view.invocations.push(invocation(delimited(tag, value)?)?),
+            6 => view.commit_us = Some(varint(tag, value)?),
             // A field this reader does not know: skipped, as prost does.
             _ => {}
         }
@@ -366,9 +368,11 @@ mod tests {
                 WriteRecord { partition: 4, object: 10, key: b"gone".to_vec().into(), before: Some(b"b".to_vec().into()), ..Default::default() },
             ],
             invocations: vec![invocation_record(), InvocationRecord { function: "f".into(), ..Default::default() }],
+            commit_us: Some(1_764_000_000_000_050),
         };
         let payload = encode_commit(&record);
         let RecordView::Commit(view) = view_payload(&payload).unwrap() else { panic!("not a commit") };
+        assert_eq!(view.commit_us, Some(1_764_000_000_000_050));
         assert_eq!(view.writes, [
             WriteView { partition: 3, kind: 2, object: 9, key: b"k", before: Some(b""), after: Some(b"after") },
             WriteView { partition: 4, kind: 0, object: 10, key: b"gone", before: Some(b"b"), after: None },

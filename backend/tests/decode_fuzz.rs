@@ -83,6 +83,7 @@ fn view_agrees(bytes: &[u8]) -> Result<Option<LogRecord>, TestCaseError> {
         (Some(LogRecord::Commit(commit)), Some(RecordView::Commit(view))) => {
             prop_assert_eq!(&commit.writes, &view.writes.iter().map(owned_write).collect::<Vec<_>>());
             prop_assert_eq!(&commit.invocations, &view.invocations.iter().map(owned_invocation).collect::<Vec<_>>());
+            prop_assert_eq!(commit.commit_us, view.commit_us);
         }
         (Some(LogRecord::Trace(trace)), Some(RecordView::Trace(view))) => {
             prop_assert_eq!(&trace.invocations, &view.invocations.iter().map(owned_invocation).collect::<Vec<_>>());

@@ -128,8 +128,8 @@ fn rows(tx: &mut Txn<'_>, statement: &str, params: impl comb_backend::Params) ->
     Ok(tx.query_as::<RowTuple>(statement, params)?.into_iter().map(WorkflowRow::from_tuple).collect())
 }
 
-/// The system functions, registered before any other; their reads and failures are left out
-/// of the traces (their commits show as workflow rows).
+/// The system functions, registered before any other, untraced: their invocations are in no
+/// trace and no commit record (the runs they end show as `workflows` rows).
 pub(crate) fn functions() -> Vec<Function> {
     [
         Function::new(START)

@@ -95,7 +95,8 @@ impl<'c> Ingest<'c> {
         // Writes are attributed to the transaction's first application function: a
         // multi-function transaction's members commit together.
         let author = commit.invocations.iter().find(|i| !is_system(&i.function)).or(commit.invocations.first());
-        let commit_us = commit.invocations.iter().map(|i| i.end_us).max().unwrap_or_default() as i64;
+        // Records made before they held their time: their last invocation's end.
+        let commit_us = commit.commit_us.or_else(|| commit.invocations.iter().map(|i| i.end_us).max()).unwrap_or_default() as i64;
         for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {
             let outcome = match self.workflows {
                 Some(columns) if columns.table.0 == write.object => ended_run(lsn, write, &columns, rows),
@@ -343,6 +344,24 @@ mod tests {
         ]);
         assert_eq!(workflows, ["w1 | pay | 2 | succeeded | {} | 4 | NULL | 1970-01-01T00:00:00.000010Z | 1970-01-01T00:00:00.000030Z | 20 | 42"]);
         assert!(reads.is_empty());
+    }
+
+    #[test]
+    fn a_commit_keeps_its_own_time_with_or_without_invocations() {
+        let catalog = catalog();
+        let accounts = catalog.table("accounts").unwrap();
+        let write = || row_write(accounts, None, Some(vec![Value::Int(5), Value::Text("eve".into()), Value::Int(3)]));
+        // An untraced function's commit: its writes, no invocation; and a traced one's, whose
+        // record time is later than its invocation's end.
+        let alone = CommitRecord { writes: vec![write()], commit_us: Some(70), ..Default::default() };
+        let traced = CommitRecord { invocations: vec![invocation("open", "o")], writes: vec![write()], commit_us: Some(90), ..Default::default() };
+        let mut rows = Rows::default();
+        let mut ingest = Ingest::new(&catalog);
+        ingest.record(&Record { lsn: 3, tags: vec![1], payload: encode_commit(&alone).into() }, &mut rows);
+        ingest.record(&Record { lsn: 4, tags: vec![1], payload: encode_commit(&traced).into() }, &mut rows);
+        assert_eq!(rows.counts(), [1, 2, 0, 0]);
+        let [_, changes, _, _] = printed(rows, [&[], &["lsn", "commit_time", "operation", "workflow_id", "function"], &[], &[]]);
+        assert_eq!(changes, ["3 | 1970-01-01T00:00:00.000070Z | insert | NULL | NULL", "4 | 1970-01-01T00:00:00.000090Z | insert | w1 | open"]);
     }
 
     #[test]
