@@ -45,7 +45,7 @@ pub struct CommitRecord {
     #[prost(message, repeated, tag = "3")]
     pub writes: Vec<WriteRecord>,
     /// Who ran, and when: one invocation, or the functions of a multi-function transaction
-    /// in the order they ran, but for untraced ones (the server's own functions), so possibly
+    /// in the order they ran, except untraced ones (the server's own functions), so possibly
     /// none. (Repeated since version 1's single field: same encoding.)
     #[prost(message, repeated, tag = "4")]
     pub invocations: Vec<InvocationRecord>,
