@@ -44,7 +44,6 @@ fn records(catalog: &Catalog) -> Vec<Record> {
                 start_us: start,
                 end_us: start + 40,
                 partition: Some((i % 2) as u32),
-                recorded: true,
                 ..Default::default()
             };
             let counter = (i * 7_919 % 100_000) as i64;
