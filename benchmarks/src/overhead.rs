@@ -89,6 +89,11 @@ fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
     median(off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect())
 }
 
+/// A ratio as printed: to three decimals.
+fn thousandths(ratio: f64) -> f64 {
+    (ratio * 1000.0).round() / 1000.0
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -170,15 +175,15 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         seconds: args.window.seconds,
         ops_per_sec_off: ops_off,
         ops_per_sec_on: ops_on,
-        ratio: (ops_on / ops_off * 1000.0).round() / 1000.0,
-        ratio_pairs: (ratio_pairs(&off, &on) * 1000.0).round() / 1000.0,
+        ratio: thousandths(ops_on / ops_off),
+        ratio_pairs: thousandths(ratio_pairs(&off, &on)),
         latency_ms_p50_off: med(&off, |s| s.latency_ms_p50),
         latency_ms_p50_on: med(&on, |s| s.latency_ms_p50),
         latency_ms_p99_off: med(&off, |s| s.latency_ms_p99),
         latency_ms_p99_on: med(&on, |s| s.latency_ms_p99),
         cpu_us_per_run_off: cpu_off,
         cpu_us_per_run_on: cpu_on,
-        cpu_ratio: (cpu_off / cpu_on * 1000.0).round() / 1000.0,
+        cpu_ratio: thousandths(cpu_off / cpu_on),
         off,
         on,
         check: if checks.iter().all(|c| c.starts_with("ok")) { format!("ok: {} runs checked, every traced run in the traces", checks.len()) } else { checks.join("; ") },
