@@ -1,12 +1,11 @@
 //! From log records to trace rows: [`Ingest`] turns a record into rows against the catalog.
 
-use std::ops::Range;
-
 use comb_backend::keycodec::decode_key;
-use comb_backend::{CommitView, InvocationView, RecordView, ValueRef, WriteView, decode_row_ref, value_to_json, view_payload};
+use comb_backend::{CommitView, InvocationView, RecordView, ValueRef, WriteView, decode_row_ref, view_payload};
 use comb_log::Record;
 use comb_planner::{Catalog, Table, TableId};
 
+use crate::images::Json;
 use crate::tables::{ChangeRow, InvocationRow, ReadRow, Rows, WorkflowRow};
 
 /// Names of the server's own tables and functions start with it; they are left out of
@@ -27,8 +26,8 @@ pub struct Ingest<'c> {
     catalog: &'c Catalog,
     /// Where `comb_workflows`' columns are, when the catalog has that table.
     workflows: Option<WorkflowColumns>,
-    /// The JSON of the row being turned into a trace row, in one buffer kept from row to row
-    /// (grown afresh for each record, it was reallocated several times per record).
+    /// The JSON of the read key being turned into a trace row, in one buffer kept from row to
+    /// row (grown afresh for each record, it was reallocated several times per record).
     json: Json,
 }
 
@@ -102,7 +101,10 @@ impl<'c> Ingest<'c> {
                 Some(columns) if columns.table.0 == write.object => ended_run(lsn, write, &columns, rows),
                 _ => match self.catalog.table_by_id_or_dropped(TableId(write.object)) {
                     Some(table) if is_system(&table.name) => Ok(()),
-                    Some(table) => change(lsn, commit_us, write, table, author, &mut self.json, rows),
+                    Some(table) => {
+                        rows.push_change(change(lsn, commit_us, write, table, author));
+                        Ok(())
+                    }
                     None => {
                         tracing::warn!(lsn, table = write.object, "a write to a table the catalog does not know; skipped");
                         Ok(())
@@ -160,76 +162,27 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalo
     }
 }
 
-/// JSON objects written one after another into one buffer (the feed writes one to three of
-/// these for every row changed), each known by its place in it.
-#[derive(Debug, Default)]
-struct Json(Vec<u8>);
-
-impl Json {
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    /// Writes the columns and their values as a JSON object, in the table's column order.
-    fn object<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, ValueRef<'a>)>) -> Range<usize> {
-        let start = self.0.len();
-        let out = &mut self.0;
-        out.push(b'{');
-        for (i, (name, value)) in pairs.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json(out, name);
-            out.push(b':');
-            match value {
-                ValueRef::Null => out.extend_from_slice(b"null"),
-                ValueRef::Int(v) => write_json(out, &v),
-                ValueRef::Bool(v) => out.extend_from_slice(if v { b"true" } else { b"false" }),
-                ValueRef::Text(v) => write_json(out, v),
-                other => write_json(out, &value_to_json(&other.to_value())),
-            }
-        }
-        out.push(b'}');
-        start..self.0.len()
-    }
-
-    /// An object written by [`Json::object`].
-    fn text(&self, object: Range<usize>) -> &str {
-        std::str::from_utf8(&self.0[object]).expect("serde_json writes UTF-8")
-    }
-}
-
-fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
-    serde_json::to_writer(out, value).expect("a number, a string or a JSON value always serializes");
-}
-
-fn change(lsn: i64, commit_us: i64, write: &WriteView<'_>, table: &Table, author: Option<&InvocationView<'_>>, json: &mut Json, rows: &mut Rows) -> comb_backend::Result<()> {
-    let before = write.before.map(decode_row_ref).transpose()?;
-    let after = write.after.map(decode_row_ref).transpose()?;
-    let operation = match (&before, &after) {
+/// The row of `change_data` a write to an application table yields: its images stay in the
+/// row encoding, made into JSON by the queries that read them ([`crate::images`]).
+fn change<'a>(lsn: i64, commit_us: i64, write: &WriteView<'a>, table: &'a Table, author: Option<&InvocationView<'a>>) -> ChangeRow<'a> {
+    let operation = match (write.before, write.after) {
         (None, _) => "insert",
         (Some(_), Some(_)) => "update",
         (Some(_), None) => "delete",
     };
-    let image = after.as_ref().or(before.as_ref()).map(Vec::as_slice).unwrap_or_default();
-    json.clear();
-    let key = json.object(table.primary_key.iter().filter_map(|&c| Some((table.columns.get(c)?.name.as_str(), *image.get(c)?))));
-    let mut object = |values: &Vec<ValueRef<'_>>| json.object(table.columns.iter().map(|c| c.name.as_str()).zip(values.iter().copied()));
-    let (before, after) = (before.as_ref().map(&mut object), after.as_ref().map(&mut object));
-    rows.push_change(ChangeRow {
+    ChangeRow {
         lsn,
         commit_us,
+        table_id: table.id.0,
         table: &table.name,
         operation,
         partition: i64::from(write.partition),
-        key: json.text(key),
-        before: before.map(|b| json.text(b)),
-        after: after.map(|a| json.text(a)),
+        before: write.before,
+        after: write.after,
         workflow_id: author.and_then(|a| a.workflow_id),
         step: author.and_then(|a| a.step_id),
         function: author.map(|a| a.function),
-    });
-    Ok(())
+    }
 }
 
 /// The run a write to `comb_workflows` ended, if it ended one.
@@ -265,23 +218,35 @@ fn ended_run(lsn: i64, write: &WriteView<'_>, columns: &WorkflowColumns, rows: &
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use comb_backend::{CommitRecord, InvocationRecord, TRACE_TAG, TraceRecord, Value, WriteRecord, encode_commit, encode_row, encode_trace};
-    use datafusion::arrow::record_batch::RecordBatch;
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
     use super::*;
+    use crate::TracingOptions;
+    use crate::store::TableSnapshot;
+    use crate::tables::TABLES;
 
-    /// The rows of each table, each row as the values of `columns` joined by ` | ` (NULL
-    /// for a null).
-    fn printed(rows: Rows, columns: [&[&str]; 4]) -> [Vec<String>; 4] {
-        let batches = rows.into_batches().unwrap();
-        let options = FormatOptions::default().with_null("NULL");
-        let print = |batch: &Option<RecordBatch>, columns: &[&str]| -> Vec<String> {
-            let Some(batch) = batch else { return Vec::new() };
-            let formatters: Vec<_> = columns.iter().map(|c| ArrayFormatter::try_new(batch.column_by_name(c).expect("a column of the table"), &options).unwrap()).collect();
-            (0..batch.num_rows()).map(|row| formatters.iter().map(|f| f.value(row).to_string()).collect::<Vec<_>>().join(" | ")).collect()
-        };
-        std::array::from_fn(|t| print(&batches[t], columns[t]))
+    /// The rows of each table as a query with `catalog` reads them, each row as the values
+    /// of `columns` joined by ` | ` (NULL for a null), in the order they were added.
+    fn printed(rows: Rows, catalog: &Catalog, columns: [&[&str]; 4]) -> [Vec<String>; 4] {
+        let snapshot = rows.into_batches().unwrap().map(|batch| TableSnapshot { files: Vec::new(), tail: batch.into_iter().collect() });
+        // One thread, so that rows come back in the order they were added.
+        let options = TracingOptions { query_threads: 1, ..TracingOptions::default() };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        std::array::from_fn(|t| {
+            if columns[t].is_empty() {
+                return Vec::new();
+            }
+            let sql = format!("SELECT {} FROM {}", columns[t].join(", "), TABLES[t]);
+            let result = runtime.block_on(crate::query::run(snapshot.clone(), Arc::new(catalog.clone()), &sql, &options)).unwrap();
+            let print = |value: &serde_json::Value| match value {
+                serde_json::Value::Null => "NULL".to_owned(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            result.rows.iter().map(|row| row.iter().map(print).collect::<Vec<_>>().join(" | ")).collect()
+        })
     }
 
     const INVOCATION: &[&str] = &["lsn", "workflow_id", "step", "function", "partition", "start_time", "duration_us", "status", "error", "recorded", "replayed", "read_only"];
@@ -334,7 +299,7 @@ mod tests {
         let mut rows = Rows::default();
         Ingest::new(&catalog).record(&Record { lsn: 42, tags: vec![2], payload: encode_commit(&commit).into() }, &mut rows);
         assert_eq!(rows.counts(), [1, 3, 1, 0]);
-        let [invocations, changes, workflows, reads] = printed(rows, ALL);
+        let [invocations, changes, workflows, reads] = printed(rows, &catalog, ALL);
         assert_eq!(invocations, ["42 | w1 | pay | deposit | 1 | 1970-01-01T00:00:00.000010Z | 15 | succeeded | NULL | false | false | false"]);
         let (at, by) = ("42 | 1970-01-01T00:00:00.000025Z | accounts", "w1 | pay | deposit");
         assert_eq!(changes, [
@@ -360,7 +325,7 @@ mod tests {
         ingest.record(&Record { lsn: 3, tags: vec![1], payload: encode_commit(&alone).into() }, &mut rows);
         ingest.record(&Record { lsn: 4, tags: vec![1], payload: encode_commit(&traced).into() }, &mut rows);
         assert_eq!(rows.counts(), [1, 2, 0, 0]);
-        let [_, changes, _, _] = printed(rows, [&[], &["lsn", "commit_time", "operation", "workflow_id", "function"], &[], &[]]);
+        let [_, changes, _, _] = printed(rows, &catalog, [&[], &["lsn", "commit_time", "operation", "workflow_id", "function"], &[], &[]]);
         assert_eq!(changes, ["3 | 1970-01-01T00:00:00.000070Z | insert | NULL | NULL", "4 | 1970-01-01T00:00:00.000090Z | insert | w1 | open"]);
     }
 
@@ -378,7 +343,7 @@ mod tests {
         let after = before.apply("DROP TABLE accounts; CREATE TABLE accounts (code TEXT PRIMARY KEY)").unwrap();
         let mut rows = Rows::default();
         Ingest::new(&after).record(&record, &mut rows);
-        let [_, changes, _, _] = printed(rows, [&[], &["lsn", "table_name", "operation", "key", "after"], &[], &[]]);
+        let [_, changes, _, _] = printed(rows, &after, [&[], &["lsn", "table_name", "operation", "key", "after"], &[], &[]]);
         assert_eq!(changes, [r#"8 | accounts | insert | {"id":4} | {"id":4,"owner":"dee","balance":2}"#], "named by the dropped table's columns");
     }
 
@@ -400,7 +365,7 @@ mod tests {
         let commit = CommitRecord { invocations: vec![invocation("put", "p")], writes: vec![row_write(mixed, None, Some(row))], ..Default::default() };
         let mut rows = Rows::default();
         Ingest::new(&catalog).record(&Record { lsn: 3, tags: vec![1], payload: encode_commit(&commit).into() }, &mut rows);
-        let [_, changes, _, _] = printed(rows, [&[], &["key", "after"], &[], &[]]);
+        let [_, changes, _, _] = printed(rows, &catalog, [&[], &["key", "after"], &[], &[]]);
         assert_eq!(changes, [r#"{"id":-3} | {"id":-3,"d":1.5,"t":"1970-01-02 00:00:00.000001","b":false,"x":[0,255],"s":"a \"quoted\"\né","n":null}"#]);
     }
 
@@ -417,7 +382,7 @@ mod tests {
         };
         let mut rows = Rows::default();
         Ingest::new(&catalog).record(&Record { lsn: 9, tags: vec![TRACE_TAG], payload: encode_trace(&TraceRecord { invocations: vec![read] }).into() }, &mut rows);
-        let [invocations, _, _, reads] = printed(rows, [&["function", "read_only"], &[], &[], READ]);
+        let [invocations, _, _, reads] = printed(rows, &catalog, [&["function", "read_only"], &[], &[], READ]);
         assert_eq!(invocations, ["balance | true"]);
         assert_eq!(reads, [r#"NULL | w1 | look | balance | accounts | {"id":7}"#], "the read of a system table's row and of an unknown table are left out");
     }
@@ -433,7 +398,7 @@ mod tests {
         Ingest::new(&catalog).record(&Record { lsn: 5, tags: vec![TRACE_TAG], payload: encode_trace(&trace).into() }, &mut rows);
         Ingest::new(&catalog).record(&Record { lsn: 6, tags: vec![1], payload: vec![77, 1, 2].into() }, &mut rows);
         assert_eq!(rows.counts(), [2, 0, 0, 0]);
-        let [invocations, ..] = printed(rows, [&["function", "lsn", "status", "error", "read_only"], &[], &[], &[]]);
+        let [invocations, ..] = printed(rows, &catalog, [&["function", "lsn", "status", "error", "read_only"], &[], &[], &[]]);
         assert_eq!(invocations, ["withdraw | NULL | failed | no funds | false", "balance | NULL | succeeded | NULL | true"]);
     }
 }

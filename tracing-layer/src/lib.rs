@@ -13,7 +13,8 @@
 //!   nothing (reads, replays of a recorded output, failures with their `error`; `lsn` is
 //!   NULL), from the backend's trace records.
 //! - `change_data`: every row written, with its before and after images as JSON objects,
-//!   the commit's LSN and the function that wrote it.
+//!   the commit's LSN and the function that wrote it. The images are kept as the log holds
+//!   them and made into JSON by the queries that read them.
 //! - `workflows`: every workflow run that ended, with its input, output or error.
 //! - `read_events`: the rows each invocation read, when the engine traces reads
 //!   (`EngineOptions::trace_reads`; off by default).
@@ -37,6 +38,7 @@
 //!   age of the files kept are options ([`TracingOptions`]).
 
 mod error;
+mod images;
 mod ingest;
 mod options;
 mod query;
@@ -74,6 +76,8 @@ const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 pub struct Tracer {
     store: Arc<TraceStore>,
     log: LogBook,
+    /// The catalog the queries make `change_data`'s JSON with.
+    catalog: CatalogSource,
     options: TracingOptions,
     /// The last LSN consumed (its rows queryable).
     consumed: watch::Receiver<Lsn>,
@@ -137,7 +141,7 @@ impl Tracer {
         let feed = Feed {
             store: Arc::clone(&store),
             log: log.clone(),
-            catalog,
+            catalog: Arc::clone(&catalog),
             options: options.clone(),
             consumed: consumed_tx,
             checkpoints: checkpoint_tx,
@@ -152,6 +156,7 @@ impl Tracer {
         Ok(Tracer {
             store,
             log,
+            catalog,
             queries: Arc::new(Semaphore::new(options.queries_in_flight_max)),
             options,
             consumed,
@@ -203,10 +208,12 @@ impl Tracer {
             self.wait_for(self.log.tail()).await?;
         }
         let snapshot = self.store.snapshot();
+        // Taken after the snapshot: it knows every table the snapshot's records wrote to.
+        let catalog = (self.catalog)();
         let sql = sql.to_owned();
         let options = self.options.clone();
         let handle = self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().ok_or(Error::Closed)?.handle().clone();
-        handle.spawn(async move { query::run(snapshot, &sql, &options).await }).await.map_err(|e| Error::Internal(format!("a trace query panicked: {e}")))?
+        handle.spawn(async move { query::run(snapshot, catalog, &sql, &options).await }).await.map_err(|e| Error::Internal(format!("a trace query panicked: {e}")))?
     }
 
     /// Stops the feed after a last flush (so a restart reads nothing again) and the runtime.

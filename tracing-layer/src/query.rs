@@ -13,13 +13,20 @@ use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::functions::expr_fn::coalesce;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col};
+use comb_planner::Catalog;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
+use crate::images::{ImageJson, Part};
 use crate::options::TracingOptions;
 use crate::store::TableSnapshot;
 use crate::tables::{TABLES, schema_of};
+
+/// The place of `change_data` in [`TABLES`].
+const CHANGE_DATA: usize = 1;
 
 /// A query's answer: its columns and rows, values as JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +39,41 @@ pub struct QueryResult {
     pub truncated: bool,
 }
 
-/// One table as the query sees it: its files and its tail, unioned.
-fn provider(ctx: &SessionContext, table: usize, snapshot: TableSnapshot) -> Result<Arc<dyn TableProvider>> {
+/// One table as the query sees it: its files and its tail, unioned (`change_data` with its
+/// images as JSON).
+fn provider(ctx: &SessionContext, table: usize, snapshot: TableSnapshot, catalog: &Arc<Catalog>) -> Result<Arc<dyn TableProvider>> {
+    let stored = stored(ctx, table, snapshot)?;
+    Ok(match table {
+        CHANGE_DATA => change_data(ctx.read_table(stored)?, catalog)?.into_view(),
+        _ => stored,
+    })
+}
+
+/// `change_data` with its columns as users see them: the images, kept in the row encoding,
+/// as JSON objects made with `catalog`'s columns (rows of files written before the images
+/// were kept hold their JSON already). A query that reads no image makes no JSON.
+fn change_data(stored: DataFrame, catalog: &Arc<Catalog>) -> Result<DataFrame> {
+    let row = ScalarUDF::from(ImageJson::new(Arc::clone(catalog), Part::Row));
+    let key = ScalarUDF::from(ImageJson::new(Arc::clone(catalog), Part::Key));
+    let json = |kept: &str, udf: &ScalarUDF, image| coalesce(vec![col(kept), udf.call(vec![col("table_id"), image])]).alias(kept);
+    let columns = vec![
+        col("lsn"),
+        col("commit_time"),
+        col("table_name"),
+        col("operation"),
+        col("partition"),
+        json("key", &key, coalesce(vec![col("after_row"), col("before_row")])),
+        json("before", &row, col("before_row")),
+        json("after", &row, col("after_row")),
+        col("workflow_id"),
+        col("step"),
+        col("function"),
+    ];
+    Ok(stored.select(columns)?)
+}
+
+/// One table as stored: its files and its tail, unioned.
+fn stored(ctx: &SessionContext, table: usize, snapshot: TableSnapshot) -> Result<Arc<dyn TableProvider>> {
     let schema = schema_of(table);
     let tail: Arc<dyn TableProvider> = Arc::new(MemTable::try_new(Arc::clone(&schema), vec![snapshot.tail])?);
     if snapshot.files.is_empty() {
@@ -50,15 +90,15 @@ fn provider(ctx: &SessionContext, table: usize, snapshot: TableSnapshot) -> Resu
     Ok(ctx.read_table(files)?.union(ctx.read_table(tail)?)?.into_view())
 }
 
-/// Runs one read-only query over a snapshot of the store.
-pub(crate) async fn run(snapshot: [TableSnapshot; 4], sql: &str, options: &TracingOptions) -> Result<QueryResult> {
+/// Runs one read-only query over a snapshot of the store, whose records `catalog` covers.
+pub(crate) async fn run(snapshot: [TableSnapshot; 4], catalog: Arc<Catalog>, sql: &str, options: &TracingOptions) -> Result<QueryResult> {
     let runtime = RuntimeEnvBuilder::new().with_memory_limit(options.query_memory_bytes, 1.0).build_arc()?;
     let mut config = SessionConfig::new().with_target_partitions(options.query_threads).with_information_schema(true);
     // Strings come back as the tables declare them (Utf8), from files and tail alike.
     config.options_mut().execution.parquet.schema_force_view_types = false;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for (table, snapshot) in snapshot.into_iter().enumerate() {
-        ctx.register_table(TABLES[table], provider(&ctx, table, snapshot)?)?;
+        ctx.register_table(TABLES[table], provider(&ctx, table, snapshot, &catalog)?)?;
     }
     let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let frame = ctx.sql_with_options(sql, read_only).await?;
@@ -126,5 +166,108 @@ fn json_rows(batch: &RecordBatch, rows: &mut Vec<Vec<serde_json::Value>>) -> Res
 impl From<datafusion::arrow::error::ArrowError> for Error {
     fn from(err: datafusion::arrow::error::ArrowError) -> Error {
         Error::Query(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use comb_backend::{Value, encode_row};
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+    use crate::tables::{ChangeRow, Rows};
+
+    fn catalog() -> Arc<Catalog> {
+        Arc::new(Catalog::new().apply("CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL)").unwrap())
+    }
+
+    fn change<'a>(lsn: i64, table_id: u32, before: Option<&'a [u8]>, after: Option<&'a [u8]>) -> ChangeRow<'a> {
+        ChangeRow { lsn, commit_us: 5, table_id, table: "accounts", operation: "update", partition: 0, before, after, workflow_id: None, step: None, function: Some("f") }
+    }
+
+    /// A `change_data` file as written before the images were kept: JSON columns only.
+    fn old_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("lsn", DataType::Int64, false),
+            Field::new("commit_time", utc, false),
+            text("table_name", false),
+            text("operation", false),
+            Field::new("partition", DataType::Int64, false),
+            text("key", false),
+            text("before", true),
+            text("after", true),
+            text("workflow_id", true),
+            text("step", true),
+            text("function", true),
+        ]));
+        let strings = |v: Option<&str>| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(TimestampMicrosecondArray::from(vec![5]).with_timezone("UTC")),
+            strings(Some("accounts")),
+            strings(Some("insert")),
+            Arc::new(Int64Array::from(vec![0])),
+            strings(Some(r#"{"id":1}"#)),
+            strings(None),
+            strings(Some(r#"{"id":1,"owner":"old"}"#)),
+            strings(None),
+            strings(None),
+            strings(Some("f")),
+        ];
+        let path = dir.join("old.parquet");
+        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), Arc::clone(&schema), None).unwrap();
+        writer.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    fn snapshot(change_data: TableSnapshot) -> [TableSnapshot; 4] {
+        [TableSnapshot::default(), change_data, TableSnapshot::default(), TableSnapshot::default()]
+    }
+
+    fn options() -> TracingOptions {
+        TracingOptions { query_threads: 1, ..TracingOptions::default() }
+    }
+
+    #[tokio::test]
+    async fn images_read_as_json_beside_the_json_of_older_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog();
+        let id = catalog.table("accounts").unwrap().id.0;
+        let (before, after) = (encode_row(&[Value::Int(2), Value::Text("ann".into())]), encode_row(&[Value::Int(2), Value::Text("bo".into())]));
+        let mut rows = Rows::default();
+        rows.push_change(change(2, id, Some(before.as_slice()), Some(after.as_slice())));
+        let [_, tail, ..] = rows.into_batches().unwrap();
+        let snapshot = snapshot(TableSnapshot { files: vec![old_file(dir.path())], tail: tail.into_iter().collect() });
+        let result = run(snapshot, catalog, "SELECT lsn, key, before, after FROM change_data ORDER BY lsn", &options()).await.unwrap();
+        let text = |s: &str| serde_json::Value::from(s);
+        assert_eq!(result.rows, [
+            vec![1.into(), text(r#"{"id":1}"#), serde_json::Value::Null, text(r#"{"id":1,"owner":"old"}"#)],
+            vec![2.into(), text(r#"{"id":2}"#), text(r#"{"id":2,"owner":"ann"}"#), text(r#"{"id":2,"owner":"bo"}"#)],
+        ]);
+    }
+
+    #[tokio::test]
+    async fn only_a_query_that_reads_an_image_decodes_it() {
+        let catalog = catalog();
+        let id = catalog.table("accounts").unwrap().id.0;
+        let mut rows = Rows::default();
+        rows.push_change(change(3, id, None, Some(b"not a row")));
+        rows.push_change(change(4, 999, None, Some(b"not a row")));
+        let [_, tail, ..] = rows.into_batches().unwrap();
+        let snapshot = snapshot(TableSnapshot { files: Vec::new(), tail: tail.into_iter().collect() });
+        let options = options();
+        let query = |sql: &'static str| run(snapshot.clone(), Arc::clone(&catalog), sql, &options);
+        let lsns = query("SELECT lsn, operation FROM change_data ORDER BY lsn").await.unwrap();
+        let row = |lsn: i64| vec![serde_json::Value::from(lsn), serde_json::Value::from("update")];
+        assert_eq!(lsns.rows, [row(3), row(4)]);
+        let err = query("SELECT after FROM change_data WHERE lsn = 3").await.unwrap_err().to_string();
+        assert!(err.contains("a row image of table accounts does not decode"), "{err}");
+        let err = query("SELECT key FROM change_data WHERE lsn = 4").await.unwrap_err().to_string();
+        assert!(err.contains("table id 999, which the catalog does not know"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{ArrayBuilder, ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::{ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder, new_null_array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -14,13 +14,14 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 
-/// The text columns, in any table, without min/max statistics: the long ones (keys, images,
-/// inputs, outputs, errors), which no query prunes by range, and the names that repeat
+/// The text and binary columns, in any table, without min/max statistics: the long ones (keys,
+/// images, inputs, outputs, errors), which no query prunes by range, and the names that repeat
 /// (functions, steps, statuses, tables, operations, workflows), whose range over a file is
 /// nearly all of them. Each would cost a comparison of every value and two copies in every
 /// page: a tenth of the Parquet step for the names alone. The ids keep theirs: those
 /// the server makes are time-ordered, so a file's range of them prunes a lookup by id.
-const UNPRUNED_COLUMNS: [&str; 12] = ["key", "before", "after", "input", "output", "error", "function", "step", "status", "table_name", "operation", "name"];
+const UNPRUNED_COLUMNS: [&str; 14] =
+    ["key", "before", "after", "before_row", "after_row", "input", "output", "error", "function", "step", "status", "table_name", "operation", "name"];
 
 /// Bytes of a Parquet data page, at most (checked after each batch of 1,024 values). The
 /// page is encoded in a buffer that grows to this size and is freed after the page is
@@ -57,18 +58,25 @@ static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
             Field::new("replayed", DataType::Boolean, false),
             Field::new("read_only", DataType::Boolean, false),
         ]),
+        // As stored: queries see the images as JSON (`key`, `before`, `after`), made from the
+        // images as the log holds them (`before_row`, `after_row`) with the columns of table
+        // `table_id`. Files written before the images were kept so hold the JSON instead, and
+        // NULL in the last three; the JSON columns of later rows are NULL.
         schema(vec![
             Field::new("lsn", DataType::Int64, false),
             Field::new("commit_time", timestamp(), false),
             Field::new("table_name", DataType::Utf8, false),
             Field::new("operation", DataType::Utf8, false),
             Field::new("partition", DataType::Int64, false),
-            Field::new("key", DataType::Utf8, false),
+            Field::new("key", DataType::Utf8, true),
             Field::new("before", DataType::Utf8, true),
             Field::new("after", DataType::Utf8, true),
             Field::new("workflow_id", DataType::Utf8, true),
             Field::new("step", DataType::Utf8, true),
             Field::new("function", DataType::Utf8, true),
+            Field::new("table_id", DataType::Int64, true),
+            Field::new("before_row", DataType::Binary, true),
+            Field::new("after_row", DataType::Binary, true),
         ]),
         schema(vec![
             Field::new("id", DataType::Utf8, false),
@@ -94,7 +102,8 @@ static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
     ]
 });
 
-/// The schema of table number `table` (an index into [`TABLES`]).
+/// The schema of table number `table` (an index into [`TABLES`]) as its files and tail hold
+/// it (queries see `change_data`'s images as JSON: see [`crate::images`]).
 pub fn schema_of(table: usize) -> SchemaRef {
     Arc::clone(&SCHEMAS[table])
 }
@@ -121,14 +130,14 @@ pub struct InvocationRow<'a> {
 pub struct ChangeRow<'a> {
     pub lsn: i64,
     pub commit_us: i64,
+    pub table_id: u32,
     pub table: &'a str,
     /// `insert`, `update` or `delete`.
     pub operation: &'static str,
     pub partition: i64,
-    /// The primary key as a JSON object.
-    pub key: &'a str,
-    pub before: Option<&'a str>,
-    pub after: Option<&'a str>,
+    /// The row's images in the backend's row encoding, as the log holds them.
+    pub before: Option<&'a [u8]>,
+    pub after: Option<&'a [u8]>,
     pub workflow_id: Option<&'a str>,
     pub step: Option<&'a str>,
     pub function: Option<&'a str>,
@@ -255,6 +264,12 @@ impl Like for StringBuilder {
     }
 }
 
+impl Like for BinaryBuilder {
+    fn like(&self) -> Self {
+        BinaryBuilder::with_capacity(self.len(), self.values_slice().len())
+    }
+}
+
 impl Like for Int64Builder {
     fn like(&self) -> Self {
         Int64Builder::with_capacity(self.len())
@@ -372,12 +387,12 @@ struct Changes {
     table: StringBuilder,
     operation: StringBuilder,
     partition: Int64Builder,
-    key: StringBuilder,
-    before: StringBuilder,
-    after: StringBuilder,
     workflow_id: StringBuilder,
     step: StringBuilder,
     function: StringBuilder,
+    table_id: Int64Builder,
+    before: BinaryBuilder,
+    after: BinaryBuilder,
 }
 
 impl Changes {
@@ -389,12 +404,12 @@ impl Changes {
             table: self.table.like(),
             operation: self.operation.like(),
             partition: self.partition.like(),
-            key: self.key.like(),
-            before: self.before.like(),
-            after: self.after.like(),
             workflow_id: self.workflow_id.like(),
             step: self.step.like(),
             function: self.function.like(),
+            table_id: self.table_id.like(),
+            before: self.before.like(),
+            after: self.after.like(),
         }
     }
 
@@ -404,27 +419,32 @@ impl Changes {
         self.table.append_value(row.table);
         self.operation.append_value(row.operation);
         self.partition.append_value(row.partition);
-        self.key.append_value(row.key);
-        self.before.append_option(row.before);
-        self.after.append_option(row.after);
         self.workflow_id.append_option(row.workflow_id);
         self.step.append_option(row.step);
         self.function.append_option(row.function);
+        self.table_id.append_value(i64::from(row.table_id));
+        self.before.append_option(row.before);
+        self.after.append_option(row.after);
     }
 
     fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        // The JSON columns of files written before the images were kept, NULL in every row.
+        let json = new_null_array(&DataType::Utf8, self.lsn.len());
         let columns = vec![
             array(&mut self.lsn),
             timestamps(&mut self.commit),
             array(&mut self.table),
             array(&mut self.operation),
             array(&mut self.partition),
-            array(&mut self.key),
-            array(&mut self.before),
-            array(&mut self.after),
+            Arc::clone(&json),
+            Arc::clone(&json),
+            json,
             array(&mut self.workflow_id),
             array(&mut self.step),
             array(&mut self.function),
+            array(&mut self.table_id),
+            array(&mut self.before),
+            array(&mut self.after),
         ];
         batch(1, columns)
     }
@@ -543,7 +563,7 @@ mod tests {
     fn push_one_of_each(rows: &mut Rows, lsn: i64) {
         let text = "x".repeat(lsn as usize);
         rows.push_invocation(InvocationRow { lsn: Some(lsn), workflow_id: Some(&text), step: None, function: "f", partition: Some(1), start_us: 1, end_us: 2, error: None, recorded: true, replayed: false, read_only: false });
-        rows.push_change(ChangeRow { lsn, commit_us: 2, table: "t", operation: "insert", partition: 1, key: &text, before: None, after: Some(&text), workflow_id: None, step: None, function: Some("f") });
+        rows.push_change(ChangeRow { lsn, commit_us: 2, table_id: 1, table: "t", operation: "insert", partition: 1, before: None, after: Some(text.as_bytes()), workflow_id: None, step: None, function: Some("f") });
         rows.push_workflow(WorkflowRow { id: &text, name: "w", version: 1, status: "succeeded", input: "{}", output: Some(&text), error: None, start_us: 1, end_us: Some(3), lsn });
         rows.push_read(ReadRow { lsn: Some(lsn), workflow_id: None, step: None, function: "f", table: "t", key: &text });
     }
