@@ -15,7 +15,7 @@ use comb_backend::{ValueRef, decode_row_ref, value_to_json};
 use comb_planner::{Catalog, Table, TableId};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::common::{DataFusionError, exec_err};
+use datafusion::common::{ScalarValue, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 
 /// JSON objects written one after another into one buffer (one to three of these for every
@@ -82,7 +82,9 @@ pub(crate) enum Part {
 
 /// The SQL function `(table_id BIGINT, image BYTEA) -> TEXT` that turns a row image of the
 /// table with that id into a JSON object: the whole row, or its primary key. NULL for a NULL
-/// image; an error naming the table for an image that does not decode.
+/// image, and for one it cannot read (its table unknown, or its bytes not a row), which it
+/// reports in the server's log: one bad row must not make the table unqueryable, as the feed
+/// never let one stop it.
 #[derive(Debug)]
 pub(crate) struct ImageJson {
     catalog: Arc<Catalog>,
@@ -96,7 +98,9 @@ impl ImageJson {
     }
 
     fn json(&self, tables: &ArrayRef, images: &ArrayRef) -> datafusion::error::Result<ArrayRef> {
-        let (tables, images) = (tables.as_primitive::<Int64Type>(), images.as_binary::<i32>());
+        let (Some(tables), Some(images)) = (tables.as_primitive_opt::<Int64Type>(), images.as_binary_opt::<i32>()) else {
+            return exec_err!("{} takes a table id (BIGINT) and a row image (BYTEA), not {} and {}", self.name(), tables.data_type(), images.data_type());
+        };
         let mut out = StringBuilder::with_capacity(images.len(), images.value_data().len() * 2);
         let mut json = Json::default();
         for (table, image) in tables.iter().zip(images.iter()) {
@@ -105,9 +109,18 @@ impl ImageJson {
                 continue;
             };
             let Some(table) = u32::try_from(table).ok().and_then(|id| self.catalog.table_by_id_or_dropped(TableId(id))) else {
-                return exec_err!("change_data holds a row of table id {table}, which the catalog does not know");
+                tracing::warn!(table, "a row image of a table the catalog does not know; read as NULL");
+                out.append_null();
+                continue;
             };
-            let values = decode_row_ref(image).map_err(|e| DataFusionError::Execution(format!("a row image of table {} does not decode: {e}", table.name)))?;
+            let values = match decode_row_ref(image) {
+                Ok(values) => values,
+                Err(err) => {
+                    tracing::warn!(table = %table.name, error = %err, "a row image that does not decode; read as NULL");
+                    out.append_null();
+                    continue;
+                }
+            };
             json.clear();
             let object = match self.part {
                 Part::Row => json.row(table, &values),
@@ -155,8 +168,10 @@ impl ScalarUDFImpl for ImageJson {
         let [tables, images] = args.args.as_slice() else {
             return exec_err!("{} takes a table id and a row image", self.name());
         };
-        let scalar = matches!((tables, images), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
-        let json = self.json(&tables.to_array(rows)?, &images.to_array(rows)?)?;
-        Ok(if scalar { ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&json, 0)?) } else { ColumnarValue::Array(json) })
+        if let (ColumnarValue::Scalar(table), ColumnarValue::Scalar(image)) = (tables, images) {
+            let json = self.json(&table.to_array()?, &image.to_array()?)?;
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&json, 0)?));
+        }
+        Ok(ColumnarValue::Array(self.json(&tables.to_array(rows)?, &images.to_array(rows)?)?))
     }
 }

@@ -113,7 +113,7 @@ impl<'c> Ingest<'c> {
             };
             if let Err(err) = outcome {
                 let table = self.catalog.table_by_id_or_dropped(TableId(write.object)).map_or("?", |t| t.name.as_str());
-                tracing::warn!(lsn, table, error = %err, "a row image the tracing layer cannot read; skipped");
+                tracing::warn!(lsn, table, error = %err, "a run's row the tracing layer cannot read; skipped");
             }
         }
     }

@@ -7,7 +7,7 @@
 //!  QueryTraces(sql) ──> DataFusion, on the tracing runtime, over files + tail <───────────┘
 //! ```
 //!
-//! Tables (schemas in [`tables`]):
+//! Tables (schemas as stored in [`tables`]; queries see `change_data`'s images as JSON):
 //! - `function_invocations`: every invocation of an application function: the ones that
 //!   committed (from their commit record, with its `lsn`), and the ones that committed
 //!   nothing (reads, replays of a recorded output, failures with their `error`; `lsn` is
@@ -63,7 +63,7 @@ pub use tables::TABLES;
 use crate::store::TraceStore;
 use crate::tables::Rows;
 
-/// Gives the feed the catalog as it is now (table ids never change meaning).
+/// Gives the feed and the queries the catalog as it is now (table ids never change meaning).
 pub type CatalogSource = Arc<dyn Fn() -> Arc<Catalog> + Send + Sync>;
 
 /// How often the feed looks at the tail's age, at most.
