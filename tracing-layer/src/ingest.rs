@@ -97,23 +97,17 @@ impl<'c> Ingest<'c> {
         // Records made before they held their time: their last invocation's end.
         let commit_us = commit.commit_us.or_else(|| commit.invocations.iter().map(|i| i.end_us).max()).unwrap_or_default() as i64;
         for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {
-            let outcome = match self.workflows {
-                Some(columns) if columns.table.0 == write.object => ended_run(lsn, write, &columns, rows),
+            match self.workflows {
+                Some(columns) if columns.table.0 == write.object => {
+                    if let Err(err) = ended_run(lsn, write, &columns, rows) {
+                        tracing::warn!(lsn, error = %err, "a workflow run's row the tracing layer cannot read; skipped");
+                    }
+                }
                 _ => match self.catalog.table_by_id_or_dropped(TableId(write.object)) {
-                    Some(table) if is_system(&table.name) => Ok(()),
-                    Some(table) => {
-                        rows.push_change(change(lsn, commit_us, write, table, author));
-                        Ok(())
-                    }
-                    None => {
-                        tracing::warn!(lsn, table = write.object, "a write to a table the catalog does not know; skipped");
-                        Ok(())
-                    }
+                    Some(table) if is_system(&table.name) => {}
+                    Some(table) => rows.push_change(change(lsn, commit_us, write, table, author)),
+                    None => tracing::warn!(lsn, table = write.object, "a write to a table the catalog does not know; skipped"),
                 },
-            };
-            if let Err(err) = outcome {
-                let table = self.catalog.table_by_id_or_dropped(TableId(write.object)).map_or("?", |t| t.name.as_str());
-                tracing::warn!(lsn, table, error = %err, "a run's row the tracing layer cannot read; skipped");
             }
         }
     }
