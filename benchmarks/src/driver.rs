@@ -357,6 +357,31 @@ fn read_process_cpu_us() -> anyhow::Result<u64> {
     parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
 }
 
+/// CPU time (user and system, in microseconds) each group of this process's living threads
+/// has used so far, a group being the threads of one name (`comb-partition-`,
+/// `comb-trace-feed`, `tokio-rt-worker`, ...). A thread that has exited is in no group:
+/// compare two readings taken while the threads of interest live.
+pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<String, u64>> {
+    tokio::task::spawn_blocking(|| {
+        let mut groups = BTreeMap::new();
+        for task in std::fs::read_dir("/proc/self/task")? {
+            // A thread may exit between the listing and the read: it is then in no group.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else { continue };
+            let (Some(name), Some(us)) = (thread_name(&stat), parse_cpu_us(&stat)) else {
+                anyhow::bail!("cannot read a thread's name and CPU times in its stat: {stat:?}");
+            };
+            *groups.entry(name.to_owned()).or_default() += us;
+        }
+        Ok(groups)
+    })
+    .await?
+}
+
+/// The thread's name in its stat line: field 2, in parentheses.
+fn thread_name(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
 /// utime and stime are fields 14 and 15 of /proc/<pid>/stat; the command (field 2) is in
 /// parentheses and may hold spaces, so fields are counted after its closing parenthesis.
 fn parse_cpu_us(stat: &str) -> Option<u64> {
@@ -374,7 +399,33 @@ mod tests {
         let stat = "4242 (comb bench) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0 100 0 0";
         assert_eq!(parse_cpu_us(stat), Some((250 + 75) * 10_000));
         assert_eq!(parse_cpu_us("4242 (truncated) S 1"), None);
+        assert_eq!(thread_name(stat), Some("comb bench"));
         assert!(read_process_cpu_us().is_ok(), "this process's own times are readable");
+    }
+
+    #[tokio::test]
+    async fn a_busy_thread_s_cpu_time_is_in_its_group() {
+        let spin = std::thread::Builder::new()
+            .name("bench-spin".into())
+            .spawn(|| {
+                let started = std::time::Instant::now();
+                // Spin until the kernel has counted at least two of its 10 ms ticks.
+                while started.elapsed() < Duration::from_millis(60) {
+                    std::hint::black_box(started.elapsed());
+                }
+                std::thread::park();
+            })
+            .unwrap();
+        let groups = loop {
+            let groups = thread_cpu_us().await.unwrap();
+            if groups.get("bench-spin").is_some_and(|&us| us >= 20_000) {
+                break groups;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(groups.values().sum::<u64>() <= read_process_cpu_us().unwrap() + 10_000, "{groups:?}");
+        spin.thread().unpark();
+        spin.join().unwrap();
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! that the machine's drift hits both alike. Reports the medians and their ratio, and the
 //! median of each round's own ratio.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use clap::Args;
@@ -11,7 +12,7 @@ use serde::Serialize;
 use crate::apps::{Sizes, Workload};
 use crate::comb::Comb;
 use crate::disk::commit_fsync_us_p50;
-use crate::driver::{Window, cores, process_cpu_us};
+use crate::driver::{Window, cores, process_cpu_us, thread_cpu_us};
 use crate::workload::{Measurement, Target, TargetArgs, measure, ms};
 
 #[derive(Debug, Args)]
@@ -28,12 +29,16 @@ pub(crate) struct OverheadArgs {
     /// the server's.
     #[arg(long)]
     feed_nice: Option<i32>,
+    /// Bytes of trace rows held in memory before they are written to Parquet files (the
+    /// server's `tracing.flush-bytes`); default: the server's.
+    #[arg(long)]
+    flush_bytes: Option<usize>,
     #[command(flatten)]
     window: Window,
 }
 
 /// One measured run.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Sample {
     ops_per_sec: f64,
     latency_ms_p50: f64,
@@ -43,6 +48,9 @@ pub(crate) struct Sample {
     /// of the check's query: what a run costs the CPUs, steadier than the throughput on a
     /// shared machine.
     cpu_us_per_run: f64,
+    /// `cpu_us_per_run` by thread name (`comb-trace-feed`: the trace feed), over the same
+    /// time but for the server's close: where tracing's CPU goes.
+    cpu_us_per_run_by_thread: BTreeMap<String, f64>,
     /// With tracing on: the CPU time of the check's query (left out of `cpu_us_per_run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     check_cpu_ms: Option<f64>,
@@ -77,6 +85,9 @@ pub(crate) struct OverheadReport {
     cpu_us_per_run_off: f64,
     cpu_us_per_run_on: f64,
     cpu_ratio: f64,
+    /// Medians of `cpu_us_per_run_by_thread`, off and on.
+    cpu_us_per_run_by_thread_off: BTreeMap<String, f64>,
+    cpu_us_per_run_by_thread_on: BTreeMap<String, f64>,
     off: Vec<Sample>,
     on: Vec<Sample>,
     check: String,
@@ -87,6 +98,23 @@ pub(crate) struct OverheadReport {
 /// The median over the rounds of each round's `on / off` throughput.
 fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
     median(off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect())
+}
+
+/// Each thread group's CPU time between two readings, per run, to a tenth of a microsecond;
+/// a group that used none is left out.
+fn per_run_by_thread(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, runs: u64) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(name, &us)| (name.clone(), us.saturating_sub(before.get(name).copied().unwrap_or(0))))
+        .filter(|&(_, us)| us > 0)
+        .map(|(name, us)| (name, (us as f64 / runs as f64 * 10.0).round() / 10.0))
+        .collect()
+}
+
+/// The median of each thread group's CPU per run over samples (0 where a sample has none).
+fn median_by_thread(samples: &[Sample]) -> BTreeMap<String, f64> {
+    let names: std::collections::BTreeSet<&String> = samples.iter().flat_map(|s| s.cpu_us_per_run_by_thread.keys()).collect();
+    names.into_iter().map(|name| (name.clone(), median(samples.iter().map(|s| s.cpu_us_per_run_by_thread.get(name).copied().unwrap_or(0.0)).collect()))).collect()
 }
 
 /// A ratio as printed: to three decimals.
@@ -115,12 +143,16 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
             if let Some(nice) = args.feed_nice {
                 options.tracing.feed_nice = nice;
             }
+            if let Some(bytes) = args.flush_bytes {
+                options.tracing.flush_bytes = bytes;
+            }
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
-            let (m, check, trace_lag_ms, cpu_us_per_run, check_cpu_us) = runtime.block_on(async {
+            let (m, check, trace_lag_ms, cpu_us_per_run, cpu_us_per_run_by_thread, check_cpu_us) = runtime.block_on(async {
                 let comb = Comb::start(&data, options, Workload::Counter, args.target.connections).await?;
                 comb.load(Workload::Counter, &sizes).await?;
                 let target = Arc::new(Target::Comb(comb));
                 let cpu_before = process_cpu_us().await?;
+                let threads_before = thread_cpu_us().await?;
                 let Measurement { measured: m, mut check, tally, .. } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
                 let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
                 let mut trace_lag_ms = None;
@@ -131,6 +163,10 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                     let asked = std::time::Instant::now();
                     comb.catch_up_traces().await?;
                     trace_lag_ms = Some(ms(asked.elapsed().as_micros() as f64));
+                }
+                // Before the check's query, and while the server's threads live.
+                let threads_after = thread_cpu_us().await?;
+                if trace_lag_ms.is_some() {
                     let cpu_asked = process_cpu_us().await?;
                     let (traced, counted) = (comb.traced_runs("counter").await?, tally.counted.load(std::sync::atomic::Ordering::Relaxed));
                     check_cpu_us = Some(process_cpu_us().await? - cpu_asked);
@@ -141,7 +177,8 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 comb.close().await?;
                 let runs = tally.counted.load(std::sync::atomic::Ordering::Relaxed).max(1);
                 let cpu_us_per_run = (process_cpu_us().await? - cpu_before - check_cpu_us.unwrap_or(0)) as f64 / runs as f64;
-                anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run, check_cpu_us))
+                let by_thread = per_run_by_thread(&threads_before, &threads_after, runs as u64);
+                anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run, by_thread, check_cpu_us))
             })?;
             std::fs::remove_dir_all(&data)?;
             let sample = Sample {
@@ -149,6 +186,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 latency_ms_p50: ms(m.us(0.50)),
                 latency_ms_p99: ms(m.us(0.99)),
                 cpu_us_per_run: (cpu_us_per_run * 10.0).round() / 10.0,
+                cpu_us_per_run_by_thread,
                 check_cpu_ms: check_cpu_us.map(|us| ms(us as f64)),
                 trace_lag_ms,
             };
@@ -184,6 +222,8 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         cpu_us_per_run_off: cpu_off,
         cpu_us_per_run_on: cpu_on,
         cpu_ratio: thousandths(cpu_off / cpu_on),
+        cpu_us_per_run_by_thread_off: median_by_thread(&off),
+        cpu_us_per_run_by_thread_on: median_by_thread(&on),
         off,
         on,
         check: if checks.iter().all(|c| c.starts_with("ok")) { format!("ok: {} runs checked, every traced run in the traces", checks.len()) } else { checks.join("; ") },
@@ -197,7 +237,24 @@ mod tests {
     use super::*;
 
     fn samples(ops: &[f64]) -> Vec<Sample> {
-        ops.iter().map(|&ops_per_sec| Sample { ops_per_sec, latency_ms_p50: 1.0, latency_ms_p99: 2.0, cpu_us_per_run: 3.0, check_cpu_ms: None, trace_lag_ms: None }).collect()
+        ops.iter().map(|&ops_per_sec| Sample { ops_per_sec, latency_ms_p50: 1.0, latency_ms_p99: 2.0, cpu_us_per_run: 3.0, cpu_us_per_run_by_thread: BTreeMap::new(), check_cpu_ms: None, trace_lag_ms: None }).collect()
+    }
+
+    #[test]
+    fn thread_groups_are_their_cpu_between_readings_per_run() {
+        let reading = |pairs: &[(&str, u64)]| pairs.iter().map(|&(name, us)| (name.to_owned(), us)).collect::<BTreeMap<_, _>>();
+        // The feed started after the first reading; the writer did nothing in between.
+        let before = reading(&[("comb-partition-", 1_000), ("comb-log-writer", 500)]);
+        let after = reading(&[("comb-partition-", 41_000), ("comb-log-writer", 500), ("comb-trace-feed", 3_000)]);
+        let by_thread = per_run_by_thread(&before, &after, 1_000);
+        assert_eq!(by_thread, BTreeMap::from([("comb-partition-".to_owned(), 40.0), ("comb-trace-feed".to_owned(), 3.0)]));
+
+        // Medians over samples count a group a sample lacks as 0.
+        let mut samples = samples(&[1.0, 1.0, 1.0]);
+        for (sample, feed) in samples.iter_mut().zip([Some(3.0), None, Some(5.0)]) {
+            sample.cpu_us_per_run_by_thread = feed.map(|us| ("comb-trace-feed".to_owned(), us)).into_iter().collect();
+        }
+        assert_eq!(median_by_thread(&samples), BTreeMap::from([("comb-trace-feed".to_owned(), 3.0)]));
     }
 
     #[test]
