@@ -159,17 +159,11 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalo
 /// The row of `change_data` a write to an application table yields: its images stay in the
 /// row encoding, made into JSON by the queries that read them ([`crate::images`]).
 fn change<'a>(lsn: i64, commit_us: i64, write: &WriteView<'a>, table: &'a Table, author: Option<&InvocationView<'a>>) -> ChangeRow<'a> {
-    let operation = match (write.before, write.after) {
-        (None, _) => "insert",
-        (Some(_), Some(_)) => "update",
-        (Some(_), None) => "delete",
-    };
     ChangeRow {
         lsn,
         commit_us,
         table_id: table.id.0,
         table: &table.name,
-        operation,
         partition: i64::from(write.partition),
         before: write.before,
         after: write.after,

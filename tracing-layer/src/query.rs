@@ -15,8 +15,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::logical_expr::ScalarUDF;
-use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col};
+use datafusion::logical_expr::{Expr, ScalarUDF, lit, when};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col};
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
@@ -25,8 +25,10 @@ use crate::options::TracingOptions;
 use crate::store::TableSnapshot;
 use crate::tables::{TABLES, schema_of};
 
-/// The place of `change_data` in [`TABLES`].
+/// The places of the tables in [`TABLES`].
+const FUNCTION_INVOCATIONS: usize = 0;
 const CHANGE_DATA: usize = 1;
+const WORKFLOWS: usize = 2;
 
 /// A query's answer: its columns and rows, values as JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,28 +41,69 @@ pub struct QueryResult {
     pub truncated: bool,
 }
 
-/// One table as the query sees it: its files and its tail, unioned (`change_data` with its
-/// images as JSON).
+/// One table as the query sees it: its files and its tail, unioned, with the columns the
+/// files do not store made from the ones they do.
 fn provider(ctx: &SessionContext, table: usize, snapshot: TableSnapshot, catalog: &Arc<Catalog>) -> Result<Arc<dyn TableProvider>> {
     let stored = stored(ctx, table, snapshot)?;
-    Ok(match table {
-        CHANGE_DATA => change_data(ctx.read_table(stored)?, catalog)?.into_view(),
-        _ => stored,
-    })
+    let columns = match table {
+        FUNCTION_INVOCATIONS => function_invocations(),
+        CHANGE_DATA => change_data(catalog),
+        WORKFLOWS => workflows(),
+        _ => return Ok(stored),
+    };
+    Ok(ctx.read_table(stored)?.select(columns)?.into_view())
 }
 
-/// `change_data` with its columns as users see them: the images, kept in the row encoding,
-/// as JSON objects made with `catalog`'s columns (rows of files written before the images
-/// were kept hold their JSON already). A query that reads no image makes no JSON.
-fn change_data(stored: DataFrame, catalog: &Arc<Catalog>) -> Result<DataFrame> {
+/// Microseconds from `start` to `end`, two timestamps (NULL when either is).
+fn micros_between(start: &str, end: &str) -> Expr {
+    datafusion::logical_expr::cast(col(end), DataType::Int64) - datafusion::logical_expr::cast(col(start), DataType::Int64)
+}
+
+/// `function_invocations` as users see it: its duration and status made from its times and
+/// its error (files written before they were made so also hold them, alike).
+fn function_invocations() -> Vec<Expr> {
+    vec![
+        col("lsn"),
+        col("workflow_id"),
+        col("step"),
+        col("function"),
+        col("partition"),
+        col("start_time"),
+        col("end_time"),
+        micros_between("start_time", "end_time").alias("duration_us"),
+        when(col("error").is_null(), lit("succeeded")).otherwise(lit("failed")).expect("a CASE with a branch").alias("status"),
+        col("error"),
+        col("recorded"),
+        col("replayed"),
+        col("read_only"),
+    ]
+}
+
+/// `workflows` as users see it: a run's duration made from its times.
+fn workflows() -> Vec<Expr> {
+    let kept = ["id", "name", "version", "status", "input", "output", "error", "start_time", "end_time"].map(col);
+    kept.into_iter().chain([micros_between("start_time", "end_time").alias("duration_us"), col("lsn")]).collect()
+}
+
+/// `change_data` as users see it: the images, kept in the row encoding, as JSON objects made
+/// with `catalog`'s columns (rows of files written before the images were kept hold their
+/// JSON already), and the operation told by which images there are. A query that reads no
+/// image makes no JSON.
+fn change_data(catalog: &Arc<Catalog>) -> Vec<Expr> {
     let row = ScalarUDF::from(ImageJson::new(Arc::clone(catalog), Part::Row));
     let key = ScalarUDF::from(ImageJson::new(Arc::clone(catalog), Part::Key));
     let json = |kept: &str, udf: &ScalarUDF, image| coalesce(vec![col(kept), udf.call(vec![col("table_id"), image])]).alias(kept);
-    let columns = vec![
+    // An image is there in one of two forms: the row (these files) or its JSON (older ones).
+    let no_image = |row: &str, json: &str| col(row).is_null().and(col(json).is_null());
+    let operation = when(no_image("before_row", "before"), lit("insert"))
+        .when(no_image("after_row", "after"), lit("delete"))
+        .otherwise(lit("update"))
+        .expect("a CASE with branches");
+    vec![
         col("lsn"),
         col("commit_time"),
         col("table_name"),
-        col("operation"),
+        operation.alias("operation"),
         col("partition"),
         json("key", &key, coalesce(vec![col("after_row"), col("before_row")])),
         json("before", &row, col("before_row")),
@@ -68,8 +111,7 @@ fn change_data(stored: DataFrame, catalog: &Arc<Catalog>) -> Result<DataFrame> {
         col("workflow_id"),
         col("step"),
         col("function"),
-    ];
-    Ok(stored.select(columns)?)
+    ]
 }
 
 /// One table as stored: its files and its tail, unioned.
@@ -177,21 +219,42 @@ mod tests {
     use parquet::arrow::ArrowWriter;
 
     use super::*;
-    use crate::tables::{ChangeRow, Rows};
+    use crate::tables::{ChangeRow, InvocationRow, Rows};
 
     fn catalog() -> Arc<Catalog> {
         Arc::new(Catalog::new().apply("CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL)").unwrap())
     }
 
     fn change<'a>(lsn: i64, table_id: u32, before: Option<&'a [u8]>, after: Option<&'a [u8]>) -> ChangeRow<'a> {
-        ChangeRow { lsn, commit_us: 5, table_id, table: "accounts", operation: "update", partition: 0, before, after, workflow_id: None, step: None, function: Some("f") }
+        ChangeRow { lsn, commit_us: 5, table_id, table: "accounts", partition: 0, before, after, workflow_id: None, step: None, function: Some("f") }
     }
 
-    /// A `change_data` file as written before the images were kept: JSON columns only.
+    fn utc() -> DataType {
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    }
+
+    fn text(name: &str, nullable: bool) -> Field {
+        Field::new(name, DataType::Utf8, nullable)
+    }
+
+    fn strings(value: Option<&str>) -> ArrayRef {
+        Arc::new(StringArray::from(vec![value]))
+    }
+
+    /// A file of one row, written by Parquet's defaults (as no build of Comb writes them).
+    fn file_of(path: std::path::PathBuf, fields: Vec<Field>, columns: Vec<ArrayRef>) -> std::path::PathBuf {
+        let schema = Arc::new(Schema::new(fields));
+        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), Arc::clone(&schema), None).unwrap();
+        writer.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    /// A `change_data` file as written before the images were kept: JSON columns only, and
+    /// the operation stored.
     fn old_file(dir: &std::path::Path) -> std::path::PathBuf {
-        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-        let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-        let schema = Arc::new(Schema::new(vec![
+        let utc = utc();
+        let fields = vec![
             Field::new("lsn", DataType::Int64, false),
             Field::new("commit_time", utc, false),
             text("table_name", false),
@@ -203,8 +266,7 @@ mod tests {
             text("workflow_id", true),
             text("step", true),
             text("function", true),
-        ]));
-        let strings = |v: Option<&str>| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+        ];
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![1])),
             Arc::new(TimestampMicrosecondArray::from(vec![5]).with_timezone("UTC")),
@@ -218,15 +280,69 @@ mod tests {
             strings(None),
             strings(Some("f")),
         ];
-        let path = dir.join("old.parquet");
-        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), Arc::clone(&schema), None).unwrap();
-        writer.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
-        writer.close().unwrap();
-        path
+        file_of(dir.join("old.parquet"), fields, columns)
+    }
+
+    /// A `function_invocations` file as written before its duration and status were made by
+    /// the queries: both stored.
+    fn old_invocations_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let (int, boolean) = (|name: &str| Field::new(name, DataType::Int64, true), |name: &str| Field::new(name, DataType::Boolean, false));
+        let fields = vec![
+            int("lsn"),
+            text("workflow_id", true),
+            text("step", true),
+            text("function", false),
+            int("partition"),
+            Field::new("start_time", utc(), false),
+            Field::new("end_time", utc(), false),
+            int("duration_us"),
+            text("status", false),
+            text("error", true),
+            boolean("recorded"),
+            boolean("replayed"),
+            boolean("read_only"),
+        ];
+        let time = |us: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![us]).with_timezone("UTC")) };
+        let flag = || -> ArrayRef { Arc::new(datafusion::arrow::array::BooleanArray::from(vec![false])) };
+        let columns = vec![
+            Arc::new(Int64Array::from(vec![None])) as ArrayRef,
+            strings(Some("w1")),
+            strings(Some("pay")),
+            strings(Some("charge")),
+            Arc::new(Int64Array::from(vec![1])),
+            time(10),
+            time(35),
+            Arc::new(Int64Array::from(vec![25])),
+            strings(Some("failed")),
+            strings(Some("card declined")),
+            flag(),
+            flag(),
+            flag(),
+        ];
+        file_of(dir.join("old-invocations.parquet"), fields, columns)
     }
 
     fn snapshot(change_data: TableSnapshot) -> [TableSnapshot; 4] {
         [TableSnapshot::default(), change_data, TableSnapshot::default(), TableSnapshot::default()]
+    }
+
+    #[tokio::test]
+    async fn invocations_in_files_that_stored_duration_and_status_read_as_those_made_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rows = Rows::default();
+        let now = InvocationRow { lsn: Some(7), workflow_id: Some("w2"), step: Some("pay"), function: "charge", partition: Some(0), start_us: 40, end_us: 41, error: None, recorded: false, replayed: false, read_only: false };
+        rows.push_invocation(now);
+        let [tail, ..] = rows.into_batches().unwrap();
+        let snapshot = [
+            TableSnapshot { files: vec![old_invocations_file(dir.path())], tail: tail.into_iter().collect() },
+            TableSnapshot::default(),
+            TableSnapshot::default(),
+            TableSnapshot::default(),
+        ];
+        let sql = "SELECT workflow_id, duration_us, status, error FROM function_invocations ORDER BY workflow_id";
+        let result = run(snapshot, catalog(), sql, &options()).await.unwrap();
+        let text = |s: &str| serde_json::Value::from(s);
+        assert_eq!(result.rows, [vec![text("w1"), 25.into(), text("failed"), text("card declined")], vec![text("w2"), 1.into(), text("succeeded"), serde_json::Value::Null]]);
     }
 
     fn options() -> TracingOptions {
@@ -245,11 +361,11 @@ mod tests {
         let new_file = dir.path().join("new.parquet");
         crate::tables::write_parquet(std::fs::File::create(&new_file).unwrap(), CHANGE_DATA, &[new.unwrap()]).unwrap();
         let snapshot = snapshot(TableSnapshot { files: vec![old_file(dir.path()), new_file], tail: Vec::new() });
-        let result = run(snapshot, catalog, "SELECT lsn, key, before, after FROM change_data ORDER BY lsn", &options()).await.unwrap();
+        let result = run(snapshot, catalog, "SELECT lsn, operation, key, before, after FROM change_data ORDER BY lsn", &options()).await.unwrap();
         let text = |s: &str| serde_json::Value::from(s);
         assert_eq!(result.rows, [
-            vec![1.into(), text(r#"{"id":1}"#), serde_json::Value::Null, text(r#"{"id":1,"owner":"old"}"#)],
-            vec![2.into(), text(r#"{"id":2}"#), text(r#"{"id":2,"owner":"ann"}"#), text(r#"{"id":2,"owner":"bo"}"#)],
+            vec![1.into(), text("insert"), text(r#"{"id":1}"#), serde_json::Value::Null, text(r#"{"id":1,"owner":"old"}"#)],
+            vec![2.into(), text("update"), text(r#"{"id":2}"#), text(r#"{"id":2,"owner":"ann"}"#), text(r#"{"id":2,"owner":"bo"}"#)],
         ]);
     }
 
@@ -265,7 +381,7 @@ mod tests {
         let options = options();
         let query = |sql: &'static str| run(snapshot.clone(), Arc::clone(&catalog), sql, &options);
         let lsns = query("SELECT lsn, operation FROM change_data ORDER BY lsn").await.unwrap();
-        let row = |lsn: i64| vec![serde_json::Value::from(lsn), serde_json::Value::from("update")];
+        let row = |lsn: i64| vec![serde_json::Value::from(lsn), serde_json::Value::from("insert")];
         assert_eq!(lsns.rows, [row(3), row(4)]);
         // Bytes that are not a row, and a table the catalog does not know: NULL, and reported.
         let images = query("SELECT lsn, key, after FROM change_data ORDER BY lsn").await.unwrap();

@@ -16,12 +16,12 @@ use crate::error::{Error, Result};
 
 /// The text and binary columns, in any table, without min/max statistics: the long ones (keys,
 /// images, inputs, outputs, errors), which no query prunes by range, and the names that repeat
-/// (functions, steps, statuses, tables, operations, workflows), whose range over a file is
+/// (functions, steps, statuses, tables, workflows), whose range over a file is
 /// nearly all of them. Each would cost a comparison of every value and two copies in every
 /// page: a tenth of the Parquet step for the names alone. The ids keep theirs: those
 /// the server makes are time-ordered, so a file's range of them prunes a lookup by id.
-const UNPRUNED_COLUMNS: [&str; 14] =
-    ["key", "before", "after", "before_row", "after_row", "input", "output", "error", "function", "step", "status", "table_name", "operation", "name"];
+const UNPRUNED_COLUMNS: [&str; 13] =
+    ["key", "before", "after", "before_row", "after_row", "input", "output", "error", "function", "step", "status", "table_name", "name"];
 
 /// Bytes of a Parquet data page, at most (checked after each batch of 1,024 values). The
 /// page is encoded in a buffer that grows to this size and is freed after the page is
@@ -51,8 +51,6 @@ static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
             Field::new("partition", DataType::Int64, true),
             Field::new("start_time", timestamp(), false),
             Field::new("end_time", timestamp(), false),
-            Field::new("duration_us", DataType::Int64, false),
-            Field::new("status", DataType::Utf8, false),
             Field::new("error", DataType::Utf8, true),
             Field::new("recorded", DataType::Boolean, false),
             Field::new("replayed", DataType::Boolean, false),
@@ -66,7 +64,6 @@ static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
             Field::new("lsn", DataType::Int64, false),
             Field::new("commit_time", timestamp(), false),
             Field::new("table_name", DataType::Utf8, false),
-            Field::new("operation", DataType::Utf8, false),
             Field::new("partition", DataType::Int64, false),
             Field::new("key", DataType::Utf8, true),
             Field::new("before", DataType::Utf8, true),
@@ -88,7 +85,6 @@ static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
             Field::new("error", DataType::Utf8, true),
             Field::new("start_time", timestamp(), false),
             Field::new("end_time", timestamp(), true),
-            Field::new("duration_us", DataType::Int64, true),
             Field::new("lsn", DataType::Int64, false),
         ]),
         schema(vec![
@@ -132,8 +128,6 @@ pub struct ChangeRow<'a> {
     pub commit_us: i64,
     pub table_id: u32,
     pub table: &'a str,
-    /// `insert`, `update` or `delete`.
-    pub operation: &'static str,
     pub partition: i64,
     /// The row's images in the backend's row encoding, as the log holds them.
     pub before: Option<&'a [u8]>,
@@ -315,8 +309,6 @@ struct Invocations {
     partition: Int64Builder,
     start: TimestampMicrosecondBuilder,
     end: TimestampMicrosecondBuilder,
-    duration_us: Int64Builder,
-    status: StringBuilder,
     error: StringBuilder,
     recorded: BooleanBuilder,
     replayed: BooleanBuilder,
@@ -334,8 +326,6 @@ impl Invocations {
             partition: self.partition.like(),
             start: self.start.like(),
             end: self.end.like(),
-            duration_us: self.duration_us.like(),
-            status: self.status.like(),
             error: self.error.like(),
             recorded: self.recorded.like(),
             replayed: self.replayed.like(),
@@ -351,8 +341,6 @@ impl Invocations {
         self.partition.append_option(row.partition);
         self.start.append_value(row.start_us);
         self.end.append_value(row.end_us);
-        self.duration_us.append_value(row.end_us - row.start_us);
-        self.status.append_value(if row.error.is_some() { "failed" } else { "succeeded" });
         self.error.append_option(row.error);
         self.recorded.append_value(row.recorded);
         self.replayed.append_value(row.replayed);
@@ -368,8 +356,6 @@ impl Invocations {
             array(&mut self.partition),
             timestamps(&mut self.start),
             timestamps(&mut self.end),
-            array(&mut self.duration_us),
-            array(&mut self.status),
             array(&mut self.error),
             array(&mut self.recorded),
             array(&mut self.replayed),
@@ -385,7 +371,6 @@ struct Changes {
     lsn: Int64Builder,
     commit: TimestampMicrosecondBuilder,
     table: StringBuilder,
-    operation: StringBuilder,
     partition: Int64Builder,
     workflow_id: StringBuilder,
     step: StringBuilder,
@@ -402,7 +387,6 @@ impl Changes {
             lsn: self.lsn.like(),
             commit: self.commit.like(),
             table: self.table.like(),
-            operation: self.operation.like(),
             partition: self.partition.like(),
             workflow_id: self.workflow_id.like(),
             step: self.step.like(),
@@ -417,7 +401,6 @@ impl Changes {
         self.lsn.append_value(row.lsn);
         self.commit.append_value(row.commit_us);
         self.table.append_value(row.table);
-        self.operation.append_value(row.operation);
         self.partition.append_value(row.partition);
         self.workflow_id.append_option(row.workflow_id);
         self.step.append_option(row.step);
@@ -434,7 +417,6 @@ impl Changes {
             array(&mut self.lsn),
             timestamps(&mut self.commit),
             array(&mut self.table),
-            array(&mut self.operation),
             array(&mut self.partition),
             Arc::clone(&json),
             Arc::clone(&json),
@@ -462,7 +444,6 @@ struct Workflows {
     error: StringBuilder,
     start: TimestampMicrosecondBuilder,
     end: TimestampMicrosecondBuilder,
-    duration_us: Int64Builder,
     lsn: Int64Builder,
 }
 
@@ -479,7 +460,6 @@ impl Workflows {
             error: self.error.like(),
             start: self.start.like(),
             end: self.end.like(),
-            duration_us: self.duration_us.like(),
             lsn: self.lsn.like(),
         }
     }
@@ -494,7 +474,6 @@ impl Workflows {
         self.error.append_option(row.error);
         self.start.append_value(row.start_us);
         self.end.append_option(row.end_us);
-        self.duration_us.append_option(row.end_us.map(|end| end - row.start_us));
         self.lsn.append_value(row.lsn);
     }
 
@@ -509,7 +488,6 @@ impl Workflows {
             array(&mut self.error),
             timestamps(&mut self.start),
             timestamps(&mut self.end),
-            array(&mut self.duration_us),
             array(&mut self.lsn),
         ];
         batch(2, columns)
@@ -563,7 +541,7 @@ mod tests {
     fn push_one_of_each(rows: &mut Rows, lsn: i64) {
         let text = "x".repeat(lsn as usize);
         rows.push_invocation(InvocationRow { lsn: Some(lsn), workflow_id: Some(&text), step: None, function: "f", partition: Some(1), start_us: 1, end_us: 2, error: None, recorded: true, replayed: false, read_only: false });
-        rows.push_change(ChangeRow { lsn, commit_us: 2, table_id: 1, table: "t", operation: "insert", partition: 1, before: None, after: Some(text.as_bytes()), workflow_id: None, step: None, function: Some("f") });
+        rows.push_change(ChangeRow { lsn, commit_us: 2, table_id: 1, table: "t", partition: 1, before: None, after: Some(text.as_bytes()), workflow_id: None, step: None, function: Some("f") });
         rows.push_workflow(WorkflowRow { id: &text, name: "w", version: 1, status: "succeeded", input: "{}", output: Some(&text), error: None, start_us: 1, end_us: Some(3), lsn });
         rows.push_read(ReadRow { lsn: Some(lsn), workflow_id: None, step: None, function: "f", table: "t", key: &text });
     }
