@@ -7,7 +7,8 @@
 //!  QueryTraces(sql) ──> DataFusion, on the tracing runtime, over files + tail <───────────┘
 //! ```
 //!
-//! Tables (schemas as stored in [`tables`]; queries see `change_data`'s images as JSON):
+//! Tables (schemas as stored in [`tables`]; queries see `change_data`'s images as JSON, and
+//! the columns that follow from others, durations, statuses and operations, made for them):
 //! - `function_invocations`: every invocation of an application function: the ones that
 //!   committed (from their commit record, with its `lsn`), and the ones that committed
 //!   nothing (reads, replays of a recorded output, failures with their `error`; `lsn` is

@@ -15,7 +15,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::logical_expr::{Expr, ScalarUDF, lit, when};
+use datafusion::logical_expr::{Expr, ScalarUDF, cast as cast_expr, lit, when};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col};
 use futures::StreamExt;
 
@@ -46,8 +46,8 @@ pub struct QueryResult {
 fn provider(ctx: &SessionContext, table: usize, snapshot: TableSnapshot, catalog: &Arc<Catalog>) -> Result<Arc<dyn TableProvider>> {
     let stored = stored(ctx, table, snapshot)?;
     let columns = match table {
-        FUNCTION_INVOCATIONS => function_invocations(),
-        CHANGE_DATA => change_data(catalog),
+        FUNCTION_INVOCATIONS => function_invocations()?,
+        CHANGE_DATA => change_data(catalog)?,
         WORKFLOWS => workflows(),
         _ => return Ok(stored),
     };
@@ -56,13 +56,14 @@ fn provider(ctx: &SessionContext, table: usize, snapshot: TableSnapshot, catalog
 
 /// Microseconds from `start` to `end`, two timestamps (NULL when either is).
 fn micros_between(start: &str, end: &str) -> Expr {
-    datafusion::logical_expr::cast(col(end), DataType::Int64) - datafusion::logical_expr::cast(col(start), DataType::Int64)
+    cast_expr(col(end), DataType::Int64) - cast_expr(col(start), DataType::Int64)
 }
 
 /// `function_invocations` as users see it: its duration and status made from its times and
-/// its error (files written before they were made so also hold them, alike).
-fn function_invocations() -> Vec<Expr> {
-    vec![
+/// its error (older files store both too, with the same values; the view reads neither).
+fn function_invocations() -> Result<Vec<Expr>> {
+    let status = when(col("error").is_null(), lit("succeeded")).otherwise(lit("failed"))?;
+    Ok(vec![
         col("lsn"),
         col("workflow_id"),
         col("step"),
@@ -71,12 +72,12 @@ fn function_invocations() -> Vec<Expr> {
         col("start_time"),
         col("end_time"),
         micros_between("start_time", "end_time").alias("duration_us"),
-        when(col("error").is_null(), lit("succeeded")).otherwise(lit("failed")).expect("a CASE with a branch").alias("status"),
+        status.alias("status"),
         col("error"),
         col("recorded"),
         col("replayed"),
         col("read_only"),
-    ]
+    ])
 }
 
 /// `workflows` as users see it: a run's duration made from its times.
@@ -89,7 +90,7 @@ fn workflows() -> Vec<Expr> {
 /// with `catalog`'s columns (rows of files written before the images were kept hold their
 /// JSON already), and the operation told by which images there are. A query that reads no
 /// image makes no JSON.
-fn change_data(catalog: &Arc<Catalog>) -> Vec<Expr> {
+fn change_data(catalog: &Arc<Catalog>) -> Result<Vec<Expr>> {
     let row = ScalarUDF::from(ImageJson::new(Arc::clone(catalog), Part::Row));
     let key = ScalarUDF::from(ImageJson::new(Arc::clone(catalog), Part::Key));
     let json = |kept: &str, udf: &ScalarUDF, image| coalesce(vec![col(kept), udf.call(vec![col("table_id"), image])]).alias(kept);
@@ -97,9 +98,8 @@ fn change_data(catalog: &Arc<Catalog>) -> Vec<Expr> {
     let no_image = |row: &str, json: &str| col(row).is_null().and(col(json).is_null());
     let operation = when(no_image("before_row", "before"), lit("insert"))
         .when(no_image("after_row", "after"), lit("delete"))
-        .otherwise(lit("update"))
-        .expect("a CASE with branches");
-    vec![
+        .otherwise(lit("update"))?;
+    Ok(vec![
         col("lsn"),
         col("commit_time"),
         col("table_name"),
@@ -111,7 +111,7 @@ fn change_data(catalog: &Arc<Catalog>) -> Vec<Expr> {
         col("workflow_id"),
         col("step"),
         col("function"),
-    ]
+    ])
 }
 
 /// One table as stored: its files and its tail, unioned.

@@ -58,8 +58,9 @@ static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
         ]),
         // As stored: queries see the images as JSON (`key`, `before`, `after`), made from the
         // images as the log holds them (`before_row`, `after_row`) with the columns of table
-        // `table_id`. Files written before the images were kept so hold the JSON instead, and
-        // NULL in the last three; the JSON columns of later rows are NULL.
+        // `table_id`, and the `operation`, told by which images there are. Files written
+        // before the images were kept so hold the JSON instead, and NULL in the last three;
+        // the JSON columns of later rows are NULL.
         schema(vec![
             Field::new("lsn", DataType::Int64, false),
             Field::new("commit_time", timestamp(), false),
