@@ -357,22 +357,33 @@ fn read_process_cpu_us() -> anyhow::Result<u64> {
     parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
 }
 
-/// CPU time (user and system, in microseconds) each group of this process's living threads
-/// has used so far, a group being the threads of one name (`comb-partition-`,
-/// `comb-trace-feed`, `tokio-rt-worker`, ...). A thread that has exited is in no group:
-/// compare two readings taken while the threads of interest live.
-pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<String, u64>> {
+/// One living thread of this process: its name (`comb-partition-`, `comb-trace-feed`,
+/// `tokio-rt-worker`, ...) and the CPU time (user and system, in microseconds) it has used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ThreadCpu {
+    pub(crate) name: String,
+    pub(crate) us: u64,
+}
+
+/// This process's living threads by thread id. Compare two readings thread by thread: a
+/// thread that exits between them is in neither's difference (its time in between is not
+/// counted), and one that starts between them counts from nothing.
+pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<u32, ThreadCpu>> {
     tokio::task::spawn_blocking(|| {
-        let mut groups = BTreeMap::new();
+        let mut threads = BTreeMap::new();
         for task in std::fs::read_dir("/proc/self/task")? {
-            // A thread may exit between the listing and the read: it is then in no group.
-            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else { continue };
+            let task = task?;
+            let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else { continue };
+            // A thread may exit between the listing and the read: it is then not listed.
+            let Ok(stat) = std::fs::read(task.path().join("stat")) else { continue };
+            // A thread's name is bytes, not always UTF-8.
+            let stat = String::from_utf8_lossy(&stat);
             let (Some(name), Some(us)) = (thread_name(&stat), parse_cpu_us(&stat)) else {
                 anyhow::bail!("cannot read a thread's name and CPU times in its stat: {stat:?}");
             };
-            *groups.entry(name.to_owned()).or_default() += us;
+            threads.insert(tid, ThreadCpu { name: name.to_owned(), us });
         }
-        Ok(groups)
+        Ok(threads)
     })
     .await?
 }
@@ -400,32 +411,37 @@ mod tests {
         assert_eq!(parse_cpu_us(stat), Some((250 + 75) * 10_000));
         assert_eq!(parse_cpu_us("4242 (truncated) S 1"), None);
         assert_eq!(thread_name(stat), Some("comb bench"));
+        let odd = "4243 (a) b) S 1 4242 4242 0 -1 4194560 900 0 0 0 7 3 0 0 20 0 9 0 100 0 0";
+        assert_eq!((thread_name(odd), parse_cpu_us(odd)), (Some("a) b"), Some(10 * 10_000)));
         assert!(read_process_cpu_us().is_ok(), "this process's own times are readable");
     }
 
     #[tokio::test]
     async fn a_busy_thread_s_cpu_time_is_in_its_group() {
+        // The thread spins until the kernel has counted at least two of its 10 ms ticks for it,
+        // however little of a CPU a loaded machine gives it.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning = Arc::clone(&stop);
         let spin = std::thread::Builder::new()
             .name("bench-spin".into())
-            .spawn(|| {
-                let started = std::time::Instant::now();
-                // Spin until the kernel has counted at least two of its 10 ms ticks.
-                while started.elapsed() < Duration::from_millis(60) {
-                    std::hint::black_box(started.elapsed());
+            .spawn(move || {
+                while !spinning.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
                 }
-                std::thread::park();
             })
             .unwrap();
-        let groups = loop {
-            let groups = thread_cpu_us().await.unwrap();
-            if groups.get("bench-spin").is_some_and(|&us| us >= 20_000) {
-                break groups;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let threads = loop {
+            let threads = thread_cpu_us().await.unwrap();
+            if threads.values().any(|t| t.name == "bench-spin" && t.us >= 20_000) {
+                break threads;
             }
+            assert!(Instant::now() < deadline, "the spinning thread never showed 20 ms of CPU: {threads:?}");
             tokio::task::yield_now().await;
         };
-        assert!(groups.values().sum::<u64>() <= read_process_cpu_us().unwrap() + 10_000, "{groups:?}");
-        spin.thread().unpark();
+        stop.store(true, Ordering::Relaxed);
         spin.join().unwrap();
+        assert!(threads.values().map(|t| t.us).sum::<u64>() <= read_process_cpu_us().unwrap() + 10_000, "{threads:?}");
     }
 
     #[tokio::test]

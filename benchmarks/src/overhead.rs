@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::apps::{Sizes, Workload};
 use crate::comb::Comb;
 use crate::disk::commit_fsync_us_p50;
-use crate::driver::{Window, cores, process_cpu_us, thread_cpu_us};
+use crate::driver::{ThreadCpu, Window, cores, process_cpu_us, thread_cpu_us};
 use crate::workload::{Measurement, Target, TargetArgs, measure, ms};
 
 #[derive(Debug, Args)]
@@ -100,15 +100,16 @@ fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
     median(off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect())
 }
 
-/// Each thread group's CPU time between two readings, per run, to a tenth of a microsecond;
-/// a group that used none is left out.
-fn per_run_by_thread(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, runs: u64) -> BTreeMap<String, f64> {
-    after
-        .iter()
-        .map(|(name, &us)| (name.clone(), us.saturating_sub(before.get(name).copied().unwrap_or(0))))
-        .filter(|&(_, us)| us > 0)
-        .map(|(name, us)| (name, (us as f64 / runs as f64 * 10.0).round() / 10.0))
-        .collect()
+/// The CPU time each group of threads (by name) used between two readings of the threads, per
+/// run, to a tenth of a microsecond; a group that used none is left out. Threads are matched
+/// by id, so one that exits in between takes nothing from its group but its own time.
+fn per_run_by_thread(before: &BTreeMap<u32, ThreadCpu>, after: &BTreeMap<u32, ThreadCpu>, runs: u64) -> BTreeMap<String, f64> {
+    let mut groups = BTreeMap::<String, u64>::new();
+    for (tid, thread) in after {
+        let earlier = before.get(tid).filter(|t| t.name == thread.name).map_or(0, |t| t.us);
+        *groups.entry(thread.name.clone()).or_default() += thread.us.saturating_sub(earlier);
+    }
+    groups.into_iter().filter(|&(_, us)| us > 0).map(|(name, us)| (name, (us as f64 / runs as f64 * 10.0).round() / 10.0)).collect()
 }
 
 /// The median of each thread group's CPU per run over samples (0 where a sample has none).
@@ -242,10 +243,12 @@ mod tests {
 
     #[test]
     fn thread_groups_are_their_cpu_between_readings_per_run() {
-        let reading = |pairs: &[(&str, u64)]| pairs.iter().map(|&(name, us)| (name.to_owned(), us)).collect::<BTreeMap<_, _>>();
-        // The feed started after the first reading; the writer did nothing in between.
-        let before = reading(&[("comb-partition-", 1_000), ("comb-log-writer", 500)]);
-        let after = reading(&[("comb-partition-", 41_000), ("comb-log-writer", 500), ("comb-trace-feed", 3_000)]);
+        let reading = |threads: &[(u32, &str, u64)]| threads.iter().map(|&(tid, name, us)| (tid, ThreadCpu { name: name.to_owned(), us })).collect::<BTreeMap<_, _>>();
+        // Two executors, one of which exited (its 7 ms before the first reading must not be
+        // taken off the other's); the feed started after the first reading; the writer did
+        // nothing in between.
+        let before = reading(&[(1, "comb-partition-", 1_000), (2, "comb-partition-", 7_000), (3, "comb-log-writer", 500)]);
+        let after = reading(&[(1, "comb-partition-", 41_000), (3, "comb-log-writer", 500), (4, "comb-trace-feed", 3_000)]);
         let by_thread = per_run_by_thread(&before, &after, 1_000);
         assert_eq!(by_thread, BTreeMap::from([("comb-partition-".to_owned(), 40.0), ("comb-trace-feed".to_owned(), 3.0)]));
 
