@@ -237,8 +237,8 @@ mod tests {
         Field::new(name, DataType::Utf8, nullable)
     }
 
-    fn strings(value: Option<&str>) -> ArrayRef {
-        Arc::new(StringArray::from(vec![value]))
+    fn strings(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
     }
 
     /// A file of one row, written by Parquet's defaults (as no build of Comb writes them).
@@ -251,7 +251,8 @@ mod tests {
     }
 
     /// A `change_data` file as written before the images were kept: JSON columns only, and
-    /// the operation stored.
+    /// an operation stored (here one that no view makes, to tell which one a query reads): an
+    /// insert and a delete.
     fn old_file(dir: &std::path::Path) -> std::path::PathBuf {
         let utc = utc();
         let fields = vec![
@@ -268,23 +269,23 @@ mod tests {
             text("function", true),
         ];
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(vec![1])),
-            Arc::new(TimestampMicrosecondArray::from(vec![5]).with_timezone("UTC")),
-            strings(Some("accounts")),
-            strings(Some("insert")),
-            Arc::new(Int64Array::from(vec![0])),
-            strings(Some(r#"{"id":1}"#)),
-            strings(None),
-            strings(Some(r#"{"id":1,"owner":"old"}"#)),
-            strings(None),
-            strings(None),
-            strings(Some("f")),
+            Arc::new(Int64Array::from(vec![1, 3])),
+            Arc::new(TimestampMicrosecondArray::from(vec![5, 6]).with_timezone("UTC")),
+            strings(&[Some("accounts"); 2]),
+            strings(&[Some("stored"); 2]),
+            Arc::new(Int64Array::from(vec![0, 0])),
+            strings(&[Some(r#"{"id":1}"#), Some(r#"{"id":3}"#)]),
+            strings(&[None, Some(r#"{"id":3,"owner":"gone"}"#)]),
+            strings(&[Some(r#"{"id":1,"owner":"old"}"#), None]),
+            strings(&[None; 2]),
+            strings(&[None; 2]),
+            strings(&[Some("f"); 2]),
         ];
         file_of(dir.join("old.parquet"), fields, columns)
     }
 
     /// A `function_invocations` file as written before its duration and status were made by
-    /// the queries: both stored.
+    /// the queries: both stored (here with values no view makes, to tell which a query reads).
     fn old_invocations_file(dir: &std::path::Path) -> std::path::PathBuf {
         let (int, boolean) = (|name: &str| Field::new(name, DataType::Int64, true), |name: &str| Field::new(name, DataType::Boolean, false));
         let fields = vec![
@@ -306,15 +307,15 @@ mod tests {
         let flag = || -> ArrayRef { Arc::new(datafusion::arrow::array::BooleanArray::from(vec![false])) };
         let columns = vec![
             Arc::new(Int64Array::from(vec![None])) as ArrayRef,
-            strings(Some("w1")),
-            strings(Some("pay")),
-            strings(Some("charge")),
+            strings(&[Some("w1")]),
+            strings(&[Some("pay")]),
+            strings(&[Some("charge")]),
             Arc::new(Int64Array::from(vec![1])),
             time(10),
             time(35),
-            Arc::new(Int64Array::from(vec![25])),
-            strings(Some("failed")),
-            strings(Some("card declined")),
+            Arc::new(Int64Array::from(vec![999])),
+            strings(&[Some("stored")]),
+            strings(&[Some("card declined")]),
             flag(),
             flag(),
             flag(),
@@ -366,6 +367,7 @@ mod tests {
         assert_eq!(result.rows, [
             vec![1.into(), text("insert"), text(r#"{"id":1}"#), serde_json::Value::Null, text(r#"{"id":1,"owner":"old"}"#)],
             vec![2.into(), text("update"), text(r#"{"id":2}"#), text(r#"{"id":2,"owner":"ann"}"#), text(r#"{"id":2,"owner":"bo"}"#)],
+            vec![3.into(), text("delete"), text(r#"{"id":3}"#), text(r#"{"id":3,"owner":"gone"}"#), serde_json::Value::Null],
         ]);
     }
 
