@@ -48,8 +48,9 @@ pub(crate) struct Sample {
     /// of the check's query: what a run costs the CPUs, steadier than the throughput on a
     /// shared machine.
     cpu_us_per_run: f64,
-    /// `cpu_us_per_run` by thread name (`comb-trace-feed`: the trace feed), over the same
-    /// time but for the server's close: where tracing's CPU goes.
+    /// `cpu_us_per_run` by thread name (`comb-trace-feed`: the trace feed), from the start of
+    /// the warm-up until the traces caught up (the check's query and the server's close left
+    /// out): where tracing's CPU goes.
     cpu_us_per_run_by_thread: BTreeMap<String, f64>,
     /// With tracing on: the CPU time of the check's query (left out of `cpu_us_per_run`).
     #[serde(skip_serializing_if = "Option::is_none")]
