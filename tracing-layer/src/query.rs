@@ -48,7 +48,7 @@ fn provider(ctx: &SessionContext, table: usize, snapshot: TableSnapshot, catalog
     let columns = match table {
         FUNCTION_INVOCATIONS => function_invocations()?,
         CHANGE_DATA => change_data(catalog)?,
-        WORKFLOWS => workflows(),
+        WORKFLOWS => workflows()?,
         _ => return Ok(stored),
     };
     Ok(ctx.read_table(stored)?.select(columns)?.into_view())
@@ -59,31 +59,25 @@ fn micros_between(start: &str, end: &str) -> Expr {
     cast_expr(col(end), DataType::Int64) - cast_expr(col(start), DataType::Int64)
 }
 
+/// Every stored column of table number `table`, in order, with `made` placed before the
+/// stored column `before`.
+fn stored_with(table: usize, before: &str, made: Vec<Expr>) -> Result<Vec<Expr>> {
+    let fields = schema_of(table).fields().clone();
+    let at = fields.iter().position(|f| f.name() == before).ok_or_else(|| Error::Internal(format!("{} stores no column {before}", TABLES[table])))?;
+    let stored = |range: std::ops::Range<usize>| fields[range].iter().map(|f| col(f.name())).collect::<Vec<_>>();
+    Ok([stored(0..at), made, stored(at..fields.len())].concat())
+}
+
 /// `function_invocations` as users see it: its duration and status made from its times and
 /// its error (older files store both too, with the same values; the view reads neither).
 fn function_invocations() -> Result<Vec<Expr>> {
     let status = when(col("error").is_null(), lit("succeeded")).otherwise(lit("failed"))?;
-    Ok(vec![
-        col("lsn"),
-        col("workflow_id"),
-        col("step"),
-        col("function"),
-        col("partition"),
-        col("start_time"),
-        col("end_time"),
-        micros_between("start_time", "end_time").alias("duration_us"),
-        status.alias("status"),
-        col("error"),
-        col("recorded"),
-        col("replayed"),
-        col("read_only"),
-    ])
+    stored_with(FUNCTION_INVOCATIONS, "error", vec![micros_between("start_time", "end_time").alias("duration_us"), status.alias("status")])
 }
 
 /// `workflows` as users see it: a run's duration made from its times.
-fn workflows() -> Vec<Expr> {
-    let kept = ["id", "name", "version", "status", "input", "output", "error", "start_time", "end_time"].map(col);
-    kept.into_iter().chain([micros_between("start_time", "end_time").alias("duration_us"), col("lsn")]).collect()
+fn workflows() -> Result<Vec<Expr>> {
+    stored_with(WORKFLOWS, "lsn", vec![micros_between("start_time", "end_time").alias("duration_us")])
 }
 
 /// `change_data` as users see it: the images, kept in the row encoding, as JSON objects made
@@ -325,6 +319,20 @@ mod tests {
 
     fn snapshot(change_data: TableSnapshot) -> [TableSnapshot; 4] {
         [TableSnapshot::default(), change_data, TableSnapshot::default(), TableSnapshot::default()]
+    }
+
+    #[tokio::test]
+    async fn the_tables_show_their_columns_in_the_documented_order() {
+        let documented: [&[&str]; 4] = [
+            &["lsn", "workflow_id", "step", "function", "partition", "start_time", "end_time", "duration_us", "status", "error", "recorded", "replayed", "read_only"],
+            &["lsn", "commit_time", "table_name", "operation", "partition", "key", "before", "after", "workflow_id", "step", "function"],
+            &["id", "name", "version", "status", "input", "output", "error", "start_time", "end_time", "duration_us", "lsn"],
+            &["lsn", "workflow_id", "step", "function", "table_name", "key"],
+        ];
+        for (table, columns) in TABLES.iter().zip(documented) {
+            let result = run(Default::default(), catalog(), &format!("SELECT * FROM {table}"), &options()).await.unwrap();
+            assert_eq!(result.columns, columns, "{table}");
+        }
     }
 
     #[tokio::test]
