@@ -358,11 +358,15 @@ fn read_process_cpu_us() -> anyhow::Result<u64> {
 }
 
 /// One living thread of this process: its name (`comb-partition-`, `comb-trace-feed`,
-/// `tokio-rt-worker`, ...) and the CPU time (user and system, in microseconds) it has used.
+/// `tokio-rt-worker`, ...), the CPU time (user and system) it has used, and the time it has
+/// waited to run: runnable, on a CPU's queue, while other threads ran (microseconds; the
+/// CPU time in the kernel's 10 ms ticks, like the process's, the wait from the scheduler's
+/// own nanosecond count).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ThreadCpu {
     pub(crate) name: String,
     pub(crate) us: u64,
+    pub(crate) wait_us: u64,
 }
 
 /// This process's living threads by thread id. Compare two readings thread by thread: a
@@ -374,14 +378,17 @@ pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<u32, ThreadCpu>> 
         for task in std::fs::read_dir("/proc/self/task")? {
             let task = task?;
             let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else { continue };
-            // A thread may exit between the listing and the read: it is then not listed.
-            let Ok(stat) = std::fs::read(task.path().join("stat")) else { continue };
+            // A thread may exit between the listing and the reads: it is then not listed.
+            let (Ok(stat), Ok(schedstat)) = (std::fs::read(task.path().join("stat")), std::fs::read_to_string(task.path().join("schedstat"))) else { continue };
             // A thread's name is bytes, not always UTF-8.
             let stat = String::from_utf8_lossy(&stat);
             let (Some(name), Some(us)) = (thread_name(&stat), parse_cpu_us(&stat)) else {
                 anyhow::bail!("cannot read a thread's name and CPU times in its stat: {stat:?}");
             };
-            threads.insert(tid, ThreadCpu { name: name.to_owned(), us });
+            let Some(wait_us) = parse_wait_us(&schedstat) else {
+                anyhow::bail!("cannot read a thread's wait for a CPU in its schedstat: {schedstat:?}");
+            };
+            threads.insert(tid, ThreadCpu { name: name.to_owned(), us, wait_us });
         }
         Ok(threads)
     })
@@ -391,6 +398,13 @@ pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<u32, ThreadCpu>> 
 /// The thread's name in its stat line: field 2, in parentheses.
 fn thread_name(stat: &str) -> Option<&str> {
     stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
+/// The second field of a thread's `schedstat` (nanoseconds on a CPU, nanoseconds runnable but
+/// waiting for one, the number of times it ran), in microseconds.
+fn parse_wait_us(schedstat: &str) -> Option<u64> {
+    let waited: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(waited / 1_000)
 }
 
 /// utime and stime are fields 14 and 15 of /proc/<pid>/stat; the command (field 2) is in
@@ -414,6 +428,8 @@ mod tests {
         let odd = "4243 (a) b) S 1 4242 4242 0 -1 4194560 900 0 0 0 7 3 0 0 20 0 9 0 100 0 0";
         assert_eq!((thread_name(odd), parse_cpu_us(odd)), (Some("a) b"), Some(10 * 10_000)));
         assert!(read_process_cpu_us().is_ok(), "this process's own times are readable");
+        assert_eq!(parse_wait_us("2500999 7999 12\n"), Some(7));
+        assert_eq!(parse_wait_us("2500999\n"), None);
     }
 
     #[tokio::test]

@@ -52,6 +52,9 @@ pub(crate) struct Sample {
     /// the warm-up until the traces caught up (the check's query and the server's close left
     /// out): where tracing's CPU goes.
     cpu_us_per_run_by_thread: BTreeMap<String, f64>,
+    /// Over the same window, the time each group of threads spent runnable but waiting for a
+    /// CPU, per run: how much the other threads (the feed's among them) held them back.
+    wait_us_per_run_by_thread: BTreeMap<String, f64>,
     /// With tracing on: the CPU time of the check's query (left out of `cpu_us_per_run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     check_cpu_ms: Option<f64>,
@@ -89,6 +92,9 @@ pub(crate) struct OverheadReport {
     /// Medians of `cpu_us_per_run_by_thread`, off and on.
     cpu_us_per_run_by_thread_off: BTreeMap<String, f64>,
     cpu_us_per_run_by_thread_on: BTreeMap<String, f64>,
+    /// Medians of `wait_us_per_run_by_thread`, off and on.
+    wait_us_per_run_by_thread_off: BTreeMap<String, f64>,
+    wait_us_per_run_by_thread_on: BTreeMap<String, f64>,
     off: Vec<Sample>,
     on: Vec<Sample>,
     check: String,
@@ -101,22 +107,24 @@ fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
     median(off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect())
 }
 
-/// The CPU time each group of threads (by name) used between two readings of the threads, per
-/// run, to a tenth of a microsecond; a group that used none is left out. Threads are matched
-/// by id, so one that exits in between takes nothing from its group but its own time.
-fn per_run_by_thread(before: &BTreeMap<u32, ThreadCpu>, after: &BTreeMap<u32, ThreadCpu>, runs: u64) -> BTreeMap<String, f64> {
+/// The time (`time`: on a CPU, or waiting for one) each group of threads (by name) spent
+/// between two readings of the threads, per run, to a tenth of a microsecond; a group that
+/// spent none is left out. Threads are matched by id, so one that exits in between takes
+/// nothing from its group but its own time.
+fn per_run_by_thread(before: &BTreeMap<u32, ThreadCpu>, after: &BTreeMap<u32, ThreadCpu>, runs: u64, time: fn(&ThreadCpu) -> u64) -> BTreeMap<String, f64> {
     let mut groups = BTreeMap::<String, u64>::new();
     for (tid, thread) in after {
-        let earlier = before.get(tid).filter(|t| t.name == thread.name).map_or(0, |t| t.us);
-        *groups.entry(thread.name.clone()).or_default() += thread.us.saturating_sub(earlier);
+        let earlier = before.get(tid).filter(|t| t.name == thread.name).map_or(0, time);
+        *groups.entry(thread.name.clone()).or_default() += time(thread).saturating_sub(earlier);
     }
     groups.into_iter().filter(|&(_, us)| us > 0).map(|(name, us)| (name, (us as f64 / runs as f64 * 10.0).round() / 10.0)).collect()
 }
 
-/// The median of each thread group's CPU per run over samples (0 where a sample has none).
-fn median_by_thread(samples: &[Sample]) -> BTreeMap<String, f64> {
-    let names: std::collections::BTreeSet<&String> = samples.iter().flat_map(|s| s.cpu_us_per_run_by_thread.keys()).collect();
-    names.into_iter().map(|name| (name.clone(), median(samples.iter().map(|s| s.cpu_us_per_run_by_thread.get(name).copied().unwrap_or(0.0)).collect()))).collect()
+/// The median of each thread group's figure (`by_thread`) over samples (0 where a sample has
+/// none).
+fn median_by_thread(samples: &[Sample], by_thread: fn(&Sample) -> &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let names: std::collections::BTreeSet<&String> = samples.iter().flat_map(|s| by_thread(s).keys()).collect();
+    names.into_iter().map(|name| (name.clone(), median(samples.iter().map(|s| by_thread(s).get(name).copied().unwrap_or(0.0)).collect()))).collect()
 }
 
 /// A ratio as printed: to three decimals.
@@ -149,7 +157,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 options.tracing.flush_bytes = bytes;
             }
             let data = dir.path().join(format!("round-{round}-{}", if tracing { "on" } else { "off" }));
-            let (m, check, trace_lag_ms, cpu_us_per_run, cpu_us_per_run_by_thread, check_cpu_us) = runtime.block_on(async {
+            let (m, check, trace_lag_ms, cpu_us_per_run, (cpu_us_per_run_by_thread, wait_us_per_run_by_thread), check_cpu_us) = runtime.block_on(async {
                 let comb = Comb::start(&data, options, Workload::Counter, args.target.connections).await?;
                 comb.load(Workload::Counter, &sizes).await?;
                 let target = Arc::new(Target::Comb(comb));
@@ -179,7 +187,10 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 comb.close().await?;
                 let runs = tally.counted.load(std::sync::atomic::Ordering::Relaxed).max(1);
                 let cpu_us_per_run = (process_cpu_us().await? - cpu_before - check_cpu_us.unwrap_or(0)) as f64 / runs as f64;
-                let by_thread = per_run_by_thread(&threads_before, &threads_after, runs as u64);
+                let by_thread = (
+                    per_run_by_thread(&threads_before, &threads_after, runs as u64, |t| t.us),
+                    per_run_by_thread(&threads_before, &threads_after, runs as u64, |t| t.wait_us),
+                );
                 anyhow::Ok((m, check, trace_lag_ms, cpu_us_per_run, by_thread, check_cpu_us))
             })?;
             std::fs::remove_dir_all(&data)?;
@@ -189,6 +200,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 latency_ms_p99: ms(m.us(0.99)),
                 cpu_us_per_run: (cpu_us_per_run * 10.0).round() / 10.0,
                 cpu_us_per_run_by_thread,
+                wait_us_per_run_by_thread,
                 check_cpu_ms: check_cpu_us.map(|us| ms(us as f64)),
                 trace_lag_ms,
             };
@@ -224,8 +236,10 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         cpu_us_per_run_off: cpu_off,
         cpu_us_per_run_on: cpu_on,
         cpu_ratio: thousandths(cpu_off / cpu_on),
-        cpu_us_per_run_by_thread_off: median_by_thread(&off),
-        cpu_us_per_run_by_thread_on: median_by_thread(&on),
+        cpu_us_per_run_by_thread_off: median_by_thread(&off, |s| &s.cpu_us_per_run_by_thread),
+        cpu_us_per_run_by_thread_on: median_by_thread(&on, |s| &s.cpu_us_per_run_by_thread),
+        wait_us_per_run_by_thread_off: median_by_thread(&off, |s| &s.wait_us_per_run_by_thread),
+        wait_us_per_run_by_thread_on: median_by_thread(&on, |s| &s.wait_us_per_run_by_thread),
         off,
         on,
         check: if checks.iter().all(|c| c.starts_with("ok")) { format!("ok: {} runs checked, every traced run in the traces", checks.len()) } else { checks.join("; ") },
@@ -239,26 +253,29 @@ mod tests {
     use super::*;
 
     fn samples(ops: &[f64]) -> Vec<Sample> {
-        ops.iter().map(|&ops_per_sec| Sample { ops_per_sec, latency_ms_p50: 1.0, latency_ms_p99: 2.0, cpu_us_per_run: 3.0, cpu_us_per_run_by_thread: BTreeMap::new(), check_cpu_ms: None, trace_lag_ms: None }).collect()
+        ops.iter().map(|&ops_per_sec| Sample { ops_per_sec, latency_ms_p50: 1.0, latency_ms_p99: 2.0, cpu_us_per_run: 3.0, cpu_us_per_run_by_thread: BTreeMap::new(), wait_us_per_run_by_thread: BTreeMap::new(), check_cpu_ms: None, trace_lag_ms: None }).collect()
     }
 
     #[test]
     fn thread_groups_are_their_cpu_between_readings_per_run() {
-        let reading = |threads: &[(u32, &str, u64)]| threads.iter().map(|&(tid, name, us)| (tid, ThreadCpu { name: name.to_owned(), us })).collect::<BTreeMap<_, _>>();
+        let reading = |threads: &[(u32, &str, u64)]| threads.iter().map(|&(tid, name, us)| (tid, ThreadCpu { name: name.to_owned(), us, wait_us: us / 10 })).collect::<BTreeMap<_, _>>();
         // Two executors, one of which exited (its 7 ms before the first reading must not be
         // taken off the other's); the feed started after the first reading; the writer did
         // nothing in between.
         let before = reading(&[(1, "comb-partition-", 1_000), (2, "comb-partition-", 7_000), (3, "comb-log-writer", 500)]);
         let after = reading(&[(1, "comb-partition-", 41_000), (3, "comb-log-writer", 500), (4, "comb-trace-feed", 3_000)]);
-        let by_thread = per_run_by_thread(&before, &after, 1_000);
+        let by_thread = per_run_by_thread(&before, &after, 1_000, |t| t.us);
         assert_eq!(by_thread, BTreeMap::from([("comb-partition-".to_owned(), 40.0), ("comb-trace-feed".to_owned(), 3.0)]));
+        // Waits are counted the same way, from their own field (a tenth of the CPU time here).
+        let waits = per_run_by_thread(&before, &after, 1_000, |t| t.wait_us);
+        assert_eq!(waits, BTreeMap::from([("comb-partition-".to_owned(), 4.0), ("comb-trace-feed".to_owned(), 0.3)]));
 
         // Medians over samples count a group a sample lacks as 0.
         let mut samples = samples(&[1.0, 1.0, 1.0]);
         for (sample, feed) in samples.iter_mut().zip([Some(3.0), None, Some(5.0)]) {
             sample.cpu_us_per_run_by_thread = feed.map(|us| ("comb-trace-feed".to_owned(), us)).into_iter().collect();
         }
-        assert_eq!(median_by_thread(&samples), BTreeMap::from([("comb-trace-feed".to_owned(), 3.0)]));
+        assert_eq!(median_by_thread(&samples, |s| &s.cpu_us_per_run_by_thread), BTreeMap::from([("comb-trace-feed".to_owned(), 3.0)]));
     }
 
     #[test]
