@@ -33,6 +33,13 @@ pub(crate) struct OverheadArgs {
     /// server's `tracing.flush-bytes`); default: the server's.
     #[arg(long)]
     flush_bytes: Option<usize>,
+    /// Milliseconds the trace feed waits once it has caught up (the server's
+    /// `tracing.feed-interval`; the traces' `catch-up-max` is raised to 10 s beyond it);
+    /// default: the server's. Longer than the warm-up and the window, the feed does nearly no
+    /// work while the runs are measured, and catches up after: the traced runs then pay for
+    /// everything tracing changes but the feed's work.
+    #[arg(long)]
+    feed_interval_ms: Option<u64>,
     #[command(flatten)]
     window: Window,
 }
@@ -152,6 +159,10 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
             options.tracing.enabled = tracing;
             if let Some(nice) = args.feed_nice {
                 options.tracing.feed_nice = nice;
+            }
+            if let Some(ms) = args.feed_interval_ms {
+                options.tracing.feed_interval = std::time::Duration::from_millis(ms);
+                options.tracing.catch_up_max = options.tracing.feed_interval + std::time::Duration::from_secs(10);
             }
             if let Some(bytes) = args.flush_bytes {
                 options.tracing.flush_bytes = bytes;
