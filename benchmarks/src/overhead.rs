@@ -22,8 +22,9 @@ pub(crate) struct OverheadArgs {
     clients: usize,
     #[command(flatten)]
     target: TargetArgs,
-    /// Pairs of runs (one off, one on).
-    #[arg(long, default_value_t = 3)]
+    /// Pairs of runs (one off, one on); from 6, the report bounds the median round's ratio
+    /// (`ratio_pairs_ci95`).
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
     /// CPU niceness of the trace feed's threads (the server's `tracing.feed-nice`); default:
     /// the server's.
@@ -88,6 +89,9 @@ pub(crate) struct OverheadReport {
     /// swing of the machine's speed over the whole run, which the medians above still feel,
     /// cancels in it.
     ratio_pairs: f64,
+    /// Bounds that hold the median round's `on / off` with at least 95% confidence: the
+    /// noise of the machine, in the ratio's own terms. None below 6 rounds.
+    ratio_pairs_ci95: Option<[f64; 2]>,
     latency_ms_p50_off: f64,
     latency_ms_p50_on: f64,
     latency_ms_p99_off: f64,
@@ -112,6 +116,28 @@ pub(crate) struct OverheadReport {
 /// The median over the rounds of each round's `on / off` throughput.
 fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
     median(off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect())
+}
+
+/// The k-th smallest and k-th largest of the rounds' own `on / off`: an interval that holds
+/// the median round's ratio with at least 95% confidence, from the order of the ratios alone
+/// (nothing assumed of how they spread). `k` is the largest for which fewer than k heads in
+/// one flip of a fair coin per round has a chance of at most 2.5%; below 6 rounds none is
+/// small enough, and there is no interval.
+fn ratio_pairs_ci95(off: &[Sample], on: &[Sample]) -> Option<[f64; 2]> {
+    let mut ratios: Vec<f64> = off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let (mut k, mut at_most, mut exactly) = (0, 0.0, 0.5f64.powi(n as i32));
+    for heads in 0..n {
+        // `exactly`: the chance of `heads` heads; `at_most`: of `heads` or fewer.
+        at_most += exactly;
+        if at_most > 0.025 {
+            break;
+        }
+        k = heads + 1;
+        exactly *= (n - heads) as f64 / (heads + 1) as f64;
+    }
+    (k >= 1).then(|| [thousandths(ratios[k - 1]), thousandths(ratios[n - k])])
 }
 
 /// The time (`time`: on a CPU, or waiting for one) each group of threads (by name) spent
@@ -240,6 +266,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         ops_per_sec_on: ops_on,
         ratio: thousandths(ops_on / ops_off),
         ratio_pairs: thousandths(ratio_pairs(&off, &on)),
+        ratio_pairs_ci95: ratio_pairs_ci95(&off, &on),
         latency_ms_p50_off: med(&off, |s| s.latency_ms_p50),
         latency_ms_p50_on: med(&on, |s| s.latency_ms_p50),
         latency_ms_p99_off: med(&off, |s| s.latency_ms_p99),
@@ -297,5 +324,25 @@ mod tests {
         assert!((ratio_pairs(&off, &on) - 0.98).abs() < 1e-9, "{}", ratio_pairs(&off, &on));
         let medians = median(on.iter().map(|s| s.ops_per_sec).collect()) / median(off.iter().map(|s| s.ops_per_sec).collect());
         assert!((medians - 0.90).abs() < 1e-9, "{medians}");
+    }
+
+    #[test]
+    fn the_median_round_is_bounded_by_order_statistics_from_six_rounds() {
+        // Round r's ratio is (100 - r) / 100: ratios 1.000, 0.990, ... in the order run.
+        let bounds = |rounds: usize| {
+            let off = samples(&vec![100.0; rounds]);
+            let on = samples(&(0..rounds).map(|r| 100.0 - r as f64).collect::<Vec<_>>());
+            ratio_pairs_ci95(&off, &on)
+        };
+        // Five rounds: the extremes hold the median with 1 - 2/32 < 95%.
+        assert_eq!(bounds(5), None);
+        // Six: the extremes, 1 - 2/64. Seven: still the extremes (the second smallest would
+        // hold it with 1 - 2 * 8/128 < 95%).
+        assert_eq!(bounds(6), Some([0.95, 1.0]));
+        assert_eq!(bounds(7), Some([0.94, 1.0]));
+        // Ten: the second smallest and largest (at most one head in ten: 11/1024 <= 2.5%).
+        assert_eq!(bounds(10), Some([0.92, 0.99]));
+        // Twenty: the sixth (five heads or fewer in twenty: 2.07%; six or fewer: 5.77%).
+        assert_eq!(bounds(20), Some([0.86, 0.95]));
     }
 }
