@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -357,15 +357,16 @@ fn read_process_cpu_us() -> anyhow::Result<u64> {
     parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
 }
 
-/// One living thread of this process: its name (`comb-partition-`, `comb-trace-feed`,
-/// `tokio-rt-worker`, ...), the CPU time (user and system) it has used, and the time it has
-/// waited to run: runnable, on a CPU's queue, while other threads ran (microseconds; the
-/// CPU time in the kernel's 10 ms ticks, like the process's, the wait from the scheduler's
-/// own nanosecond count).
+/// One living thread of this process, as the kernel counts its time so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ThreadCpu {
+    /// `comb-partition-`, `comb-trace-feed`, `tokio-rt-worker`, ...
     pub(crate) name: String,
+    /// CPU time, user and system, in microseconds, at the kernel's 10 ms tick (as the
+    /// process's own).
     pub(crate) us: u64,
+    /// Time runnable but waiting for a CPU while other threads ran, in microseconds, from the
+    /// scheduler's nanosecond count.
     pub(crate) wait_us: u64,
 }
 
@@ -379,7 +380,14 @@ pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<u32, ThreadCpu>> 
             let task = task?;
             let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else { continue };
             // A thread may exit between the listing and the reads: it is then not listed.
-            let (Ok(stat), Ok(schedstat)) = (std::fs::read(task.path().join("stat")), std::fs::read_to_string(task.path().join("schedstat"))) else { continue };
+            let Ok(stat) = std::fs::read(task.path().join("stat")) else { continue };
+            let schedstat = match std::fs::read_to_string(task.path().join("schedstat")) {
+                Ok(schedstat) => schedstat,
+                Err(_) if !Path::new("/proc/self/schedstat").exists() => {
+                    anyhow::bail!("this kernel does not report its threads' scheduling (no /proc/self/schedstat): the per-thread figures need it");
+                }
+                Err(_) => continue,
+            };
             // A thread's name is bytes, not always UTF-8.
             let stat = String::from_utf8_lossy(&stat);
             let (Some(name), Some(us)) = (thread_name(&stat), parse_cpu_us(&stat)) else {

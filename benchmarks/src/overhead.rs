@@ -1,7 +1,8 @@
 //! `comb-bench tracing-overhead`: the counter workflow end to end with the tracing layer
 //! off and on, alternating in the same run (off, on, off, on, ...), each on fresh data, so
-//! that the machine's drift hits both alike. Reports the medians and their ratio, and the
-//! median of each round's own ratio.
+//! that the machine's drift hits both alike. Reports the medians and their ratio, the
+//! median of each round's own ratio with its 95% bounds, and each thread group's CPU and
+//! wait for a CPU per run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,7 +36,8 @@ pub(crate) struct OverheadArgs {
     #[arg(long)]
     flush_bytes: Option<usize>,
     /// Milliseconds the trace feed waits once it has caught up (the server's
-    /// `tracing.feed-interval`; the traces' `catch-up-max` is raised to 10 s beyond it);
+    /// `tracing.feed-interval`; the traces' `catch-up-max` is raised by as much; at most
+    /// 60000);
     /// default: the server's. Longer than the warm-up and the window, the feed does nearly no
     /// work while the runs are measured, and catches up after: the traced runs then pay for
     /// everything tracing changes but the feed's work.
@@ -80,6 +82,13 @@ pub(crate) struct OverheadReport {
     partitions: u16,
     rounds: usize,
     seconds: u64,
+    /// The traced runs' settings given on the command line (left out: the server's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feed_nice: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flush_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feed_interval_ms: Option<u64>,
     /// Medians over the rounds.
     ops_per_sec_off: f64,
     ops_per_sec_on: f64,
@@ -89,8 +98,9 @@ pub(crate) struct OverheadReport {
     /// swing of the machine's speed over the whole run, which the medians above still feel,
     /// cancels in it.
     ratio_pairs: f64,
-    /// Bounds that hold the median round's `on / off` with at least 95% confidence: the
-    /// noise of the machine, in the ratio's own terms. None below 6 rounds.
+    /// 95% bounds on the median of a round's `on / off` (the rounds taken as independent):
+    /// the noise of the machine, in the ratio's own terms. Left out below 6 rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     ratio_pairs_ci95: Option<[f64; 2]>,
     latency_ms_p50_off: f64,
     latency_ms_p50_on: f64,
@@ -118,11 +128,10 @@ fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
     median(off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect())
 }
 
-/// The k-th smallest and k-th largest of the rounds' own `on / off`: an interval that holds
-/// the median round's ratio with at least 95% confidence, from the order of the ratios alone
-/// (nothing assumed of how they spread). `k` is the largest for which fewer than k heads in
-/// one flip of a fair coin per round has a chance of at most 2.5%; below 6 rounds none is
-/// small enough, and there is no interval.
+/// The k-th smallest and k-th largest of the rounds' own `on / off`: 95% bounds on the median
+/// of a round's ratio, from the order of the ratios alone (nothing assumed of how they
+/// spread, the rounds taken as independent), with `k` the largest for which
+/// P(Binomial(n, 1/2) < k) <= 2.5%. None below 6 rounds, where no `k` is.
 fn ratio_pairs_ci95(off: &[Sample], on: &[Sample]) -> Option<[f64; 2]> {
     let mut ratios: Vec<f64> = off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect();
     ratios.sort_by(f64::total_cmp);
@@ -165,6 +174,14 @@ fn thousandths(ratio: f64) -> f64 {
     (ratio * 1000.0).round() / 1000.0
 }
 
+/// Most rounds one run takes (the chance that every round falls on one side of the median
+/// must stay a number: 2^-1000 is one).
+const ROUNDS_MAX: usize = 1_000;
+
+/// Longest `--feed-interval-ms`: the check then waits up to this beyond its window for the
+/// traces, within the client's 75 s time-out on a call.
+const FEED_INTERVAL_MS_MAX: u64 = 60_000;
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -172,6 +189,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
     anyhow::ensure!(args.rounds >= 1 && args.clients >= 1, "--rounds and --clients must be at least 1");
+    anyhow::ensure!(args.rounds <= ROUNDS_MAX, "--rounds {} is above {ROUNDS_MAX}", args.rounds);
+    if let Some(ms) = args.feed_interval_ms {
+        anyhow::ensure!(ms <= FEED_INTERVAL_MS_MAX, "--feed-interval-ms {ms} is above {FEED_INTERVAL_MS_MAX}: the check's catch-up would outwait the client's call time-out");
+    }
     anyhow::ensure!(args.target.server.is_none() && args.target.baseline.is_none(), "tracing-overhead starts its own Comb servers: --server and --baseline do not apply");
     let sizes = Sizes::new(args.target.scale)?;
     let dir = args.window.data_dir("comb-bench-tracing-")?;
@@ -188,7 +209,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
             }
             if let Some(ms) = args.feed_interval_ms {
                 options.tracing.feed_interval = std::time::Duration::from_millis(ms);
-                options.tracing.catch_up_max = options.tracing.feed_interval + std::time::Duration::from_secs(10);
+                options.tracing.catch_up_max += options.tracing.feed_interval;
             }
             if let Some(bytes) = args.flush_bytes {
                 options.tracing.flush_bytes = bytes;
@@ -262,6 +283,9 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
         partitions: args.target.partitions,
         rounds: args.rounds,
         seconds: args.window.seconds,
+        feed_nice: args.feed_nice,
+        flush_bytes: args.flush_bytes,
+        feed_interval_ms: args.feed_interval_ms,
         ops_per_sec_off: ops_off,
         ops_per_sec_on: ops_on,
         ratio: thousandths(ops_on / ops_off),
@@ -314,6 +338,11 @@ mod tests {
             sample.cpu_us_per_run_by_thread = feed.map(|us| ("comb-trace-feed".to_owned(), us)).into_iter().collect();
         }
         assert_eq!(median_by_thread(&samples, |s| &s.cpu_us_per_run_by_thread), BTreeMap::from([("comb-trace-feed".to_owned(), 3.0)]));
+        // Each figure's medians are its own.
+        for (sample, wait) in samples.iter_mut().zip([1.0, 2.0, 9.0]) {
+            sample.wait_us_per_run_by_thread = BTreeMap::from([("comb-log-writer".to_owned(), wait)]);
+        }
+        assert_eq!(median_by_thread(&samples, |s| &s.wait_us_per_run_by_thread), BTreeMap::from([("comb-log-writer".to_owned(), 2.0)]));
     }
 
     #[test]

@@ -88,12 +88,14 @@ impl TracingOptions {
         if self.flush_age.is_zero() {
             return Err(Error::InvalidOptions { option: "flush-age", reason: "must be longer than 0".to_owned() });
         }
-        // A query that catches up waits for the feed's next step, up to `feed-interval` away.
+        // A query that catches up waits for the feed's next step, up to `feed-interval` away
+        // (and then for the step's work: an interval just below the bound can still be too
+        // long, but one at or above it always is).
         if self.feed_interval >= self.catch_up_max {
             return Err(Error::InvalidOptions {
                 option: "feed-interval",
                 reason: format!(
-                    "{} ms is not below catch-up-max ({} ms): a query that waits for the traces to catch up would time out while the feed waits",
+                    "{} ms is not below catch-up-max ({} ms): a query that waits for the traces to catch up may time out while the feed waits",
                     self.feed_interval.as_millis(),
                     self.catch_up_max.as_millis()
                 ),
@@ -150,7 +152,7 @@ mod tests {
         assert_eq!(refused(TracingOptions { feed_nice: 20, ..TracingOptions::default() }), "feed-nice: 20 is not a niceness from 0 to 19");
         assert_eq!(refused(TracingOptions { flush_age: Duration::ZERO, ..TracingOptions::default() }), "flush-age: must be longer than 0");
         let slow = TracingOptions { feed_interval: Duration::from_secs(10), ..TracingOptions::default() };
-        assert_eq!(refused(slow.clone()), "feed-interval: 10000 ms is not below catch-up-max (10000 ms): a query that waits for the traces to catch up would time out while the feed waits");
+        assert_eq!(refused(slow.clone()), "feed-interval: 10000 ms is not below catch-up-max (10000 ms): a query that waits for the traces to catch up may time out while the feed waits");
         assert!(TracingOptions { catch_up_max: Duration::from_secs(11), ..slow }.validate().is_ok());
     }
 
