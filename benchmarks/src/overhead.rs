@@ -23,8 +23,8 @@ pub(crate) struct OverheadArgs {
     clients: usize,
     #[command(flatten)]
     target: TargetArgs,
-    /// Pairs of runs (one off, one on); from 6, the report bounds the median round's ratio
-    /// (`ratio_pairs_ci95`).
+    /// Pairs of runs (one off, one on), at most 1,000; from 6, the report bounds the median of
+    /// a round's ratio (`ratio_pairs_ci95`).
     #[arg(long, default_value_t = 7)]
     rounds: usize,
     /// CPU niceness of the trace feed's threads (the server's `tracing.feed-nice`); default:
@@ -36,11 +36,10 @@ pub(crate) struct OverheadArgs {
     #[arg(long)]
     flush_bytes: Option<usize>,
     /// Milliseconds the trace feed waits once it has caught up (the server's
-    /// `tracing.feed-interval`; the traces' `catch-up-max` is raised by as much; at most
-    /// 60000);
-    /// default: the server's. Longer than the warm-up and the window, the feed does nearly no
-    /// work while the runs are measured, and catches up after: the traced runs then pay for
-    /// everything tracing changes but the feed's work.
+    /// `tracing.feed-interval`, at most 60000; the traces' `catch-up-max` is raised by as
+    /// much); default: the server's. Longer than the warm-up and the window, the feed does
+    /// nearly no work while the runs are measured, and catches up after: the traced runs then
+    /// pay for everything tracing changes but the feed's work.
     #[arg(long)]
     feed_interval_ms: Option<u64>,
     #[command(flatten)]
@@ -174,8 +173,8 @@ fn thousandths(ratio: f64) -> f64 {
     (ratio * 1000.0).round() / 1000.0
 }
 
-/// Most rounds one run takes (the chance that every round falls on one side of the median
-/// must stay a number: 2^-1000 is one).
+/// Most rounds one run takes (the bounds start from 2^-rounds, which a float holds down to
+/// about 2^-1074).
 const ROUNDS_MAX: usize = 1_000;
 
 /// Longest `--feed-interval-ms`: the check then waits up to this beyond its window for the

@@ -89,8 +89,8 @@ impl TracingOptions {
             return Err(Error::InvalidOptions { option: "flush-age", reason: "must be longer than 0".to_owned() });
         }
         // A query that catches up waits for the feed's next step, up to `feed-interval` away
-        // (and then for the step's work: an interval just below the bound can still be too
-        // long, but one at or above it always is).
+        // and then for the step's work: an interval just below the bound can still be too long
+        // for a query that comes as the feed begins to wait, and one at or above it always is.
         if self.feed_interval >= self.catch_up_max {
             return Err(Error::InvalidOptions {
                 option: "feed-interval",
