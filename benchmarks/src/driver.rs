@@ -359,7 +359,7 @@ fn read_process_cpu_us() -> anyhow::Result<u64> {
 
 /// One living thread of this process, as the kernel counts its time so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ThreadCpu {
+pub(crate) struct ThreadTimes {
     /// `comb-partition-`, `comb-trace-feed`, `tokio-rt-worker`, ...
     pub(crate) name: String,
     /// CPU time, user and system, in microseconds, at the kernel's 10 ms tick (as the
@@ -373,7 +373,7 @@ pub(crate) struct ThreadCpu {
 /// This process's living threads by thread id. Compare two readings thread by thread: a
 /// thread that exits between them is in neither's difference (its time in between is not
 /// counted), and one that starts between them counts from nothing.
-pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<u32, ThreadCpu>> {
+pub(crate) async fn thread_times() -> anyhow::Result<BTreeMap<u32, ThreadTimes>> {
     tokio::task::spawn_blocking(|| {
         let mut threads = BTreeMap::new();
         for task in std::fs::read_dir("/proc/self/task")? {
@@ -396,7 +396,7 @@ pub(crate) async fn thread_cpu_us() -> anyhow::Result<BTreeMap<u32, ThreadCpu>> 
             let Some(wait_us) = parse_wait_us(&schedstat) else {
                 anyhow::bail!("cannot read a thread's wait for a CPU in its schedstat: {schedstat:?}");
             };
-            threads.insert(tid, ThreadCpu { name: name.to_owned(), us, wait_us });
+            threads.insert(tid, ThreadTimes { name: name.to_owned(), us, wait_us });
         }
         Ok(threads)
     })
@@ -456,7 +456,7 @@ mod tests {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let threads = loop {
-            let threads = thread_cpu_us().await.unwrap();
+            let threads = thread_times().await.unwrap();
             if threads.values().any(|t| t.name == "bench-spin" && t.us >= 20_000) {
                 break threads;
             }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::apps::{Sizes, Workload};
 use crate::comb::Comb;
 use crate::disk::commit_fsync_us_p50;
-use crate::driver::{ThreadCpu, Window, cores, process_cpu_us, thread_cpu_us};
+use crate::driver::{ThreadTimes, Window, cores, process_cpu_us, thread_times};
 use crate::workload::{Measurement, Target, TargetArgs, measure, ms};
 
 #[derive(Debug, Args)]
@@ -124,7 +124,12 @@ pub(crate) struct OverheadReport {
 
 /// The median over the rounds of each round's `on / off` throughput.
 fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
-    median(off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect())
+    median(round_ratios(off, on))
+}
+
+/// Each round's own `on / off` throughput, in the order run.
+fn round_ratios(off: &[Sample], on: &[Sample]) -> Vec<f64> {
+    off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect()
 }
 
 /// The k-th smallest and k-th largest of the rounds' own `on / off`: 95% bounds on the median
@@ -132,7 +137,7 @@ fn ratio_pairs(off: &[Sample], on: &[Sample]) -> f64 {
 /// spread, the rounds taken as independent), with `k` the largest for which
 /// P(Binomial(n, 1/2) < k) <= 2.5%. None below 6 rounds, where no `k` is.
 fn ratio_pairs_ci95(off: &[Sample], on: &[Sample]) -> Option<[f64; 2]> {
-    let mut ratios: Vec<f64> = off.iter().zip(on).map(|(off, on)| on.ops_per_sec / off.ops_per_sec).collect();
+    let mut ratios = round_ratios(off, on);
     ratios.sort_by(f64::total_cmp);
     let n = ratios.len();
     let (mut k, mut at_most, mut exactly) = (0, 0.0, 0.5f64.powi(n as i32));
@@ -152,7 +157,7 @@ fn ratio_pairs_ci95(off: &[Sample], on: &[Sample]) -> Option<[f64; 2]> {
 /// between two readings of the threads, per run, to a tenth of a microsecond; a group that
 /// spent none is left out. Threads are matched by id, so one that exits in between takes
 /// nothing from its group but its own time.
-fn per_run_by_thread(before: &BTreeMap<u32, ThreadCpu>, after: &BTreeMap<u32, ThreadCpu>, runs: u64, time: fn(&ThreadCpu) -> u64) -> BTreeMap<String, f64> {
+fn per_run_by_thread(before: &BTreeMap<u32, ThreadTimes>, after: &BTreeMap<u32, ThreadTimes>, runs: u64, time: fn(&ThreadTimes) -> u64) -> BTreeMap<String, f64> {
     let mut groups = BTreeMap::<String, u64>::new();
     for (tid, thread) in after {
         let earlier = before.get(tid).filter(|t| t.name == thread.name).map_or(0, time);
@@ -219,7 +224,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                 comb.load(Workload::Counter, &sizes).await?;
                 let target = Arc::new(Target::Comb(comb));
                 let cpu_before = process_cpu_us().await?;
-                let threads_before = thread_cpu_us().await?;
+                let threads_before = thread_times().await?;
                 let Measurement { measured: m, mut check, tally, .. } = measure(&target, Workload::Counter, &sizes, args.clients, &args.window).await?;
                 let Some(Target::Comb(comb)) = Arc::into_inner(target) else { unreachable!("the clients are done, and the target is Comb") };
                 let mut trace_lag_ms = None;
@@ -232,7 +237,7 @@ pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
                     trace_lag_ms = Some(ms(asked.elapsed().as_micros() as f64));
                 }
                 // Before the check's query, and while the server's threads live.
-                let threads_after = thread_cpu_us().await?;
+                let threads_after = thread_times().await?;
                 if trace_lag_ms.is_some() {
                     let cpu_asked = process_cpu_us().await?;
                     let (traced, counted) = (comb.traced_runs("counter").await?, tally.counted.load(std::sync::atomic::Ordering::Relaxed));
@@ -319,7 +324,7 @@ mod tests {
 
     #[test]
     fn thread_groups_are_their_cpu_between_readings_per_run() {
-        let reading = |threads: &[(u32, &str, u64)]| threads.iter().map(|&(tid, name, us)| (tid, ThreadCpu { name: name.to_owned(), us, wait_us: us / 10 })).collect::<BTreeMap<_, _>>();
+        let reading = |threads: &[(u32, &str, u64)]| threads.iter().map(|&(tid, name, us)| (tid, ThreadTimes { name: name.to_owned(), us, wait_us: us / 10 })).collect::<BTreeMap<_, _>>();
         // Two executors, one of which exited (its 7 ms before the first reading must not be
         // taken off the other's); the feed started after the first reading; the writer did
         // nothing in between.

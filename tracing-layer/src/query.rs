@@ -23,12 +23,8 @@ use crate::error::{Error, Result};
 use crate::images::{ImageJson, Part};
 use crate::options::TracingOptions;
 use crate::store::TableSnapshot;
-use crate::tables::{TABLES, schema_of};
+use crate::tables::{CHANGE_DATA, FUNCTION_INVOCATIONS, TABLES, WORKFLOWS, schema_of};
 
-/// The places of the tables in [`TABLES`].
-const FUNCTION_INVOCATIONS: usize = 0;
-const CHANGE_DATA: usize = 1;
-const WORKFLOWS: usize = 2;
 
 /// A query's answer: its columns and rows, values as JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,8 +313,9 @@ mod tests {
         file_of(dir.join("old-invocations.parquet"), fields, columns)
     }
 
-    fn snapshot(change_data: TableSnapshot) -> [TableSnapshot; 4] {
-        [TableSnapshot::default(), change_data, TableSnapshot::default(), TableSnapshot::default()]
+    /// A snapshot in which table number `table` is `snapshot` and the others are empty.
+    fn snapshot_of(table: usize, snapshot: TableSnapshot) -> [TableSnapshot; 4] {
+        std::array::from_fn(|t| if t == table { snapshot.clone() } else { TableSnapshot::default() })
     }
 
     #[tokio::test]
@@ -342,12 +339,7 @@ mod tests {
         let now = InvocationRow { lsn: Some(7), workflow_id: Some("w2"), step: Some("pay"), function: "charge", partition: Some(0), start_us: 40, end_us: 41, error: None, recorded: false, replayed: false, read_only: false };
         rows.push_invocation(now);
         let [tail, ..] = rows.into_batches().unwrap();
-        let snapshot = [
-            TableSnapshot { files: vec![old_invocations_file(dir.path())], tail: tail.into_iter().collect() },
-            TableSnapshot::default(),
-            TableSnapshot::default(),
-            TableSnapshot::default(),
-        ];
+        let snapshot = snapshot_of(FUNCTION_INVOCATIONS, TableSnapshot { files: vec![old_invocations_file(dir.path())], tail: tail.into_iter().collect() });
         let sql = "SELECT workflow_id, duration_us, status, error FROM function_invocations ORDER BY workflow_id";
         let result = run(snapshot, catalog(), sql, &options()).await.unwrap();
         let text = |s: &str| serde_json::Value::from(s);
@@ -369,7 +361,7 @@ mod tests {
         let [_, new, ..] = rows.into_batches().unwrap();
         let new_file = dir.path().join("new.parquet");
         crate::tables::write_parquet(std::fs::File::create(&new_file).unwrap(), CHANGE_DATA, &[new.unwrap()]).unwrap();
-        let snapshot = snapshot(TableSnapshot { files: vec![old_file(dir.path()), new_file], tail: Vec::new() });
+        let snapshot = snapshot_of(CHANGE_DATA, TableSnapshot { files: vec![old_file(dir.path()), new_file], tail: Vec::new() });
         let result = run(snapshot, catalog, "SELECT lsn, operation, key, before, after FROM change_data ORDER BY lsn", &options()).await.unwrap();
         let text = |s: &str| serde_json::Value::from(s);
         assert_eq!(result.rows, [
@@ -387,7 +379,7 @@ mod tests {
         rows.push_change(change(3, id, None, Some(b"not a row")));
         rows.push_change(change(4, 999, None, Some(b"not a row")));
         let [_, tail, ..] = rows.into_batches().unwrap();
-        let snapshot = snapshot(TableSnapshot { files: Vec::new(), tail: tail.into_iter().collect() });
+        let snapshot = snapshot_of(CHANGE_DATA, TableSnapshot { files: Vec::new(), tail: tail.into_iter().collect() });
         let options = options();
         let query = |sql: &'static str| run(snapshot.clone(), Arc::clone(&catalog), sql, &options);
         let lsns = query("SELECT lsn, operation FROM change_data ORDER BY lsn").await.unwrap();

@@ -33,6 +33,12 @@ const DATA_PAGE_BYTES: usize = 64 << 10;
 /// The tables, in a fixed order (the order of [`Rows`]' fields and of the store's folders).
 pub const TABLES: [&str; 4] = ["function_invocations", "change_data", "workflows", "read_events"];
 
+/// The places of the tables in [`TABLES`].
+pub(crate) const FUNCTION_INVOCATIONS: usize = 0;
+pub(crate) const CHANGE_DATA: usize = 1;
+pub(crate) const WORKFLOWS: usize = 2;
+pub(crate) const READ_EVENTS: usize = 3;
+
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
@@ -362,7 +368,7 @@ impl Invocations {
             array(&mut self.replayed),
             array(&mut self.read_only),
         ];
-        batch(0, columns)
+        batch(FUNCTION_INVOCATIONS, columns)
     }
 }
 
@@ -429,7 +435,7 @@ impl Changes {
             array(&mut self.before),
             array(&mut self.after),
         ];
-        batch(1, columns)
+        batch(CHANGE_DATA, columns)
     }
 }
 
@@ -491,7 +497,7 @@ impl Workflows {
             timestamps(&mut self.end),
             array(&mut self.lsn),
         ];
-        batch(2, columns)
+        batch(WORKFLOWS, columns)
     }
 }
 
@@ -531,7 +537,7 @@ impl Reads {
     fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
         let columns =
             vec![array(&mut self.lsn), array(&mut self.workflow_id), array(&mut self.step), array(&mut self.function), array(&mut self.table), array(&mut self.key)];
-        batch(3, columns)
+        batch(READ_EVENTS, columns)
     }
 }
 
