@@ -115,6 +115,7 @@ impl Error {
                     T::Behind { .. } => Code::DeadlineExceeded,
                     T::Stopped(_) | T::Closed | T::Io { .. } => Code::Unavailable,
                     T::Corrupt { .. } => Code::DataLoss,
+                    T::UnsupportedFormat { .. } => Code::FailedPrecondition,
                     T::Internal(_) => Code::Internal,
                 }
             }

@@ -22,6 +22,9 @@ pub enum Error {
     /// A file of the trace store is damaged.
     #[error("{path} is damaged: {detail}")]
     Corrupt { path: String, detail: String },
+    /// The trace store was written by a build of another format.
+    #[error("the trace store {path} has format version {found}; this build reads version {expected} (the store was written by another version of Comb: run that one, or move the folder aside to start the traces afresh)")]
+    UnsupportedFormat { path: String, found: u64, expected: u64 },
     /// The options are unusable.
     #[error("invalid trace option {option}: {reason}")]
     InvalidOptions { option: &'static str, reason: String },

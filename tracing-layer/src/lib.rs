@@ -125,15 +125,23 @@ impl Tracer {
     /// holds the log's trim point at [`Tracer::checkpoint`] `+ 1` from now on.
     pub async fn start(dir: &Path, log: LogBook, catalog: CatalogSource, options: TracingOptions) -> Result<Tracer> {
         options.validate()?;
+        // Opened before the runtimes are built: a runtime dropped in an async context panics,
+        // so a store that does not open (damaged, or of another format) must not find any.
+        let dir = dir.to_owned();
+        let store = Arc::new(tokio::task::spawn_blocking(move || TraceStore::open(&dir)).await.map_err(|e| Error::Internal(e.to_string()))??);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.query_threads)
             .thread_name("comb-trace-query")
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the trace query runtime: {e}")))?;
-        let feed_runtime = feed_runtime(options.feed_nice)?;
-        let dir = dir.to_owned();
-        let store = Arc::new(feed_runtime.spawn_blocking(move || TraceStore::open(&dir)).await.map_err(|e| Error::Internal(e.to_string()))??);
+        let feed_runtime = match feed_runtime(options.feed_nice) {
+            Ok(feed_runtime) => feed_runtime,
+            Err(err) => {
+                runtime.shutdown_background();
+                return Err(err);
+            }
+        };
         let checkpoint = store.checkpoint();
         let (consumed_tx, consumed) = watch::channel(checkpoint);
         let (checkpoint_tx, checkpoints) = watch::channel(checkpoint);
@@ -412,5 +420,15 @@ mod tests {
         assert_eq!(queries, vec![own; options.query_threads], "the query runtime keeps the server's priority");
         assert_eq!(tracer.query("SELECT count(*) AS n FROM workflows", true).await.unwrap().rows, vec![vec![serde_json::json!(0)]]);
         tracer.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_that_does_not_open_is_an_error_and_no_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("format"), "2\n").unwrap();
+        let log = LogBook::in_memory(LogOptions::default()).unwrap();
+        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let refused = Tracer::start(dir.path(), log, catalog, TracingOptions::default()).await.unwrap_err();
+        assert!(matches!(refused, Error::UnsupportedFormat { found: 2, .. }), "{refused}");
     }
 }

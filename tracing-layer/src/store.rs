@@ -2,6 +2,7 @@
 //! written, and the checkpoint that ties them to the log.
 //!
 //! ```text
+//!  traces/format                          the store's format version (FORMAT_VERSION)
 //!  traces/checkpoint                      the last LSN whose rows are all in files
 //!  traces/<table>/<from>-<to>-<written_us>.parquet
 //! ```
@@ -27,6 +28,14 @@ use crate::error::{Error, Result};
 use crate::tables::{Rows, TABLES, write_parquet};
 
 const CHECKPOINT: &str = "checkpoint";
+const FORMAT: &str = "format";
+
+/// The trace store's format that this build writes and reads: its folders, its files' names
+/// and the tables' columns, with the older columns it still reads (see `tables`). A store of
+/// another version was written by another build, whose files this one could misread or,
+/// at open, remove: it is refused, never touched. Version 1 is also the store from before the
+/// version was written down (no `format` file): every file of it reads as version 1.
+const FORMAT_VERSION: u64 = 1;
 
 /// One Parquet file of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +113,34 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync the folder", dir, &e))
 }
 
+/// Refuses a store of another format than [`FORMAT_VERSION`]; writes the version into a store
+/// that has none (new, or from before the version was written down), before anything else
+/// in it is touched.
+fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT);
+    let _ = fs::remove_file(path.with_extension("tmp"));
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text.trim().parse::<u64>().map_err(|_| Error::Corrupt { path: path.display().to_string(), detail: format!("{:?} is not a format version", text.trim()) })?;
+            if found != FORMAT_VERSION {
+                return Err(Error::UnsupportedFormat { path: dir.display().to_string(), found, expected: FORMAT_VERSION });
+            }
+            Ok(())
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            write_durably(&path, |file| file.write_all(format!("{FORMAT_VERSION}\n").as_bytes()).map_err(|e| io_error("write", &path, &e)))
+        }
+        Err(err) => Err(io_error("read", &path, &err)),
+    }
+}
+
 impl TraceStore {
-    /// Opens (or creates) the store in `dir`: reads the checkpoint, removes the files of a
-    /// flush it does not confirm and any temporary file, and lists the rest.
+    /// Opens (or creates) the store in `dir`: checks its format, reads the checkpoint,
+    /// removes the files of a flush it does not confirm and any temporary file, and lists the
+    /// rest.
     pub(crate) fn open(dir: &Path) -> Result<TraceStore> {
         fs::create_dir_all(dir).map_err(|e| io_error("create", dir, &e))?;
+        check_format(dir)?;
         let checkpoint_path = dir.join(CHECKPOINT);
         let checkpoint = match fs::read_to_string(&checkpoint_path) {
             Ok(text) => text.trim().parse::<Lsn>().map_err(|e| Error::Corrupt { path: checkpoint_path.display().to_string(), detail: e.to_string() })?,
@@ -277,6 +309,40 @@ mod tests {
         assert_eq!(store.file_counts(), [1, 0, 0, 0]);
         assert!(!orphan.exists() && !dir.path().join(TABLES[1]).join("x.tmp").exists());
         assert_eq!(store.snapshot()[0].tail.len(), 0, "the tail is not durable: the feed reads it again");
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_untouched_and_one_without_a_version_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let format = dir.path().join(FORMAT);
+        let store = TraceStore::open(dir.path()).unwrap();
+        store.append(rows("a"), 3).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        assert_eq!(fs::read_to_string(&format).unwrap(), "1\n", "a new store is written with its version");
+
+        // A store from before the version was written down reads as version 1.
+        fs::remove_file(&format).unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        assert_eq!((store.checkpoint(), store.file_counts()), (3, [1, 0, 0, 0]));
+        drop(store);
+        assert_eq!(fs::read_to_string(&format).unwrap(), "1\n");
+
+        // A later version's store, with a file above the checkpoint that this build would
+        // take for an unconfirmed flush and remove: refused, and nothing in it touched.
+        let later = dir.path().join(TABLES[0]).join(TraceFile::name(4, 7, 9));
+        fs::write(&later, b"a later build's file").unwrap();
+        fs::write(&format, "2\n").unwrap();
+        let refused = TraceStore::open(dir.path()).unwrap_err();
+        assert_eq!(refused, Error::UnsupportedFormat { path: dir.path().display().to_string(), found: 2, expected: FORMAT_VERSION });
+        assert!(refused.to_string().starts_with(&format!("the trace store {} has format version 2; this build reads version 1", dir.path().display())), "{refused}");
+        assert!(later.exists());
+        assert_eq!(fs::read_to_string(&format).unwrap(), "2\n");
+
+        fs::write(&format, "two").unwrap();
+        let damaged = TraceStore::open(dir.path()).unwrap_err();
+        assert_eq!(damaged.to_string(), format!("{} is damaged: \"two\" is not a format version", format.display()));
+        assert!(later.exists());
     }
 
     #[test]
