@@ -2,7 +2,8 @@
 //! checkout: take stock on the item's partition, record the order on the order's) against
 //! a real `comb serve` process, which is killed at random moments over several rounds.
 //! After each restart: every started run ends, each run's effects appear exactly once, and
-//! every output a client received is the one re-invocation returns.
+//! every output a client received is the one re-invocation returns. And a server that
+//! cannot start exits with its error, not an abort.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -224,4 +225,20 @@ async fn killed_server_resumes_every_run_exactly_once() {
     );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// A server that cannot start (here: its traces are of a later format) says why and exits
+/// with its error's code, having closed what it had opened: exiting while the engine's
+/// threads still ran aborted the process.
+#[test]
+fn a_server_that_cannot_start_says_why_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("data").join("traces");
+    std::fs::create_dir_all(&traces).unwrap();
+    std::fs::write(traces.join("format"), "2\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("data")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("error: the trace store {} has format version 2; this build reads version 1", traces.display())), "{stderr}");
+    assert_eq!(output.status.code(), Some(1), "the code of a server that failed, not a signal's: {stderr}");
+    assert_eq!(std::fs::read_to_string(traces.join("format")).unwrap(), "2\n");
 }

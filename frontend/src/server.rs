@@ -86,13 +86,36 @@ impl ServerBuilder {
 
     /// Opens the data directory, recovers, registers, and resumes every run that started
     /// and did not end. Must be called within a tokio runtime.
-    pub async fn build(self) -> Result<Server> {
+    pub async fn build(mut self) -> Result<Server> {
         self.options.validate().map_err(|message| Error::InvalidArgument { field: "options", message })?;
-        let dir = self.data_dir.ok_or(Error::InvalidArgument { field: "data_dir", message: "no data directory was given".to_owned() })?;
+        let dir = self.data_dir.take().ok_or(Error::InvalidArgument { field: "data_dir", message: "no data directory was given".to_owned() })?;
         let engine = Engine::open(&dir, self.options.engine.clone()).await?;
-        apply_schema(&engine, system::SCHEMA).await?;
+        let mut tracer = None;
+        match self.start_on(&engine, &dir, &mut tracer).await {
+            Ok((scheduler, resumed)) => Ok(Server { scheduler, resumed, tracer }),
+            Err(err) => {
+                // Stop what started: the executors' threads and RocksDB's would otherwise
+                // still run when the process exits on this error, and exiting under them
+                // aborts it.
+                if let Some(tracer) = tracer
+                    && let Err(close) = tracer.close().await
+                {
+                    tracing::warn!(error = %close, "closing the tracing layer after a failed start");
+                }
+                if let Err(close) = engine.close().await {
+                    tracing::warn!(error = %close, "closing the engine after a failed start");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Registers, starts the tracing layer (into `tracer`, so that a failure after it can
+    /// close it) and the scheduler, and resumes the unfinished runs, on the opened `engine`.
+    async fn start_on(self, engine: &Engine, dir: &std::path::Path, tracer: &mut Option<Arc<Tracer>>) -> Result<(Arc<Scheduler>, usize)> {
+        apply_schema(engine, system::SCHEMA).await?;
         for ddl in &self.schemas {
-            apply_schema(&engine, ddl).await?;
+            apply_schema(engine, ddl).await?;
         }
         for function in system::functions() {
             engine.register(function)?;
@@ -101,11 +124,10 @@ impl ServerBuilder {
             check_user_name("function name", function.name())?;
             engine.register(function)?;
         }
-        let tracer = match self.options.tracing.enabled {
-            true => Some(start_tracer(&engine, &dir, &self.options).await?),
-            false => None,
-        };
-        let scheduler = Arc::new(Scheduler::new(engine, self.options));
+        if self.options.tracing.enabled {
+            *tracer = Some(start_tracer(engine, dir, &self.options).await?);
+        }
+        let scheduler = Arc::new(Scheduler::new(engine.clone(), self.options));
         scheduler.load_definitions().await?;
         for spec in &self.workflows {
             scheduler.register_workflow_if_changed(spec).await?;
@@ -114,7 +136,7 @@ impl ServerBuilder {
         if resumed > 0 {
             tracing::info!(resumed, "resumed the workflow runs that started and did not end");
         }
-        Ok(Server { scheduler, resumed, tracer })
+        Ok((scheduler, resumed))
     }
 }
 
