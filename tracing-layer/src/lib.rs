@@ -391,6 +391,17 @@ mod tests {
         found
     }
 
+    /// [`niceness_of_threads`] once at least `count` threads have the name (or after 10 s).
+    async fn niceness_of_threads_once_there(prefix: &str, count: usize) -> Vec<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = niceness_of_threads(prefix);
+        while found.len() < count && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            found = niceness_of_threads(prefix);
+        }
+        found
+    }
+
     /// The niceness in a thread's `stat` file.
     fn niceness(stat: &Path) -> i32 {
         let stat = std::fs::read_to_string(stat).unwrap();
@@ -407,16 +418,11 @@ mod tests {
         let own = niceness(Path::new("/proc/thread-self/stat"));
         let options = TracingOptions { feed_nice: (own + 7).min(19), ..TracingOptions::default() };
         let tracer = Tracer::start(dir.path(), log, catalog, options.clone()).await.unwrap();
-        let feed = niceness_of_threads("comb-trace-feed");
+        // A new thread names itself once it runs: on a busy machine a runtime's workers may
+        // not have yet when it is built.
+        let feed = niceness_of_threads_once_there("comb-trace-feed", 1).await;
         assert!(!feed.is_empty() && feed.iter().all(|&n| n == options.feed_nice), "feed threads at {feed:?}, not {}", options.feed_nice);
-        // A new thread names itself once it runs: on a busy machine the last query worker may
-        // not have yet when the runtime is built.
-        let mut queries = niceness_of_threads("comb-trace-quer");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while queries.len() < options.query_threads && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            queries = niceness_of_threads("comb-trace-quer");
-        }
+        let queries = niceness_of_threads_once_there("comb-trace-quer", options.query_threads).await;
         assert_eq!(queries, vec![own; options.query_threads], "the query runtime keeps the server's priority");
         assert_eq!(tracer.query("SELECT count(*) AS n FROM workflows", true).await.unwrap().rows, vec![vec![serde_json::json!(0)]]);
         tracer.close().await.unwrap();

@@ -118,10 +118,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// in it is touched.
 fn check_format(dir: &Path) -> Result<()> {
     let path = dir.join(FORMAT);
-    let _ = fs::remove_file(path.with_extension("tmp"));
     match fs::read_to_string(&path) {
         Ok(text) => {
-            let found = text.trim().parse::<u64>().map_err(|_| Error::Corrupt { path: path.display().to_string(), detail: format!("{:?} is not a format version", text.trim()) })?;
+            let found = text.trim().parse::<u64>().map_err(|_| Error::Corrupt { path: path.display().to_string(), detail: format!("{:?} is not a format version (this build writes {FORMAT_VERSION}: write that into it if this build made the store, or move the folder aside)", text.trim()) })?;
             if found != FORMAT_VERSION {
                 return Err(Error::UnsupportedFormat { path: dir.display().to_string(), found, expected: FORMAT_VERSION });
             }
@@ -341,7 +340,7 @@ mod tests {
 
         fs::write(&format, "two").unwrap();
         let damaged = TraceStore::open(dir.path()).unwrap_err();
-        assert_eq!(damaged.to_string(), format!("{} is damaged: \"two\" is not a format version", format.display()));
+        assert!(damaged.to_string().starts_with(&format!("{} is damaged: \"two\" is not a format version (this build writes 1", format.display())), "{damaged}");
         assert!(later.exists());
     }
 
