@@ -113,7 +113,16 @@ pub(crate) async fn build_server(args: &ServeArgs) -> anyhow::Result<Server> {
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = build_server(&args).await?;
-    let listening = server.listen(args.addr).await?;
+    let listening = match server.listen(args.addr).await {
+        Ok(listening) => listening,
+        Err(err) => {
+            // Closed first: exiting with the engine's threads still running aborts.
+            if let Err(close) = server.close().await {
+                tracing::warn!(error = %close, "closing the server after it could not listen");
+            }
+            return Err(err.into());
+        }
+    };
     // Printed once the socket listens, with the port chosen when 0 was asked for: a script
     // (or a test) may connect as soon as it reads this line.
     eprintln!(
@@ -396,16 +405,26 @@ pub(crate) fn write_traces(out: &mut impl std::io::Write, traces: &comb_client::
 
 /// The exit code of an error of a command.
 pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
-    match err.downcast_ref::<comb_client::Error>() {
-        Some(comb_client::Error::WorkflowFailed { .. }) => exit::FAILED,
-        Some(e) => match e.code() {
-            Some(Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition | Code::OutOfRange | Code::Unauthenticated | Code::PermissionDenied) => exit::INVALID,
-            Some(Code::NotFound) => exit::NOT_FOUND,
-            Some(Code::DeadlineExceeded) => exit::RUNNING,
-            _ => exit::UNAVAILABLE,
-        },
-        None if err.downcast_ref::<serde_json::Error>().is_some() => exit::INVALID,
-        None => exit::UNAVAILABLE,
+    if let Some(e) = err.downcast_ref::<comb_client::Error>() {
+        return match e {
+            comb_client::Error::WorkflowFailed { .. } => exit::FAILED,
+            e => e.code().map_or(exit::UNAVAILABLE, exit_code_of),
+        };
+    }
+    // `comb serve`'s own errors: a server that cannot start, for the reason its code says.
+    if let Some(e) = err.downcast_ref::<comb_frontend::Error>() {
+        return exit_code_of(e.code());
+    }
+    if err.downcast_ref::<serde_json::Error>().is_some() { exit::INVALID } else { exit::UNAVAILABLE }
+}
+
+/// The exit code of an error with gRPC code `code`.
+fn exit_code_of(code: Code) -> u8 {
+    match code {
+        Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition | Code::OutOfRange | Code::Unauthenticated | Code::PermissionDenied => exit::INVALID,
+        Code::NotFound => exit::NOT_FOUND,
+        Code::DeadlineExceeded => exit::RUNNING,
+        _ => exit::UNAVAILABLE,
     }
 }
 

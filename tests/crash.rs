@@ -239,6 +239,19 @@ fn a_server_that_cannot_start_says_why_and_exits_cleanly() {
     let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("data")).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("error: the trace store {} has format version 2; this build reads version 1", traces.display())), "{stderr}");
-    assert_eq!(output.status.code(), Some(1), "the code of a server that failed, not a signal's: {stderr}");
+    assert_eq!(output.status.code(), Some(2), "the code of an input this build cannot use (a retry cannot help), not a signal's: {stderr}");
     assert_eq!(std::fs::read_to_string(traces.join("format")).unwrap(), "2\n");
+}
+
+/// The same when the address is taken: the server opened its data, could not listen, and
+/// closes before it exits.
+#[test]
+fn a_server_that_cannot_listen_says_why_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(["serve", "--addr", &addr, "--data-dir"]).arg(dir.path().join("data")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error: ") && stderr.contains(&addr), "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "the code of an address it cannot use, not a signal's: {stderr}");
 }

@@ -285,8 +285,15 @@ impl Server {
 
     /// Serves on `addr` until the process receives Ctrl-C or SIGTERM, then closes.
     pub async fn serve(self, addr: SocketAddr) -> Result<()> {
-        let listening = self.listen(addr).await?;
-        self.serve_until_signal(listening).await
+        match self.listen(addr).await {
+            Ok(listening) => self.serve_until_signal(listening).await,
+            Err(err) => {
+                if let Err(close) = self.close().await {
+                    tracing::warn!(error = %close, "closing the server after it could not listen");
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Goes on serving what [`Server::listen`] started until the process receives Ctrl-C
@@ -294,8 +301,10 @@ impl Server {
     pub async fn serve_until_signal(self, listening: Listening) -> Result<()> {
         tracing::info!(addr = %listening.local_addr(), "serving");
         shutdown_signal().await;
-        listening.shutdown().await?;
-        self.close().await
+        // Closed even if the listener ended on an error: its error is the one returned.
+        let stopped = listening.shutdown().await;
+        let closed = self.close().await;
+        stopped.and(closed)
     }
 
     /// Closes the tracing layer (after a last flush) and the engine: commits in flight
