@@ -112,17 +112,7 @@ pub(crate) async fn build_server(args: &ServeArgs) -> anyhow::Result<Server> {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server = build_server(&args).await?;
-    let listening = match server.listen(args.addr).await {
-        Ok(listening) => listening,
-        Err(err) => {
-            // Closed first: exiting with the engine's threads still running aborts.
-            if let Err(close) = server.close().await {
-                tracing::warn!(error = %close, "closing the server after it could not listen");
-            }
-            return Err(err.into());
-        }
-    };
+    let (server, listening) = build_server(&args).await?.listen_or_close(args.addr).await?;
     // Printed once the socket listens, with the port chosen when 0 was asked for: a script
     // (or a test) may connect as soon as it reads this line.
     eprintln!(

@@ -227,6 +227,13 @@ async fn killed_server_resumes_every_run_exactly_once() {
     server.child.wait().unwrap();
 }
 
+/// Runs `comb serve` on `data` at `addr` until it exits: its exit code (none if a signal
+/// ended it) and what it wrote to standard error.
+fn serve_until_exit(addr: &str, data: &std::path::Path) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(["serve", "--addr", addr, "--data-dir"]).arg(data).output().unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// A server that cannot start (here: its traces are of a later format) says why and exits
 /// with its error's code, having closed what it had opened: exiting while the engine's
 /// threads still ran aborted the process.
@@ -236,10 +243,9 @@ fn a_server_that_cannot_start_says_why_and_exits_cleanly() {
     let traces = dir.path().join("data").join("traces");
     std::fs::create_dir_all(&traces).unwrap();
     std::fs::write(traces.join("format"), "2\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("data")).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = serve_until_exit("127.0.0.1:0", &dir.path().join("data"));
     assert!(stderr.contains(&format!("error: the trace store {} has format version 2; this build reads version 1", traces.display())), "{stderr}");
-    assert_eq!(output.status.code(), Some(2), "the code of an input this build cannot use (a retry cannot help), not a signal's: {stderr}");
+    assert_eq!(code, Some(2), "the code of an input this build cannot use (a retry cannot help), not a signal's: {stderr}");
     assert_eq!(std::fs::read_to_string(traces.join("format")).unwrap(), "2\n");
 }
 
@@ -250,8 +256,7 @@ fn a_server_that_cannot_listen_says_why_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(["serve", "--addr", &addr, "--data-dir"]).arg(dir.path().join("data")).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = serve_until_exit(&addr, &dir.path().join("data"));
     assert!(stderr.contains("error: ") && stderr.contains(&addr), "{stderr}");
-    assert_eq!(output.status.code(), Some(2), "the code of an address it cannot use, not a signal's: {stderr}");
+    assert_eq!(code, Some(2), "the code of an address it cannot use, not a signal's: {stderr}");
 }

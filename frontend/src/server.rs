@@ -285,8 +285,16 @@ impl Server {
 
     /// Serves on `addr` until the process receives Ctrl-C or SIGTERM, then closes.
     pub async fn serve(self, addr: SocketAddr) -> Result<()> {
+        let (server, listening) = self.listen_or_close(addr).await?;
+        server.serve_until_signal(listening).await
+    }
+
+    /// [`Server::listen`] for a server that has nothing else to do: if it cannot listen, it
+    /// closes before it returns why, so that the process can exit on the error (exiting with
+    /// the engine's threads still running aborts it).
+    pub async fn listen_or_close(self, addr: SocketAddr) -> Result<(Server, Listening)> {
         match self.listen(addr).await {
-            Ok(listening) => self.serve_until_signal(listening).await,
+            Ok(listening) => Ok((self, listening)),
             Err(err) => {
                 if let Err(close) = self.close().await {
                     tracing::warn!(error = %close, "closing the server after it could not listen");

@@ -25,7 +25,6 @@ use crate::options::TracingOptions;
 use crate::store::TableSnapshot;
 use crate::tables::{CHANGE_DATA, FUNCTION_INVOCATIONS, TABLES, WORKFLOWS, schema_of};
 
-
 /// A query's answer: its columns and rows, values as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
