@@ -104,6 +104,18 @@ impl Drop for Slot {
     }
 }
 
+/// When a run given to [`Scheduler::spawn_run`] started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Begun {
+    /// Just now.
+    Now,
+    /// Earlier: the server's recovery resumes it.
+    Recovered,
+    /// Earlier, by an invocation with the same id whose task was interrupted: the caller's
+    /// invocation resumes it, and is answered as a duplicate.
+    ByAnother,
+}
+
 /// Why a step did not produce an output.
 enum StepError {
     /// The workflow failed (the function's failure, a reference that does not resolve).
@@ -379,7 +391,7 @@ impl Scheduler {
             // Started, not ended, and no task here runs it (its task was interrupted):
             // resume it here.
             let plan = self.version(&found.name, found.version)?;
-            return self.spawn_run(plan, found, claim, slot, asynchronous, true).await;
+            return self.spawn_run(plan, found, claim, slot, asynchronous, Begun::ByAnother).await;
         }
         if one_transaction {
             let result = self.run_one_transaction(&plan, row, input, true).await;
@@ -390,17 +402,19 @@ impl Scheduler {
             return Ok((result?, false));
         }
         let () = self.system(system::START, encode(&row)).await?;
-        self.spawn_run(plan, row, claim, slot, asynchronous, false).await
+        self.spawn_run(plan, row, claim, slot, asynchronous, Begun::Now).await
     }
 
     /// Runs a started run's steps on a task of its own; waits for its end unless asked not to.
-    async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, row: WorkflowRow, claim: Claim, slot: Slot, asynchronous: bool, deduplicated: bool) -> Result<(WorkflowRow, bool)> {
+    async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, row: WorkflowRow, claim: Claim, slot: Slot, asynchronous: bool, begun: Begun) -> Result<(WorkflowRow, bool)> {
+        let deduplicated = begun == Begun::ByAnother;
+        let resumed = begun != Begun::Now;
         let outcome = claim.outcome.as_ref().map(watch::Sender::subscribe);
         let scheduler = Arc::clone(self);
         let started = row.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match scheduler.run_steps(&plan, row).await {
+            match scheduler.run_steps(&plan, row, resumed).await {
                 Ok(ended) => claim.complete(Ok(ended)),
                 Err(err) => {
                     tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; it resumes when the server restarts");
@@ -477,7 +491,7 @@ impl Scheduler {
     }
 
     /// Runs a started run's units, each once its inputs are ready, then records its end.
-    async fn run_steps(self: &Arc<Self>, plan: &Arc<WorkflowPlan>, row: WorkflowRow) -> Result<WorkflowRow> {
+    async fn run_steps(self: &Arc<Self>, plan: &Arc<WorkflowPlan>, row: WorkflowRow, resumed: bool) -> Result<WorkflowRow> {
         let input: Arc<Value> = Arc::new(serde_json::from_str(&row.input).map_err(|err| Error::Internal(format!("run {} has unreadable input: {err}", row.id)))?);
         let unit_of: HashMap<&str, usize> = plan.units.iter().enumerate().flat_map(|(u, steps)| steps.iter().map(move |s| (s.as_str(), u))).collect();
         let mut waiting = vec![0usize; plan.units.len()];
@@ -499,7 +513,7 @@ impl Scheduler {
         let mut outputs: HashMap<String, Value> = HashMap::new();
         let mut running = FuturesUnordered::new();
         for u in (0..plan.units.len()).filter(|u| waiting[*u] == 0) {
-            running.push(self.run_unit(plan, &row.id, u, &input, &outputs));
+            running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed));
         }
         let mut failure = None;
         while let Some((u, result)) = running.next().await {
@@ -509,7 +523,7 @@ impl Scheduler {
                     for &d in &dependents[u] {
                         waiting[d] -= 1;
                         if waiting[d] == 0 {
-                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs));
+                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed));
                         }
                     }
                 }
@@ -542,6 +556,7 @@ impl Scheduler {
         unit: usize,
         input: &Arc<Value>,
         outputs: &HashMap<String, Value>,
+        resumed: bool,
     ) -> impl Future<Output = (usize, std::result::Result<Vec<(String, Value)>, StepError>)> + use<> {
         let scheduler = Arc::clone(self);
         let plan = Arc::clone(plan);
@@ -556,6 +571,13 @@ impl Scheduler {
                 .collect(),
         );
         async move {
+            if resumed && plan.is_recorded(&steps[0]) {
+                match scheduler.recorded(&id, &steps).await {
+                    Ok(Some(values)) => return (unit, Ok(values)),
+                    Ok(None) => {}
+                    Err(err) => return (unit, Err(StepError::Interrupted(err))),
+                }
+            }
             let first = match plan.step_input(&steps[0], &input, &outputs) {
                 Some(Ok(first)) => first,
                 Some(Err(err)) => return (unit, Err(StepError::Failed(format!("step {}: {err}", steps[0])))),
@@ -599,6 +621,49 @@ impl Scheduler {
         }
     }
 
+    /// The recorded outputs of a unit's steps, when the unit committed in an earlier
+    /// attempt of the run, looked up in every partition.
+    ///
+    /// A recorded output lives in the partition the unit ran in, which its input chose. On
+    /// resumption the unit's input may differ: a read-only step before it is not recorded
+    /// when the unit is its only consumer (selective recording), and runs again, seeing the
+    /// unit's own writes among others. Looked up only where the new input leads, the output
+    /// would be missed and the unit would run twice.
+    async fn recorded(&self, id: &str, steps: &[String]) -> Result<Option<Vec<(String, Value)>>> {
+        let probe = |home: i64, step: &str| {
+            let invocation = Invocation::new(system::RECORDED, serde_json::json!({ "home": home })).id(id.to_owned(), step.to_owned()).record();
+            async move {
+                match self.engine.invoke(invocation).await {
+                    Ok(output) if output.replayed => Ok(Some(output.value)),
+                    Ok(_) => Err(Error::Internal(format!("the probe of a recorded output ran and answered, for run {id}"))),
+                    Err(comb_backend::Error::Aborted { function, .. }) if function == system::RECORDED => Ok(None),
+                    Err(err) => Err(Error::from(err)),
+                }
+            }
+        };
+        let found = futures::future::join_all(self.homes.iter().map(|home| probe(*home, &steps[0]))).await;
+        let mut first: Option<(i64, Value)> = None;
+        for (home, found) in self.homes.iter().zip(found) {
+            let Some(value) = found? else { continue };
+            if first.is_some() {
+                // Only a build without this lookup could have run the step twice; the run
+                // still ends, with the output found first.
+                tracing::error!(workflow_id = %id, step = %steps[0], "a step's output is recorded in more than one partition: it ran more than once");
+                break;
+            }
+            first = Some((*home, value));
+        }
+        let Some((home, value)) = first else { return Ok(None) };
+        let mut values = Vec::with_capacity(steps.len());
+        values.push((steps[0].clone(), value));
+        // The steps of a unit commit together, in one partition.
+        for step in &steps[1..] {
+            let value = probe(home, step).await?.ok_or_else(|| Error::Internal(format!("step {step} of run {id} is not recorded beside step {}", steps[0])))?;
+            values.push((step.clone(), value));
+        }
+        Ok(Some(values))
+    }
+
     /// Resumes every run that started and did not end: the server's own recovery.
     pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<usize> {
         let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
@@ -617,7 +682,7 @@ impl Scheduler {
             let Ok(claim) = self.claim(&row) else { continue };
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             let slot = Slot(Arc::clone(self));
-            self.spawn_run(plan, row, claim, slot, true, false).await?;
+            self.spawn_run(plan, row, claim, slot, true, Begun::Recovered).await?;
             resumed += 1;
         }
         Ok(resumed)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use comb_backend::{EngineOptions, Function, TRACE_TAG};
+use comb_backend::{EngineOptions, Function, Invocation, TRACE_TAG};
 use comb_client::{Client, Code, ListFilter, RunStatus, SqlFunction, SqlStatement};
 use comb_frontend::{Listening, Server, ServerOptions};
 use serde_json::{Value, json};
@@ -40,6 +40,15 @@ fn functions(runs: &Arc<Runs>) -> Vec<Function> {
                 let n: Option<i64> = tx.query_opt("get", (input["id"].as_i64(),))?;
                 Ok(json!({ "n": n }))
             }),
+        // Reads counter 0 and points at counter `base + n`: a read-only step whose output
+        // changes once counter 0 does.
+        Function::new("pick")
+            .statement("get", "SELECT n FROM counters WHERE id = 0")
+            .partition_by("id")
+            .run(|tx, input| {
+                let n: Option<i64> = tx.query_opt("get", ())?;
+                Ok(json!({ "id": input["base"].as_i64().ok_or("base must be an integer")? + n.unwrap_or(0) }))
+            }),
         Function::new("note")
             .statement("put", "INSERT INTO notes (id, body) VALUES ($1, $2)")
             .partition_by("id")
@@ -67,6 +76,10 @@ fn functions(runs: &Arc<Runs>) -> Vec<Function> {
 }
 
 const COUNT: &str = r#"{"name": "count", "steps": [{"id": "add", "function": "add", "input": "$input"}], "output": "$add"}"#;
+
+/// A read, then a write where the read points: the read is not recorded (the write is its
+/// only consumer), the write is.
+const PICK_ADD: &str = r#"{"name": "pick_add", "steps": [{"id": "pick", "function": "pick", "input": "$input"}, {"id": "add", "function": "add", "input": "$pick"}], "output": "$add"}"#;
 
 /// One `meet` step: it holds its partition's executor until a second `meet` runs, or 10 s.
 const MEETING: &str = r#"{"name": "meeting", "steps": [{"id": "m", "function": "meet", "input": "$input"}], "output": "$m"}"#;
@@ -737,5 +750,54 @@ async fn numbers_and_types_a_function_cannot_take_get_clear_errors() {
     }
     let sum: Option<i64> = f.client.invoke::<Value>("count", &json!({ "id": 1, "by": 0 })).await.unwrap()["n"].as_i64();
     assert_eq!(sum, Some(0), "nothing was written by the refused inputs");
+    f.close().await;
+}
+
+/// A run resumed after its write step committed (and before its end) finds the step's
+/// recorded output in the partition where the step ran, though the unrecorded read before it
+/// now points at a row of another partition: the write does not run a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_finds_its_recorded_step_where_the_step_first_ran() {
+    let mut f = Fixture::new().await;
+    let registered = f.client.register_workflow(PICK_ADD).await.unwrap();
+    assert_eq!(registered.recorded_steps, ["add"], "the read is not recorded: the case at stake");
+    let first = 100;
+    let bump = (1..).find(|k| f.partition_of(first + k) != f.partition_of(first)).unwrap();
+    let second = first + bump;
+    let engine = f.server.as_ref().unwrap().0.engine().clone();
+    // What a crash leaves between the write's commit and the run's end: the run's row and
+    // its entry among the running, at the home the scheduler gives its id (the first
+    // non-negative integer in the id's partition), and `add` committed with its output
+    // recorded in the partition of counter `first`.
+    let id = "resumed-after-its-write";
+    let partition = engine.partition_of(&comb_planner::Value::Text(id.to_owned()));
+    let home = (0..).find(|h| engine.partition_of(&comb_planner::Value::Int(*h)) == partition).unwrap();
+    let input = json!({ "id": 0, "base": first });
+    let row = json!({
+        "home": home, "id": id, "name": "pick_add", "version": registered.version, "status": "running", "input": input.to_string(),
+        "output": null, "error": null, "started_us": 1, "ended_us": null,
+    });
+    engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap();
+    let added = engine.invoke(Invocation::new("add", json!({ "id": first })).id(id, "add").record()).await.unwrap();
+    assert_eq!(added.value, json!({ "id": first, "n": 1 }));
+    // Then counter 0 changes, and `pick` points at `second`, in the other partition.
+    engine.invoke(Invocation::new("add", json!({ "id": 0, "by": bump }))).await.unwrap();
+    let adds = f.runs.add.load(Ordering::SeqCst);
+    drop(engine);
+
+    f.restart().await;
+    assert_eq!(f.server.as_ref().unwrap().0.resumed(), 1);
+    let run = f.client.get_workflow(id, true).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.output, Some(json!({ "id": first, "n": 1 })), "the recorded output, not a second add's");
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), adds, "the recorded step did not run again");
+    let engine = f.server.as_ref().unwrap().0.engine().clone();
+    let counter = |id: i64| {
+        let engine = engine.clone();
+        async move { engine.invoke(Invocation::new("get", json!({ "id": id }))).await.unwrap().value["n"].clone() }
+    };
+    assert_eq!(counter(first).await, json!(1));
+    assert_eq!(counter(second).await, Value::Null, "nothing was added where the read now points");
+    drop(engine);
     f.close().await;
 }
