@@ -383,26 +383,35 @@ impl Scheduler {
                 return Ok((self.wait(&row.id, outcome).await?, true));
             }
         };
-        if given && let Some(found) = self.lookup(&row.id).await? {
-            if found.status != RUNNING {
-                claim.complete(Ok(found.clone()));
-                return Ok((found, true));
+        // The claim must outlive the work it guards. A caller that goes away (its deadline,
+        // its connection) leaves its lookup, transaction or start queued in the engine, where
+        // it still commits; released with the caller, the claim would let a second
+        // invocation of the id run the workflow beside that work. So the rest runs on a task
+        // that owns the claim, and the caller only awaits its answer.
+        let (scheduler, run) = (Arc::clone(self), row.id.clone());
+        let claimed = tokio::spawn(async move {
+            if given && let Some(found) = scheduler.lookup(&row.id).await? {
+                if found.status != RUNNING {
+                    claim.complete(Ok(found.clone()));
+                    return Ok((found, true));
+                }
+                // Started, not ended, and no task here runs it (its task was interrupted):
+                // resume it here.
+                let plan = scheduler.version(&found.name, found.version)?;
+                return scheduler.spawn_run(plan, found, claim, slot, asynchronous, Begun::ByAnother).await;
             }
-            // Started, not ended, and no task here runs it (its task was interrupted):
-            // resume it here.
-            let plan = self.version(&found.name, found.version)?;
-            return self.spawn_run(plan, found, claim, slot, asynchronous, Begun::ByAnother).await;
-        }
-        if one_transaction {
-            let result = self.run_one_transaction(&plan, row, input, true).await;
-            match &result {
-                Ok(ended) => claim.complete(Ok(ended.clone())),
-                Err(err) => claim.complete(Err(err.to_string())),
+            if one_transaction {
+                let result = scheduler.run_one_transaction(&plan, row, input, true).await;
+                match &result {
+                    Ok(ended) => claim.complete(Ok(ended.clone())),
+                    Err(err) => claim.complete(Err(err.to_string())),
+                }
+                return Ok((result?, false));
             }
-            return Ok((result?, false));
-        }
-        let () = self.system(system::START, encode(&row)).await?;
-        self.spawn_run(plan, row, claim, slot, asynchronous, Begun::Now).await
+            let () = scheduler.system(system::START, encode(&row)).await?;
+            scheduler.spawn_run(plan, row, claim, slot, asynchronous, Begun::Now).await
+        });
+        claimed.await.map_err(|err| Error::Internal(format!("the task of run {run} failed: {err}")))?
     }
 
     /// Runs a started run's steps on a task of its own; waits for its end unless asked not to.

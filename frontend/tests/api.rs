@@ -801,3 +801,28 @@ async fn a_resumed_run_finds_its_recorded_step_where_the_step_first_ran() {
     drop(engine);
     f.close().await;
 }
+
+/// A call that times out while its run waits for a busy partition leaves the run going: the
+/// run keeps its id, and a retry with the same id joins it (answered as a duplicate) rather
+/// than running the workflow beside the work the first call queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_time_out_joins_the_run_it_left_going() {
+    let f = Fixture::new().await;
+    let (held, first) = f.hold_partition().await;
+    let key = (2..).find(|k| f.partition_of(*k) == held).unwrap();
+    let adds = f.runs.add.load(Ordering::SeqCst);
+    let impatient = Client::builder(f.url()).timeout(Duration::from_millis(300)).connect().await.unwrap();
+    let err = impatient.invoke::<Value>("count", &json!({ "id": key })).id("retried").run().await.unwrap_err();
+    assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
+    let retry = {
+        let c = f.client.clone();
+        tokio::spawn(async move { c.invoke::<Value>("count", &json!({ "id": key })).id("retried").run().await })
+    };
+    f.let_go(held, first).await;
+    let run = retry.await.unwrap().expect("the retry is answered");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert!(run.deduplicated, "the retry joined the run the first call started");
+    assert_eq!(run.output, Some(json!({ "id": key, "n": 1 })));
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), adds + 1, "the step ran once");
+    f.close().await;
+}
