@@ -384,10 +384,10 @@ impl Scheduler {
             }
         };
         // The claim must outlive the work it guards. A caller that goes away (its deadline,
-        // its connection) leaves its lookup, transaction or start queued in the engine, where
-        // it still commits; released with the caller, the claim would let a second
-        // invocation of the id run the workflow beside that work. So the rest runs on a task
-        // that owns the claim, and the caller only awaits its answer.
+        // its connection) leaves its transaction or start queued in the engine, where it still
+        // commits; released with the caller, the claim would let a second invocation of the
+        // id take that run for an interrupted one, or run the workflow beside it. So the rest
+        // runs on a task that owns the claim, and the caller only awaits its answer.
         let (scheduler, run) = (Arc::clone(self), row.id.clone());
         let claimed = tokio::spawn(async move {
             if given && let Some(found) = scheduler.lookup(&row.id).await? {
@@ -411,7 +411,13 @@ impl Scheduler {
             let () = scheduler.system(system::START, encode(&row)).await?;
             scheduler.spawn_run(plan, row, claim, slot, asynchronous, Begun::Now).await
         });
-        claimed.await.map_err(|err| Error::Internal(format!("the task of run {run} failed: {err}")))?
+        claimed.await.map_err(|err| {
+            if err.is_cancelled() {
+                Error::Interrupted { id: run, cause: "the server is stopping".to_owned() }
+            } else {
+                Error::Internal(format!("the task of run {run} panicked (a bug): {err}"))
+            }
+        })?
     }
 
     /// Runs a started run's steps on a task of its own; waits for its end unless asked not to.
@@ -619,7 +625,7 @@ impl Scheduler {
                     Ok(values) => return (unit, Ok(values)),
                     Err(comb_backend::Error::Overloaded { .. }) if attempt < scheduler.options.step_retries_max => {
                         attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(100)))).await;
+                        back_off(attempt).await;
                     }
                     Err(err) if is_workflow_failure(&err) => {
                         return (unit, Err(StepError::Failed(format!("step {} ({}): {err}", steps.join("+"), steps.iter().map(|s| function_of(&plan, s)).collect::<Vec<_>>().join("+")))));
@@ -639,14 +645,23 @@ impl Scheduler {
     /// unit's own writes among others. Looked up only where the new input leads, the output
     /// would be missed and the unit would run twice.
     async fn recorded(&self, id: &str, steps: &[String]) -> Result<Option<Vec<(String, Value)>>> {
+        // Retried while the engine refuses it for overload, as a step is: recovery resumes
+        // every run at once.
         let probe = |home: i64, step: &str| {
             let invocation = Invocation::new(system::RECORDED, serde_json::json!({ "home": home })).id(id.to_owned(), step.to_owned()).record();
             async move {
-                match self.engine.invoke(invocation).await {
-                    Ok(output) if output.replayed => Ok(Some(output.value)),
-                    Ok(_) => Err(Error::Internal(format!("the probe of a recorded output ran and answered, for run {id}"))),
-                    Err(comb_backend::Error::Aborted { function, .. }) if function == system::RECORDED => Ok(None),
-                    Err(err) => Err(Error::from(err)),
+                let mut attempt = 0;
+                loop {
+                    match self.engine.invoke(invocation.clone()).await {
+                        Ok(output) if output.replayed => return Ok(Some(output.value)),
+                        Ok(_) => return Err(Error::Internal(format!("the probe of a recorded output of run {id} ran and answered (a bug)"))),
+                        Err(comb_backend::Error::Aborted { function, message }) if function == system::RECORDED && message == system::NOT_RECORDED => return Ok(None),
+                        Err(comb_backend::Error::Overloaded { .. }) if attempt < self.options.step_retries_max => {
+                            attempt += 1;
+                            back_off(attempt).await;
+                        }
+                        Err(err) => return Err(Error::from(err)),
+                    }
                 }
             }
         };
@@ -655,8 +670,9 @@ impl Scheduler {
         for (home, found) in self.homes.iter().zip(found) {
             let Some(value) = found? else { continue };
             if first.is_some() {
-                // Only a build without this lookup could have run the step twice; the run
-                // still ends, with the output found first.
+                // The step ran twice (a build without this lookup, or a multi-partition unit
+                // of an interrupted task still queued when this lookup passed its
+                // partition); the run still ends, with the output found first.
                 tracing::error!(workflow_id = %id, step = %steps[0], "a step's output is recorded in more than one partition: it ran more than once");
                 break;
             }
@@ -667,7 +683,7 @@ impl Scheduler {
         values.push((steps[0].clone(), value));
         // The steps of a unit commit together, in one partition.
         for step in &steps[1..] {
-            let value = probe(home, step).await?.ok_or_else(|| Error::Internal(format!("step {step} of run {id} is not recorded beside step {}", steps[0])))?;
+            let value = probe(home, step).await?.ok_or_else(|| Error::Internal(format!("step {step} of run {id} is not recorded beside step {} (a bug, or damage)", steps[0])))?;
             values.push((step.clone(), value));
         }
         Ok(Some(values))
@@ -733,6 +749,12 @@ impl Scheduler {
         let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
         Ok((rows, next))
     }
+}
+
+/// The pause before retry number `attempt` (from 1) of a call the engine refused for
+/// overload: a millisecond more each time, at most 100.
+async fn back_off(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(100)))).await;
 }
 
 fn invocation_id(workflow: &str, step: &str) -> comb_backend::InvocationId {

@@ -814,6 +814,9 @@ async fn a_retry_after_a_time_out_joins_the_run_it_left_going() {
     let impatient = Client::builder(f.url()).timeout(Duration::from_millis(300)).connect().await.unwrap();
     let err = impatient.invoke::<Value>("count", &json!({ "id": key })).id("retried").run().await.unwrap_err();
     assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
+    // Two runs in flight, the meet and the timed-out call's: the call's run holds its id
+    // still, so the retry, sent only now, cannot arrive before it.
+    assert_eq!(f.client.health().await.unwrap().workflows_in_flight, 2, "the timed-out call's run is still in flight");
     let retry = {
         let c = f.client.clone();
         tokio::spawn(async move { c.invoke::<Value>("count", &json!({ "id": key })).id("retried").run().await })
@@ -824,5 +827,11 @@ async fn a_retry_after_a_time_out_joins_the_run_it_left_going() {
     assert!(run.deduplicated, "the retry joined the run the first call started");
     assert_eq!(run.output, Some(json!({ "id": key, "n": 1 })));
     assert_eq!(f.runs.add.load(Ordering::SeqCst), adds + 1, "the step ran once");
+    // Each run's task gives its slot back as it ends, just after it answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.client.health().await.unwrap().workflows_in_flight != 0 {
+        assert!(Instant::now() < deadline, "every run's slot is given back");
+        tokio::task::yield_now().await;
+    }
     f.close().await;
 }
