@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use comb_backend::{EngineOptions, Function, Invocation, TRACE_TAG};
+use comb_backend::{EngineOptions, Function, Invocation, InvocationId, NextInput, NextInputFn, TRACE_TAG, Transaction, TransactionStep};
 use comb_client::{Client, Code, ListFilter, RunStatus, SqlFunction, SqlStatement};
 use comb_frontend::{Listening, Server, ServerOptions};
 use serde_json::{Value, json};
@@ -80,6 +80,13 @@ const COUNT: &str = r#"{"name": "count", "steps": [{"id": "add", "function": "ad
 /// A read, then a write where the read points: the read is not recorded (the write is its
 /// only consumer), the write is.
 const PICK_ADD: &str = r#"{"name": "pick_add", "steps": [{"id": "pick", "function": "pick", "input": "$input"}, {"id": "add", "function": "add", "input": "$pick"}], "output": "$add"}"#;
+
+/// `pick`, then a group of `add` and `note` where `pick` points, recorded together.
+const PICK_PAIR: &str = r#"{"name": "pick_pair", "steps": [
+    {"id": "pick", "function": "pick", "input": "$input"},
+    {"id": "add", "function": "add", "input": "$pick"},
+    {"id": "note", "function": "note", "input": {"id": "$add.id", "body": "picked"}}],
+    "transactions": [["add", "note"]], "output": {"n": "$add.n", "noted": "$note.noted"}}"#;
 
 /// One `meet` step: it holds its partition's executor until a second `meet` runs, or 10 s.
 const MEETING: &str = r#"{"name": "meeting", "steps": [{"id": "m", "function": "meet", "input": "$input"}], "output": "$m"}"#;
@@ -753,33 +760,56 @@ async fn numbers_and_types_a_function_cannot_take_get_clear_errors() {
     f.close().await;
 }
 
-/// A run resumed after its write step committed (and before its end) finds the step's
-/// recorded output in the partition where the step ran, though the unrecorded read before it
-/// now points at a row of another partition: the write does not run a second time.
+/// A run resumed after its write committed (and before its end) finds the write's recorded
+/// output in the partition where the write ran, though the unrecorded read before it now
+/// points at a row of another partition: the write does not run a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_finds_its_recorded_step_where_the_step_first_ran() {
+    resumed_after_its_write(false).await;
+}
+
+/// The same with the write a group of two steps, recorded together in the partition of the
+/// first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_finds_its_recorded_group_where_the_group_first_ran() {
+    resumed_after_its_write(true).await;
+}
+
+async fn resumed_after_its_write(grouped: bool) {
     let mut f = Fixture::new().await;
-    let registered = f.client.register_workflow(PICK_ADD).await.unwrap();
-    assert_eq!(registered.recorded_steps, ["add"], "the read is not recorded: the case at stake");
     let first = 100;
+    let (workflow, spec, recorded, output): (_, _, &[&str], _) = if grouped {
+        ("pick_pair", PICK_PAIR, &["add", "note"], json!({ "n": 1, "noted": first }))
+    } else {
+        ("pick_add", PICK_ADD, &["add"], json!({ "id": first, "n": 1 }))
+    };
+    let registered = f.client.register_workflow(spec).await.unwrap();
+    assert_eq!(registered.recorded_steps, recorded, "the read is not recorded: the case at stake");
     let bump = (1..).find(|k| f.partition_of(first + k) != f.partition_of(first)).unwrap();
     let second = first + bump;
     let engine = f.server.as_ref().unwrap().0.engine().clone();
     // What a crash leaves between the write's commit and the run's end: the run's row and
     // its entry among the running, at the home the scheduler gives its id (the first
-    // non-negative integer in the id's partition), and `add` committed with its output
+    // non-negative integer in the id's partition), and the write committed with its output
     // recorded in the partition of counter `first`.
-    let id = "resumed-after-its-write";
-    let partition = engine.partition_of(&comb_planner::Value::Text(id.to_owned()));
+    let id = format!("resumed-after-its-write-{workflow}");
+    let partition = engine.partition_of(&comb_planner::Value::Text(id.clone()));
     let home = (0..).find(|h| engine.partition_of(&comb_planner::Value::Int(*h)) == partition).unwrap();
     let input = json!({ "id": 0, "base": first });
     let row = json!({
-        "home": home, "id": id, "name": "pick_add", "version": registered.version, "status": "running", "input": input.to_string(),
+        "home": home, "id": id, "name": workflow, "version": registered.version, "status": "running", "input": input.to_string(),
         "output": null, "error": null, "started_us": 1, "ended_us": null,
     });
     engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap();
-    let added = engine.invoke(Invocation::new("add", json!({ "id": first })).id(id, "add").record()).await.unwrap();
-    assert_eq!(added.value, json!({ "id": first, "n": 1 }));
+    if grouped {
+        let step = |function: &str| TransactionStep { function: function.to_owned(), id: Some(InvocationId { workflow: id.clone(), step: function.to_owned() }), record: true };
+        let next: Arc<NextInputFn> = Arc::new(|next: &NextInput<'_>| Ok(json!({ "id": next.outputs[0]["id"], "body": "picked" })));
+        let transaction = Transaction { steps: vec![step("add"), step("note")], input: json!({ "id": first }), next_input: next };
+        engine.invoke_transaction(transaction).await.unwrap();
+    } else {
+        let added = engine.invoke(Invocation::new("add", json!({ "id": first })).id(id.clone(), "add").record()).await.unwrap();
+        assert_eq!(added.value, json!({ "id": first, "n": 1 }));
+    }
     // Then counter 0 changes, and `pick` points at `second`, in the other partition.
     engine.invoke(Invocation::new("add", json!({ "id": 0, "by": bump }))).await.unwrap();
     let adds = f.runs.add.load(Ordering::SeqCst);
@@ -787,10 +817,10 @@ async fn a_resumed_run_finds_its_recorded_step_where_the_step_first_ran() {
 
     f.restart().await;
     assert_eq!(f.server.as_ref().unwrap().0.resumed(), 1);
-    let run = f.client.get_workflow(id, true).await.unwrap();
-    assert_eq!(run.status, RunStatus::Succeeded);
-    assert_eq!(run.output, Some(json!({ "id": first, "n": 1 })), "the recorded output, not a second add's");
-    assert_eq!(f.runs.add.load(Ordering::SeqCst), adds, "the recorded step did not run again");
+    let run = f.client.get_workflow(&id, true).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output, Some(output), "the recorded output, not a second write's");
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), adds, "the recorded write did not run again");
     let engine = f.server.as_ref().unwrap().0.engine().clone();
     let counter = |id: i64| {
         let engine = engine.clone();
