@@ -639,11 +639,12 @@ impl Scheduler {
     /// The recorded outputs of a unit's steps, when the unit committed in an earlier
     /// attempt of the run, looked up in every partition.
     ///
-    /// A recorded output lives in the partition the unit ran in, which its input chose. On
-    /// resumption the unit's input may differ: a read-only step before it is not recorded
-    /// when the unit is its only consumer (selective recording), and runs again, seeing the
-    /// unit's own writes among others. Looked up only where the new input leads, the output
-    /// would be missed and the unit would run twice.
+    /// A unit's recorded outputs live in one partition, which its input chose (the one it
+    /// ran in, or its first step's; see `docs/workflows.md`). On resumption the input may
+    /// differ: a read-only step before it is not recorded when the unit is its only consumer
+    /// (selective recording), and runs again, seeing the unit's own writes among others.
+    /// Looked up only where the new input leads, the outputs would be missed and the unit
+    /// would run twice.
     async fn recorded(&self, id: &str, steps: &[String]) -> Result<Option<Vec<(String, Value)>>> {
         // Retried while the engine refuses it for overload, as a step is: recovery resumes
         // every run at once.
