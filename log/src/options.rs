@@ -14,6 +14,16 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 /// Largest `recent-bytes-max` accepted.
 pub const RECENT_BYTES_MAX: usize = 1 << 30;
 
+/// Bytes of a group commit's frame (its records, each framed), at most: the frame stores its
+/// length in 32 bits. The batch bounds must keep the largest group within it.
+pub const FRAME_BODY_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Bytes a record takes in a frame beside its payload, with `tags` tags: its length (4), its
+/// encoding (1), its tag count (2), and 8 per tag.
+pub(crate) fn record_framing_bytes(tags: usize) -> u64 {
+    7 + 8 * tags as u64
+}
+
 /// Options of the shared log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
@@ -94,6 +104,16 @@ impl LogOptions {
         if self.tags_per_record_max > usize::from(u16::MAX) {
             return invalid("tags-per-record-max", format!("must be at most {}", u16::MAX));
         }
+        let largest_frame = (self.batch_bytes_max as u64).saturating_add((self.batch_records_max as u64).saturating_mul(record_framing_bytes(self.tags_per_record_max)));
+        if largest_frame > FRAME_BODY_BYTES_MAX {
+            return invalid(
+                "batch-bytes-max",
+                format!(
+                    "a group of batch-bytes-max ({}) bytes in batch-records-max ({}) records of tags-per-record-max ({}) tags would take {largest_frame} bytes, above the {FRAME_BODY_BYTES_MAX} one write can hold",
+                    self.batch_bytes_max, self.batch_records_max, self.tags_per_record_max
+                ),
+            );
+        }
         if self.batch_bytes_max < self.record_bytes_max {
             return invalid(
                 "batch-bytes-max",
@@ -122,6 +142,12 @@ mod tests {
         LogOptions { recent_bytes_max: 0, ..LogOptions::default() }.validate().unwrap();
         let err = LogOptions { recent_bytes_max: RECENT_BYTES_MAX + 1, ..LogOptions::default() }.validate().unwrap_err();
         assert!(matches!(err, Error::InvalidOptions { option: "recent-bytes-max", .. }), "{err}");
+        let at_most = FRAME_BODY_BYTES_MAX - 4_096 * record_framing_bytes(64);
+        LogOptions { batch_bytes_max: at_most as usize, record_bytes_max: 1, ..LogOptions::default() }.validate().unwrap();
+        let err = LogOptions { batch_bytes_max: at_most as usize + 1, record_bytes_max: 1, ..LogOptions::default() }.validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidOptions { option: "batch-bytes-max", .. }), "{err}");
+        let err = LogOptions { batch_records_max: usize::MAX, ..LogOptions::default() }.validate().unwrap_err();
+        assert!(matches!(err, Error::InvalidOptions { option: "batch-bytes-max", .. }), "{err}");
         for segment_bytes in [SEGMENT_BYTES_MIN - 1, SEGMENT_BYTES_MAX + 1] {
             let err = LogOptions { segment_bytes, ..LogOptions::default() }.validate().unwrap_err();
             assert!(matches!(err, Error::InvalidOptions { option: "segment-bytes", .. }), "{err}");

@@ -757,6 +757,16 @@ mod tests {
     }
 
     #[test]
+    fn a_record_takes_its_payload_and_its_framing_in_a_frame() {
+        for (tags, payload) in [(0usize, 0usize), (1, 5), (64, 1000)] {
+            let entry = Entry::new(vec![9; tags], vec![1; payload]);
+            let mut out = Vec::new();
+            encode_frame(1, &[entry], &mut out);
+            assert_eq!((out.len() - HEADER_BYTES) as u64, payload as u64 + crate::options::record_framing_bytes(tags), "{tags} tags, {payload} bytes");
+        }
+    }
+
+    #[test]
     fn frames_round_trip_and_any_damage_is_seen() {
         let bytes = frame(7, &[b"one", b"", b"three"], 5, SALT);
         let parsed = parse_frame(&bytes, SALT).expect("a whole frame");
