@@ -325,13 +325,9 @@ pub(crate) fn writer_gone() -> Error {
     Error::Failed { cause: "the log writer thread stopped unexpectedly".to_owned() }
 }
 
-/// Reads at `lsn` fail once records below the trim point are gone (never on an untrimmed log).
+/// Reads at `lsn` fail once records below the published trim point are gone.
 fn check_not_trimmed(lsn: Lsn, published: &Published) -> Result<()> {
-    if lsn < published.trim_point && published.trim_point > 1 {
-        Err(Error::Trimmed { lsn, trim_point: published.trim_point })
-    } else {
-        Ok(())
-    }
+    crate::loglet::check_not_trimmed(lsn, published.trim_point)
 }
 
 /// The state of one subscriber: its position and a small buffer of records read ahead.

@@ -50,6 +50,7 @@ macro_rules! loglet_conformance_tests {
             callbacks_hear_durable_appends_and_refusals_return_at_once,
             concurrent_appenders_get_distinct_dense_lsns,
             trim_discards_and_reads_below_fail,
+            reads_racing_trims_see_each_trim_wholly,
             seal_refuses_appends_and_keeps_reads,
             subscribe_waits_for_new_appends,
             subscribers_read_recent_records_from_memory,
@@ -431,6 +432,11 @@ pub async fn trim_discards_and_reads_below_fail(factory: Factory) {
     assert_eq!(s.log.trim_point(), 5);
     assert_eq!(s.log.read_next(ANY_TAG, 3).await, Err(Error::Trimmed { lsn: 3, trim_point: 5 }));
     assert_eq!(s.log.read_prev(ANY_TAG, 4).await, Err(Error::Trimmed { lsn: 4, trim_point: 5 }));
+    // The loglet refuses them too (the log checks first, so the loglet's refusal answers a
+    // read that raced the trim), rather than skip what was trimmed.
+    assert_eq!(s.control.scan(ANY_TAG, 3, 10, 10), Err(Error::Trimmed { lsn: 3, trim_point: 5 }));
+    assert_eq!(s.control.scan(1, 4, 10, 10), Err(Error::Trimmed { lsn: 4, trim_point: 5 }));
+    assert_eq!(s.control.read_prev(2, 4), Err(Error::Trimmed { lsn: 4, trim_point: 5 }));
     assert_eq!(s.log.read_next(ANY_TAG, 5).await.unwrap().map(|r| r.lsn), Some(5));
     assert_eq!(s.log.read_prev(2, 6).await.unwrap().map(|r| r.lsn), Some(5), "tag 2 is on odd LSNs");
     assert_eq!(s.log.read_prev(1, 5).await.unwrap(), None, "tag 1's record 4 is trimmed");
@@ -443,6 +449,47 @@ pub async fn trim_discards_and_reads_below_fail(factory: Factory) {
     assert!(s.log.read_range(ANY_TAG, 11, 10).await.unwrap().is_empty());
     assert_eq!(s.log.append(&[1], "after trim").await, Ok(11));
     assert_eq!(s.log.read_next(1, 11).await.unwrap().map(|r| r.payload), Some(Bytes::from_static(b"after trim")));
+}
+
+/// Reads racing trims see each trim wholly or not at all: a read from the trim point it
+/// last saw fails `Trimmed`, or returns the records from there, the first of them where it
+/// asked; never a false `Corrupt` (an indexed record gone), never records from further on.
+pub async fn reads_racing_trims_see_each_trim_wholly(factory: Factory) {
+    const RECORDS: u64 = 600;
+    let s = open_default(factory).await;
+    let entries: Vec<Entry> = (1..=RECORDS).map(|i| Entry::new([1 + i % 2], payload(i))).collect();
+    s.log.append_batch(entries).await.unwrap();
+    let trims = {
+        let log = s.log.clone();
+        tokio::spawn(async move {
+            for upto in (2..RECORDS).step_by(3) {
+                log.trim(upto).await.unwrap();
+            }
+        })
+    };
+    let (mut refused, mut answered) = (0, 0);
+    while !trims.is_finished() {
+        let from = s.log.trim_point();
+        // Tag 1 is on even LSNs: the first a read by it can return.
+        for (tag, first) in [(ANY_TAG, from), (1, from + from % 2)] {
+            match within("a read racing trims", s.log.read_range(tag, from, 64)).await {
+                Err(Error::Trimmed { lsn, .. }) => {
+                    assert_eq!(lsn, from);
+                    refused += 1;
+                }
+                Ok(records) => {
+                    answered += 1;
+                    let lsns: Vec<Lsn> = records.iter().map(|r| r.lsn).collect();
+                    assert_eq!(lsns.first(), Some(&first), "a read by tag {tag} from {from}: {lsns:?}");
+                    let step = if tag == ANY_TAG { 1 } else { 2 };
+                    assert!(lsns.windows(2).all(|w| w[1] == w[0] + step), "a read by tag {tag} from {from} is dense: {lsns:?}");
+                }
+                Err(err) => panic!("a read by tag {tag} from {from} racing a trim: {err}"),
+            }
+        }
+    }
+    within("the trims", trims).await.unwrap();
+    assert!(answered > 0, "reads were answered ({refused} refused)");
 }
 
 /// After a seal, appends fail with `Sealed` carrying the tail, reads still work, and sealing

@@ -2,7 +2,7 @@
 //! medium, after Delos' loglets. A replicated loglet can later replace the local ones without
 //! the layers above noticing.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::{Entry, Lsn, Record, Tag};
 
 /// What a loglet knows about itself when it is opened.
@@ -56,11 +56,14 @@ pub trait Loglet: Send + Sync + 'static {
     fn sync(&self) -> Result<()>;
 
     /// The records carrying `tag` (`ANY_TAG`: all) with LSNs in `from ..= to`, in order, at
-    /// most `limit` of them. LSNs below the trim point are skipped.
+    /// most `limit` of them. A trimmed log refuses a `from` below its trim point
+    /// (`Trimmed`): the log checks that before it reads, so the loglet's check answers a read
+    /// that raced a trim, which would otherwise skip the records trimmed meanwhile. A read
+    /// sees a trim wholly or not at all.
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>>;
 
     /// The last record carrying `tag` with an LSN at most `max`, if any at or above the trim
-    /// point.
+    /// point. A trimmed log refuses a `max` below its trim point (`Trimmed`), as `scan` does.
     fn read_prev(&self, tag: Tag, max: Lsn) -> Result<Option<Record>>;
 
     /// Durably discards every record below `upto` (`trim_point < upto <= tail + 1`).
@@ -71,4 +74,10 @@ pub trait Loglet: Send + Sync + 'static {
 
     /// Releases the storage (files, locks). Every later call fails with `Closed`.
     fn close(&self) -> Result<()>;
+}
+
+/// Reads at `lsn` fail once records below the trim point are gone (never on an untrimmed
+/// log, whose trim point is 1).
+pub(crate) fn check_not_trimmed(lsn: Lsn, trim_point: Lsn) -> Result<()> {
+    if lsn < trim_point && trim_point > 1 { Err(Error::Trimmed { lsn, trim_point }) } else { Ok(()) }
 }

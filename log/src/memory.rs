@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 
 use crate::error::{Error, Result};
-use crate::loglet::{Loglet, LogletState};
+use crate::loglet::{Loglet, LogletState, check_not_trimmed};
 use crate::record::{ANY_TAG, Entry, Lsn, Record, Tag};
 
 /// A loglet whose records live in memory.
@@ -95,38 +95,36 @@ impl Loglet for MemoryLoglet {
 
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>> {
         self.read(|m| {
+            check_not_trimmed(from, m.trim_point)?;
             let from = from.max(m.trim_point);
             let to = to.min(m.tail());
             if from > to {
-                return Vec::new();
+                return Ok(Vec::new());
             }
             if tag == ANY_TAG {
-                return (from..=to).take(limit).filter_map(|lsn| m.get(lsn).cloned()).collect();
+                return Ok((from..=to).take(limit).filter_map(|lsn| m.get(lsn).cloned()).collect());
             }
-            let Some(lsns) = m.by_tag.get(&tag) else { return Vec::new() };
+            let Some(lsns) = m.by_tag.get(&tag) else { return Ok(Vec::new()) };
             let start = lsns.partition_point(|lsn| *lsn < from);
-            lsns.range(start..)
-                .take_while(|lsn| **lsn <= to)
-                .take(limit)
-                .filter_map(|lsn| m.get(*lsn).cloned())
-                .collect()
-        })
+            Ok(lsns.range(start..).take_while(|lsn| **lsn <= to).take(limit).filter_map(|lsn| m.get(*lsn).cloned()).collect())
+        })?
     }
 
     fn read_prev(&self, tag: Tag, max: Lsn) -> Result<Option<Record>> {
         self.read(|m| {
+            check_not_trimmed(max, m.trim_point)?;
             let max = max.min(m.tail());
             if max < m.trim_point {
-                return None;
+                return Ok(None);
             }
             if tag == ANY_TAG {
-                return m.get(max).cloned();
+                return Ok(m.get(max).cloned());
             }
-            let lsns = m.by_tag.get(&tag)?;
+            let Some(lsns) = m.by_tag.get(&tag) else { return Ok(None) };
             let end = lsns.partition_point(|lsn| *lsn <= max);
-            let lsn = *lsns.get(end.checked_sub(1)?)?;
-            if lsn < m.trim_point { None } else { m.get(lsn).cloned() }
-        })
+            let Some(&lsn) = end.checked_sub(1).and_then(|at| lsns.get(at)) else { return Ok(None) };
+            Ok(if lsn < m.trim_point { None } else { m.get(lsn).cloned() })
+        })?
     }
 
     fn trim(&self, upto: Lsn) -> Result<()> {

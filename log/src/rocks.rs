@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rocksdb::compaction_filter::Decision;
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, ErrorKind, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, ErrorKind, FlushOptions, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions};
 
 use crate::error::{Error, Result, disk_full_advice};
-use crate::loglet::{Loglet, LogletState};
+use crate::loglet::{Loglet, LogletState, check_not_trimmed};
 use crate::record::{ANY_TAG, Entry, Lsn, Record, Tag, decode_tags, decode_value};
 use crate::segments::{self, Segments, encode_frame};
 
@@ -303,11 +303,25 @@ impl RocksLoglet {
         })
     }
 
-    fn get_record(&self, db: &DB, lsn: Lsn) -> Result<Option<Record>> {
-        let value = db.get_pinned_cf(family(db, RECORDS)?, lsn_key(lsn)).map_err(|err| storage_error("read a record", &self.path, err))?;
+    fn get_record(&self, db: &DB, at: &Snapshot<'_>, lsn: Lsn) -> Result<Option<Record>> {
+        let value = at.get_pinned_cf(family(db, RECORDS)?, lsn_key(lsn)).map_err(|err| storage_error("read a record", &self.path, err))?;
         value.map(|value| decode_value(lsn, &value)).transpose()
     }
+
+    /// The trim point as of `at`. A read takes it from its snapshot, not from the loglet's
+    /// latest: a trim writes its point and deletes the records below in one batch, so a read
+    /// sees the trim wholly or not at all (never an index entry whose record is gone, nor a
+    /// record skipped without `Trimmed`).
+    fn trim_point_at(&self, db: &DB, at: &Snapshot<'_>) -> Result<Lsn> {
+        match at.get_pinned_cf(family(db, META)?, META_TRIM_POINT).map_err(|err| storage_error("read the trim point", &self.path, err))? {
+            Some(bytes) => decode_u64(&bytes, || "metadata `trim_point`".to_owned()),
+            None => Ok(1),
+        }
+    }
 }
+
+/// A consistent view of the loglet's database, taken by each read.
+type Snapshot<'a> = SnapshotWithThreadMode<'a, DB>;
 
 fn family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
     db.cf_handle(name).ok_or_else(|| Error::Internal(format!("column family {name} missing after open")))
@@ -376,13 +390,17 @@ impl Loglet for RocksLoglet {
 
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>> {
         self.with_db(|db| {
-            let from = from.max(self.trim_point.load(Ordering::Acquire));
+            let at = db.snapshot();
+            let trim_point = self.trim_point_at(db, &at)?;
+            check_not_trimmed(from, trim_point)?;
+            let from = from.max(trim_point);
             if from > to || limit == 0 {
                 return Ok(Vec::new());
             }
             let mut out = Vec::new();
             if tag == ANY_TAG {
                 let mut options = ReadOptions::default();
+                options.set_snapshot(&at);
                 options.set_iterate_upper_bound(lsn_key(to.saturating_add(1)));
                 let mut it = db.raw_iterator_cf_opt(family(db, RECORDS)?, options);
                 it.seek(lsn_key(from));
@@ -399,6 +417,7 @@ impl Loglet for RocksLoglet {
                 return Ok(out);
             }
             let mut options = ReadOptions::default();
+            options.set_snapshot(&at);
             // The smallest key after (tag, to): that key with a zero byte appended.
             let mut upper = tag_key(tag, to).to_vec();
             upper.push(0);
@@ -413,7 +432,7 @@ impl Loglet for RocksLoglet {
             }
             it.status().map_err(|err| storage_error("scan the tag index", &self.path, err))?;
             for lsn in lsns {
-                match self.get_record(db, lsn)? {
+                match self.get_record(db, &at, lsn)? {
                     Some(record) => out.push(record),
                     None => return Err(Error::Corrupt { location: format!("record {lsn}"), detail: format!("indexed under tag {tag} but missing") }),
                 }
@@ -424,22 +443,25 @@ impl Loglet for RocksLoglet {
 
     fn read_prev(&self, tag: Tag, max: Lsn) -> Result<Option<Record>> {
         self.with_db(|db| {
-            let trim_point = self.trim_point.load(Ordering::Acquire);
+            let at = db.snapshot();
+            let trim_point = self.trim_point_at(db, &at)?;
+            check_not_trimmed(max, trim_point)?;
             let max = max.min(self.tail.load(Ordering::Acquire));
             if max < trim_point {
                 return Ok(None);
             }
             if tag == ANY_TAG {
-                return self.get_record(db, max);
+                return self.get_record(db, &at, max);
             }
             let mut options = ReadOptions::default();
+            options.set_snapshot(&at);
             options.set_iterate_lower_bound(tag_key(tag, trim_point));
             let mut it = db.raw_iterator_cf_opt(family(db, TAG_INDEX)?, options);
             it.seek_for_prev(tag_key(tag, max));
             it.status().map_err(|err| storage_error("read the tag index", &self.path, err))?;
             let Some(key) = it.key() else { return Ok(None) };
             let lsn = decode_u64(&key[8..], || "a tag index key".to_owned())?;
-            match self.get_record(db, lsn)? {
+            match self.get_record(db, &at, lsn)? {
                 Some(record) => Ok(Some(record)),
                 None => Err(Error::Corrupt { location: format!("record {lsn}"), detail: format!("indexed under tag {tag} but missing") }),
             }
