@@ -63,7 +63,7 @@ pub trait Loglet: Send + Sync + 'static {
     fn scan(&self, tag: Tag, from: Lsn, to: Lsn, limit: usize) -> Result<Vec<Record>>;
 
     /// The last record carrying `tag` with an LSN at most `max`, if any at or above the trim
-    /// point. A trimmed log refuses a `max` below its trim point (`Trimmed`), as `scan` does.
+    /// point (the log clamps `max` to its tail first, so one below the trim point is `None`).
     fn read_prev(&self, tag: Tag, max: Lsn) -> Result<Option<Record>>;
 
     /// Durably discards every record below `upto` (`trim_point < upto <= tail + 1`).

@@ -109,7 +109,7 @@ impl LogOptions {
             return invalid(
                 "batch-bytes-max",
                 format!(
-                    "a group of batch-bytes-max ({}) bytes in batch-records-max ({}) records of tags-per-record-max ({}) tags would take {largest_frame} bytes, above the {FRAME_BODY_BYTES_MAX} one write can hold",
+                    "a group of batch-bytes-max ({}) bytes in batch-records-max ({}) records of tags-per-record-max ({}) tags would take {largest_frame} bytes, above the {FRAME_BODY_BYTES_MAX} bytes one frame can hold",
                     self.batch_bytes_max, self.batch_records_max, self.tags_per_record_max
                 ),
             );

@@ -393,6 +393,7 @@ impl Loglet for RocksLoglet {
             let at = db.snapshot();
             let trim_point = self.trim_point_at(db, &at)?;
             check_not_trimmed(from, trim_point)?;
+            let asked = from;
             let from = from.max(trim_point);
             if from > to || limit == 0 {
                 return Ok(Vec::new());
@@ -437,16 +438,20 @@ impl Loglet for RocksLoglet {
                     None => return Err(Error::Corrupt { location: format!("record {lsn}"), detail: format!("indexed under tag {tag} but missing") }),
                 }
             }
+            // The index's compaction filter drops entries below the latest trim point, which
+            // no snapshot holds back: a trim after the snapshot may have emptied part of the
+            // range. The read then counts as after that trim.
+            check_not_trimmed(asked, self.trim_point.load(Ordering::Acquire))?;
             Ok(out)
         })
     }
 
     fn read_prev(&self, tag: Tag, max: Lsn) -> Result<Option<Record>> {
         self.with_db(|db| {
+            // The tail before the snapshot, so that the snapshot holds every record up to it.
+            let max = max.min(self.tail.load(Ordering::Acquire));
             let at = db.snapshot();
             let trim_point = self.trim_point_at(db, &at)?;
-            check_not_trimmed(max, trim_point)?;
-            let max = max.min(self.tail.load(Ordering::Acquire));
             if max < trim_point {
                 return Ok(None);
             }
