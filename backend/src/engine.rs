@@ -413,7 +413,7 @@ impl Engine {
         let member = Member { function: Arc::clone(function), id: invocation.id, record: invocation.record };
         let partition = if function.single_partition { Some(partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions)) } else { None };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members: vec![member], input: invocation.input, next_input: None, record_partition: None, reply };
+        let job = Job { members: vec![member], input: invocation.input, next_input: None, record_partition: None, lookup_only: false, reply };
         self.submit(job, partition)?;
         answer.await.map_err(|_| Error::Closed)?
     }
@@ -444,7 +444,7 @@ impl Engine {
             // A later function's key may fall elsewhere; then it runs again, multi-partition.
             let (reply, answer) = tokio::sync::oneshot::channel();
             let next_input = Some(Arc::clone(&transaction.next_input));
-            let job = Job { members: members()?, input: transaction.input.clone(), next_input, record_partition: home, reply };
+            let job = Job { members: members()?, input: transaction.input.clone(), next_input, record_partition: home, lookup_only: false, reply };
             self.submit(job, home)?;
             match answer.await.map_err(|_| Error::Closed)? {
                 Err(Error::WrongPartition { .. }) => {}
@@ -452,9 +452,45 @@ impl Engine {
             }
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), record_partition: home, reply };
+        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), record_partition: home, lookup_only: false, reply };
         self.submit(job, None)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The recorded outputs of `steps` (one function, or several recorded together as one
+    /// transaction), when they committed with recording, wherever that was: every partition
+    /// is asked, since the one that holds them was chosen by the input of the run that
+    /// recorded them, and a later run's input may lead elsewhere. Nothing runs. Found, the
+    /// output is what invoking them again would answer (`replayed`, and traced so); `None`
+    /// when no partition holds them.
+    pub async fn find_recorded(&self, steps: &[TransactionStep]) -> Result<Option<Output>> {
+        let registry = self.registry();
+        let mut answers = Vec::with_capacity(self.inner.partitions.len());
+        for partition in 0..self.inner.options.partitions {
+            let members = steps
+                .iter()
+                .map(|s| Ok(Member { function: Arc::clone(registry.function(&s.function)?), id: s.id.clone(), record: true }))
+                .collect::<Result<Vec<_>>>()?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.submit(Job { members, input: serde_json::Value::Null, next_input: None, record_partition: None, lookup_only: true, reply }, Some(partition))?;
+            answers.push(answer);
+        }
+        let mut found = None;
+        for answer in answers {
+            let output = answer.await.map_err(|_| Error::Closed)??;
+            if !output.replayed {
+                continue;
+            }
+            if found.is_some() {
+                // They committed twice (a build without this lookup, or a multi-partition
+                // unit of an interrupted run still queued when the lookup passed its
+                // partition); the first found is the answer.
+                tracing::error!(steps = ?steps.iter().map(|s| &s.id).collect::<Vec<_>>(), "outputs recorded in more than one partition: they ran more than once");
+                continue;
+            }
+            found = Some(output);
+        }
+        Ok(found)
     }
 
     /// Queues a job on a partition's executor, or on the coordinator (`None`).

@@ -459,6 +459,9 @@ pub(crate) struct Job {
     /// The partition that holds the recorded outputs; `None`: the executing partition, or
     /// for a multi-partition run the partition of the workflow id.
     pub(crate) record_partition: Option<u16>,
+    /// Only the recorded-output lookup: when the members' outputs are not recorded here,
+    /// nothing runs, and the output is `null`, not replayed.
+    pub(crate) lookup_only: bool,
     pub(crate) reply: Reply,
 }
 
@@ -641,6 +644,9 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
     if let Some(values) = recorded_outputs(job, snapshot, record_partition)? {
         let traces = job.traced_members().map(|m| InvocationRecord { replayed: true, read_only: true, ..member_trace(m, partition, progress.start_us) }).collect();
         return Ok(Ran::Read { output: Output { value: job_value(values), lsn: None, replayed: true }, traces });
+    }
+    if job.lookup_only {
+        return Ok(Ran::Read { output: Output { value: serde_json::Value::Null, lsn: None, replayed: false }, traces: Vec::new() });
     }
     let mut writes = WriteSet::default();
     if shared.trace_reads {

@@ -587,7 +587,7 @@ impl Scheduler {
         );
         async move {
             if resumed && plan.is_recorded(&steps[0]) {
-                match scheduler.recorded(&id, &steps).await {
+                match scheduler.recorded(&plan, &id, &steps).await {
                     Ok(Some(values)) => return (unit, Ok(values)),
                     Ok(None) => {}
                     Err(err) => return (unit, Err(StepError::Interrupted(err))),
@@ -606,7 +606,7 @@ impl Scheduler {
                     if plan.is_recorded(step) {
                         invocation = invocation.record();
                     }
-                    scheduler.engine.invoke(invocation).await.map(|o| vec![(step.clone(), o.value)])
+                    scheduler.engine.invoke(invocation).await
                 } else {
                     let transaction = Transaction {
                         steps: steps
@@ -616,13 +616,10 @@ impl Scheduler {
                         input: first.clone(),
                         next_input: unit_inputs(&plan, &steps, &input, &outputs),
                     };
-                    scheduler.engine.invoke_transaction(transaction).await.map(|o| match o.value {
-                        Value::Array(values) => steps.iter().cloned().zip(values).collect(),
-                        other => vec![(steps[0].clone(), other)],
-                    })
+                    scheduler.engine.invoke_transaction(transaction).await
                 };
                 match result {
-                    Ok(values) => return (unit, Ok(values)),
+                    Ok(output) => return (unit, Ok(unit_outputs(&steps, output.value))),
                     Err(comb_backend::Error::Overloaded { .. }) if attempt < scheduler.options.step_retries_max => {
                         attempt += 1;
                         back_off(attempt).await;
@@ -637,7 +634,7 @@ impl Scheduler {
     }
 
     /// The recorded outputs of a unit's steps, when the unit committed in an earlier
-    /// attempt of the run, looked up in every partition.
+    /// attempt of the run, wherever that was ([`Engine::find_recorded`]).
     ///
     /// A unit's recorded outputs live in one partition, which its input chose (the one it
     /// ran in, or its first step's; see `docs/workflows.md`). On resumption the input may
@@ -645,49 +642,21 @@ impl Scheduler {
     /// (selective recording), and runs again, seeing the unit's own writes among others.
     /// Looked up only where the new input leads, the outputs would be missed and the unit
     /// would run twice.
-    async fn recorded(&self, id: &str, steps: &[String]) -> Result<Option<Vec<(String, Value)>>> {
+    async fn recorded(&self, plan: &WorkflowPlan, id: &str, steps: &[String]) -> Result<Option<Vec<(String, Value)>>> {
+        let recorded: Vec<TransactionStep> = steps.iter().map(|s| TransactionStep { function: function_of(plan, s), id: Some(invocation_id(id, s)), record: true }).collect();
         // Retried while the engine refuses it for overload, as a step is: recovery resumes
         // every run at once.
-        let probe = |home: i64, step: &str| {
-            let invocation = Invocation::new(system::RECORDED, serde_json::json!({ "home": home })).id(id.to_owned(), step.to_owned()).record();
-            async move {
-                let mut attempt = 0;
-                loop {
-                    match self.engine.invoke(invocation.clone()).await {
-                        Ok(output) if output.replayed => return Ok(Some(output.value)),
-                        Ok(_) => return Err(Error::Internal(format!("the probe of a recorded output of run {id} ran and answered (a bug)"))),
-                        Err(comb_backend::Error::Aborted { function, message }) if function == system::RECORDED && message == system::NOT_RECORDED => return Ok(None),
-                        Err(comb_backend::Error::Overloaded { .. }) if attempt < self.options.step_retries_max => {
-                            attempt += 1;
-                            back_off(attempt).await;
-                        }
-                        Err(err) => return Err(Error::from(err)),
-                    }
+        let mut attempt = 0;
+        loop {
+            match self.engine.find_recorded(&recorded).await {
+                Ok(found) => return Ok(found.map(|output| unit_outputs(steps, output.value))),
+                Err(comb_backend::Error::Overloaded { .. }) if attempt < self.options.step_retries_max => {
+                    attempt += 1;
+                    back_off(attempt).await;
                 }
+                Err(err) => return Err(err.into()),
             }
-        };
-        let found = futures::future::join_all(self.homes.iter().map(|home| probe(*home, &steps[0]))).await;
-        let mut first: Option<(i64, Value)> = None;
-        for (home, found) in self.homes.iter().zip(found) {
-            let Some(value) = found? else { continue };
-            if first.is_some() {
-                // The step ran twice (a build without this lookup, or a multi-partition unit
-                // of an interrupted task still queued when this lookup passed its
-                // partition); the run still ends, with the output found first.
-                tracing::error!(workflow_id = %id, step = %steps[0], "a step's output is recorded in more than one partition: it ran more than once");
-                break;
-            }
-            first = Some((*home, value));
         }
-        let Some((home, value)) = first else { return Ok(None) };
-        let mut values = Vec::with_capacity(steps.len());
-        values.push((steps[0].clone(), value));
-        // The steps of a unit commit together, in one partition.
-        for step in &steps[1..] {
-            let value = probe(home, step).await?.ok_or_else(|| Error::Internal(format!("step {step} of run {id} is not recorded beside step {} (a bug, or damage)", steps[0])))?;
-            values.push((step.clone(), value));
-        }
-        Ok(Some(values))
     }
 
     /// Resumes every run that started and did not end: the server's own recovery.
@@ -749,6 +718,15 @@ impl Scheduler {
         rows.truncate(page_size);
         let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
         Ok((rows, next))
+    }
+}
+
+/// A unit's output as its steps' outputs: one step's own, or each step's, from the array of a
+/// multi-function transaction.
+fn unit_outputs(steps: &[String], value: Value) -> Vec<(String, Value)> {
+    match value {
+        Value::Array(values) if steps.len() > 1 => steps.iter().cloned().zip(values).collect(),
+        other => vec![(steps[0].clone(), other)],
     }
 }
 

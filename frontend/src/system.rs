@@ -58,10 +58,6 @@ pub(crate) const PUT_FUNCTION: &str = "comb_function_put";
 pub(crate) const FUNCTIONS: &str = "comb_functions_all";
 pub(crate) const PUT_SPEC: &str = "comb_workflow_spec_put";
 pub(crate) const SPECS: &str = "comb_workflow_specs_all";
-pub(crate) const RECORDED: &str = "comb_recorded_output";
-
-/// What [`RECORDED`] answers when its partition holds no recorded output for its id.
-pub(crate) const NOT_RECORDED: &str = "no recorded output in this partition";
 
 /// The step id of the system function that ends a one-transaction workflow.
 pub(crate) const END_STEP: &str = "$end";
@@ -198,10 +194,6 @@ pub(crate) fn functions() -> Vec<Function> {
         Function::new(SPECS)
             .statement("all", "SELECT name, version, spec FROM comb_workflow_specs ORDER BY name, version")
             .run_typed(|tx, (): ()| -> comb_backend::Result<Vec<(String, i64, String)>> { tx.query_as("all", ()) }),
-        // Invoked with a step's id and asked to record, on the partition of `home`: the engine
-        // answers the step's recorded output when that partition holds one, without running
-        // this body; otherwise the body runs and refuses, so that nothing commits.
-        Function::new(RECORDED).partition_by("home").run(|_, _| Err(NOT_RECORDED.into())),
     ]
     .into_iter()
     .map(Function::untraced)

@@ -821,6 +821,9 @@ async fn resumed_after_its_write(grouped: bool) {
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.output, Some(output), "the recorded output, not a second write's");
     assert_eq!(f.runs.add.load(Ordering::SeqCst), adds, "the recorded write did not run again");
+    let sql = format!("SELECT function FROM function_invocations WHERE workflow_id = '{id}' AND replayed ORDER BY function");
+    let replayed: Vec<Value> = f.client.query_traces(&sql, true).await.unwrap().rows.into_iter().flatten().collect();
+    assert_eq!(replayed, recorded.iter().map(|s| json!(s)).collect::<Vec<_>>(), "the traces show the recorded steps replayed");
     let engine = f.server.as_ref().unwrap().0.engine().clone();
     let counter = |id: i64| {
         let engine = engine.clone();
