@@ -11,7 +11,7 @@ use futures::stream::{self, BoxStream};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result, check_tag};
-use crate::loglet::Loglet;
+use crate::loglet::{Loglet, check_not_trimmed};
 use crate::memory::MemoryLoglet;
 use crate::options::LogOptions;
 use crate::recent::{Found, Recent};
@@ -189,7 +189,7 @@ impl LogBook {
     /// The last record carrying `tag` (`ANY_TAG`: any) with an LSN at most `max_lsn`.
     pub async fn read_prev(&self, tag: Tag, max_lsn: Lsn) -> Result<Option<Record>> {
         let published = self.published()?;
-        check_not_trimmed(max_lsn, &published)?;
+        check_not_trimmed(max_lsn, published.trim_point)?;
         let max = max_lsn.min(published.tail);
         self.read(move |loglet| loglet.read_prev(tag, max)).await
     }
@@ -199,7 +199,7 @@ impl LogBook {
     /// among the recent ones in memory (`recent-bytes-max`) are read from there.
     pub async fn read_range(&self, tag: Tag, from: Lsn, limit: usize) -> Result<Vec<Record>> {
         let published = self.published()?;
-        check_not_trimmed(from, &published)?;
+        check_not_trimmed(from, published.trim_point)?;
         if from > published.tail || limit == 0 {
             return Ok(Vec::new());
         }
@@ -325,11 +325,6 @@ pub(crate) fn writer_gone() -> Error {
     Error::Failed { cause: "the log writer thread stopped unexpectedly".to_owned() }
 }
 
-/// Reads at `lsn` fail once records below the published trim point are gone.
-fn check_not_trimmed(lsn: Lsn, published: &Published) -> Result<()> {
-    crate::loglet::check_not_trimmed(lsn, published.trim_point)
-}
-
 /// The state of one subscriber: its position and a small buffer of records read ahead.
 struct Subscription {
     log: LogBook,
@@ -353,7 +348,7 @@ impl Subscription {
             if published.closed {
                 return self.finish(Err(Error::Closed));
             }
-            if let Err(err) = check_not_trimmed(self.next, &published) {
+            if let Err(err) = check_not_trimmed(self.next, published.trim_point) {
                 return self.finish(Err(err));
             }
             if self.next <= published.tail {
