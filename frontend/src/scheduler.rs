@@ -15,8 +15,10 @@
 //! ```
 //!
 //! A run ends `failed` when a step's function fails (a deterministic failure of the
-//! workflow, recorded like an output). A failure of the server (overload beyond retries, a
-//! failed log, shutdown) ends nothing: the run stays started and resumes on restart.
+//! workflow, recorded like an output). A failure of the server ends nothing: the run stays
+//! started. A passing one (a queue full beyond a step's retries) pauses the run, which then
+//! resumes on its task; any other (a failed log, shutdown) stops its task, and the run
+//! resumes when the server restarts or its id is invoked again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,6 +117,12 @@ enum Begun {
     /// invocation resumes it, and is answered as a duplicate.
     ByAnother,
 }
+
+/// The first pause of a run interrupted by a passing failure of the server, before it
+/// resumes on its own task; each next one is twice as long, up to [`RESUME_PAUSE_MAX`].
+const RESUME_PAUSE_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between resumptions of a run that overload keeps interrupting.
+const RESUME_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// Why a step did not produce an output.
 enum StepError {
@@ -429,11 +437,22 @@ impl Scheduler {
         let started = row.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match scheduler.run_steps(&plan, row, resumed).await {
-                Ok(ended) => claim.complete(Ok(ended)),
-                Err(err) => {
-                    tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; it resumes when the server restarts");
-                    claim.complete(Err(err.to_string()));
+            let (mut resumed, mut pause) = (resumed, RESUME_PAUSE_MIN);
+            loop {
+                match scheduler.run_steps(&plan, row.clone(), resumed).await {
+                    Ok(ended) => return claim.complete(Ok(ended)),
+                    // A queue was full beyond the step's retries: the run pauses and resumes
+                    // here, keeping its claim and its slot. Its waiters get its end, and
+                    // nothing is left started with no task to finish it.
+                    Err(Error::Backend(err)) if err.is_retryable() => {
+                        tracing::warn!(workflow_id = %claim.id, error = %err, pause_ms = pause.as_millis() as u64, "a workflow run was interrupted by overload; it resumes after a pause");
+                        tokio::time::sleep(pause).await;
+                        (resumed, pause) = (true, (pause * 2).min(RESUME_PAUSE_MAX));
+                    }
+                    Err(err) => {
+                        tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; it resumes when the server restarts or its id is invoked again");
+                        return claim.complete(Err(err.to_string()));
+                    }
                 }
             }
         });
@@ -530,10 +549,13 @@ impl Scheduler {
         for u in (0..plan.units.len()).filter(|u| waiting[*u] == 0) {
             running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed));
         }
-        let mut failure = None;
+        // The first unit that fails or is interrupted stops the run, once every unit already
+        // under way has answered: a unit's work queued in the engine commits even if its
+        // future is dropped, and the run's end, or its resumption, must come after it.
+        let mut stopped = None;
         while let Some((u, result)) = running.next().await {
             match result {
-                Ok(values) => {
+                Ok(values) if stopped.is_none() => {
                     outputs.extend(values);
                     for &d in &dependents[u] {
                         waiting[d] -= 1;
@@ -542,14 +564,15 @@ impl Scheduler {
                         }
                     }
                 }
-                Err(StepError::Failed(message)) => {
-                    failure = Some(message);
-                    break;
-                }
-                Err(StepError::Interrupted(err)) => return Err(err),
+                Ok(_) => {}
+                Err(err) => _ = stopped.get_or_insert(err),
             }
         }
-        drop(running);
+        let failure = match stopped {
+            None => None,
+            Some(StepError::Failed(message)) => Some(message),
+            Some(StepError::Interrupted(err)) => return Err(err),
+        };
         let (status, output, error) = match failure {
             Some(message) => (FAILED, None, Some(message)),
             None => match plan.output(&input, &outputs) {
@@ -699,14 +722,28 @@ impl Scheduler {
     /// A run's row; with `wait`, once it has ended (bounded by `wait-max`).
     pub(crate) async fn get(&self, id: &str, wait: bool) -> Result<WorkflowRow> {
         self.check_id(id)?;
-        let claimed = {
-            let claims = self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            claims.get(id).map(|c| (c.outcome.clone(), Arc::clone(&c.row)))
-        };
-        if let Some((outcome, row)) = claimed {
+        if let Some((outcome, row)) = self.claimed(id) {
             return if wait { self.wait(id, outcome).await } else { Ok((*row).clone()) };
         }
-        self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() })
+        let row = self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() })?;
+        if !wait || row.status != RUNNING {
+            return Ok(row);
+        }
+        // Started, not ended, and no task here ran it when asked: a failure of the server
+        // stopped its task, unless an invoke of its id has resumed it since.
+        match self.claimed(id) {
+            Some((outcome, _)) => self.wait(id, outcome).await,
+            None => Err(Error::Interrupted {
+                id: id.to_owned(),
+                cause: "a failure of the server stopped its task, and nothing runs it now (invoking it again with its id resumes it here)".to_owned(),
+            }),
+        }
+    }
+
+    /// The run holding a claim on `id`, if one does.
+    fn claimed(&self, id: &str) -> Option<(watch::Receiver<Outcome>, Arc<WorkflowRow>)> {
+        let claims = self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        claims.get(id).map(|c| (c.outcome.clone(), Arc::clone(&c.row)))
     }
 
     /// A page of runs, in id order (for generated ids: start order).

@@ -835,6 +835,82 @@ async fn resumed_after_its_write(grouped: bool) {
     f.close().await;
 }
 
+/// A started run whose task stopped (here: started through the engine, as a failed log or a
+/// crash leaves it) is not reported `running` to a caller waiting for its end: the caller
+/// is told what happened and what resumes it, and an invoke of its id does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_a_run_nothing_runs_says_so_and_its_invoke_resumes_it() {
+    let f = Fixture::new().await;
+    let registered = f.client.register_workflow(PICK_ADD).await.unwrap();
+    let engine = f.server.as_ref().unwrap().0.engine().clone();
+    let id = "stopped-run".to_owned();
+    let partition = engine.partition_of(&comb_planner::Value::Text(id.clone()));
+    let home = (0..).find(|h| engine.partition_of(&comb_planner::Value::Int(*h)) == partition).unwrap();
+    let input = json!({ "id": 0, "base": 10 });
+    let row = json!({
+        "home": home, "id": id, "name": "pick_add", "version": registered.version, "status": "running", "input": input.to_string(),
+        "output": null, "error": null, "started_us": 1, "ended_us": null,
+    });
+    engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap();
+    drop(engine);
+
+    assert_eq!(f.client.get_workflow(&id, false).await.unwrap().status, RunStatus::Running);
+    let err = f.client.get_workflow(&id, true).await.unwrap_err();
+    assert_eq!(code(&err), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("invoking it again with its id resumes it"), "{err}");
+    let run = f.client.invoke::<Value>("pick_add", &input).id(id.clone()).run().await.unwrap();
+    assert!(run.deduplicated, "the invoke resumed the run it found started");
+    assert_eq!(run.output, Some(json!({ "id": 10, "n": 1 })));
+    assert_eq!(f.client.get_workflow(&id, true).await.unwrap().status, RunStatus::Succeeded);
+    f.close().await;
+}
+
+/// A run whose branch fails ends only once its other branches have answered: their work is
+/// queued in the engine and commits, so the run's end must come after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_ends_after_its_other_branches() {
+    let f = Fixture::new().await;
+    f.client.register_workflow(MEETING).await.unwrap();
+    f.client
+        .register_workflow(
+            r#"{"name": "meet_or_fail", "steps": [
+                 {"id": "m", "function": "meet", "input": {"id": "$input.meet"}},
+                 {"id": "f", "function": "fail", "input": {"id": "$input.fail"}}
+               ], "output": {"m": "$m", "f": "$f"}}"#,
+        )
+        .await
+        .unwrap();
+    let held = f.partition_of(1);
+    let other = (2..).find(|k| f.partition_of(*k) != held).unwrap();
+    // The run's row on the other partition: its end does not queue behind the meet.
+    let engine = f.server.as_ref().unwrap().0.engine();
+    let id = (0..).map(|i| format!("meet-or-fail-{i}")).find(|id| engine.partition_of(&comb_planner::Value::Text(id.clone())) != held).unwrap();
+    let run = {
+        let (c, id) = (f.client.clone(), id.clone());
+        tokio::spawn(async move { c.invoke::<Value>("meet_or_fail", &json!({ "meet": 1, "fail": other })).id(id).run().await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.runs.meet.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the meet did not start");
+        tokio::task::yield_now().await;
+    }
+    // The failing branch fails at once, on the other partition; the run stays running while
+    // the meet holds its own.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let running = f.client.get_workflow(&id, false).await.unwrap();
+        assert_eq!(running.status, RunStatus::Running, "the run ended while a branch was under way: {running:?}");
+        tokio::task::yield_now().await;
+    }
+    f.client.invoke::<Value>("meeting", &json!({ "id": other })).await.unwrap();
+    let ended = run.await.unwrap().expect("the run is answered");
+    assert_eq!(ended.status, RunStatus::Failed);
+    let error = ended.error.unwrap_or_default();
+    assert!(error.contains(&format!("refused {other}")), "{error}");
+    assert_eq!(f.runs.meet.load(Ordering::SeqCst), 2, "each meet ran once");
+    f.close().await;
+}
+
 /// A call that times out while its run waits for a busy partition leaves the run going: the
 /// run keeps its id, and a retry with the same id joins it (answered as a duplicate) rather
 /// than running the workflow beside the work the first call queued.

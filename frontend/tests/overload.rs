@@ -140,3 +140,115 @@ async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recover
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 }
+
+/// A run whose step is refused for overload beyond `step-retries-max` is not left started
+/// with nothing to finish it: it pauses and resumes on its own task, and its waiters get its
+/// end. Its step that writes runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interrupted_by_overload_resumes_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = EngineOptions { partitions: 2, queue_invocations_max: 1, ..EngineOptions::default() };
+    let options = ServerOptions { engine, step_retries_max: 0, ..ServerOptions::default() };
+    let gate = Arc::new(Gate::default());
+    let (entered, passes, adds) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let hold = {
+        let (gate, entered) = (Arc::clone(&gate), Arc::clone(&entered));
+        Function::new("hold").partition_by("id").run(move |_, _| {
+            entered.fetch_add(1, Ordering::SeqCst);
+            gate.pass();
+            Ok(json!(null))
+        })
+    };
+    // Read-only, and read only by `add`: not recorded, so it runs again at each resumption.
+    let pass = {
+        let passes = Arc::clone(&passes);
+        Function::new("pass").statement("get", "SELECT n FROM counters WHERE id = $1").partition_by("id").run(move |tx, input| {
+            passes.fetch_add(1, Ordering::SeqCst);
+            let _: Option<i64> = tx.query_opt("get", (input["id"].as_i64(),))?;
+            Ok(json!({ "id": input["to"] }))
+        })
+    };
+    let add = {
+        let adds = Arc::clone(&adds);
+        Function::new("add")
+            .statement("add", "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1 RETURNING n")
+            .partition_by("id")
+            .run(move |tx, input| {
+                adds.fetch_add(1, Ordering::SeqCst);
+                let n: i64 = tx.query_one("add", (input["id"].as_i64(),))?;
+                Ok(json!({ "n": n }))
+            })
+    };
+    let server = Server::builder()
+        .data_dir(dir.path())
+        .options(options)
+        .schema("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        .function(hold)
+        .function(pass)
+        .function(add)
+        .function(Function::new("noop").partition_by("id").run(|_, _| Ok(json!(null))))
+        .workflow(r#"{"name": "hold", "steps": [{"id": "hold", "function": "hold", "input": "$input"}], "output": "$hold"}"#)
+        .workflow(r#"{"name": "noop", "steps": [{"id": "noop", "function": "noop", "input": "$input"}], "output": "$noop"}"#)
+        .workflow(
+            r#"{"name": "pass_add", "steps": [
+                 {"id": "pass", "function": "pass", "input": "$input"},
+                 {"id": "add", "function": "add", "input": "$pass"}
+               ], "output": "$add"}"#,
+        )
+        .build()
+        .await
+        .unwrap();
+    let key_in = |p: u16| (1..).find(|k| server.engine().partition_of(&comb_planner::Value::Int(*k)) == p).unwrap();
+    let (free, held) = (key_in(0), key_in(1));
+    let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", listening.local_addr());
+    let client = Client::connect(url.clone()).await.unwrap();
+
+    // Partition 1's executor waits at the gate, and its queue fills: a call is refused, or
+    // passes its time-out waiting there (and so fills it).
+    let holding = {
+        let client = client.clone();
+        tokio::spawn(async move { client.invoke::<Value>("hold", &json!({ "id": held })).await })
+    };
+    while entered.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let impatient = Client::builder(url).timeout(Duration::from_millis(300)).connect().await.unwrap();
+    loop {
+        match impatient.invoke::<Value>("noop", &json!({ "id": held })).await {
+            Err(err) if err.code() == Some(Code::ResourceExhausted) => break,
+            Err(err) => assert_eq!(err.code(), Some(Code::DeadlineExceeded), "{err}"),
+            Ok(_) => panic!("a call reached partition 1 while its executor was held"),
+        }
+    }
+
+    // The run starts on its id's partition; a start whose id falls in the full partition is
+    // refused, and another id is tried.
+    let run = loop {
+        match client.start("pass_add", &json!({ "id": free, "to": held }), None).await {
+            Ok(run) => break run,
+            Err(err) => assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}"),
+        }
+    };
+    // Its step `add` is refused (no retries): the run resumes, running `pass` again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while passes.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the interrupted run did not resume on its own");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(adds.load(Ordering::SeqCst), 0, "the refused step ran");
+    gate.open();
+    holding.await.unwrap().unwrap();
+
+    let ended = client.get_workflow(&run.id, true).await.unwrap();
+    assert_eq!(ended.status, comb_client::RunStatus::Succeeded, "{ended:?}");
+    assert_eq!(ended.output, Some(json!({ "n": 1 })));
+    assert_eq!(adds.load(Ordering::SeqCst), 1, "the step that writes ran once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while client.health().await.unwrap().workflows_in_flight != 0 {
+        assert!(std::time::Instant::now() < deadline, "the run's slot is given back");
+        tokio::task::yield_now().await;
+    }
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
