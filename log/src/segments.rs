@@ -494,6 +494,12 @@ struct Shared {
     failed: AtomicBool,
     /// Set by `close`: nothing more is written, and the janitor prepares no more spares.
     closed: AtomicBool,
+    /// Held through each sync of the active segment: by the syncer's, and by a roll's in the
+    /// writer. Linux reports a failed writeback to one sync of an open file only; two syncs of
+    /// the file at once could see one fail while the other returns Ok, and the Ok would
+    /// acknowledge records the failure may have lost. One at a time, the second finds
+    /// `failed` set by the first.
+    syncing: Mutex<()>,
 }
 
 impl Shared {
@@ -515,6 +521,16 @@ impl Shared {
             self.failed.store(true, Ordering::Release);
         }
         result
+    }
+
+    /// Syncs `file`, the active segment's (or the one a roll retires), one sync at a time
+    /// (see `syncing`); fails the segments if the sync fails, or if one before it did.
+    fn sync_active(&self, file: &File, path: &Path) -> Result<()> {
+        let _syncing = self.syncing.lock().map_err(|_| Error::Internal("the log's sync lock was poisoned by a panicking thread".to_owned()))?;
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Storage { operation: "sync", message: format!("an earlier write or sync of {} failed; reopen the log", self.dir.display()) });
+        }
+        self.fail_on(file.sync_data().map_err(|err| io_error("sync a segment", path, err)))
     }
 }
 
@@ -557,6 +573,7 @@ impl Segments {
             synced: AtomicU64::new(next - 1),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            syncing: Mutex::new(()),
         });
         let (chores, inbox) = sync_channel(CHORES_MAX);
         let janitor = {
@@ -628,7 +645,7 @@ impl Segments {
     /// Syncs the active segment and starts the next one at `first`, from the spare if there
     /// is one; returns the retired one's path and size.
     fn roll(&self, active: &mut Active, first: Lsn) -> Result<(PathBuf, u64)> {
-        active.file.sync_data().map_err(|err| io_error("sync a segment", &active.path, err))?;
+        self.shared.sync_active(&active.file, &active.path)?;
         let retired_bytes = active.file.metadata().map_err(|err| io_error("roll a segment", &active.path, err))?.len();
         self.shared.synced.fetch_max(active.written, Ordering::AcqRel);
         let dir = &self.shared.dir;
@@ -651,8 +668,7 @@ impl Segments {
             let active = self.shared.active()?;
             (Arc::clone(&active.file), active.path.clone(), active.written)
         };
-        let synced = file.sync_data().map_err(|err| io_error("sync a segment", &path, err));
-        self.shared.fail_on(synced)?;
+        self.shared.sync_active(&file, &path)?;
         self.shared.synced.fetch_max(written, Ordering::AcqRel);
         Ok(())
     }
