@@ -211,8 +211,11 @@ impl Tracer {
 
     /// Runs a read-only SQL query over the traces, on the tracing runtime. With
     /// `catch_up`, first waits until the traces hold everything the log held when called.
+    ///
+    /// A caller that goes away (its deadline, its connection) stops its query, and the query
+    /// holds its place among `queries-in-flight-max` until it has stopped.
     pub async fn query(&self, sql: &str, catch_up: bool) -> Result<QueryResult> {
-        let _permit = self.queries.try_acquire().map_err(|_| Error::Busy { running: self.options.queries_in_flight_max })?;
+        let permit = Arc::clone(&self.queries).try_acquire_owned().map_err(|_| Error::Busy { running: self.options.queries_in_flight_max })?;
         if catch_up {
             self.wait_for(self.log.tail()).await?;
         }
@@ -222,7 +225,14 @@ impl Tracer {
         let sql = sql.to_owned();
         let options = self.options.clone();
         let handle = self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().ok_or(Error::Closed)?.handle().clone();
-        handle.spawn(async move { query::run(snapshot, catalog, &sql, &options).await }).await.map_err(|e| Error::Internal(format!("a trace query panicked: {e}")))?
+        let task = handle.spawn(async move {
+            let _permit = permit;
+            query::run(snapshot, catalog, &sql, &options).await
+        });
+        let running = AbortOnDrop(task.abort_handle());
+        let answer = task.await.map_err(|e| Error::Internal(format!("a trace query panicked: {e}")))?;
+        drop(running);
+        answer
     }
 
     /// Stops the feed after a last flush (so a restart reads nothing again) and the runtime.
@@ -246,6 +256,15 @@ impl Tracer {
                 runtime.shutdown_background();
             }
         }
+    }
+}
+
+/// Aborts a task when dropped: a query whose caller went away stops at its next await.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -425,6 +444,31 @@ mod tests {
         let queries = niceness_of_threads_once_there("comb-trace-quer", options.query_threads).await;
         assert_eq!(queries, vec![own; options.query_threads], "the query runtime keeps the server's priority");
         assert_eq!(tracer.query("SELECT count(*) AS n FROM workflows", true).await.unwrap().rows, vec![vec![serde_json::json!(0)]]);
+        tracer.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_query_whose_caller_goes_away_stops_and_keeps_its_place_until_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogBook::in_memory(LogOptions::default()).unwrap();
+        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let options = TracingOptions { queries_in_flight_max: 1, ..TracingOptions::default() };
+        let tracer = Tracer::start(dir.path(), log, catalog, options).await.unwrap();
+        let runtime = tracer.runtime.lock().unwrap().as_ref().unwrap().handle().clone();
+        // Minutes of work, were it left to run.
+        let long = tracer.query("SELECT count(*) FROM generate_series(1, 100000000000)", false);
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(300), long).await.is_err(), "the long query ended");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while runtime.metrics().num_alive_tasks() > 0 {
+            // Until it has stopped, it keeps its place.
+            match tracer.query("SELECT 1 AS one", false).await {
+                Err(Error::Busy { running: 1 }) => {}
+                other => panic!("a second query beside the abandoned one: {other:?}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "the abandoned query still runs");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(tracer.query("SELECT 1 AS one", false).await.unwrap().rows, vec![vec![serde_json::json!(1)]]);
         tracer.close().await.unwrap();
     }
 
