@@ -368,6 +368,16 @@ impl Engine {
     /// `CREATE INDEX` does not fill the index from rows that exist already: create indexes
     /// with their tables.
     pub async fn execute_ddl(&self, sql: &str) -> Result<Lsn> {
+        // Once its record is appended, a DDL must reach the catalog in memory whatever becomes
+        // of the caller. Cut short there (a dropped future: a client gone, a deadline), it
+        // would leave the log with a table the engine does not know, whose id the next DDL
+        // takes again; recovery would then give one table's rows to the other. So it runs on
+        // a task of its own, which the caller only awaits.
+        let (engine, sql) = (self.clone(), sql.to_owned());
+        tokio::spawn(async move { engine.apply_ddl(&sql).await }).await.map_err(|err| Error::Internal(format!("the task applying a DDL failed: {err}")))?
+    }
+
+    async fn apply_ddl(&self, sql: &str) -> Result<Lsn> {
         let _serial = self.inner.ddl.lock().await;
         let registry = self.registry();
         let catalog = Arc::new(registry.catalog.apply(sql).map_err(Error::Ddl)?);
@@ -377,6 +387,22 @@ impl Engine {
         }
         let payload = encode_catalog(&CatalogRecord { ddl: sql.to_owned() });
         let lsn = self.inner.shared.log.append_batch(vec![Entry::new(vec![CATALOG_TAG], payload)]).await?;
+        // The log holds the DDL: the catalog in memory follows it, whatever happens next.
+        {
+            let mut guard = self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A function registered while the record was appended was prepared against the
+            // old catalog only.
+            for (name, (function, _)) in &guard.functions {
+                if functions.contains_key(name) {
+                    continue;
+                }
+                match Registered::prepare(function, &catalog) {
+                    Ok(registered) => _ = functions.insert(name.clone(), (function.clone(), Arc::new(registered))),
+                    Err(err) => tracing::error!(function = %name, error = %err, "a function registered during a DDL does not fit the new catalog, and is unregistered"),
+                }
+            }
+            *guard = Arc::new(Registry { catalog, functions });
+        }
         let store = self.store()?;
         let ddl = sql.to_owned();
         blocking(move || {
@@ -386,7 +412,6 @@ impl Engine {
             store.write(batch)
         })
         .await?;
-        *self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Registry { catalog, functions });
         Ok(lsn)
     }
 

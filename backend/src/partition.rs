@@ -351,8 +351,13 @@ impl PartitionState {
         }
     }
 
-    /// How long until a write-back is due: `None` when nothing waits for the store.
+    /// How long until a write-back is due: `None` when nothing waits for the store, or when
+    /// the partition has failed (it writes nothing back any more: a due write-back would wake
+    /// its executor at once, forever).
     pub(crate) fn write_back_due_in(&self) -> Option<Duration> {
+        if self.failed.is_some() {
+            return None;
+        }
         if !self.flushing.rows.is_empty() {
             return Some(Duration::ZERO);
         }
@@ -990,5 +995,13 @@ mod tests {
         assert_eq!(stored_applied_lsn(&store), Some(3));
         assert_eq!(store.get(&key(1)).unwrap(), Some(vec![5]));
         assert_eq!(state.write_back_due_in(), None, "written back: nothing waits");
+
+        // A failed partition writes nothing back: nothing is due, however old its writes.
+        let seq = state.stage(vec![(key(2), Some(vec![6]))], None);
+        state.mark_durable(seq, 4);
+        state.drain();
+        assert!(state.write_back_due_in().is_some());
+        state.fail("a failed append".to_owned());
+        assert_eq!(state.write_back_due_in(), None, "a failed partition has nothing due");
     }
 }

@@ -233,6 +233,46 @@ fn recorded_invocations_run_once() {
     });
 }
 
+/// A DDL whose caller goes away once it is under way still reaches the catalog: the next
+/// DDL does not take its table's id, and a reopen finds each table's rows in their table.
+#[test]
+fn a_ddl_whose_caller_goes_away_still_reaches_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let register = |engine: &Engine| {
+        engine.register(Function::new("put_b").statement("put", "INSERT INTO b (id, n) VALUES ($1, $2)").partition_by("id").run(|tx, input| {
+            tx.execute("put", (id(&input, "id"), id(&input, "n")))?;
+            Ok(json!(null))
+        }))
+        .unwrap();
+        engine.register(Function::new("get_b").statement("get", "SELECT n FROM b WHERE id = $1").partition_by("id").run(|tx, input| {
+            let n: Option<i64> = tx.query_opt("get", (id(&input, "id"),))?;
+            Ok(json!(n))
+        }))
+        .unwrap();
+    };
+    runtime().block_on(async {
+        let engine = Engine::open(dir.path(), options(1)).await.unwrap();
+        // Polled once, then dropped, as a caller whose deadline passed.
+        let abandoned = tokio::time::timeout(std::time::Duration::ZERO, engine.execute_ddl("CREATE TABLE a (id BIGINT PRIMARY KEY, v TEXT NOT NULL)")).await;
+        assert!(abandoned.is_err(), "the DDL ended within its first poll");
+        engine.execute_ddl("CREATE TABLE b (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)").await.unwrap();
+        let catalog = engine.catalog();
+        let a = catalog.table("a").expect("the abandoned DDL's table exists").id;
+        let b = catalog.table("b").unwrap().id;
+        assert_ne!(a, b, "two tables, two ids");
+        register(&engine);
+        engine.invoke(Invocation::new("put_b", json!({ "id": 1, "n": 7 }))).await.unwrap();
+        engine.close().await.unwrap();
+
+        let engine = Engine::open(dir.path(), options(1)).await.unwrap();
+        let catalog = engine.catalog();
+        assert_eq!((catalog.table("a").map(|t| t.id), catalog.table("b").map(|t| t.id)), (Some(a), Some(b)), "the tables keep their ids");
+        register(&engine);
+        assert_eq!(engine.invoke(Invocation::new("get_b", json!({ "id": 1 }))).await.unwrap().value, json!(7));
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn recovery_replays_the_log_and_checkpoints_trim_it() {
     let dir = tempfile::tempdir().unwrap();
