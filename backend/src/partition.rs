@@ -513,15 +513,17 @@ pub(crate) fn run_body(function: &Registered, snapshot: &dyn Snapshot, writes: &
             Ok(err) => Err(*err),
             Err(err) => Err(Error::Aborted { function: function.name.clone(), message: err.to_string() }),
         },
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            Err(Error::Panicked { function: function.name.clone(), message })
-        }
+        Err(panic) => Err(Error::Panicked { function: function.name.clone(), message: panic_message(panic.as_ref()) }),
     }
+}
+
+/// A caught panic's message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The bytes of a JSON value, bounded by `json-bytes-max`.
@@ -666,8 +668,13 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             std::mem::take(&mut job.input)
         } else {
             let next = job.next_input.as_ref().ok_or_else(|| Error::Internal("a multi-function transaction has no input function".to_owned()))?;
-            let input = next(&NextInput { index, outputs: &values, partition: record_partition })
-                .map_err(|err| Error::Aborted { function: member.function.name.clone(), message: format!("its input could not be built: {err}") })?;
+            // The caller's code, on this thread (an executor's, or the coordinator's holding
+            // every partition): a panic in it fails this transaction only, as a body's does.
+            let built = catch_unwind(AssertUnwindSafe(|| next(&NextInput { index, outputs: &values, partition: record_partition })));
+            let input = match built {
+                Ok(built) => built.map_err(|err| Error::Aborted { function: member.function.name.clone(), message: format!("its input could not be built: {err}") })?,
+                Err(panic) => return Err(Error::Panicked { function: member.function.name.clone(), message: format!("building its input: {}", panic_message(panic.as_ref())) }),
+            };
             check_json_bytes(&input, "the function's input in bytes", shared.json_bytes_max)?;
             if let Scope::Single(own) = scope {
                 let found = partition_of(&member.function.partition_key(&input)?, shared.partitions);

@@ -404,6 +404,34 @@ fn multi_partition_transactions_are_atomic_and_one_record() {
     });
 }
 
+/// A transaction whose code building a later function's input panics fails alone, on an
+/// executor and on the coordinator alike: both go on serving.
+#[test]
+fn a_panic_building_a_later_input_fails_its_transaction_only() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        let panics: Arc<comb_backend::NextInputFn> = Arc::new(|_: &comb_backend::NextInput<'_>| panic!("no input today"));
+        let step = |function: &str| comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false };
+        // Both single-partition: an executor builds the input. `total` first: the coordinator.
+        for first in ["deposit", "total"] {
+            let transaction = comb_backend::Transaction { steps: vec![step(first), step("deposit")], input: json!({ "id": 1, "amount": 5 }), next_input: Arc::clone(&panics) };
+            match engine.invoke_transaction(transaction).await {
+                Err(Error::Panicked { function, message }) => {
+                    assert_eq!(function, "deposit");
+                    assert!(message.contains("no input today"), "{message}");
+                }
+                other => panic!("after {first}: {other:?}"),
+            }
+        }
+        assert_eq!(balance(&engine, 1).await, json!(null), "nothing of either committed");
+        engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 }))).await.unwrap();
+        assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value, json!({ "sum": 5, "count": 1 }));
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn options_out_of_bounds_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
