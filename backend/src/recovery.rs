@@ -45,6 +45,23 @@ pub(crate) fn check_partitions(store: &Store, requested: u16) -> Result<()> {
     }
 }
 
+/// The first LSN to replay after `applied`, what the state store holds of `what`. A
+/// checkpoint trims the log only below what the catalog and every partition have stored, so
+/// a gap between the two means records lost: a state store older than the log (restored
+/// from an earlier copy, or removed).
+fn replay_from(applied: Lsn, log: &LogBook, what: &str) -> Result<Lsn> {
+    let trim_point = log.trim_point();
+    if applied + 1 < trim_point {
+        return Err(Error::Corrupt {
+            location: format!("the state store ({what})"),
+            detail: format!(
+                "it holds the log up to LSN {applied}, but the log was trimmed up to {trim_point}: the records between are in neither. The state store is older than the log (restored from an earlier copy, or removed): put back the state store that goes with this log"
+            ),
+        });
+    }
+    Ok(applied + 1)
+}
+
 /// Rebuilds the catalog: the DDL stored in the state store, then the catalog records after
 /// it in the log. Returns the catalog.
 pub(crate) async fn recover_catalog(store: &Arc<Store>, log: &LogBook) -> Result<Catalog> {
@@ -61,7 +78,7 @@ pub(crate) async fn recover_catalog(store: &Arc<Store>, log: &LogBook) -> Result
         let ddl = String::from_utf8(ddl).map_err(|_| Error::Corrupt { location: format!("stored DDL {key:?}"), detail: "not UTF-8".to_owned() })?;
         catalog = catalog.apply(&ddl).map_err(Error::Ddl)?;
     }
-    let mut from = (applied + 1).max(log.trim_point());
+    let mut from = replay_from(applied, log, "the catalog")?;
     loop {
         let records = log.read_range(CATALOG_TAG, from, REPLAY_BATCH_RECORDS).await?;
         let Some(last) = records.last() else { break };
@@ -84,9 +101,7 @@ pub(crate) async fn recover_catalog(store: &Arc<Store>, log: &LogBook) -> Result
 pub(crate) async fn replay_partition(store: &Arc<Store>, log: &LogBook, partition: u16) -> Result<Lsn> {
     let s = Arc::clone(store);
     let mut applied = blocking(move || read_lsn(&s, &meta_applied(partition))).await?;
-    // A checkpoint trims only below what every partition needs, so nothing of this
-    // partition lies below the trim point.
-    let mut from = (applied + 1).max(log.trim_point());
+    let mut from = replay_from(applied, log, &format!("partition {partition}"))?;
     let tag = partition_tag(partition);
     let mut replayed = 0usize;
     loop {

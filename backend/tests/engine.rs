@@ -308,6 +308,14 @@ fn recovery_replays_the_log_and_checkpoints_trim_it() {
             Err(Error::PartitionCount { stored: 3, requested: 4 }) => {}
             other => panic!("{other:?}"),
         }
+
+        // A state store that lacks records the log no longer holds is refused, not opened
+        // without them.
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        match Engine::open(dir.path(), options(3)).await {
+            Err(Error::Corrupt { location, detail }) => assert!(detail.contains("older than the log"), "{location}: {detail}"),
+            other => panic!("a state store behind the trimmed log opened: {:?}", other.map(|_| "an engine")),
+        }
     });
 }
 
