@@ -19,10 +19,10 @@ use comb_log::Entry;
 use comb_planner::Value;
 
 use crate::error::{Error, Result};
-use crate::executor::Scope;
+use crate::executor::{Scope, WriteSet};
 use crate::keycodec::partition_of;
 use crate::trace::{Progress, TraceBuffer};
-use crate::partition::{Command, Job, Output, PartitionState, Ran, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition};
+use crate::partition::{Command, Job, Output, PartitionState, Ran, Reply, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition};
 
 /// Most multi-partition invocations run under one barrier: bounds how long the executors
 /// stay paused for them.
@@ -118,53 +118,63 @@ impl Coordinator {
                 None => Ok(()),
             })
             .and_then(|()| run_job(&mut job, &Several(states), Scope::All, record_partition, &self.shared, &mut progress));
-        match ran {
+        // A transaction that wrote nothing, or failed, may have seen commits still pending
+        // in any partition: it is answered once they are durable.
+        let answer = match ran {
             Err(err) => {
                 if let Some(trace) = job.failure_trace(progress, None, &err) {
                     self.traces.push(trace);
                 }
-                let _ = job.reply.send(Err(err));
+                Err(err)
             }
             Ok(Ran::Read { output, traces }) => {
                 traces.into_iter().for_each(|t| self.traces.push(t));
-                let waiting: Vec<usize> = (0..states.len()).filter(|i| states[*i].has_pending()).collect();
-                if waiting.is_empty() {
-                    let _ = job.reply.send(Ok(output));
-                } else {
-                    let shared = SharedRelease::new(waiting.len(), job.reply, output);
-                    for i in waiting {
-                        states[i].release_after_pending(Waiter::Shared(Arc::clone(&shared)));
-                    }
-                }
+                Ok(output)
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {
-                let split = split_by_partition(writes);
-                // The seqs the writes get when staged below: the log may report the record
-                // durable before they are staged, but the executors read that report only
-                // once they have their states back.
-                let durable: Vec<(Sender<Command>, u64)> = split.keys().map(|p| (self.partitions[usize::from(*p)].clone(), states[usize::from(*p)].next_seq())).collect();
-                // The reply goes with the record's outcome, or with its refusal.
-                let reply = Arc::new(Mutex::new(Some(job.reply)));
-                let answer = Arc::clone(&reply);
-                let on_durable = move |result: comb_log::Result<comb_log::Lsn>| {
-                    for (sender, seq) in durable {
-                        let _ = sender.send(Command::Durable { seq, result: result.clone() });
-                    }
-                    if let Some(reply) = answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-                        let _ = reply.send(result.map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
-                    }
-                };
-                match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
-                    Err(err) => {
-                        if let Some(reply) = reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-                            let _ = reply.send(Err(Error::Log(err)));
-                        }
-                    }
-                    Ok(()) => {
-                        for (p, writes) in split {
-                            states[usize::from(p)].stage(writes, None);
-                        }
-                    }
+                return self.commit(job.reply, output, writes, payload, tags, states);
+            }
+        };
+        let waiting: Vec<usize> = (0..states.len()).filter(|i| states[*i].has_pending()).collect();
+        if waiting.is_empty() {
+            let _ = job.reply.send(answer);
+        } else {
+            let shared = SharedRelease::new(waiting.len(), job.reply, answer);
+            for i in waiting {
+                states[i].release_after_pending(Waiter::Shared(Arc::clone(&shared)));
+            }
+        }
+    }
+
+    /// Appends a multi-partition commit and stages its writes in each partition's overlay.
+    // The states travel boxed through the executors' channels, so they are lent as boxes.
+    #[allow(clippy::vec_box)]
+    fn commit(&mut self, reply: Reply, output: Output, writes: WriteSet, payload: Vec<u8>, tags: Vec<u64>, states: &mut [Box<PartitionState>]) {
+        let split = split_by_partition(writes);
+        // The seqs the writes get when staged below: the log may report the record
+        // durable before they are staged, but the executors read that report only
+        // once they have their states back.
+        let durable: Vec<(Sender<Command>, u64)> = split.keys().map(|p| (self.partitions[usize::from(*p)].clone(), states[usize::from(*p)].next_seq())).collect();
+        // The reply goes with the record's outcome, or with its refusal.
+        let reply = Arc::new(Mutex::new(Some(reply)));
+        let answer = Arc::clone(&reply);
+        let on_durable = move |result: comb_log::Result<comb_log::Lsn>| {
+            for (sender, seq) in durable {
+                let _ = sender.send(Command::Durable { seq, result: result.clone() });
+            }
+            if let Some(reply) = answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                let _ = reply.send(result.map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
+            }
+        };
+        match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
+            Err(err) => {
+                if let Some(reply) = reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    let _ = reply.send(Err(Error::Log(err)));
+                }
+            }
+            Ok(()) => {
+                for (p, writes) in split {
+                    states[usize::from(p)].stage(writes, None);
                 }
             }
         }

@@ -494,7 +494,7 @@ impl Engine {
         for partition in 0..self.inner.options.partitions {
             let members = steps
                 .iter()
-                .map(|s| Ok(Member { function: Arc::clone(registry.function(&s.function)?), id: s.id.clone(), record: true }))
+                .map(|s| Ok(Member { function: Arc::clone(registry.function(&s.function)?), id: s.id.clone(), record: s.record }))
                 .collect::<Result<Vec<_>>>()?;
             let (reply, answer) = tokio::sync::oneshot::channel();
             self.submit(Job { members, input: serde_json::Value::Null, next_input: None, record_partition: None, lookup_only: true, reply }, Some(partition))?;

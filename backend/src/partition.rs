@@ -83,20 +83,20 @@ pub type NextInputFn = dyn Fn(&NextInput<'_>) -> std::result::Result<serde_json:
 /// A reply released by several partitions together (a multi-partition read).
 pub(crate) struct SharedRelease {
     remaining: AtomicUsize,
-    reply: Mutex<Option<(Reply, Output)>>,
+    reply: Mutex<Option<(Reply, Result<Output>)>>,
 }
 
 impl SharedRelease {
-    pub(crate) fn new(count: usize, reply: Reply, output: Output) -> Arc<SharedRelease> {
-        Arc::new(SharedRelease { remaining: AtomicUsize::new(count), reply: Mutex::new(Some((reply, output))) })
+    pub(crate) fn new(count: usize, reply: Reply, answer: Result<Output>) -> Arc<SharedRelease> {
+        Arc::new(SharedRelease { remaining: AtomicUsize::new(count), reply: Mutex::new(Some((reply, answer))) })
     }
 
     fn release(&self, result: Result<()>) {
         let last = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
         if last || result.is_err() {
             let taken = self.reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-            if let Some((reply, output)) = taken {
-                let _ = reply.send(result.map(|()| output));
+            if let Some((reply, answer)) = taken {
+                let _ = reply.send(result.and(answer));
             }
         }
     }
@@ -106,8 +106,10 @@ impl SharedRelease {
 pub(crate) enum Waiter {
     /// The committing invocation: gets the commit's LSN.
     Commit(Reply, Output),
-    /// A read that saw the commit.
-    Read(Reply, Output),
+    /// A transaction that saw the commit and wrote nothing: its output, or its failure (a
+    /// duplicate key, a function's error), may rest on the commit's writes, so it is
+    /// answered only once they are durable.
+    Read(Reply, Result<Output>),
     /// One partition's share of a multi-partition read.
     Shared(Arc<SharedRelease>),
 }
@@ -121,8 +123,8 @@ impl Waiter {
                     output
                 }));
             }
-            Waiter::Read(reply, output) => {
-                let _ = reply.send(result.map(|_| output));
+            Waiter::Read(reply, answer) => {
+                let _ = reply.send(result.and(answer));
             }
             Waiter::Shared(shared) => shared.release(result.map(|_| ())),
         }
@@ -875,16 +877,18 @@ impl Executor {
             Err(err) => {
                 // A wrong partition is not the function's failure: the caller retries it
                 // as a multi-partition transaction.
-                if !matches!(err, Error::WrongPartition { .. })
-                    && let Some(trace) = job.failure_trace(progress, Some(id), &err)
-                {
+                if matches!(err, Error::WrongPartition { .. }) {
+                    let _ = job.reply.send(Err(err));
+                    return;
+                }
+                if let Some(trace) = job.failure_trace(progress, Some(id), &err) {
                     self.traces.push(trace);
                 }
-                let _ = job.reply.send(Err(err));
+                self.state.release_after_pending(Waiter::Read(job.reply, Err(err)));
             }
             Ok(Ran::Read { output, traces }) => {
                 traces.into_iter().for_each(|t| self.traces.push(t));
-                self.state.release_after_pending(Waiter::Read(job.reply, output));
+                self.state.release_after_pending(Waiter::Read(job.reply, Ok(output)));
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {
                 // The log hears of the record now and may report it durable before it is

@@ -668,6 +668,54 @@ fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
     });
 }
 
+/// A failure that rests on a commit not yet durable (a duplicate of a key that commit
+/// inserted) is not answered before that commit: were the commit lost, the caller would have
+/// been told of a row that never existed.
+#[test]
+fn a_failure_seen_through_a_pending_commit_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open(&dir.path().join("log")).unwrap());
+    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    runtime().block_on(async {
+        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+        let engine = Engine::open_with_log(log, dir.path().join("state"), options(1)).await.unwrap();
+        engine.execute_ddl(DDL).await.unwrap();
+        let bodies = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&bodies);
+        engine
+            .register(Function::new("open_account").statement("open", "INSERT INTO accounts (id, balance) VALUES ($1, 0)").partition_by("id").run(move |tx, input| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tx.execute("open", (id(&input, "id"),))?;
+                Ok(json!(null))
+            }))
+            .unwrap();
+
+        // The first insert's record waits inside the log; the second sees its row.
+        faulty.hold();
+        let open = |engine: &Engine| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.invoke(Invocation::new("open_account", json!({ "id": 7 }))).await })
+        };
+        let first = open(&engine);
+        let held = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
+        let second = open(&engine);
+        while bodies.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The first insert is never made durable.
+        faulty.fail_next_append();
+        faulty.release();
+        assert!(first.await.unwrap().is_err(), "a commit the log refused was acknowledged");
+        match second.await.unwrap() {
+            Err(Error::PartitionFailed { .. }) => {}
+            other => panic!("the second insert was answered from a row never made durable: {other:?}"),
+        }
+        let _ = engine.close().await;
+    });
+    comb_log::Loglet::close(&*faulty).unwrap();
+}
+
 #[test]
 fn a_function_cannot_run_a_statement_it_did_not_declare() {
     let dir = tempfile::tempdir().unwrap();

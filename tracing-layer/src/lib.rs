@@ -396,6 +396,10 @@ mod tests {
 
     use super::*;
 
+    /// Held by each test that starts a tracer, until its threads are gone: the niceness test
+    /// counts the tracer threads of the whole process.
+    static TRACERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// The niceness of every thread of this process whose name starts with `prefix`.
     fn niceness_of_threads(prefix: &str) -> Vec<i32> {
         let mut found = Vec::new();
@@ -431,6 +435,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_feed_runs_at_its_niceness_and_queries_at_the_servers() {
+        let _alone = TRACERS.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let log = LogBook::in_memory(LogOptions::default()).unwrap();
         let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
@@ -449,6 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_query_whose_caller_goes_away_stops_and_keeps_its_place_until_it_has() {
+        let _alone = TRACERS.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let log = LogBook::in_memory(LogOptions::default()).unwrap();
         let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
@@ -470,6 +476,12 @@ mod tests {
         }
         assert_eq!(tracer.query("SELECT 1 AS one", false).await.unwrap().rows, vec![vec![serde_json::json!(1)]]);
         tracer.close().await.unwrap();
+        // The runtimes stop in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !niceness_of_threads("comb-trace").is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the tracer's threads outlived it");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
