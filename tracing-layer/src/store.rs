@@ -109,6 +109,15 @@ fn write_durably(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Re
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Creates `dir` if it is missing, and makes its entry in its parent durable.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| io_error("create", dir, &e))?;
+    sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync the folder", dir, &e))
 }
@@ -138,7 +147,7 @@ impl TraceStore {
     /// removes the files of a flush it does not confirm and any temporary file, and lists the
     /// rest.
     pub(crate) fn open(dir: &Path) -> Result<TraceStore> {
-        fs::create_dir_all(dir).map_err(|e| io_error("create", dir, &e))?;
+        create_dir_durably(dir)?;
         check_format(dir)?;
         let checkpoint_path = dir.join(CHECKPOINT);
         let checkpoint = match fs::read_to_string(&checkpoint_path) {
@@ -150,19 +159,32 @@ impl TraceStore {
         let mut state = State { checkpoint, consumed: checkpoint, ..State::default() };
         for (table, files) in TABLES.iter().zip(state.files.iter_mut()) {
             let folder = dir.join(table);
-            fs::create_dir_all(&folder).map_err(|e| io_error("create", &folder, &e))?;
+            create_dir_durably(&folder)?;
+            let mut removed = false;
             for entry in fs::read_dir(&folder).map_err(|e| io_error("list", &folder, &e))? {
                 let path = entry.map_err(|e| io_error("list", &folder, &e))?.path();
                 match TraceFile::parse(path.clone()) {
-                    Some(file) if file.from <= checkpoint => files.push(file),
+                    Some(file) if file.to <= checkpoint => files.push(file),
                     // A temporary file, or a flush the checkpoint does not confirm.
                     _ if path.extension().is_some_and(|e| e == "tmp" || e == "parquet") => {
                         fs::remove_file(&path).map_err(|e| io_error("remove", &path, &e))?;
+                        removed = true;
                     }
                     _ => {}
                 }
             }
+            // Durably gone: a removed file that came back after a power loss, once the
+            // checkpoint has passed it, would be taken for a confirmed flush.
+            if removed {
+                sync_dir(&folder)?;
+            }
             files.sort_by_key(|f| f.from);
+            if let Some(overlap) = files.windows(2).find(|w| w[1].from <= w[0].to) {
+                return Err(Error::Corrupt {
+                    path: overlap[1].path.display().to_string(),
+                    detail: format!("its records overlap those of {} (each flush covers the records after the one before)", overlap[0].path.display()),
+                });
+            }
         }
         Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state) })
     }
@@ -308,6 +330,24 @@ mod tests {
         assert_eq!(store.file_counts(), [1, 0, 0, 0]);
         assert!(!orphan.exists() && !dir.path().join(TABLES[1]).join("x.tmp").exists());
         assert_eq!(store.snapshot()[0].tail.len(), 0, "the tail is not durable: the feed reads it again");
+        let confirmed = store.snapshot()[0].files[0].clone();
+        drop(store);
+
+        // A file reaching past the checkpoint is unconfirmed too, wherever it starts.
+        let straddling = dir.path().join(TABLES[0]).join(TraceFile::name(2, 5, 9));
+        fs::copy(&confirmed, &straddling).unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        assert_eq!(store.file_counts(), [1, 0, 0, 0]);
+        assert!(!straddling.exists());
+        drop(store);
+
+        // Two confirmed files over the same records: refused, naming them, not read twice.
+        let overlapping = dir.path().join(TABLES[0]).join(TraceFile::name(3, 3, 9));
+        fs::copy(&confirmed, &overlapping).unwrap();
+        match TraceStore::open(dir.path()) {
+            Err(Error::Corrupt { path, detail }) => assert!(path.contains("00003-") && detail.contains("overlap"), "{path}: {detail}"),
+            other => panic!("overlapping files opened: {:?}", other.map(|_| "a store")),
+        }
     }
 
     #[test]
