@@ -277,11 +277,17 @@ impl Drop for Tracer {
 /// Most rows one step of the feed gathers before it publishes them.
 const STEP_ROWS_MAX: usize = 65_536;
 
-/// The rows of the records read since the last publication, and the last record's LSN.
+/// Most bytes of records whose rows the next step's builders are sized for: a step larger
+/// than this (a catch-up, large rows) does not make the next one reserve as much again.
+const STEP_ROOM_BYTES_MAX: usize = 8 << 20;
+
+/// The rows of the records read since the last publication, the last record's LSN, and the
+/// records' bytes (what the rows hold, near enough: images are kept as the records carry them).
 #[derive(Default)]
 struct Step {
     rows: Rows,
     last: Option<Lsn>,
+    bytes: usize,
 }
 
 /// The feed: the one owner of the store's tail and checkpoint.
@@ -327,12 +333,17 @@ impl Feed {
                             Ok(record) => {
                                 ingest.record(&record, &mut step.rows);
                                 step.last = Some(record.lsn);
+                                step.bytes += record.payload.len();
                             }
                             Err(err) => ended = Some(err),
                         }
                     }
                     // More records are waiting: read on, so that a step makes few large batches.
-                    if full && ended.is_none() && step.rows.count() < STEP_ROWS_MAX {
+                    // A full chunk says so unless it was the log's last; a chunk may also come
+                    // short when the records come from the log's files, in smaller reads.
+                    let lag = step.last.map_or(0, |last| self.log.tail().saturating_sub(last));
+                    let more = lag > 0 && (full || lag >= self.options.feed_batch_records as u64);
+                    if more && ended.is_none() && step.rows.count() < STEP_ROWS_MAX && step.bytes < self.options.flush_bytes {
                         continue;
                     }
                     self.publish(&mut step)?;
@@ -348,7 +359,7 @@ impl Feed {
                     if self.store.tail_bytes() >= self.options.flush_bytes {
                         self.flush().await?;
                     }
-                    if !full {
+                    if !more {
                         // Caught up with the log: let records gather before the next step.
                         tokio::select! {
                             _ = stop.changed() => break,
@@ -365,7 +376,7 @@ impl Feed {
     /// Moves a step's rows to the store's tail, where queries see them.
     fn publish(&self, step: &mut Step) -> Result<()> {
         if let Some(last) = step.last.take() {
-            let next = Rows::with_room_of(&step.rows);
+            let next = if std::mem::take(&mut step.bytes) <= STEP_ROOM_BYTES_MAX { Rows::with_room_of(&step.rows) } else { Rows::default() };
             self.store.append(std::mem::replace(&mut step.rows, next), last)?;
             let _ = self.consumed.send(last);
         }
@@ -382,7 +393,7 @@ impl Feed {
     async fn expire(&self) -> Result<()> {
         let Some(retention) = self.options.retention else { return Ok(()) };
         let store = Arc::clone(&self.store);
-        let removed = tokio::task::spawn_blocking(move || store.expire(retention)).await.map_err(|e| Error::Internal(e.to_string()))??;
+        let removed = tokio::task::spawn_blocking(move || store.expire(retention)).await.map_err(|e| Error::Internal(e.to_string()))?;
         if removed > 0 {
             tracing::info!(removed, "removed trace files older than the retention");
         }
@@ -399,6 +410,17 @@ mod tests {
     /// Held by each test that starts a tracer, until its threads are gone: the niceness test
     /// counts the tracer threads of the whole process.
     static TRACERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Closes `tracer` and waits until its threads are gone (its runtimes stop in the
+    /// background), for the next test that counts them.
+    async fn close_and_wait_for_its_threads(tracer: Tracer) {
+        tracer.close().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !niceness_of_threads("comb-trace").is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the tracer's threads outlived it");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 
     /// The niceness of every thread of this process whose name starts with `prefix`.
     fn niceness_of_threads(prefix: &str) -> Vec<i32> {
@@ -475,13 +497,27 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(tracer.query("SELECT 1 AS one", false).await.unwrap().rows, vec![vec![serde_json::json!(1)]]);
-        tracer.close().await.unwrap();
-        // The runtimes stop in the background.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !niceness_of_threads("comb-trace").is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the tracer's threads outlived it");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        close_and_wait_for_its_threads(tracer).await;
+    }
+
+    /// A burst that ends on a chunk's boundary is published: a full chunk that was the log's
+    /// last does not leave the feed waiting for records that never come.
+    #[tokio::test]
+    async fn records_ending_on_a_chunk_boundary_become_queryable() {
+        let _alone = TRACERS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogBook::in_memory(LogOptions::default()).unwrap();
+        let options = TracingOptions { catch_up_max: std::time::Duration::from_secs(5), ..TracingOptions::default() };
+        // Records the feed reads and skips (not commits): only the count matters here.
+        for _ in 0..2 {
+            let entries = (0..options.feed_batch_records).map(|_| comb_log::Entry::new(vec![1], bytes::Bytes::from_static(b"x"))).collect();
+            log.append_batch(entries).await.unwrap();
         }
+        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let tracer = Tracer::start(dir.path(), log.clone(), catalog, options.clone()).await.unwrap();
+        tracer.wait_for(log.tail()).await.expect("the records' step is published");
+        assert_eq!(tracer.consumed(), 2 * options.feed_batch_records as u64);
+        close_and_wait_for_its_threads(tracer).await;
     }
 
     #[tokio::test]

@@ -257,21 +257,34 @@ impl TraceStore {
         Ok(to)
     }
 
-    /// Removes the files written longer than `retention` ago; returns how many.
-    pub(crate) fn expire(&self, retention: Duration) -> Result<usize> {
+    /// Removes the files written longer than `retention` ago; returns how many. A file that
+    /// cannot be removed stays listed (and is tried again next time); the error is logged.
+    pub(crate) fn expire(&self, retention: Duration) -> usize {
         let horizon = now_us().saturating_sub(retention.as_micros() as u64);
-        let expired: Vec<TraceFile> = {
+        let expired: Vec<(usize, TraceFile)> = {
             let mut state = self.lock();
-            state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon)).collect()
+            state.files.iter_mut().enumerate().flat_map(|(table, files)| files.extract_if(.., |f| f.written_us < horizon).map(move |f| (table, f))).collect()
         };
-        for file in &expired {
+        let (mut removed, mut kept) = (0, Vec::new());
+        for (table, file) in expired {
             match fs::remove_file(&file.path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(io_error("remove", &file.path, &err)),
+                Ok(()) => removed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => removed += 1,
+                // The traces go on; the file stays listed, and the next expiry tries again.
+                Err(err) => {
+                    tracing::warn!(error = %io_error("remove", &file.path, &err), "an expired trace file could not be removed");
+                    kept.push((table, file));
+                }
             }
         }
-        Ok(expired.len())
+        if !kept.is_empty() {
+            let mut state = self.lock();
+            for (table, file) in kept {
+                state.files[table].push(file);
+                state.files[table].sort_by_key(|f| f.from);
+            }
+        }
+        removed
     }
 
     /// The files and tail of every table, as of one instant.
@@ -390,10 +403,24 @@ mod tests {
         let store = TraceStore::open(dir.path()).unwrap();
         store.append(rows("a"), 1).unwrap();
         store.flush().unwrap();
-        assert_eq!(store.expire(Duration::from_secs(3600)).unwrap(), 0);
-        assert_eq!(store.expire(Duration::ZERO).unwrap(), 1);
+        assert_eq!(store.expire(Duration::from_secs(3600)), 0);
+        assert_eq!(store.expire(Duration::ZERO), 1);
         assert_eq!(store.file_counts(), [0; 4]);
         assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 0);
         assert_eq!(store.checkpoint(), 1, "expiry keeps the checkpoint: nothing is read again");
+
+        // A file that cannot be removed (here a folder in its place) stays listed, and the
+        // next expiry tries it again.
+        store.append(rows("b"), 2).unwrap();
+        store.flush().unwrap();
+        let stuck = store.snapshot()[0].files[0].clone();
+        fs::remove_file(&stuck).unwrap();
+        fs::create_dir(&stuck).unwrap();
+        fs::write(stuck.join("inside"), b"x").unwrap();
+        assert_eq!(store.expire(Duration::ZERO), 0);
+        assert_eq!(store.file_counts(), [1, 0, 0, 0]);
+        fs::remove_dir_all(&stuck).unwrap();
+        assert_eq!(store.expire(Duration::ZERO), 1, "gone by then: counted as removed");
+        assert_eq!(store.file_counts(), [0; 4]);
     }
 }
