@@ -54,8 +54,9 @@ impl Default for ServerOptions {
 }
 
 /// Largest QueryTraces answer, in bytes of row JSON; rows beyond it are cut (the answer
-/// says so).
-pub const TRACE_ANSWER_BYTES_MAX: usize = 16 << 20;
+/// says so). The tracing layer cuts there already as it makes the rows, by an estimate; the
+/// service cuts again by the exact bytes.
+pub const TRACE_ANSWER_BYTES_MAX: usize = comb_tracing::ANSWER_BYTES_MAX;
 
 /// Most calls of one InvokeStream running at once; the stream takes no more of the
 /// client's calls until one ends (the client waits, held by HTTP/2 flow control).

@@ -58,7 +58,7 @@ use tokio::sync::{Semaphore, watch};
 pub use error::{Error, Result};
 pub use ingest::{Ingest, SYSTEM_PREFIX};
 pub use options::TracingOptions;
-pub use query::QueryResult;
+pub use query::{ANSWER_BYTES_MAX, QueryResult};
 pub use tables::TABLES;
 
 use crate::store::TraceStore;

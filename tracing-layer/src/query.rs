@@ -32,9 +32,17 @@ pub struct QueryResult {
     pub columns: Vec<String>,
     /// The rows, each a value per column.
     pub rows: Vec<Vec<serde_json::Value>>,
-    /// Whether rows beyond `query-rows-max` were cut.
+    /// Whether rows beyond `query-rows-max`, or beyond [`ANSWER_BYTES_MAX`], were cut.
     pub truncated: bool,
 }
+
+/// Largest answer, in bytes of the rows as JSON arrays (near enough: a string's escapes are
+/// not counted); rows beyond it are cut, and the answer says so. Checked as the rows are
+/// made, [`ANSWER_SLICE_ROWS`] at a time, so an answer never holds much more.
+pub const ANSWER_BYTES_MAX: usize = 16 << 20;
+
+/// Rows made into JSON at a time, between checks of [`ANSWER_BYTES_MAX`].
+const ANSWER_SLICE_ROWS: usize = 64;
 
 /// One table as the query sees it: its files and its tail, unioned, with the columns the
 /// files do not store made from the ones they do.
@@ -144,21 +152,43 @@ pub(crate) async fn run(snapshot: [TableSnapshot; 4], catalog: Arc<Catalog>, sql
     let columns = frame.schema().fields().iter().map(|f| f.name().clone()).collect();
     let mut stream = frame.execute_stream().await?;
     let mut rows = Vec::new();
-    let mut truncated = false;
+    let mut bytes = 0;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let room = options.query_rows_max - rows.len();
-        if batch.num_rows() > room {
-            truncated = true;
-        }
-        json_rows(&batch.slice(0, batch.num_rows().min(room)), &mut rows)?;
-        if rows.len() >= options.query_rows_max {
-            // One more row anywhere means the answer was cut.
-            truncated = truncated || stream.next().await.is_some();
-            break;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if rows.len() >= options.query_rows_max {
+                // A row is left over: this one.
+                return Ok(QueryResult { columns, rows, truncated: true });
+            }
+            let take = (batch.num_rows() - offset).min(ANSWER_SLICE_ROWS).min(options.query_rows_max - rows.len());
+            let first = rows.len();
+            json_rows(&batch.slice(offset, take), &mut rows)?;
+            for (i, row) in rows[first..].iter().enumerate() {
+                let size = 2 + row.iter().map(|v| json_bytes(v) + 1).sum::<usize>();
+                if bytes + size > ANSWER_BYTES_MAX {
+                    rows.truncate(first + i);
+                    return Ok(QueryResult { columns, rows, truncated: true });
+                }
+                bytes += size;
+            }
+            offset += take;
         }
     }
-    Ok(QueryResult { columns, rows, truncated })
+    Ok(QueryResult { columns, rows, truncated: false })
+}
+
+/// The bytes of a value as JSON, near enough (a string's escapes are not counted).
+fn json_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null => 4,
+        Value::Bool(b) => if *b { 4 } else { 5 },
+        Value::Number(n) => n.to_string().len(),
+        Value::String(s) => s.len() + 2,
+        Value::Array(values) => 2 + values.iter().map(|v| json_bytes(v) + 1).sum::<usize>(),
+        Value::Object(fields) => 2 + fields.iter().map(|(k, v)| k.len() + 4 + json_bytes(v)).sum::<usize>(),
+    }
 }
 
 /// One column's values as JSON: numbers, booleans and strings as themselves, anything else
@@ -351,6 +381,19 @@ mod tests {
         let result = run(snapshot, catalog(), sql, &options()).await.unwrap();
         let text = |s: &str| serde_json::Value::from(s);
         assert_eq!(result.rows, [vec![text("w1"), 25.into(), text("failed"), text("card declined")], vec![text("w2"), 1.into(), text("succeeded"), serde_json::Value::Null]]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_cut_at_its_bytes_as_it_is_made() {
+        // A hundred rows of 1 MiB each: 100 MiB were they all made.
+        let sql = "SELECT repeat('x', 1048576) AS big FROM generate_series(1, 100)";
+        let result = run(Default::default(), catalog(), sql, &options()).await.unwrap();
+        assert!(result.truncated);
+        let bytes: usize = result.rows.iter().map(|row| serde_json::Value::Array(row.clone()).to_string().len()).sum();
+        assert_eq!(result.rows.len(), 15, "as many rows as fit in {ANSWER_BYTES_MAX} bytes ({bytes})");
+        // A small answer is whole.
+        let small = run(Default::default(), catalog(), "SELECT * FROM generate_series(1, 3)", &options()).await.unwrap();
+        assert_eq!((small.rows.len(), small.truncated), (3, false));
     }
 
     fn options() -> TracingOptions {
