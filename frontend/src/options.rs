@@ -35,7 +35,15 @@ pub struct ServerOptions {
     pub step_retries_max: u32,
     /// Longest workflow id accepted, in bytes.
     pub workflow_id_bytes_max: usize,
+    /// How often the server checkpoints: the state store is flushed and the log trimmed
+    /// below what the store and the trace feed still need. The log holds about this long of
+    /// commits (more while the trace feed is behind), and a restart replays at most that.
+    #[serde(with = "millis")]
+    pub checkpoint_interval: Duration,
 }
+
+/// Longest `checkpoint-interval` accepted: a log kept longer holds a day of commits.
+pub const CHECKPOINT_INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -49,6 +57,7 @@ impl Default for ServerOptions {
             wait_max: Duration::from_secs(60),
             step_retries_max: 50,
             workflow_id_bytes_max: 256,
+            checkpoint_interval: Duration::from_secs(30),
         }
     }
 }
@@ -96,6 +105,9 @@ impl ServerOptions {
                 "invalid server option request-bytes-max: must be at least {} (a client's message of streamed invocations is up to that size)",
                 comb_client::STREAM_BATCH_BYTES_MAX
             ));
+        }
+        if self.checkpoint_interval.is_zero() || self.checkpoint_interval > CHECKPOINT_INTERVAL_MAX {
+            return Err(format!("invalid server option checkpoint-interval: must be longer than 0 ms and at most {} ms", CHECKPOINT_INTERVAL_MAX.as_millis()));
         }
         if self.wait_max.is_zero() {
             return Err("invalid server option wait-max: must be longer than 0".to_owned());

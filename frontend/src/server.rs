@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use comb_backend::{Engine, Function};
 use comb_tracing::Tracer;
 use comb_client::proto::comb_server::CombServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
@@ -92,7 +94,10 @@ impl ServerBuilder {
         let engine = Engine::open(&dir, self.options.engine.clone()).await?;
         let mut tracer = None;
         match self.start_on(&engine, &dir, &mut tracer).await {
-            Ok((scheduler, resumed)) => Ok(Server { scheduler, resumed, tracer }),
+            Ok((scheduler, resumed)) => {
+                let checkpoints = Checkpoints::start(engine, scheduler.options.checkpoint_interval);
+                Ok(Server { scheduler, resumed, tracer, checkpoints: Some(checkpoints) })
+            }
             Err(err) => {
                 // Stop what started: the executors' threads and RocksDB's would otherwise
                 // still run when the process exits on this error, and exiting under them
@@ -195,6 +200,55 @@ pub struct Server {
     scheduler: Arc<Scheduler>,
     resumed: usize,
     tracer: Option<Arc<Tracer>>,
+    /// `None` once closed.
+    checkpoints: Option<Checkpoints>,
+}
+
+/// The server's periodic checkpoints, on a task of their own: without them the log would
+/// keep every record it was ever given.
+struct Checkpoints {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpoints {
+    fn start(engine: Engine, interval: Duration) -> Checkpoints {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    _ = tick.tick() => {}
+                }
+                // Not raced against the stop: a checkpoint under way finishes before the
+                // engine closes.
+                match engine.checkpoint().await {
+                    Ok(trim_point) => tracing::debug!(trim_point, "checkpoint: the log is trimmed below the trim point"),
+                    Err(comb_backend::Error::Closed) => return,
+                    Err(err) => tracing::warn!(error = %err, "a checkpoint failed; the log keeps its records until the next one"),
+                }
+            }
+        });
+        Checkpoints { stop, task }
+    }
+
+    /// Stops them, after the checkpoint under way if there is one.
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Err(err) = (&mut self.task).await
+            && err.is_panic()
+        {
+            tracing::error!(error = %err, "the checkpoint task panicked");
+        }
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -317,7 +371,10 @@ impl Server {
 
     /// Closes the tracing layer (after a last flush) and the engine: commits in flight
     /// finish, runs in progress resume at the next start.
-    pub async fn close(self) -> Result<()> {
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(checkpoints) = self.checkpoints.take() {
+            checkpoints.stop().await;
+        }
         let traced = match &self.tracer {
             Some(tracer) => tracer.close().await,
             None => Ok(()),

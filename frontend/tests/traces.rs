@@ -42,6 +42,10 @@ async fn start(dir: &std::path::Path) -> (Server, Listening, Client) {
         tracing: TracingOptions { flush_age: Duration::from_secs(3600), ..TracingOptions::default() },
         ..ServerOptions::default()
     };
+    start_with(dir, options).await
+}
+
+async fn start_with(dir: &std::path::Path, options: ServerOptions) -> (Server, Listening, Client) {
     let mut builder = Server::builder().data_dir(dir).options(options).schema(SCHEMA);
     for f in functions() {
         builder = builder.function(f);
@@ -177,6 +181,65 @@ async fn every_table_holds_exactly_what_ran_before_and_after_a_restart() {
     client.invoke::<Value>("count", &json!({ "id": 1, "by": 1 })).id("c3").await.unwrap();
     let count = query(&client, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM workflows").await;
     assert_eq!(count.rows, vec![vec![json!(5), json!(5)]]);
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
+
+/// The server checkpoints as it serves: its log is trimmed, never below what the trace feed
+/// has put in files, and a restart over the trimmed log loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_trims_its_log_as_it_serves_and_never_past_the_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || ServerOptions {
+        engine: EngineOptions { partitions: 2, ..EngineOptions::default() },
+        tracing: TracingOptions { flush_age: Duration::from_millis(100), ..TracingOptions::default() },
+        checkpoint_interval: Duration::from_millis(50),
+        ..ServerOptions::default()
+    };
+    let (server, listening, client) = start_with(dir.path(), options()).await;
+    let log = server.engine().log().clone();
+    let untrimmed = log.trim_point();
+    const RUNS: i64 = 20;
+    for id in 0..RUNS {
+        client.invoke::<Value>("count", &json!({ "id": id, "by": 1 })).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.trim_point() <= untrimmed + RUNS as u64 / 2 {
+        assert!(std::time::Instant::now() < deadline, "the log was not trimmed: trim point {}", log.trim_point());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sql = "SELECT count(*) AS runs FROM workflows WHERE name = 'count'";
+    assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS)]], "every run traced, none lost to the trim");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+
+    let (server, listening, client) = start_with(dir.path(), options()).await;
+    for id in 0..RUNS {
+        assert_eq!(client.invoke::<Value>("peek", &json!({ "id": id })).await.unwrap(), json!({ "n": 1 }), "counter {id}");
+    }
+    assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS)]], "the traces neither lost nor repeated a run");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+
+    // Without tracing, nothing holds the log: it is trimmed past what the traces hold.
+    let untraced = ServerOptions { tracing: TracingOptions { enabled: false, ..TracingOptions::default() }, ..options() };
+    let (server, listening, client) = start_with(dir.path(), untraced).await;
+    for id in 0..5 {
+        client.invoke::<Value>("count", &json!({ "id": id, "by": 1 })).await.unwrap();
+    }
+    let log = server.engine().log().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.trim_point() <= log.tail() {
+        assert!(std::time::Instant::now() < deadline, "the log was not trimmed to its tail");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+
+    // Tracing again: the feed goes on from what the log holds, rather than stopping.
+    let (server, listening, client) = start_with(dir.path(), options()).await;
+    client.invoke::<Value>("count", &json!({ "id": 0, "by": 1 })).await.unwrap();
+    assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS + 1)]], "the runs the log still held are traced; the trimmed ones are missing");
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 }

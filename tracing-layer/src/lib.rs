@@ -302,7 +302,15 @@ struct Feed {
 
 impl Feed {
     async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let from = self.store.checkpoint() + 1;
+        let mut from = self.store.checkpoint() + 1;
+        // Records below the log's trim point are gone: trimmed while no trace store held
+        // them (a server run without tracing, or a new trace store). Their rows cannot be
+        // made; the traces go on from what the log holds.
+        let trim_point = self.log.trim_point();
+        if from < trim_point {
+            tracing::warn!(from, trim_point, "the log no longer holds the records from the trace checkpoint on; their rows are missing from the traces");
+            from = trim_point;
+        }
         let mut records = self.log.subscribe(from, ANY_TAG).ready_chunks(self.options.feed_batch_records);
         let mut tick = tokio::time::interval(self.options.flush_age.min(TICK_MAX));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
