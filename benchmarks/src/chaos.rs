@@ -55,6 +55,10 @@ const OVERLOAD_PAUSE: Duration = Duration::from_millis(20);
 /// Most violations kept for the report (all are counted).
 const VIOLATIONS_SHOWN_MAX: usize = 20;
 
+/// How often the server child checkpoints: far more often than the default, so that kills
+/// land before, during and after checkpoints (a flushed store, a trimmed log) in every round.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct ChaosArgs {
     /// Rounds: in each the mixed load runs, the server is killed with SIGKILL at a random
@@ -190,6 +194,7 @@ pub(crate) fn serve(args: &ChaosServerArgs) -> anyhow::Result<()> {
         let mut options = ServerOptions::default();
         options.engine.partitions = args.partitions;
         options.tracing.flush_age = Duration::from_millis(100);
+        options.checkpoint_interval = CHECKPOINT_INTERVAL;
         let mut builder = Server::builder().data_dir(&args.data_dir).options(options);
         for app in &comb_examples::APPS {
             builder = app.install(builder);
