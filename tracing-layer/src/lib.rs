@@ -155,13 +155,7 @@ impl Tracer {
             consumed: consumed_tx,
             checkpoints: checkpoint_tx,
         };
-        let failed = Arc::clone(&failure);
-        let task = feed_runtime.spawn(async move {
-            if let Err(err) = feed.run(stopped).await {
-                tracing::error!(error = %err, "the trace feed stopped; traces resume from the checkpoint at the next start");
-                *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.to_string());
-            }
-        });
+        let task = feed_runtime.spawn(feed.run(stopped, Arc::clone(&failure)));
         Ok(Tracer {
             store,
             log,
@@ -301,7 +295,16 @@ struct Feed {
 }
 
 impl Feed {
-    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+    /// Runs the feed until stopped; a failure is recorded in `failure` before the feed's
+    /// channels close, so that a caller waiting on them is told why, not just `Closed`.
+    async fn run(self, stop: watch::Receiver<bool>, failure: Arc<Mutex<Option<String>>>) {
+        if let Err(err) = self.steps(stop).await {
+            tracing::error!(error = %err, "the trace feed stopped; traces resume from the checkpoint at the next start");
+            *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.to_string());
+        }
+    }
+
+    async fn steps(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let mut from = self.store.checkpoint() + 1;
         // Records below the log's trim point are gone: trimmed while no trace store held
         // them (a server run without tracing, or a new trace store). Their rows cannot be
@@ -359,8 +362,11 @@ impl Feed {
                         // The log closed (the server is stopping): keep what was read.
                         Some(comb_log::Error::Closed) => break,
                         Some(err) => {
-                            self.flush().await?;
-                            return Err(Error::Stopped(format!("reading the log: {err}")));
+                            let cause = format!("reading the log: {err}");
+                            return Err(Error::Stopped(match self.flush().await {
+                                Ok(()) => cause,
+                                Err(flush) => format!("{cause}; then the flush of what was read: {flush}"),
+                            }));
                         }
                         None => {}
                     }
