@@ -21,7 +21,7 @@ use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
 use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, check_json_bytes};
-use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition};
+use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition, store_catalog_through};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::{Batch, Store};
 use crate::trace::TraceBuffer;
@@ -220,6 +220,10 @@ struct Inner {
     registry: RwLock<Arc<Registry>>,
     /// Serializes catalog changes and checkpoints.
     ddl: tokio::sync::Mutex<()>,
+    /// The catalog a DDL under way makes, from before its append until the registry has it:
+    /// a function registered meanwhile must fit it too. Set and cleared under the registry's
+    /// write lock.
+    pending_catalog: Mutex<Option<Arc<Catalog>>>,
     /// Consumers' holds on the trim point: each still needs the records from its LSN on.
     holds: Mutex<BTreeMap<String, Lsn>>,
 }
@@ -320,10 +324,15 @@ impl Engine {
                 threads: Mutex::new(threads),
                 registry: RwLock::new(Arc::new(Registry { catalog: Arc::new(catalog), functions: BTreeMap::new() })),
                 ddl: tokio::sync::Mutex::new(()),
+                pending_catalog: Mutex::new(None),
                 holds: Mutex::new(BTreeMap::new()),
                 options,
             }),
         })
+    }
+
+    fn pending_catalog(&self) -> std::sync::MutexGuard<'_, Option<Arc<Catalog>>> {
+        self.inner.pending_catalog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn registry(&self) -> Arc<Registry> {
@@ -374,35 +383,28 @@ impl Engine {
         // takes again; recovery would then give one table's rows to the other. So it runs on
         // a task of its own, which the caller only awaits.
         let (engine, sql) = (self.clone(), sql.to_owned());
-        tokio::spawn(async move { engine.apply_ddl(&sql).await }).await.map_err(|err| Error::Internal(format!("the task applying a DDL failed: {err}")))?
+        tokio::spawn(async move { engine.apply_ddl(&sql).await })
+            .await
+            .map_err(|err| if err.is_cancelled() { Error::Closed } else { Error::Internal(format!("the task applying a DDL panicked: {err}")) })?
     }
 
     async fn apply_ddl(&self, sql: &str) -> Result<Lsn> {
         let _serial = self.inner.ddl.lock().await;
-        let registry = self.registry();
-        let catalog = Arc::new(registry.catalog.apply(sql).map_err(Error::Ddl)?);
-        let mut functions = BTreeMap::new();
-        for (name, (function, _)) in &registry.functions {
-            functions.insert(name.clone(), (function.clone(), Arc::new(Registered::prepare(function, &catalog)?)));
-        }
-        let payload = encode_catalog(&CatalogRecord { ddl: sql.to_owned() });
-        let lsn = self.inner.shared.log.append_batch(vec![Entry::new(vec![CATALOG_TAG], payload)]).await?;
-        // The log holds the DDL: the catalog in memory follows it, whatever happens next.
-        {
-            let mut guard = self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // A function registered while the record was appended was prepared against the
-            // old catalog only.
+        let (catalog, functions) = {
+            // Under the write lock: no function is registered between this snapshot and the
+            // pending catalog being set.
+            let guard = self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let catalog = Arc::new(guard.catalog.apply(sql).map_err(Error::Ddl)?);
+            let mut functions = BTreeMap::new();
             for (name, (function, _)) in &guard.functions {
-                if functions.contains_key(name) {
-                    continue;
-                }
-                match Registered::prepare(function, &catalog) {
-                    Ok(registered) => _ = functions.insert(name.clone(), (function.clone(), Arc::new(registered))),
-                    Err(err) => tracing::error!(function = %name, error = %err, "a function registered during a DDL does not fit the new catalog, and is unregistered"),
-                }
+                functions.insert(name.clone(), (function.clone(), Arc::new(Registered::prepare(function, &catalog)?)));
             }
-            *guard = Arc::new(Registry { catalog, functions });
-        }
+            *self.pending_catalog() = Some(Arc::clone(&catalog));
+            (catalog, functions)
+        };
+        let payload = encode_catalog(&CatalogRecord { ddl: sql.to_owned() });
+        let appended = self.inner.shared.log.append_batch(vec![Entry::new(vec![CATALOG_TAG], payload)]).await;
+        let lsn = self.adopt_catalog(appended.map_err(Error::from), catalog, functions)?;
         let store = self.store()?;
         let ddl = sql.to_owned();
         blocking(move || {
@@ -415,6 +417,28 @@ impl Engine {
         Ok(lsn)
     }
 
+    /// After a DDL's append: clears the pending catalog and, when the record was appended,
+    /// swaps in the new catalog and the functions prepared against it.
+    fn adopt_catalog(&self, appended: Result<Lsn>, catalog: Arc<Catalog>, mut functions: BTreeMap<String, (Function, Arc<Registered>)>) -> Result<Lsn> {
+        let mut guard = self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *self.pending_catalog() = None;
+        let lsn = appended?;
+        // The log holds the DDL: the catalog in memory follows it, whatever happens next. A
+        // function registered while the record was appended was checked against the new
+        // catalog too (`register`), and is prepared against it now.
+        for (name, (function, _)) in &guard.functions {
+            if functions.contains_key(name) {
+                continue;
+            }
+            match Registered::prepare(function, &catalog) {
+                Ok(registered) => _ = functions.insert(name.clone(), (function.clone(), Arc::new(registered))),
+                Err(err) => tracing::error!(function = %name, error = %err, "a function registered during a DDL does not fit the new catalog, and is unregistered"),
+            }
+        }
+        *guard = Arc::new(Registry { catalog, functions });
+        Ok(lsn)
+    }
+
     /// Registers a compiled-in function: its statements are prepared against the current
     /// catalog, and every finding is reported at once.
     pub fn register(&self, function: Function) -> Result<()> {
@@ -423,6 +447,12 @@ impl Engine {
             return Err(Error::DuplicateFunction { name: function.name().to_owned() });
         }
         let registered = Arc::new(Registered::prepare(&function, &guard.catalog)?);
+        if let Some(pending) = self.pending_catalog().as_ref() {
+            Registered::prepare(&function, pending).map_err(|err| Error::InvalidFunction {
+                function: function.name().to_owned(),
+                message: format!("it does not fit the catalog of the DDL being applied ({err}); register it again once the DDL is done"),
+            })?;
+        }
         let mut functions = guard.functions.clone();
         functions.insert(function.name().to_owned(), (function, registered));
         *guard = Arc::new(Registry { catalog: Arc::clone(&guard.catalog), functions });
@@ -548,15 +578,10 @@ impl Engine {
     pub async fn checkpoint(&self) -> Result<Lsn> {
         let _serial = self.inner.ddl.lock().await;
         let store = self.store()?;
-        // No catalog change is in flight: every catalog record up to the tail is applied.
+        // No catalog change is in flight: every catalog record up to the tail is applied in
+        // memory, and its DDL is stored (again, if its own store write failed).
         let catalog_tail = self.inner.shared.log.tail();
-        let s = Arc::clone(&store);
-        blocking(move || {
-            let mut batch = Batch::default();
-            batch.put(&meta_catalog_applied(), &catalog_tail.to_be_bytes());
-            s.write(batch)
-        })
-        .await?;
+        store_catalog_through(&store, &self.inner.shared.log, catalog_tail).await?;
         let mut needed = catalog_tail + 1;
         for (p, queue) in self.inner.partitions.iter().enumerate() {
             let (reply, answer) = channel();

@@ -97,6 +97,34 @@ pub(crate) async fn recover_catalog(store: &Arc<Store>, log: &LogBook) -> Result
     Ok(catalog)
 }
 
+/// Stores the DDL of every catalog record after `catalog-applied` and up to `upto` (which the
+/// caller knows to hold no catalog change in flight), then `catalog-applied = upto`: a
+/// checkpoint's part for the catalog. The log may then be trimmed up to `upto + 1` and the
+/// catalog still recovered, even if a DDL's own store write failed after its append.
+pub(crate) async fn store_catalog_through(store: &Arc<Store>, log: &LogBook, upto: Lsn) -> Result<()> {
+    let s = Arc::clone(store);
+    let applied = blocking(move || read_lsn(&s, &meta_catalog_applied())).await?;
+    let mut from = applied + 1;
+    let mut batch = Batch::default();
+    while from <= upto {
+        let records = log.read_range(CATALOG_TAG, from, REPLAY_BATCH_RECORDS).await?;
+        let mut last = None;
+        for record in records.iter().take_while(|r| r.lsn <= upto) {
+            if let LogRecord::Catalog(ddl) = decode_payload(&record.payload)? {
+                batch.put(&meta_ddl(record.lsn), ddl.ddl.as_bytes());
+            }
+            last = Some(record.lsn);
+        }
+        match last {
+            Some(lsn) if records.len() == REPLAY_BATCH_RECORDS && lsn < upto => from = lsn + 1,
+            _ => break,
+        }
+    }
+    batch.put(&meta_catalog_applied(), &upto.to_be_bytes());
+    let s = Arc::clone(store);
+    blocking(move || s.write(batch)).await
+}
+
 /// Replays a partition's commits after its applied LSN; returns the new applied LSN.
 pub(crate) async fn replay_partition(store: &Arc<Store>, log: &LogBook, partition: u16) -> Result<Lsn> {
     let s = Arc::clone(store);

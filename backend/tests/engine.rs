@@ -668,6 +668,40 @@ fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
     });
 }
 
+/// A function registered while a DDL's record is being appended must fit the catalog that
+/// DDL makes: refused at once if it does not, rather than accepted and then lost.
+#[test]
+fn a_function_registered_during_a_ddl_fits_the_new_catalog_or_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open(&dir.path().join("log")).unwrap());
+    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    runtime().block_on(async {
+        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+        let engine = Engine::open_with_log(log, dir.path().join("state"), options(1)).await.unwrap();
+        engine.execute_ddl(DDL).await.unwrap();
+        engine.execute_ddl("CREATE TABLE extra (id BIGINT PRIMARY KEY)").await.unwrap();
+        faulty.hold();
+        let dropping = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.execute_ddl("DROP TABLE extra").await })
+        };
+        let held = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
+        let uses = |table: &str| Function::new(format!("count_{table}")).statement("n", &format!("SELECT count(*) FROM {table}")).run(|tx, _| Ok(json!(tx.query_one::<i64>("n", ())?)));
+        match engine.register(uses("extra")) {
+            Err(Error::InvalidFunction { message, .. }) => assert!(message.contains("DDL being applied"), "{message}"),
+            other => panic!("a function that the DDL under way breaks was registered: {other:?}"),
+        }
+        engine.register(uses("accounts")).unwrap();
+        faulty.release();
+        dropping.await.unwrap().unwrap();
+        assert_eq!(engine.invoke(Invocation::new("count_accounts", json!({}))).await.unwrap().value, json!(0));
+        assert!(matches!(engine.invoke(Invocation::new("count_extra", json!({}))).await, Err(Error::UnknownFunction { .. })));
+        engine.close().await.unwrap();
+    });
+    comb_log::Loglet::close(&*faulty).unwrap();
+}
+
 /// A failure that rests on a commit not yet durable (a duplicate of a key that commit
 /// inserted) is not answered before that commit: were the commit lost, the caller would have
 /// been told of a row that never existed.

@@ -123,6 +123,11 @@ enum Begun {
 const RESUME_PAUSE_MIN: Duration = Duration::from_millis(100);
 /// The longest pause between resumptions of a run that overload keeps interrupting.
 const RESUME_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// Most resumptions of a run that overload keeps interrupting (about 80 s of pauses): then
+/// its task stops and gives its slot back, and the run resumes when the server restarts or
+/// its id is invoked again. A partition that stays full (a function that never returns)
+/// would otherwise hold every run that needs it, and their slots, for good.
+const OVERLOAD_RESUMES_MAX: u32 = 20;
 
 /// Why a step did not produce an output.
 enum StepError {
@@ -437,14 +442,15 @@ impl Scheduler {
         let started = row.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (mut resumed, mut pause) = (resumed, RESUME_PAUSE_MIN);
+            let (mut resumed, mut pause, mut resumes) = (resumed, RESUME_PAUSE_MIN, 0);
             loop {
                 match scheduler.run_steps(&plan, row.clone(), resumed).await {
                     Ok(ended) => return claim.complete(Ok(ended)),
                     // A queue was full beyond the step's retries: the run pauses and resumes
                     // here, keeping its claim and its slot. Its waiters get its end, and
                     // nothing is left started with no task to finish it.
-                    Err(Error::Backend(err)) if err.is_retryable() => {
+                    Err(Error::Backend(err)) if err.is_retryable() && resumes < OVERLOAD_RESUMES_MAX => {
+                        resumes += 1;
                         tracing::warn!(workflow_id = %claim.id, error = %err, pause_ms = pause.as_millis() as u64, "a workflow run was interrupted by overload; it resumes after a pause");
                         tokio::time::sleep(pause).await;
                         (resumed, pause) = (true, (pause * 2).min(RESUME_PAUSE_MAX));
@@ -643,7 +649,7 @@ impl Scheduler {
                 };
                 match result {
                     Ok(output) => return (unit, Ok(unit_outputs(&steps, output.value))),
-                    Err(comb_backend::Error::Overloaded { .. }) if attempt < scheduler.options.step_retries_max => {
+                    Err(err) if err.is_retryable() && attempt < scheduler.options.step_retries_max => {
                         attempt += 1;
                         back_off(attempt).await;
                     }
@@ -673,7 +679,7 @@ impl Scheduler {
         loop {
             match self.engine.find_recorded(&recorded).await {
                 Ok(found) => return Ok(found.map(|output| unit_outputs(steps, output.value))),
-                Err(comb_backend::Error::Overloaded { .. }) if attempt < self.options.step_retries_max => {
+                Err(err) if err.is_retryable() && attempt < self.options.step_retries_max => {
                     attempt += 1;
                     back_off(attempt).await;
                 }
@@ -730,12 +736,20 @@ impl Scheduler {
             return Ok(row);
         }
         // Started, not ended, and no task here ran it when asked: a failure of the server
-        // stopped its task, unless an invoke of its id has resumed it since.
+        // stopped its task, unless an invoke of its id has taken it since (and perhaps ended
+        // it already).
+        if let Some((outcome, _)) = self.claimed(id) {
+            return self.wait(id, outcome).await;
+        }
+        let row = self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() })?;
+        if row.status != RUNNING {
+            return Ok(row);
+        }
         match self.claimed(id) {
             Some((outcome, _)) => self.wait(id, outcome).await,
             None => Err(Error::Interrupted {
                 id: id.to_owned(),
-                cause: "a failure of the server stopped its task, and nothing runs it now (invoking it again with its id resumes it here)".to_owned(),
+                cause: "a failure of the server stopped its task, and nothing runs it now; invoking it again with its id resumes it at once".to_owned(),
             }),
         }
     }

@@ -36,12 +36,13 @@ pub struct QueryResult {
     pub truncated: bool,
 }
 
-/// Largest answer, in bytes of the rows as JSON arrays (near enough: a string's escapes are
-/// not counted); rows beyond it are cut, and the answer says so. Checked as the rows are
-/// made, [`ANSWER_SLICE_ROWS`] at a time, so an answer never holds much more.
+/// Largest answer, in bytes of the rows as JSON arrays; rows beyond it are cut, and the
+/// answer says so. Checked as the rows are made, a slice at a time, each slice no larger
+/// than the room left at the rows' average size so far: an answer holds about one row more
+/// than it returns, at most.
 pub const ANSWER_BYTES_MAX: usize = 16 << 20;
 
-/// Rows made into JSON at a time, between checks of [`ANSWER_BYTES_MAX`].
+/// Most rows made into JSON at a time, between checks of [`ANSWER_BYTES_MAX`].
 const ANSWER_SLICE_ROWS: usize = 64;
 
 /// One table as the query sees it: its files and its tail, unioned, with the columns the
@@ -161,7 +162,9 @@ pub(crate) async fn run(snapshot: [TableSnapshot; 4], catalog: Arc<Catalog>, sql
                 // A row is left over: this one.
                 return Ok(QueryResult { columns, rows, truncated: true });
             }
-            let take = (batch.num_rows() - offset).min(ANSWER_SLICE_ROWS).min(options.query_rows_max - rows.len());
+            // As many rows as fit in the room left, were they as large as those so far.
+            let fit = if rows.is_empty() { 1 } else { ((ANSWER_BYTES_MAX - bytes) / bytes.div_ceil(rows.len())).max(1) };
+            let take = (batch.num_rows() - offset).min(ANSWER_SLICE_ROWS).min(fit).min(options.query_rows_max - rows.len());
             let first = rows.len();
             json_rows(&batch.slice(offset, take), &mut rows)?;
             for (i, row) in rows[first..].iter().enumerate() {
@@ -178,14 +181,14 @@ pub(crate) async fn run(snapshot: [TableSnapshot; 4], catalog: Arc<Catalog>, sql
     Ok(QueryResult { columns, rows, truncated: false })
 }
 
-/// The bytes of a value as JSON, near enough (a string's escapes are not counted).
+/// The bytes of a value as JSON (a control character counted as its longest escape).
 fn json_bytes(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     match value {
         Value::Null => 4,
         Value::Bool(b) => if *b { 4 } else { 5 },
         Value::Number(n) => n.to_string().len(),
-        Value::String(s) => s.len() + 2,
+        Value::String(s) => 2 + s.len() + s.bytes().map(|b| match b { b'"' | b'\\' => 1, 0..=0x1f => 5, _ => 0 }).sum::<usize>(),
         Value::Array(values) => 2 + values.iter().map(|v| json_bytes(v) + 1).sum::<usize>(),
         Value::Object(fields) => 2 + fields.iter().map(|(k, v)| k.len() + 4 + json_bytes(v)).sum::<usize>(),
     }
@@ -391,6 +394,12 @@ mod tests {
         assert!(result.truncated);
         let bytes: usize = result.rows.iter().map(|row| serde_json::Value::Array(row.clone()).to_string().len()).sum();
         assert_eq!(result.rows.len(), 15, "as many rows as fit in {ANSWER_BYTES_MAX} bytes ({bytes})");
+        // Quotes take twice their bytes as JSON: counted so.
+        let sql = r#"SELECT repeat('"', 1048576) AS quotes FROM generate_series(1, 100)"#;
+        let result = run(Default::default(), catalog(), sql, &options()).await.unwrap();
+        let bytes: usize = result.rows.iter().map(|row| serde_json::Value::Array(row.clone()).to_string().len()).sum();
+        assert!(result.truncated && bytes <= ANSWER_BYTES_MAX, "{bytes} bytes");
+        assert_eq!(result.rows.len(), 7, "as many rows as fit ({bytes} bytes)");
         // A small answer is whole.
         let small = run(Default::default(), catalog(), "SELECT * FROM generate_series(1, 3)", &options()).await.unwrap();
         assert_eq!((small.rows.len(), small.truncated), (3, false));
