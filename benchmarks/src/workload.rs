@@ -55,6 +55,10 @@ pub(crate) struct TargetArgs {
     /// `errors`. Default: the server's.
     #[arg(long)]
     pub(crate) workflows_in_flight_max: Option<usize>,
+    /// How often the Comb server this process starts checkpoints, in milliseconds (its
+    /// checkpoint-interval). Default: the server's.
+    #[arg(long)]
+    pub(crate) checkpoint_interval_ms: Option<u64>,
     /// The data's size: 1.0 is Apiary's (100,000 counters; 100 hotels x 10 rooms x 30
     /// dates; 100,000 items; 10,000 users x 50 followees, 100,000 posts).
     #[arg(long, default_value_t = 1.0)]
@@ -78,6 +82,9 @@ impl TargetArgs {
         options.engine.partitions = self.partitions;
         if let Some(limit) = self.workflows_in_flight_max {
             options.workflows_in_flight_max = limit;
+        }
+        if let Some(ms) = self.checkpoint_interval_ms {
+            options.checkpoint_interval = std::time::Duration::from_millis(ms);
         }
         options
     }
