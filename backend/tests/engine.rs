@@ -634,17 +634,28 @@ fn a_damaged_state_file_is_an_error_naming_it_never_wrong_data() {
     });
 }
 
+/// The disk log in `dir/log`, behind a wrapper that can hold or fail its writes.
+fn controlled_log(dir: &std::path::Path) -> Arc<comb_log::testkit::ControlledLoglet> {
+    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open(&dir.join("log")).unwrap());
+    Arc::new(comb_log::testkit::ControlledLoglet::new(disk))
+}
+
+/// An engine of one partition over `faulty`, its state in `dir/state`, with [`DDL`] applied.
+async fn open_over(dir: &std::path::Path, faulty: &Arc<comb_log::testkit::ControlledLoglet>) -> Engine {
+    let log = comb_log::LogBook::open_shared(Arc::clone(faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+    let engine = Engine::open_with_log(log, dir.join("state"), options(1)).await.unwrap();
+    engine.execute_ddl(DDL).await.unwrap();
+    engine
+}
+
 #[test]
 fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     // The log on disk, behind a wrapper that can fail an append as a full disk would.
-    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open(&dir.path().join("log")).unwrap());
-    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    let faulty = controlled_log(dir.path());
     runtime().block_on(async {
-        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-        let engine = Engine::open_with_log(log, dir.path().join("state"), options(1)).await.unwrap();
-        engine.execute_ddl(DDL).await.unwrap();
+        let engine = open_over(dir.path(), &faulty).await;
         register(&engine, &runs);
         engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 10 }))).await.unwrap();
 
@@ -673,12 +684,9 @@ fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
 #[test]
 fn a_function_registered_during_a_ddl_fits_the_new_catalog_or_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open(&dir.path().join("log")).unwrap());
-    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    let faulty = controlled_log(dir.path());
     runtime().block_on(async {
-        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-        let engine = Engine::open_with_log(log, dir.path().join("state"), options(1)).await.unwrap();
-        engine.execute_ddl(DDL).await.unwrap();
+        let engine = open_over(dir.path(), &faulty).await;
         engine.execute_ddl("CREATE TABLE extra (id BIGINT PRIMARY KEY)").await.unwrap();
         faulty.hold();
         let dropping = {
@@ -708,12 +716,9 @@ fn a_function_registered_during_a_ddl_fits_the_new_catalog_or_is_refused() {
 #[test]
 fn a_failure_seen_through_a_pending_commit_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open(&dir.path().join("log")).unwrap());
-    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    let faulty = controlled_log(dir.path());
     runtime().block_on(async {
-        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-        let engine = Engine::open_with_log(log, dir.path().join("state"), options(1)).await.unwrap();
-        engine.execute_ddl(DDL).await.unwrap();
+        let engine = open_over(dir.path(), &faulty).await;
         let bodies = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&bodies);
         engine

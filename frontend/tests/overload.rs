@@ -44,6 +44,20 @@ impl Gate {
     }
 }
 
+const COUNTERS: &str = "CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)";
+
+/// A function that adds one to counter `id`, calling `first` before it does.
+fn add_one(name: &str, first: impl Fn() + Send + Sync + 'static) -> Function {
+    Function::new(name)
+        .statement("add", "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1 RETURNING n")
+        .partition_by("id")
+        .run(move |tx, input| {
+            first();
+            let n: i64 = tx.query_one("add", (input["id"].as_i64(),))?;
+            Ok(json!({ "n": n }))
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,18 +66,11 @@ async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recover
     // up to the limit, whatever the machine's speed.
     let gate = Arc::new(Gate::default());
     let held = Arc::clone(&gate);
-    let slow = Function::new("slow_add")
-        .statement("add", "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1 RETURNING n")
-        .partition_by("id")
-        .run(move |tx, input| {
-            held.pass();
-            let n: i64 = tx.query_one("add", (input["id"].as_i64(),))?;
-            Ok(json!({ "n": n }))
-        });
+    let slow = add_one("slow_add", move || held.pass());
     let server = Server::builder()
         .data_dir(dir.path())
         .options(options)
-        .schema("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        .schema(COUNTERS)
         .function(slow)
         .function(Function::new("sum").statement("sum", "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM counters").run(|tx, _| Ok(json!(tx.query_one::<i64>("sum", ())?))))
         .workflow(r#"{"name": "add", "steps": [{"id": "add", "function": "slow_add", "input": "$input"}], "output": "$add"}"#)
@@ -170,19 +177,12 @@ async fn a_run_interrupted_by_overload_resumes_on_its_own() {
     };
     let add = {
         let adds = Arc::clone(&adds);
-        Function::new("add")
-            .statement("add", "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1 RETURNING n")
-            .partition_by("id")
-            .run(move |tx, input| {
-                adds.fetch_add(1, Ordering::SeqCst);
-                let n: i64 = tx.query_one("add", (input["id"].as_i64(),))?;
-                Ok(json!({ "n": n }))
-            })
+        add_one("add", move || _ = adds.fetch_add(1, Ordering::SeqCst))
     };
     let server = Server::builder()
         .data_dir(dir.path())
         .options(options)
-        .schema("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        .schema(COUNTERS)
         .function(hold)
         .function(pass)
         .function(add)
