@@ -66,8 +66,8 @@ pub enum Error {
         timeout: Duration,
     },
     /// The run was interrupted by a failure of the server (not of the workflow); it resumes
-    /// when the server restarts.
-    #[error("workflow run {id} was interrupted: {cause}; it resumes when the server restarts")]
+    /// by itself (within `resume-interval`, or when it restarts).
+    #[error("workflow run {id} was interrupted: {cause}; the server resumes it by itself (within its resume-interval, or when it restarts)")]
     Interrupted {
         /// The run's id.
         id: String,

@@ -40,9 +40,14 @@ pub struct ServerOptions {
     /// commits (more while the trace feed is behind), and a restart replays at most that.
     #[serde(with = "millis")]
     pub checkpoint_interval: Duration,
+    /// How often the server resumes the runs that started, did not end, and that no task
+    /// runs (a failure of the server stopped theirs), as it does at start.
+    #[serde(with = "millis")]
+    pub resume_interval: Duration,
 }
 
-/// Longest `checkpoint-interval` accepted: a log kept longer holds a day of commits.
+/// Longest `checkpoint-interval` and `resume-interval` accepted: a log kept longer holds a
+/// day of commits, and a run stranded longer waits a day.
 pub const CHECKPOINT_INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for ServerOptions {
@@ -58,6 +63,7 @@ impl Default for ServerOptions {
             step_retries_max: 50,
             workflow_id_bytes_max: 256,
             checkpoint_interval: Duration::from_secs(30),
+            resume_interval: Duration::from_secs(60),
         }
     }
 }
@@ -106,8 +112,10 @@ impl ServerOptions {
                 comb_client::STREAM_BATCH_BYTES_MAX
             ));
         }
-        if self.checkpoint_interval.is_zero() || self.checkpoint_interval > CHECKPOINT_INTERVAL_MAX {
-            return Err(format!("invalid server option checkpoint-interval: must be longer than 0 ms and at most {} ms", CHECKPOINT_INTERVAL_MAX.as_millis()));
+        for (name, interval) in [("checkpoint-interval", self.checkpoint_interval), ("resume-interval", self.resume_interval)] {
+            if interval.is_zero() || interval > CHECKPOINT_INTERVAL_MAX {
+                return Err(format!("invalid server option {name}: must be longer than 0 ms and at most {} ms", CHECKPOINT_INTERVAL_MAX.as_millis()));
+            }
         }
         if self.wait_max.is_zero() {
             return Err("invalid server option wait-max: must be longer than 0".to_owned());

@@ -18,7 +18,8 @@
 //! workflow, recorded like an output). A failure of the server ends nothing: the run stays
 //! started. A passing one (a queue full beyond a step's retries) pauses the run, which then
 //! resumes on its task; any other (a failed log, shutdown) stops its task, and the run
-//! resumes when the server restarts or its id is invoked again.
+//! resumes when the server next resumes stranded runs (every `resume-interval`), when it
+//! restarts, or when its id is invoked again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,8 +125,8 @@ const RESUME_PAUSE_MIN: Duration = Duration::from_millis(100);
 /// The longest pause between resumptions of a run that overload keeps interrupting.
 const RESUME_PAUSE_MAX: Duration = Duration::from_secs(5);
 /// Most resumptions of a run that overload keeps interrupting (about 80 s of pauses): then
-/// its task stops and gives its slot back, and the run resumes when the server restarts or
-/// its id is invoked again. A partition that stays full (a function that never returns)
+/// its task stops and gives its slot back, and the run waits for the server's next pass over
+/// stranded runs (`resume-interval`), a restart, or a re-invoke of its id. A partition that stays full (a function that never returns)
 /// would otherwise hold every run that needs it, and their slots, for good.
 const OVERLOAD_RESUMES_MAX: u32 = 20;
 
@@ -456,7 +457,7 @@ impl Scheduler {
                         (resumed, pause) = (true, (pause * 2).min(RESUME_PAUSE_MAX));
                     }
                     Err(err) => {
-                        tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; it resumes when the server restarts or its id is invoked again");
+                        tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; the server resumes it later (resume-interval), or when its id is invoked again");
                         return claim.complete(Err(err.to_string()));
                     }
                 }
@@ -712,6 +713,44 @@ impl Scheduler {
         Ok(resumed)
     }
 
+    /// Resumes the runs that started, did not end, and that no task here runs (a failure of
+    /// the server stopped theirs): recovery's work, while serving. Each takes a slot as an
+    /// invoke does; at the limit the pass stops, and the next one goes on. Returns how many
+    /// it resumed.
+    pub(crate) async fn resume_stranded(self: &Arc<Self>) -> Result<usize> {
+        let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
+        let mut resumed = 0;
+        for (home, id) in running {
+            if self.claimed(&id).is_some() {
+                continue;
+            }
+            let Ok(slot) = self.admit() else { break };
+            let get = || self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.clone() }));
+            let Some(row) = get().await?.filter(|row| row.status == RUNNING) else { continue };
+            let Ok(claim) = self.claim(&row) else { continue };
+            // Under the claim, once more: its task may have ended it, and let its claim go,
+            // since the row was read.
+            let row = match get().await? {
+                Some(row) if row.status == RUNNING => row,
+                Some(ended) => {
+                    claim.complete(Ok(ended));
+                    continue;
+                }
+                None => continue,
+            };
+            let plan = match self.version(&row.name, row.version) {
+                Ok(plan) => plan,
+                Err(err) => {
+                    tracing::error!(workflow_id = %id, error = %err, "a started run cannot resume");
+                    continue;
+                }
+            };
+            self.spawn_run(plan, row, claim, slot, true, Begun::Recovered).await?;
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
     // ---- reading runs ------------------------------------------------------------------
 
     /// Finds a run's row on whichever partition holds it.
@@ -749,7 +788,7 @@ impl Scheduler {
             Some((outcome, _)) => self.wait(id, outcome).await,
             None => Err(Error::Interrupted {
                 id: id.to_owned(),
-                cause: "a failure of the server stopped its task, and nothing runs it now; invoking it again with its id resumes it at once".to_owned(),
+                cause: "a failure of the server stopped its task, and nothing runs it now (invoking it again with its id resumes it at once)".to_owned(),
             }),
         }
     }

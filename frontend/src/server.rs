@@ -95,8 +95,8 @@ impl ServerBuilder {
         let mut tracer = None;
         match self.start_on(&engine, &dir, &mut tracer).await {
             Ok((scheduler, resumed)) => {
-                let checkpoints = Checkpoints::start(engine, scheduler.options.checkpoint_interval);
-                Ok(Server { scheduler, resumed, tracer, checkpoints: Some(checkpoints) })
+                let periodic = vec![checkpoints(engine, scheduler.options.checkpoint_interval), resumptions(Arc::clone(&scheduler), scheduler.options.resume_interval)];
+                Ok(Server { scheduler, resumed, tracer, periodic })
             }
             Err(err) => {
                 // Stop what started: the executors' threads and RocksDB's would otherwise
@@ -200,19 +200,25 @@ pub struct Server {
     scheduler: Arc<Scheduler>,
     resumed: usize,
     tracer: Option<Arc<Tracer>>,
-    /// `None` once closed.
-    checkpoints: Option<Checkpoints>,
+    /// Checkpoints and resumptions; empty once closed.
+    periodic: Vec<Periodic>,
 }
 
-/// The server's periodic checkpoints, on a task of their own: without them the log would
-/// keep every record it was ever given.
-struct Checkpoints {
+/// Work the server does every so often, on a task of its own, until stopped (or until the
+/// work says there is no more to do).
+struct Periodic {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Checkpoints {
-    fn start(engine: Engine, interval: Duration) -> Checkpoints {
+impl Periodic {
+    /// Runs `work` every `interval`, the first time one interval from now; stops when `work`
+    /// answers `false` (the engine closed).
+    fn start<F, Fut>(interval: Duration, mut work: F) -> Periodic
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -222,33 +228,64 @@ impl Checkpoints {
                     _ = stopped.changed() => return,
                     _ = tick.tick() => {}
                 }
-                // Not raced against the stop: a checkpoint under way finishes before the
-                // engine closes.
-                match engine.checkpoint().await {
-                    Ok(trim_point) => tracing::debug!(trim_point, "checkpoint: the log is trimmed below the trim point"),
-                    Err(comb_backend::Error::Closed) => return,
-                    Err(err) => tracing::warn!(error = %err, "a checkpoint failed; the log keeps its records until the next one"),
+                // Not raced against the stop: the work under way finishes before the engine
+                // closes.
+                if !work().await {
+                    return;
                 }
             }
         });
-        Checkpoints { stop, task }
+        Periodic { stop, task }
     }
 
-    /// Stops them, after the checkpoint under way if there is one.
+    /// Stops it, after the work under way if there is some.
     async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Err(err) = (&mut self.task).await
             && err.is_panic()
         {
-            tracing::error!(error = %err, "the checkpoint task panicked");
+            tracing::error!(error = %err, "a periodic task of the server panicked");
         }
     }
 }
 
-impl Drop for Checkpoints {
+impl Drop for Periodic {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The server's periodic checkpoints: without them the log would keep every record it was
+/// ever given.
+fn checkpoints(engine: Engine, interval: Duration) -> Periodic {
+    Periodic::start(interval, move || {
+        let engine = engine.clone();
+        async move {
+            match engine.checkpoint().await {
+                Ok(trim_point) => tracing::debug!(trim_point, "checkpoint: the log is trimmed below the trim point"),
+                Err(comb_backend::Error::Closed) => return false,
+                Err(err) => tracing::warn!(error = %err, "a checkpoint failed; the log keeps its records until the next one"),
+            }
+            true
+        }
+    })
+}
+
+/// The server's periodic resumption of stranded runs: started, not ended, and run by no
+/// task here since a failure of the server stopped theirs.
+fn resumptions(scheduler: Arc<Scheduler>, interval: Duration) -> Periodic {
+    Periodic::start(interval, move || {
+        let scheduler = Arc::clone(&scheduler);
+        async move {
+            match scheduler.resume_stranded().await {
+                Ok(0) => {}
+                Ok(resumed) => tracing::info!(resumed, "resumed workflow runs that no task ran"),
+                Err(Error::Backend(comb_backend::Error::Closed)) => return false,
+                Err(err) => tracing::warn!(error = %err, "resuming stranded workflow runs failed; the next pass tries again"),
+            }
+            true
+        }
+    })
 }
 
 impl std::fmt::Debug for Server {
@@ -372,8 +409,8 @@ impl Server {
     /// Closes the tracing layer (after a last flush) and the engine: commits in flight
     /// finish, runs in progress resume at the next start.
     pub async fn close(mut self) -> Result<()> {
-        if let Some(checkpoints) = self.checkpoints.take() {
-            checkpoints.stop().await;
+        for periodic in std::mem::take(&mut self.periodic) {
+            periodic.stop().await;
         }
         let traced = match &self.tracer {
             Some(tracer) => tracer.close().await,

@@ -97,11 +97,16 @@ struct Fixture {
     runs: Arc<Runs>,
     server: Option<(Server, Listening)>,
     client: Client,
-    token: Option<String>,
+    options: ServerOptions,
 }
 
-async fn start(dir: &std::path::Path, runs: &Arc<Runs>, token: Option<String>) -> (Server, Listening, Client) {
-    let options = ServerOptions { engine: EngineOptions { partitions: 2, ..EngineOptions::default() }, token: token.clone(), request_bytes_max: 64 << 10, ..ServerOptions::default() };
+/// The fixture's server options.
+fn options(token: Option<String>) -> ServerOptions {
+    ServerOptions { engine: EngineOptions { partitions: 2, ..EngineOptions::default() }, token, request_bytes_max: 64 << 10, ..ServerOptions::default() }
+}
+
+async fn start(dir: &std::path::Path, runs: &Arc<Runs>, options: ServerOptions) -> (Server, Listening, Client) {
+    let token = options.token.clone();
     let mut builder = Server::builder().data_dir(dir).options(options).schema(SCHEMA).workflow(COUNT);
     for f in functions(runs) {
         builder = builder.function(f);
@@ -117,20 +122,24 @@ async fn start(dir: &std::path::Path, runs: &Arc<Runs>, token: Option<String>) -
 
 impl Fixture {
     async fn new() -> Fixture {
-        Fixture::with_token(None).await
+        Fixture::with_options(options(None)).await
     }
 
     async fn with_token(token: Option<String>) -> Fixture {
+        Fixture::with_options(options(token)).await
+    }
+
+    async fn with_options(options: ServerOptions) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
         let runs = Arc::new(Runs::default());
-        let (server, listening, client) = start(&path, &runs, token.clone()).await;
-        Fixture { _dir: dir, dir: path, runs, server: Some((server, listening)), client, token }
+        let (server, listening, client) = start(&path, &runs, options.clone()).await;
+        Fixture { _dir: dir, dir: path, runs, server: Some((server, listening)), client, options }
     }
 
     async fn restart(&mut self) {
         self.stop().await;
-        let (server, listening, client) = start(&self.dir, &self.runs, self.token.clone()).await;
+        let (server, listening, client) = start(&self.dir, &self.runs, self.options.clone()).await;
         self.server = Some((server, listening));
         self.client = client;
     }
@@ -145,6 +154,20 @@ impl Fixture {
         let (server, listening) = self.server.take().unwrap();
         listening.shutdown().await.unwrap();
         server.close().await.unwrap();
+    }
+
+    /// Starts a `pick_add` run through the engine, as a crash or a failed log leaves one:
+    /// started, and run by no task.
+    async fn strand_pick_add(&self, id: &str, input: &Value) {
+        let registered = self.client.register_workflow(PICK_ADD).await.unwrap();
+        let engine = self.server.as_ref().unwrap().0.engine().clone();
+        let partition = engine.partition_of(&comb_planner::Value::Text(id.to_owned()));
+        let home = (0..).find(|h| engine.partition_of(&comb_planner::Value::Int(*h)) == partition).unwrap();
+        let row = json!({
+            "home": home, "id": id, "name": "pick_add", "version": registered.version, "status": "running", "input": input.to_string(),
+            "output": null, "error": null, "started_us": 1, "ended_us": null,
+        });
+        engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap();
     }
 
     /// The partition whose rows an integer key falls in.
@@ -841,18 +864,8 @@ async fn resumed_after_its_write(grouped: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_on_a_run_nothing_runs_says_so_and_its_invoke_resumes_it() {
     let f = Fixture::new().await;
-    let registered = f.client.register_workflow(PICK_ADD).await.unwrap();
-    let engine = f.server.as_ref().unwrap().0.engine().clone();
-    let id = "stopped-run".to_owned();
-    let partition = engine.partition_of(&comb_planner::Value::Text(id.clone()));
-    let home = (0..).find(|h| engine.partition_of(&comb_planner::Value::Int(*h)) == partition).unwrap();
-    let input = json!({ "id": 0, "base": 10 });
-    let row = json!({
-        "home": home, "id": id, "name": "pick_add", "version": registered.version, "status": "running", "input": input.to_string(),
-        "output": null, "error": null, "started_us": 1, "ended_us": null,
-    });
-    engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap();
-    drop(engine);
+    let (id, input) = ("stopped-run".to_owned(), json!({ "id": 0, "base": 10 }));
+    f.strand_pick_add(&id, &input).await;
 
     assert_eq!(f.client.get_workflow(&id, false).await.unwrap().status, RunStatus::Running);
     let err = f.client.get_workflow(&id, true).await.unwrap_err();
@@ -862,6 +875,26 @@ async fn waiting_on_a_run_nothing_runs_says_so_and_its_invoke_resumes_it() {
     assert!(run.deduplicated, "the invoke resumed the run it found started");
     assert_eq!(run.output, Some(json!({ "id": 10, "n": 1 })));
     assert_eq!(f.client.get_workflow(&id, true).await.unwrap().status, RunStatus::Succeeded);
+    f.close().await;
+}
+
+/// The server resumes a stranded run by itself, while it serves, within `resume-interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_resumes_a_stranded_run_by_itself() {
+    let f = Fixture::with_options(ServerOptions { resume_interval: Duration::from_millis(100), ..options(None) }).await;
+    let (id, input) = ("stranded-run".to_owned(), json!({ "id": 0, "base": 20 }));
+    f.strand_pick_add(&id, &input).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let run = loop {
+        let run = f.client.get_workflow(&id, false).await.unwrap();
+        if run.status != RunStatus::Running {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the stranded run was not resumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "id": 20, "n": 1 }))));
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), 1, "its write ran once");
     f.close().await;
 }
 
