@@ -59,6 +59,10 @@ const VIOLATIONS_SHOWN_MAX: usize = 20;
 /// land before, during and after checkpoints (a flushed store, a trimmed log) in every round.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often the server child looks for stranded runs to resume: far more often than the
+/// default, so that its passes race the load's own runs (which it must leave alone).
+const RESUME_INTERVAL: Duration = Duration::from_millis(300);
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct ChaosArgs {
     /// Rounds: in each the mixed load runs, the server is killed with SIGKILL at a random
@@ -195,6 +199,7 @@ pub(crate) fn serve(args: &ChaosServerArgs) -> anyhow::Result<()> {
         options.engine.partitions = args.partitions;
         options.tracing.flush_age = Duration::from_millis(100);
         options.checkpoint_interval = CHECKPOINT_INTERVAL;
+        options.resume_interval = RESUME_INTERVAL;
         let mut builder = Server::builder().data_dir(&args.data_dir).options(options);
         for app in &comb_examples::APPS {
             builder = app.install(builder);
