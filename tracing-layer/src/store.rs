@@ -80,6 +80,8 @@ struct State {
     consumed: Lsn,
     /// When the oldest unflushed record was consumed.
     dirty_since: Option<Instant>,
+    /// Expired files taken out of the listing, removed at the next expiry.
+    doomed: Vec<TraceFile>,
 }
 
 /// The files and the tail of every trace table.
@@ -257,33 +259,30 @@ impl TraceStore {
         Ok(to)
     }
 
-    /// Removes the files written longer than `retention` ago; returns how many. A file that
-    /// cannot be removed stays listed (and is tried again next time); the error is logged.
+    /// Takes the files written longer than `retention` ago out of the listing, and removes
+    /// those it took out at the expiry before: a query that listed one before it left the
+    /// listing has had that long (a minute, at the feed's pace) to read it. Returns how many
+    /// it removed. A file that cannot be removed is tried again at the next expiry; the
+    /// error is logged, and the traces go on.
     pub(crate) fn expire(&self, retention: Duration) -> usize {
         let horizon = now_us().saturating_sub(retention.as_micros() as u64);
-        let expired: Vec<(usize, TraceFile)> = {
+        let doomed = {
             let mut state = self.lock();
-            state.files.iter_mut().enumerate().flat_map(|(table, files)| files.extract_if(.., |f| f.written_us < horizon).map(move |f| (table, f))).collect()
+            let expired: Vec<TraceFile> = state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon)).collect();
+            std::mem::replace(&mut state.doomed, expired)
         };
         let (mut removed, mut kept) = (0, Vec::new());
-        for (table, file) in expired {
+        for file in doomed {
             match fs::remove_file(&file.path) {
                 Ok(()) => removed += 1,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => removed += 1,
-                // The traces go on; the file stays listed, and the next expiry tries again.
                 Err(err) => {
-                    tracing::warn!(error = %io_error("remove", &file.path, &err), "an expired trace file could not be removed");
-                    kept.push((table, file));
+                    tracing::warn!(error = %io_error("remove", &file.path, &err), "an expired trace file could not be removed; the next expiry tries again");
+                    kept.push(file);
                 }
             }
         }
-        if !kept.is_empty() {
-            let mut state = self.lock();
-            for (table, file) in kept {
-                state.files[table].push(file);
-                state.files[table].sort_by_key(|f| f.from);
-            }
-        }
+        self.lock().doomed.extend(kept);
         removed
     }
 
@@ -404,21 +403,26 @@ mod tests {
         store.append(rows("a"), 1).unwrap();
         store.flush().unwrap();
         assert_eq!(store.expire(Duration::from_secs(3600)), 0);
-        assert_eq!(store.expire(Duration::ZERO), 1);
+        let old = store.snapshot()[0].files[0].clone();
+        // Out of the listing at once; removed at the next expiry, so that a query that had
+        // listed it can still read it meanwhile.
+        assert_eq!(store.expire(Duration::ZERO), 0);
         assert_eq!(store.file_counts(), [0; 4]);
+        assert!(old.exists());
+        assert_eq!(store.expire(Duration::ZERO), 1);
         assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 0);
         assert_eq!(store.checkpoint(), 1, "expiry keeps the checkpoint: nothing is read again");
 
-        // A file that cannot be removed (here a folder in its place) stays listed, and the
-        // next expiry tries it again.
+        // A file that cannot be removed (here a folder in its place) is tried again at the
+        // next expiry.
         store.append(rows("b"), 2).unwrap();
         store.flush().unwrap();
         let stuck = store.snapshot()[0].files[0].clone();
+        assert_eq!(store.expire(Duration::ZERO), 0);
         fs::remove_file(&stuck).unwrap();
         fs::create_dir(&stuck).unwrap();
         fs::write(stuck.join("inside"), b"x").unwrap();
         assert_eq!(store.expire(Duration::ZERO), 0);
-        assert_eq!(store.file_counts(), [1, 0, 0, 0]);
         fs::remove_dir_all(&stuck).unwrap();
         assert_eq!(store.expire(Duration::ZERO), 1, "gone by then: counted as removed");
         assert_eq!(store.file_counts(), [0; 4]);
