@@ -19,11 +19,11 @@ use crate::error::{Error, Result};
 use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
-use crate::keys::{PARTITIONS_MAX, meta_catalog_applied, meta_ddl};
+use crate::keys::PARTITIONS_MAX;
 use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, check_json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition, store_catalog_through};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
-use crate::store::{Batch, Store};
+use crate::store::Store;
 use crate::trace::TraceBuffer;
 
 /// The most `writeback-bytes` may be, per partition.
@@ -405,15 +405,9 @@ impl Engine {
         let payload = encode_catalog(&CatalogRecord { ddl: sql.to_owned() });
         let appended = self.inner.shared.log.append_batch(vec![Entry::new(vec![CATALOG_TAG], payload)]).await;
         let lsn = self.adopt_catalog(appended.map_err(Error::from), catalog, functions)?;
-        let store = self.store()?;
-        let ddl = sql.to_owned();
-        blocking(move || {
-            let mut batch = Batch::default();
-            batch.put(&meta_ddl(lsn), ddl.as_bytes());
-            batch.put(&meta_catalog_applied(), &lsn.to_be_bytes());
-            store.write(batch)
-        })
-        .await?;
+        // Stored as a checkpoint stores it (with any catalog record an earlier failure left
+        // unstored).
+        store_catalog_through(&self.store()?, &self.inner.shared.log, lsn).await?;
         Ok(lsn)
     }
 

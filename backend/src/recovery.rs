@@ -104,6 +104,9 @@ pub(crate) async fn recover_catalog(store: &Arc<Store>, log: &LogBook) -> Result
 pub(crate) async fn store_catalog_through(store: &Arc<Store>, log: &LogBook, upto: Lsn) -> Result<()> {
     let s = Arc::clone(store);
     let applied = blocking(move || read_lsn(&s, &meta_catalog_applied())).await?;
+    if applied >= upto {
+        return Ok(());
+    }
     let mut from = applied + 1;
     let mut batch = Batch::default();
     while from <= upto {

@@ -689,28 +689,10 @@ impl Scheduler {
         }
     }
 
-    /// Resumes every run that started and did not end: the server's own recovery.
+    /// Resumes every run that started and did not end: the server's own recovery, at start,
+    /// each run in flight whatever `workflows-in-flight-max`.
     pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<usize> {
-        let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
-        let mut resumed = 0;
-        for (home, id) in running {
-            let Some(row) = self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.clone() })).await? else {
-                return Err(Error::Internal(format!("run {id} is running but has no row")));
-            };
-            let plan = match self.version(&row.name, row.version) {
-                Ok(plan) => plan,
-                Err(err) => {
-                    tracing::error!(workflow_id = %id, error = %err, "a started run cannot resume");
-                    continue;
-                }
-            };
-            let Ok(claim) = self.claim(&row) else { continue };
-            self.in_flight.fetch_add(1, Ordering::AcqRel);
-            let slot = Slot(Arc::clone(self));
-            self.spawn_run(plan, row, claim, slot, true, Begun::Recovered).await?;
-            resumed += 1;
-        }
-        Ok(resumed)
+        self.resume_unclaimed(false).await
     }
 
     /// Resumes the runs that started, did not end, and that no task here runs (a failure of
@@ -718,26 +700,42 @@ impl Scheduler {
     /// invoke does; at the limit the pass stops, and the next one goes on. Returns how many
     /// it resumed.
     pub(crate) async fn resume_stranded(self: &Arc<Self>) -> Result<usize> {
+        self.resume_unclaimed(true).await
+    }
+
+    /// Resumes the started runs no task here holds, each with a slot: within the limit
+    /// (while serving: at the limit the pass stops), or beyond it (at start).
+    async fn resume_unclaimed(self: &Arc<Self>, within_limit: bool) -> Result<usize> {
         let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
         let mut resumed = 0;
         for (home, id) in running {
             if self.claimed(&id).is_some() {
                 continue;
             }
-            let Ok(slot) = self.admit() else { break };
-            let get = || self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.clone() }));
-            let Some(row) = get().await?.filter(|row| row.status == RUNNING) else { continue };
-            let Ok(claim) = self.claim(&row) else { continue };
-            // Under the claim, once more: its task may have ended it, and let its claim go,
-            // since the row was read.
-            let row = match get().await? {
-                Some(row) if row.status == RUNNING => row,
-                Some(ended) => {
-                    claim.complete(Ok(ended));
-                    continue;
-                }
-                None => continue,
+            let slot = if within_limit {
+                let Ok(slot) = self.admit() else { break };
+                slot
+            } else {
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                Slot(Arc::clone(self))
             };
+            let get = || async {
+                self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.clone() }))
+                    .await?
+                    .ok_or_else(|| Error::Internal(format!("run {id} is running but has no row")))
+            };
+            let row = get().await?;
+            if row.status != RUNNING {
+                continue;
+            }
+            let Ok(claim) = self.claim(&row) else { continue };
+            // While serving, once more under the claim: its task may have ended it, and let
+            // its claim go, since the row was read. At start no task runs yet.
+            let row = if within_limit { get().await? } else { row };
+            if row.status != RUNNING {
+                claim.complete(Ok(row));
+                continue;
+            }
             let plan = match self.version(&row.name, row.version) {
                 Ok(plan) => plan,
                 Err(err) => {
@@ -770,27 +768,25 @@ impl Scheduler {
         if let Some((outcome, row)) = self.claimed(id) {
             return if wait { self.wait(id, outcome).await } else { Ok((*row).clone()) };
         }
-        let row = self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() })?;
-        if !wait || row.status != RUNNING {
-            return Ok(row);
+        if !wait {
+            return self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() });
         }
-        // Started, not ended, and no task here ran it when asked: a failure of the server
-        // stopped its task, unless an invoke of its id has taken it since (and perhaps ended
-        // it already).
-        if let Some((outcome, _)) = self.claimed(id) {
-            return self.wait(id, outcome).await;
+        // Ended: its row. Started and held by no task: a failure of the server stopped its
+        // task, unless an invoke of its id takes it (and perhaps ends it) while this looks,
+        // so it is looked for twice before it is called stranded.
+        for _ in 0..2 {
+            let row = self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() })?;
+            if row.status != RUNNING {
+                return Ok(row);
+            }
+            if let Some((outcome, _)) = self.claimed(id) {
+                return self.wait(id, outcome).await;
+            }
         }
-        let row = self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() })?;
-        if row.status != RUNNING {
-            return Ok(row);
-        }
-        match self.claimed(id) {
-            Some((outcome, _)) => self.wait(id, outcome).await,
-            None => Err(Error::Interrupted {
-                id: id.to_owned(),
-                cause: "a failure of the server stopped its task, and nothing runs it now (invoking it again with its id resumes it at once)".to_owned(),
-            }),
-        }
+        Err(Error::Interrupted {
+            id: id.to_owned(),
+            cause: "a failure of the server stopped its task, and nothing runs it now (invoking it again with its id resumes it at once)".to_owned(),
+        })
     }
 
     /// The run holding a claim on `id`, if one does.

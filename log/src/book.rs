@@ -224,6 +224,14 @@ impl LogBook {
         self.inner.published.borrow().trim_point
     }
 
+    /// Waits until the trim point is past `lsn` (a checkpoint trimmed it); returns the trim
+    /// point then. `Closed` if the log closes first.
+    pub async fn trimmed_past(&self, lsn: Lsn) -> Result<Lsn> {
+        let mut changes = self.inner.published.subscribe();
+        let published = changes.wait_for(|p| p.trim_point > lsn || p.closed).await.map_err(|_| Error::Closed)?;
+        if published.trim_point > lsn { Ok(published.trim_point) } else { Err(Error::Closed) }
+    }
+
     /// Whether the log is sealed.
     pub fn is_sealed(&self) -> bool {
         self.inner.published.borrow().sealed

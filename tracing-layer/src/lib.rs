@@ -236,7 +236,12 @@ impl Tracer {
         if let Some(task) = task {
             task.await.map_err(|e| Error::Internal(format!("the trace feed panicked: {e}")))?;
         }
-        self.shut_down_runtimes();
+        // Their threads are gone once this returns (or after `RUNTIMES_CLOSE_MAX`). A runtime
+        // may not be dropped in an async context: a blocking thread waits for them.
+        let runtimes: Vec<tokio::runtime::Runtime> = [&self.runtime, &self.feed_runtime].into_iter().filter_map(|r| r.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()).collect();
+        tokio::task::spawn_blocking(move || runtimes.into_iter().for_each(|r| r.shutdown_timeout(RUNTIMES_CLOSE_MAX)))
+            .await
+            .map_err(|e| Error::Internal(format!("stopping the tracing layer's runtimes: {e}")))?;
         match self.failure() {
             Some(cause) => Err(Error::Stopped(cause)),
             None => Ok(()),
@@ -267,6 +272,9 @@ impl Drop for Tracer {
         self.shut_down_runtimes();
     }
 }
+
+/// Longest [`Tracer::close`] waits for the tracing layer's threads to end.
+const RUNTIMES_CLOSE_MAX: Duration = Duration::from_secs(10);
 
 /// Most rows one step of the feed gathers before it publishes them.
 const STEP_ROWS_MAX: usize = 65_536;
@@ -432,15 +440,10 @@ mod tests {
     /// counts the tracer threads of the whole process.
     static TRACERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-    /// Closes `tracer` and waits until its threads are gone (its runtimes stop in the
-    /// background), for the next test that counts them.
+    /// Closes `tracer`, whose threads are gone then, for the next test that counts them.
     async fn close_and_wait_for_its_threads(tracer: Tracer) {
         tracer.close().await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !niceness_of_threads("comb-trace").is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the tracer's threads outlived it");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        assert_eq!(niceness_of_threads("comb-trace"), Vec::<i32>::new(), "the tracer's threads outlived its close");
     }
 
     /// The niceness of every thread of this process whose name starts with `prefix`.
@@ -507,21 +510,16 @@ mod tests {
         // Minutes of work, were it left to run.
         let long = tracer.query("SELECT count(*) FROM generate_series(1, 100000000000)", false);
         assert!(tokio::time::timeout(std::time::Duration::from_millis(300), long).await.is_err(), "the long query ended");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        // It keeps its place until it has stopped (`Busy`); then a query runs.
-        loop {
-            match tracer.query("SELECT 1 AS one", false).await {
-                Err(Error::Busy { running: 1 }) => {}
-                Ok(answer) => break assert_eq!(answer.rows, vec![vec![serde_json::json!(1)]]),
-                Err(err) => panic!("{err}"),
-            }
-            assert!(std::time::Instant::now() < deadline, "the abandoned query kept its place");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        // And it stopped, rather than running on beside the next query.
+        // It keeps its place until it has stopped: its place comes back once it has.
+        let wait = std::time::Duration::from_secs(10);
+        let place = tokio::time::timeout(wait, tracer.queries.acquire()).await.expect("the abandoned query kept its place");
+        drop(place.unwrap());
+        assert_eq!(tracer.query("SELECT 1 AS one", false).await.unwrap().rows, vec![vec![serde_json::json!(1)]]);
+        // And it stopped, rather than running on beside the next query: its tasks end.
+        let deadline = std::time::Instant::now() + wait;
         while runtime.metrics().num_alive_tasks() > 0 {
             assert!(std::time::Instant::now() < deadline, "the abandoned query still runs");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::task::yield_now().await;
         }
         close_and_wait_for_its_threads(tracer).await;
     }
