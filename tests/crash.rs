@@ -34,10 +34,11 @@ struct ServerProcess {
 
 /// Starts `comb serve` on the data in `dir/data` on a free port and waits for its start-up line,
 /// printed once it listens: `comb serving on ADDR (..., N runs resumed)`. The traces are
-/// flushed to Parquet every 100 ms, so that kills land before, during and after flushes.
+/// flushed to Parquet every 100 ms and their files merged two at a time, so that kills land
+/// before, during and after flushes and merges.
 async fn spawn_server(dir: &std::path::Path) -> ServerProcess {
     let options = dir.join("options.json");
-    std::fs::write(&options, r#"{"tracing": {"flush-age": 100}}"#).unwrap();
+    std::fs::write(&options, r#"{"tracing": {"flush-age": 100, "merge-files": 2}}"#).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_comb"))
         .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", "127.0.0.1:0", "--options"])
         .arg(&options)

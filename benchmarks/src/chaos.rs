@@ -13,7 +13,8 @@
 //!   committed change and invocation for every counter increment (none lost, none doubled).
 //!
 //! The server child is this binary (`comb-bench chaos-server`): the stock server with the
-//! example applications, its traces flushed every 100 ms so that kills land around flushes.
+//! example applications, its traces flushed every 100 ms and their files merged two at a
+//! time, so that kills land around flushes and merges.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -198,6 +199,7 @@ pub(crate) fn serve(args: &ChaosServerArgs) -> anyhow::Result<()> {
         let mut options = ServerOptions::default();
         options.engine.partitions = args.partitions;
         options.tracing.flush_age = Duration::from_millis(100);
+        options.tracing.merge_files = 2;
         options.checkpoint_interval = CHECKPOINT_INTERVAL;
         options.resume_interval = RESUME_INTERVAL;
         let mut builder = Server::builder().data_dir(&args.data_dir).options(options);

@@ -185,6 +185,46 @@ async fn every_table_holds_exactly_what_ran_before_and_after_a_restart() {
     server.close().await.unwrap();
 }
 
+/// Each flush writes a file per table; merges keep them few, and every row stays once, across
+/// a restart too (which removes the merged files' inputs that are still on the disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_traces_files_are_merged_and_each_row_stays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || ServerOptions { tracing: TracingOptions { flush_age: Duration::from_millis(20), merge_files: 2, ..TracingOptions::default() }, ..ServerOptions::default() };
+    let (server, listening, client) = start_with(dir.path(), options()).await;
+    let log = server.engine().log().clone();
+    let tracer = server.tracer().unwrap();
+    let mut checkpoints = tracer.checkpoints();
+    const RUNS: i64 = 12;
+    for id in 0..RUNS {
+        client.invoke::<Value>("count", &json!({ "id": id, "by": 1 })).await.unwrap();
+        // A flush of its own: a file per table for each run.
+        let tail = log.tail();
+        tokio::time::timeout(Duration::from_secs(10), checkpoints.wait_for(|c| *c >= tail)).await.expect("the run's rows were flushed").unwrap();
+    }
+    // Files of one tier and one hour, merged two at a time until one is left (two, were an
+    // hour to begin meanwhile).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tracer.file_counts().iter().take(3).any(|n| *n > 2) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let merged = tracer.file_counts();
+    assert!(merged.iter().take(3).all(|n| (1..=2).contains(n)), "files of function_invocations, change_data, workflows: {merged:?}");
+    let sql = "SELECT (SELECT count(*) FROM workflows) AS runs, (SELECT count(DISTINCT id) FROM workflows) AS ids, \
+               (SELECT count(*) FROM function_invocations) AS steps, (SELECT count(*) FROM change_data) AS changes";
+    let each_once = vec![vec![json!(RUNS), json!(RUNS), json!(RUNS), json!(RUNS)]];
+    assert_eq!(query(&client, sql).await.rows, each_once);
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+
+    let (server, listening, client) = start_with(dir.path(), options()).await;
+    assert_eq!(query(&client, sql).await.rows, each_once, "no row lost or read twice after the restart");
+    let on_disk = std::fs::read_dir(dir.path().join("traces").join("workflows")).unwrap().count();
+    assert_eq!(on_disk, server.tracer().unwrap().file_counts()[2], "the merged files' inputs are gone from the disk");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
+
 /// The server checkpoints as it serves: its log is trimmed, never below what the trace feed
 /// has put in files, and a restart over the trimmed log loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

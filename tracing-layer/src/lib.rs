@@ -61,7 +61,7 @@ pub use options::TracingOptions;
 pub use query::{ANSWER_BYTES_MAX, QueryResult};
 pub use tables::TABLES;
 
-use crate::store::TraceStore;
+use crate::store::{MergeOutcome, MergePolicy, TraceStore};
 use crate::tables::Rows;
 
 /// Gives the feed and the queries the catalog as it is now (table ids never change meaning).
@@ -95,13 +95,13 @@ pub struct Tracer {
     feed_runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
 
-/// The feed's runtime: one worker and at most two blocking threads (a flush, an expiry),
-/// every one of them at CPU niceness `nice`, so that under load the transactions' threads
-/// run first and the feed catches up when the CPUs have time for it.
+/// The feed's runtime: one worker and at most three blocking threads (a flush, an expiry, a
+/// merge), every one of them at CPU niceness `nice`, so that under load the transactions'
+/// threads run first and the feed catches up when the CPUs have time for it.
 fn feed_runtime(nice: i32) -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(2)
+        .max_blocking_threads(3)
         .thread_name("comb-trace-feed")
         .on_thread_start(move || {
             // On Linux a thread has its own niceness, and the calling thread is the one set.
@@ -180,6 +180,12 @@ impl Tracer {
     /// The checkpoint as it moves.
     pub fn checkpoints(&self) -> watch::Receiver<Lsn> {
         self.checkpoints.clone()
+    }
+
+    /// How many Parquet files each table has (in [`TABLES`]' order), merged ones counted
+    /// once.
+    pub fn file_counts(&self) -> [usize; 4] {
+        self.store.file_counts()
     }
 
     /// The last LSN whose rows are queryable.
@@ -330,6 +336,7 @@ impl Feed {
         self.expire().await?;
         let mut expired_at = Instant::now();
         let mut step = Step::default();
+        let mut merging = None;
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -342,6 +349,13 @@ impl Feed {
                         self.expire().await?;
                         expired_at = Instant::now();
                     }
+                    self.start_merge(&mut merging);
+                }
+                outcome = Merging::end(&mut merging) => {
+                    if let Some(merge) = merging.take() {
+                        merge.report(outcome);
+                    }
+                    self.start_merge(&mut merging);
                 }
                 chunk = records.next() => {
                     let Some(chunk) = chunk else { break };
@@ -397,6 +411,13 @@ impl Feed {
                 }
             }
         }
+        // A merge under way ends first: its thread holds the store's files.
+        if merging.is_some() {
+            let outcome = Merging::end(&mut merging).await;
+            if let Some(merge) = merging.take() {
+                merge.report(outcome);
+            }
+        }
         self.publish(&mut step)?;
         self.flush().await
     }
@@ -420,13 +441,54 @@ impl Feed {
     }
 
     async fn expire(&self) -> Result<()> {
-        let Some(retention) = self.options.retention else { return Ok(()) };
-        let store = Arc::clone(&self.store);
+        let (store, retention) = (Arc::clone(&self.store), self.options.retention);
         let removed = tokio::task::spawn_blocking(move || store.expire(retention)).await.map_err(|e| Error::Internal(e.to_string()))?;
         if removed > 0 {
-            tracing::info!(removed, "removed trace files older than the retention");
+            tracing::info!(removed, "removed trace files expired or merged");
         }
         Ok(())
+    }
+
+    /// Starts the oldest merge the files call for, if there is one and none is under way.
+    fn start_merge(&self, merging: &mut Option<Merging>) {
+        if merging.is_some() {
+            return;
+        }
+        let policy = MergePolicy { files: self.options.merge_files, bytes_max: self.options.merge_bytes_max, span: self.options.merge_span };
+        if let Some(plan) = self.store.merge_plan(&policy) {
+            let (table, files, store) = (plan.table, plan.inputs.len(), Arc::clone(&self.store));
+            *merging = Some(Merging { table, files, task: tokio::task::spawn_blocking(move || store.merge(&plan)) });
+        }
+    }
+}
+
+/// A merge under way, on a blocking thread of the feed's runtime.
+struct Merging {
+    table: usize,
+    files: usize,
+    task: tokio::task::JoinHandle<Result<MergeOutcome>>,
+}
+
+impl Merging {
+    /// The end of the merge under way, if any; never, if none is.
+    async fn end(merging: &mut Option<Merging>) -> std::result::Result<Result<MergeOutcome>, tokio::task::JoinError> {
+        match merging {
+            Some(merging) => (&mut merging.task).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reports the merge's end. A merge that failed leaves its files as they were: the
+    /// traces go on, and the next tick plans again.
+    fn report(self, outcome: std::result::Result<Result<MergeOutcome>, tokio::task::JoinError>) {
+        let (table, files) = (TABLES[self.table], self.files);
+        match outcome {
+            Ok(Ok(MergeOutcome::Merged { rows, bytes })) => tracing::debug!(table, files, rows, bytes, "merged trace files"),
+            Ok(Ok(MergeOutcome::Stale)) => tracing::debug!(table, files, "a trace merge's files expired meanwhile"),
+            Ok(Ok(MergeOutcome::Skipped { path, reason })) => tracing::warn!(table, path = %path.display(), reason, "a trace file is left out of merges"),
+            Ok(Err(err)) => tracing::warn!(table, files, error = %err, "merging trace files failed; they stay as they are"),
+            Err(err) => tracing::error!(table, files, error = %err, "a trace merge panicked; its files stay as they are"),
+        }
     }
 }
 

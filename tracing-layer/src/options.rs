@@ -20,6 +20,15 @@ pub struct TracingOptions {
     /// Remove Parquet files written longer ago than this; `None`: keep everything.
     #[serde(with = "millis_opt")]
     pub retention: Option<Duration>,
+    /// Merge this many consecutive files of a table, of one size tier, into one (0: never
+    /// merge). Each flush writes a file per table; merges keep their number small.
+    pub merge_files: usize,
+    /// A merged file is at most this many bytes, and a file this large is not merged again.
+    pub merge_bytes_max: u64,
+    /// Only files written within the same stretch of this length are merged: a row is kept
+    /// at most this much longer than `retention`.
+    #[serde(with = "millis")]
+    pub merge_span: Duration,
     /// Threads of the query runtime (its own, never the server's).
     pub query_threads: usize,
     /// Most queries running at once; one more is refused (retry later).
@@ -45,6 +54,9 @@ pub struct TracingOptions {
     pub feed_nice: i32,
 }
 
+/// Most files one merge reads at once (each one open, and its small row groups in memory).
+pub(crate) const MERGE_FILES_MAX: usize = 64;
+
 /// The highest CPU niceness Linux knows.
 const NICE_MAX: i32 = 19;
 
@@ -55,6 +67,9 @@ impl Default for TracingOptions {
             flush_bytes: 32 << 20,
             flush_age: Duration::from_secs(10),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            merge_files: 8,
+            merge_bytes_max: 256 << 20,
+            merge_span: Duration::from_secs(3600),
             query_threads: 2,
             queries_in_flight_max: 8,
             query_rows_max: 10_000,
@@ -84,6 +99,15 @@ impl TracingOptions {
         }
         if !(0..=NICE_MAX).contains(&self.feed_nice) {
             return Err(Error::InvalidOptions { option: "feed-nice", reason: format!("{} is not a niceness from 0 to {NICE_MAX}", self.feed_nice) });
+        }
+        if self.merge_files == 1 || self.merge_files > MERGE_FILES_MAX {
+            return Err(Error::InvalidOptions { option: "merge-files", reason: format!("{} is not 0 (never merge) or 2 to {MERGE_FILES_MAX}", self.merge_files) });
+        }
+        if self.merge_bytes_max == 0 {
+            return Err(Error::InvalidOptions { option: "merge-bytes-max", reason: "must be at least 1".to_owned() });
+        }
+        if self.merge_span.is_zero() {
+            return Err(Error::InvalidOptions { option: "merge-span", reason: "must be longer than 0".to_owned() });
         }
         if self.flush_age.is_zero() {
             return Err(Error::InvalidOptions { option: "flush-age", reason: "must be longer than 0".to_owned() });
@@ -151,6 +175,11 @@ mod tests {
         assert_eq!(refused(TracingOptions { feed_nice: -1, ..TracingOptions::default() }), "feed-nice: -1 is not a niceness from 0 to 19");
         assert_eq!(refused(TracingOptions { feed_nice: 20, ..TracingOptions::default() }), "feed-nice: 20 is not a niceness from 0 to 19");
         assert_eq!(refused(TracingOptions { flush_age: Duration::ZERO, ..TracingOptions::default() }), "flush-age: must be longer than 0");
+        assert_eq!(refused(TracingOptions { merge_files: 1, ..TracingOptions::default() }), "merge-files: 1 is not 0 (never merge) or 2 to 64");
+        assert_eq!(refused(TracingOptions { merge_files: 65, ..TracingOptions::default() }), "merge-files: 65 is not 0 (never merge) or 2 to 64");
+        assert!(TracingOptions { merge_files: 0, ..TracingOptions::default() }.validate().is_ok(), "0 turns merging off");
+        assert_eq!(refused(TracingOptions { merge_bytes_max: 0, ..TracingOptions::default() }), "merge-bytes-max: must be at least 1");
+        assert_eq!(refused(TracingOptions { merge_span: Duration::ZERO, ..TracingOptions::default() }), "merge-span: must be longer than 0");
         let slow = TracingOptions { feed_interval: Duration::from_secs(10), ..TracingOptions::default() };
         assert_eq!(refused(slow.clone()), "feed-interval: 10000 ms is not below catch-up-max (10000 ms): a query that waits for the traces to catch up may time out while the feed waits");
         assert!(TracingOptions { catch_up_max: Duration::from_secs(11), ..slow }.validate().is_ok());

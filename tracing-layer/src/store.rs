@@ -13,6 +13,14 @@
 //! and a file above it is from a flush the checkpoint never confirmed: opening removes it
 //! and the feed reads those records again. No row is lost, none is kept twice.
 //!
+//! A merge writes the rows of several consecutive files of one table as one file (named for
+//! the records from the first one's `from` to the last one's `to`, the same way), then swaps
+//! it for them in the listing; they are removed later, once no query can still be reading
+//! them. A crash before they are removed leaves them beside the file that holds their rows:
+//! opening removes a file whose records lie within another file's. So a table has few large
+//! files instead of one per flush (about 60,000 a week at the default `flush-age`), and no
+//! row is in two of them.
+//!
 //! Every method but the in-memory ones does file I/O and is called off the async workers.
 
 use std::fs::{self, File};
@@ -25,7 +33,7 @@ use comb_log::Lsn;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
-use crate::tables::{Rows, TABLES, write_parquet};
+use crate::tables::{Merged, Rows, TABLES, merge_parquet, write_parquet};
 
 const CHECKPOINT: &str = "checkpoint";
 const FORMAT: &str = "format";
@@ -43,8 +51,14 @@ pub(crate) struct TraceFile {
     pub(crate) path: PathBuf,
     pub(crate) from: Lsn,
     pub(crate) to: Lsn,
-    /// When it was written, microseconds since the epoch (retention counts from it).
+    /// When it was written, microseconds since the epoch (retention counts from it). A merged
+    /// file has the time of its newest input.
     pub(crate) written_us: u64,
+    /// Its size.
+    pub(crate) bytes: u64,
+    /// Whether merges may take it: not once a merge found it unlike this build's files (an
+    /// older build's) or could not read it.
+    pub(crate) mergeable: bool,
 }
 
 impl TraceFile {
@@ -58,8 +72,65 @@ impl TraceFile {
         let from = parts.next()?.parse().ok()?;
         let to = parts.next()?.parse().ok()?;
         let written_us = parts.next()?.parse().ok()?;
-        parts.next().is_none().then_some(TraceFile { path, from, to, written_us })
+        parts.next().is_none().then_some(TraceFile { path, from, to, written_us, bytes: 0, mergeable: true })
     }
+}
+
+/// Which files the store merges: see [`TraceStore::merge_plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MergePolicy {
+    /// Files merged at once, all of one size tier (0: never merge).
+    pub(crate) files: usize,
+    /// A merged file is at most this large; a file this large is never merged again.
+    pub(crate) bytes_max: u64,
+    /// Only files written within the same stretch of this length are merged together, so
+    /// that a merged file holds no row written more than this before its own time, which
+    /// retention counts from.
+    pub(crate) span: Duration,
+}
+
+/// Files under this size are the smallest tier; each tier above holds files up to
+/// [`MergePolicy::files`] times as large as the one below.
+const MERGE_TIER_BYTES: u64 = 1 << 20;
+
+impl MergePolicy {
+    /// The size tier of a file of `bytes`: merging `files` of one tier makes about one of
+    /// the next, so that a row is written again about once per tier, not once per merge.
+    fn tier(&self, bytes: u64) -> u32 {
+        let (mut tier, mut bound) = (0, MERGE_TIER_BYTES);
+        while bytes >= bound && bound < u64::MAX / 2 {
+            tier += 1;
+            bound = bound.saturating_mul(self.files.max(2) as u64);
+        }
+        tier
+    }
+
+    /// Whether `run` (consecutive files of one table) is one merge.
+    fn takes(&self, run: &[TraceFile]) -> bool {
+        let span_us = self.span.as_micros().max(1) as u64;
+        let (tier, stretch) = (self.tier(run[0].bytes), run[0].written_us / span_us);
+        run.iter().all(|f| f.mergeable && f.bytes < self.bytes_max && self.tier(f.bytes) == tier && f.written_us / span_us == stretch)
+            && run.iter().map(|f| f.bytes).sum::<u64>() <= self.bytes_max
+    }
+}
+
+/// One merge to make: the files of one table it merges, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MergePlan {
+    pub(crate) table: usize,
+    pub(crate) inputs: Vec<TraceFile>,
+}
+
+/// What became of a merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MergeOutcome {
+    /// The merged file replaced its inputs in the listing.
+    Merged { rows: u64, bytes: u64 },
+    /// An input left the listing meanwhile (it expired): the merged file was thrown away.
+    Stale,
+    /// An input cannot be merged (an older build's file, or one that could not be read): the
+    /// files stay as they are, and that one is left out of later merges until a restart.
+    Skipped { path: PathBuf, reason: String },
 }
 
 /// What a query sees of one table: its files and its tail, taken together.
@@ -107,7 +178,12 @@ fn write_durably(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Re
     write(&mut file)?;
     file.sync_all().map_err(|e| io_error("sync", &tmp, &e))?;
     drop(file);
-    fs::rename(&tmp, path).map_err(|e| io_error("rename", path, &e))?;
+    publish(&tmp, path)
+}
+
+/// Renames the synced file `tmp` to `path` and syncs the folder.
+fn publish(tmp: &Path, path: &Path) -> Result<()> {
+    fs::rename(tmp, path).map_err(|e| io_error("rename", path, &e))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -118,6 +194,16 @@ fn create_dir_durably(dir: &Path) -> Result<()> {
     }
     fs::create_dir_all(dir).map_err(|e| io_error("create", dir, &e))?;
     sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+fn entry_bytes(path: &Path) -> Result<u64> {
+    fs::metadata(path).map(|m| m.len()).map_err(|e| io_error("read the size of", path, &e))
+}
+
+/// Removes the file at `path` and syncs its folder.
+fn remove_durably(path: &Path) -> Result<()> {
+    fs::remove_file(path).map_err(|e| io_error("remove", path, &e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -166,7 +252,10 @@ impl TraceStore {
             for entry in fs::read_dir(&folder).map_err(|e| io_error("list", &folder, &e))? {
                 let path = entry.map_err(|e| io_error("list", &folder, &e))?.path();
                 match TraceFile::parse(path.clone()) {
-                    Some(file) if file.to <= checkpoint => files.push(file),
+                    Some(mut file) if file.to <= checkpoint => {
+                        file.bytes = entry_bytes(&path)?;
+                        files.push(file);
+                    }
                     // A temporary file, or a flush the checkpoint does not confirm.
                     _ if path.extension().is_some_and(|e| e == "tmp" || e == "parquet") => {
                         fs::remove_file(&path).map_err(|e| io_error("remove", &path, &e))?;
@@ -175,17 +264,30 @@ impl TraceStore {
                     _ => {}
                 }
             }
+            // A merge's inputs, left by a crash beside the file that holds their rows. Each
+            // file is whole (written under a temporary name, then renamed), the merged one too.
+            files.sort_by_key(|f| (f.from, std::cmp::Reverse(f.to)));
+            let mut kept: Vec<TraceFile> = Vec::with_capacity(files.len());
+            for file in files.drain(..) {
+                match kept.last() {
+                    Some(merged) if file.to <= merged.to => {
+                        fs::remove_file(&file.path).map_err(|e| io_error("remove", &file.path, &e))?;
+                        removed = true;
+                    }
+                    Some(before) if file.from <= before.to => {
+                        return Err(Error::Corrupt {
+                            path: file.path.display().to_string(),
+                            detail: format!("its records overlap those of {} (each flush covers the records after the one before, and a merge all the records of the files it merged)", before.path.display()),
+                        });
+                    }
+                    _ => kept.push(file),
+                }
+            }
+            *files = kept;
             // Durably gone: a removed file that came back after a power loss, once the
             // checkpoint has passed it, would be taken for a confirmed flush.
             if removed {
                 sync_dir(&folder)?;
-            }
-            files.sort_by_key(|f| f.from);
-            if let Some(overlap) = files.windows(2).find(|w| w[1].from <= w[0].to) {
-                return Err(Error::Corrupt {
-                    path: overlap[1].path.display().to_string(),
-                    detail: format!("its records overlap those of {} (each flush covers the records after the one before)", overlap[0].path.display()),
-                });
             }
         }
         Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state) })
@@ -244,7 +346,8 @@ impl TraceStore {
             }
             let path = self.dir.join(TABLES[table]).join(TraceFile::name(from, to, written_us));
             write_durably(&path, |file| write_parquet(file, table, batches))?;
-            written[table] = Some(TraceFile { path, from, to, written_us });
+            let bytes = entry_bytes(&path)?;
+            written[table] = Some(TraceFile { path, from, to, written_us, bytes, mergeable: true });
         }
         write_durably(&self.dir.join(CHECKPOINT), |file| file.write_all(format!("{to}\n").as_bytes()).map_err(|e| io_error("write", &self.dir.join(CHECKPOINT), &e)))?;
         let mut guard = self.lock();
@@ -260,12 +363,12 @@ impl TraceStore {
     }
 
     /// Takes the files written longer than `retention` ago out of the listing, and removes
-    /// those it took out at the expiry before: a query that listed one before it left the
-    /// listing has had that long (a minute, at the feed's pace) to read it. Returns how many
-    /// it removed. A file that cannot be removed is tried again at the next expiry; the
-    /// error is logged, and the traces go on.
-    pub(crate) fn expire(&self, retention: Duration) -> usize {
-        let horizon = now_us().saturating_sub(retention.as_micros() as u64);
+    /// those taken out of it before this call (by the expiry before, or by merges since): a
+    /// query that listed one before it left the listing has had that long (a minute, at the
+    /// feed's pace) to read it. Returns how many it removed. A file that cannot be removed is
+    /// tried again at the next expiry; the error is logged, and the traces go on.
+    pub(crate) fn expire(&self, retention: Option<Duration>) -> usize {
+        let horizon = retention.map_or(0, |retention| now_us().saturating_sub(retention.as_micros() as u64));
         let doomed = {
             let mut state = self.lock();
             let expired: Vec<TraceFile> = state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon)).collect();
@@ -286,14 +389,77 @@ impl TraceStore {
         removed
     }
 
+    /// The oldest merge `policy` makes of the files listed now, if any: `policy.files`
+    /// consecutive files of one table, of one size tier, written in one `policy.span`.
+    pub(crate) fn merge_plan(&self, policy: &MergePolicy) -> Option<MergePlan> {
+        if policy.files < 2 {
+            return None;
+        }
+        let state = self.lock();
+        state.files.iter().enumerate().find_map(|(table, files)| {
+            files.windows(policy.files).find(|run| policy.takes(run)).map(|run| MergePlan { table, inputs: run.to_vec() })
+        })
+    }
+
+    /// Makes `plan`: writes its inputs' rows as one file, then swaps it for them in the
+    /// listing; they are removed at the next expiry. Called by one merge at a time; flushes
+    /// and expiries may run meanwhile. An error is one of writing the merged file: the
+    /// inputs stay listed, whole.
+    pub(crate) fn merge(&self, plan: &MergePlan) -> Result<MergeOutcome> {
+        let (first, last) = match (plan.inputs.first(), plan.inputs.last()) {
+            (Some(first), Some(last)) if plan.inputs.len() > 1 => (first, last),
+            _ => return Err(Error::Internal(format!("a merge of {} files", plan.inputs.len()))),
+        };
+        let written_us = plan.inputs.iter().map(|f| f.written_us).max().unwrap_or(last.written_us);
+        let path = self.dir.join(TABLES[plan.table]).join(TraceFile::name(first.from, last.to, written_us));
+        let paths: Vec<PathBuf> = plan.inputs.iter().map(|f| f.path.clone()).collect();
+        // Written under a temporary name and published only when whole and alike: a merged
+        // file, once named, is the one its inputs are removed for at the next open.
+        let tmp = path.with_extension("tmp");
+        let written = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e)).and_then(|mut file| {
+            let merged = merge_parquet(&mut file, plan.table, &paths)?;
+            if let Merged::Written { .. } = merged {
+                file.sync_all().map_err(|e| io_error("sync", &tmp, &e))?;
+            }
+            Ok(merged)
+        });
+        if !matches!(written, Ok(Merged::Written { .. })) {
+            let _ = fs::remove_file(&tmp);
+        }
+        let skip = |path: &Path, reason: String| {
+            let mut state = self.lock();
+            if let Some(file) = state.files[plan.table].iter_mut().find(|f| f.path == path) {
+                file.mergeable = false;
+            }
+            Ok(MergeOutcome::Skipped { path: path.to_owned(), reason })
+        };
+        let rows = match written {
+            Err(Error::Corrupt { path: input, detail }) => return skip(Path::new(&input), format!("it cannot be read: {detail}")),
+            Err(err) => return Err(err),
+            Ok(Merged::Unlike { input }) => return skip(&paths[input], "it has other columns than this build writes (an older build's file)".to_owned()),
+            Ok(Merged::Written { rows }) => rows,
+        };
+        publish(&tmp, &path)?;
+        let bytes = entry_bytes(&path)?;
+        let mut state = self.lock();
+        let files = &mut state.files[plan.table];
+        let Some(at) = files.iter().position(|f| f.path == first.path).filter(|at| files.get(*at..*at + paths.len()).is_some_and(|run| run.iter().map(|f| &f.path).eq(paths.iter()))) else {
+            drop(state);
+            remove_durably(&path)?;
+            return Ok(MergeOutcome::Stale);
+        };
+        let inputs: Vec<TraceFile> = files.splice(at..at + paths.len(), [TraceFile { path, from: first.from, to: last.to, written_us, bytes, mergeable: true }]).collect();
+        state.doomed.extend(inputs);
+        Ok(MergeOutcome::Merged { rows, bytes })
+    }
+
     /// The files and tail of every table, as of one instant.
     pub(crate) fn snapshot(&self) -> [TableSnapshot; 4] {
         let state = self.lock();
         std::array::from_fn(|t| TableSnapshot { files: state.files[t].iter().map(|f| f.path.clone()).collect(), tail: state.tail[t].clone() })
     }
 
-    /// How many files each table has.
-    #[cfg(test)]
+    /// How many files each table lists.
     pub(crate) fn file_counts(&self) -> [usize; 4] {
         let state = self.lock();
         std::array::from_fn(|t| state.files[t].len())
@@ -302,6 +468,8 @@ impl TraceStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::tables::InvocationRow;
 
@@ -353,13 +521,143 @@ mod tests {
         assert!(!straddling.exists());
         drop(store);
 
-        // Two confirmed files over the same records: refused, naming them, not read twice.
-        let overlapping = dir.path().join(TABLES[0]).join(TraceFile::name(3, 3, 9));
+        // A file within another's records is a merge's input, left by a crash beside the
+        // merged file: removed, not read twice.
+        let merged_input = dir.path().join(TABLES[0]).join(TraceFile::name(3, 3, 9));
+        fs::copy(&confirmed, &merged_input).unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        assert_eq!(store.file_counts(), [1, 0, 0, 0]);
+        assert!(!merged_input.exists() && confirmed.exists());
+        drop(store);
+
+        // Two confirmed files whose records overlap in part: refused, naming them.
+        let overlapping = dir.path().join(TABLES[0]).join(TraceFile::name(0, 2, 9));
         fs::copy(&confirmed, &overlapping).unwrap();
         match TraceStore::open(dir.path()) {
-            Err(Error::Corrupt { path, detail }) => assert!(path.contains("00003-") && detail.contains("overlap"), "{path}: {detail}"),
+            Err(Error::Corrupt { path, detail }) => assert!(path.contains("00001-") && detail.contains("overlap"), "{path}: {detail}"),
             other => panic!("overlapping files opened: {:?}", other.map(|_| "a store")),
         }
+    }
+
+    /// The functions of the invocation rows in `path`, in order.
+    fn functions_in(path: &Path) -> Vec<String> {
+        use datafusion::arrow::array::{Array, AsArray};
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
+        let mut functions = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("function").unwrap().as_string::<i32>();
+            functions.extend((0..column.len()).map(|i| column.value(i).to_owned()));
+        }
+        functions
+    }
+
+    const POLICY: MergePolicy = MergePolicy { files: 3, bytes_max: 1 << 30, span: Duration::from_secs(3600) };
+
+    #[test]
+    fn merges_make_one_file_of_several_and_a_crash_before_their_removal_keeps_each_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        for (lsn, function) in [(1, "a"), (2, "b")] {
+            store.append(rows(function), lsn).unwrap();
+            store.flush().unwrap();
+        }
+        assert_eq!(store.merge_plan(&POLICY), None, "two files of three");
+        store.append(rows("c"), 3).unwrap();
+        store.flush().unwrap();
+        let plan = store.merge_plan(&POLICY).expect("three small files of one hour");
+        assert_eq!((plan.table, plan.inputs.iter().map(|f| (f.from, f.to)).collect::<Vec<_>>()), (0, vec![(1, 1), (2, 2), (3, 3)]));
+        let inputs: Vec<PathBuf> = plan.inputs.iter().map(|f| f.path.clone()).collect();
+        let kept = tempfile::tempdir().unwrap();
+        for input in &inputs {
+            fs::copy(input, kept.path().join(input.file_name().unwrap())).unwrap();
+        }
+
+        // A flush beside the merge: a file after the merged ones, kept.
+        store.append(rows("d"), 4).unwrap();
+        let merged = store.merge(&plan).unwrap();
+        store.flush().unwrap();
+        let files = store.snapshot()[0].files.clone();
+        assert!(matches!(merged, MergeOutcome::Merged { rows: 3, bytes } if bytes == fs::metadata(&files[0]).unwrap().len()), "{merged:?}");
+        assert_eq!(files.len(), 2);
+        assert!(files[0].file_name().unwrap().to_str().unwrap().starts_with("00000000000000000001-00000000000000000003-"), "{files:?}");
+        assert_eq!(functions_in(&files[0]), ["a", "b", "c"]);
+        assert_eq!(functions_in(&files[1]), ["d"]);
+        assert_eq!(store.merge_plan(&POLICY), None, "a merged file and a new one");
+
+        // The inputs are out of the listing, and off the disk at the next expiry, with or
+        // without a retention.
+        assert!(inputs.iter().all(|i| i.exists()), "a query that listed them may still read them");
+        assert_eq!(store.expire(None), 3);
+        assert!(inputs.iter().all(|i| !i.exists()));
+        assert_eq!(store.file_counts(), [2, 0, 0, 0]);
+        drop(store);
+
+        // A crash between the merged file's rename and its inputs' removal leaves both.
+        for input in &inputs {
+            fs::copy(kept.path().join(input.file_name().unwrap()), input).unwrap();
+        }
+        let store = TraceStore::open(dir.path()).unwrap();
+        assert_eq!(store.snapshot()[0].files, files, "the merged file and the later one");
+        assert!(inputs.iter().all(|i| !i.exists()));
+        assert_eq!(store.checkpoint(), 4);
+
+        // A merge whose input expired meanwhile is thrown away.
+        for (lsn, function) in [(5, "e"), (6, "f")] {
+            store.append(rows(function), lsn).unwrap();
+            store.flush().unwrap();
+        }
+        let plan = store.merge_plan(&POLICY).expect("three small files of one hour");
+        assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [1, 4, 5]);
+        assert_eq!(store.expire(Some(Duration::ZERO)), 0);
+        assert_eq!(store.merge(&plan).unwrap(), MergeOutcome::Stale);
+        let mut on_disk: Vec<PathBuf> = fs::read_dir(dir.path().join(TABLES[0])).unwrap().map(|e| e.unwrap().path()).collect();
+        on_disk.sort();
+        assert_eq!(on_disk.len(), 4, "the four expired files, and no merged or temporary one: {on_disk:?}");
+        assert_eq!(store.expire(Some(Duration::ZERO)), 4);
+    }
+
+    #[test]
+    fn merges_take_files_of_one_tier_and_one_span_and_leave_unlike_files_out() {
+        let file = |from: Lsn, bytes: u64, written_us: u64| TraceFile { path: PathBuf::from(format!("{from}")), from, to: from, written_us, bytes, mergeable: true };
+        let hour = 3_600_000_000;
+        let policy = MergePolicy { files: 2, bytes_max: 100 << 20, span: Duration::from_secs(3600) };
+        assert_eq!((policy.tier(0), policy.tier((1 << 20) - 1), policy.tier(1 << 20), policy.tier((2 << 20) - 1), policy.tier(2 << 20)), (0, 0, 1, 1, 2));
+        assert!(policy.takes(&[file(1, 10, 0), file(2, 10_000, hour - 1)]));
+        assert!(!policy.takes(&[file(1, 10, hour - 1), file(2, 10, hour)]), "two hours");
+        assert!(!policy.takes(&[file(1, 10, 0), file(2, 1 << 20, 0)]), "two tiers");
+        assert!(!policy.takes(&[file(1, 60 << 20, 0), file(2, 60 << 20, 0)]), "too large together");
+        assert!(!policy.takes(&[file(1, 10, 0), TraceFile { mergeable: false, ..file(2, 10, 0) }]), "left out");
+        assert!(!policy.takes(&[file(1, 100 << 20, 0), file(2, 0, 0)]), "large enough already");
+
+        // A file of an older build, with other columns, is left out of merges.
+        let dir = tempfile::tempdir().unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        store.append(rows("a"), 1).unwrap();
+        store.flush().unwrap();
+        let older = dir.path().join(TABLES[0]).join(TraceFile::name(0, 0, now_us()));
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new("function", datafusion::arrow::datatypes::DataType::Utf8, false)]));
+        let column: datafusion::arrow::array::ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec!["old"]));
+        let mut writer = parquet::arrow::ArrowWriter::try_new(File::create(&older).unwrap(), Arc::clone(&schema), None).unwrap();
+        writer.write(&RecordBatch::try_new(schema, vec![column]).unwrap()).unwrap();
+        writer.close().unwrap();
+        drop(store);
+        let store = TraceStore::open(dir.path()).unwrap();
+        store.append(rows("b"), 2).unwrap();
+        store.flush().unwrap();
+        let policy = MergePolicy { files: 2, ..POLICY };
+        let plan = store.merge_plan(&policy).unwrap();
+        assert_eq!(plan.inputs[0].path, older, "the oldest two: the older build's file first");
+        match store.merge(&plan).unwrap() {
+            MergeOutcome::Skipped { path, reason } => assert!(path == older && reason.contains("other columns"), "{reason}"),
+            other => panic!("merged unlike files: {other:?}"),
+        }
+        assert_eq!(store.file_counts(), [3, 0, 0, 0]);
+        let plan = store.merge_plan(&policy).unwrap();
+        assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [1, 2], "the older file is left out");
+        assert!(matches!(store.merge(&plan).unwrap(), MergeOutcome::Merged { rows: 2, .. }));
+        assert_eq!(store.file_counts(), [2, 0, 0, 0]);
+        assert!(older.exists(), "kept as it was");
     }
 
     #[test]
@@ -402,14 +700,14 @@ mod tests {
         let store = TraceStore::open(dir.path()).unwrap();
         store.append(rows("a"), 1).unwrap();
         store.flush().unwrap();
-        assert_eq!(store.expire(Duration::from_secs(3600)), 0);
+        assert_eq!(store.expire(Some(Duration::from_secs(3600))), 0);
         let old = store.snapshot()[0].files[0].clone();
         // Out of the listing at once; removed at the next expiry, so that a query that had
         // listed it can still read it meanwhile.
-        assert_eq!(store.expire(Duration::ZERO), 0);
+        assert_eq!(store.expire(Some(Duration::ZERO)), 0);
         assert_eq!(store.file_counts(), [0; 4]);
         assert!(old.exists());
-        assert_eq!(store.expire(Duration::ZERO), 1);
+        assert_eq!(store.expire(Some(Duration::ZERO)), 1);
         assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 0);
         assert_eq!(store.checkpoint(), 1, "expiry keeps the checkpoint: nothing is read again");
 
@@ -418,13 +716,13 @@ mod tests {
         store.append(rows("b"), 2).unwrap();
         store.flush().unwrap();
         let stuck = store.snapshot()[0].files[0].clone();
-        assert_eq!(store.expire(Duration::ZERO), 0);
+        assert_eq!(store.expire(Some(Duration::ZERO)), 0);
         fs::remove_file(&stuck).unwrap();
         fs::create_dir(&stuck).unwrap();
         fs::write(stuck.join("inside"), b"x").unwrap();
-        assert_eq!(store.expire(Duration::ZERO), 0);
+        assert_eq!(store.expire(Some(Duration::ZERO)), 0);
         fs::remove_dir_all(&stuck).unwrap();
-        assert_eq!(store.expire(Duration::ZERO), 1, "gone by then: counted as removed");
+        assert_eq!(store.expire(Some(Duration::ZERO)), 1, "gone by then: counted as removed");
         assert_eq!(store.file_counts(), [0; 4]);
     }
 }

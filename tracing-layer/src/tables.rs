@@ -8,6 +8,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -227,6 +232,20 @@ impl Rows {
 /// Writes `batches` of table number `table` as one Parquet file to `out`: text in snappy
 /// pages, integers and times delta-encoded.
 pub fn write_parquet(out: impl std::io::Write + Send, table: usize, batches: &[RecordBatch]) -> Result<()> {
+    let mut writer = ArrowWriter::try_new(out, schema_of(table), Some(writer_properties(table))).map_err(parquet_error(table))?;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_error(table))?;
+    }
+    writer.close().map_err(parquet_error(table))?;
+    Ok(())
+}
+
+fn parquet_error(table: usize) -> impl Fn(parquet::errors::ParquetError) -> Error {
+    move |e| Error::Internal(format!("writing a Parquet file of {}: {e}", TABLES[table]))
+}
+
+/// How the files of table number `table` are written.
+fn writer_properties(table: usize) -> WriterProperties {
     // No dictionaries: building one costs a hash and a comparison per value, more than snappy
     // costs to squeeze a run of repeated names (measured with `--bench feed`).
     let mut properties = WriterProperties::builder()
@@ -242,13 +261,104 @@ pub fn write_parquet(out: impl std::io::Write + Send, table: usize, batches: &[R
     for column in UNPRUNED_COLUMNS {
         properties = properties.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
     }
-    let properties = properties.build();
-    let parquet_error = |e: parquet::errors::ParquetError| Error::Internal(format!("writing a Parquet file of {}: {e}", TABLES[table]));
-    let mut writer = ArrowWriter::try_new(out, schema_of(table), Some(properties)).map_err(parquet_error)?;
-    for batch in batches {
-        writer.write(batch).map_err(parquet_error)?;
+    properties.build()
+}
+
+/// Row groups of at least this many rows go into a merged file as they are, their bytes
+/// copied without decoding them; smaller ones are decoded and encoded again together, into
+/// row groups of about this many rows. Files flushed under load hold one large row group
+/// each, so merging them costs the copy of their bytes, not their encoding again; files
+/// flushed by age under a light load hold a few rows each, which cost little to encode.
+pub(crate) const MERGE_COPY_ROWS_MIN: usize = 8_192;
+
+/// What [`merge_parquet`] made of its inputs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Merged {
+    /// One file, of this many rows, holds every row of the inputs.
+    Written { rows: u64 },
+    /// Input number `input` has other columns than this build writes (a file of an older
+    /// build): nothing was merged, and the output is to be thrown away.
+    Unlike { input: usize },
+}
+
+/// Writes the rows of the Parquet files `inputs` of table number `table`, in their order, as
+/// one Parquet file to `out` (see [`MERGE_COPY_ROWS_MIN`]). An input that cannot be read is
+/// named in an [`Error::Corrupt`].
+pub(crate) fn merge_parquet(out: impl std::io::Write + Send, table: usize, inputs: &[std::path::PathBuf]) -> Result<Merged> {
+    fn read_error(path: &std::path::Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+        move |e| Error::Corrupt { path: path.display().to_string(), detail: e.to_string() }
     }
-    writer.close().map_err(parquet_error)?;
+    let open_error = |path: &std::path::Path, e: std::io::Error| Error::Io { operation: "open", path: path.display().to_string(), message: e.to_string() };
+    let write_error = parquet_error(table);
+    let schema = schema_of(table);
+    let (mut writer, factory) = ArrowWriter::try_new(out, Arc::clone(&schema), Some(writer_properties(table))).and_then(ArrowWriter::into_serialized_writer).map_err(&write_error)?;
+    // Every input's footer first: nothing is written unless all of them can be merged.
+    let mut opened = Vec::with_capacity(inputs.len());
+    for (input, path) in inputs.iter().enumerate() {
+        let file = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional)).map_err(read_error(path))?;
+        if metadata.metadata().file_metadata().schema_descr() != writer.schema_descr() {
+            return Ok(Merged::Unlike { input });
+        }
+        opened.push((path, file, metadata));
+    }
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut rows = 0;
+    for (path, file, metadata) in opened {
+        let parquet = Arc::clone(metadata.metadata());
+        for (index, group) in parquet.row_groups().iter().enumerate() {
+            rows += group.num_rows() as u64;
+            if group.num_rows() as usize >= MERGE_COPY_ROWS_MIN {
+                encode_row_group(&mut writer, &factory, &schema, &mut pending).map_err(&write_error)?;
+                let mut copy = writer.next_row_group().map_err(&write_error)?;
+                for (column, chunk) in group.columns().iter().enumerate() {
+                    let close = ColumnCloseResult {
+                        bytes_written: chunk.compressed_size() as u64,
+                        rows_written: group.num_rows() as u64,
+                        metadata: chunk.clone(),
+                        bloom_filter: None,
+                        column_index: parquet.column_index().and_then(|c| c.get(index)).and_then(|c| c.get(column)).cloned(),
+                        offset_index: parquet.offset_index().and_then(|o| o.get(index)).and_then(|o| o.get(column)).cloned(),
+                    };
+                    copy.append_column(&file, close).map_err(read_error(path))?;
+                }
+                copy.close().map_err(&write_error)?;
+            } else {
+                let from = file.try_clone().map_err(|e| open_error(path, e))?;
+                let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(from, metadata.clone()).with_row_groups(vec![index]).build().map_err(read_error(path))?;
+                for batch in batches {
+                    pending.push(batch.map_err(|e| Error::Corrupt { path: path.display().to_string(), detail: e.to_string() })?);
+                }
+                if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= MERGE_COPY_ROWS_MIN {
+                    encode_row_group(&mut writer, &factory, &schema, &mut pending).map_err(&write_error)?;
+                }
+            }
+        }
+    }
+    encode_row_group(&mut writer, &factory, &schema, &mut pending).map_err(&write_error)?;
+    writer.close().map_err(&write_error)?;
+    Ok(Merged::Written { rows })
+}
+
+/// Encodes `pending` (emptied), if any, as one row group of `writer`'s file.
+fn encode_row_group<W: std::io::Write + Send>(writer: &mut SerializedFileWriter<W>, factory: &ArrowRowGroupWriterFactory, schema: &Schema, pending: &mut Vec<RecordBatch>) -> parquet::errors::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut columns = factory.create_column_writers(writer.flushed_row_groups().len())?;
+    for batch in pending.drain(..) {
+        let mut next = columns.iter_mut();
+        for (field, array) in schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, array)? {
+                next.next().ok_or_else(|| parquet::errors::ParquetError::General(format!("no column writer left for {}", field.name())))?.write(&leaf)?;
+            }
+        }
+    }
+    let mut group = writer.next_row_group()?;
+    for column in columns {
+        column.close()?.append_to_row_group(&mut group)?;
+    }
+    group.close()?;
     Ok(())
 }
 
@@ -567,5 +677,64 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.as_ref().map_or(0, RecordBatch::num_rows)).collect::<Vec<_>>(), [1; 4]);
         let all = rows.into_batches().unwrap();
         assert_eq!(all.iter().map(|b| b.as_ref().map_or(0, RecordBatch::num_rows)).collect::<Vec<_>>(), [100; 4]);
+    }
+
+    /// The LSNs of the `change_data` rows of the Parquet file `path`, in order, and the rows
+    /// of each of its row groups.
+    fn lsns_and_row_groups(path: &std::path::Path) -> (Vec<i64>, Vec<i64>) {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+        let groups = builder.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
+        let mut lsns = Vec::new();
+        for batch in builder.build().unwrap() {
+            lsns.extend(batch.unwrap().column_by_name("lsn").unwrap().as_primitive::<Int64Type>().values().iter().copied());
+        }
+        (lsns, groups)
+    }
+
+    #[test]
+    fn a_merge_copies_large_row_groups_and_encodes_small_ones_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let large = MERGE_COPY_ROWS_MIN as i64 + 10;
+        // Two small files, a large one, a small one, over LSNs 1 to 5 + large.
+        let ranges = [(1, 2), (2, 3), (3, 3 + large), (3 + large, 6 + large)];
+        let mut inputs = Vec::new();
+        for (n, (from, to)) in ranges.into_iter().enumerate() {
+            let mut rows = Rows::default();
+            (from..to).for_each(|lsn| push_one_of_each(&mut rows, lsn % 50));
+            let batch = rows.into_batches().unwrap()[CHANGE_DATA].clone().unwrap();
+            // The LSNs in order, whatever the text's length.
+            let lsns: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(from..to));
+            let batch = RecordBatch::try_new(batch.schema(), [vec![lsns], batch.columns()[1..].to_vec()].concat()).unwrap();
+            let path = dir.path().join(format!("{n}.parquet"));
+            write_parquet(std::fs::File::create(&path).unwrap(), CHANGE_DATA, &[batch]).unwrap();
+            inputs.push(path);
+        }
+        let copied = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&inputs[2]).unwrap()).unwrap().metadata().row_group(0).compressed_size();
+
+        let merged = dir.path().join("merged.parquet");
+        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &inputs).unwrap(), Merged::Written { rows: 5 + large as u64 });
+        let (lsns, groups) = lsns_and_row_groups(&merged);
+        assert_eq!(lsns, (1..6 + large).collect::<Vec<_>>(), "every row once, in order");
+        assert_eq!(groups, [2, large, 3], "the small files before the large one together, the large one as it was, the last one");
+        let output = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&merged).unwrap()).unwrap();
+        assert_eq!(output.metadata().row_group(1).compressed_size(), copied, "copied, not encoded again");
+        assert_eq!(output.schema(), &schema_of(CHANGE_DATA), "read back with the table's own types");
+
+        // A file of another table has other columns: nothing is merged.
+        let mut rows = Rows::default();
+        push_one_of_each(&mut rows, 1);
+        let other = dir.path().join("other.parquet");
+        write_parquet(std::fs::File::create(&other).unwrap(), WORKFLOWS, &[rows.into_batches().unwrap()[WORKFLOWS].clone().unwrap()]).unwrap();
+        let unlike = [inputs[0].clone(), other];
+        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &unlike).unwrap(), Merged::Unlike { input: 1 });
+
+        // A damaged input is named.
+        std::fs::write(&inputs[1], b"not parquet").unwrap();
+        match merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &inputs) {
+            Err(Error::Corrupt { path, .. }) => assert_eq!(path, inputs[1].display().to_string()),
+            other => panic!("merged a damaged file: {other:?}"),
+        }
     }
 }
