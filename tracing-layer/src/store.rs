@@ -90,8 +90,10 @@ pub(crate) struct MergePolicy {
 }
 
 /// Files under this size are the smallest tier; each tier above holds files up to
-/// [`MergePolicy::files`] times as large as the one below.
-const MERGE_TIER_BYTES: u64 = 1 << 20;
+/// [`MergePolicy::files`] times as large as the one below. Small, so that a merged file
+/// soon leaves the tier of the files flushed after it: merged with them again and again,
+/// it would be written again at every merge.
+const MERGE_TIER_BYTES: u64 = 64 << 10;
 
 impl MergePolicy {
     /// The size tier of a file of `bytes`: merging `files` of one tier makes about one of
@@ -622,10 +624,10 @@ mod tests {
         let file = |from: Lsn, bytes: u64, written_us: u64| TraceFile { path: PathBuf::from(format!("{from}")), from, to: from, written_us, bytes, mergeable: true };
         let hour = 3_600_000_000;
         let policy = MergePolicy { files: 2, bytes_max: 100 << 20, span: Duration::from_secs(3600) };
-        assert_eq!((policy.tier(0), policy.tier((1 << 20) - 1), policy.tier(1 << 20), policy.tier((2 << 20) - 1), policy.tier(2 << 20)), (0, 0, 1, 1, 2));
-        assert!(policy.takes(&[file(1, 10, 0), file(2, 10_000, hour - 1)]));
+        assert_eq!((policy.tier(0), policy.tier((64 << 10) - 1), policy.tier(64 << 10), policy.tier((128 << 10) - 1), policy.tier(128 << 10)), (0, 0, 1, 1, 2));
+        assert!(policy.takes(&[file(1, 10, 0), file(2, 60_000, hour - 1)]));
         assert!(!policy.takes(&[file(1, 10, hour - 1), file(2, 10, hour)]), "two hours");
-        assert!(!policy.takes(&[file(1, 10, 0), file(2, 1 << 20, 0)]), "two tiers");
+        assert!(!policy.takes(&[file(1, 10, 0), file(2, 64 << 10, 0)]), "two tiers");
         assert!(!policy.takes(&[file(1, 60 << 20, 0), file(2, 60 << 20, 0)]), "too large together");
         assert!(!policy.takes(&[file(1, 10, 0), TraceFile { mergeable: false, ..file(2, 10, 0) }]), "left out");
         assert!(!policy.takes(&[file(1, 100 << 20, 0), file(2, 0, 0)]), "large enough already");
