@@ -219,14 +219,14 @@ impl Tracer {
         if catch_up {
             self.wait_for(self.log.tail()).await?;
         }
-        let snapshot = self.store.snapshot();
+        let (snapshot, pin) = self.store.snapshot();
         // Taken after the snapshot: it knows every table the snapshot's records wrote to.
         let catalog = (self.catalog)();
         let sql = sql.to_owned();
         let options = self.options.clone();
         let handle = self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().ok_or(Error::Closed)?.handle().clone();
         let task = handle.spawn(async move {
-            let _permit = permit;
+            let (_permit, _pin) = (permit, pin);
             query::run(snapshot, catalog, &sql, &options).await
         });
         let running = AbortOnDrop(task.abort_handle());

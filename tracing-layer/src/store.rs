@@ -15,8 +15,8 @@
 //!
 //! A merge writes the rows of several consecutive files of one table as one file (named for
 //! the records from the first one's `from` to the last one's `to`, the same way), then swaps
-//! it for them in the listing; they are removed later, once no query can still be reading
-//! them. A crash before they are removed leaves them beside the file that holds their rows:
+//! it for them in the listing; they are removed once no query can still be reading them
+//! (queries pin the listing they read). A crash before they are removed leaves them beside the file that holds their rows:
 //! opening removes a file whose records lie within another file's. So a table has few large
 //! files instead of one per flush (about 60,000 a week at the default `flush-age`), and no
 //! row is in two of them.
@@ -26,7 +26,8 @@
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use comb_log::Lsn;
@@ -153,8 +154,40 @@ struct State {
     consumed: Lsn,
     /// When the oldest unflushed record was consumed.
     dirty_since: Option<Instant>,
-    /// Expired files taken out of the listing, removed at the next expiry.
-    doomed: Vec<TraceFile>,
+    /// The listing's version: one more each time files leave it (expired or merged).
+    listing: u64,
+    /// Files taken out of the listing, with the version they left it at: each is removed
+    /// once no query holds a snapshot of an earlier version.
+    doomed: Vec<(TraceFile, u64)>,
+}
+
+/// How many snapshots queries hold, by the listing's version they were taken at.
+#[derive(Debug, Default)]
+struct Pins(Mutex<BTreeMap<u64, usize>>);
+
+impl Pins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Keeps the files of a snapshot on the disk while held: a query holds it until it ends.
+#[derive(Debug)]
+pub(crate) struct Pin {
+    pins: Arc<Pins>,
+    listing: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock();
+        if let Some(count) = pins.get_mut(&self.listing) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&self.listing);
+            }
+        }
+    }
 }
 
 /// The files and the tail of every trace table.
@@ -162,6 +195,7 @@ struct State {
 pub(crate) struct TraceStore {
     dir: PathBuf,
     state: Mutex<State>,
+    pins: Arc<Pins>,
 }
 
 fn io_error(operation: &'static str, path: &Path, err: &std::io::Error) -> Error {
@@ -292,7 +326,7 @@ impl TraceStore {
                 sync_dir(&folder)?;
             }
         }
-        Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state) })
+        Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state), pins: Arc::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -364,26 +398,41 @@ impl TraceStore {
         Ok(to)
     }
 
-    /// Takes the files written longer than `retention` ago out of the listing, and removes
-    /// those taken out of it before this call (by the expiry before, or by merges since): a
-    /// query that listed one before it left the listing has had that long (a minute, at the
-    /// feed's pace) to read it. Returns how many it removed. A file that cannot be removed is
-    /// tried again at the next expiry; the error is logged, and the traces go on.
+    /// Takes the files written longer than `retention` ago out of the listing, then removes
+    /// what [`TraceStore::remove_unread`] does. Returns how many files it removed.
     pub(crate) fn expire(&self, retention: Option<Duration>) -> usize {
         let horizon = retention.map_or(0, |retention| now_us().saturating_sub(retention.as_micros() as u64));
-        let doomed = {
+        {
             let mut state = self.lock();
             let expired: Vec<TraceFile> = state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon)).collect();
-            std::mem::replace(&mut state.doomed, expired)
+            if !expired.is_empty() {
+                state.listing += 1;
+                let listing = state.listing;
+                state.doomed.extend(expired.into_iter().map(|f| (f, listing)));
+            }
+        }
+        self.remove_unread()
+    }
+
+    /// Removes the files taken out of the listing (expired or merged) that no query can read
+    /// any more: none holds a snapshot taken before they left it. Returns how many it removed.
+    /// A file that cannot be removed is tried again at the next call; the error is logged,
+    /// and the traces go on.
+    pub(crate) fn remove_unread(&self) -> usize {
+        let unread = {
+            let mut state = self.lock();
+            // A snapshot of version v lists the files that left at a later version.
+            let oldest = self.pins.lock().keys().next().copied();
+            state.doomed.extract_if(.., |(_, left)| oldest.is_none_or(|oldest| oldest >= *left)).collect::<Vec<_>>()
         };
         let (mut removed, mut kept) = (0, Vec::new());
-        for file in doomed {
+        for (file, left) in unread {
             match fs::remove_file(&file.path) {
                 Ok(()) => removed += 1,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => removed += 1,
                 Err(err) => {
-                    tracing::warn!(error = %io_error("remove", &file.path, &err), "an expired trace file could not be removed; the next expiry tries again");
-                    kept.push(file);
+                    tracing::warn!(error = %io_error("remove", &file.path, &err), "a trace file out of the listing could not be removed; the next expiry tries again");
+                    kept.push((file, left));
                 }
             }
         }
@@ -404,8 +453,8 @@ impl TraceStore {
     }
 
     /// Makes `plan`: writes its inputs' rows as one file, then swaps it for them in the
-    /// listing; they are removed at the next expiry. Called by one merge at a time; flushes
-    /// and expiries may run meanwhile. An error is one of writing the merged file: the
+    /// listing; they are removed once no query reads them (see [`TraceStore::remove_unread`]).
+    /// Called by one merge at a time; flushes and expiries may run meanwhile. An error is one of writing the merged file: the
     /// inputs stay listed, whole.
     pub(crate) fn merge(&self, plan: &MergePlan) -> Result<MergeOutcome> {
         let (first, last) = match (plan.inputs.first(), plan.inputs.last()) {
@@ -451,14 +500,21 @@ impl TraceStore {
             return Ok(MergeOutcome::Stale);
         };
         let inputs: Vec<TraceFile> = files.splice(at..at + paths.len(), [TraceFile { path, from: first.from, to: last.to, written_us, bytes, mergeable: true }]).collect();
-        state.doomed.extend(inputs);
+        state.listing += 1;
+        let listing = state.listing;
+        state.doomed.extend(inputs.into_iter().map(|f| (f, listing)));
+        drop(state);
+        self.remove_unread();
         Ok(MergeOutcome::Merged { rows, bytes })
     }
 
-    /// The files and tail of every table, as of one instant.
-    pub(crate) fn snapshot(&self) -> [TableSnapshot; 4] {
+    /// The files and tail of every table, as of one instant, and the pin that keeps those
+    /// files on the disk while the query that reads them holds it.
+    pub(crate) fn snapshot(&self) -> ([TableSnapshot; 4], Pin) {
         let state = self.lock();
-        std::array::from_fn(|t| TableSnapshot { files: state.files[t].iter().map(|f| f.path.clone()).collect(), tail: state.tail[t].clone() })
+        *self.pins.lock().entry(state.listing).or_default() += 1;
+        let pin = Pin { pins: Arc::clone(&self.pins), listing: state.listing };
+        (std::array::from_fn(|t| TableSnapshot { files: state.files[t].iter().map(|f| f.path.clone()).collect(), tail: state.tail[t].clone() }), pin)
     }
 
     /// How many files each table lists.
@@ -470,8 +526,6 @@ impl TraceStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::tables::InvocationRow;
 
@@ -500,10 +554,10 @@ mod tests {
         store.append(rows("a"), 3).unwrap();
         assert_eq!(store.flush().unwrap(), 3);
         store.append(rows("b"), 7).unwrap();
-        assert_eq!(store.snapshot()[0].tail.len(), 1);
+        assert_eq!(store.snapshot().0[0].tail.len(), 1);
         // A flush that wrote its file and crashed before the checkpoint.
         let orphan = dir.path().join(TABLES[0]).join(TraceFile::name(4, 7, 9));
-        fs::copy(&store.snapshot()[0].files[0], &orphan).unwrap();
+        fs::copy(&store.snapshot().0[0].files[0], &orphan).unwrap();
         fs::write(dir.path().join(TABLES[1]).join("x.tmp"), b"half").unwrap();
         drop(store);
 
@@ -511,8 +565,8 @@ mod tests {
         assert_eq!(store.checkpoint(), 3);
         assert_eq!(store.file_counts(), [1, 0, 0, 0]);
         assert!(!orphan.exists() && !dir.path().join(TABLES[1]).join("x.tmp").exists());
-        assert_eq!(store.snapshot()[0].tail.len(), 0, "the tail is not durable: the feed reads it again");
-        let confirmed = store.snapshot()[0].files[0].clone();
+        assert_eq!(store.snapshot().0[0].tail.len(), 0, "the tail is not durable: the feed reads it again");
+        let confirmed = store.snapshot().0[0].files[0].clone();
         drop(store);
 
         // A file reaching past the checkpoint is unconfirmed too, wherever it starts.
@@ -575,11 +629,13 @@ mod tests {
             fs::copy(input, kept.path().join(input.file_name().unwrap())).unwrap();
         }
 
-        // A flush beside the merge: a file after the merged ones, kept.
+        // A flush beside the merge: a file after the merged ones, kept. A query that listed
+        // the inputs before the merge reads them still.
         store.append(rows("d"), 4).unwrap();
+        let (_, before) = store.snapshot();
         let merged = store.merge(&plan).unwrap();
         store.flush().unwrap();
-        let files = store.snapshot()[0].files.clone();
+        let files = store.snapshot().0[0].files.clone();
         assert!(matches!(merged, MergeOutcome::Merged { rows: 3, bytes } if bytes == fs::metadata(&files[0]).unwrap().len()), "{merged:?}");
         assert_eq!(files.len(), 2);
         assert!(files[0].file_name().unwrap().to_str().unwrap().starts_with("00000000000000000001-00000000000000000003-"), "{files:?}");
@@ -587,11 +643,15 @@ mod tests {
         assert_eq!(functions_in(&files[1]), ["d"]);
         assert_eq!(store.merge_plan(&POLICY), None, "a merged file and a new one");
 
-        // The inputs are out of the listing, and off the disk at the next expiry, with or
-        // without a retention.
+        // The inputs are out of the listing, and off the disk once the query that listed them
+        // ends; a later query, which cannot list them, does not keep them.
+        let (_, after) = store.snapshot();
+        assert_eq!(store.expire(None), 0);
         assert!(inputs.iter().all(|i| i.exists()), "a query that listed them may still read them");
-        assert_eq!(store.expire(None), 3);
+        drop(before);
+        assert_eq!(store.remove_unread(), 3);
         assert!(inputs.iter().all(|i| !i.exists()));
+        drop(after);
         assert_eq!(store.file_counts(), [2, 0, 0, 0]);
         drop(store);
 
@@ -600,7 +660,7 @@ mod tests {
             fs::copy(kept.path().join(input.file_name().unwrap()), input).unwrap();
         }
         let store = TraceStore::open(dir.path()).unwrap();
-        assert_eq!(store.snapshot()[0].files, files, "the merged file and the later one");
+        assert_eq!(store.snapshot().0[0].files, files, "the merged file and the later one");
         assert!(inputs.iter().all(|i| !i.exists()));
         assert_eq!(store.checkpoint(), 4);
 
@@ -611,11 +671,12 @@ mod tests {
         }
         let plan = store.merge_plan(&POLICY).expect("three small files of one hour");
         assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [1, 4, 5]);
-        assert_eq!(store.expire(Some(Duration::ZERO)), 0);
+        let (_, query) = store.snapshot();
+        assert_eq!(store.expire(Some(Duration::ZERO)), 0, "a query reads them");
         assert_eq!(store.merge(&plan).unwrap(), MergeOutcome::Stale);
-        let mut on_disk: Vec<PathBuf> = fs::read_dir(dir.path().join(TABLES[0])).unwrap().map(|e| e.unwrap().path()).collect();
-        on_disk.sort();
+        let on_disk: Vec<PathBuf> = fs::read_dir(dir.path().join(TABLES[0])).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(on_disk.len(), 4, "the four expired files, and no merged or temporary one: {on_disk:?}");
+        drop(query);
         assert_eq!(store.expire(Some(Duration::ZERO)), 4);
     }
 
@@ -703,28 +764,38 @@ mod tests {
         store.append(rows("a"), 1).unwrap();
         store.flush().unwrap();
         assert_eq!(store.expire(Some(Duration::from_secs(3600))), 0);
-        let old = store.snapshot()[0].files[0].clone();
-        // Out of the listing at once; removed at the next expiry, so that a query that had
-        // listed it can still read it meanwhile.
+        let (listed, query) = store.snapshot();
+        let old = listed[0].files[0].clone();
+        // Out of the listing at once; on the disk while a query that listed it runs.
         assert_eq!(store.expire(Some(Duration::ZERO)), 0);
         assert_eq!(store.file_counts(), [0; 4]);
         assert!(old.exists());
+        assert_eq!(store.expire(Some(Duration::ZERO)), 0);
+        assert!(old.exists());
+        drop(query);
         assert_eq!(store.expire(Some(Duration::ZERO)), 1);
         assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 0);
         assert_eq!(store.checkpoint(), 1, "expiry keeps the checkpoint: nothing is read again");
 
-        // A file that cannot be removed (here a folder in its place) is tried again at the
-        // next expiry.
+        // Unread, an expired file leaves the disk with the listing. One that cannot be
+        // removed (here a folder in its place) is tried again at the next expiry.
         store.append(rows("b"), 2).unwrap();
         store.flush().unwrap();
-        let stuck = store.snapshot()[0].files[0].clone();
+        let (listed, query) = store.snapshot();
+        let stuck = listed[0].files[0].clone();
         assert_eq!(store.expire(Some(Duration::ZERO)), 0);
         fs::remove_file(&stuck).unwrap();
         fs::create_dir(&stuck).unwrap();
         fs::write(stuck.join("inside"), b"x").unwrap();
+        drop(query);
         assert_eq!(store.expire(Some(Duration::ZERO)), 0);
         fs::remove_dir_all(&stuck).unwrap();
         assert_eq!(store.expire(Some(Duration::ZERO)), 1, "gone by then: counted as removed");
         assert_eq!(store.file_counts(), [0; 4]);
+        store.append(rows("c"), 3).unwrap();
+        store.flush().unwrap();
+        let unread = store.snapshot().0[0].files[0].clone();
+        assert_eq!(store.expire(Some(Duration::ZERO)), 1);
+        assert!(!unread.exists());
     }
 }
