@@ -73,6 +73,10 @@ const TICK_MAX: Duration = Duration::from_secs(1);
 /// How often the feed removes the files older than the retention.
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
+/// How long the feed waits after a merge failed before it plans the next: a disk that is
+/// full or failing is not written to again and again.
+const MERGE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// The tracing layer of one server: its feed, its store and its query runtime.
 pub struct Tracer {
     store: Arc<TraceStore>,
@@ -238,6 +242,7 @@ impl Tracer {
     /// Stops the feed after a last flush (so a restart reads nothing again) and the runtime.
     pub async fn close(&self) -> Result<()> {
         let _ = self.stop.send(true);
+        self.store.cancel_merges();
         let task = self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(task) = task {
             task.await.map_err(|e| Error::Internal(format!("the trace feed panicked: {e}")))?;
@@ -336,7 +341,7 @@ impl Feed {
         self.expire().await?;
         let mut expired_at = Instant::now();
         let mut step = Step::default();
-        let mut merging = None;
+        let (mut merging, mut merge_failed_at) = (None, None);
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -349,13 +354,13 @@ impl Feed {
                         self.expire().await?;
                         expired_at = Instant::now();
                     }
-                    self.start_merge(&mut merging);
+                    self.start_merge(&mut merging, merge_failed_at);
                 }
                 outcome = Merging::end(&mut merging) => {
-                    if let Some(merge) = merging.take() {
-                        merge.report(outcome);
+                    if merging.take().is_some_and(|merge| merge.report(outcome)) {
+                        merge_failed_at = Some(Instant::now());
                     }
-                    self.start_merge(&mut merging);
+                    self.start_merge(&mut merging, merge_failed_at);
                 }
                 chunk = records.next() => {
                     let Some(chunk) = chunk else { break };
@@ -449,9 +454,10 @@ impl Feed {
         Ok(())
     }
 
-    /// Starts the oldest merge the files call for, if there is one and none is under way.
-    fn start_merge(&self, merging: &mut Option<Merging>) {
-        if merging.is_some() {
+    /// Starts the oldest merge the files call for, if there is one, none is under way and
+    /// none failed within `MERGE_RETRY_AFTER`.
+    fn start_merge(&self, merging: &mut Option<Merging>, failed_at: Option<Instant>) {
+        if merging.is_some() || failed_at.is_some_and(|at| at.elapsed() < MERGE_RETRY_AFTER) {
             return;
         }
         let policy = MergePolicy { files: self.options.merge_files, bytes_max: self.options.merge_bytes_max, span: self.options.merge_span };
@@ -478,17 +484,25 @@ impl Merging {
         }
     }
 
-    /// Reports the merge's end. A merge that failed leaves its files as they were: the
-    /// traces go on, and the next tick plans again.
-    fn report(self, outcome: std::result::Result<Result<MergeOutcome>, tokio::task::JoinError>) {
+    /// Reports the merge's end, and whether it failed. A merge that failed leaves its files
+    /// as they were: the traces go on, and merges resume after `MERGE_RETRY_AFTER`.
+    fn report(self, outcome: std::result::Result<Result<MergeOutcome>, tokio::task::JoinError>) -> bool {
         let (table, files) = (TABLES[self.table], self.files);
+        let retry = MERGE_RETRY_AFTER.as_secs();
         match outcome {
             Ok(Ok(MergeOutcome::Merged { rows, bytes })) => tracing::debug!(table, files, rows, bytes, "merged trace files"),
-            Ok(Ok(MergeOutcome::Stale)) => tracing::debug!(table, files, "a trace merge's files expired meanwhile"),
-            Ok(Ok(MergeOutcome::Skipped { path, reason })) => tracing::warn!(table, path = %path.display(), reason, "a trace file is left out of merges"),
-            Ok(Err(err)) => tracing::warn!(table, files, error = %err, "merging trace files failed; they stay as they are"),
-            Err(err) => tracing::error!(table, files, error = %err, "a trace merge panicked; its files stay as they are"),
+            Ok(Ok(MergeOutcome::Cancelled)) => tracing::debug!(table, files, "a trace merge stopped: the traces are closing"),
+            Ok(Ok(MergeOutcome::Skipped { paths, reason })) => tracing::warn!(table, ?paths, reason, "trace files are left out of merges until the next start"),
+            Ok(Err(err)) => {
+                tracing::warn!(table, files, error = %err, "merging trace files failed; they stay as they are, and merges resume in {retry} s");
+                return true;
+            }
+            Err(err) => {
+                tracing::error!(table, files, error = %err, "a trace merge panicked; its files stay as they are, and merges resume in {retry} s");
+                return true;
+            }
         }
+        false
     }
 }
 

@@ -60,6 +60,8 @@ pub(crate) struct TraceFile {
     /// Whether merges may take it: not once a merge found it unlike this build's files (an
     /// older build's) or could not read it.
     pub(crate) mergeable: bool,
+    /// Whether a merge is reading it: expiry leaves it listed until the merge ends.
+    pub(crate) merging: bool,
 }
 
 impl TraceFile {
@@ -73,7 +75,7 @@ impl TraceFile {
         let from = parts.next()?.parse().ok()?;
         let to = parts.next()?.parse().ok()?;
         let written_us = parts.next()?.parse().ok()?;
-        parts.next().is_none().then_some(TraceFile { path, from, to, written_us, bytes: 0, mergeable: true })
+        parts.next().is_none().then_some(TraceFile { path, from, to, written_us, bytes: 0, mergeable: true, merging: false })
     }
 }
 
@@ -108,12 +110,41 @@ impl MergePolicy {
         tier
     }
 
-    /// Whether `run` (consecutive files of one table) is one merge.
+    /// The stretch of `span` a file written at `written_us` belongs to.
+    fn stretch(&self, written_us: u64) -> u64 {
+        written_us / (self.span.as_micros().max(1) as u64)
+    }
+
+    /// Whether `file` may be merged at all.
+    fn open_to_merge(&self, file: &TraceFile) -> bool {
+        file.mergeable && !file.merging && file.bytes < self.bytes_max
+    }
+
+    /// Whether `run` (`files` consecutive files of one table) is one merge: of one tier and
+    /// one stretch.
     fn takes(&self, run: &[TraceFile]) -> bool {
-        let span_us = self.span.as_micros().max(1) as u64;
-        let (tier, stretch) = (self.tier(run[0].bytes), run[0].written_us / span_us);
-        run.iter().all(|f| f.mergeable && f.bytes < self.bytes_max && self.tier(f.bytes) == tier && f.written_us / span_us == stretch)
-            && run.iter().map(|f| f.bytes).sum::<u64>() <= self.bytes_max
+        let (tier, stretch) = (self.tier(run[0].bytes), self.stretch(run[0].written_us));
+        run.iter().all(|f| self.open_to_merge(f) && self.tier(f.bytes) == tier && self.stretch(f.written_us) == stretch) && run.iter().map(|f| f.bytes).sum::<u64>() <= self.bytes_max
+    }
+
+    /// The longest run, of 2 to `files` files, that starts `files` and stays within one
+    /// stretch that has passed (before `now_stretch`), whatever their tiers: the files a
+    /// stretch leaves, fewer than `files` of each tier, merged once it is over.
+    fn takes_leftovers(&self, files: &[TraceFile], now_stretch: u64) -> usize {
+        let stretch = self.stretch(files[0].written_us);
+        if stretch >= now_stretch {
+            return 0;
+        }
+        let mut bytes = 0;
+        let taken = files
+            .iter()
+            .take(self.files)
+            .take_while(|f| {
+                bytes += f.bytes;
+                self.open_to_merge(f) && self.stretch(f.written_us) == stretch && bytes <= self.bytes_max
+            })
+            .count();
+        if taken >= 2 { taken } else { 0 }
     }
 }
 
@@ -129,11 +160,11 @@ pub(crate) struct MergePlan {
 pub(crate) enum MergeOutcome {
     /// The merged file replaced its inputs in the listing.
     Merged { rows: u64, bytes: u64 },
-    /// An input left the listing meanwhile (it expired): the merged file was thrown away.
-    Stale,
-    /// An input cannot be merged (an older build's file, or one that could not be read): the
-    /// files stay as they are, and that one is left out of later merges until a restart.
-    Skipped { path: PathBuf, reason: String },
+    /// Inputs cannot be merged (an older build's files, or one that could not be read): the
+    /// files stay as they are, and those are left out of later merges until a restart.
+    Skipped { paths: Vec<PathBuf>, reason: String },
+    /// The store is closing: the merge stopped, and its files stay as they are.
+    Cancelled,
 }
 
 /// What a query sees of one table: its files and its tail, taken together.
@@ -196,6 +227,8 @@ pub(crate) struct TraceStore {
     dir: PathBuf,
     state: Mutex<State>,
     pins: Arc<Pins>,
+    /// Set at close: a merge under way stops at its next row group.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 fn io_error(operation: &'static str, path: &Path, err: &std::io::Error) -> Error {
@@ -214,12 +247,7 @@ fn write_durably(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Re
     write(&mut file)?;
     file.sync_all().map_err(|e| io_error("sync", &tmp, &e))?;
     drop(file);
-    publish(&tmp, path)
-}
-
-/// Renames the synced file `tmp` to `path` and syncs the folder.
-fn publish(tmp: &Path, path: &Path) -> Result<()> {
-    fs::rename(tmp, path).map_err(|e| io_error("rename", path, &e))?;
+    fs::rename(&tmp, path).map_err(|e| io_error("rename", path, &e))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -326,7 +354,7 @@ impl TraceStore {
                 sync_dir(&folder)?;
             }
         }
-        Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state), pins: Arc::default() })
+        Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state), pins: Arc::default(), closing: std::sync::atomic::AtomicBool::new(false) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -383,7 +411,7 @@ impl TraceStore {
             let path = self.dir.join(TABLES[table]).join(TraceFile::name(from, to, written_us));
             write_durably(&path, |file| write_parquet(file, table, batches))?;
             let bytes = entry_bytes(&path)?;
-            written[table] = Some(TraceFile { path, from, to, written_us, bytes, mergeable: true });
+            written[table] = Some(TraceFile { path, from, to, written_us, bytes, mergeable: true, merging: false });
         }
         write_durably(&self.dir.join(CHECKPOINT), |file| file.write_all(format!("{to}\n").as_bytes()).map_err(|e| io_error("write", &self.dir.join(CHECKPOINT), &e)))?;
         let mut guard = self.lock();
@@ -404,7 +432,8 @@ impl TraceStore {
         let horizon = retention.map_or(0, |retention| now_us().saturating_sub(retention.as_micros() as u64));
         {
             let mut state = self.lock();
-            let expired: Vec<TraceFile> = state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon)).collect();
+            // A merge's inputs stay listed until it swaps them for the file it made.
+            let expired: Vec<TraceFile> = state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon && !f.merging)).collect();
             if !expired.is_empty() {
                 state.listing += 1;
                 let listing = state.listing;
@@ -441,25 +470,52 @@ impl TraceStore {
     }
 
     /// The oldest merge `policy` makes of the files listed now, if any: `policy.files`
-    /// consecutive files of one table, of one size tier, written in one `policy.span`.
+    /// consecutive files of one table, of one size tier, written in one `policy.span`; or, in
+    /// a stretch of `policy.span` that has passed, 2 or more of its files whatever their
+    /// tiers. Its files are marked as merging (expiry leaves them listed) until
+    /// [`TraceStore::merge`] ends.
     pub(crate) fn merge_plan(&self, policy: &MergePolicy) -> Option<MergePlan> {
         if policy.files < 2 {
             return None;
         }
-        let state = self.lock();
-        state.files.iter().enumerate().find_map(|(table, files)| {
-            files.windows(policy.files).find(|run| policy.takes(run)).map(|run| MergePlan { table, inputs: run.to_vec() })
-        })
+        let now_stretch = policy.stretch(now_us());
+        let mut state = self.lock();
+        let (table, at, taken) = state.files.iter().enumerate().find_map(|(table, files)| {
+            let run = files.windows(policy.files).position(|run| policy.takes(run)).map(|at| (at, policy.files));
+            run.or_else(|| (0..files.len()).find_map(|at| Some((at, policy.takes_leftovers(&files[at..], now_stretch))).filter(|(_, n)| *n > 0))).map(|(at, n)| (table, at, n))
+        })?;
+        let inputs = &mut state.files[table][at..at + taken];
+        inputs.iter_mut().for_each(|f| f.merging = true);
+        Some(MergePlan { table, inputs: inputs.to_vec() })
     }
 
-    /// Makes `plan`: writes its inputs' rows as one file, then swaps it for them in the
-    /// listing; they are removed once no query reads them (see [`TraceStore::remove_unread`]).
-    /// Called by one merge at a time; flushes and expiries may run meanwhile. An error is one of writing the merged file: the
-    /// inputs stay listed, whole.
+    /// Tells a merge under way to stop at its next row group (the store is closing).
+    pub(crate) fn cancel_merges(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Ends `plan`'s hold on its files, and leaves `unmergeable` ones out of later merges.
+    fn release(&self, plan: &MergePlan, unmergeable: &[PathBuf]) {
+        let mut state = self.lock();
+        for file in state.files[plan.table].iter_mut().filter(|f| plan.inputs.iter().any(|i| i.path == f.path)) {
+            file.merging = false;
+            file.mergeable &= !unmergeable.contains(&file.path);
+        }
+    }
+
+    /// Makes `plan` (from [`TraceStore::merge_plan`]): writes its inputs' rows as one file,
+    /// then swaps it for them in the listing; they are removed once no query reads them (see
+    /// [`TraceStore::remove_unread`]). Called by one merge at a time; flushes and expiries
+    /// may run meanwhile (expiry leaves the inputs listed). An error leaves the inputs listed
+    /// and whole, and no merged file on the disk unless its removal failed too, in which
+    /// case the inputs are left out of later merges (opening removes them for it, whole).
     pub(crate) fn merge(&self, plan: &MergePlan) -> Result<MergeOutcome> {
         let (first, last) = match (plan.inputs.first(), plan.inputs.last()) {
             (Some(first), Some(last)) if plan.inputs.len() > 1 => (first, last),
-            _ => return Err(Error::Internal(format!("a merge of {} files", plan.inputs.len()))),
+            _ => {
+                self.release(plan, &[]);
+                return Err(Error::Internal(format!("a merge of {} files", plan.inputs.len())));
+            }
         };
         let written_us = plan.inputs.iter().map(|f| f.written_us).max().unwrap_or(last.written_us);
         let path = self.dir.join(TABLES[plan.table]).join(TraceFile::name(first.from, last.to, written_us));
@@ -467,39 +523,57 @@ impl TraceStore {
         // Written under a temporary name and published only when whole and alike: a merged
         // file, once named, is the one its inputs are removed for at the next open.
         let tmp = path.with_extension("tmp");
+        let closing = || self.closing.load(std::sync::atomic::Ordering::Acquire);
         let written = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e)).and_then(|mut file| {
-            let merged = merge_parquet(&mut file, plan.table, &paths)?;
-            if let Merged::Written { .. } = merged {
-                file.sync_all().map_err(|e| io_error("sync", &tmp, &e))?;
-            }
-            Ok(merged)
+            let merged = merge_parquet(&mut file, plan.table, &paths, &closing)?;
+            let bytes = match merged {
+                Merged::Written { .. } => {
+                    file.sync_all().map_err(|e| io_error("sync", &tmp, &e))?;
+                    file.metadata().map_err(|e| io_error("read the size of", &tmp, &e))?.len()
+                }
+                _ => 0,
+            };
+            Ok((merged, bytes))
         });
-        if !matches!(written, Ok(Merged::Written { .. })) {
-            let _ = fs::remove_file(&tmp);
-        }
-        let skip = |path: &Path, reason: String| {
-            let mut state = self.lock();
-            if let Some(file) = state.files[plan.table].iter_mut().find(|f| f.path == path) {
-                file.mergeable = false;
+        let (rows, bytes) = match written {
+            Ok((Merged::Written { rows }, bytes)) => (rows, bytes),
+            failed => {
+                let _ = fs::remove_file(&tmp);
+                let (unmergeable, outcome) = match failed {
+                    Ok((Merged::Unlike { inputs }, _)) => {
+                        let paths: Vec<PathBuf> = inputs.into_iter().map(|i| paths[i].clone()).collect();
+                        (paths.clone(), Ok(MergeOutcome::Skipped { paths, reason: "other columns than this build writes (an older build's files)".to_owned() }))
+                    }
+                    Ok(_) => (Vec::new(), Ok(MergeOutcome::Cancelled)),
+                    Err(Error::Corrupt { path, detail }) => (vec![PathBuf::from(&path)], Ok(MergeOutcome::Skipped { paths: vec![PathBuf::from(path)], reason: format!("it cannot be read: {detail}") })),
+                    Err(err) => (Vec::new(), Err(err)),
+                };
+                self.release(plan, &unmergeable);
+                return outcome;
             }
-            Ok(MergeOutcome::Skipped { path: path.to_owned(), reason })
         };
-        let rows = match written {
-            Err(Error::Corrupt { path: input, detail }) => return skip(Path::new(&input), format!("it cannot be read: {detail}")),
-            Err(err) => return Err(err),
-            Ok(Merged::Unlike { input }) => return skip(&paths[input], "it has other columns than this build writes (an older build's file)".to_owned()),
-            Ok(Merged::Written { rows }) => rows,
-        };
-        publish(&tmp, &path)?;
-        let bytes = entry_bytes(&path)?;
+        if let Err(err) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            self.release(plan, &[]);
+            return Err(io_error("rename", &path, &err));
+        }
+        // Named, but perhaps not durably: its inputs stay until it is.
+        if let Err(err) = sync_dir(path.parent().unwrap_or(Path::new("."))) {
+            let removed = remove_durably(&path);
+            self.release(plan, if removed.is_ok() { &[] } else { &paths });
+            return Err(err);
+        }
         let mut state = self.lock();
         let files = &mut state.files[plan.table];
-        let Some(at) = files.iter().position(|f| f.path == first.path).filter(|at| files.get(*at..*at + paths.len()).is_some_and(|run| run.iter().map(|f| &f.path).eq(paths.iter()))) else {
+        let at = files.iter().position(|f| f.path == first.path).filter(|at| files.get(*at..*at + paths.len()).is_some_and(|run| run.iter().map(|f| &f.path).eq(paths.iter())));
+        let Some(at) = at else {
+            // Nothing else takes a merging file out of the listing.
             drop(state);
-            remove_durably(&path)?;
-            return Ok(MergeOutcome::Stale);
+            let removed = remove_durably(&path);
+            self.release(plan, if removed.is_ok() { &[] } else { &paths });
+            return Err(Error::Internal(format!("the files merged into {} left the listing during the merge", path.display())));
         };
-        let inputs: Vec<TraceFile> = files.splice(at..at + paths.len(), [TraceFile { path, from: first.from, to: last.to, written_us, bytes, mergeable: true }]).collect();
+        let inputs: Vec<TraceFile> = files.splice(at..at + paths.len(), [TraceFile { path, from: first.from, to: last.to, written_us, bytes, mergeable: true, merging: false }]).collect();
         state.listing += 1;
         let listing = state.listing;
         state.doomed.extend(inputs.into_iter().map(|f| (f, listing)));
@@ -608,7 +682,8 @@ mod tests {
         functions
     }
 
-    const POLICY: MergePolicy = MergePolicy { files: 3, bytes_max: 1 << 30, span: Duration::from_secs(3600) };
+    /// Merges of three files; its stretch (about 36 years) holds every test's files.
+    const POLICY: MergePolicy = MergePolicy { files: 3, bytes_max: 1 << 30, span: Duration::from_secs(1 << 30) };
 
     #[test]
     fn merges_make_one_file_of_several_and_a_crash_before_their_removal_keeps_each_row_once() {
@@ -664,25 +739,56 @@ mod tests {
         assert!(inputs.iter().all(|i| !i.exists()));
         assert_eq!(store.checkpoint(), 4);
 
-        // A merge whose input expired meanwhile is thrown away.
+        // Expiry leaves a merge's inputs listed until the merge ends; the merged file
+        // expires at the next one.
         for (lsn, function) in [(5, "e"), (6, "f")] {
             store.append(rows(function), lsn).unwrap();
             store.flush().unwrap();
         }
-        let plan = store.merge_plan(&POLICY).expect("three small files of one hour");
+        let plan = store.merge_plan(&POLICY).expect("three small files of one span");
         assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [1, 4, 5]);
-        let (_, query) = store.snapshot();
-        assert_eq!(store.expire(Some(Duration::ZERO)), 0, "a query reads them");
-        assert_eq!(store.merge(&plan).unwrap(), MergeOutcome::Stale);
-        let on_disk: Vec<PathBuf> = fs::read_dir(dir.path().join(TABLES[0])).unwrap().map(|e| e.unwrap().path()).collect();
-        assert_eq!(on_disk.len(), 4, "the four expired files, and no merged or temporary one: {on_disk:?}");
-        drop(query);
-        assert_eq!(store.expire(Some(Duration::ZERO)), 4);
+        assert_eq!(store.merge_plan(&POLICY), None, "one merge of a file at a time");
+        assert_eq!(store.expire(Some(Duration::ZERO)), 1, "the file outside the merge");
+        assert!(matches!(store.merge(&plan).unwrap(), MergeOutcome::Merged { rows: 5, .. }));
+        assert_eq!(store.file_counts(), [1, 0, 0, 0]);
+        assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 1, "inputs no query reads are removed by the merge");
+        assert_eq!(store.expire(Some(Duration::ZERO)), 1, "the merged file");
+        assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 0);
+
+        // A merge stopped by a close leaves its files as they were, and mergeable.
+        for lsn in 7..=9 {
+            store.append(rows("g"), lsn).unwrap();
+            store.flush().unwrap();
+        }
+        let plan = store.merge_plan(&POLICY).unwrap();
+        store.cancel_merges();
+        assert_eq!(store.merge(&plan).unwrap(), MergeOutcome::Cancelled);
+        assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 3, "no merged or temporary file");
+        assert_eq!(store.merge_plan(&POLICY).map(|p| p.inputs.len()), Some(3));
+    }
+
+    #[test]
+    fn a_span_that_has_passed_merges_its_leftover_files_whatever_their_tiers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TraceStore::open(dir.path()).unwrap();
+        for lsn in 1..=2 {
+            store.append(rows("a"), lsn).unwrap();
+            store.flush().unwrap();
+        }
+        // Two files of three, in the stretch under way: no merge. Once it has passed (here,
+        // the files are made older), they are merged.
+        let passed = MergePolicy { span: Duration::from_secs(3600), ..POLICY };
+        assert_eq!(store.merge_plan(&passed), None);
+        store.lock().files[0].iter_mut().for_each(|f| f.written_us = 1);
+        let plan = store.merge_plan(&passed).expect("the leftovers of a stretch that has passed");
+        assert_eq!(plan.inputs.len(), 2);
+        assert!(matches!(store.merge(&plan).unwrap(), MergeOutcome::Merged { rows: 2, .. }));
+        assert_eq!(store.merge_plan(&passed), None, "one file left: nothing to merge");
     }
 
     #[test]
     fn merges_take_files_of_one_tier_and_one_span_and_leave_unlike_files_out() {
-        let file = |from: Lsn, bytes: u64, written_us: u64| TraceFile { path: PathBuf::from(format!("{from}")), from, to: from, written_us, bytes, mergeable: true };
+        let file = |from: Lsn, bytes: u64, written_us: u64| TraceFile { path: PathBuf::from(format!("{from}")), from, to: from, written_us, bytes, mergeable: true, merging: false };
         let hour = 3_600_000_000;
         let policy = MergePolicy { files: 2, bytes_max: 100 << 20, span: Duration::from_secs(3600) };
         assert_eq!((policy.tier(0), policy.tier((64 << 10) - 1), policy.tier(64 << 10), policy.tier((128 << 10) - 1), policy.tier(128 << 10)), (0, 0, 1, 1, 2));
@@ -691,6 +797,11 @@ mod tests {
         assert!(!policy.takes(&[file(1, 10, 0), file(2, 64 << 10, 0)]), "two tiers");
         assert!(!policy.takes(&[file(1, 60 << 20, 0), file(2, 60 << 20, 0)]), "too large together");
         assert!(!policy.takes(&[file(1, 10, 0), TraceFile { mergeable: false, ..file(2, 10, 0) }]), "left out");
+        assert!(!policy.takes(&[file(1, 10, 0), TraceFile { merging: true, ..file(2, 10, 0) }]), "in a merge");
+        assert_eq!(policy.takes_leftovers(&[file(1, 10, 0), file(2, 1 << 20, 1)], 1), 2, "a passed stretch, two tiers");
+        assert_eq!(policy.takes_leftovers(&[file(1, 10, 0), file(2, 10, 1)], 0), 0, "the stretch under way");
+        assert_eq!(policy.takes_leftovers(&[file(1, 10, 0), file(2, 10, hour)], 2), 0, "two stretches");
+        assert_eq!(policy.takes_leftovers(&[file(1, 60 << 20, 0), file(2, 60 << 20, 1)], 1), 0, "too large together");
         assert!(!policy.takes(&[file(1, 100 << 20, 0), file(2, 0, 0)]), "large enough already");
 
         // A file of an older build, with other columns, is left out of merges.
@@ -712,7 +823,7 @@ mod tests {
         let plan = store.merge_plan(&policy).unwrap();
         assert_eq!(plan.inputs[0].path, older, "the oldest two: the older build's file first");
         match store.merge(&plan).unwrap() {
-            MergeOutcome::Skipped { path, reason } => assert!(path == older && reason.contains("other columns"), "{reason}"),
+            MergeOutcome::Skipped { paths, reason } => assert!(paths == [older.clone()] && reason.contains("other columns"), "{reason}"),
             other => panic!("merged unlike files: {other:?}"),
         }
         assert_eq!(store.file_counts(), [3, 0, 0, 0]);

@@ -271,20 +271,31 @@ fn writer_properties(table: usize) -> WriterProperties {
 /// flushed by age under a light load hold a few rows each, which cost little to encode.
 pub(crate) const MERGE_COPY_ROWS_MIN: usize = 8_192;
 
+/// Row groups of at least this many bytes (compressed) are copied too, whatever their rows:
+/// a few rows of large images are not worth decoding, and would take much memory.
+const MERGE_COPY_BYTES_MIN: i64 = 1 << 20;
+
+/// The decoded rows a merge holds before it encodes them as one row group, at most (beside
+/// [`MERGE_COPY_ROWS_MIN`] rows): bounds its memory.
+const MERGE_PENDING_BYTES_MAX: usize = 16 << 20;
+
 /// What [`merge_parquet`] made of its inputs.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Merged {
     /// One file, of this many rows, holds every row of the inputs.
     Written { rows: u64 },
-    /// Input number `input` has other columns than this build writes (a file of an older
-    /// build): nothing was merged, and the output is to be thrown away.
-    Unlike { input: usize },
+    /// These inputs (by their places) have other columns than this build writes (files of
+    /// an older build): nothing was merged, and the output is to be thrown away.
+    Unlike { inputs: Vec<usize> },
+    /// `cancelled` said to stop: the output is to be thrown away.
+    Cancelled,
 }
 
 /// Writes the rows of the Parquet files `inputs` of table number `table`, in their order, as
-/// one Parquet file to `out` (see [`MERGE_COPY_ROWS_MIN`]). An input that cannot be read is
-/// named in an [`Error::Corrupt`].
-pub(crate) fn merge_parquet(out: impl std::io::Write + Send, table: usize, inputs: &[std::path::PathBuf]) -> Result<Merged> {
+/// one Parquet file to `out` (see [`MERGE_COPY_ROWS_MIN`]), unless `cancelled` says to stop
+/// (asked before each row group). An input whose footer or rows cannot be read is named in an
+/// [`Error::Corrupt`].
+pub(crate) fn merge_parquet(out: impl std::io::Write + Send, table: usize, inputs: &[std::path::PathBuf], cancelled: &dyn Fn() -> bool) -> Result<Merged> {
     fn read_error(path: &std::path::Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
         move |e| Error::Corrupt { path: path.display().to_string(), detail: e.to_string() }
     }
@@ -293,22 +304,28 @@ pub(crate) fn merge_parquet(out: impl std::io::Write + Send, table: usize, input
     let schema = schema_of(table);
     let (mut writer, factory) = ArrowWriter::try_new(out, Arc::clone(&schema), Some(writer_properties(table))).and_then(ArrowWriter::into_serialized_writer).map_err(&write_error)?;
     // Every input's footer first: nothing is written unless all of them can be merged.
-    let mut opened = Vec::with_capacity(inputs.len());
+    let (mut opened, mut unlike) = (Vec::with_capacity(inputs.len()), Vec::new());
     for (input, path) in inputs.iter().enumerate() {
         let file = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
         let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional)).map_err(read_error(path))?;
         if metadata.metadata().file_metadata().schema_descr() != writer.schema_descr() {
-            return Ok(Merged::Unlike { input });
+            unlike.push(input);
         }
         opened.push((path, file, metadata));
+    }
+    if !unlike.is_empty() {
+        return Ok(Merged::Unlike { inputs: unlike });
     }
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut rows = 0;
     for (path, file, metadata) in opened {
         let parquet = Arc::clone(metadata.metadata());
         for (index, group) in parquet.row_groups().iter().enumerate() {
+            if cancelled() {
+                return Ok(Merged::Cancelled);
+            }
             rows += group.num_rows() as u64;
-            if group.num_rows() as usize >= MERGE_COPY_ROWS_MIN {
+            if group.num_rows() as usize >= MERGE_COPY_ROWS_MIN || group.compressed_size() >= MERGE_COPY_BYTES_MIN {
                 encode_row_group(&mut writer, &factory, &schema, &mut pending).map_err(&write_error)?;
                 let mut copy = writer.next_row_group().map_err(&write_error)?;
                 for (column, chunk) in group.columns().iter().enumerate() {
@@ -320,7 +337,8 @@ pub(crate) fn merge_parquet(out: impl std::io::Write + Send, table: usize, input
                         column_index: parquet.column_index().and_then(|c| c.get(index)).and_then(|c| c.get(column)).cloned(),
                         offset_index: parquet.offset_index().and_then(|o| o.get(index)).and_then(|o| o.get(column)).cloned(),
                     };
-                    copy.append_column(&file, close).map_err(read_error(path))?;
+                    // Reads the input and writes the output: a failure is either's.
+                    copy.append_column(&file, close).map_err(|e| Error::Io { operation: "copy a row group into a merged file from", path: path.display().to_string(), message: e.to_string() })?;
                 }
                 copy.close().map_err(&write_error)?;
             } else {
@@ -329,7 +347,7 @@ pub(crate) fn merge_parquet(out: impl std::io::Write + Send, table: usize, input
                 for batch in batches {
                     pending.push(batch.map_err(|e| Error::Corrupt { path: path.display().to_string(), detail: e.to_string() })?);
                 }
-                if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= MERGE_COPY_ROWS_MIN {
+                if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= MERGE_COPY_ROWS_MIN || pending.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() >= MERGE_PENDING_BYTES_MAX {
                     encode_row_group(&mut writer, &factory, &schema, &mut pending).map_err(&write_error)?;
                 }
             }
@@ -714,7 +732,8 @@ mod tests {
         let copied = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&inputs[2]).unwrap()).unwrap().metadata().row_group(0).compressed_size();
 
         let merged = dir.path().join("merged.parquet");
-        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &inputs).unwrap(), Merged::Written { rows: 5 + large as u64 });
+        let go_on = || false;
+        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &inputs, &go_on).unwrap(), Merged::Written { rows: 5 + large as u64 });
         let (lsns, groups) = lsns_and_row_groups(&merged);
         assert_eq!(lsns, (1..6 + large).collect::<Vec<_>>(), "every row once, in order");
         assert_eq!(groups, [2, large, 3], "the small files before the large one together, the large one as it was, the last one");
@@ -722,17 +741,44 @@ mod tests {
         assert_eq!(output.metadata().row_group(1).compressed_size(), copied, "copied, not encoded again");
         assert_eq!(output.schema(), &schema_of(CHANGE_DATA), "read back with the table's own types");
 
+        // A row group of a few large rows is copied too.
+        // Bytes snappy cannot squeeze (xorshift).
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut rows = Rows::default();
+        for lsn in [10, 11] {
+            rows.push_change(ChangeRow { lsn, commit_us: 2, table_id: 1, table: "t", partition: 1, before: None, after: Some(&noise), workflow_id: None, step: None, function: Some("f") });
+        }
+        let images = dir.path().join("images.parquet");
+        write_parquet(std::fs::File::create(&images).unwrap(), CHANGE_DATA, &[rows.into_batches().unwrap()[CHANGE_DATA].clone().unwrap()]).unwrap();
+        let copied = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&images).unwrap()).unwrap().metadata().row_group(0).compressed_size();
+        assert!(copied >= MERGE_COPY_BYTES_MIN, "{copied} bytes");
+        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &[inputs[0].clone(), images], &go_on).unwrap(), Merged::Written { rows: 3 });
+        let output = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&merged).unwrap()).unwrap();
+        assert_eq!(output.metadata().row_groups().iter().map(|g| (g.num_rows(), g.compressed_size() == copied)).collect::<Vec<_>>(), [(1, false), (2, true)]);
+
         // A file of another table has other columns: nothing is merged.
         let mut rows = Rows::default();
         push_one_of_each(&mut rows, 1);
         let other = dir.path().join("other.parquet");
         write_parquet(std::fs::File::create(&other).unwrap(), WORKFLOWS, &[rows.into_batches().unwrap()[WORKFLOWS].clone().unwrap()]).unwrap();
-        let unlike = [inputs[0].clone(), other];
-        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &unlike).unwrap(), Merged::Unlike { input: 1 });
+        let unlike = [other.clone(), inputs[0].clone(), other];
+        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &unlike, &go_on).unwrap(), Merged::Unlike { inputs: vec![0, 2] });
+
+        // Asked to stop, it stops.
+        let stop = || true;
+        assert_eq!(merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &inputs, &stop).unwrap(), Merged::Cancelled);
 
         // A damaged input is named.
         std::fs::write(&inputs[1], b"not parquet").unwrap();
-        match merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &inputs) {
+        match merge_parquet(std::fs::File::create(&merged).unwrap(), CHANGE_DATA, &inputs, &go_on) {
             Err(Error::Corrupt { path, .. }) => assert_eq!(path, inputs[1].display().to_string()),
             other => panic!("merged a damaged file: {other:?}"),
         }
