@@ -191,6 +191,8 @@ async fn every_table_holds_exactly_what_ran_before_and_after_a_restart() {
 async fn the_traces_files_are_merged_and_each_row_stays_once() {
     let dir = tempfile::tempdir().unwrap();
     let options = || ServerOptions { tracing: TracingOptions { flush_age: Duration::from_millis(20), merge_files: 2, ..TracingOptions::default() }, ..ServerOptions::default() };
+    let hour = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600;
+    let started = hour();
     let (server, listening, client) = start_with(dir.path(), options()).await;
     let log = server.engine().log().clone();
     let tracer = server.tracer().unwrap();
@@ -204,8 +206,7 @@ async fn the_traces_files_are_merged_and_each_row_stays_once() {
     }
     // Small files of one hour, merged two at a time until one is left (two, had an hour
     // begun meanwhile, until that one has passed).
-    let hour = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600;
-    let (started, deadline) = (hour(), tokio::time::Instant::now() + Duration::from_secs(10));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let merged = |counts: [usize; 4]| counts.iter().take(3).all(|n| *n == 1 || (*n == 2 && hour() != started));
     while !merged(tracer.file_counts()) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

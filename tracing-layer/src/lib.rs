@@ -280,6 +280,7 @@ impl Drop for AbortOnDrop {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
+        self.store.cancel_merges();
         self.shut_down_runtimes();
     }
 }

@@ -508,17 +508,33 @@ impl TraceStore {
     /// [`TraceStore::remove_unread`]). Called by one merge at a time; flushes and expiries
     /// may run meanwhile (expiry leaves the inputs listed). An error leaves the inputs listed
     /// and whole, and no merged file on the disk unless its removal failed too, in which
-    /// case the inputs are left out of later merges (opening removes them for it, whole).
+    /// case the inputs are left out of later merges (opening removes them for it, whole). A
+    /// panic (a bug, or a damaged file the Parquet reader does not survive) is an error, and
+    /// leaves the inputs out of later merges.
     pub(crate) fn merge(&self, plan: &MergePlan) -> Result<MergeOutcome> {
-        let (first, last) = match (plan.inputs.first(), plan.inputs.last()) {
-            (Some(first), Some(last)) if plan.inputs.len() > 1 => (first, last),
-            _ => {
-                self.release(plan, &[]);
-                return Err(Error::Internal(format!("a merge of {} files", plan.inputs.len())));
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.merge_listed(plan))).unwrap_or_else(|panic| {
+            let all: Vec<PathBuf> = plan.inputs.iter().map(|f| f.path.clone()).collect();
+            if let Some((path, _)) = self.merged_name(plan) {
+                let _ = fs::remove_file(path.with_extension("tmp"));
             }
+            self.release(plan, &all);
+            let message = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            Err(Error::Internal(format!("a merge of {} files panicked: {message}", all.len())))
+        })
+    }
+
+    /// The merged file's path and time, for a plan of two files or more.
+    fn merged_name(&self, plan: &MergePlan) -> Option<(PathBuf, u64)> {
+        let (first, last) = (plan.inputs.first()?, plan.inputs.last()?);
+        let written_us = plan.inputs.iter().map(|f| f.written_us).max()?;
+        (plan.inputs.len() > 1).then(|| (self.dir.join(TABLES[plan.table]).join(TraceFile::name(first.from, last.to, written_us)), written_us))
+    }
+
+    fn merge_listed(&self, plan: &MergePlan) -> Result<MergeOutcome> {
+        let (Some((path, written_us)), Some(first), Some(last)) = (self.merged_name(plan), plan.inputs.first(), plan.inputs.last()) else {
+            self.release(plan, &[]);
+            return Err(Error::Internal(format!("a merge of {} files", plan.inputs.len())));
         };
-        let written_us = plan.inputs.iter().map(|f| f.written_us).max().unwrap_or(last.written_us);
-        let path = self.dir.join(TABLES[plan.table]).join(TraceFile::name(first.from, last.to, written_us));
         let paths: Vec<PathBuf> = plan.inputs.iter().map(|f| f.path.clone()).collect();
         // Written under a temporary name and published only when whole and alike: a merged
         // file, once named, is the one its inputs are removed for at the next open.
@@ -545,13 +561,23 @@ impl TraceStore {
                         (paths.clone(), Ok(MergeOutcome::Skipped { paths, reason: "other columns than this build writes (an older build's files)".to_owned() }))
                     }
                     Ok(_) => (Vec::new(), Ok(MergeOutcome::Cancelled)),
-                    Err(Error::Corrupt { path, detail }) => (vec![PathBuf::from(&path)], Ok(MergeOutcome::Skipped { paths: vec![PathBuf::from(path)], reason: format!("it cannot be read: {detail}") })),
+                    Err(Error::Corrupt { path, detail }) => {
+                        // Named by its display: matched so, even when that is lossy.
+                        let named: Vec<PathBuf> = paths.iter().filter(|p| p.display().to_string() == path).cloned().collect();
+                        let named = if named.is_empty() { paths.clone() } else { named };
+                        (named.clone(), Ok(MergeOutcome::Skipped { paths: named, reason: format!("it cannot be read: {detail}") }))
+                    }
                     Err(err) => (Vec::new(), Err(err)),
                 };
                 self.release(plan, &unmergeable);
                 return outcome;
             }
         };
+        if closing() {
+            let _ = fs::remove_file(&tmp);
+            self.release(plan, &[]);
+            return Ok(MergeOutcome::Cancelled);
+        }
         if let Err(err) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             self.release(plan, &[]);
@@ -832,6 +858,23 @@ mod tests {
         assert!(matches!(store.merge(&plan).unwrap(), MergeOutcome::Merged { rows: 2, .. }));
         assert_eq!(store.file_counts(), [2, 0, 0, 0]);
         assert!(older.exists(), "kept as it was");
+
+        // A damaged file is named, kept listed and left out, and its partner freed.
+        for lsn in [3, 4] {
+            store.append(rows("c"), lsn).unwrap();
+            store.flush().unwrap();
+        }
+        let damaged = store.snapshot().0[0].files[2].clone();
+        fs::write(&damaged, b"not parquet").unwrap();
+        let plan = store.merge_plan(&policy).unwrap();
+        assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [1, 3]);
+        match store.merge(&plan).unwrap() {
+            MergeOutcome::Skipped { paths, reason } => assert!(paths == [damaged.clone()] && reason.contains("cannot be read"), "{reason}"),
+            other => panic!("merged a damaged file: {other:?}"),
+        }
+        assert_eq!(store.file_counts(), [4, 0, 0, 0]);
+        assert_eq!(store.merge_plan(&policy), None, "the damaged file splits the others");
+        assert_eq!(store.expire(Some(Duration::ZERO)), 4, "none held by the merge any more");
     }
 
     #[test]
