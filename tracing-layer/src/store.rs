@@ -16,17 +16,17 @@
 //! A merge writes the rows of several consecutive files of one table as one file (named for
 //! the records from the first one's `from` to the last one's `to`, the same way), then swaps
 //! it for them in the listing; they are removed once no query can still be reading them
-//! (queries pin the listing they read). A crash before they are removed leaves them beside the file that holds their rows:
-//! opening removes a file whose records lie within another file's. So a table has few large
-//! files instead of one per flush (about 60,000 a week at the default `flush-age`), and no
-//! row is in two of them.
+//! (queries pin the listing they read). A crash before they are removed leaves them beside
+//! the file that holds their rows: opening removes a file whose records lie within another
+//! file's. So a table has few large files instead of one per flush (about 60,000 a week at
+//! the default `flush-age`), and no row is in two of them.
 //!
 //! Every method but the in-memory ones does file I/O and is called off the async workers.
 
 use std::fs::{self, File};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -112,7 +112,7 @@ impl MergePolicy {
 
     /// The stretch of `span` a file written at `written_us` belongs to.
     fn stretch(&self, written_us: u64) -> u64 {
-        written_us / (self.span.as_micros().max(1) as u64)
+        written_us / u64::try_from(self.span.as_micros()).unwrap_or(u64::MAX).max(1)
     }
 
     /// Whether `file` may be merged at all.
@@ -127,9 +127,9 @@ impl MergePolicy {
         run.iter().all(|f| self.open_to_merge(f) && self.tier(f.bytes) == tier && self.stretch(f.written_us) == stretch) && run.iter().map(|f| f.bytes).sum::<u64>() <= self.bytes_max
     }
 
-    /// The longest run, of 2 to `files` files, that starts `files` and stays within one
-    /// stretch that has passed (before `now_stretch`), whatever their tiers: the files a
-    /// stretch leaves, fewer than `files` of each tier, merged once it is over.
+    /// How many of the first files of `files` (2 to `self.files` of them, or 0) make one
+    /// merge within a stretch that has passed (before `now_stretch`), whatever their tiers:
+    /// the files a stretch leaves, fewer than `self.files` of a tier, merged once it is over.
     fn takes_leftovers(&self, files: &[TraceFile], now_stretch: u64) -> usize {
         let stretch = self.stretch(files[0].written_us);
         if stretch >= now_stretch {
@@ -481,8 +481,9 @@ impl TraceStore {
         let now_stretch = policy.stretch(now_us());
         let mut state = self.lock();
         let (table, at, taken) = state.files.iter().enumerate().find_map(|(table, files)| {
-            let run = files.windows(policy.files).position(|run| policy.takes(run)).map(|at| (at, policy.files));
-            run.or_else(|| (0..files.len()).find_map(|at| Some((at, policy.takes_leftovers(&files[at..], now_stretch))).filter(|(_, n)| *n > 0))).map(|(at, n)| (table, at, n))
+            let of_a_tier = || files.windows(policy.files).position(|run| policy.takes(run)).map(|at| (at, policy.files));
+            let leftovers = || (0..files.len()).map(|at| (at, policy.takes_leftovers(&files[at..], now_stretch))).find(|(_, taken)| *taken > 0);
+            of_a_tier().or_else(leftovers).map(|(at, taken)| (table, at, taken))
         })?;
         let inputs = &mut state.files[table][at..at + taken];
         inputs.iter_mut().for_each(|f| f.merging = true);
