@@ -92,6 +92,9 @@ pub(crate) struct MergePolicy {
     pub(crate) span: Duration,
 }
 
+/// Leftover merges take files under `merge-bytes-max` divided by this only.
+const LEFTOVER_BYTES_DIVISOR: u64 = 8;
+
 /// Files under this size are the smallest tier; each tier above holds files up to
 /// [`MergePolicy::files`] times as large as the one below. Small, so that a merged file
 /// soon leaves the tier of the files flushed after it: merged with them again and again,
@@ -130,6 +133,8 @@ impl MergePolicy {
     /// How many of the first files of `files` (2 to `self.files` of them, or 0) make one
     /// merge within a stretch that has passed (before `now_stretch`), whatever their tiers:
     /// the files a stretch leaves, fewer than `self.files` of a tier, merged once it is over.
+    /// Files of an eighth of `bytes_max` or more stay as they are: large enough alone, and
+    /// not worth writing again to take in a few small ones.
     fn takes_leftovers(&self, files: &[TraceFile], now_stretch: u64) -> usize {
         let stretch = self.stretch(files[0].written_us);
         if stretch >= now_stretch {
@@ -141,7 +146,7 @@ impl MergePolicy {
             .take(self.files)
             .take_while(|f| {
                 bytes += f.bytes;
-                self.open_to_merge(f) && self.stretch(f.written_us) == stretch && bytes <= self.bytes_max
+                self.open_to_merge(f) && f.bytes < self.bytes_max / LEFTOVER_BYTES_DIVISOR && self.stretch(f.written_us) == stretch && bytes <= self.bytes_max
             })
             .count();
         if taken >= 2 { taken } else { 0 }
@@ -828,7 +833,8 @@ mod tests {
         assert_eq!(policy.takes_leftovers(&[file(1, 10, 0), file(2, 1 << 20, 1)], 1), 2, "a passed stretch, two tiers");
         assert_eq!(policy.takes_leftovers(&[file(1, 10, 0), file(2, 10, 1)], 0), 0, "the stretch under way");
         assert_eq!(policy.takes_leftovers(&[file(1, 10, 0), file(2, 10, hour)], 2), 0, "two stretches");
-        assert_eq!(policy.takes_leftovers(&[file(1, 60 << 20, 0), file(2, 60 << 20, 1)], 1), 0, "too large together");
+        assert_eq!(policy.takes_leftovers(&[file(1, 10, 0), file(2, 10, 1), file(3, 20 << 20, 1)], 1), 2, "not the file large enough alone");
+        assert_eq!(policy.takes_leftovers(&[file(1, 20 << 20, 0), file(2, 10, 1)], 1), 0, "nor from it");
         assert!(!policy.takes(&[file(1, 100 << 20, 0), file(2, 0, 0)]), "large enough already");
 
         // A file of an older build, with other columns, is left out of merges.
