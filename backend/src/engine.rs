@@ -258,7 +258,17 @@ impl Engine {
         options.validate()?;
         let dir = dir.as_ref();
         let log = LogBook::open_dir(dir.join("log"), options.log.clone()).await?;
-        Self::open_with_log(log, dir.join("state"), options).await
+        match Self::open_with_log(log.clone(), dir.join("state"), options).await {
+            Ok(engine) => Ok(engine),
+            Err(err) => {
+                // Released before the error returns: dropped, the log closes on its own
+                // threads, and an open of the same directory right after found it in use.
+                if let Err(close) = log.close().await {
+                    tracing::warn!(error = %close, "closing the log after a failed open");
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Opens the engine over an open log, with its state store in `state_dir`, replaying
