@@ -206,12 +206,11 @@ async fn the_traces_files_are_merged_and_each_row_stays_once() {
     }
     // Small files of one hour, merged two at a time until one is left (two, had an hour
     // begun meanwhile, until that one has passed).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let merged = |counts: [usize; 4]| counts.iter().take(3).all(|n| *n == 1 || (*n == 2 && hour() != started));
-    while !merged(tracer.file_counts()) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(merged(tracer.file_counts()), "files of function_invocations, change_data, workflows: {:?}", tracer.file_counts());
+    let merged = |counts: &[usize; 4]| counts.iter().take(3).all(|n| *n == 1 || (*n == 2 && hour() != started));
+    let mut counts = tracer.file_counts();
+    // An hour that turns with no change after is judged once the wait is over.
+    let _ = tokio::time::timeout(Duration::from_secs(10), counts.wait_for(merged)).await;
+    assert!(merged(&counts.borrow()), "files of function_invocations, change_data, workflows: {:?}", *counts.borrow());
     let sql = "SELECT (SELECT count(*) FROM workflows) AS runs, (SELECT count(DISTINCT id) FROM workflows) AS ids, \
                (SELECT count(*) FROM function_invocations) AS steps, (SELECT count(*) FROM change_data) AS changes";
     let each_once = vec![vec![json!(RUNS), json!(RUNS), json!(RUNS), json!(RUNS)]];
@@ -222,7 +221,7 @@ async fn the_traces_files_are_merged_and_each_row_stays_once() {
     let (server, listening, client) = start_with(dir.path(), options()).await;
     assert_eq!(query(&client, sql).await.rows, each_once, "no row lost or read twice after the restart");
     let on_disk = std::fs::read_dir(dir.path().join("traces").join("workflows")).unwrap().count();
-    assert_eq!(on_disk, server.tracer().unwrap().file_counts()[2], "the merged files' inputs are gone from the disk");
+    assert_eq!(on_disk, server.tracer().unwrap().file_counts().borrow()[2], "the merged files' inputs are gone from the disk");
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 }

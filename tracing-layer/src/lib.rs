@@ -187,9 +187,9 @@ impl Tracer {
     }
 
     /// How many Parquet files each table has (in [`TABLES`]' order), merged ones counted
-    /// once.
-    pub fn file_counts(&self) -> [usize; 4] {
-        self.store.file_counts()
+    /// once, as it changes.
+    pub fn file_counts(&self) -> watch::Receiver<[usize; 4]> {
+        self.store.watch_file_counts()
     }
 
     /// The last LSN whose rows are queryable.
@@ -517,6 +517,11 @@ mod tests {
     /// counts the tracer threads of the whole process.
     static TRACERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+    /// The catalog of a server without tables.
+    fn no_tables() -> CatalogSource {
+        Arc::new(|| Arc::new(Catalog::new()))
+    }
+
     /// Closes `tracer`, whose threads are gone then, for the next test that counts them.
     async fn close_and_wait_for_its_threads(tracer: Tracer) {
         tracer.close().await.unwrap();
@@ -537,11 +542,13 @@ mod tests {
         found
     }
 
-    /// [`niceness_of_threads`] once at least `count` threads have the name (or after 10 s).
-    async fn niceness_of_threads_once_there(prefix: &str, count: usize) -> Vec<i32> {
+    /// [`niceness_of_threads`] once at least `count` threads have the name, all at `nice`
+    /// (or after 10 s). A thread has its name from its start, and its niceness once its
+    /// start hook has run.
+    async fn niceness_of_threads_once_at(prefix: &str, count: usize, nice: i32) -> Vec<i32> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut found = niceness_of_threads(prefix);
-        while found.len() < count && std::time::Instant::now() < deadline {
+        while (found.len() < count || found.iter().any(|n| *n != nice)) && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             found = niceness_of_threads(prefix);
         }
@@ -561,15 +568,15 @@ mod tests {
         let _alone = TRACERS.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let log = LogBook::in_memory(LogOptions::default()).unwrap();
-        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let catalog = no_tables();
         let own = niceness(Path::new("/proc/thread-self/stat"));
         let options = TracingOptions { feed_nice: (own + 7).min(19), ..TracingOptions::default() };
         let tracer = Tracer::start(dir.path(), log, catalog, options.clone()).await.unwrap();
         // A new thread names itself once it runs: on a busy machine a runtime's workers may
         // not have yet when it is built.
-        let feed = niceness_of_threads_once_there("comb-trace-feed", 1).await;
+        let feed = niceness_of_threads_once_at("comb-trace-feed", 1, options.feed_nice).await;
         assert!(!feed.is_empty() && feed.iter().all(|&n| n == options.feed_nice), "feed threads at {feed:?}, not {}", options.feed_nice);
-        let queries = niceness_of_threads_once_there("comb-trace-quer", options.query_threads).await;
+        let queries = niceness_of_threads_once_at("comb-trace-quer", options.query_threads, own).await;
         assert_eq!(queries, vec![own; options.query_threads], "the query runtime keeps the server's priority");
         assert_eq!(tracer.query("SELECT count(*) AS n FROM workflows", true).await.unwrap().rows, vec![vec![serde_json::json!(0)]]);
         tracer.close().await.unwrap();
@@ -580,7 +587,7 @@ mod tests {
         let _alone = TRACERS.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let log = LogBook::in_memory(LogOptions::default()).unwrap();
-        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let catalog = no_tables();
         let options = TracingOptions { queries_in_flight_max: 1, ..TracingOptions::default() };
         let tracer = Tracer::start(dir.path(), log, catalog, options).await.unwrap();
         let runtime = tracer.runtime.lock().unwrap().as_ref().unwrap().handle().clone();
@@ -614,7 +621,7 @@ mod tests {
             let entries = (0..options.feed_batch_records).map(|_| comb_log::Entry::new(vec![1], bytes::Bytes::from_static(b"x"))).collect();
             log.append_batch(entries).await.unwrap();
         }
-        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let catalog = no_tables();
         let tracer = Tracer::start(dir.path(), log.clone(), catalog, options.clone()).await.unwrap();
         tracer.wait_for(log.tail()).await.expect("the records' step is published");
         assert_eq!(tracer.consumed(), 2 * options.feed_batch_records as u64);
@@ -626,7 +633,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("format"), "2\n").unwrap();
         let log = LogBook::in_memory(LogOptions::default()).unwrap();
-        let catalog: CatalogSource = Arc::new(|| Arc::new(Catalog::new()));
+        let catalog = no_tables();
         let refused = Tracer::start(dir.path(), log, catalog, TracingOptions::default()).await.unwrap_err();
         assert!(matches!(refused, Error::UnsupportedFormat { found: 2, .. }), "{refused}");
     }

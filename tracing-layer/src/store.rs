@@ -197,6 +197,16 @@ struct State {
     doomed: Vec<(TraceFile, u64)>,
 }
 
+impl State {
+    /// Takes note that `files` left the listing, at a new version of it: they are removed
+    /// once no query holds a snapshot of an earlier one.
+    fn unlist(&mut self, files: impl IntoIterator<Item = TraceFile>) {
+        self.listing += 1;
+        let listing = self.listing;
+        self.doomed.extend(files.into_iter().map(|f| (f, listing)));
+    }
+}
+
 /// How many snapshots queries hold, by the listing's version they were taken at.
 #[derive(Debug, Default)]
 struct Pins(Mutex<BTreeMap<u64, usize>>);
@@ -234,6 +244,8 @@ pub(crate) struct TraceStore {
     pins: Arc<Pins>,
     /// Set at close: a merge under way stops at its next row group.
     closing: std::sync::atomic::AtomicBool,
+    /// How many files each table lists, sent at each change of the listing.
+    counts: tokio::sync::watch::Sender<[usize; 4]>,
 }
 
 fn io_error(operation: &'static str, path: &Path, err: &std::io::Error) -> Error {
@@ -359,7 +371,8 @@ impl TraceStore {
                 sync_dir(&folder)?;
             }
         }
-        Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state), pins: Arc::default(), closing: std::sync::atomic::AtomicBool::new(false) })
+        let counts = tokio::sync::watch::Sender::new(std::array::from_fn(|t| state.files[t].len()));
+        Ok(TraceStore { dir: dir.to_owned(), state: Mutex::new(state), pins: Arc::default(), closing: std::sync::atomic::AtomicBool::new(false), counts })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -425,6 +438,7 @@ impl TraceStore {
             files.extend(file);
             tail.clear();
         }
+        self.counted(state);
         state.tail_bytes = 0;
         state.checkpoint = to;
         state.dirty_since = None;
@@ -440,9 +454,8 @@ impl TraceStore {
             // A merge's inputs stay listed until it swaps them for the file it made.
             let expired: Vec<TraceFile> = state.files.iter_mut().flat_map(|files| files.extract_if(.., |f| f.written_us < horizon && !f.merging)).collect();
             if !expired.is_empty() {
-                state.listing += 1;
-                let listing = state.listing;
-                state.doomed.extend(expired.into_iter().map(|f| (f, listing)));
+                state.unlist(expired);
+                self.counted(&state);
             }
         }
         self.remove_unread()
@@ -606,9 +619,8 @@ impl TraceStore {
             return Err(Error::Internal(format!("the files merged into {} left the listing during the merge", path.display())));
         };
         let inputs: Vec<TraceFile> = files.splice(at..at + paths.len(), [TraceFile { path, from: first.from, to: last.to, written_us, bytes, mergeable: true, merging: false }]).collect();
-        state.listing += 1;
-        let listing = state.listing;
-        state.doomed.extend(inputs.into_iter().map(|f| (f, listing)));
+        state.unlist(inputs);
+        self.counted(&state);
         drop(state);
         self.remove_unread();
         Ok(MergeOutcome::Merged { rows, bytes })
@@ -624,9 +636,19 @@ impl TraceStore {
     }
 
     /// How many files each table lists.
+    #[cfg(test)]
     pub(crate) fn file_counts(&self) -> [usize; 4] {
-        let state = self.lock();
-        std::array::from_fn(|t| state.files[t].len())
+        *self.counts.borrow()
+    }
+
+    /// How many files each table lists, as it changes.
+    pub(crate) fn watch_file_counts(&self) -> tokio::sync::watch::Receiver<[usize; 4]> {
+        self.counts.subscribe()
+    }
+
+    /// Sends the counts of `state`'s files, changed under its lock.
+    fn counted(&self, state: &State) {
+        self.counts.send_replace(std::array::from_fn(|t| state.files[t].len()));
     }
 }
 
