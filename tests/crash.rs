@@ -217,8 +217,13 @@ async fn killed_server_resumes_every_run_exactly_once() {
         .unwrap();
     assert!(output.status.success(), "comb trace failed: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout), format!("runs\n{runs}\n"));
-    let files = std::fs::read_dir(dir.path().join("data/traces/change_data")).unwrap().count();
-    assert!(files > 1, "the traces were flushed to Parquet under load ({files} files)");
+    // Flushed under load, then merged two at a time: as few as one file may be left, so the
+    // count shows only that rows reached Parquet, not how many flushes wrote them.
+    let files = std::fs::read_dir(dir.path().join("data/traces/change_data"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension().is_some_and(|ext| ext == "parquet"))
+        .count();
+    assert!(files >= 1, "the traces were flushed to Parquet under load ({files} files)");
     eprintln!(
         "{} runs tried, {} acknowledged, {resumed_in_all} resumed by the server itself, all exactly once, in the store and in the traces ({files} Parquet files of changes)",
         tried.len(),
