@@ -560,6 +560,10 @@ impl TraceStore {
         let tmp = path.with_extension("tmp");
         let closing = || self.closing.load(std::sync::atomic::Ordering::Acquire);
         let written = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e)).and_then(|mut file| {
+            #[cfg(test)]
+            if tests::PANIC_IN_MERGE.with(|panic| panic.replace(false)) {
+                panic!("on purpose");
+            }
             let merged = merge_parquet(&mut file, plan.table, &paths, &closing)?;
             let bytes = match merged {
                 Merged::Written { .. } => {
@@ -656,6 +660,11 @@ impl TraceStore {
 mod tests {
     use super::*;
     use crate::tables::InvocationRow;
+
+    thread_local! {
+        /// Makes the next merge on this thread panic once its temporary file exists.
+        pub(super) static PANIC_IN_MERGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     fn rows(function: &str) -> Rows {
         let mut rows = Rows::default();
@@ -819,6 +828,43 @@ mod tests {
         assert_eq!(store.merge(&plan).unwrap(), MergeOutcome::Cancelled);
         assert_eq!(fs::read_dir(dir.path().join(TABLES[0])).unwrap().count(), 3, "no merged or temporary file");
         assert_eq!(store.merge_plan(&POLICY).map(|p| p.inputs.len()), Some(3));
+    }
+
+    #[test]
+    fn a_merge_that_panics_leaves_its_files_listed_and_whole_and_out_of_merges_until_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = || fs::read_dir(dir.path().join(TABLES[0])).unwrap().count();
+        let store = TraceStore::open(dir.path()).unwrap();
+        for lsn in 1..=3 {
+            store.append(rows("a"), lsn).unwrap();
+            store.flush().unwrap();
+        }
+        let plan = store.merge_plan(&POLICY).unwrap();
+        PANIC_IN_MERGE.with(|panic| panic.set(true));
+        let err = store.merge(&plan).unwrap_err();
+        assert!(err.to_string().contains("a merge of 3 files panicked: on purpose"), "{err}");
+        assert_eq!((store.file_counts(), on_disk()), ([3, 0, 0, 0], 3), "the inputs listed and on the disk, no temporary file");
+        assert_eq!(store.merge_plan(&POLICY), None, "the inputs are left out of merges");
+        drop(store);
+
+        // Until the next start.
+        let store = TraceStore::open(dir.path()).unwrap();
+        let plan = store.merge_plan(&POLICY).expect("mergeable again after a start");
+        assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [1, 2, 3]);
+        PANIC_IN_MERGE.with(|panic| panic.set(true));
+        assert!(store.merge(&plan).is_err());
+
+        // The panic ended the merge's hold on its inputs: expiry takes them, and later
+        // files merge without them.
+        for lsn in 4..=6 {
+            store.append(rows("b"), lsn).unwrap();
+            store.flush().unwrap();
+        }
+        let plan = store.merge_plan(&POLICY).expect("three later files");
+        assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!(store.expire(Some(Duration::ZERO)), 3, "the inputs of the merge that panicked, not those of the one under way");
+        assert!(matches!(store.merge(&plan).unwrap(), MergeOutcome::Merged { rows: 3, .. }));
+        assert_eq!((store.file_counts(), on_disk()), ([1, 0, 0, 0], 1));
     }
 
     #[test]
