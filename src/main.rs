@@ -46,6 +46,9 @@ enum Command {
     /// Query the traces with SQL: function_invocations, change_data, workflows.
     #[command(after_help = cli::EXIT_CODES)]
     Trace(cli::TraceArgs),
+    /// Print what the server says of itself, as one JSON object: its version, partitions,
+    /// log tail, runs in flight, and the traces' progress, files and merges.
+    Health(cli::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
                     Command::Status(args) => cli::status(args).await,
                     Command::Workflows(args) => cli::workflows(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Trace(args) => cli::trace(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Health(args) => cli::health(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Demo(_) => unreachable!("handled above"),
                 }
             }),

@@ -217,6 +217,12 @@ async fn killed_server_resumes_every_run_exactly_once() {
         .unwrap();
     assert!(output.status.success(), "comb trace failed: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout), format!("runs\n{runs}\n"));
+    // `comb health`: one JSON object, with the traces' progress and files.
+    let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(["health", "--addr", &server.addr]).output().unwrap();
+    assert!(output.status.success(), "comb health failed: {}", String::from_utf8_lossy(&output.stderr));
+    let health: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(health["partitions"], 2, "{health}");
+    assert!(health["traced_lsn"].as_u64().unwrap() > 0 && health["trace_files"].as_u64().unwrap() > 0, "{health}");
     // Flushed under load, then merged two at a time: as few as one file may be left, so the
     // count shows only that rows reached Parquet, not how many flushes wrote them.
     let files = std::fs::read_dir(dir.path().join("data/traces/change_data"))

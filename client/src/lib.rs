@@ -267,7 +267,7 @@ pub struct ListFilter {
 }
 
 /// What the server says of itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// The server's version.
     pub version: String,
@@ -279,6 +279,10 @@ pub struct Health {
     pub workflows_in_flight: u64,
     /// The last LSN whose traces are queryable (0: tracing is off).
     pub traced_lsn: u64,
+    /// The Parquet files the trace tables list now (0: tracing is off).
+    pub trace_files: u64,
+    /// Merges of trace files since the server started.
+    pub trace_merges: u64,
 }
 
 /// The answer to a trace query.
@@ -475,6 +479,8 @@ impl Client {
             log_tail: reply.log_tail,
             workflows_in_flight: reply.workflows_in_flight,
             traced_lsn: reply.traced_lsn,
+            trace_files: reply.trace_files,
+            trace_merges: reply.trace_merges,
         })
     }
 

@@ -152,6 +152,8 @@ impl Comb for Service {
             log_tail: engine.log().tail(),
             workflows_in_flight: self.scheduler.in_flight() as u64,
             traced_lsn: self.tracer.as_ref().map_or(0, |t| t.consumed()),
+            trace_files: self.tracer.as_ref().map_or(0, |t| t.file_counts().borrow().iter().sum::<usize>() as u64),
+            trace_merges: self.tracer.as_ref().map_or(0, |t| t.merges()),
         }))
     }
 }

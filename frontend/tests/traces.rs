@@ -211,6 +211,11 @@ async fn the_traces_files_are_merged_and_each_row_stays_once() {
     // An hour that turns with no change after is judged once the wait is over.
     let _ = tokio::time::timeout(Duration::from_secs(10), counts.wait_for(merged)).await;
     assert!(merged(&counts.borrow()), "files of function_invocations, change_data, workflows: {:?}", *counts.borrow());
+    // Health reports them: the files listed now, and the merges (each of the three tables
+    // merged a dozen files).
+    let health = client.health().await.unwrap();
+    assert_eq!(health.trace_files, counts.borrow().iter().sum::<usize>() as u64);
+    assert!(health.trace_merges >= 3, "{health:?}");
     let sql = "SELECT (SELECT count(*) FROM workflows) AS runs, (SELECT count(DISTINCT id) FROM workflows) AS ids, \
                (SELECT count(*) FROM function_invocations) AS steps, (SELECT count(*) FROM change_data) AS changes";
     let each_once = vec![vec![json!(RUNS), json!(RUNS), json!(RUNS), json!(RUNS)]];

@@ -192,6 +192,12 @@ impl Tracer {
         self.store.watch_file_counts()
     }
 
+    /// How many merges of trace files ended since the tracer started, each replacing its
+    /// inputs with one file.
+    pub fn merges(&self) -> u64 {
+        self.store.merges()
+    }
+
     /// The last LSN whose rows are queryable.
     pub fn consumed(&self) -> Lsn {
         *self.consumed.borrow()

@@ -195,6 +195,8 @@ struct State {
     /// Files taken out of the listing, with the version they left it at: each is removed
     /// once no query holds a snapshot of an earlier version.
     doomed: Vec<(TraceFile, u64)>,
+    /// Merges made since the store was opened.
+    merges: u64,
 }
 
 impl State {
@@ -624,6 +626,7 @@ impl TraceStore {
         };
         let inputs: Vec<TraceFile> = files.splice(at..at + paths.len(), [TraceFile { path, from: first.from, to: last.to, written_us, bytes, mergeable: true, merging: false }]).collect();
         state.unlist(inputs);
+        state.merges += 1;
         self.counted(&state);
         drop(state);
         self.remove_unread();
@@ -643,6 +646,11 @@ impl TraceStore {
     #[cfg(test)]
     pub(crate) fn file_counts(&self) -> [usize; 4] {
         *self.counts.borrow()
+    }
+
+    /// How many merges replaced their inputs in the listing since the store was opened.
+    pub(crate) fn merges(&self) -> u64 {
+        self.lock().merges
     }
 
     /// How many files each table lists, as it changes.
