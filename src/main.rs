@@ -48,6 +48,7 @@ enum Command {
     Trace(cli::TraceArgs),
     /// Print what the server says of itself, as one JSON object: its version, partitions,
     /// log tail, runs in flight, and the traces' progress, files and merges.
+    #[command(after_help = cli::EXIT_CODES)]
     Health(cli::HealthArgs),
 }
 

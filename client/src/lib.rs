@@ -267,7 +267,7 @@ pub struct ListFilter {
 }
 
 /// What the server says of itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Health {
     /// The server's version.
     pub version: String,
@@ -279,7 +279,8 @@ pub struct Health {
     pub workflows_in_flight: u64,
     /// The last LSN whose traces are queryable (0: tracing is off).
     pub traced_lsn: u64,
-    /// The Parquet files the trace tables list now (0: tracing is off).
+    /// The Parquet files the trace tables list now (0 when tracing is off, or before its
+    /// first flush).
     pub trace_files: u64,
     /// Merges of trace files since the server started.
     pub trace_merges: u64,

@@ -146,14 +146,15 @@ impl Comb for Service {
 
     async fn health(&self, _request: Request<proto::HealthRequest>) -> Result<Response<proto::HealthResponse>, Status> {
         let engine = &self.scheduler.engine;
+        let (files, merges) = self.tracer.as_ref().map_or((0, 0), |t| t.files_and_merges());
         Ok(Response::new(proto::HealthResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             partitions: u32::from(engine.partitions()),
             log_tail: engine.log().tail(),
             workflows_in_flight: self.scheduler.in_flight() as u64,
             traced_lsn: self.tracer.as_ref().map_or(0, |t| t.consumed()),
-            trace_files: self.tracer.as_ref().map_or(0, |t| t.file_counts().borrow().iter().sum::<usize>() as u64),
-            trace_merges: self.tracer.as_ref().map_or(0, |t| t.merges()),
+            trace_files: files as u64,
+            trace_merges: merges,
         }))
     }
 }

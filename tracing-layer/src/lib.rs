@@ -192,10 +192,10 @@ impl Tracer {
         self.store.watch_file_counts()
     }
 
-    /// How many merges of trace files ended since the tracer started, each replacing its
-    /// inputs with one file.
-    pub fn merges(&self) -> u64 {
-        self.store.merges()
+    /// The files the tables list now, all together, and how many merges replaced their
+    /// inputs with one file since the tracer started: both as of one instant.
+    pub fn files_and_merges(&self) -> (usize, u64) {
+        self.store.files_and_merges()
     }
 
     /// The last LSN whose rows are queryable.

@@ -648,9 +648,11 @@ impl TraceStore {
         *self.counts.borrow()
     }
 
-    /// How many merges replaced their inputs in the listing since the store was opened.
-    pub(crate) fn merges(&self) -> u64 {
-        self.lock().merges
+    /// The files listed now, all tables together, and how many merges replaced their inputs
+    /// in the listing since the store was opened: both as of one instant.
+    pub(crate) fn files_and_merges(&self) -> (usize, u64) {
+        let state = self.lock();
+        (state.files.iter().map(Vec::len).sum(), state.merges)
     }
 
     /// How many files each table lists, as it changes.
