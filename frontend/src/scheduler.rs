@@ -69,6 +69,9 @@ pub(crate) struct Scheduler {
     registering: tokio::sync::Mutex<()>,
     claims: Mutex<HashMap<String, Claimed>>,
     in_flight: AtomicUsize,
+    /// Told when the runs in flight fall to half of `workflows-in-flight-max`: the runs
+    /// left over at start resume then.
+    half_free: tokio::sync::Notify,
 }
 
 /// The claim on a run's id: completing it tells every waiter; dropping it uncompleted
@@ -103,7 +106,10 @@ struct Slot(Arc<Scheduler>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let left = self.0.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == self.0.options.workflows_in_flight_max / 2 {
+            self.0.half_free.notify_one();
+        }
     }
 }
 
@@ -189,6 +195,7 @@ impl Scheduler {
             registering: tokio::sync::Mutex::new(()),
             claims: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            half_free: tokio::sync::Notify::new(),
         }
     }
 
@@ -675,7 +682,7 @@ impl Scheduler {
     async fn recorded(&self, plan: &WorkflowPlan, id: &str, steps: &[String]) -> Result<Option<Vec<(String, Value)>>> {
         let recorded: Vec<TransactionStep> = steps.iter().map(|s| TransactionStep { function: function_of(plan, s), id: Some(invocation_id(id, s)), record: true }).collect();
         // Retried while the engine refuses it for overload, as a step is: recovery resumes
-        // every run at once.
+        // as many runs as the limit admits at once.
         let mut attempt = 0;
         loop {
             match self.engine.find_recorded(&recorded).await {
@@ -689,36 +696,68 @@ impl Scheduler {
         }
     }
 
-    /// Resumes every run that started and did not end: the server's own recovery, at start,
-    /// each run in flight whatever `workflows-in-flight-max`.
+    /// Resumes every run that started and did not end: the server's own recovery, at start.
+    /// At most `workflows-in-flight-max` of them now; the runs left over resume on a task of
+    /// their own, each time the runs in flight fall to half the limit, until none is left.
+    /// Returns how many resumed now.
     pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<usize> {
-        self.resume_unclaimed(false).await
+        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max).await?;
+        if left_over {
+            let scheduler = Arc::clone(self);
+            tokio::spawn(async move { scheduler.resume_left_over().await });
+        }
+        Ok(resumed)
+    }
+
+    /// Resumes the runs left over at start, a pass each time the runs in flight fall to half
+    /// the limit, until a pass leaves none over. A pass that fails leaves the rest to the
+    /// periodic one (`resume-interval`).
+    async fn resume_left_over(self: Arc<Self>) {
+        let half = self.options.workflows_in_flight_max / 2;
+        loop {
+            if self.in_flight() > half {
+                self.half_free.notified().await;
+                continue;
+            }
+            match self.resume_unclaimed(usize::MAX).await {
+                Ok((resumed, left_over)) => {
+                    if resumed > 0 {
+                        tracing::info!(resumed, "resumed workflow runs left over at start");
+                    }
+                    if !left_over {
+                        return;
+                    }
+                }
+                Err(Error::Backend(comb_backend::Error::Closed)) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "resuming the runs left over at start failed; the periodic pass (resume-interval) resumes them");
+                    return;
+                }
+            }
+        }
     }
 
     /// Resumes the runs that started, did not end, and that no task here runs (a failure of
-    /// the server stopped theirs): recovery's work, while serving. Each takes a slot as an
-    /// invoke does; at the limit the pass stops, and the next one goes on. Returns how many
-    /// it resumed.
+    /// the server stopped theirs): recovery's work, while serving. Returns how many it
+    /// resumed.
     pub(crate) async fn resume_stranded(self: &Arc<Self>) -> Result<usize> {
-        self.resume_unclaimed(true).await
+        Ok(self.resume_unclaimed(usize::MAX).await?.0)
     }
 
-    /// Resumes the started runs no task here holds, each with a slot: within the limit
-    /// (while serving: at the limit the pass stops), or beyond it (at start).
-    async fn resume_unclaimed(self: &Arc<Self>, within_limit: bool) -> Result<usize> {
+    /// Resumes up to `most` of the started runs no task here holds, each with a slot as an
+    /// invoke takes: at `workflows-in-flight-max` the pass stops. Returns how many it
+    /// resumed, and whether it stopped early (runs may be left over).
+    async fn resume_unclaimed(self: &Arc<Self>, most: usize) -> Result<(usize, bool)> {
         let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
         let mut resumed = 0;
         for (home, id) in running {
             if self.claimed(&id).is_some() {
                 continue;
             }
-            let slot = if within_limit {
-                let Ok(slot) = self.admit() else { break };
-                slot
-            } else {
-                self.in_flight.fetch_add(1, Ordering::AcqRel);
-                Slot(Arc::clone(self))
-            };
+            if resumed == most {
+                return Ok((resumed, true));
+            }
+            let Ok(slot) = self.admit() else { return Ok((resumed, true)) };
             let get = || async {
                 self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.clone() }))
                     .await?
@@ -729,9 +768,9 @@ impl Scheduler {
                 continue;
             }
             let Ok(claim) = self.claim(&row) else { continue };
-            // While serving, once more under the claim: its task may have ended it, and let
-            // its claim go, since the row was read. At start no task runs yet.
-            let row = if within_limit { get().await? } else { row };
+            // Once more under the claim: its task may have ended it, and let its claim go,
+            // since the row was read.
+            let row = get().await?;
             if row.status != RUNNING {
                 claim.complete(Ok(row));
                 continue;
@@ -746,7 +785,7 @@ impl Scheduler {
             self.spawn_run(plan, row, claim, slot, true, Begun::Recovered).await?;
             resumed += 1;
         }
-        Ok(resumed)
+        Ok((resumed, false))
     }
 
     // ---- reading runs ------------------------------------------------------------------

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use comb_backend::{EngineOptions, Function, Invocation, InvocationId, NextInput, NextInputFn, TRACE_TAG, Transaction, TransactionStep};
 use comb_client::{Client, Code, ListFilter, RunStatus, SqlFunction, SqlStatement};
-use comb_frontend::{Listening, Server, ServerOptions};
+use comb_frontend::{CHECKPOINT_INTERVAL_MAX, Listening, Server, ServerOptions};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = "
@@ -897,6 +897,38 @@ async fn the_server_resumes_a_stranded_run_by_itself() {
     };
     assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "id": 20, "n": 1 }))));
     assert_eq!(f.runs.add.load(Ordering::SeqCst), 1, "its write ran once");
+    f.close().await;
+}
+
+/// At start the server resumes at most `workflows-in-flight-max` runs; those left over resume
+/// as the runs in flight fall to half the limit, without waiting for the periodic pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_left_over_at_start_resume_within_the_limit() {
+    let limit = 4;
+    let mut f = Fixture::with_options(ServerOptions { workflows_in_flight_max: limit, resume_interval: CHECKPOINT_INTERVAL_MAX, ..options(None) }).await;
+    const RUNS: i64 = 12;
+    for i in 0..RUNS {
+        f.strand_pick_add(&format!("left-over-{i}"), &json!({ "id": 0, "base": 100 + i })).await;
+    }
+    f.restart().await;
+    assert_eq!(f.server.as_ref().unwrap().0.resumed(), limit, "as many as the limit, at start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut most = 0;
+    for i in 0..RUNS {
+        let id = format!("left-over-{i}");
+        let run = loop {
+            most = most.max(f.client.health().await.unwrap().workflows_in_flight);
+            match f.client.get_workflow(&id, true).await {
+                Ok(run) => break run,
+                Err(err) => assert_eq!(code(&err), Code::Unavailable, "{err}"),
+            }
+            assert!(Instant::now() < deadline, "run {id} was not resumed");
+            tokio::task::yield_now().await;
+        };
+        assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "id": 100 + i, "n": 1 }))), "{id}");
+    }
+    assert!(most <= limit as u64, "{most} runs in flight, over the limit of {limit}");
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), RUNS as usize, "each write ran once");
     f.close().await;
 }
 
