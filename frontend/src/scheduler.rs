@@ -21,7 +21,7 @@
 //! resumes when the server next resumes stranded runs (every `resume-interval`), when it
 //! restarts, or when its id is invoked again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -698,10 +698,9 @@ impl Scheduler {
 
     /// Resumes every run that started and did not end: the server's own recovery, at start.
     /// At most `workflows-in-flight-max` of them now; the runs left over resume on a task of
-    /// their own, each time the runs in flight fall to half the limit, until none is left.
-    /// Returns how many resumed now.
+    /// their own (see [`Scheduler::resume_left_over`]). Returns how many resumed now.
     pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<usize> {
-        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max).await?;
+        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max, &mut HashSet::new()).await?;
         if left_over {
             let scheduler = Arc::clone(self);
             tokio::spawn(async move { scheduler.resume_left_over().await });
@@ -709,18 +708,22 @@ impl Scheduler {
         Ok(resumed)
     }
 
-    /// Resumes the runs left over at start, a pass each time the runs in flight fall to half
-    /// the limit, until a pass leaves none over. A pass that fails leaves the rest to the
-    /// periodic one (`resume-interval`).
+    /// Resumes the runs left over at start: a pass whenever the runs in flight are at half
+    /// the limit or fewer (at once, then each time they fall to half), until a pass leaves
+    /// none over. Each run is tried once here; one whose task fails again is left to the
+    /// periodic pass (`resume-interval`), as is the rest if a pass fails for good. A pass
+    /// refused for overload is tried again after a pause.
     async fn resume_left_over(self: Arc<Self>) {
         let half = self.options.workflows_in_flight_max / 2;
+        let (mut tried, mut pause) = (HashSet::new(), RESUME_PAUSE_MIN);
         loop {
             if self.in_flight() > half {
                 self.half_free.notified().await;
                 continue;
             }
-            match self.resume_unclaimed(usize::MAX).await {
+            match self.resume_unclaimed(usize::MAX, &mut tried).await {
                 Ok((resumed, left_over)) => {
+                    pause = RESUME_PAUSE_MIN;
                     if resumed > 0 {
                         tracing::info!(resumed, "resumed workflow runs left over at start");
                     }
@@ -729,6 +732,10 @@ impl Scheduler {
                     }
                 }
                 Err(Error::Backend(comb_backend::Error::Closed)) => return,
+                Err(Error::Backend(err)) if err.is_retryable() => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RESUME_PAUSE_MAX);
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "resuming the runs left over at start failed; the periodic pass (resume-interval) resumes them");
                     return;
@@ -741,17 +748,18 @@ impl Scheduler {
     /// the server stopped theirs): recovery's work, while serving. Returns how many it
     /// resumed.
     pub(crate) async fn resume_stranded(self: &Arc<Self>) -> Result<usize> {
-        Ok(self.resume_unclaimed(usize::MAX).await?.0)
+        Ok(self.resume_unclaimed(usize::MAX, &mut HashSet::new()).await?.0)
     }
 
-    /// Resumes up to `most` of the started runs no task here holds, each with a slot as an
-    /// invoke takes: at `workflows-in-flight-max` the pass stops. Returns how many it
-    /// resumed, and whether it stopped early (runs may be left over).
-    async fn resume_unclaimed(self: &Arc<Self>, most: usize) -> Result<(usize, bool)> {
+    /// Resumes up to `most` of the started runs no task here holds and not in `tried`, each
+    /// with a slot as an invoke takes: at `workflows-in-flight-max` the pass stops. Adds the
+    /// ids it resumes to `tried`. Returns how many it resumed, and whether it stopped early
+    /// (runs may be left over).
+    async fn resume_unclaimed(self: &Arc<Self>, most: usize, tried: &mut HashSet<String>) -> Result<(usize, bool)> {
         let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
         let mut resumed = 0;
         for (home, id) in running {
-            if self.claimed(&id).is_some() {
+            if tried.contains(&id) || self.claimed(&id).is_some() {
                 continue;
             }
             if resumed == most {
@@ -783,6 +791,7 @@ impl Scheduler {
                 }
             };
             self.spawn_run(plan, row, claim, slot, true, Begun::Recovered).await?;
+            tried.insert(id);
             resumed += 1;
         }
         Ok((resumed, false))
@@ -824,7 +833,7 @@ impl Scheduler {
         }
         Err(Error::Interrupted {
             id: id.to_owned(),
-            cause: "a failure of the server stopped its task, and nothing runs it now (invoking it again with its id resumes it at once)".to_owned(),
+            cause: "a failure of the server stopped its task, or the server has not resumed it yet, and nothing runs it now (invoking it again with its id resumes it at once)".to_owned(),
         })
     }
 

@@ -86,8 +86,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Opens the data directory, recovers, registers, and resumes every run that started
-    /// and did not end. Must be called within a tokio runtime.
+    /// Opens the data directory, recovers, registers, and resumes the runs that started and
+    /// did not end: up to `workflows-in-flight-max` before it returns, the rest on a task of
+    /// their own as the runs in flight fall. Must be called within a tokio runtime.
     pub async fn build(mut self) -> Result<Server> {
         self.options.validate().map_err(|message| Error::InvalidArgument { field: "options", message })?;
         let dir = self.data_dir.take().ok_or(Error::InvalidArgument { field: "data_dir", message: "no data directory was given".to_owned() })?;
@@ -333,7 +334,8 @@ impl Server {
         self.tracer.as_deref()
     }
 
-    /// How many runs this server resumed when it started.
+    /// How many runs this server resumed when it started, before serving (at most
+    /// `workflows-in-flight-max`; the runs left over resume later).
     pub fn resumed(&self) -> usize {
         self.resumed
     }
