@@ -700,22 +700,23 @@ impl Scheduler {
     /// At most `workflows-in-flight-max` of them now; the runs left over resume on a task of
     /// their own (see [`Scheduler::resume_left_over`]). Returns how many resumed now.
     pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<usize> {
-        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max, &mut HashSet::new()).await?;
+        let mut tried = HashSet::new();
+        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max, &mut tried).await?;
         if left_over {
             let scheduler = Arc::clone(self);
-            tokio::spawn(async move { scheduler.resume_left_over().await });
+            tokio::spawn(async move { scheduler.resume_left_over(tried).await });
         }
         Ok(resumed)
     }
 
-    /// Resumes the runs left over at start: a pass whenever the runs in flight are at half
-    /// the limit or fewer (at once, then each time they fall to half), until a pass leaves
-    /// none over. Each run is tried once here; one whose task fails again is left to the
-    /// periodic pass (`resume-interval`), as is the rest if a pass fails for good. A pass
-    /// refused for overload is tried again after a pause.
-    async fn resume_left_over(self: Arc<Self>) {
+    /// Resumes the runs left over at start, past those `tried` there: a pass whenever the
+    /// runs in flight are at half the limit or fewer (at once, then each time they fall to
+    /// half), until a pass leaves none over. Each run is tried once from start; one whose
+    /// task fails again is left to the periodic pass (`resume-interval`), as is the rest if
+    /// a pass fails for good. A pass refused for overload is tried again after a pause.
+    async fn resume_left_over(self: Arc<Self>, mut tried: HashSet<String>) {
         let half = self.options.workflows_in_flight_max / 2;
-        let (mut tried, mut pause) = (HashSet::new(), RESUME_PAUSE_MIN);
+        let mut pause = RESUME_PAUSE_MIN;
         loop {
             if self.in_flight() > half {
                 self.half_free.notified().await;
