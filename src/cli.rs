@@ -207,12 +207,6 @@ pub(crate) struct WorkflowsArgs {
     after: Option<String>,
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct HealthArgs {
-    #[command(flatten)]
-    connection: Connection,
-}
-
 /// How `comb trace` prints its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum TraceFormat {
@@ -349,8 +343,8 @@ pub(crate) async fn workflows(args: WorkflowsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn health(args: HealthArgs) -> anyhow::Result<()> {
-    print_json(&args.connection.connect().await?.health().await?)
+pub(crate) async fn health(connection: Connection) -> anyhow::Result<()> {
+    print_json(&connection.connect().await?.health().await?)
 }
 
 pub(crate) async fn trace(args: TraceArgs) -> anyhow::Result<()> {

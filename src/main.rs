@@ -49,7 +49,7 @@ enum Command {
     /// Print what the server says of itself, as one JSON object: its version, partitions,
     /// log tail, runs in flight, and the traces' progress, files and merges.
     #[command(after_help = cli::EXIT_CODES)]
-    Health(cli::HealthArgs),
+    Health(cli::Connection),
 }
 
 fn main() -> ExitCode {
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
                     Command::Status(args) => cli::status(args).await,
                     Command::Workflows(args) => cli::workflows(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Trace(args) => cli::trace(args).await.map(|()| ExitCode::SUCCESS),
-                    Command::Health(args) => cli::health(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Health(connection) => cli::health(connection).await.map(|()| ExitCode::SUCCESS),
                     Command::Demo(_) => unreachable!("handled above"),
                 }
             }),
