@@ -10,8 +10,9 @@
 //!     else: durable start (row + comb_running) ─> units as their inputs are ready,
 //!           parallel branches concurrently, recorded steps as the planner chose
 //!           ─> durable end (row updated, comb_running row deleted)
-//! start: for every comb_running row, claim and resume; recorded steps return their
-//!        first output, the others run again
+//! start: for each comb_running row (read a page at a time, partition by partition), claim
+//!        and resume, up to workflows-in-flight-max; the rest as runs in flight fall to
+//!        half of it; recorded steps return their first output, the others run again
 //! ```
 //!
 //! A run ends `failed` when a step's function fails (a deterministic failure of the
@@ -21,7 +22,7 @@
 //! resumes when the server next resumes stranded runs (every `resume-interval`), when it
 //! restarts, or when its id is invoked again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,7 +38,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result, is_workflow_failure};
 use crate::options::{DEFINITIONS_MAX, LIST_PAGE_MAX, ServerOptions};
-use crate::system::{self, Definition, Ending, ListQuery, RowKey, WorkflowRow};
+use crate::system::{self, Definition, Ending, ListQuery, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
 
 /// A run's status as stored.
 pub(crate) const RUNNING: &str = "running";
@@ -111,6 +112,14 @@ impl Drop for Slot {
             self.0.half_free.notify_one();
         }
     }
+}
+
+/// How far a pass over the started runs (`comb_running`) has gone: the partitions before
+/// `partition` are done, and in `partition` the runs with ids up to `after`.
+#[derive(Debug, Default)]
+pub(crate) struct RunningCursor {
+    partition: usize,
+    after: String,
 }
 
 /// When a run given to [`Scheduler::spawn_run`] started.
@@ -697,32 +706,32 @@ impl Scheduler {
     }
 
     /// Resumes every run that started and did not end: the server's own recovery, at start.
-    /// At most `workflows-in-flight-max` of them now; the runs left over resume on a task of
-    /// their own (see [`Scheduler::resume_left_over`]). Returns how many resumed now.
-    pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<usize> {
-        let mut tried = HashSet::new();
-        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max, &mut tried).await?;
-        if left_over {
-            let scheduler = Arc::clone(self);
-            tokio::spawn(async move { scheduler.resume_left_over(tried).await });
-        }
-        Ok(resumed)
+    /// At most `workflows-in-flight-max` of them now. Returns how many resumed, and where
+    /// the runs left over begin, if some are (see [`Scheduler::resume_left_over`]).
+    pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<(usize, Option<RunningCursor>)> {
+        let mut cursor = RunningCursor::default();
+        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max, &mut cursor).await?;
+        Ok((resumed, left_over.then_some(cursor)))
     }
 
-    /// Resumes the runs left over at start, past those `tried` there: a pass whenever the
-    /// runs in flight are at half the limit or fewer (at once, then each time they fall to
-    /// half), until a pass leaves none over. Each run is tried once from start; one whose
-    /// task fails again is left to the periodic pass (`resume-interval`), as is the rest if
-    /// a pass fails for good. A pass refused for overload is tried again after a pause.
-    async fn resume_left_over(self: Arc<Self>, mut tried: HashSet<String>) {
+    /// Resumes the runs left over at start, from `cursor` on: a pass whenever the runs in
+    /// flight are at half the limit or fewer (at once, then each time they fall to half),
+    /// each pass going on where the last one stopped, until one reaches the end. So each run
+    /// is tried once from start; one whose task fails again is left to the periodic pass
+    /// (`resume-interval`), as is the rest if a pass fails for good. A pass refused for
+    /// overload is tried again after a pause. Ends when `stop` turns true (the server
+    /// closes), after the pass under way.
+    pub(crate) async fn resume_left_over(self: Arc<Self>, mut cursor: RunningCursor, mut stop: watch::Receiver<bool>) {
         let half = self.options.workflows_in_flight_max / 2;
         let mut pause = RESUME_PAUSE_MIN;
-        loop {
+        while !*stop.borrow() {
             if self.in_flight() > half {
-                self.half_free.notified().await;
-                continue;
+                tokio::select! {
+                    _ = stop.wait_for(|stop| *stop) => return,
+                    () = self.half_free.notified() => continue,
+                }
             }
-            match self.resume_unclaimed(usize::MAX, &mut tried).await {
+            match self.resume_unclaimed(usize::MAX, &mut cursor).await {
                 Ok((resumed, left_over)) => {
                     pause = RESUME_PAUSE_MIN;
                     if resumed > 0 {
@@ -734,7 +743,10 @@ impl Scheduler {
                 }
                 Err(Error::Backend(comb_backend::Error::Closed)) => return,
                 Err(Error::Backend(err)) if err.is_retryable() => {
-                    tokio::time::sleep(pause).await;
+                    tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                     pause = (pause * 2).min(RESUME_PAUSE_MAX);
                 }
                 Err(err) => {
@@ -749,53 +761,68 @@ impl Scheduler {
     /// the server stopped theirs): recovery's work, while serving. Returns how many it
     /// resumed.
     pub(crate) async fn resume_stranded(self: &Arc<Self>) -> Result<usize> {
-        Ok(self.resume_unclaimed(usize::MAX, &mut HashSet::new()).await?.0)
+        Ok(self.resume_unclaimed(usize::MAX, &mut RunningCursor::default()).await?.0)
     }
 
-    /// Resumes up to `most` of the started runs no task here holds and not in `tried`, each
-    /// with a slot as an invoke takes: at `workflows-in-flight-max` the pass stops. Adds the
-    /// ids it resumes to `tried`. Returns how many it resumed, and whether it stopped early
-    /// (runs may be left over).
-    async fn resume_unclaimed(self: &Arc<Self>, most: usize, tried: &mut HashSet<String>) -> Result<(usize, bool)> {
-        let running: Vec<(i64, String)> = self.system(system::RUNNING, Value::Null).await?;
+    /// Resumes up to `most` of the started runs that no task here holds, from `cursor` on,
+    /// each with a slot as an invoke takes: at `workflows-in-flight-max` the pass stops.
+    /// Reads `comb_running` a page at a time, one partition after the other, and moves
+    /// `cursor` past each run it has dealt with. Returns how many it resumed, and whether it
+    /// stopped early (runs may be left over, from `cursor` on).
+    async fn resume_unclaimed(self: &Arc<Self>, most: usize, cursor: &mut RunningCursor) -> Result<(usize, bool)> {
         let mut resumed = 0;
-        for (home, id) in running {
-            if tried.contains(&id) || self.claimed(&id).is_some() {
-                continue;
-            }
-            if resumed == most {
-                return Ok((resumed, true));
-            }
-            let Ok(slot) = self.admit() else { return Ok((resumed, true)) };
-            let get = || async {
-                self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.clone() }))
-                    .await?
-                    .ok_or_else(|| Error::Internal(format!("run {id} is running but has no row")))
-            };
-            let row = get().await?;
-            if row.status != RUNNING {
-                continue;
-            }
-            let Ok(claim) = self.claim(&row) else { continue };
-            // Once more under the claim: its task may have ended it, and let its claim go,
-            // since the row was read.
-            let row = get().await?;
-            if row.status != RUNNING {
-                claim.complete(Ok(row));
-                continue;
-            }
-            let plan = match self.version(&row.name, row.version) {
-                Ok(plan) => plan,
-                Err(err) => {
-                    tracing::error!(workflow_id = %id, error = %err, "a started run cannot resume");
-                    continue;
+        while let Some(&home) = self.homes.get(cursor.partition) {
+            let page: Vec<String> = self.system(system::RUNNING, encode(&RunningPage { home, after: cursor.after.clone() })).await?;
+            let last_page = page.len() < RUNNING_PAGE_ROWS;
+            for id in page {
+                if self.claimed(&id).is_none() {
+                    if resumed == most {
+                        return Ok((resumed, true));
+                    }
+                    let Ok(slot) = self.admit() else { return Ok((resumed, true)) };
+                    if self.resume_one(home, &id, slot).await? {
+                        resumed += 1;
+                    }
                 }
-            };
-            self.spawn_run(plan, row, claim, slot, true, Begun::Recovered).await?;
-            tried.insert(id);
-            resumed += 1;
+                cursor.after = id;
+            }
+            if last_page {
+                cursor.partition += 1;
+                cursor.after.clear();
+            }
         }
         Ok((resumed, false))
+    }
+
+    /// Resumes one started run in `slot`, unless it has ended or a task here holds it.
+    /// Returns whether it resumed.
+    async fn resume_one(self: &Arc<Self>, home: i64, id: &str, slot: Slot) -> Result<bool> {
+        let get = || async {
+            self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.to_owned() }))
+                .await?
+                .ok_or_else(|| Error::Internal(format!("run {id} is running but has no row")))
+        };
+        let row = get().await?;
+        if row.status != RUNNING {
+            return Ok(false);
+        }
+        let Ok(claim) = self.claim(&row) else { return Ok(false) };
+        // Once more under the claim: its task may have ended it, and let its claim go,
+        // since the row was read.
+        let row = get().await?;
+        if row.status != RUNNING {
+            claim.complete(Ok(row));
+            return Ok(false);
+        }
+        let plan = match self.version(&row.name, row.version) {
+            Ok(plan) => plan,
+            Err(err) => {
+                tracing::error!(workflow_id = %id, error = %err, "a started run cannot resume");
+                return Ok(false);
+            }
+        };
+        self.spawn_run(plan, row, claim, slot, true, Begun::Recovered).await?;
+        Ok(true)
     }
 
     // ---- reading runs ------------------------------------------------------------------

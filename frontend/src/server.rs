@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
 use crate::options::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES, ServerOptions, TRACE_ANSWER_BYTES_MAX};
-use crate::scheduler::{Scheduler, check_user_name};
+use crate::scheduler::{RunningCursor, Scheduler, check_user_name};
 use crate::service::Service;
 use crate::system;
 
@@ -95,9 +95,13 @@ impl ServerBuilder {
         let engine = Engine::open(&dir, self.options.engine.clone()).await?;
         let mut tracer = None;
         match self.start_on(&engine, &dir, &mut tracer).await {
-            Ok((scheduler, resumed)) => {
-                let periodic = vec![checkpoints(engine, scheduler.options.checkpoint_interval), resumptions(Arc::clone(&scheduler), scheduler.options.resume_interval)];
-                Ok(Server { scheduler, resumed, tracer, periodic })
+            Ok((scheduler, resumed, left_over)) => {
+                let mut background = vec![checkpoints(engine, scheduler.options.checkpoint_interval), resumptions(Arc::clone(&scheduler), scheduler.options.resume_interval)];
+                if let Some(cursor) = left_over {
+                    let scheduler = Arc::clone(&scheduler);
+                    background.push(Background::once(move |stop| scheduler.resume_left_over(cursor, stop)));
+                }
+                Ok(Server { scheduler, resumed, tracer, background })
             }
             Err(err) => {
                 // Stop what started: the executors' threads and RocksDB's would otherwise
@@ -118,7 +122,8 @@ impl ServerBuilder {
 
     /// Registers, starts the tracing layer (into `tracer`, so that a failure after it can
     /// close it) and the scheduler, and resumes the unfinished runs, on the opened `engine`.
-    async fn start_on(self, engine: &Engine, dir: &std::path::Path, tracer: &mut Option<Arc<Tracer>>) -> Result<(Arc<Scheduler>, usize)> {
+    /// Returns the scheduler, how many runs resumed, and where those left over begin.
+    async fn start_on(self, engine: &Engine, dir: &std::path::Path, tracer: &mut Option<Arc<Tracer>>) -> Result<(Arc<Scheduler>, usize, Option<RunningCursor>)> {
         apply_schema(engine, system::SCHEMA).await?;
         for ddl in &self.schemas {
             apply_schema(engine, ddl).await?;
@@ -138,11 +143,11 @@ impl ServerBuilder {
         for spec in &self.workflows {
             scheduler.register_workflow_if_changed(spec).await?;
         }
-        let resumed = scheduler.resume_all().await?;
+        let (resumed, left_over) = scheduler.resume_all().await?;
         if resumed > 0 {
-            tracing::info!(resumed, "resumed the workflow runs that started and did not end");
+            tracing::info!(resumed, left_over = left_over.is_some(), "resumed the workflow runs that started and did not end");
         }
-        Ok((scheduler, resumed))
+        Ok((scheduler, resumed, left_over))
     }
 }
 
@@ -201,27 +206,27 @@ pub struct Server {
     scheduler: Arc<Scheduler>,
     resumed: usize,
     tracer: Option<Arc<Tracer>>,
-    /// Checkpoints and resumptions; empty once closed.
-    periodic: Vec<Periodic>,
+    /// Checkpoints, resumptions, and the resumption of the runs left over at start; empty
+    /// once closed.
+    background: Vec<Background>,
 }
 
-/// Work the server does every so often, on a task of its own, until stopped (or until the
-/// work says there is no more to do).
-struct Periodic {
+/// Work the server does on a task of its own, until stopped or done: every so often
+/// (checkpoints, resumptions), or once (the runs left over at start).
+struct Background {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Periodic {
+impl Background {
     /// Runs `work` every `interval`, the first time one interval from now; stops when `work`
     /// answers `false` (the engine closed).
-    fn start<F, Fut>(interval: Duration, mut work: F) -> Periodic
+    fn every<F, Fut>(interval: Duration, mut work: F) -> Background
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = bool> + Send,
     {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        Background::once(move |mut stopped| async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -235,8 +240,18 @@ impl Periodic {
                     return;
                 }
             }
-        });
-        Periodic { stop, task }
+        })
+    }
+
+    /// Runs `work` once, given the receiver that turns true when it must stop: it is to
+    /// watch it wherever it waits, and to return soon after.
+    fn once<F, Fut>(work: F) -> Background
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = watch::channel(false);
+        Background { stop, task: tokio::spawn(work(stopped)) }
     }
 
     /// Stops it, after the work under way if there is some.
@@ -245,12 +260,12 @@ impl Periodic {
         if let Err(err) = (&mut self.task).await
             && err.is_panic()
         {
-            tracing::error!(error = %err, "a periodic task of the server panicked");
+            tracing::error!(error = %err, "a background task of the server panicked");
         }
     }
 }
 
-impl Drop for Periodic {
+impl Drop for Background {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -258,8 +273,8 @@ impl Drop for Periodic {
 
 /// The server's periodic checkpoints: without them the log would keep every record it was
 /// ever given.
-fn checkpoints(engine: Engine, interval: Duration) -> Periodic {
-    Periodic::start(interval, move || {
+fn checkpoints(engine: Engine, interval: Duration) -> Background {
+    Background::every(interval, move || {
         let engine = engine.clone();
         async move {
             match engine.checkpoint().await {
@@ -274,8 +289,8 @@ fn checkpoints(engine: Engine, interval: Duration) -> Periodic {
 
 /// The server's periodic resumption of stranded runs: started, not ended, and run by no
 /// task here since a failure of the server stopped theirs.
-fn resumptions(scheduler: Arc<Scheduler>, interval: Duration) -> Periodic {
-    Periodic::start(interval, move || {
+fn resumptions(scheduler: Arc<Scheduler>, interval: Duration) -> Background {
+    Background::every(interval, move || {
         let scheduler = Arc::clone(&scheduler);
         async move {
             match scheduler.resume_stranded().await {
@@ -411,8 +426,8 @@ impl Server {
     /// Closes the tracing layer (after a last flush) and the engine: commits in flight
     /// finish, runs in progress resume at the next start.
     pub async fn close(mut self) -> Result<()> {
-        for periodic in std::mem::take(&mut self.periodic) {
-            periodic.stop().await;
+        for task in std::mem::take(&mut self.background) {
+            task.stop().await;
         }
         let traced = match &self.tracer {
             Some(tracer) => tracer.close().await,

@@ -65,6 +65,11 @@ pub(crate) const END_STEP: &str = "$end";
 /// Most rows one ListWorkflows statement returns; pages are at most one fewer.
 pub(crate) const LIST_ROWS_MAX: usize = 1001;
 
+/// Most started runs one read of `comb_running` returns: recovery reads them a page at a
+/// time, one partition at a time, so a backlog of any size costs bounded reads and no
+/// barrier across the partitions.
+pub(crate) const RUNNING_PAGE_ROWS: usize = 1024;
+
 /// A workflow run's row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct WorkflowRow {
@@ -106,6 +111,13 @@ pub(crate) struct Ending {
     pub(crate) output: Option<String>,
     pub(crate) error: Option<String>,
     pub(crate) ended_us: i64,
+}
+
+/// Where a read of the started runs goes on: the runs of `home` with ids after `after`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RunningPage {
+    pub(crate) home: i64,
+    pub(crate) after: String,
 }
 
 /// A filter and position of ListWorkflows.
@@ -163,8 +175,9 @@ pub(crate) fn functions() -> Vec<Function> {
             .partition_by("home")
             .run_typed(|tx, key: RowKey| -> comb_backend::Result<Option<WorkflowRow>> { Ok(rows(tx, "get", (key.home, key.id))?.pop()) }),
         Function::new(RUNNING)
-            .statement("all", "SELECT home, id FROM comb_running")
-            .run_typed(|tx, (): ()| -> comb_backend::Result<Vec<(i64, String)>> { tx.query_as("all", ()) }),
+            .statement("page", format!("SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT {RUNNING_PAGE_ROWS}"))
+            .partition_by("home")
+            .run_typed(|tx, page: RunningPage| -> comb_backend::Result<Vec<String>> { tx.query_as("page", (page.home, page.after)) }),
         Function::new(LIST)
             .statement(
                 "page",

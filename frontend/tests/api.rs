@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use comb_backend::{EngineOptions, Function, Invocation, InvocationId, NextInput, NextInputFn, TRACE_TAG, Transaction, TransactionStep};
 use comb_client::{Client, Code, ListFilter, RunStatus, SqlFunction, SqlStatement};
 use comb_frontend::{CHECKPOINT_INTERVAL_MAX, Listening, Server, ServerOptions};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 const SCHEMA: &str = "
@@ -168,6 +169,23 @@ impl Fixture {
             "output": null, "error": null, "started_us": 1, "ended_us": null,
         });
         engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap();
+    }
+
+    /// Starts many `pick_add` runs as [`Fixture::strand_pick_add`] does, some at a time.
+    async fn strand_pick_adds(&self, runs: impl Iterator<Item = (String, Value)>) {
+        let registered = self.client.register_workflow(PICK_ADD).await.unwrap();
+        let engine = self.server.as_ref().unwrap().0.engine().clone();
+        let homes: Vec<i64> = (0..engine.partitions()).map(|p| (0..).find(|h| engine.partition_of(&comb_planner::Value::Int(*h)) == p).unwrap()).collect();
+        let starts = runs.map(|(id, input)| {
+            let engine = engine.clone();
+            let home = homes[usize::from(engine.partition_of(&comb_planner::Value::Text(id.clone())))];
+            let row = json!({
+                "home": home, "id": id, "name": "pick_add", "version": registered.version, "status": "running", "input": input.to_string(),
+                "output": null, "error": null, "started_us": 1, "ended_us": null,
+            });
+            async move { engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap() }
+        });
+        futures::stream::iter(starts).buffer_unordered(64).collect::<Vec<_>>().await;
     }
 
     /// The partition whose rows an integer key falls in.
@@ -929,6 +947,42 @@ async fn runs_left_over_at_start_resume_within_the_limit() {
     }
     assert!(most <= limit as u64, "{most} runs in flight, over the limit of {limit}");
     assert_eq!(f.runs.add.load(Ordering::SeqCst), RUNS as usize, "each write ran once");
+    f.close().await;
+}
+
+/// Recovery reads the started runs a page at a time, partition by partition, and the runs
+/// left over at start resume from where the start stopped: a backlog over several pages of
+/// every partition all resumes, each run once, within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_several_pages_resumes_whole_and_once() {
+    let limit = 300;
+    let mut f = Fixture::with_options(ServerOptions { workflows_in_flight_max: limit, resume_interval: CHECKPOINT_INTERVAL_MAX, ..options(None) }).await;
+    // More than two pages (of 1,024) on each of the two partitions, nearly always.
+    const RUNS: usize = 2_600;
+    f.strand_pick_adds((0..RUNS).map(|i| (format!("backlog-{i:05}"), json!({ "id": 0, "base": 1_000 + i as i64 })))).await;
+    f.restart().await;
+    assert_eq!(f.server.as_ref().unwrap().0.resumed(), limit, "as many as the limit, at start");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let running = ListFilter { name: Some("pick_add".to_owned()), status: Some(RunStatus::Running), page_size: 10, page_token: None };
+    let mut most = 0;
+    loop {
+        most = most.max(f.client.health().await.unwrap().workflows_in_flight);
+        if f.client.list_workflows(&running).await.unwrap().runs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs were left started: {} of {RUNS} writes ran", f.runs.add.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(most <= limit as u64, "{most} runs in flight, over the limit of {limit}");
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), RUNS, "each write ran once");
+    let succeeded = ListFilter { name: Some("pick_add".to_owned()), status: Some(RunStatus::Succeeded), page_size: 1_000, page_token: None };
+    let (mut ended, mut page) = (0, f.client.list_workflows(&succeeded).await.unwrap());
+    loop {
+        ended += page.runs.len();
+        let Some(token) = page.next_page_token else { break };
+        page = f.client.list_workflows(&ListFilter { page_token: Some(token), ..succeeded.clone() }).await.unwrap();
+    }
+    assert_eq!(ended, RUNS, "every run ended, and succeeded");
     f.close().await;
 }
 
