@@ -308,6 +308,7 @@ impl Engine {
                 shared: Arc::clone(&shared),
                 durable: sender.clone(),
                 traces: TraceBuffer::default(),
+                checkpoints: Vec::new(),
             };
             threads.push(spawn(format!("comb-partition-{p}"), move || executor.run())?);
             partitions.push(Queue { sender, queued });
@@ -587,9 +588,14 @@ impl Engine {
         let catalog_tail = self.inner.shared.log.tail();
         store_catalog_through(&store, &self.inner.shared.log, catalog_tail).await?;
         let mut needed = catalog_tail + 1;
-        for (p, queue) in self.inner.partitions.iter().enumerate() {
+        // Every partition writes back at once; each answers once its write-back is stored.
+        let mut answers = Vec::with_capacity(self.inner.partitions.len());
+        for queue in &self.inner.partitions {
             let (reply, answer) = channel();
             queue.sender.send(Command::Checkpoint { reply }).map_err(|_| Error::Closed)?;
+            answers.push(answer);
+        }
+        for (p, answer) in answers.into_iter().enumerate() {
             let from = blocking(move || answer.recv().map_err(|_| Error::Closed)?).await;
             needed = needed.min(from.map_err(|err| match err {
                 Error::Closed => Error::PartitionFailed { partition: p as u16, cause: "its executor stopped".to_owned() },

@@ -155,6 +155,11 @@ pub(crate) struct PartitionState {
     /// time; the last chunk also stores `flushing_lsn`, the applied LSN they make true.
     flushing: Unstored,
     flushing_lsn: Lsn,
+    /// The applied LSN the store holds: every write of this partition up to it is in the
+    /// store (some rows may be newer). Set by the last chunk of each write-back.
+    stored_lsn: Lsn,
+    /// Write-backs finished since the partition opened: a checkpoint waits for a number.
+    write_backs: u64,
     writeback: WriteBack,
     /// The newest durable value of keys read or written lately.
     cache: RowCache,
@@ -276,6 +281,8 @@ impl PartitionState {
             dirty_since: None,
             flushing: Unstored::default(),
             flushing_lsn: applied_lsn,
+            stored_lsn: applied_lsn,
+            write_backs: 0,
             writeback,
             cache: RowCache::new(cache_bytes),
             next_seq: 1,
@@ -382,9 +389,7 @@ impl PartitionState {
                 if self.dirty.rows.is_empty() || !due {
                     return;
                 }
-                self.flushing = std::mem::take(&mut self.dirty);
-                self.flushing_lsn = self.applied_lsn;
-                self.dirty_since = None;
+                self.begin_write_back();
             }
             self.write_chunk();
             // `dirty` is due again before this write-back is done: finish it now.
@@ -393,6 +398,40 @@ impl PartitionState {
                 return;
             }
         }
+    }
+
+    /// Moves `dirty` to `flushing`: a write-back of everything applied so far begins.
+    fn begin_write_back(&mut self) {
+        self.flushing = std::mem::take(&mut self.dirty);
+        self.flushing_lsn = self.applied_lsn;
+        self.dirty_since = None;
+    }
+
+    /// For a checkpoint: begins a write-back of `dirty` unless one is under way, without
+    /// writing anything (the executor writes it a chunk at a time, as any other). Returns
+    /// the number [`PartitionState::write_backs_done`] reaches once it is stored, or `None`
+    /// when nothing waits for the store.
+    pub(crate) fn write_back_for_checkpoint(&mut self) -> Option<u64> {
+        if self.flushing.rows.is_empty() {
+            if self.dirty.rows.is_empty() {
+                return None;
+            }
+            self.begin_write_back();
+        }
+        Some(self.write_backs + 1)
+    }
+
+    /// Write-backs finished since the partition opened.
+    pub(crate) fn write_backs_done(&self) -> u64 {
+        self.write_backs
+    }
+
+    /// The lowest LSN of the log this partition still needs, while it needs one: the one
+    /// after what the store holds, while commits are in flight or applied writes wait for
+    /// the store. `None` when the store holds everything applied and nothing is in flight.
+    pub(crate) fn needed_from(&self) -> Option<Lsn> {
+        let all_stored = self.pending.is_empty() && self.dirty.rows.is_empty() && self.flushing.rows.is_empty();
+        (!all_stored).then_some(self.stored_lsn + 1)
     }
 
     /// Writes the next chunk of `flushing` to the store; the last one with the applied LSN.
@@ -408,10 +447,15 @@ impl PartitionState {
         if self.flushing.rows.is_empty() {
             batch.put(&meta_applied(self.id), &self.flushing_lsn.to_be_bytes());
         }
-        if let Err(err) = self.store.write(batch) {
+        match self.store.write(batch) {
+            Ok(()) if self.flushing.rows.is_empty() => {
+                self.stored_lsn = self.flushing_lsn;
+                self.write_backs += 1;
+            }
+            Ok(()) => {}
             // The rows are durable in the log; only writing them back failed. Stop:
             // reopening replays them.
-            self.fail(err.to_string());
+            Err(err) => self.fail(err.to_string()),
         }
     }
 
@@ -442,7 +486,8 @@ pub(crate) enum Command {
     Durable { seq: u64, result: comb_log::Result<Lsn> },
     /// Pause at the barrier: lend the state to the coordinator and wait for it back.
     Lend { give: Sender<Box<PartitionState>>, back: Receiver<Box<PartitionState>> },
-    /// Apply what is durable and report the lowest LSN this partition still needs.
+    /// Apply what is durable, write it back, and report the lowest LSN this partition still
+    /// needs (once the write-back is stored: it goes a chunk at a time between invocations).
     Checkpoint { reply: Sender<Result<Lsn>> },
     /// Finish the commits in flight, then exit.
     Stop,
@@ -738,6 +783,8 @@ pub(crate) struct Executor {
     pub(crate) durable: Sender<Command>,
     /// Traces of the invocations that committed nothing, appended when the queue is idle.
     pub(crate) traces: TraceBuffer,
+    /// Checkpoints waiting for a write-back, by the number it has once stored.
+    pub(crate) checkpoints: Vec<(u64, Sender<Result<Lsn>>)>,
 }
 
 impl Executor {
@@ -745,6 +792,7 @@ impl Executor {
         self.serve();
         // Leave the store current, so that the next open replays nothing of this partition.
         self.state.write_back(true);
+        self.answer_checkpoints();
     }
 
     /// Serves the commands. Control commands (a durability report, a barrier, a checkpoint)
@@ -759,6 +807,7 @@ impl Executor {
         let mut ready: VecDeque<Job> = VecDeque::new();
         let mut stopping = false;
         loop {
+            self.answer_checkpoints();
             let mut disconnected = false;
             loop {
                 match self.commands.try_recv() {
@@ -786,6 +835,7 @@ impl Executor {
             }
             // Idle: nothing queued.
             self.state.write_back(false);
+            self.answer_checkpoints();
             self.traces.flush(&self.shared.log);
             if disconnected || (stopping && !self.state.has_pending()) {
                 return;
@@ -837,20 +887,42 @@ impl Executor {
             }
             Command::Checkpoint { reply } => {
                 self.state.drain();
-                self.state.write_back(true);
-                let _ = reply.send(self.checkpoint());
+                match self.state.write_back_for_checkpoint() {
+                    // Written back a chunk at a time between invocations, as any write-back
+                    // is: a checkpoint holds no invocation up for all of it.
+                    Some(stored) => self.checkpoints.push((stored, reply)),
+                    None => {
+                        let _ = reply.send(self.checkpoint());
+                    }
+                }
             }
             Command::Stop => *stopping = true,
         }
     }
 
-    /// Records how far this partition is applied and returns the lowest LSN it still needs.
+    /// Answers the checkpoints whose write-back is stored (all of them, with the error, once
+    /// the partition has failed).
+    fn answer_checkpoints(&mut self) {
+        if self.checkpoints.is_empty() {
+            return;
+        }
+        let (done, failed) = (self.state.write_backs_done(), self.state.failed.is_some());
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.checkpoints).into_iter().partition(|(stored, _)| failed || *stored <= done);
+        self.checkpoints = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(self.checkpoint());
+        }
+    }
+
+    /// Records how far this partition is applied and returns the lowest LSN it still needs:
+    /// the one after what the store holds.
     fn checkpoint(&mut self) -> Result<Lsn> {
         self.state.check()?;
-        if self.state.has_pending() {
-            return Ok(self.state.applied_lsn + 1);
+        if let Some(needed) = self.state.needed_from() {
+            return Ok(needed);
         }
-        // Nothing in flight: every record of this partition up to the tail is applied.
+        // Nothing in flight and everything stored: every record of this partition up to
+        // the tail is applied.
         let tail = self.shared.log.tail().max(self.state.applied_lsn);
         if tail > self.state.applied_lsn {
             self.state.applied_lsn = tail;
@@ -858,6 +930,7 @@ impl Executor {
             batch.put(&meta_applied(self.state.id), &tail.to_be_bytes());
             self.state.store.write(batch)?;
         }
+        self.state.stored_lsn = self.state.applied_lsn;
         Ok(tail + 1)
     }
 
@@ -985,6 +1058,42 @@ mod tests {
         let stored: Oracle = store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap().into_iter().collect();
         assert_eq!(stored, oracle, "the store holds exactly the durable state");
         reads_match(&state, &oracle, rows, "all in the store");
+    }
+
+    /// A checkpoint's write-back is counted once its last chunk is stored, and the LSN the
+    /// store is said to hold moves only with stored writes, not with those applied since.
+    #[test]
+    fn a_checkpoints_write_back_is_counted_once_stored_and_the_stored_lsn_lags_newer_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let never = WriteBack { bytes: usize::MAX, interval: Duration::from_secs(3_600) };
+        let mut state = PartitionState::new(0, Arc::clone(&store), 0, 1 << 20, never);
+        assert_eq!(state.write_back_for_checkpoint(), None, "nothing waits for the store");
+        assert_eq!(state.needed_from(), None);
+        let rows = 2 * WRITEBACK_CHUNK_ROWS + 10;
+        let seq = state.stage((0..rows).map(|i| (key(i), Some(vec![1]))).collect(), None);
+        assert_eq!(state.needed_from(), Some(1), "a commit in flight");
+        state.mark_durable(seq, 7);
+        state.drain();
+        assert_eq!(state.write_back_for_checkpoint(), Some(1), "begins the first write-back");
+        assert!(state.dirty.rows.is_empty() && !state.flushing.rows.is_empty());
+        // Written under way: LSN 9 stays in `dirty`, and a second checkpoint waits for the
+        // write-back already begun.
+        let seq = state.stage(vec![(key(0), Some(vec![2]))], None);
+        state.mark_durable(seq, 9);
+        state.drain();
+        assert_eq!(state.write_back_for_checkpoint(), Some(1), "the write-back under way");
+        for chunk in 1..=3 {
+            assert_eq!((state.write_backs_done(), state.stored_lsn), (0, 0), "before chunk {chunk}: not stored yet");
+            state.write_back(false);
+        }
+        assert_eq!((state.write_backs_done(), state.stored_lsn, stored_applied_lsn(&store)), (1, 7, Some(7)), "stored through 7, not 9");
+        assert_eq!(state.needed_from(), Some(8), "nothing in flight, but LSN 9's row is only in memory");
+        assert_eq!(state.write_back_for_checkpoint(), Some(2));
+        state.write_back(false);
+        assert_eq!((state.write_backs_done(), state.stored_lsn, stored_applied_lsn(&store)), (2, 9, Some(9)));
+        assert_eq!(state.needed_from(), None, "all stored");
+        assert_eq!(state.write_back_for_checkpoint(), None);
     }
 
     #[test]

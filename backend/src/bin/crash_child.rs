@@ -11,6 +11,9 @@ use comb_backend::testkit::{CRASH_ACCOUNTS, CRASH_DDL, crash_functions};
 use comb_backend::{Engine, EngineOptions, Invocation};
 use serde_json::json;
 
+/// How often the child checkpoints.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, round, clients, seconds] = args.as_slice() else {
@@ -38,6 +41,18 @@ fn main() {
         for id in 0..CRASH_ACCOUNTS {
             engine.invoke(Invocation::new("open", json!({ "id": id }))).await.expect("open an account");
         }
+        // Checkpoints all along, so that kills land in them too: a checkpoint that let the
+        // log go below what the state store holds would lose acknowledged transactions.
+        let checkpointing = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CHECKPOINT_EVERY).await;
+                if let Err(err) = checkpointing.checkpoint().await {
+                    eprintln!("checkpoint: {err}");
+                    return;
+                }
+            }
+        });
         let tasks: Vec<_> = (0..clients)
             .map(|client| {
                 let engine = engine.clone();
