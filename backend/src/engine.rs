@@ -616,6 +616,9 @@ impl Engine {
     /// Finishes the commits in flight, stops every thread, closes the state store and the
     /// log. Later calls fail with `Closed`.
     pub async fn close(&self) -> Result<()> {
+        // After a checkpoint (or DDL) under way: a checkpoint waits for the executors'
+        // write-backs, then flushes the store and trims the log, which must not outlive the close.
+        let _serial = self.inner.ddl.lock().await;
         let _ = self.inner.coordinator.sender.send(CoordinatorCommand::Stop);
         for p in &self.inner.partitions {
             let _ = p.sender.send(Command::Stop);

@@ -487,7 +487,8 @@ pub(crate) enum Command {
     /// Pause at the barrier: lend the state to the coordinator and wait for it back.
     Lend { give: Sender<Box<PartitionState>>, back: Receiver<Box<PartitionState>> },
     /// Apply what is durable, write it back, and report the lowest LSN this partition still
-    /// needs (once the write-back is stored: it goes a chunk at a time between invocations).
+    /// needs (once the write-back is stored: it goes a chunk at a time, at idle moments,
+    /// drains, and after each invocation).
     Checkpoint { reply: Sender<Result<Lsn>> },
     /// Finish the commits in flight, then exit.
     Stop,
@@ -831,6 +832,11 @@ impl Executor {
             if let Some(job) = ready.pop_front() {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
                 self.invoke(job);
+                // A checkpoint waits: a chunk per invocation, so that a partition busy with
+                // work that commits nothing (reads: no drains, no idle moment) finishes it.
+                if !self.checkpoints.is_empty() {
+                    self.state.write_back(false);
+                }
                 continue;
             }
             // Idle: nothing queued.
@@ -888,8 +894,9 @@ impl Executor {
             Command::Checkpoint { reply } => {
                 self.state.drain();
                 match self.state.write_back_for_checkpoint() {
-                    // Written back a chunk at a time between invocations, as any write-back
-                    // is: a checkpoint holds no invocation up for all of it.
+                    // Written back a chunk at a time (at idle moments, drains, and after each
+                    // invocation while it waits): a checkpoint holds no invocation up for
+                    // all of it.
                     Some(stored) => self.checkpoints.push((stored, reply)),
                     None => {
                         let _ = reply.send(self.checkpoint());

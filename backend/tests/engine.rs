@@ -265,6 +265,12 @@ fn a_ddl_whose_caller_goes_away_still_reaches_the_catalog() {
         }
         let abandoned = abandoned.expect("every DDL of ten ended within its first poll");
         engine.execute_ddl("CREATE TABLE b (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)").await.unwrap();
+        // The abandoned DDL's task may take the DDL lock after this one's: wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while engine.catalog().table(&abandoned).is_none() {
+            assert!(std::time::Instant::now() < deadline, "the abandoned DDL's table never appeared");
+            tokio::task::yield_now().await;
+        }
         let catalog = engine.catalog();
         let a = catalog.table(&abandoned).expect("the abandoned DDL's table exists").id;
         let b = catalog.table("b").unwrap().id;

@@ -716,9 +716,10 @@ impl Scheduler {
 
     /// Resumes the runs left over at start, from `cursor` on: a pass whenever the runs in
     /// flight are at half the limit or fewer (at once, then each time they fall to half),
-    /// each pass going on where the last one stopped, until one reaches the end. So each run
-    /// is tried once from start; one whose task fails again is left to the periodic pass
-    /// (`resume-interval`), as is the rest if a pass fails for good. A pass refused for
+    /// each pass going on where the last one stopped, until one reaches the end. So a run
+    /// is taken up once (again only after a pass failed on it for overload); one whose task
+    /// fails again, or that a task here held when its turn came, is left to the periodic
+    /// pass (`resume-interval`), as is the rest if a pass fails for good. A pass refused for
     /// overload is tried again after a pause. Ends when `stop` turns true (the server
     /// closes), after the pass under way.
     pub(crate) async fn resume_left_over(self: Arc<Self>, mut cursor: RunningCursor, mut stop: watch::Receiver<bool>) {
