@@ -1005,6 +1005,15 @@ mod tests {
         store.get(&meta_applied(0)).unwrap().map(|v| Lsn::from_be_bytes(v.as_slice().try_into().unwrap()))
     }
 
+    /// A partition over a fresh store whose write-backs are never due by bytes or age.
+    fn never_due() -> (tempfile::TempDir, Arc<Store>, PartitionState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let never = WriteBack { bytes: usize::MAX, interval: Duration::from_secs(3_600) };
+        let state = PartitionState::new(0, Arc::clone(&store), 0, 1 << 20, never);
+        (dir, store, state)
+    }
+
     /// Every key's read and every scan shape agree with the oracle.
     fn reads_match(state: &PartitionState, oracle: &Oracle, rows: usize, when: &str) {
         for i in 0..rows + 3 {
@@ -1022,10 +1031,7 @@ mod tests {
 
     #[test]
     fn a_write_back_goes_a_chunk_at_a_time_and_reads_see_every_layer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let never = WriteBack { bytes: usize::MAX, interval: Duration::from_secs(3_600) };
-        let mut state = PartitionState::new(0, Arc::clone(&store), 0, 1 << 20, never);
+        let (_dir, store, mut state) = never_due();
         let rows = 2 * WRITEBACK_CHUNK_ROWS + 10;
         let mut oracle = Oracle::new();
 
@@ -1071,10 +1077,7 @@ mod tests {
     /// store is said to hold moves only with stored writes, not with those applied since.
     #[test]
     fn a_checkpoints_write_back_is_counted_once_stored_and_the_stored_lsn_lags_newer_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let never = WriteBack { bytes: usize::MAX, interval: Duration::from_secs(3_600) };
-        let mut state = PartitionState::new(0, Arc::clone(&store), 0, 1 << 20, never);
+        let (_dir, store, mut state) = never_due();
         assert_eq!(state.write_back_for_checkpoint(), None, "nothing waits for the store");
         assert_eq!(state.needed_from(), None);
         let rows = 2 * WRITEBACK_CHUNK_ROWS + 10;

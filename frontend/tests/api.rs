@@ -160,18 +160,10 @@ impl Fixture {
     /// Starts a `pick_add` run through the engine, as a crash or a failed log leaves one:
     /// started, and run by no task.
     async fn strand_pick_add(&self, id: &str, input: &Value) {
-        let registered = self.client.register_workflow(PICK_ADD).await.unwrap();
-        let engine = self.server.as_ref().unwrap().0.engine().clone();
-        let partition = engine.partition_of(&comb_planner::Value::Text(id.to_owned()));
-        let home = (0..).find(|h| engine.partition_of(&comb_planner::Value::Int(*h)) == partition).unwrap();
-        let row = json!({
-            "home": home, "id": id, "name": "pick_add", "version": registered.version, "status": "running", "input": input.to_string(),
-            "output": null, "error": null, "started_us": 1, "ended_us": null,
-        });
-        engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap();
+        self.strand_pick_adds(std::iter::once((id.to_owned(), input.clone()))).await;
     }
 
-    /// Starts many `pick_add` runs as [`Fixture::strand_pick_add`] does, some at a time.
+    /// Starts `pick_add` runs (id, input) as [`Fixture::strand_pick_add`] does, some at a time.
     async fn strand_pick_adds(&self, runs: impl Iterator<Item = (String, Value)>) {
         let registered = self.client.register_workflow(PICK_ADD).await.unwrap();
         let engine = self.server.as_ref().unwrap().0.engine().clone();
@@ -186,6 +178,27 @@ impl Fixture {
             async move { engine.invoke(Invocation::new("comb_workflow_start", row)).await.unwrap() }
         });
         futures::stream::iter(starts).buffer_unordered(64).collect::<Vec<_>>().await;
+    }
+
+    /// Waits for the end of each run of `ids`, in turn, through GetWorkflow's wait: a run
+    /// the server has not resumed yet answers `Unavailable` and is asked again, until
+    /// `within` has passed. Returns the ended runs, and the most runs in flight seen meanwhile.
+    async fn await_resumed(&self, ids: impl Iterator<Item = String>, within: Duration) -> (Vec<comb_client::Run>, u64) {
+        let deadline = Instant::now() + within;
+        let (mut ended, mut most) = (Vec::new(), 0);
+        for id in ids {
+            let run = loop {
+                most = most.max(self.client.health().await.unwrap().workflows_in_flight);
+                match self.client.get_workflow(&id, true).await {
+                    Ok(run) => break run,
+                    Err(err) => assert_eq!(code(&err), Code::Unavailable, "{err}"),
+                }
+                assert!(Instant::now() < deadline, "run {id} was not resumed");
+                tokio::task::yield_now().await;
+            };
+            ended.push(run);
+        }
+        (ended, most)
     }
 
     /// The partition whose rows an integer key falls in.
@@ -930,20 +943,9 @@ async fn runs_left_over_at_start_resume_within_the_limit() {
     }
     f.restart().await;
     assert_eq!(f.server.as_ref().unwrap().0.resumed(), limit, "as many as the limit, at start");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut most = 0;
-    for i in 0..RUNS {
-        let id = format!("left-over-{i}");
-        let run = loop {
-            most = most.max(f.client.health().await.unwrap().workflows_in_flight);
-            match f.client.get_workflow(&id, true).await {
-                Ok(run) => break run,
-                Err(err) => assert_eq!(code(&err), Code::Unavailable, "{err}"),
-            }
-            assert!(Instant::now() < deadline, "run {id} was not resumed");
-            tokio::task::yield_now().await;
-        };
-        assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "id": 100 + i, "n": 1 }))), "{id}");
+    let (ended, most) = f.await_resumed((0..RUNS).map(|i| format!("left-over-{i}")), Duration::from_secs(20)).await;
+    for (i, run) in (0..RUNS).zip(ended) {
+        assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "id": 100 + i, "n": 1 }))), "left-over-{i}");
     }
     assert!(most <= limit as u64, "{most} runs in flight, over the limit of {limit}");
     assert_eq!(f.runs.add.load(Ordering::SeqCst), RUNS as usize, "each write ran once");
@@ -962,17 +964,7 @@ async fn a_backlog_of_several_pages_resumes_whole_and_once() {
     f.strand_pick_adds((0..RUNS).map(|i| (format!("backlog-{i:05}"), json!({ "id": 0, "base": 1_000 + i as i64 })))).await;
     f.restart().await;
     assert_eq!(f.server.as_ref().unwrap().0.resumed(), limit, "as many as the limit, at start");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let running = ListFilter { name: Some("pick_add".to_owned()), status: Some(RunStatus::Running), page_size: 10, page_token: None };
-    let mut most = 0;
-    loop {
-        most = most.max(f.client.health().await.unwrap().workflows_in_flight);
-        if f.client.list_workflows(&running).await.unwrap().runs.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "runs were left started: {} of {RUNS} writes ran", f.runs.add.load(Ordering::SeqCst));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, most) = f.await_resumed((0..RUNS).map(|i| format!("backlog-{i:05}")), Duration::from_secs(120)).await;
     assert!(most <= limit as u64, "{most} runs in flight, over the limit of {limit}");
     assert_eq!(f.runs.add.load(Ordering::SeqCst), RUNS, "each write ran once");
     let succeeded = ListFilter { name: Some("pick_add".to_owned()), status: Some(RunStatus::Succeeded), page_size: 1_000, page_token: None };
