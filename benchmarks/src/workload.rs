@@ -174,12 +174,34 @@ pub(crate) struct WorkloadReport {
     /// Log records per group commit, when the Comb server runs in this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) records_per_fsync: Option<f64>,
+    /// The log's syncs during the window that took at least 1, 10 and 100 ms (a disk that
+    /// stalls), when the Comb server runs in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) log_slow_syncs: Option<SlowSyncs>,
     /// `ok: ...` or `FAILED: ...`.
     pub(crate) check: String,
     pub(crate) fsync_us_p50: f64,
     pub(crate) cores: usize,
     /// The process's peak resident memory (clients, and the server when it runs here).
     pub(crate) peak_rss_mib: Option<f64>,
+}
+
+/// The log's slow syncs in a window: see [`WorkloadReport::log_slow_syncs`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct SlowSyncs {
+    pub(crate) over_1ms: u64,
+    pub(crate) over_10ms: u64,
+    pub(crate) over_100ms: u64,
+}
+
+impl SlowSyncs {
+    fn between(before: &LogStats, after: &LogStats) -> SlowSyncs {
+        SlowSyncs {
+            over_1ms: after.syncs_over_1ms - before.syncs_over_1ms,
+            over_10ms: after.syncs_over_10ms - before.syncs_over_10ms,
+            over_100ms: after.syncs_over_100ms - before.syncs_over_100ms,
+        }
+    }
 }
 
 /// One operation of a mix in a run's report.
@@ -234,9 +256,9 @@ pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Si
 
 /// The report of a measured run.
 pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, peak_rss_mib, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
-    let records_per_fsync = match &m.samples {
-        (Some(before), Some(after)) => Some(records_per_fsync(before, after)),
-        _ => None,
+    let (records_per_fsync, log_slow_syncs) = match &m.samples {
+        (Some(before), Some(after)) => (Some(records_per_fsync(before, after)), Some(SlowSyncs::between(before, after))),
+        _ => (None, None),
     };
     WorkloadReport {
         bench: "workload",
@@ -256,6 +278,7 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
             m.by_kind.iter().map(|(kind, h)| (*kind, report(h))).collect()
         }),
         records_per_fsync,
+        log_slow_syncs,
         check,
         fsync_us_p50,
         cores: cores(),

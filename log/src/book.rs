@@ -38,6 +38,13 @@ pub struct LogStats {
     pub recent_reads: u64,
     /// Range reads that went to storage.
     pub loglet_reads: u64,
+    /// Syncs (a lone group written and synced in one call, or the sync of groups written)
+    /// that took at least 1 ms, at least 10 ms and at least 100 ms: a disk that stalls.
+    pub syncs_over_1ms: u64,
+    pub syncs_over_10ms: u64,
+    pub syncs_over_100ms: u64,
+    /// The longest sync, in microseconds.
+    pub sync_us_max: u64,
 }
 
 /// A handle to an open log. Cheap to clone; every clone is the same log.
@@ -287,6 +294,10 @@ impl LogBook {
             group_commits: counters.group_commits.load(Ordering::Relaxed),
             recent_reads: counters.recent_reads.load(Ordering::Relaxed),
             loglet_reads: counters.loglet_reads.load(Ordering::Relaxed),
+            syncs_over_1ms: counters.slow_syncs[0].load(Ordering::Relaxed),
+            syncs_over_10ms: counters.slow_syncs[1].load(Ordering::Relaxed),
+            syncs_over_100ms: counters.slow_syncs[2].load(Ordering::Relaxed),
+            sync_us_max: counters.sync_us_max.load(Ordering::Relaxed),
         }
     }
 

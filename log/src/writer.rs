@@ -118,6 +118,32 @@ pub(crate) struct Counters {
     pub(crate) group_commits: AtomicU64,
     pub(crate) recent_reads: AtomicU64,
     pub(crate) loglet_reads: AtomicU64,
+    /// Syncs that took at least each of [`SLOW_SYNC_MS`].
+    pub(crate) slow_syncs: [AtomicU64; SLOW_SYNC_MS.len()],
+    pub(crate) sync_us_max: AtomicU64,
+}
+
+/// The durations (ms) from which a sync of the log counts as slow, in [`LogStats`]: a disk
+/// that stalls shows here before the appenders' latencies say why.
+///
+/// [`LogStats`]: crate::LogStats
+pub(crate) const SLOW_SYNC_MS: [u64; 3] = [1, 10, 100];
+
+impl Counters {
+    /// Runs `sync`, one durable write of the log (a group written and synced in one call, or
+    /// the sync of groups written), and counts how long it took.
+    fn timed_sync<T>(&self, sync: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let outcome = sync();
+        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.sync_us_max.fetch_max(us, Ordering::Relaxed);
+        for (count, ms) in self.slow_syncs.iter().zip(SLOW_SYNC_MS) {
+            if us >= ms * 1_000 {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        outcome
+    }
 }
 
 /// A group of appends being made durable together.
@@ -274,7 +300,7 @@ impl Syncer {
                     // stopped) too, and a later sync would not tell what the failure left.
                     let outcome = match self.publisher.failed() {
                         Some(cause) => Err(Error::Failed { cause: cause.to_string() }),
-                        None => self.loglet.sync().inspect_err(|err| self.publisher.fail(err)),
+                        None => self.publisher.counters.timed_sync(|| self.loglet.sync()).inspect_err(|err| self.publisher.fail(err)),
                     };
                     match outcome {
                         Ok(()) => self.publisher.publish(first, group),
@@ -483,7 +509,7 @@ impl Writer {
     fn write_and_sync(&self, mut group: Group, held: &mut Option<Command>, state: &mut LogletState) -> usize {
         let first = state.tail + 1;
         let outcome = if group.waiters.len() <= LONE_GROUP_MAX {
-            self.loglet.append(&group.entries).and_then(|at| Self::advance(state, at, group.entries.len()))
+            self.publisher.counters.timed_sync(|| self.loglet.append(&group.entries)).and_then(|at| Self::advance(state, at, group.entries.len()))
         } else {
             let mut written = 0;
             loop {
@@ -495,7 +521,7 @@ impl Writer {
                 let appends = group.waiters.len();
                 self.gather(&mut group, held);
                 if group.waiters.len() == appends {
-                    break self.loglet.sync().map(|()| first);
+                    break self.publisher.counters.timed_sync(|| self.loglet.sync()).map(|()| first);
                 }
             }
         };
