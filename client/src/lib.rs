@@ -284,6 +284,11 @@ pub struct Health {
     pub trace_files: u64,
     /// Merges of trace files since the server started.
     pub trace_merges: u64,
+    /// Syncs of the shared log since the server started that took 10 ms or more: a disk
+    /// that stalls delays every commit behind it.
+    pub log_syncs_over_10ms: u64,
+    /// The shared log's longest sync since the server started, in microseconds.
+    pub log_sync_us_max: u64,
 }
 
 /// The answer to a trace query.
@@ -482,6 +487,8 @@ impl Client {
             traced_lsn: reply.traced_lsn,
             trace_files: reply.trace_files,
             trace_merges: reply.trace_merges,
+            log_syncs_over_10ms: reply.log_syncs_over_10ms,
+            log_sync_us_max: reply.log_sync_us_max,
         })
     }
 

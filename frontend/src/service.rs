@@ -147,6 +147,7 @@ impl Comb for Service {
     async fn health(&self, _request: Request<proto::HealthRequest>) -> Result<Response<proto::HealthResponse>, Status> {
         let engine = &self.scheduler.engine;
         let (files, merges) = self.tracer.as_ref().map_or((0, 0), |t| t.files_and_merges());
+        let log = engine.log().stats();
         Ok(Response::new(proto::HealthResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             partitions: u32::from(engine.partitions()),
@@ -155,6 +156,8 @@ impl Comb for Service {
             traced_lsn: self.tracer.as_ref().map_or(0, |t| t.consumed()),
             trace_files: files as u64,
             trace_merges: merges,
+            log_syncs_over_10ms: log.syncs_over_10ms,
+            log_sync_us_max: log.sync_us_max,
         }))
     }
 }
