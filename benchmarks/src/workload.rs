@@ -178,6 +178,10 @@ pub(crate) struct WorkloadReport {
     /// stalls), when the Comb server runs in this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) log_slow_syncs: Option<SlowSyncs>,
+    /// How late a task ticking every 5 ms on the runtime of the clients (and of a server in
+    /// this process) came at worst, over the warm-up and the window: a stall of the whole
+    /// runtime.
+    pub(crate) runtime_late_ms_max: f64,
     /// `ok: ...` or `FAILED: ...`.
     pub(crate) check: String,
     pub(crate) fsync_us_p50: f64,
@@ -225,6 +229,8 @@ pub(crate) struct Measurement {
     pub(crate) tally: Arc<Tally>,
     /// This process's peak resident memory after the run, in MiB.
     pub(crate) peak_rss_mib: Option<f64>,
+    /// How late the [`Watchdog`]'s latest tick came, over the warm-up and the window.
+    pub(crate) runtime_late_us_max: u64,
 }
 
 /// Runs the workload's mix with `clients` clients against `target` (loaded), then checks
@@ -247,15 +253,54 @@ pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Si
         }
     };
     let label = format!("{} {}", target.system(), workload.name());
-    let measured = closed_loop(&label, clients, window.warmup(), window.measure(), || target.log_stats(), operation).await?;
+    let watchdog = Watchdog::start();
+    let measured = closed_loop(&label, clients, window.warmup(), window.measure(), || target.log_stats(), operation).await;
+    let runtime_late_us_max = watchdog.stop().await;
+    let measured = measured?;
     let after = target.answers(workload, sizes).await?;
     let check = check(workload, sizes, &before, &after, &tally);
     let peak_rss_mib = tokio::task::spawn_blocking(peak_rss_mib).await?;
-    Ok(Measurement { measured, check, tally, peak_rss_mib })
+    Ok(Measurement { measured, check, tally, peak_rss_mib, runtime_late_us_max })
+}
+
+/// How often the [`Watchdog`] ticks.
+const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A task that ticks every [`WATCHDOG_TICK`] on the runtime the clients (and a server in
+/// this process) share, and keeps how late its latest tick came: a stall of the whole
+/// runtime (every worker held by a blocking call, or waiting for a CPU) shows there, where
+/// a long latency of one operation alone does not say whose it was.
+struct Watchdog {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut late_us_max = 0u64;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let start = std::time::Instant::now();
+                tokio::time::sleep(WATCHDOG_TICK).await;
+                let late = start.elapsed().saturating_sub(WATCHDOG_TICK);
+                late_us_max = late_us_max.max(u64::try_from(late.as_micros()).unwrap_or(u64::MAX));
+            }
+            late_us_max
+        });
+        Watchdog { stop, task }
+    }
+
+    /// Stops the ticks; the latest tick's lateness, in microseconds.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// The report of a measured run.
-pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, peak_rss_mib, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
+pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, peak_rss_mib, runtime_late_us_max, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
     let (records_per_fsync, log_slow_syncs) = match &m.samples {
         (Some(before), Some(after)) => (Some(records_per_fsync(before, after)), Some(SlowSyncs::between(before, after))),
         _ => (None, None),
@@ -279,6 +324,7 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         }),
         records_per_fsync,
         log_slow_syncs,
+        runtime_late_ms_max: ms(runtime_late_us_max as f64),
         check,
         fsync_us_p50,
         cores: cores(),
