@@ -20,7 +20,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::PARTITIONS_MAX;
-use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, WriteBack, check_json_bytes};
+use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition, store_catalog_through};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::Store;
@@ -294,6 +294,7 @@ impl Engine {
             limits: Limits { scan_rows_max: options.scan_rows_max, result_rows_max: options.result_rows_max, write_set_max: options.write_set_max },
             json_bytes_max: options.json_bytes_max,
             trace_reads: options.trace_reads,
+            steps: StepTimes::default(),
         });
         let writeback = WriteBack { bytes: options.writeback_bytes, interval: Duration::from_millis(options.writeback_interval_ms) };
         let mut threads = Vec::new();
@@ -359,6 +360,11 @@ impl Engine {
     /// transactions waiting. Counted once every executor has been asked.
     pub fn barriers(&self) -> u64 {
         self.inner.barriers.load(Ordering::Acquire)
+    }
+
+    /// The executors' steps that held their queue 10 ms or more (see [`SlowSteps`]).
+    pub fn slow_steps(&self) -> SlowSteps {
+        self.inner.shared.steps.slow_steps()
     }
 
     /// The current catalog.

@@ -86,7 +86,7 @@ pub use executor::TRACED_READS_MAX;
 pub use error::{Error, Result};
 pub use function::{Body, BoxError, Function, SqlFunction, SqlStatement, value_to_json};
 pub use keys::PARTITIONS_MAX;
-pub use partition::{InvocationId, NextInput, NextInputFn, Output};
+pub use partition::{InvocationId, NextInput, NextInputFn, Output, SlowSteps};
 pub use row::{ValueRef, decode_row, decode_row_ref, encode_row};
 pub use rowcache::ROW_CACHE_BYTES_MAX;
 pub use txn::{FromRow, FromValue, Params, Rows, ToValue, Txn};

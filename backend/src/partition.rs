@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -544,6 +544,52 @@ pub(crate) struct Shared {
     pub(crate) json_bytes_max: usize,
     /// Whether invocations' traces list the keys they read.
     pub(crate) trace_reads: bool,
+    /// The executors' slow steps.
+    pub(crate) steps: StepTimes,
+}
+
+/// The durations (ms) from which one step of an executor counts as slow: an invocation, or
+/// one command handled (a durability report's drain, a barrier, a checkpoint), or the work
+/// of an idle moment. Its queue waited behind all of it.
+pub(crate) const SLOW_STEP_MS: [u64; 2] = [10, 100];
+
+/// Counts the executors' slow steps, over every partition.
+#[derive(Debug, Default)]
+pub(crate) struct StepTimes {
+    slow: [AtomicU64; SLOW_STEP_MS.len()],
+    us_max: AtomicU64,
+}
+
+impl StepTimes {
+    /// Runs `step` and counts how long it took.
+    fn timed<T>(&self, step: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let outcome = step();
+        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.us_max.fetch_max(us, Ordering::Relaxed);
+        for (count, ms) in self.slow.iter().zip(SLOW_STEP_MS) {
+            if us >= ms * 1_000 {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        outcome
+    }
+
+    pub(crate) fn slow_steps(&self) -> SlowSteps {
+        SlowSteps { over_10ms: self.slow[0].load(Ordering::Relaxed), over_100ms: self.slow[1].load(Ordering::Relaxed), us_max: self.us_max.load(Ordering::Relaxed) }
+    }
+}
+
+/// The partitions' executors' steps that took 10 ms or more, and 100 ms or more, since the
+/// engine opened, and the longest: an invocation, a command handled (a durability report's
+/// drain and write-back, a barrier, counted from the executor's pause to its state's return,
+/// a checkpoint), or an idle moment's write-back. The executor's queue waits behind each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowSteps {
+    pub over_10ms: u64,
+    pub over_100ms: u64,
+    /// The longest step, in microseconds.
+    pub us_max: u64,
 }
 
 pub(crate) fn now_us() -> u64 {
@@ -807,6 +853,8 @@ impl Executor {
     fn serve(&mut self) {
         let mut ready: VecDeque<Job> = VecDeque::new();
         let mut stopping = false;
+        let shared = Arc::clone(&self.shared);
+        let steps = &shared.steps;
         loop {
             self.answer_checkpoints();
             let mut disconnected = false;
@@ -814,7 +862,7 @@ impl Executor {
                 match self.commands.try_recv() {
                     Ok(command) => {
                         let barrier = matches!(command, Command::Lend { .. });
-                        self.accept(command, &mut ready, &mut stopping);
+                        steps.timed(|| self.accept(command, &mut ready, &mut stopping));
                         // At least one invocation runs between two barriers: the coordinator's
                         // next request may already be waiting, and taking it at once, time
                         // after time, would starve the queue.
@@ -831,18 +879,23 @@ impl Executor {
             }
             if let Some(job) = ready.pop_front() {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
-                self.invoke(job);
-                // A checkpoint waits: a chunk per invocation, so that a partition busy with
-                // work that commits nothing (reads: no drains, no idle moment) finishes it.
-                if !self.checkpoints.is_empty() {
-                    self.state.write_back(false);
-                }
+                steps.timed(|| {
+                    self.invoke(job);
+                    // A checkpoint waits: a chunk per invocation, so that a partition busy
+                    // with work that commits nothing (reads: no drains, no idle moment)
+                    // finishes it.
+                    if !self.checkpoints.is_empty() {
+                        self.state.write_back(false);
+                    }
+                });
                 continue;
             }
             // Idle: nothing queued.
-            self.state.write_back(false);
-            self.answer_checkpoints();
-            self.traces.flush(&self.shared.log);
+            steps.timed(|| {
+                self.state.write_back(false);
+                self.answer_checkpoints();
+                self.traces.flush(&self.shared.log);
+            });
             if disconnected || (stopping && !self.state.has_pending()) {
                 return;
             }
@@ -851,7 +904,7 @@ impl Executor {
                 Some(wait) => self.commands.recv_timeout(wait),
             };
             match next {
-                Ok(command) => self.accept(command, &mut ready, &mut stopping),
+                Ok(command) => steps.timed(|| self.accept(command, &mut ready, &mut stopping)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }

@@ -151,6 +151,38 @@ fn functions_commit_through_the_log_and_see_earlier_writes() {
     });
 }
 
+/// An invocation that holds its executor 15 ms is counted as a slow step, and the quick
+/// ones before it are not all counted (they take microseconds).
+#[test]
+fn a_step_that_holds_its_executor_is_counted_slow() {
+    const HOLD: std::time::Duration = std::time::Duration::from_millis(15);
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        engine
+            .register(Function::new("hold").partition_by("id").run(|_tx, _input| {
+                std::thread::sleep(HOLD);
+                Ok(json!(null))
+            }))
+            .unwrap();
+        for i in 0..20 {
+            engine.invoke(Invocation::new("deposit", json!({ "id": i, "amount": 1 }))).await.unwrap();
+        }
+        let before = engine.slow_steps();
+        assert!(before.over_10ms < 20, "20 deposits are not 20 slow steps: {before:?}");
+        engine.invoke(Invocation::new("hold", json!({ "id": 1 }))).await.unwrap();
+        // Answered from inside its step, which is counted once it ends: the next invocation
+        // on the same partition runs after that.
+        balance(&engine, 1).await;
+        let after = engine.slow_steps();
+        assert!(after.over_10ms > before.over_10ms, "the held invocation is a slow step: {after:?}");
+        assert!(after.us_max >= HOLD.as_micros() as u64, "{after:?}");
+        assert!(after.over_10ms >= after.over_100ms, "{after:?}");
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn errors_and_panics_roll_back_and_append_nothing() {
     let dir = tempfile::tempdir().unwrap();

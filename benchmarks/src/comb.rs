@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use comb_client::{Client, Run, RunStatus, SqlFunction, SqlStatement};
 use comb_frontend::{Listening, Server, ServerOptions};
+use comb_backend::SlowSteps;
 use comb_log::LogStats;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
@@ -50,9 +51,9 @@ impl Comb {
         Ok(Comb { embedded: None, connections: clients })
     }
 
-    /// The log's counters, when the server is in this process.
-    pub(crate) fn log_stats(&self) -> Option<LogStats> {
-        self.embedded.as_ref().map(|(server, _)| server.engine().log().stats())
+    /// The log's counters and the executors' slow steps, when the server is in this process.
+    pub(crate) fn server_stats(&self) -> Option<(LogStats, SlowSteps)> {
+        self.embedded.as_ref().map(|(server, _)| (server.engine().log().stats(), server.engine().slow_steps()))
     }
 
     /// The first connection.

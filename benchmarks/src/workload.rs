@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use comb_frontend::ServerOptions;
+use comb_backend::SlowSteps;
 use comb_log::LogStats;
 use serde::Serialize;
 
@@ -84,7 +87,7 @@ impl TargetArgs {
             options.workflows_in_flight_max = limit;
         }
         if let Some(ms) = self.checkpoint_interval_ms {
-            options.checkpoint_interval = std::time::Duration::from_millis(ms);
+            options.checkpoint_interval = Duration::from_millis(ms);
         }
         options
     }
@@ -137,9 +140,9 @@ impl Target {
         }
     }
 
-    fn log_stats(&self) -> Option<LogStats> {
+    fn server_stats(&self) -> Option<(LogStats, SlowSteps)> {
         match self {
-            Target::Comb(comb) => comb.log_stats(),
+            Target::Comb(comb) => comb.server_stats(),
             Target::Postgres(_) => None,
         }
     }
@@ -174,13 +177,18 @@ pub(crate) struct WorkloadReport {
     /// Log records per group commit, when the Comb server runs in this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) records_per_fsync: Option<f64>,
-    /// The log's syncs during the window that took at least 1, 10 and 100 ms (a disk that
-    /// stalls), when the Comb server runs in this process.
+    /// The storage calls of the log's write path during the window (a group's write or
+    /// sync, a trim) that took at least 1, 10 and 100 ms, when the Comb server runs in this
+    /// process.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) log_slow_syncs: Option<SlowSyncs>,
-    /// How late a task ticking every 5 ms on the runtime of the clients (and of a server in
-    /// this process) came at worst, over the warm-up and the window: a stall of the whole
-    /// runtime.
+    pub(crate) log_slow_io: Option<SlowIo>,
+    /// The partitions' executors' steps during the window that held their queue 10 and 100
+    /// ms or more (an invocation, a durability report, a barrier, a checkpoint's chunk), when
+    /// the Comb server runs in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) executor_slow_steps: Option<SlowStepsReport>,
+    /// The most a task ticking every 5 ms on the runtime of the clients (and of a server in
+    /// this process) woke late during the window: a stall of the whole runtime.
     pub(crate) runtime_late_ms_max: f64,
     /// `ok: ...` or `FAILED: ...`.
     pub(crate) check: String,
@@ -190,21 +198,36 @@ pub(crate) struct WorkloadReport {
     pub(crate) peak_rss_mib: Option<f64>,
 }
 
-/// The log's slow syncs in a window: see [`WorkloadReport::log_slow_syncs`].
+/// The log's slow storage calls in a window: see [`WorkloadReport::log_slow_io`].
 #[derive(Debug, Clone, Copy, Serialize)]
-pub(crate) struct SlowSyncs {
+pub(crate) struct SlowIo {
     pub(crate) over_1ms: u64,
     pub(crate) over_10ms: u64,
     pub(crate) over_100ms: u64,
 }
 
-impl SlowSyncs {
-    fn between(before: &LogStats, after: &LogStats) -> SlowSyncs {
-        SlowSyncs {
-            over_1ms: after.syncs_over_1ms - before.syncs_over_1ms,
-            over_10ms: after.syncs_over_10ms - before.syncs_over_10ms,
-            over_100ms: after.syncs_over_100ms - before.syncs_over_100ms,
+impl SlowIo {
+    /// Counters of one log, sampled twice.
+    fn between(before: &LogStats, after: &LogStats) -> SlowIo {
+        SlowIo {
+            over_1ms: after.io_over_1ms.saturating_sub(before.io_over_1ms),
+            over_10ms: after.io_over_10ms.saturating_sub(before.io_over_10ms),
+            over_100ms: after.io_over_100ms.saturating_sub(before.io_over_100ms),
         }
+    }
+}
+
+/// The executors' slow steps in a window: see [`WorkloadReport::executor_slow_steps`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct SlowStepsReport {
+    pub(crate) over_10ms: u64,
+    pub(crate) over_100ms: u64,
+}
+
+impl SlowStepsReport {
+    /// Counters of one engine, sampled twice.
+    fn between(before: &SlowSteps, after: &SlowSteps) -> SlowStepsReport {
+        SlowStepsReport { over_10ms: after.over_10ms.saturating_sub(before.over_10ms), over_100ms: after.over_100ms.saturating_sub(before.over_100ms) }
     }
 }
 
@@ -222,15 +245,15 @@ pub(crate) fn ms(us: f64) -> f64 {
 
 /// What a measured run saw and what its check found.
 pub(crate) struct Measurement {
-    pub(crate) measured: Measured<Option<LogStats>>,
+    /// Sampled at the window's start and end: the server's counters (when it runs in this
+    /// process), and the most the [`Watchdog`]'s ticks came late since the last sample.
+    pub(crate) measured: Measured<(Option<(LogStats, SlowSteps)>, u64)>,
     /// `ok: ...` or `FAILED: ...`.
     pub(crate) check: String,
     /// The outcomes of the run's operations, warm-up included.
     pub(crate) tally: Arc<Tally>,
     /// This process's peak resident memory after the run, in MiB.
     pub(crate) peak_rss_mib: Option<f64>,
-    /// How late the [`Watchdog`]'s latest tick came, over the warm-up and the window.
-    pub(crate) runtime_late_us_max: u64,
 }
 
 /// Runs the workload's mix with `clients` clients against `target` (loaded), then checks
@@ -254,56 +277,66 @@ pub(crate) async fn measure(target: &Arc<Target>, workload: Workload, sizes: &Si
     };
     let label = format!("{} {}", target.system(), workload.name());
     let watchdog = Watchdog::start();
-    let measured = closed_loop(&label, clients, window.warmup(), window.measure(), || target.log_stats(), operation).await;
-    let runtime_late_us_max = watchdog.stop().await;
+    let sample = || (target.server_stats(), watchdog.take_late_us_max());
+    let measured = closed_loop(&label, clients, window.warmup(), window.measure(), sample, operation).await;
+    watchdog.stop().await?;
     let measured = measured?;
     let after = target.answers(workload, sizes).await?;
     let check = check(workload, sizes, &before, &after, &tally);
     let peak_rss_mib = tokio::task::spawn_blocking(peak_rss_mib).await?;
-    Ok(Measurement { measured, check, tally, peak_rss_mib, runtime_late_us_max })
+    Ok(Measurement { measured, check, tally, peak_rss_mib })
 }
 
 /// How often the [`Watchdog`] ticks.
-const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(5);
+const WATCHDOG_TICK: Duration = Duration::from_millis(5);
 
 /// A task that ticks every [`WATCHDOG_TICK`] on the runtime the clients (and a server in
-/// this process) share, and keeps how late its latest tick came: a stall of the whole
-/// runtime (every worker held by a blocking call, or waiting for a CPU) shows there, where
-/// a long latency of one operation alone does not say whose it was.
+/// this process) share, and keeps the most any tick came late: a stall of the whole runtime
+/// (every worker held by a blocking call, or waiting for a CPU) shows there, where a long
+/// latency of one operation alone does not say whose it was.
 struct Watchdog {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<u64>,
+    stop: Arc<AtomicBool>,
+    late_us_max: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Watchdog {
     fn start() -> Watchdog {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
+        let (stop, late_us_max) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (stopped, late) = (Arc::clone(&stop), Arc::clone(&late_us_max));
         let task = tokio::spawn(async move {
-            let mut late_us_max = 0u64;
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                let start = std::time::Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                let start = Instant::now();
                 tokio::time::sleep(WATCHDOG_TICK).await;
-                let late = start.elapsed().saturating_sub(WATCHDOG_TICK);
-                late_us_max = late_us_max.max(u64::try_from(late.as_micros()).unwrap_or(u64::MAX));
+                let us = start.elapsed().saturating_sub(WATCHDOG_TICK).as_micros();
+                late.fetch_max(u64::try_from(us).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
-            late_us_max
         });
-        Watchdog { stop, task }
+        Watchdog { stop, late_us_max, task }
     }
 
-    /// Stops the ticks; the latest tick's lateness, in microseconds.
-    async fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap_or_default()
+    /// The most a tick came late since the last call, in microseconds.
+    fn take_late_us_max(&self) -> u64 {
+        self.late_us_max.swap(0, Ordering::Relaxed)
+    }
+
+    /// Stops the ticks (within one tick).
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok(self.task.await?)
     }
 }
 
 /// The report of a measured run.
-pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, peak_rss_mib, runtime_late_us_max, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
-    let (records_per_fsync, log_slow_syncs) = match &m.samples {
-        (Some(before), Some(after)) => (Some(records_per_fsync(before, after)), Some(SlowSyncs::between(before, after))),
-        _ => (None, None),
+pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients: usize, Measurement { measured: m, check, peak_rss_mib, .. }: Measurement, fsync_us_p50: f64) -> WorkloadReport {
+    let ((before, _), (after, runtime_late_us_max)) = &m.samples;
+    let (records_per_fsync, log_slow_io, executor_slow_steps) = match (before, after) {
+        (Some((log_before, steps_before)), Some((log_after, steps_after))) => (
+            Some(records_per_fsync(log_before, log_after)),
+            Some(SlowIo::between(log_before, log_after)),
+            Some(SlowStepsReport::between(steps_before, steps_after)),
+        ),
+        _ => (None, None, None),
     };
     WorkloadReport {
         bench: "workload",
@@ -323,8 +356,9 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
             m.by_kind.iter().map(|(kind, h)| (*kind, report(h))).collect()
         }),
         records_per_fsync,
-        log_slow_syncs,
-        runtime_late_ms_max: ms(runtime_late_us_max as f64),
+        log_slow_io,
+        executor_slow_steps,
+        runtime_late_ms_max: ms(*runtime_late_us_max as f64),
         check,
         fsync_us_p50,
         cores: cores(),

@@ -284,11 +284,11 @@ pub struct Health {
     pub trace_files: u64,
     /// Merges of trace files since the server started.
     pub trace_merges: u64,
-    /// Syncs of the shared log since the server started that took 10 ms or more: a disk
-    /// that stalls delays every commit behind it.
-    pub log_syncs_over_10ms: u64,
-    /// The shared log's longest sync since the server started, in microseconds.
-    pub log_sync_us_max: u64,
+    /// Storage calls of the shared log's write path (a group's write or sync, a trim) since
+    /// the server started that took 10 ms or more: every commit behind one waited as long.
+    pub log_io_over_10ms: u64,
+    /// The longest of those calls since the server started, in microseconds.
+    pub log_io_us_max: u64,
 }
 
 /// The answer to a trace query.
@@ -487,8 +487,8 @@ impl Client {
             traced_lsn: reply.traced_lsn,
             trace_files: reply.trace_files,
             trace_merges: reply.trace_merges,
-            log_syncs_over_10ms: reply.log_syncs_over_10ms,
-            log_sync_us_max: reply.log_sync_us_max,
+            log_io_over_10ms: reply.log_io_over_10ms,
+            log_io_us_max: reply.log_io_us_max,
         })
     }
 

@@ -156,8 +156,8 @@ impl Comb for Service {
             traced_lsn: self.tracer.as_ref().map_or(0, |t| t.consumed()),
             trace_files: files as u64,
             trace_merges: merges,
-            log_syncs_over_10ms: log.syncs_over_10ms,
-            log_sync_us_max: log.sync_us_max,
+            log_io_over_10ms: log.io_over_10ms,
+            log_io_us_max: log.io_us_max,
         }))
     }
 }

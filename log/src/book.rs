@@ -38,13 +38,16 @@ pub struct LogStats {
     pub recent_reads: u64,
     /// Range reads that went to storage.
     pub loglet_reads: u64,
-    /// Syncs (a lone group written and synced in one call, or the sync of groups written)
-    /// that took at least 1 ms, at least 10 ms and at least 100 ms: a disk that stalls.
-    pub syncs_over_1ms: u64,
-    pub syncs_over_10ms: u64,
-    pub syncs_over_100ms: u64,
-    /// The longest sync, in microseconds.
-    pub sync_us_max: u64,
+    /// Storage calls of the write path (a group's write, its sync, a lone group's write and
+    /// sync in one call, a trim, a seal) that took 1 ms or more: every append behind one
+    /// waited as long. Includes the writing thread's wait for a CPU after the call returned.
+    pub io_over_1ms: u64,
+    /// Those that took 10 ms or more.
+    pub io_over_10ms: u64,
+    /// Those that took 100 ms or more: a disk that stalls.
+    pub io_over_100ms: u64,
+    /// The longest of them, in microseconds.
+    pub io_us_max: u64,
 }
 
 /// A handle to an open log. Cheap to clone; every clone is the same log.
@@ -287,6 +290,7 @@ impl LogBook {
     /// Counters of the write path since the log was opened.
     pub fn stats(&self) -> LogStats {
         let counters = &self.inner.counters;
+        let [over_1ms, over_10ms, over_100ms] = &counters.slow_io;
         LogStats {
             appends: counters.appends.load(Ordering::Relaxed),
             records: counters.records.load(Ordering::Relaxed),
@@ -294,10 +298,10 @@ impl LogBook {
             group_commits: counters.group_commits.load(Ordering::Relaxed),
             recent_reads: counters.recent_reads.load(Ordering::Relaxed),
             loglet_reads: counters.loglet_reads.load(Ordering::Relaxed),
-            syncs_over_1ms: counters.slow_syncs[0].load(Ordering::Relaxed),
-            syncs_over_10ms: counters.slow_syncs[1].load(Ordering::Relaxed),
-            syncs_over_100ms: counters.slow_syncs[2].load(Ordering::Relaxed),
-            sync_us_max: counters.sync_us_max.load(Ordering::Relaxed),
+            io_over_1ms: over_1ms.load(Ordering::Relaxed),
+            io_over_10ms: over_10ms.load(Ordering::Relaxed),
+            io_over_100ms: over_100ms.load(Ordering::Relaxed),
+            io_us_max: counters.io_us_max.load(Ordering::Relaxed),
         }
     }
 

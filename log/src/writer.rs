@@ -118,31 +118,36 @@ pub(crate) struct Counters {
     pub(crate) group_commits: AtomicU64,
     pub(crate) recent_reads: AtomicU64,
     pub(crate) loglet_reads: AtomicU64,
-    /// Syncs that took at least each of [`SLOW_SYNC_MS`].
-    pub(crate) slow_syncs: [AtomicU64; SLOW_SYNC_MS.len()],
-    pub(crate) sync_us_max: AtomicU64,
+    /// The write path's storage calls that took at least each of [`SLOW_IO_MS`].
+    pub(crate) slow_io: [AtomicU64; SLOW_IO_MS.len()],
+    pub(crate) io_us_max: AtomicU64,
 }
 
-/// The durations (ms) from which a sync of the log counts as slow, in [`LogStats`]: a disk
-/// that stalls shows here before the appenders' latencies say why.
+/// The durations (ms) from which one storage call of the log's write path counts as slow in
+/// [`LogStats`]: a group's write, its sync, a lone group's write and sync in one call, a
+/// trim, a seal. Every append waiting behind such a call waits as long; a disk that stalls
+/// shows here, where the appenders' latencies alone do not say why.
 ///
 /// [`LogStats`]: crate::LogStats
-pub(crate) const SLOW_SYNC_MS: [u64; 3] = [1, 10, 100];
+pub(crate) const SLOW_IO_MS: [u64; 3] = [1, 10, 100];
 
 impl Counters {
-    /// Runs `sync`, one durable write of the log (a group written and synced in one call, or
-    /// the sync of groups written), and counts how long it took.
-    fn timed_sync<T>(&self, sync: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Runs `io`, a storage call of the write path, and counts how long it took.
+    fn timed_io<T>(&self, io: impl FnOnce() -> Result<T>) -> Result<T> {
         let start = Instant::now();
-        let outcome = sync();
-        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.sync_us_max.fetch_max(us, Ordering::Relaxed);
-        for (count, ms) in self.slow_syncs.iter().zip(SLOW_SYNC_MS) {
+        let outcome = io();
+        self.count_io(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        outcome
+    }
+
+    /// Counts a storage call of `us` microseconds.
+    fn count_io(&self, us: u64) {
+        self.io_us_max.fetch_max(us, Ordering::Relaxed);
+        for (count, ms) in self.slow_io.iter().zip(SLOW_IO_MS) {
             if us >= ms * 1_000 {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
-        outcome
     }
 }
 
@@ -300,7 +305,7 @@ impl Syncer {
                     // stopped) too, and a later sync would not tell what the failure left.
                     let outcome = match self.publisher.failed() {
                         Some(cause) => Err(Error::Failed { cause: cause.to_string() }),
-                        None => self.publisher.counters.timed_sync(|| self.loglet.sync()).inspect_err(|err| self.publisher.fail(err)),
+                        None => self.publisher.counters.timed_io(|| self.loglet.sync()).inspect_err(|err| self.publisher.fail(err)),
                     };
                     match outcome {
                         Ok(()) => self.publisher.publish(first, group),
@@ -474,7 +479,7 @@ impl Writer {
         if !self.options.overlap_syncs || (self.in_flight.load(Ordering::Acquire) == 0 && appends <= LONE_GROUP_MAX) {
             return self.write_and_sync(group, held, state);
         }
-        let err = match self.loglet.write(&group.entries).and_then(|first| Self::advance(state, first, group.entries.len())) {
+        let err = match self.publisher.counters.timed_io(|| self.loglet.write(&group.entries)).and_then(|first| Self::advance(state, first, group.entries.len())) {
             Ok(first) => {
                 self.in_flight.fetch_add(1, Ordering::Release);
                 match self.handoffs.send(Handoff::Written { first, group }) {
@@ -509,19 +514,19 @@ impl Writer {
     fn write_and_sync(&self, mut group: Group, held: &mut Option<Command>, state: &mut LogletState) -> usize {
         let first = state.tail + 1;
         let outcome = if group.waiters.len() <= LONE_GROUP_MAX {
-            self.publisher.counters.timed_sync(|| self.loglet.append(&group.entries)).and_then(|at| Self::advance(state, at, group.entries.len()))
+            self.publisher.counters.timed_io(|| self.loglet.append(&group.entries)).and_then(|at| Self::advance(state, at, group.entries.len()))
         } else {
             let mut written = 0;
             loop {
                 let part = &group.entries[written..];
-                if let Err(err) = self.loglet.write(part).and_then(|at| Self::advance(state, at, part.len())) {
+                if let Err(err) = self.publisher.counters.timed_io(|| self.loglet.write(part)).and_then(|at| Self::advance(state, at, part.len())) {
                     break Err(err);
                 }
                 written = group.entries.len();
                 let appends = group.waiters.len();
                 self.gather(&mut group, held);
                 if group.waiters.len() == appends {
-                    break self.publisher.counters.timed_sync(|| self.loglet.sync()).map(|()| first);
+                    break self.publisher.counters.timed_io(|| self.loglet.sync()).map(|()| first);
                 }
             }
         };
@@ -555,7 +560,7 @@ impl Writer {
         if upto <= state.trim_point {
             return Ok(()); // already trimmed that far
         }
-        self.loglet.trim(upto)?;
+        self.publisher.counters.timed_io(|| self.loglet.trim(upto))?;
         state.trim_point = upto;
         self.publisher.published.send_modify(|p| p.trim_point = upto);
         debug!(trim_point = upto, "log trimmed");
@@ -566,7 +571,7 @@ impl Writer {
         if let Some(cause) = self.publisher.failed() {
             return Err(Error::Failed { cause: cause.to_string() });
         }
-        let tail = self.loglet.seal()?;
+        let tail = self.publisher.counters.timed_io(|| self.loglet.seal())?;
         if tail != state.tail {
             return Err(Error::Internal(format!("loglet sealed at {tail}, the writer's tail is {}", state.tail)));
         }
@@ -600,5 +605,24 @@ impl Command {
             Command::Seal { reply } => drop(reply.send(Err(err.clone()))),
             Command::Close { reply } => drop(reply.send(Ok(()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call counts in every bound it reaches, and no other.
+    #[test]
+    fn a_storage_call_counts_in_the_bounds_it_reaches() {
+        let counters = Counters::default();
+        let counts = |c: &Counters| c.slow_io.each_ref().map(|n| n.load(Ordering::Relaxed));
+        for (us, expected) in [(999, [0, 0, 0]), (1_000, [1, 0, 0]), (9_999, [2, 0, 0]), (10_000, [3, 1, 0]), (99_999, [4, 2, 0]), (100_000, [5, 3, 1])] {
+            counters.count_io(us);
+            assert_eq!(counts(&counters), expected, "after a call of {us} us");
+            assert_eq!(counters.io_us_max.load(Ordering::Relaxed), us, "the longest so far");
+        }
+        counters.count_io(5);
+        assert_eq!(counters.io_us_max.load(Ordering::Relaxed), 100_000, "a shorter call leaves the longest");
     }
 }
