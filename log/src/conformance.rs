@@ -783,15 +783,7 @@ pub async fn slow_storage_calls_are_counted(factory: Factory) {
 
     let (lone, group) = lone_then_group(&s, 3, || s.control.hold_syncs()).await;
     assert_eq!(within("the lone append, synced by the writer", lone).await.unwrap(), Ok(3));
-    let control = Arc::clone(&s.control);
-    within("the group's sync", tokio::task::spawn_blocking(move || control.wait_until_syncs_held(1))).await.unwrap();
-    let before = s.log.stats();
-    tokio::time::sleep(HELD).await;
-    s.control.release_syncs();
-    for task in group {
-        within("an append of the group", task).await.unwrap().unwrap();
-    }
-    let after = s.log.stats();
+    let (before, after) = stats_around_a_held_sync(&s, HELD, group).await;
     assert_eq!(after.io_over_100ms - before.io_over_100ms, 1, "the syncer's held sync: {after:?}");
     assert_eq!(after.io_over_10ms - before.io_over_10ms, 1, "{after:?}");
     assert!(after.io_us_max >= HELD.as_micros() as u64, "{after:?}");
@@ -800,17 +792,23 @@ pub async fn slow_storage_calls_are_counted(factory: Factory) {
     let (appends, _) = grow_a_held_group(&s).await;
     s.control.hold_syncs();
     s.control.release();
-    let control = Arc::clone(&s.control);
-    within("the grown group's sync", tokio::task::spawn_blocking(move || control.wait_until_syncs_held(1))).await.unwrap();
-    let before = s.log.stats();
-    tokio::time::sleep(HELD).await;
-    s.control.release_syncs();
-    for task in appends {
-        within("an append of the grown group", task).await.unwrap().unwrap();
-    }
-    let after = s.log.stats();
+    let (before, after) = stats_around_a_held_sync(&s, HELD, appends).await;
     assert_eq!(after.io_over_100ms - before.io_over_100ms, 1, "the writer's held sync of a grown group: {after:?}");
     assert!(after.io_us_max >= HELD.as_micros() as u64, "{after:?}");
+}
+
+/// Once a sync is held, holds it `hold` longer, lets it go and waits for `appends` (behind
+/// it): the log's stats before the wait and after the appends are answered.
+async fn stats_around_a_held_sync(s: &Subject, hold: Duration, appends: Vec<tokio::task::JoinHandle<crate::Result<Lsn>>>) -> (crate::LogStats, crate::LogStats) {
+    let control = Arc::clone(&s.control);
+    within("the held sync", tokio::task::spawn_blocking(move || control.wait_until_syncs_held(1))).await.unwrap();
+    let before = s.log.stats();
+    tokio::time::sleep(hold).await;
+    s.control.release_syncs();
+    for task in appends {
+        within("an append behind the held sync", task).await.unwrap().unwrap();
+    }
+    (before, s.log.stats())
 }
 
 /// Without the syncer, a failed sync of a grown group refuses every append of it, the ones
