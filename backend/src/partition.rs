@@ -561,8 +561,10 @@ pub(crate) struct StepTimes {
 }
 
 impl StepTimes {
-    /// Runs `step` and counts how long it took.
-    fn timed<T>(&self, step: impl FnOnce() -> T) -> T {
+    /// Runs `step`, a step of `kind` on `partition`'s executor, and counts how long it took.
+    /// A step past the last bound is also logged with its kind: at most ten a second per
+    /// partition, by its own length.
+    fn timed<T>(&self, partition: u16, kind: StepKind, step: impl FnOnce() -> T) -> T {
         let start = Instant::now();
         let outcome = step();
         let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -572,11 +574,43 @@ impl StepTimes {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
+        if us >= SLOW_STEP_MS[SLOW_STEP_MS.len() - 1] * 1_000 {
+            tracing::warn!(partition, ms = us / 1_000, step = kind.name(), "an executor step held its partition's queue");
+        }
         outcome
     }
 
     pub(crate) fn slow_steps(&self) -> SlowSteps {
-        SlowSteps { over_10ms: self.slow[0].load(Ordering::Relaxed), over_100ms: self.slow[1].load(Ordering::Relaxed), us_max: self.us_max.load(Ordering::Relaxed) }
+        let [over_10ms, over_100ms] = &self.slow;
+        SlowSteps { over_10ms: over_10ms.load(Ordering::Relaxed), over_100ms: over_100ms.load(Ordering::Relaxed), us_max: self.us_max.load(Ordering::Relaxed) }
+    }
+}
+
+/// What an executor's step was, as a slow step's warning names it.
+#[derive(Debug, Clone, Copy)]
+enum StepKind {
+    Invocation,
+    Command(&'static str),
+    Idle,
+}
+
+impl StepKind {
+    fn of(command: &Command) -> StepKind {
+        StepKind::Command(match command {
+            Command::Invoke(_) => "an invocation queued",
+            Command::Durable { .. } => "a durability report (its drain and write-back)",
+            Command::Lend { .. } => "a barrier (multi-partition transactions)",
+            Command::Checkpoint { .. } => "a checkpoint",
+            Command::Stop => "a stop",
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StepKind::Invocation => "an invocation",
+            StepKind::Command(name) => name,
+            StepKind::Idle => "an idle moment's write-back and traces",
+        }
     }
 }
 
@@ -854,7 +888,7 @@ impl Executor {
         let mut ready: VecDeque<Job> = VecDeque::new();
         let mut stopping = false;
         let shared = Arc::clone(&self.shared);
-        let steps = &shared.steps;
+        let (steps, id) = (&shared.steps, self.state.id);
         loop {
             self.answer_checkpoints();
             let mut disconnected = false;
@@ -862,7 +896,7 @@ impl Executor {
                 match self.commands.try_recv() {
                     Ok(command) => {
                         let barrier = matches!(command, Command::Lend { .. });
-                        steps.timed(|| self.accept(command, &mut ready, &mut stopping));
+                        steps.timed(id, StepKind::of(&command), || self.accept(command, &mut ready, &mut stopping));
                         // At least one invocation runs between two barriers: the coordinator's
                         // next request may already be waiting, and taking it at once, time
                         // after time, would starve the queue.
@@ -879,7 +913,7 @@ impl Executor {
             }
             if let Some(job) = ready.pop_front() {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
-                steps.timed(|| {
+                steps.timed(id, StepKind::Invocation, || {
                     self.invoke(job);
                     // A checkpoint waits: a chunk per invocation, so that a partition busy
                     // with work that commits nothing (reads: no drains, no idle moment)
@@ -891,7 +925,7 @@ impl Executor {
                 continue;
             }
             // Idle: nothing queued.
-            steps.timed(|| {
+            steps.timed(id, StepKind::Idle, || {
                 self.state.write_back(false);
                 self.answer_checkpoints();
                 self.traces.flush(&self.shared.log);
@@ -904,7 +938,7 @@ impl Executor {
                 Some(wait) => self.commands.recv_timeout(wait),
             };
             match next {
-                Ok(command) => steps.timed(|| self.accept(command, &mut ready, &mut stopping)),
+                Ok(command) => steps.timed(id, StepKind::of(&command), || self.accept(command, &mut ready, &mut stopping)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
