@@ -151,8 +151,9 @@ fn functions_commit_through_the_log_and_see_earlier_writes() {
     });
 }
 
-/// An invocation that holds its executor 110 ms is counted as a slow step past both bounds
-/// (and logged), and the quick ones before it are not all counted (they take microseconds).
+/// An invocation that holds its executor (while a call queued behind it stays unanswered
+/// for 110 ms) is counted as a slow step past both bounds (and logged), and the quick ones
+/// before it are not all counted (they take microseconds).
 #[test]
 fn a_step_that_holds_its_executor_is_counted_slow() {
     const HOLD: std::time::Duration = std::time::Duration::from_millis(110);
@@ -160,9 +161,14 @@ fn a_step_that_holds_its_executor_is_counted_slow() {
     runtime().block_on(async {
         let runs = Arc::new(AtomicUsize::new(0));
         let engine = open(dir.path(), 2, &runs).await;
+        // The function holds its executor until the test lets it go, and says it started.
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, released) = (std::sync::Mutex::new(started), std::sync::Mutex::new(released));
         engine
-            .register(Function::new("hold").partition_by("id").run(|_tx, _input| {
-                std::thread::sleep(HOLD);
+            .register(Function::new("hold").partition_by("id").run(move |_tx, _input| {
+                started.lock().unwrap().send(()).unwrap();
+                released.lock().unwrap().recv().unwrap();
                 Ok(json!(null))
             }))
             .unwrap();
@@ -171,10 +177,20 @@ fn a_step_that_holds_its_executor_is_counted_slow() {
         }
         let before = engine.slow_steps();
         assert!(before.over_10ms < 20, "20 deposits are not 20 slow steps: {before:?}");
-        engine.invoke(Invocation::new("hold", json!({ "id": 1 }))).await.unwrap();
-        // Answered from inside its step, which is counted once it ends: the next invocation
-        // on the same partition runs after that.
-        balance(&engine, 1).await;
+        let held = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.invoke(Invocation::new("hold", json!({ "id": 1 }))).await }
+        });
+        tokio::task::spawn_blocking(move || has_started.recv()).await.unwrap().unwrap();
+        // The queue waits behind the held step: a read of the same partition stays
+        // unanswered for as long as it is held.
+        let mut behind = Box::pin(balance(&engine, 1));
+        assert!(tokio::time::timeout(HOLD, &mut behind).await.is_err(), "a call queued behind the held step is not answered");
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        // Answered from inside its step, which is counted once it ends: the read queued
+        // behind it on the same partition runs after that.
+        behind.await;
         let after = engine.slow_steps();
         assert!(after.over_10ms > before.over_10ms, "the held invocation is a slow step: {after:?}");
         assert!(after.over_100ms > before.over_100ms, "past the second bound too: {after:?}");

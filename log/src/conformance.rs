@@ -763,17 +763,17 @@ pub async fn appends_arriving_during_a_write_share_its_sync(factory: Factory) {
 /// A storage call of the write path held long is counted as slow, once, whichever thread
 /// made it: the writer's write and sync of a lone append (held 15 ms), the syncer's sync of
 /// a group written (held 120 ms), and, without the syncer, the writer's sync of a grown
-/// group (held 120 ms). The holds only make the calls slow; every wait is on an event, and
-/// each count is taken while the held call is the only one in flight.
+/// group (held 120 ms). Each hold is a check that nothing behind the held call is answered
+/// meanwhile, and each count is taken while the held call is the only one in flight.
 pub async fn slow_storage_calls_are_counted(factory: Factory) {
     const LONE: Duration = Duration::from_millis(15);
     const HELD: Duration = Duration::from_millis(120);
     let s = open(factory, LogOptions { overlap_syncs: true, ..LogOptions::default() }).await;
     assert_eq!(s.log.append(&[1], "durable").await, Ok(1));
 
-    let (lone, _) = hold_lone_then_queue(&s, 0).await;
+    let (mut lone, _) = hold_lone_then_queue(&s, 0).await;
     let before = s.log.stats();
-    tokio::time::sleep(LONE).await;
+    assert!(tokio::time::timeout(LONE, &mut lone).await.is_err(), "the held append is not answered");
     s.control.release();
     assert_eq!(within("the lone append", lone).await.unwrap(), Ok(2));
     let after = s.log.stats();
@@ -797,13 +797,16 @@ pub async fn slow_storage_calls_are_counted(factory: Factory) {
     assert!(after.io_us_max >= HELD.as_micros() as u64, "{after:?}");
 }
 
-/// Once a sync is held, holds it `hold` longer, lets it go and waits for `appends` (behind
-/// it): the log's stats before the wait and after the appends are answered.
-async fn stats_around_a_held_sync(s: &Subject, hold: Duration, appends: Vec<tokio::task::JoinHandle<crate::Result<Lsn>>>) -> (crate::LogStats, crate::LogStats) {
+/// Once a sync is held, checks for `hold` that the first of `appends` (behind it) is not
+/// answered, lets the sync go and waits for them all: the log's stats before the hold and
+/// after the appends are answered.
+async fn stats_around_a_held_sync(s: &Subject, hold: Duration, mut appends: Vec<tokio::task::JoinHandle<crate::Result<Lsn>>>) -> (crate::LogStats, crate::LogStats) {
     let control = Arc::clone(&s.control);
     within("the held sync", tokio::task::spawn_blocking(move || control.wait_until_syncs_held(1))).await.unwrap();
     let before = s.log.stats();
-    tokio::time::sleep(hold).await;
+    if let Some(first) = appends.first_mut() {
+        assert!(tokio::time::timeout(hold, first).await.is_err(), "no append behind the held sync is answered");
+    }
     s.control.release_syncs();
     for task in appends {
         within("an append behind the held sync", task).await.unwrap().unwrap();
