@@ -18,6 +18,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use comb_log::Entry;
 use comb_planner::Value;
 
+use crate::engine::Answer;
 use crate::error::{Error, Result};
 use crate::executor::{Scope, WriteSet};
 use crate::keycodec::partition_of;
@@ -132,11 +133,11 @@ impl Coordinator {
                 Ok(output)
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {
-                return self.commit(job.reply, output, writes, payload, tags, states);
+                return self.commit(job.reply, job.answer, output, writes, payload, tags, states);
             }
         };
         let waiting: Vec<usize> = (0..states.len()).filter(|i| states[*i].has_pending()).collect();
-        if waiting.is_empty() {
+        if waiting.is_empty() || job.answer == Answer::Logged {
             let _ = job.reply.send(answer);
         } else {
             let shared = SharedRelease::new(waiting.len(), job.reply, answer);
@@ -149,32 +150,45 @@ impl Coordinator {
     /// Appends a multi-partition commit and stages its writes in each partition's overlay.
     // The states travel boxed through the executors' channels, so they are lent as boxes.
     #[allow(clippy::vec_box)]
-    fn commit(&mut self, reply: Reply, output: Output, writes: WriteSet, payload: Vec<u8>, tags: Vec<u64>, states: &mut [Box<PartitionState>]) {
+    #[allow(clippy::too_many_arguments)]
+    fn commit(&mut self, reply: Reply, answer: Answer, output: Output, writes: WriteSet, payload: Vec<u8>, tags: Vec<u64>, states: &mut [Box<PartitionState>]) {
         let split = split_by_partition(writes);
         // The seqs the writes get when staged below: the log may report the record
         // durable before they are staged, but the executors read that report only
         // once they have their states back.
         let durable: Vec<(Sender<Command>, u64)> = split.keys().map(|p| (self.partitions[usize::from(*p)].clone(), states[usize::from(*p)].next_seq())).collect();
-        // The reply goes with the record's outcome, or with its refusal.
+        // The reply goes with the record's outcome, or with its refusal; asked for the
+        // logged answer, once the writes are staged.
         let reply = Arc::new(Mutex::new(Some(reply)));
-        let answer = Arc::clone(&reply);
+        let take = |reply: &Mutex<Option<Reply>>| reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let (on_record, logged) = match answer {
+            Answer::Durable => (Some((Arc::clone(&reply), output)), None),
+            Answer::Logged => (None, Some(output)),
+        };
         let on_durable = move |result: comb_log::Result<comb_log::Lsn>| {
             for (sender, seq) in durable {
                 let _ = sender.send(Command::Durable { seq, result: result.clone() });
             }
-            if let Some(reply) = answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            if let Some((reply, output)) = on_record
+                && let Some(reply) = take(&reply)
+            {
                 let _ = reply.send(result.map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
             }
         };
         match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
             Err(err) => {
-                if let Some(reply) = reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                if let Some(reply) = take(&reply) {
                     let _ = reply.send(Err(Error::Log(err)));
                 }
             }
             Ok(()) => {
                 for (p, writes) in split {
                     states[usize::from(p)].stage(writes, None);
+                }
+                if let Some(output) = logged
+                    && let Some(reply) = take(&reply)
+                {
+                    let _ = reply.send(Ok(output));
                 }
             }
         }

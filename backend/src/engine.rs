@@ -118,6 +118,22 @@ impl EngineOptions {
     }
 }
 
+/// When an invocation's caller gets its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Answer {
+    /// Once its commit is durable; when it wrote nothing (or failed), once every commit it
+    /// could have seen is durable. What may be told to anyone.
+    #[default]
+    Durable,
+    /// As soon as it has run and its commit is queued in the log, before it is durable: for
+    /// a caller that only hands the output to later work whose own commit comes after it in
+    /// the log (a workflow's next step). The log makes its records durable in order, so
+    /// such a later commit, once durable, carries this one with it, and a crash that loses
+    /// this commit loses every commit after it too. The output's `lsn` is then `None`. The
+    /// caller must tell no one of the output before a later commit of its own is durable.
+    Logged,
+}
+
 /// One call of a function.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invocation {
@@ -130,12 +146,14 @@ pub struct Invocation {
     /// Record the output with the effects; an invocation with the same id then returns it
     /// and runs nothing.
     pub record: bool,
+    /// When the caller is answered.
+    pub answer: Answer,
 }
 
 impl Invocation {
     /// An invocation without identity or recording.
     pub fn new(function: impl Into<String>, input: serde_json::Value) -> Invocation {
-        Invocation { function: function.into(), input, id: None, record: false }
+        Invocation { function: function.into(), input, id: None, record: false, answer: Answer::Durable }
     }
 
     /// Gives the invocation an identity.
@@ -147,6 +165,13 @@ impl Invocation {
     /// Asks for the output to be recorded (needs an id).
     pub fn record(mut self) -> Invocation {
         self.record = true;
+        self
+    }
+
+    /// Asks for the answer once the commit is queued in the log, not durable
+    /// ([`Answer::Logged`]).
+    pub fn answer_logged(mut self) -> Invocation {
+        self.answer = Answer::Logged;
         self
     }
 }
@@ -182,11 +207,13 @@ pub struct Transaction {
     /// Computes each later function's input from the outputs before it; an error aborts
     /// the transaction.
     pub next_input: Arc<NextInputFn>,
+    /// When the caller is answered.
+    pub answer: Answer,
 }
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transaction").field("steps", &self.steps).field("input", &self.input).finish_non_exhaustive()
+        f.debug_struct("Transaction").field("steps", &self.steps).field("input", &self.input).field("answer", &self.answer).finish_non_exhaustive()
     }
 }
 
@@ -471,7 +498,8 @@ impl Engine {
     }
 
     /// Runs a function as one transaction. Resolves once its commit is durable (or, when it
-    /// wrote nothing, once everything it could have read is durable).
+    /// wrote nothing, once everything it could have read is durable), or sooner as
+    /// `invocation.answer` asks.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Output> {
         let registry = self.registry();
         let function = registry.function(&invocation.function)?;
@@ -479,7 +507,7 @@ impl Engine {
         let member = Member { function: Arc::clone(function), id: invocation.id, record: invocation.record };
         let partition = if function.single_partition { Some(partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions)) } else { None };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members: vec![member], input: invocation.input, next_input: None, record_partition: None, lookup_only: false, reply };
+        let job = Job { members: vec![member], input: invocation.input, next_input: None, record_partition: None, lookup_only: false, answer: invocation.answer, reply };
         self.submit(job, partition)?;
         answer.await.map_err(|_| Error::Closed)?
     }
@@ -510,7 +538,7 @@ impl Engine {
             // A later function's key may fall elsewhere; then it runs again, multi-partition.
             let (reply, answer) = tokio::sync::oneshot::channel();
             let next_input = Some(Arc::clone(&transaction.next_input));
-            let job = Job { members: members()?, input: transaction.input.clone(), next_input, record_partition: home, lookup_only: false, reply };
+            let job = Job { members: members()?, input: transaction.input.clone(), next_input, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
             self.submit(job, home)?;
             match answer.await.map_err(|_| Error::Closed)? {
                 Err(Error::WrongPartition { .. }) => {}
@@ -518,7 +546,7 @@ impl Engine {
             }
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), record_partition: home, lookup_only: false, reply };
+        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), record_partition: home, lookup_only: false, answer: transaction.answer, reply };
         self.submit(job, None)?;
         answer.await.map_err(|_| Error::Closed)?
     }
@@ -538,7 +566,7 @@ impl Engine {
                 .map(|s| Ok(Member { function: Arc::clone(registry.function(&s.function)?), id: s.id.clone(), record: s.record }))
                 .collect::<Result<Vec<_>>>()?;
             let (reply, answer) = tokio::sync::oneshot::channel();
-            self.submit(Job { members, input: serde_json::Value::Null, next_input: None, record_partition: None, lookup_only: true, reply }, Some(partition))?;
+            self.submit(Job { members, input: serde_json::Value::Null, next_input: None, record_partition: None, lookup_only: true, answer: Answer::Durable, reply }, Some(partition))?;
             answers.push(answer);
         }
         let mut found = None;

@@ -19,7 +19,10 @@
 //! Invariants: replies are released in commit order, each only once its record (hence every
 //! record before it) is durable; a read-only transaction is released once every commit it
 //! could have seen is durable; nothing of a failed transaction is staged or appended; after a
-//! failed append the partition refuses all work (fail-stop) until the engine is reopened.
+//! failed append the partition refuses all work (fail-stop) until the engine is reopened. A
+//! caller that asked for the logged answer ([`Answer::Logged`]: a workflow's step) is answered
+//! once its commit is staged, or at once when it wrote nothing: it hands the output only to
+//! work whose own commit comes later in the log, and is durable with it.
 
 use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -32,6 +35,7 @@ use comb_log::{Entry, LogBook, Lsn};
 use tokio::sync::oneshot;
 
 use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, WriteRecord, encode_commit, partition_tag};
+use crate::engine::Answer;
 use crate::error::{Error, Result};
 use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet, first_in_order};
 use crate::function::Registered;
@@ -308,6 +312,15 @@ impl PartitionState {
         seq
     }
 
+    /// Answers a transaction that committed nothing (or failed): at once when its caller
+    /// asked for the logged answer, else once every commit it could have seen is durable.
+    pub(crate) fn answer_read(&mut self, reply: Reply, answer: Answer, result: Result<Output>) {
+        match answer {
+            Answer::Logged => drop(reply.send(result)),
+            Answer::Durable => self.release_after_pending(Waiter::Read(reply, result)),
+        }
+    }
+
     /// Releases a read once every commit it could have seen is durable.
     pub(crate) fn release_after_pending(&mut self, waiter: Waiter) {
         match self.pending.back_mut() {
@@ -515,6 +528,8 @@ pub(crate) struct Job {
     /// Only the recorded-output lookup: when the members' outputs are not recorded here,
     /// nothing runs, and the output is `null`, not replayed.
     pub(crate) lookup_only: bool,
+    /// When the caller is answered.
+    pub(crate) answer: Answer,
     pub(crate) reply: Reply,
 }
 
@@ -1051,11 +1066,11 @@ impl Executor {
                 if let Some(trace) = job.failure_trace(progress, Some(id), &err) {
                     self.traces.push(trace);
                 }
-                self.state.release_after_pending(Waiter::Read(job.reply, Err(err)));
+                self.state.answer_read(job.reply, job.answer, Err(err));
             }
             Ok(Ran::Read { output, traces }) => {
                 traces.into_iter().for_each(|t| self.traces.push(t));
-                self.state.release_after_pending(Waiter::Read(job.reply, Ok(output)));
+                self.state.answer_read(job.reply, job.answer, Ok(output));
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {
                 // The log hears of the record now and may report it durable before it is
@@ -1069,8 +1084,16 @@ impl Executor {
                     }
                     Ok(()) => {
                         let staged = writes.entries.into_iter().map(|(k, w)| (k, w.after)).collect();
-                        let staged_seq = self.state.stage(staged, Some(Waiter::Commit(job.reply, output)));
+                        let (waiter, now) = match job.answer {
+                            Answer::Durable => (Some(Waiter::Commit(job.reply, output)), None),
+                            Answer::Logged => (None, Some((job.reply, output))),
+                        };
+                        let staged_seq = self.state.stage(staged, waiter);
                         debug_assert_eq!(staged_seq, seq, "the seq told to the log is the one staged");
+                        // Answered once staged: the caller's next work here sees the writes.
+                        if let Some((reply, output)) = now {
+                            let _ = reply.send(Ok(output));
+                        }
                     }
                 }
             }

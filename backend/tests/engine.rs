@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use comb_backend::{CATALOG_TAG, Engine, EngineOptions, Error, Function, Invocation, LogRecord, TRACE_TAG, Txn, decode_payload, partition_tag};
 use comb_log::ANY_TAG;
@@ -416,6 +417,7 @@ fn an_untraced_functions_commits_carry_its_writes_but_not_its_invocation() {
             steps: vec![step("deposit"), step("bookkeeping")],
             input: json!({ "id": 1, "amount": 5 }),
             next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!({ "id": 2 }))),
+            answer: comb_backend::Answer::Durable,
         };
         let out = engine.invoke_transaction(transaction).await.unwrap();
         let commit = commit_at(out.lsn).await;
@@ -488,7 +490,7 @@ fn a_panic_building_a_later_input_fails_its_transaction_only() {
         let step = |function: &str| comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false };
         // Both single-partition: an executor builds the input. `total` first: the coordinator.
         for first in ["deposit", "total"] {
-            let transaction = comb_backend::Transaction { steps: vec![step(first), step("deposit")], input: json!({ "id": 1, "amount": 5 }), next_input: Arc::clone(&panics) };
+            let transaction = comb_backend::Transaction { steps: vec![step(first), step("deposit")], input: json!({ "id": 1, "amount": 5 }), next_input: Arc::clone(&panics), answer: comb_backend::Answer::Durable };
             match engine.invoke_transaction(transaction).await {
                 Err(Error::Panicked { function, message }) => {
                     assert_eq!(function, "deposit");
@@ -739,6 +741,72 @@ fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
         assert_eq!(balance(&engine, 1).await, json!(10), "only the acknowledged deposit");
         assert_eq!(balance(&engine, 2).await, json!(null));
         engine.invoke(Invocation::new("deposit", json!({ "id": 2, "amount": 1 }))).await.unwrap();
+        engine.close().await.unwrap();
+    });
+}
+
+/// A caller that asks for the logged answer (a workflow's step, whose output only feeds the
+/// steps after it) gets it while the commit is still on its way to the disk, on a partition
+/// and across partitions; a caller that waits for durability is answered only after. And
+/// when a logged commit never reaches the disk, no commit after it is acknowledged: the log
+/// is durable in order, which is what makes the early answer safe.
+#[test]
+fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_one_is_acknowledged() {
+    use comb_backend::{Answer, Transaction, TransactionStep};
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let faulty = controlled_log(dir.path());
+    // Long enough for an answer that needs no disk; what must not come in time waits less.
+    let (answered_within, not_before) = (Duration::from_secs(20), Duration::from_millis(200));
+    runtime().block_on(async {
+        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+        let engine = Engine::open_with_log(log, dir.path().join("state"), options(2)).await.unwrap();
+        engine.execute_ddl(DDL).await.unwrap();
+        register(&engine, &runs);
+        for account in [1, 2] {
+            engine.invoke(Invocation::new("deposit", json!({ "id": account, "amount": 10 }))).await.unwrap();
+        }
+        let durable_deposit = |account: i64, amount: i64| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.invoke(Invocation::new("deposit", json!({ "id": account, "amount": amount }))).await })
+        };
+
+        // The log holds every write: nothing becomes durable.
+        faulty.hold();
+        let deposit = engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 })).answer_logged());
+        let deposited = tokio::time::timeout(answered_within, deposit).await.expect("a logged answer waited for the disk").unwrap();
+        assert_eq!((deposited.value, deposited.lsn), (json!({ "balance": 15 }), None));
+        // No partition key: the coordinator runs it, over both partitions.
+        let step = TransactionStep { function: "transfer".to_owned(), id: None, record: false };
+        let transfer = Transaction { steps: vec![step], input: json!({ "from": 1, "to": 2, "amount": 3 }), next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!(null))), answer: Answer::Logged };
+        let moved = tokio::time::timeout(answered_within, engine.invoke_transaction(transfer)).await.expect("a logged multi-partition answer waited for the disk").unwrap();
+        assert_eq!((moved.value, moved.lsn), (json!("ok"), None));
+        let mut durable = durable_deposit(2, 1);
+        assert!(tokio::time::timeout(not_before, &mut durable).await.is_err(), "a durable answer came while the log held every write");
+        faulty.release();
+        let durable = durable.await.unwrap().unwrap();
+        assert_eq!(durable.value, json!({ "balance": 14 }), "it saw the logged transfer");
+        assert!(durable.lsn.is_some_and(|lsn| engine.log().tail() >= lsn));
+        assert_eq!(commits_after(&engine, 0).await, 6, "the DDL, four deposits and the transfer");
+
+        // A logged commit the disk refuses: the durable commit behind it is refused too.
+        faulty.hold();
+        let lost = engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 100 })).answer_logged());
+        assert_eq!(tokio::time::timeout(answered_within, lost).await.expect("a logged answer waited for the disk").unwrap().value, json!({ "balance": 112 }));
+        let behind = durable_deposit(1, 1000);
+        let held = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
+        faulty.fail_next_append();
+        faulty.release();
+        assert!(behind.await.unwrap().is_err(), "a commit behind a lost one was acknowledged");
+        let _ = engine.close().await;
+    });
+    comb_log::Loglet::close(&*faulty).unwrap();
+    drop(faulty);
+
+    runtime().block_on(async {
+        let engine = open(dir.path(), 2, &runs).await;
+        assert_eq!((balance(&engine, 1).await, balance(&engine, 2).await), (json!(12), json!(14)), "neither the lost commit nor the one behind it");
         engine.close().await.unwrap();
     });
 }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comb_backend::{Engine, Function, Invocation, NextInput, SqlFunction, Transaction, TransactionStep};
+use comb_backend::{Answer, Engine, Function, Invocation, NextInput, SqlFunction, Transaction, TransactionStep};
 use comb_planner::{WorkflowPlan, WorkflowSpec};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -524,7 +524,8 @@ impl Scheduler {
                 Ok(serde_json::to_value(ended)?)
             }
         };
-        let transaction = Transaction { steps, input: first, next_input: Arc::new(next_input) };
+        // Answered once durable: the caller's answer is the run's end.
+        let transaction = Transaction { steps, input: first, next_input: Arc::new(next_input), answer: Answer::Durable };
         match self.engine.invoke_transaction(transaction).await {
             Ok(output) => match output.value {
                 Value::Array(mut values) => decode(values.pop().unwrap_or_default(), "an ended workflow row"),
@@ -661,6 +662,7 @@ impl Scheduler {
                             .collect(),
                         input: first.clone(),
                         next_input: unit_inputs(&plan, &steps, &input, &outputs),
+                        answer: Answer::Durable,
                     };
                     scheduler.engine.invoke_transaction(transaction).await
                 };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use comb_backend::{EngineOptions, Function, Invocation, InvocationId, NextInput, NextInputFn, TRACE_TAG, Transaction, TransactionStep};
+use comb_backend::{Answer, EngineOptions, Function, Invocation, InvocationId, NextInput, NextInputFn, TRACE_TAG, Transaction, TransactionStep};
 use comb_client::{Client, Code, ListFilter, RunStatus, SqlFunction, SqlStatement};
 use comb_frontend::{CHECKPOINT_INTERVAL_MAX, Listening, Server, ServerOptions};
 use futures::StreamExt;
@@ -858,7 +858,7 @@ async fn resumed_after_its_write(grouped: bool) {
     if grouped {
         let step = |function: &str| TransactionStep { function: function.to_owned(), id: Some(InvocationId { workflow: id.clone(), step: function.to_owned() }), record: true };
         let next: Arc<NextInputFn> = Arc::new(|next: &NextInput<'_>| Ok(json!({ "id": next.outputs[0]["id"], "body": "picked" })));
-        let transaction = Transaction { steps: vec![step("add"), step("note")], input: json!({ "id": first }), next_input: next };
+        let transaction = Transaction { steps: vec![step("add"), step("note")], input: json!({ "id": first }), next_input: next, answer: Answer::Durable };
         engine.invoke_transaction(transaction).await.unwrap();
     } else {
         let added = engine.invoke(Invocation::new("add", json!({ "id": first })).id(id.clone(), "add").record()).await.unwrap();
