@@ -649,7 +649,7 @@ impl Scheduler {
             loop {
                 let result = if steps.len() == 1 {
                     let step = &steps[0];
-                    let mut invocation = Invocation::new(function_of(&plan, step), first.clone()).id(id.clone(), step.clone());
+                    let mut invocation = Invocation::new(function_of(&plan, step), first.clone()).id(id.clone(), step.clone()).answer_logged();
                     if plan.is_recorded(step) {
                         invocation = invocation.record();
                     }
@@ -662,7 +662,7 @@ impl Scheduler {
                             .collect(),
                         input: first.clone(),
                         next_input: unit_inputs(&plan, &steps, &input, &outputs),
-                        answer: Answer::Durable,
+                        answer: Answer::Logged,
                     };
                     scheduler.engine.invoke_transaction(transaction).await
                 };
