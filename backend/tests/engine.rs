@@ -747,9 +747,10 @@ fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
 
 /// A caller that asks for the logged answer (a workflow's step, whose output only feeds the
 /// steps after it) gets it while the commit is still on its way to the disk, on a partition
-/// and across partitions; a caller that waits for durability is answered only after. And
-/// when a logged commit never reaches the disk, no commit after it is acknowledged: the log
-/// is durable in order, which is what makes the early answer safe.
+/// and across partitions, reads and commits alike, and later work sees its writes; a caller
+/// that waits for durability (a commit, or a read of those writes) is answered only after.
+/// And when a logged commit never reaches the disk, no later commit is acknowledged, on any
+/// partition: the log is durable in order, which is what makes the early answer safe.
 #[test]
 fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_one_is_acknowledged() {
     use comb_backend::{Answer, Transaction, TransactionStep};
@@ -773,29 +774,47 @@ fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_o
 
         // The log holds every write: nothing becomes durable.
         faulty.hold();
-        let deposit = engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 })).answer_logged());
-        let deposited = tokio::time::timeout(answered_within, deposit).await.expect("a logged answer waited for the disk").unwrap();
+        let logged = |invocation: Invocation| tokio::time::timeout(answered_within, engine.invoke(invocation.answer_logged()));
+        let deposited = logged(Invocation::new("deposit", json!({ "id": 1, "amount": 5 }))).await.expect("a logged answer waited for the disk").unwrap();
         assert_eq!((deposited.value, deposited.lsn), (json!({ "balance": 15 }), None));
-        // No partition key: the coordinator runs it, over both partitions.
+        // No partition key: the coordinator runs it, over both partitions. It can take 13
+        // only from the deposit not yet durable.
         let step = TransactionStep { function: "transfer".to_owned(), id: None, record: false };
-        let transfer = Transaction { steps: vec![step], input: json!({ "from": 1, "to": 2, "amount": 3 }), next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!(null))), answer: Answer::Logged };
+        let transfer = Transaction { steps: vec![step], input: json!({ "from": 1, "to": 2, "amount": 13 }), next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!(null))), answer: Answer::Logged };
         let moved = tokio::time::timeout(answered_within, engine.invoke_transaction(transfer)).await.expect("a logged multi-partition answer waited for the disk").unwrap();
         assert_eq!((moved.value, moved.lsn), (json!("ok"), None));
+        // Reads asked for the logged answer come at once, on a partition and over both.
+        assert_eq!(logged(Invocation::new("balance", json!({ "id": 1 }))).await.expect("a logged read waited for the disk").unwrap().value, json!(2));
+        assert_eq!(logged(Invocation::new("total", json!({}))).await.expect("a logged read waited for the disk").unwrap().value, json!({ "sum": 25, "count": 2 }));
+        // Durable answers wait: a commit, and a read of writes not yet durable.
         let mut durable = durable_deposit(2, 1);
+        let mut read = {
+            let engine = engine.clone();
+            tokio::spawn(async move { balance(&engine, 1).await })
+        };
         assert!(tokio::time::timeout(not_before, &mut durable).await.is_err(), "a durable answer came while the log held every write");
+        assert!(tokio::time::timeout(not_before, &mut read).await.is_err(), "a read of writes not yet durable was answered");
         faulty.release();
         let durable = durable.await.unwrap().unwrap();
-        assert_eq!(durable.value, json!({ "balance": 14 }), "it saw the logged transfer");
+        assert_eq!(durable.value, json!({ "balance": 24 }), "it saw the logged transfer");
         assert!(durable.lsn.is_some_and(|lsn| engine.log().tail() >= lsn));
+        assert_eq!(read.await.unwrap(), json!(2));
         assert_eq!(commits_after(&engine, 0).await, 6, "the DDL, four deposits and the transfer");
 
-        // A logged commit the disk refuses: the durable commit behind it is refused too.
+        // A logged commit the disk refuses: a durable commit appended after it, on the other
+        // partition, is refused too (the log refuses every write after a failed one).
         faulty.hold();
-        let lost = engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 100 })).answer_logged());
-        assert_eq!(tokio::time::timeout(answered_within, lost).await.expect("a logged answer waited for the disk").unwrap().value, json!({ "balance": 112 }));
-        let behind = durable_deposit(1, 1000);
+        let lost = logged(Invocation::new("deposit", json!({ "id": 1, "amount": 100 })));
+        assert_eq!(lost.await.expect("a logged answer waited for the disk").unwrap().value, json!({ "balance": 102 }));
         let held = Arc::clone(&faulty);
         tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
+        let elsewhere = (3..).find(|a| engine.partition_of(&comb_backend::Value::Int(*a)) != engine.partition_of(&comb_backend::Value::Int(1))).unwrap();
+        let ran = runs.load(Ordering::SeqCst);
+        let behind = durable_deposit(elsewhere, 1000);
+        // Its body has run: it is appended behind the held write, or about to be.
+        while runs.load(Ordering::SeqCst) == ran {
+            tokio::task::yield_now().await;
+        }
         faulty.fail_next_append();
         faulty.release();
         assert!(behind.await.unwrap().is_err(), "a commit behind a lost one was acknowledged");
@@ -806,7 +825,7 @@ fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_o
 
     runtime().block_on(async {
         let engine = open(dir.path(), 2, &runs).await;
-        assert_eq!((balance(&engine, 1).await, balance(&engine, 2).await), (json!(12), json!(14)), "neither the lost commit nor the one behind it");
+        assert_eq!((balance(&engine, 1).await, balance(&engine, 2).await), (json!(2), json!(24)), "neither the lost commit nor the one behind it");
         engine.close().await.unwrap();
     });
 }
