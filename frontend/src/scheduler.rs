@@ -645,6 +645,9 @@ impl Scheduler {
                 Some(Err(err)) => return (unit, Err(StepError::Failed(format!("step {}: {err}", steps[0])))),
                 None => return (unit, Err(StepError::Interrupted(Error::Internal(format!("step {} is not in its plan", steps[0]))))),
             };
+            // Each unit is answered once its commit is queued in the log, not durable
+            // (`Answer::Logged`): its output goes only to the units after it and to the
+            // run's end, a later commit answered durable, which carries this one with it.
             let mut attempt = 0;
             loop {
                 let result = if steps.len() == 1 {
