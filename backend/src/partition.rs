@@ -26,12 +26,12 @@
 
 use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use comb_log::{Entry, LogBook, Lsn};
+use comb_log::{Entry, LogBook, Lsn, SlowCalls};
 use tokio::sync::oneshot;
 
 use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, WriteRecord, encode_commit, partition_tag};
@@ -569,10 +569,13 @@ pub(crate) struct Shared {
 pub(crate) const SLOW_STEP_MS: [u64; 2] = [10, 100];
 
 /// Counts the executors' slow steps, over every partition.
-#[derive(Debug, Default)]
-pub(crate) struct StepTimes {
-    slow: [AtomicU64; SLOW_STEP_MS.len()],
-    us_max: AtomicU64,
+#[derive(Debug)]
+pub(crate) struct StepTimes(SlowCalls<{ SLOW_STEP_MS.len() }>);
+
+impl Default for StepTimes {
+    fn default() -> Self {
+        StepTimes(SlowCalls::new(SLOW_STEP_MS))
+    }
 }
 
 impl StepTimes {
@@ -580,24 +583,16 @@ impl StepTimes {
     /// A step past the last bound is also logged with its kind: at most ten a second per
     /// partition, by its own length.
     fn timed<T>(&self, partition: u16, kind: StepKind, step: impl FnOnce() -> T) -> T {
-        let start = Instant::now();
-        let outcome = step();
-        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.us_max.fetch_max(us, Ordering::Relaxed);
-        for (count, ms) in self.slow.iter().zip(SLOW_STEP_MS) {
-            if us >= ms * 1_000 {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if us >= SLOW_STEP_MS[SLOW_STEP_MS.len() - 1] * 1_000 {
+        let (outcome, us) = self.0.time(step);
+        if self.0.past_last(us) {
             tracing::warn!(partition, ms = us / 1_000, step = kind.name(), "an executor step held its partition's queue");
         }
         outcome
     }
 
     pub(crate) fn slow_steps(&self) -> SlowSteps {
-        let [over_10ms, over_100ms] = &self.slow;
-        SlowSteps { over_10ms: over_10ms.load(Ordering::Relaxed), over_100ms: over_100ms.load(Ordering::Relaxed), us_max: self.us_max.load(Ordering::Relaxed) }
+        let [over_10ms, over_100ms] = self.0.counts();
+        SlowSteps { over_10ms, over_100ms, us_max: self.0.us_max() }
     }
 }
 

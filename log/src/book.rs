@@ -290,7 +290,7 @@ impl LogBook {
     /// Counters of the write path since the log was opened.
     pub fn stats(&self) -> LogStats {
         let counters = &self.inner.counters;
-        let [over_1ms, over_10ms, over_100ms] = &counters.slow_io;
+        let [over_1ms, over_10ms, over_100ms] = counters.slow_io.counts();
         LogStats {
             appends: counters.appends.load(Ordering::Relaxed),
             records: counters.records.load(Ordering::Relaxed),
@@ -298,10 +298,10 @@ impl LogBook {
             group_commits: counters.group_commits.load(Ordering::Relaxed),
             recent_reads: counters.recent_reads.load(Ordering::Relaxed),
             loglet_reads: counters.loglet_reads.load(Ordering::Relaxed),
-            io_over_1ms: over_1ms.load(Ordering::Relaxed),
-            io_over_10ms: over_10ms.load(Ordering::Relaxed),
-            io_over_100ms: over_100ms.load(Ordering::Relaxed),
-            io_us_max: counters.io_us_max.load(Ordering::Relaxed),
+            io_over_1ms: over_1ms,
+            io_over_10ms: over_10ms,
+            io_over_100ms: over_100ms,
+            io_us_max: counters.slow_io.us_max(),
         }
     }
 

@@ -41,6 +41,7 @@ mod recent;
 mod record;
 mod rocks;
 mod segments;
+mod timing;
 mod writer;
 
 #[cfg(any(test, feature = "test-util"))]
@@ -55,3 +56,4 @@ pub use memory::MemoryLoglet;
 pub use options::{FRAME_BODY_BYTES_MAX, LogOptions, RECENT_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITER_SPIN_US_MAX};
 pub use record::{ANY_TAG, Entry, Lsn, Record, Tag};
 pub use rocks::RocksLoglet;
+pub use timing::SlowCalls;

@@ -36,6 +36,7 @@ use crate::loglet::{Loglet, LogletState};
 use crate::options::LogOptions;
 use crate::recent::Recent;
 use crate::record::{Entry, Lsn};
+use crate::timing::SlowCalls;
 
 /// A request to the writer.
 pub(crate) enum Command {
@@ -110,7 +111,7 @@ impl Published {
 }
 
 /// Counters of the write path, for benchmarks and monitoring.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) appends: AtomicU64,
     pub(crate) records: AtomicU64,
@@ -119,8 +120,21 @@ pub(crate) struct Counters {
     pub(crate) recent_reads: AtomicU64,
     pub(crate) loglet_reads: AtomicU64,
     /// The write path's storage calls that took at least each of [`SLOW_IO_MS`].
-    pub(crate) slow_io: [AtomicU64; SLOW_IO_MS.len()],
-    pub(crate) io_us_max: AtomicU64,
+    pub(crate) slow_io: SlowCalls<{ SLOW_IO_MS.len() }>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            appends: AtomicU64::default(),
+            records: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            group_commits: AtomicU64::default(),
+            recent_reads: AtomicU64::default(),
+            loglet_reads: AtomicU64::default(),
+            slow_io: SlowCalls::new(SLOW_IO_MS),
+        }
+    }
 }
 
 /// The durations (ms) from which one storage call of the log's write path counts as slow in
@@ -134,20 +148,7 @@ pub(crate) const SLOW_IO_MS: [u64; 3] = [1, 10, 100];
 impl Counters {
     /// Runs `io`, a storage call of the write path, and counts how long it took.
     fn timed_io<T>(&self, io: impl FnOnce() -> Result<T>) -> Result<T> {
-        let start = Instant::now();
-        let outcome = io();
-        self.count_io(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
-        outcome
-    }
-
-    /// Counts a storage call of `us` microseconds.
-    fn count_io(&self, us: u64) {
-        self.io_us_max.fetch_max(us, Ordering::Relaxed);
-        for (count, ms) in self.slow_io.iter().zip(SLOW_IO_MS) {
-            if us >= ms * 1_000 {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.slow_io.time(io).0
     }
 }
 
@@ -605,24 +606,5 @@ impl Command {
             Command::Seal { reply } => drop(reply.send(Err(err.clone()))),
             Command::Close { reply } => drop(reply.send(Ok(()))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A call counts in every bound it reaches, and no other.
-    #[test]
-    fn a_storage_call_counts_in_the_bounds_it_reaches() {
-        let counters = Counters::default();
-        let counts = |c: &Counters| c.slow_io.each_ref().map(|n| n.load(Ordering::Relaxed));
-        for (us, expected) in [(999, [0, 0, 0]), (1_000, [1, 0, 0]), (9_999, [2, 0, 0]), (10_000, [3, 1, 0]), (99_999, [4, 2, 0]), (100_000, [5, 3, 1])] {
-            counters.count_io(us);
-            assert_eq!(counts(&counters), expected, "after a call of {us} us");
-            assert_eq!(counters.io_us_max.load(Ordering::Relaxed), us, "the longest so far");
-        }
-        counters.count_io(5);
-        assert_eq!(counters.io_us_max.load(Ordering::Relaxed), 100_000, "a shorter call leaves the longest");
     }
 }
