@@ -74,6 +74,16 @@ pub enum Error {
         /// What interrupted it.
         cause: String,
     },
+    /// The run was interrupted by a failure of the server before anything showed its start
+    /// durable (a synchronous run's start is not waited for: its end carries it); it may
+    /// never have started. Invoking its id again runs it once, or finds it.
+    #[error("workflow run {id} was interrupted before its start was durable: {cause}; it may not have started: invoke it again with id {id} to run it once or get its outcome")]
+    MaybeNotStarted {
+        /// The run's id.
+        id: String,
+        /// What interrupted it.
+        cause: String,
+    },
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -104,7 +114,7 @@ impl Error {
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::Timeout { .. } | Error::CallTimedOut { .. } => Code::DeadlineExceeded,
-            Error::Interrupted { .. } | Error::ShuttingDown => Code::Unavailable,
+            Error::Interrupted { .. } | Error::MaybeNotStarted { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
             Error::TracingDisabled => Code::FailedPrecondition,
             Error::Tracing(err) => {

@@ -7,7 +7,8 @@
 //!   otherwise: claim the id in memory (a second invoke joins the first run)
 //!     given id? look the row up: ended -> return it; running -> resume it here
 //!     one transaction, synchronous ──> as above, the row's write recorded under (id, $end)
-//!     else: durable start (row + comb_running) ─> units as their inputs are ready,
+//!     else: start (row + comb_running; answered durable when asynchronous, else once
+//!           queued in the log) ─> units as their inputs are ready,
 //!           parallel branches concurrently, recorded steps as the planner chose
 //!           ─> durable end (row updated, comb_running row deleted)
 //! start: for each comb_running row (read a page at a time, partition by partition), claim
@@ -17,7 +18,8 @@
 //!
 //! A run ends `failed` when a step's function fails (a deterministic failure of the
 //! workflow, recorded like an output). A failure of the server ends nothing: the run stays
-//! started. A passing one (a queue full beyond a step's retries) pauses the run, which then
+//! started (unless its start, answered once logged, was lost with the log: its callers are
+//! told it may not have started). A passing one (a queue full beyond a step's retries) pauses the run, which then
 //! resumes on its task; any other (a failed log, shutdown) stops its task, and the run
 //! resumes when the server next resumes stranded runs (every `resume-interval`), when it
 //! restarts, or when its id is invoked again.
@@ -46,7 +48,18 @@ pub(crate) const SUCCEEDED: &str = "succeeded";
 pub(crate) const FAILED: &str = "failed";
 
 /// How a run ended, as its waiters see it: the ended row, or why it was interrupted.
-type Outcome = Option<std::result::Result<WorkflowRow, String>>;
+type Outcome = Option<std::result::Result<WorkflowRow, Stopped>>;
+
+/// Why a run stopped before its end, as its waiters are told.
+#[derive(Debug, Clone)]
+enum Stopped {
+    /// Its start is durable: the server resumes it by itself.
+    Resumes(String),
+    /// Nothing shows its start durable (a synchronous run's start, answered once logged,
+    /// whose log then failed; a one-transaction run, which has no start of its own): it may
+    /// never have started, and only an invoke of its id runs it.
+    MaybeNotStarted(String),
+}
 
 /// Registered workflows: every version of every name.
 type Workflows = BTreeMap<String, BTreeMap<i64, Arc<WorkflowPlan>>>;
@@ -81,6 +94,8 @@ struct Claim {
     scheduler: Arc<Scheduler>,
     id: String,
     outcome: Option<watch::Sender<Outcome>>,
+    /// Whether the run's start is known durable: what an interruption tells the waiters.
+    start_durable: bool,
 }
 
 impl Claim {
@@ -91,6 +106,7 @@ impl Claim {
     fn release(&mut self, outcome: std::result::Result<WorkflowRow, String>) {
         if let Some(sender) = self.outcome.take() {
             self.scheduler.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+            let outcome = outcome.map_err(|cause| if self.start_durable { Stopped::Resumes(cause) } else { Stopped::MaybeNotStarted(cause) });
             sender.send_replace(Some(outcome));
         }
     }
@@ -356,7 +372,8 @@ impl Scheduler {
         }
         let (sender, outcome) = watch::channel(None);
         claims.insert(row.id.clone(), Claimed { outcome, row: Arc::new(row.clone()) });
-        Ok(Claim { scheduler: Arc::clone(self), id: row.id.clone(), outcome: Some(sender) })
+        // The callers that find the run started durably say so.
+        Ok(Claim { scheduler: Arc::clone(self), id: row.id.clone(), outcome: Some(sender), start_durable: false })
     }
 
     async fn wait(&self, id: &str, mut outcome: watch::Receiver<Outcome>) -> Result<WorkflowRow> {
@@ -366,7 +383,8 @@ impl Scheduler {
             Ok(Err(_)) => Err(Error::Interrupted { id: id.to_owned(), cause: "the server is stopping".to_owned() }),
             Ok(Ok(outcome)) => match outcome.as_ref() {
                 Some(Ok(row)) => Ok(row.clone()),
-                Some(Err(cause)) => Err(Error::Interrupted { id: id.to_owned(), cause: cause.clone() }),
+                Some(Err(Stopped::Resumes(cause))) => Err(Error::Interrupted { id: id.to_owned(), cause: cause.clone() }),
+                Some(Err(Stopped::MaybeNotStarted(cause))) => Err(Error::MaybeNotStarted { id: id.to_owned(), cause: cause.clone() }),
                 None => Err(Error::Internal("a run's outcome vanished".to_owned())),
             },
         }
@@ -403,7 +421,7 @@ impl Scheduler {
             // A new id nobody else knows: nothing to deduplicate, nothing to claim.
             return Ok((self.run_one_transaction(&plan, row, input, false).await?, false));
         }
-        let claim = match self.claim(&row) {
+        let mut claim = match self.claim(&row) {
             Ok(claim) => claim,
             Err((outcome, running)) => {
                 drop(slot);
@@ -427,6 +445,7 @@ impl Scheduler {
                 }
                 // Started, not ended, and no task here runs it (its task was interrupted):
                 // resume it here.
+                claim.start_durable = true;
                 let plan = scheduler.version(&found.name, found.version)?;
                 return scheduler.spawn_run(plan, found, claim, slot, asynchronous, Begun::ByAnother).await;
             }
@@ -438,7 +457,16 @@ impl Scheduler {
                 }
                 return Ok((result?, false));
             }
-            let () = scheduler.system(system::START, encode(&row)).await?;
+            // An asynchronous invoke is acknowledged on the start: answered durable. A
+            // synchronous one is answered on the run's end, a later commit answered durable
+            // that carries the start with it (the log is durable in order): the start is
+            // answered once queued in the log, and its sync is not waited for. Until the end,
+            // the start is not known durable, and an interruption says so.
+            let answer = if asynchronous { Answer::Durable } else { Answer::Logged };
+            let mut start = Invocation::new(system::START, encode(&row));
+            start.answer = answer;
+            scheduler.engine.invoke(start).await?;
+            claim.start_durable = answer == Answer::Durable;
             scheduler.spawn_run(plan, row, claim, slot, asynchronous, Begun::Now).await
         });
         claimed.await.map_err(|err| {
@@ -451,12 +479,16 @@ impl Scheduler {
     }
 
     /// Runs a started run's steps on a task of its own; waits for its end unless asked not to.
-    async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, row: WorkflowRow, claim: Claim, slot: Slot, asynchronous: bool, begun: Begun) -> Result<(WorkflowRow, bool)> {
+    async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, row: WorkflowRow, mut claim: Claim, slot: Slot, asynchronous: bool, begun: Begun) -> Result<(WorkflowRow, bool)> {
         let deduplicated = begun == Begun::ByAnother;
         let resumed = begun != Begun::Now;
         let outcome = claim.outcome.as_ref().map(watch::Sender::subscribe);
         let scheduler = Arc::clone(self);
         let started = row.clone();
+        if resumed {
+            // Found started: by recovery's read of `comb_running`, or an invoke's lookup.
+            claim.start_durable = true;
+        }
         tokio::spawn(async move {
             let _slot = slot;
             let (mut resumed, mut pause, mut resumes) = (resumed, RESUME_PAUSE_MIN, 0);
@@ -473,7 +505,14 @@ impl Scheduler {
                         (resumed, pause) = (true, (pause * 2).min(RESUME_PAUSE_MAX));
                     }
                     Err(err) => {
-                        tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; the server resumes it later (resume-interval), or when its id is invoked again");
+                        if !claim.start_durable {
+                            claim.start_durable = scheduler.is_started(&row).await;
+                        }
+                        if claim.start_durable {
+                            tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; the server resumes it later (resume-interval), or when its id is invoked again");
+                        } else {
+                            tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted before its start was durable; it may not have started, and runs only if its id is invoked again");
+                        }
                         return claim.complete(Err(err.to_string()));
                     }
                 }
@@ -484,6 +523,14 @@ impl Scheduler {
         }
         let outcome = outcome.ok_or_else(|| Error::Internal("a fresh claim has no outcome".to_owned()))?;
         Ok((self.wait(&started.id, outcome).await?, deduplicated))
+    }
+
+    /// Whether a run's start is durable: a durable read of its row, which waits for the
+    /// start's commit if it is still in the log's queue. False when that read fails (the
+    /// log failed under the start, or the partition refuses work): nothing shows it durable.
+    async fn is_started(&self, row: &WorkflowRow) -> bool {
+        let key = RowKey { home: row.home, id: row.id.clone() };
+        matches!(self.system::<Option<WorkflowRow>>(system::GET, encode(&key)).await, Ok(Some(_)))
     }
 
     /// Runs a workflow that is one transaction, together with the write of its ended row:

@@ -51,6 +51,7 @@ pub struct ServerBuilder {
     schemas: Vec<String>,
     functions: Vec<Function>,
     workflows: Vec<String>,
+    log: Option<comb_log::LogBook>,
 }
 
 impl ServerBuilder {
@@ -86,13 +87,24 @@ impl ServerBuilder {
         self
     }
 
+    /// An open log to run on instead of the one in `<data_dir>/log` (the state and the
+    /// traces stay in the data directory): a log over a loglet of the embedder's, or one a
+    /// test controls. The server closes it when it closes.
+    pub fn log(mut self, log: comb_log::LogBook) -> ServerBuilder {
+        self.log = Some(log);
+        self
+    }
+
     /// Opens the data directory, recovers, registers, and resumes the runs that started and
     /// did not end: up to `workflows-in-flight-max` before it returns, the rest on a task of
     /// their own as the runs in flight fall. Must be called within a tokio runtime.
     pub async fn build(mut self) -> Result<Server> {
         self.options.validate().map_err(|message| Error::InvalidArgument { field: "options", message })?;
         let dir = self.data_dir.take().ok_or(Error::InvalidArgument { field: "data_dir", message: "no data directory was given".to_owned() })?;
-        let engine = Engine::open(&dir, self.options.engine.clone()).await?;
+        let engine = match self.log.take() {
+            Some(log) => Engine::open_with_log(log, dir.join("state"), self.options.engine.clone()).await?,
+            None => Engine::open(&dir, self.options.engine.clone()).await?,
+        };
         let mut tracer = None;
         match self.start_on(&engine, &dir, &mut tracer).await {
             Ok((scheduler, resumed, left_over)) => {

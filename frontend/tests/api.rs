@@ -107,8 +107,16 @@ fn options(token: Option<String>) -> ServerOptions {
 }
 
 async fn start(dir: &std::path::Path, runs: &Arc<Runs>, options: ServerOptions) -> (Server, Listening, Client) {
+    start_over(dir, runs, options, None).await
+}
+
+/// [`start`], on `log` when given instead of the one in `dir/log`.
+async fn start_over(dir: &std::path::Path, runs: &Arc<Runs>, options: ServerOptions, log: Option<comb_log::LogBook>) -> (Server, Listening, Client) {
     let token = options.token.clone();
     let mut builder = Server::builder().data_dir(dir).options(options).schema(SCHEMA).workflow(COUNT);
+    if let Some(log) = log {
+        builder = builder.log(log);
+    }
     for f in functions(runs) {
         builder = builder.function(f);
     }
@@ -1056,4 +1064,86 @@ async fn a_retry_after_a_time_out_joins_the_run_it_left_going() {
         tokio::task::yield_now().await;
     }
     f.close().await;
+}
+
+/// Counter `id`'s value as its partition holds it now, staged writes included (a logged read,
+/// answered at once): what the steps of a run have done before any of it is durable.
+async fn staged_counter(server: &Server, id: i64) -> Option<i64> {
+    let read = Invocation::new("get", json!({ "id": id })).answer_logged();
+    server.engine().invoke(read).await.unwrap().value["n"].as_i64()
+}
+
+/// Polls [`staged_counter`] until it is `n` (or fails after 20 s).
+async fn until_staged(server: &Server, id: i64, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while staged_counter(server, id).await != Some(n) {
+        assert!(Instant::now() < deadline, "counter {id} never reached {n} (its step did not run)");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A synchronous run's start is answered once queued in the log, not once durable: the run's
+/// steps go on while the start's write waits, and the caller is answered once the run's end,
+/// which carries the start with it, is durable. When the log then fails under the start, the
+/// caller is told the run may not have started (not that the server resumes it), nothing of
+/// it survives a restart, and an invoke of its id runs it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(Runs::default());
+    let segment_bytes = comb_log::LogOptions::default().segment_bytes;
+    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open_with_segments(&dir.path().join("log"), segment_bytes).unwrap());
+    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+    let (server, listening, client) = start_over(dir.path(), &runs, options(None), Some(log)).await;
+    client.register_workflow(PICK_ADD).await.unwrap();
+
+    // The log writes nothing: the start waits in its queue, and the steps run all the same.
+    faulty.hold();
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 10 })).run().await })
+    };
+    until_staged(&server, 10, 1).await;
+    assert!(!call.is_finished(), "the caller is not answered before the run's end is durable");
+    faulty.release();
+    let run = call.await.unwrap().expect("the run ends once the log writes");
+    assert_eq!(run.output, Some(json!({ "id": 10, "n": 1 })));
+
+    // Again, and this time the write that holds the start fails: the log refuses every
+    // write after it, the run's end among them.
+    faulty.hold();
+    let id = "lost-start".to_owned();
+    let call = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move { client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 20 })).id(id).run().await })
+    };
+    {
+        let faulty = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
+    }
+    until_staged(&server, 20, 1).await;
+    faulty.fail_next_append();
+    faulty.release();
+    let err = call.await.unwrap().expect_err("a run whose start was lost is not answered as ended");
+    assert_eq!(code(&err), Code::Unavailable, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("may not have started") && message.contains("invoke it again with id lost-start"), "{message}");
+    assert!(!message.contains("resumes it by itself"), "nothing resumes a run whose start is lost: {message}");
+    listening.shutdown().await.unwrap();
+    let _ = server.close().await; // the failed log reports its failure again
+    assert_eq!(runs.add.load(Ordering::SeqCst), 2, "each run's step ran once");
+
+    // After a restart nothing of the lost run is there; its id runs it, once.
+    let (server, listening, client) = start(dir.path(), &runs, options(None)).await;
+    let err = client.get_workflow(&id, false).await.unwrap_err();
+    assert_eq!(code(&err), Code::NotFound, "the lost run left no row: {err}");
+    assert_eq!(staged_counter(&server, 10).await, Some(1), "the first run's step is durable");
+    assert_eq!(staged_counter(&server, 20).await, None, "the lost run's step is gone with it");
+    let run = client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 20 })).id(id.clone()).run().await.unwrap();
+    assert!(!run.deduplicated, "nothing of the lost run was found");
+    assert_eq!(run.output, Some(json!({ "id": 20, "n": 1 })));
+    assert_eq!(runs.add.load(Ordering::SeqCst), 3);
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
 }
