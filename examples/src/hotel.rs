@@ -1,7 +1,7 @@
 //! Hotel reservations: finding a free room and taking it run as ONE transaction (a
 //! multi-function transaction), so two guests never get the same room. `book` then records
-//! a confirmation in a second step, on the booking's partition: a two-unit workflow whose
-//! start is durable, resumed by the server itself after a crash. `hotel_search` lists the
+//! a confirmation in a second step, on the booking's partition: a two-unit workflow, resumed
+//! by the server itself after a crash once its start is durable. `hotel_search` lists the
 //! free rooms of a hotel on a date, reading only.
 
 use comb_backend::Function;

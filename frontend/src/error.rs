@@ -51,8 +51,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
-    /// The run did not end in time; it goes on, and its id finds it.
-    #[error("workflow run {id} did not end within {after:?}; it goes on: ask for it with GetWorkflow")]
+    /// The run did not end in time; it goes on, and its id finds it (unless the server fails
+    /// before a synchronous run's start is durable: then invoking the id runs it).
+    #[error("workflow run {id} did not end within {after:?}; it goes on: ask for it with GetWorkflow (if that finds no run, the server failed before it started: invoke it again with its id)")]
     Timeout {
         /// The run's id.
         id: String,
@@ -74,10 +75,11 @@ pub enum Error {
         /// What interrupted it.
         cause: String,
     },
-    /// The run was interrupted by a failure of the server before anything showed its start
-    /// durable (a synchronous run's start is not waited for: its end carries it); it may
-    /// never have started. Invoking its id again runs it once, or finds it.
-    #[error("workflow run {id} was interrupted before its start was durable: {cause}; it may not have started: invoke it again with id {id} to run it once or get its outcome")]
+    /// The run was interrupted by a failure of the server, and nothing showed its start
+    /// durable (a synchronous run's start is not waited for: its end carries it; a
+    /// one-transaction run has none of its own); it may never have started. If it did, the
+    /// server resumes it. Invoking its id again runs it once, or finds it.
+    #[error("workflow run {id} was interrupted ({cause}) and its start is not known to be durable: it may not have started; invoke it again with id {id}, which runs it once or returns its outcome")]
     MaybeNotStarted {
         /// The run's id.
         id: String,

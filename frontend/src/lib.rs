@@ -6,7 +6,7 @@
 //!                     │
 //!                     ▼
 //!                  scheduler ── claims ids in memory (a duplicate waits for the first run)
-//!                     │         durable start/end rows in system tables (comb_workflows,
+//!                     │         start/end rows in system tables (comb_workflows,
 //!                     │         comb_running), units as their inputs are ready
 //!                     ▼
 //!                  comb-backend: each unit one transaction on its partition, recorded

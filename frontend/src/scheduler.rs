@@ -426,6 +426,11 @@ impl Scheduler {
             Err((outcome, running)) => {
                 drop(slot);
                 if asynchronous {
+                    // Acknowledged on the run's start, which a synchronous run queued
+                    // without waiting for it: a durable read of its row first.
+                    if !self.is_started(&running).await {
+                        return Err(Error::MaybeNotStarted { id: row.id, cause: "another invocation of its id is starting it, and its start is not durable yet".to_owned() });
+                    }
                     return Ok(((*running).clone(), true));
                 }
                 return Ok((self.wait(&row.id, outcome).await?, true));
@@ -471,7 +476,8 @@ impl Scheduler {
         });
         claimed.await.map_err(|err| {
             if err.is_cancelled() {
-                Error::Interrupted { id: run, cause: "the server is stopping".to_owned() }
+                // Cancelled anywhere, before its start perhaps.
+                Error::MaybeNotStarted { id: run, cause: "the server is stopping".to_owned() }
             } else {
                 Error::Internal(format!("the task of run {run} panicked (a bug): {err}"))
             }
@@ -511,7 +517,7 @@ impl Scheduler {
                         if claim.start_durable {
                             tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; the server resumes it later (resume-interval), or when its id is invoked again");
                         } else {
-                            tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted before its start was durable; it may not have started, and runs only if its id is invoked again");
+                            tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted, and its start is not known durable; if it started, the server resumes it, and an invoke of its id runs it once either way");
                         }
                         return claim.complete(Err(err.to_string()));
                     }
@@ -525,9 +531,11 @@ impl Scheduler {
         Ok((self.wait(&started.id, outcome).await?, deduplicated))
     }
 
-    /// Whether a run's start is durable: a durable read of its row, which waits for the
-    /// start's commit if it is still in the log's queue. False when that read fails (the
-    /// log failed under the start, or the partition refuses work): nothing shows it durable.
+    /// Whether a run's start is known durable: a durable read of its row, which waits for
+    /// the commits pending on its partition, the start's among them if still in the log's
+    /// queue. False when that read fails (the log failed under the start or under a later
+    /// commit there, the partition refuses work, overload) or finds no row: then the start
+    /// may or may not be durable, and only an invoke of the id can tell.
     async fn is_started(&self, row: &WorkflowRow) -> bool {
         let key = RowKey { home: row.home, id: row.id.clone() };
         matches!(self.system::<Option<WorkflowRow>>(system::GET, encode(&key)).await, Ok(Some(_)))

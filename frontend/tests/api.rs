@@ -1123,8 +1123,19 @@ async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_
         tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
     }
     until_staged(&server, 20, 1).await;
+    // An asynchronous invoke of the same id is acknowledged on the run's start: not while
+    // the start is only queued.
+    let mut joined = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move { client.start("pick_add", &json!({ "id": 0, "base": 20 }), Some(&id)).await })
+    };
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut joined).await;
+    assert!(early.is_err(), "acknowledged while the start was only queued: {early:?}");
     faulty.fail_next_append();
     faulty.release();
+    let err = joined.await.unwrap().expect_err("an asynchronous invoke is not acknowledged on a start that was lost");
+    assert_eq!(code(&err), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("may not have started"), "{err}");
     let err = call.await.unwrap().expect_err("a run whose start was lost is not answered as ended");
     assert_eq!(code(&err), Code::Unavailable, "{err}");
     let message = err.to_string();
