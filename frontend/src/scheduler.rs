@@ -19,10 +19,10 @@
 //! A run ends `failed` when a step's function fails (a deterministic failure of the
 //! workflow, recorded like an output). A failure of the server ends nothing: the run stays
 //! started (unless its start, answered once logged, was lost with the log: its callers are
-//! told it may not have started). A passing one (a queue full beyond a step's retries) pauses the run, which then
-//! resumes on its task; any other (a failed log, shutdown) stops its task, and the run
-//! resumes when the server next resumes stranded runs (every `resume-interval`), when it
-//! restarts, or when its id is invoked again.
+//! told it may not have started). A passing one (a queue full beyond a step's retries)
+//! pauses the run, which then resumes on its task; any other (a failed log, shutdown) stops
+//! its task, and the run resumes when the server next resumes stranded runs (every
+//! `resume-interval`), when it restarts, or when its id is invoked again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,7 +57,8 @@ enum Stopped {
     Resumes(String),
     /// Nothing shows its start durable (a synchronous run's start, answered once logged,
     /// whose log then failed; a one-transaction run, which has no start of its own): it may
-    /// never have started, and only an invoke of its id runs it.
+    /// never have started. If it did, the server resumes it; an invoke of its id runs it
+    /// once either way.
     MaybeNotStarted(String),
 }
 
