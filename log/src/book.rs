@@ -118,8 +118,8 @@ impl LogBook {
     ///
     /// Ordering guarantee (the backend relies on it): the append is validated and enqueued
     /// on the future's first poll, so appends first polled one after another from one thread
-    /// get increasing LSNs, whoever awaits them later; a refusal (`QueueFull`, a bound) is
-    /// the result of that first poll too.
+    /// get increasing LSNs, whoever awaits them later; a refusal (`QueueFull`, a bound, a
+    /// log that has failed or closed) is the result of that first poll too.
     pub async fn append_batch(&self, entries: Vec<Entry>) -> Result<Lsn> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(entries, Answer::Task(reply))?;
@@ -142,7 +142,17 @@ impl LogBook {
 
     /// Validates an append and hands it to the writer, or refuses it.
     fn enqueue(&self, mut entries: Vec<Entry>, reply: Answer) -> Result<()> {
-        let checked = if self.inner.published.borrow().closed { Err(Error::Closed) } else { self.validate(&mut entries) };
+        // A failed log refuses at once: queued, the append would only wait to be refused by
+        // the writer, and an appender that answers before durability (the backend's logged
+        // answers) would answer for a record that can never be durable.
+        let refused = {
+            let published = self.inner.published.borrow();
+            if published.closed { Some(Error::Closed) } else { published.failed.as_ref().map(|cause| Error::Failed { cause: cause.to_string() }) }
+        };
+        let checked = match refused {
+            Some(err) => Err(err),
+            None => self.validate(&mut entries),
+        };
         let bytes = match checked {
             Ok(bytes) => bytes,
             Err(err) => {

@@ -354,6 +354,9 @@ pub async fn callbacks_hear_durable_appends_and_refusals_return_at_once(factory:
     let lost = within("the failed write's callback", hear_n(&hear, 1)).await;
     assert!(matches!(lost.as_slice(), [("lost", Err(Error::Storage { .. }))]), "{lost:?}");
     assert_eq!(s.log.tail(), 6, "nothing of the failed write is published");
+    // The log has failed: a later append is refused at once, not queued to fail later.
+    let after = s.log.append_batch_then(vec![Entry::new([1], "after")], callback("after"));
+    assert!(matches!(after, Err(Error::Failed { .. })), "an append after the failure: {after:?}");
 
     // A failed log may fail to close its loglet too; either way it is closed after.
     let _ = s.log.close().await;
