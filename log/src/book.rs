@@ -128,8 +128,8 @@ impl LogBook {
 
     /// Appends records atomically, as [`append_batch`](Self::append_batch) does, without a
     /// task to wait: `on_durable` is called with the first LSN once all of them are durable,
-    /// or with the error that stopped them. A refusal (`QueueFull`, a bound, a closed log)
-    /// is returned here instead, and `on_durable` is then never called.
+    /// or with the error that stopped them. A refusal (`QueueFull`, a bound, a closed or
+    /// failed log) is returned here instead, and `on_durable` is then never called.
     ///
     /// The records are enqueued before this returns, so appends made one after another from
     /// one thread get increasing LSNs. `on_durable` runs on one of the log's own threads,
