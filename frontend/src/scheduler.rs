@@ -422,7 +422,7 @@ impl Scheduler {
             // A new id nobody else knows: nothing to deduplicate, nothing to claim.
             return Ok((self.run_one_transaction(&plan, row, input, false).await?, false));
         }
-        let mut claim = match self.claim(&row) {
+        let claim = match self.claim(&row) {
             Ok(claim) => claim,
             Err((outcome, running)) => {
                 drop(slot);
@@ -451,7 +451,6 @@ impl Scheduler {
                 }
                 // Started, not ended, and no task here runs it (its task was interrupted):
                 // resume it here.
-                claim.start_durable = true;
                 let plan = scheduler.version(&found.name, found.version)?;
                 return scheduler.spawn_run(plan, found, claim, slot, asynchronous, Begun::ByAnother).await;
             }
@@ -468,11 +467,8 @@ impl Scheduler {
             // that carries the start with it (the log is durable in order): the start is
             // answered once queued in the log, and its sync is not waited for. Until the end,
             // the start is not known durable, and an interruption says so.
-            let answer = if asynchronous { Answer::Durable } else { Answer::Logged };
-            let mut start = Invocation::new(system::START, encode(&row));
-            start.answer = answer;
-            scheduler.engine.invoke(start).await?;
-            claim.start_durable = answer == Answer::Durable;
+            let start = Invocation::new(system::START, encode(&row));
+            scheduler.engine.invoke(if asynchronous { start } else { start.answer_logged() }).await?;
             scheduler.spawn_run(plan, row, claim, slot, asynchronous, Begun::Now).await
         });
         claimed.await.map_err(|err| {
@@ -492,10 +488,10 @@ impl Scheduler {
         let outcome = claim.outcome.as_ref().map(watch::Sender::subscribe);
         let scheduler = Arc::clone(self);
         let started = row.clone();
-        if resumed {
-            // Found started: by recovery's read of `comb_running`, or an invoke's lookup.
-            claim.start_durable = true;
-        }
+        // Found started (by recovery's read of `comb_running`, or an invoke's lookup), or
+        // started just now and answered durable (asynchronous); a synchronous start was only
+        // queued in the log.
+        claim.start_durable = resumed || asynchronous;
         tokio::spawn(async move {
             let _slot = slot;
             let (mut resumed, mut pause, mut resumes) = (resumed, RESUME_PAUSE_MIN, 0);
@@ -538,8 +534,12 @@ impl Scheduler {
     /// commit there, the partition refuses work, overload) or finds no row: then the start
     /// may or may not be durable, and only an invoke of the id can tell.
     async fn is_started(&self, row: &WorkflowRow) -> bool {
-        let key = RowKey { home: row.home, id: row.id.clone() };
-        matches!(self.system::<Option<WorkflowRow>>(system::GET, encode(&key)).await, Ok(Some(_)))
+        matches!(self.row_at(row.home, &row.id).await, Ok(Some(_)))
+    }
+
+    /// A run's row in the partition of `home`, read durably.
+    async fn row_at(&self, home: i64, id: &str) -> Result<Option<WorkflowRow>> {
+        self.system(system::GET, encode(&RowKey { home, id: id.to_owned() })).await
     }
 
     /// Runs a workflow that is one transaction, together with the write of its ended row:
@@ -860,9 +860,7 @@ impl Scheduler {
     /// Returns whether it resumed.
     async fn resume_one(self: &Arc<Self>, home: i64, id: &str, slot: Slot) -> Result<bool> {
         let get = || async {
-            self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home, id: id.to_owned() }))
-                .await?
-                .ok_or_else(|| Error::Internal(format!("run {id} is running but has no row")))
+            self.row_at(home, id).await?.ok_or_else(|| Error::Internal(format!("run {id} is running but has no row")))
         };
         let row = get().await?;
         if row.status != RUNNING {
@@ -891,7 +889,7 @@ impl Scheduler {
 
     /// Finds a run's row on whichever partition holds it.
     pub(crate) async fn lookup(&self, id: &str) -> Result<Option<WorkflowRow>> {
-        let gets = self.homes.iter().map(|home| self.system::<Option<WorkflowRow>>(system::GET, encode(&RowKey { home: *home, id: id.to_owned() })));
+        let gets = self.homes.iter().map(|home| self.row_at(*home, id));
         for found in futures::future::join_all(gets).await {
             if let Some(row) = found? {
                 return Ok(Some(row));
