@@ -11,7 +11,7 @@
 //! for all the invocations waiting: its cost (the hand-offs, the wait for the slowest
 //! executor's invocation in flight) is paid once, not per transaction.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 
@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::executor::{Scope, WriteSet};
 use crate::keycodec::partition_of;
 use crate::trace::{Progress, TraceBuffer};
-use crate::partition::{Command, Job, Output, PartitionState, Ran, Reply, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition};
+use crate::partition::{Command, CommitReply, Job, Output, PartitionState, Ran, Reply, Several, Shared, SharedRelease, Waiter, run_job, split_by_partition};
 
 /// Most multi-partition invocations run under one barrier: bounds how long the executors
 /// stay paused for them.
@@ -157,39 +157,21 @@ impl Coordinator {
         // durable before they are staged, but the executors read that report only
         // once they have their states back.
         let durable: Vec<(Sender<Command>, u64)> = split.keys().map(|p| (self.partitions[usize::from(*p)].clone(), states[usize::from(*p)].next_seq())).collect();
-        // The reply goes with the record's outcome, or with its refusal; asked for the
-        // logged answer, once the writes are staged.
-        let reply = Arc::new(Mutex::new(Some(reply)));
-        let take = |reply: &Mutex<Option<Reply>>| reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let (on_record, logged) = match answer {
-            Answer::Durable => (Some((Arc::clone(&reply), output)), None),
-            Answer::Logged => (None, Some(output)),
-        };
+        let caller = CommitReply::new(reply, answer, output);
+        let answer = caller.on_durable();
         let on_durable = move |result: comb_log::Result<comb_log::Lsn>| {
+            answer(&result);
             for (sender, seq) in durable {
                 let _ = sender.send(Command::Durable { seq, result: result.clone() });
             }
-            if let Some((reply, output)) = on_record
-                && let Some(reply) = take(&reply)
-            {
-                let _ = reply.send(result.map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
-            }
         };
         match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
-            Err(err) => {
-                if let Some(reply) = take(&reply) {
-                    let _ = reply.send(Err(Error::Log(err)));
-                }
-            }
+            Err(err) => caller.refused(err),
             Ok(()) => {
                 for (p, writes) in split {
-                    states[usize::from(p)].stage(writes, None);
+                    states[usize::from(p)].stage(writes);
                 }
-                if let Some(output) = logged
-                    && let Some(reply) = take(&reply)
-                {
-                    let _ = reply.send(Ok(output));
-                }
+                caller.staged();
             }
         }
     }

@@ -6,18 +6,19 @@
 //!  Durable(seq) from a log thread ──┼──> channel ──> executor thread
 //!  Lend / Checkpoint / Stop ────────┘                  │ run body over write set ▸ overlay ▸ row cache ▸
 //!                                                      │   dirty ▸ flushing ▸ RocksDB
-//!                                                      │ ok + writes: encode record, enqueue append (the log
-//!                                                      │   calls back with Durable),
+//!                                                      │ ok + writes: encode record, enqueue append (the log's
+//!                                                      │   callback answers the caller, then sends Durable),
 //!                                                      │   stage writes in the overlay (next txn sees them)
 //!                                                      │ Durable: mark; drain the durable prefix: its writes
-//!                                                      │   move to `dirty`, its replies are released
+//!                                                      │   move to `dirty`, the reads waiting on it are released
 //!                                                      ▼ write-back (by bytes or age): `dirty` becomes `flushing`,
 //!                                                          written to RocksDB in key order a chunk at a time,
 //!                                                          the last chunk with the applied LSN
 //! ```
 //!
-//! Invariants: replies are released in commit order, each only once its record (hence every
-//! record before it) is durable; a read-only transaction is released once every commit it
+//! Invariants: commits are answered in commit order, each only once its record (hence every
+//! record before it) is durable, by the log's thread that made it so (not through this
+//! queue, where the report would wait behind the invocation running); a read-only transaction is released once every commit it
 //! could have seen is durable; nothing of a failed transaction is staged or appended; after a
 //! failed append the partition refuses all work (fail-stop) until the engine is reopened. A
 //! caller that asked for the logged answer ([`Answer::Logged`]: a workflow's step) is answered
@@ -106,10 +107,56 @@ impl SharedRelease {
     }
 }
 
-/// Who waits for a pending commit to become durable.
+/// A commit's caller, answered once: with the record's outcome, from the log's callback the
+/// moment the record is durable (not through an executor's queue, where the report waits
+/// behind the invocation running); with the log's refusal of the append; or, asked for the
+/// logged answer, once the commit's writes are staged.
+pub(crate) struct CommitReply {
+    slot: Arc<Mutex<Option<(Reply, Output)>>>,
+    answer: Answer,
+}
+
+impl CommitReply {
+    pub(crate) fn new(reply: Reply, answer: Answer, output: Output) -> CommitReply {
+        CommitReply { slot: Arc::new(Mutex::new(Some((reply, output)))), answer }
+    }
+
+    /// What the log's callback does for the caller: answers with the record's outcome, when
+    /// the durable answer was asked for.
+    pub(crate) fn on_durable(&self) -> impl FnOnce(&comb_log::Result<Lsn>) + Send + 'static {
+        let slot = (self.answer == Answer::Durable).then(|| Arc::clone(&self.slot));
+        move |result| {
+            if let Some((reply, output)) = slot.as_deref().and_then(take_reply) {
+                let _ = reply.send(result.clone().map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
+            }
+        }
+    }
+
+    /// The log refused the append: its callback is never called.
+    pub(crate) fn refused(self, err: comb_log::Error) {
+        if let Some((reply, _)) = take_reply(&self.slot) {
+            let _ = reply.send(Err(Error::Log(err)));
+        }
+    }
+
+    /// The commit's writes are staged: a caller asked for the logged answer gets it now, and
+    /// its next work on these partitions sees the writes.
+    pub(crate) fn staged(self) {
+        if self.answer == Answer::Logged
+            && let Some((reply, output)) = take_reply(&self.slot)
+        {
+            let _ = reply.send(Ok(output));
+        }
+    }
+}
+
+fn take_reply(slot: &Mutex<Option<(Reply, Output)>>) -> Option<(Reply, Output)> {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+}
+
+/// Who waits for the pending commits to become durable: transactions that committed
+/// nothing themselves (a commit's own caller is a [`CommitReply`]).
 pub(crate) enum Waiter {
-    /// The committing invocation: gets the commit's LSN.
-    Commit(Reply, Output),
     /// A transaction that saw the commit and wrote nothing: its output, or its failure (a
     /// duplicate key, a function's error), may rest on the commit's writes, so it is
     /// answered only once they are durable.
@@ -121,12 +168,6 @@ pub(crate) enum Waiter {
 impl Waiter {
     fn release(self, result: Result<Lsn>) {
         match self {
-            Waiter::Commit(reply, mut output) => {
-                let _ = reply.send(result.map(|lsn| {
-                    output.lsn = Some(lsn);
-                    output
-                }));
-            }
             Waiter::Read(reply, answer) => {
                 let _ = reply.send(result.and(answer));
             }
@@ -302,13 +343,13 @@ impl PartitionState {
 
     /// Stages a commit's writes (those of this partition) in the overlay: later
     /// transactions see them at once. Returns the commit's seq.
-    pub(crate) fn stage(&mut self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>, waiter: Option<Waiter>) -> u64 {
+    pub(crate) fn stage(&mut self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         for (key, value) in &writes {
             self.overlay.insert(key.clone(), (seq, value.clone()));
         }
-        self.pending.push_back(Pending { seq, lsn: None, writes, waiters: waiter.into_iter().collect() });
+        self.pending.push_back(Pending { seq, lsn: None, writes, waiters: Vec::new() });
         seq
     }
 
@@ -1069,26 +1110,23 @@ impl Executor {
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {
                 // The log hears of the record now and may report it durable before it is
-                // staged below; this thread reads that report only after.
+                // staged below: its caller may then be answered first (its next work here
+                // queues behind this step), and this thread reads the report only after.
                 let seq = self.state.next_seq();
                 let durable = self.durable.clone();
-                let on_durable = move |result| drop(durable.send(Command::Durable { seq, result }));
+                let caller = CommitReply::new(job.reply, job.answer, output);
+                let answer = caller.on_durable();
+                let on_durable = move |result| {
+                    answer(&result);
+                    drop(durable.send(Command::Durable { seq, result }));
+                };
                 match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
-                    Err(err) => {
-                        let _ = job.reply.send(Err(Error::Log(err)));
-                    }
+                    Err(err) => caller.refused(err),
                     Ok(()) => {
                         let staged = writes.entries.into_iter().map(|(k, w)| (k, w.after)).collect();
-                        let (waiter, now) = match job.answer {
-                            Answer::Durable => (Some(Waiter::Commit(job.reply, output)), None),
-                            Answer::Logged => (None, Some((job.reply, output))),
-                        };
-                        let staged_seq = self.state.stage(staged, waiter);
+                        let staged_seq = self.state.stage(staged);
                         debug_assert_eq!(staged_seq, seq, "the seq told to the log is the one staged");
-                        // Answered once staged: the caller's next work here sees the writes.
-                        if let Some((reply, output)) = now {
-                            let _ = reply.send(Ok(output));
-                        }
+                        caller.staged();
                     }
                 }
             }
@@ -1141,14 +1179,14 @@ mod tests {
         let mut oracle = Oracle::new();
 
         // Durable: every row (LSN 7), then every third one deleted (LSN 9).
-        let seq = state.stage((0..rows).map(|i| (key(i), Some(vec![1]))).collect(), None);
+        let seq = state.stage((0..rows).map(|i| (key(i), Some(vec![1]))).collect());
         state.mark_durable(seq, 7);
-        let seq = state.stage((0..rows).step_by(3).map(|i| (key(i), None)).collect(), None);
+        let seq = state.stage((0..rows).step_by(3).map(|i| (key(i), None)).collect());
         state.mark_durable(seq, 9);
         state.drain();
         oracle.extend((0..rows).filter(|i| i % 3 != 0).map(|i| (key(i), vec![1])));
         // Not durable yet: every fifth row rewritten.
-        let pending = state.stage((0..rows).step_by(5).map(|i| (key(i), Some(vec![2]))).collect(), None);
+        let pending = state.stage((0..rows).step_by(5).map(|i| (key(i), Some(vec![2]))).collect());
         oracle.extend((0..rows).step_by(5).map(|i| (key(i), vec![2])));
         state.write_back(false);
         assert!(store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap().is_empty(), "not due: the store has nothing yet");
@@ -1186,7 +1224,7 @@ mod tests {
         assert_eq!(state.write_back_for_checkpoint(), None, "nothing waits for the store");
         assert_eq!(state.needed_from(), None);
         let rows = 2 * WRITEBACK_CHUNK_ROWS + 10;
-        let seq = state.stage((0..rows).map(|i| (key(i), Some(vec![1]))).collect(), None);
+        let seq = state.stage((0..rows).map(|i| (key(i), Some(vec![1]))).collect());
         assert_eq!(state.needed_from(), Some(1), "a commit in flight");
         state.mark_durable(seq, 7);
         state.drain();
@@ -1194,7 +1232,7 @@ mod tests {
         assert!(state.dirty.rows.is_empty() && !state.flushing.rows.is_empty());
         // Written under way: LSN 9 stays in `dirty`, and a second checkpoint waits for the
         // write-back already begun.
-        let seq = state.stage(vec![(key(0), Some(vec![2]))], None);
+        let seq = state.stage(vec![(key(0), Some(vec![2]))]);
         state.mark_durable(seq, 9);
         state.drain();
         assert_eq!(state.write_back_for_checkpoint(), Some(1), "the write-back under way");
@@ -1217,7 +1255,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let mut state = PartitionState::new(0, Arc::clone(&store), 0, 0, WriteBack { bytes: usize::MAX, interval: Duration::from_millis(50) });
         assert_eq!(state.write_back_due_in(), None, "nothing waits");
-        let seq = state.stage(vec![(key(1), Some(vec![5]))], None);
+        let seq = state.stage(vec![(key(1), Some(vec![5]))]);
         assert_eq!(state.write_back_due_in(), None, "a pending commit is not the store's yet");
         state.mark_durable(seq, 3);
         state.drain();
@@ -1232,7 +1270,7 @@ mod tests {
         assert_eq!(state.write_back_due_in(), None, "written back: nothing waits");
 
         // A failed partition writes nothing back: nothing is due, however old its writes.
-        let seq = state.stage(vec![(key(2), Some(vec![6]))], None);
+        let seq = state.stage(vec![(key(2), Some(vec![6]))]);
         state.mark_durable(seq, 4);
         state.drain();
         assert!(state.write_back_due_in().is_some());

@@ -861,6 +861,54 @@ fn a_function_registered_during_a_ddl_fits_the_new_catalog_or_is_refused() {
     comb_log::Loglet::close(&*faulty).unwrap();
 }
 
+/// A commit is answered the moment the log reports it durable, not when its executor next
+/// looks at its queue: an invocation running long on the same partition does not hold the
+/// answer back.
+#[test]
+fn a_durable_commit_is_answered_while_its_executor_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = controlled_log(dir.path());
+    runtime().block_on(async {
+        let engine = open_over(dir.path(), &faulty).await;
+        register(&engine, &Arc::new(AtomicUsize::new(0)));
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let entered = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&entered);
+        engine
+            .register(Function::new("slow_read").statement("get", "SELECT balance FROM accounts WHERE id = $1").partition_by("id").run(move |tx, input| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                // Holds the partition's executor until the test opens the gate.
+                gate.lock().unwrap().recv().unwrap();
+                let balance: Option<i64> = tx.query_opt("get", (id(&input, "id"),))?;
+                Ok(json!(balance))
+            }))
+            .unwrap();
+
+        // The deposit's record waits inside the log; then the executor is held by a body.
+        faulty.hold();
+        let invoke = |name: &'static str| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.invoke(Invocation::new(name, json!({ "id": 3, "amount": 4 }))).await })
+        };
+        let deposit = invoke("deposit");
+        let held = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
+        let slow = invoke("slow_read");
+        while entered.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        faulty.release();
+        let answered = tokio::time::timeout(Duration::from_secs(5), deposit).await.expect("the durable commit waited for its busy executor");
+        assert_eq!(answered.unwrap().unwrap().value, json!({ "balance": 4 }));
+        assert!(!slow.is_finished(), "the executor was not held");
+        open_gate.send(()).unwrap();
+        assert_eq!(slow.await.unwrap().unwrap().value, json!(4), "the read sees the deposit");
+        engine.close().await.unwrap();
+    });
+    comb_log::Loglet::close(&*faulty).unwrap();
+}
+
 /// A failure that rests on a commit not yet durable (a duplicate of a key that commit
 /// inserted) is not answered before that commit: were the commit lost, the caller would have
 /// been told of a row that never existed.
