@@ -158,14 +158,12 @@ impl Coordinator {
         // once they have their states back.
         let durable: Vec<(Sender<Command>, u64)> = split.keys().map(|p| (self.partitions[usize::from(*p)].clone(), states[usize::from(*p)].next_seq())).collect();
         let caller = CommitReply::new(reply, answer, output);
-        let answer = caller.on_durable();
         let on_durable = move |result: comb_log::Result<comb_log::Lsn>| {
-            answer(&result);
             for (sender, seq) in durable {
                 let _ = sender.send(Command::Durable { seq, result: result.clone() });
             }
         };
-        match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
+        match caller.append(&self.shared.log, Entry::new(tags, payload), on_durable) {
             Err(err) => caller.refused(err),
             Ok(()) => {
                 for (p, writes) in split {

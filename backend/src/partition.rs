@@ -6,8 +6,8 @@
 //!  Durable(seq) from a log thread ──┼──> channel ──> executor thread
 //!  Lend / Checkpoint / Stop ────────┘                  │ run body over write set ▸ overlay ▸ row cache ▸
 //!                                                      │   dirty ▸ flushing ▸ RocksDB
-//!                                                      │ ok + writes: encode record, enqueue append (the log's
-//!                                                      │   callback answers the caller, then sends Durable),
+//!                                                      │ ok + writes: encode record, enqueue append (the log
+//!                                                      │   sends Durable, then answers the caller),
 //!                                                      │   stage writes in the overlay (next txn sees them)
 //!                                                      │ Durable: mark; drain the durable prefix: its writes
 //!                                                      │   move to `dirty`, the reads waiting on it are released
@@ -16,9 +16,9 @@
 //!                                                          the last chunk with the applied LSN
 //! ```
 //!
-//! Invariants: commits are answered in commit order, each only once its record (hence every
-//! record before it) is durable, by the log's thread that made it so (not through this
-//! queue, where the report would wait behind the invocation running); a read-only transaction is released once every commit it
+//! Invariants: a commit is answered only once its record (hence every record before it) is
+//! durable, by the log, as it wakes its own tasks (not through this queue, where the report
+//! would wait behind the invocation running); a read-only transaction is released once every commit it
 //! could have seen is durable; nothing of a failed transaction is staged or appended; after a
 //! failed append the partition refuses all work (fail-stop) until the engine is reopened. A
 //! caller that asked for the logged answer ([`Answer::Logged`]: a workflow's step) is answered
@@ -107,10 +107,11 @@ impl SharedRelease {
     }
 }
 
-/// A commit's caller, answered once: with the record's outcome, from the log's callback the
-/// moment the record is durable (not through an executor's queue, where the report waits
-/// behind the invocation running); with the log's refusal of the append; or, asked for the
-/// logged answer, once the commit's writes are staged.
+/// A commit's caller, answered once: with the record's outcome, by the log the moment the
+/// record is durable (not through an executor's queue, where the report waits behind the
+/// invocation running; and off the log's writer when many wait, as its tasks are); with the
+/// log's refusal of the append; or, asked for the logged answer, once the commit's writes are
+/// staged.
 pub(crate) struct CommitReply {
     slot: Arc<Mutex<Option<(Reply, Output)>>>,
     answer: Answer,
@@ -121,13 +122,20 @@ impl CommitReply {
         CommitReply { slot: Arc::new(Mutex::new(Some((reply, output)))), answer }
     }
 
-    /// What the log's callback does for the caller: answers with the record's outcome, when
-    /// the durable answer was asked for.
-    pub(crate) fn on_durable(&self) -> impl FnOnce(&comb_log::Result<Lsn>) + Send + 'static {
-        let slot = (self.answer == Answer::Durable).then(|| Arc::clone(&self.slot));
-        move |result| {
-            if let Some((reply, output)) = slot.as_deref().and_then(take_reply) {
-                let _ = reply.send(result.clone().map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
+    /// Appends the commit's record. `on_durable` (quick: the executors' reports) is called
+    /// once it is durable or has failed; then the caller, if it asked for the durable answer,
+    /// is answered with the record's outcome.
+    pub(crate) fn append(&self, log: &LogBook, entry: Entry, on_durable: impl FnOnce(comb_log::Result<Lsn>) + Send + 'static) -> comb_log::Result<()> {
+        match self.answer {
+            Answer::Logged => log.append_batch_then(vec![entry], on_durable),
+            Answer::Durable => {
+                let slot = Arc::clone(&self.slot);
+                let answer = move |result: comb_log::Result<Lsn>| {
+                    if let Some((reply, output)) = take_reply(&slot) {
+                        let _ = reply.send(result.map(|lsn| Output { lsn: Some(lsn), ..output }).map_err(Error::Log));
+                    }
+                };
+                log.append_batch_then_wake(vec![entry], on_durable, answer)
             }
         }
     }
@@ -1115,12 +1123,8 @@ impl Executor {
                 let seq = self.state.next_seq();
                 let durable = self.durable.clone();
                 let caller = CommitReply::new(job.reply, job.answer, output);
-                let answer = caller.on_durable();
-                let on_durable = move |result| {
-                    answer(&result);
-                    drop(durable.send(Command::Durable { seq, result }));
-                };
-                match self.shared.log.append_batch_then(vec![Entry::new(tags, payload)], on_durable) {
+                let on_durable = move |result| drop(durable.send(Command::Durable { seq, result }));
+                match caller.append(&self.shared.log, Entry::new(tags, payload), on_durable) {
                     Err(err) => caller.refused(err),
                     Ok(()) => {
                         let staged = writes.entries.into_iter().map(|(k, w)| (k, w.after)).collect();

@@ -140,6 +140,17 @@ impl LogBook {
         self.enqueue(entries, Answer::Call(Callback::new(on_durable)))
     }
 
+    /// Appends records atomically, as [`append_batch_then`](Self::append_batch_then) does,
+    /// with a second callback for work slower than a channel send: `wake` (waking a task, as
+    /// answering a caller does) is called after `on_durable`, with the same result, where the
+    /// log wakes the tasks of [`append_batch`](Self::append_batch): on the thread that made
+    /// the record durable when its group commit has only a couple of them, else on the log's
+    /// completer thread, so that a large group never delays the log's next write. A refusal
+    /// is returned here, and neither callback is then called.
+    pub fn append_batch_then_wake(&self, entries: Vec<Entry>, on_durable: impl FnOnce(Result<Lsn>) + Send + 'static, wake: impl FnOnce(Result<Lsn>) + Send + 'static) -> Result<()> {
+        self.enqueue(entries, Answer::CallThenWake { quick: Callback::new(on_durable), wake: Callback::new(wake) })
+    }
+
     /// Validates an append and hands it to the writer, or refuses it.
     fn enqueue(&self, mut entries: Vec<Entry>, reply: Answer) -> Result<()> {
         // A failed log refuses at once: queued, the append would only wait to be refused by

@@ -48,6 +48,7 @@ macro_rules! loglet_conformance_tests {
             bounds_are_enforced_and_named,
             full_queue_refuses_and_waiting_appends_commit_together,
             callbacks_hear_durable_appends_and_refusals_return_at_once,
+            waking_callbacks_follow_the_quick_ones_and_leave_the_writer_when_many,
             concurrent_appenders_get_distinct_dense_lsns,
             trim_discards_and_reads_below_fail,
             reads_racing_trims_see_each_trim_wholly,
@@ -366,8 +367,60 @@ pub async fn callbacks_hear_durable_appends_and_refusals_return_at_once(factory:
     assert!(rest.is_empty(), "refused appends were never called back: {rest:?}");
 }
 
+/// [`LogBook::append_batch_then_wake`]: each append's quick callback, then its waking one,
+/// both with its first LSN. The quick ones are called on the writer; the waking ones too when
+/// their group has only a couple, else on the completer, as tasks are woken. A refused
+/// append calls neither; a failed write calls both with the error.
+pub async fn waking_callbacks_follow_the_quick_ones_and_leave_the_writer_when_many(factory: Factory) {
+    let s = open(factory, LogOptions { queue_appends_max: 8, ..LogOptions::default() }).await;
+    // (callback, append, result, thread), in the order they were called.
+    type Heard = (&'static str, &'static str, crate::Result<Lsn>, Option<String>);
+    let (heard, hear) = std::sync::mpsc::channel::<Heard>();
+    let callback = |kind: &'static str, name: &'static str| {
+        let heard = heard.clone();
+        move |result: crate::Result<Lsn>| heard.send((kind, name, result, std::thread::current().name().map(str::to_owned))).expect("the case listens")
+    };
+    let append = |name: &'static str, entries: Vec<Entry>| s.log.append_batch_then_wake(entries, callback("quick", name), callback("wake", name));
+
+    // Three appends behind a held one: one group commit, with three callbacks to wake.
+    let (lone, _) = hold_lone_then_queue(&s, 0).await;
+    append("a", vec![Entry::new([1], "a")]).expect("queued");
+    append("b", vec![Entry::new([1], "b 1"), Entry::new([2], "b 2")]).expect("queued");
+    append("c", vec![Entry::new([1], "c")]).expect("queued");
+    assert_eq!(append("empty", Vec::new()), Err(Error::EmptyBatch));
+    s.control.release();
+    assert_eq!(within("the held append", lone).await.unwrap(), Ok(1));
+    let answers = within("the callbacks", hear_n(&hear, 6)).await;
+    for (name, lsn) in [("a", 2), ("b", 3), ("c", 5)] {
+        let mine: Vec<_> = answers.iter().filter(|(_, n, _, _)| *n == name).collect();
+        assert_eq!(mine.len(), 2, "{name}: each callback once: {answers:?}");
+        let (quick, wake) = (mine[0], mine[1]);
+        assert_eq!((quick.0, &quick.2), ("quick", &Ok(lsn)), "{name}: the quick callback first, with the first LSN");
+        assert_eq!((wake.0, &wake.2), ("wake", &Ok(lsn)), "{name}: then the waking one, with the same");
+        assert_eq!(quick.3.as_deref(), Some("comb-log-writer"), "{name}: the quick one on the writer");
+        assert_eq!(wake.3.as_deref(), Some("comb-log-completer"), "{name}: three to wake are many: on the completer");
+    }
+
+    // A lone append: its one callback to wake is woken on the writer.
+    append("d", vec![Entry::new([1], "d")]).expect("queued");
+    let answers = within("a lone append's callbacks", hear_n(&hear, 2)).await;
+    let called: Vec<_> = answers.iter().map(|(kind, _, result, thread)| (*kind, result.clone(), thread.as_deref())).collect();
+    assert_eq!(called, vec![("quick", Ok(6), Some("comb-log-writer")), ("wake", Ok(6), Some("comb-log-writer"))]);
+
+    // A failed write: both hear the error. After it, an append is refused and calls neither.
+    s.control.fail_next_append();
+    append("lost", vec![Entry::new([1], "lost")]).expect("queued");
+    let answers = within("the failed write's callbacks", hear_n(&hear, 2)).await;
+    assert!(answers.iter().all(|(_, name, result, _)| *name == "lost" && matches!(result, Err(Error::Storage { .. }))), "{answers:?}");
+    assert!(matches!(append("after", vec![Entry::new([1], "after")]), Err(Error::Failed { .. })));
+    let _ = s.log.close().await;
+    drop(heard);
+    let rest: Vec<_> = hear.try_iter().map(|(kind, name, _, _)| (kind, name)).collect();
+    assert!(rest.is_empty(), "refused appends were never called back: {rest:?}");
+}
+
 /// Waits for `n` callbacks' answers without blocking the runtime.
-async fn hear_n(hear: &std::sync::mpsc::Receiver<(&'static str, crate::Result<Lsn>)>, n: usize) -> Vec<(&'static str, crate::Result<Lsn>)> {
+async fn hear_n<T>(hear: &std::sync::mpsc::Receiver<T>, n: usize) -> Vec<T> {
     let mut answers = Vec::new();
     while answers.len() < n {
         match hear.try_recv() {

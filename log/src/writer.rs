@@ -52,6 +52,10 @@ pub(crate) enum Answer {
     Task(oneshot::Sender<Result<Lsn>>),
     /// The callback given to [`LogBook::append_batch_then`](crate::LogBook::append_batch_then).
     Call(Callback),
+    /// The two callbacks given to
+    /// [`LogBook::append_batch_then_wake`](crate::LogBook::append_batch_then_wake): the quick
+    /// one is called where a `Call` is, the waking one where a `Task` is woken.
+    CallThenWake { quick: Callback, wake: Callback },
 }
 
 /// A callback waiting for an append's outcome. Dropped unanswered (the log's threads are
@@ -61,6 +65,12 @@ pub(crate) struct Callback(Option<Box<dyn FnOnce(Result<Lsn>) + Send>>);
 impl Callback {
     pub(crate) fn new(on_durable: impl FnOnce(Result<Lsn>) + Send + 'static) -> Callback {
         Callback(Some(Box::new(on_durable)))
+    }
+
+    fn call(mut self, result: Result<Lsn>) {
+        if let Some(on_durable) = self.0.take() {
+            on_durable(result);
+        }
     }
 }
 
@@ -76,18 +86,23 @@ impl Answer {
     /// Drops an answer uncalled: for an append refused before the writer saw it, whose
     /// caller hears of the refusal directly, and only once.
     pub(crate) fn unsent(self) {
-        if let Answer::Call(mut callback) = self {
-            callback.0 = None;
+        match self {
+            Answer::Task(_) => {}
+            Answer::Call(mut callback) => callback.0 = None,
+            Answer::CallThenWake { mut quick, mut wake } => {
+                quick.0 = None;
+                wake.0 = None;
+            }
         }
     }
 
     pub(crate) fn send(self, result: Result<Lsn>) {
         match self {
             Answer::Task(reply) => drop(reply.send(result)),
-            Answer::Call(mut callback) => {
-                if let Some(on_durable) = callback.0.take() {
-                    on_durable(result);
-                }
+            Answer::Call(callback) => callback.call(result),
+            Answer::CallThenWake { quick, wake } => {
+                quick.call(result.clone());
+                wake.call(result);
             }
         }
     }
@@ -257,13 +272,17 @@ impl Publisher {
         // answered, never after. Appenders may be answered out of order across groups:
         // every record up to the tail is durable by now, whoever hears of it first.
         // Callbacks are called here (quick by their contract: a channel send), which spares
-        // the backend's executors a hop through the completer; tasks are woken here only
-        // when they are few.
+        // the backend's executors a hop through the completer; tasks, and the callbacks that
+        // wake them, are woken here only when they are few.
         let (mut lsn, mut tasks) = (first, Vec::new());
         for (count, reply) in group.waiters {
             match reply {
                 Answer::Call(_) => reply.send(Ok(lsn)),
                 Answer::Task(_) => tasks.push((lsn, reply)),
+                Answer::CallThenWake { quick, wake } => {
+                    quick.call(Ok(lsn));
+                    tasks.push((lsn, Answer::Call(wake)));
+                }
             }
             lsn += count as Lsn;
         }
