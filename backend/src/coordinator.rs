@@ -7,7 +7,7 @@
 //! all of them. Each appends ONE record tagged with every partition it wrote (so it is
 //! atomic across them by construction) and stages each partition's writes in that
 //! partition's overlay, where the next one sees them. Then it hands the states back. The
-//! executors resume at once; each reply is released when its record is durable. One barrier
+//! executors resume at once; the log answers each caller when its record is durable. One barrier
 //! for all the invocations waiting: its cost (the hand-offs, the wait for the slowest
 //! executor's invocation in flight) is paid once, not per transaction.
 

@@ -9,9 +9,10 @@
 //!     a. record? and a recorded output exists for (workflow, step) -> return it, run nothing
 //!     b. body(&mut Txn, input): statements by name over write set ▸ overlay ▸ RocksDB
 //!     c. writes? commit record {writes with before/after images, output, invocation}
-//!        -> log.append_batch(tags = [partition + 1])  (enqueued now, awaited elsewhere)
+//!        -> log.append_batch_then_wake(tags = [partition + 1])  (enqueued now)
 //!     d. stage the writes in the overlay; run the next transaction at once (pipelining)
-//!     e. durable (in order) -> one RocksDB batch (WAL off) with the applied LSN; reply
+//!     e. durable (in order): the log answers the caller, and reports it to the executor,
+//!        which applies it -> one RocksDB batch (WAL off) with the applied LSN
 //! ```
 //!
 //! # Invariants

@@ -18,8 +18,9 @@
 //!
 //! Invariants: a commit is answered only once its record (hence every record before it) is
 //! durable, by the log, as it wakes its own tasks (not through this queue, where the report
-//! would wait behind the invocation running); a read-only transaction is released once every commit it
-//! could have seen is durable; nothing of a failed transaction is staged or appended; after a
+//! would wait behind the invocation running); a read-only transaction is released once
+//! every commit it could have seen is durable; nothing of a failed transaction is staged or
+//! appended; after a
 //! failed append the partition refuses all work (fail-stop) until the engine is reopened. A
 //! caller that asked for the logged answer ([`Answer::Logged`]: a workflow's step) is answered
 //! once its commit is staged, or at once when it wrote nothing: it hands the output only to
@@ -174,12 +175,13 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    fn release(self, result: Result<Lsn>) {
+    /// Releases the waiter: the commits it waited on are durable (`Ok`), or never will be.
+    fn release(self, result: Result<()>) {
         match self {
             Waiter::Read(reply, answer) => {
                 let _ = reply.send(result.and(answer));
             }
-            Waiter::Shared(shared) => shared.release(result.map(|_| ())),
+            Waiter::Shared(shared) => shared.release(result),
         }
     }
 }
@@ -374,7 +376,7 @@ impl PartitionState {
     pub(crate) fn release_after_pending(&mut self, waiter: Waiter) {
         match self.pending.back_mut() {
             Some(last) => last.waiters.push(waiter),
-            None => waiter.release(Ok(self.applied_lsn)),
+            None => waiter.release(Ok(())),
         }
     }
 
@@ -412,7 +414,7 @@ impl PartitionState {
             }
             self.applied_lsn = self.applied_lsn.max(lsn);
             for waiter in pending.waiters {
-                waiter.release(Ok(lsn));
+                waiter.release(Ok(()));
             }
         }
         // The age of `dirty` exists only while it holds something: a clock left running over
@@ -940,7 +942,7 @@ impl Executor {
     /// the channel before each invocation (up to a barrier, after which one invocation runs
     /// first), the invocations kept in arrival order. So a
     /// multi-partition transaction waits at the barrier for the invocation in flight only, not
-    /// for the whole queue, and a durable commit's replies leave at once. The invocations
+    /// for the whole queue, and the reads waiting on a durable commit are released at once. The invocations
     /// taken off the channel are still counted in `queued` until they run: the queue's bound
     /// covers them.
     fn serve(&mut self) {

@@ -144,9 +144,10 @@ impl LogBook {
     /// with a second callback for work slower than a channel send: `wake` (waking a task, as
     /// answering a caller does) is called after `on_durable`, with the same result, where the
     /// log wakes the tasks of [`append_batch`](Self::append_batch): on the thread that made
-    /// the record durable when its group commit has only a couple of them, else on the log's
-    /// completer thread, so that a large group never delays the log's next write. A refusal
-    /// is returned here, and neither callback is then called.
+    /// the record durable when its group commit has only a couple of them to wake, else on
+    /// the log's completer thread, so that a large group never delays the log's next write.
+    /// Either may run before this returns; neither may block or panic. A refusal is returned
+    /// here, and neither callback is then called.
     pub fn append_batch_then_wake(&self, entries: Vec<Entry>, on_durable: impl FnOnce(Result<Lsn>) + Send + 'static, wake: impl FnOnce(Result<Lsn>) + Send + 'static) -> Result<()> {
         self.enqueue(entries, Answer::CallThenWake { quick: Callback::new(on_durable), wake: Callback::new(wake) })
     }

@@ -54,7 +54,8 @@ pub(crate) enum Answer {
     Call(Callback),
     /// The two callbacks given to
     /// [`LogBook::append_batch_then_wake`](crate::LogBook::append_batch_then_wake): the quick
-    /// one is called where a `Call` is, the waking one where a `Task` is woken.
+    /// one is called where a `Call` is, the waking one where a `Task` is woken. Dropped
+    /// unanswered, `quick` hears first: fields drop in their declared order.
     CallThenWake { quick: Callback, wake: Callback },
 }
 
@@ -196,12 +197,13 @@ impl Group {
 }
 
 /// Group commits whose replies wait for the completer thread. Small: the completer only
-/// wakes tasks, and a full queue makes the writer wait (backpressure, never a buffer).
+/// wakes tasks (and calls the callbacks that wake one), and a full queue makes the writer
+/// wait (backpressure, never a buffer).
 pub(crate) const COMPLETIONS_QUEUED_MAX: usize = 4;
 
-/// Group commits with at most this many waiting tasks have them woken on the writer itself:
-/// waking a task or two costs less than handing them to the completer (one thread switch
-/// more on the path of a lone appender).
+/// Group commits with at most this many tasks to wake (waiting tasks, and waking callbacks)
+/// have them woken on the publishing thread itself: waking a task or two costs less than
+/// handing them to the completer (one thread switch more on the path of a lone appender).
 pub(crate) const COMPLETE_INLINE_MAX: usize = 2;
 
 /// A group of at most this many appends is a lone appender's (or two): with nothing in
@@ -209,11 +211,12 @@ pub(crate) const COMPLETE_INLINE_MAX: usize = 2;
 /// the next append rather than sleep.
 pub(crate) const LONE_GROUP_MAX: usize = 2;
 
-/// The tasks of a durable group commit still to be woken, each with its first LSN.
+/// The tasks (and waking callbacks) of a durable group commit still to be woken, each with
+/// its first LSN.
 pub(crate) struct Completion(Vec<(Lsn, Answer)>);
 
-/// The completer thread: wakes the tasks of durable group commits, so that waking hundreds
-/// of them never delays the writer's next write.
+/// The completer thread: wakes the tasks of durable group commits (and calls their waking
+/// callbacks), so that waking hundreds of them never delays the writer's next write.
 pub(crate) fn complete(completions: Receiver<Completion>) {
     for completion in completions {
         completion.answer();
@@ -280,6 +283,8 @@ impl Publisher {
                 Answer::Call(_) => reply.send(Ok(lsn)),
                 Answer::Task(_) => tasks.push((lsn, reply)),
                 Answer::CallThenWake { quick, wake } => {
+                    // Were the completer gone, `wake` would hear `Failed`: a caller told of
+                    // less than is durable, never more.
                     quick.call(Ok(lsn));
                     tasks.push((lsn, Answer::Call(wake)));
                 }
