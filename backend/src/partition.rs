@@ -20,11 +20,11 @@
 //! durable, by the log, as it wakes its own tasks (not through this queue, where the report
 //! would wait behind the invocation running); a read-only transaction is released once
 //! every commit it could have seen is durable; nothing of a failed transaction is staged or
-//! appended; after a
-//! failed append the partition refuses all work (fail-stop) until the engine is reopened. A
-//! caller that asked for the logged answer ([`Answer::Logged`]: a workflow's step) is answered
-//! once its commit is staged, or at once when it wrote nothing: it hands the output only to
-//! work whose own commit comes later in the log, and is durable with it.
+//! appended; after a failed append the partition refuses all work (fail-stop) until the
+//! engine is reopened. A caller that asked for the logged answer ([`Answer::Logged`]: a
+//! workflow's step) is answered once its commit is staged, or at once when it wrote nothing:
+//! it hands the output only to work whose own commit comes later in the log, and is durable
+//! with it.
 
 use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -940,11 +940,10 @@ impl Executor {
     /// Serves the commands. Control commands (a durability report, a barrier, a checkpoint)
     /// go ahead of the invocations queued before them: every command waiting is taken off
     /// the channel before each invocation (up to a barrier, after which one invocation runs
-    /// first), the invocations kept in arrival order. So a
-    /// multi-partition transaction waits at the barrier for the invocation in flight only, not
-    /// for the whole queue, and the reads waiting on a durable commit are released at once. The invocations
-    /// taken off the channel are still counted in `queued` until they run: the queue's bound
-    /// covers them.
+    /// first), the invocations kept in arrival order. So a multi-partition transaction waits
+    /// at the barrier for the invocation in flight only, not for the whole queue, and the
+    /// reads waiting on a durable commit are released at once. The invocations taken off the
+    /// channel are still counted in `queued` until they run: the queue's bound covers them.
     fn serve(&mut self) {
         let mut ready: VecDeque<Job> = VecDeque::new();
         let mut stopping = false;
