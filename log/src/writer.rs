@@ -73,6 +73,11 @@ impl Callback {
             on_durable(result);
         }
     }
+
+    /// Drops the callback without calling it.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
 }
 
 impl Drop for Callback {
@@ -89,10 +94,10 @@ impl Answer {
     pub(crate) fn unsent(self) {
         match self {
             Answer::Task(_) => {}
-            Answer::Call(mut callback) => callback.0 = None,
-            Answer::CallThenWake { mut quick, mut wake } => {
-                quick.0 = None;
-                wake.0 = None;
+            Answer::Call(callback) => callback.disarm(),
+            Answer::CallThenWake { quick, wake } => {
+                quick.disarm();
+                wake.disarm();
             }
         }
     }
@@ -283,8 +288,8 @@ impl Publisher {
                 Answer::Call(_) => reply.send(Ok(lsn)),
                 Answer::Task(_) => tasks.push((lsn, reply)),
                 Answer::CallThenWake { quick, wake } => {
-                    // Were the completer gone, `wake` would hear `Failed`: a caller told of
-                    // less than is durable, never more.
+                    // Should this thread die before `wake` is called, its drop tells the
+                    // caller the writer stopped: less than is durable, never more.
                     quick.call(Ok(lsn));
                     tasks.push((lsn, Answer::Call(wake)));
                 }
