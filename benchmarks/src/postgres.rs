@@ -103,12 +103,36 @@ async fn connect(url: &str) -> anyhow::Result<Connection> {
     Ok(Connection { client, prepared: HashMap::new() })
 }
 
+/// The max_connections that `benchmarks/postgres.sh` starts its server with.
+const POSTGRES_SH_CONNECTIONS: usize = 300;
+
+/// How many connections the server accepts from a user that is not a superuser: its
+/// max_connections less superuser_reserved_connections.
+async fn connection_slots(admin: &Connection) -> anyhow::Result<usize> {
+    let mut slots = [0usize; 2];
+    for (slot, setting) in slots.iter_mut().zip(["max_connections", "superuser_reserved_connections"]) {
+        let row = admin.client.query_one(&format!("SHOW {setting}"), &[]).await.with_context(|| format!("reading PostgreSQL's {setting}"))?;
+        let value: String = row.try_get(0)?;
+        *slot = value.parse().with_context(|| format!("PostgreSQL's {setting} is {value:?}, not a number"))?;
+    }
+    Ok(slots[0].saturating_sub(slots[1]))
+}
+
 impl Postgres {
     /// Opens `connections` connections to `url`, creates the tables afresh and loads the
     /// workload's data.
     pub(crate) async fn setup(url: &str, connections: usize, workload: Workload, sizes: &Sizes) -> anyhow::Result<Postgres> {
         anyhow::ensure!(connections >= 1, "at least one connection is needed");
         let admin = connect(url).await?;
+        let allowed = connection_slots(&admin).await?;
+        // The admin connection stays open beside the clients'.
+        anyhow::ensure!(
+            connections < allowed,
+            "the baseline needs {} connections to PostgreSQL at {url} (one per client, and one more), but it accepts {allowed} (max_connections less \
+             superuser_reserved_connections): use fewer clients, or restart it with a larger max_connections \
+             (benchmarks/postgres.sh sets {POSTGRES_SH_CONNECTIONS})",
+            connections + 1
+        );
         admin.client.batch_execute(SCHEMA).await.context("creating the baseline's tables")?;
         let (n, f, p) = (sizes.users, sizes.followees, sizes.posts);
         let load = match workload {
@@ -139,8 +163,8 @@ impl Postgres {
             eprintln!("the baseline's data is loaded but not checkpointed ({err}): its first runs may share the disk with PostgreSQL's checkpoint");
         }
         let mut all = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            let mut connection = connect(url).await?;
+        for i in 0..connections {
+            let mut connection = connect(url).await.with_context(|| format!("opening the baseline's connection {} of {connections}", i + 1))?;
             for sql in STATEMENTS {
                 let statement = connection.client.prepare(sql).await.with_context(|| format!("preparing {sql}"))?;
                 connection.prepared.insert(sql, statement);
