@@ -108,8 +108,8 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<CompareReport> {
 fn table(reports: &[WorkloadReport], date: &str, fsync_us_p50: f64) -> String {
     let mut out = format!(
         "Measured {date} on {} cores; a bare write+fdatasync of 256 bytes takes {fsync_us_p50} us (p50) on this disk.\n\n\
-         | workload | clients | Comb ops/s | Comb p99 ms | PostgreSQL ops/s | PostgreSQL p99 ms | Comb / PostgreSQL |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n",
+         | workload | clients | Comb ops/s | Comb p99 ms | PostgreSQL ops/s | PostgreSQL p99 ms | Comb / PostgreSQL | CPU us/op, Comb | CPU us/op, PostgreSQL |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         cores()
     );
     let find = |r: &WorkloadReport, system: &str| reports.iter().find(|o| o.workload == r.workload && o.clients == r.clients && o.system == system);
@@ -119,15 +119,21 @@ fn table(reports: &[WorkloadReport], date: &str, fsync_us_p50: f64) -> String {
         let ratio = base.map(|b| format!("{:.1}x", comb.ops_per_sec / b.ops_per_sec.max(1.0))).unwrap_or_else(|| "-".to_owned());
         _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {ratio} |",
+            "| {} | {} | {} | {} | {} | {} | {ratio} | {} | {} |",
             comb.workload.name(),
             comb.clients,
             comb.ops_per_sec,
             comb.latency_ms_p99,
             cell(base.map(|b| b.ops_per_sec)),
-            cell(base.map(|b| b.latency_ms_p99))
+            cell(base.map(|b| b.latency_ms_p99)),
+            comb.machine_cpu_us_per_op,
+            cell(base.map(|b| b.machine_cpu_us_per_op))
         );
     }
+    out.push_str(
+        "\nCPU us/op: the whole machine's busy CPU time in the window over the operations completed (clients, server, \
+         kernel; PostgreSQL's server processes for the baseline).\n",
+    );
     let failed: Vec<String> = reports.iter().filter(|r| !r.check.starts_with("ok")).map(|r| format!("{} {} at {} clients: {}", r.system, r.workload.name(), r.clients, r.check)).collect();
     if failed.is_empty() {
         out.push_str("\nEvery run's correctness check passed.\n");

@@ -135,6 +135,9 @@ pub(crate) struct Measured<S> {
     pub(crate) samples: (S, S),
     /// CPU time the whole process used in the window (every thread: clients and server).
     pub(crate) cpu_us: u64,
+    /// CPU time the whole machine was busy in the window, every process's and the kernel's
+    /// (a baseline's database server's too).
+    pub(crate) machine_cpu_us: u64,
 }
 
 impl<S> Measured<S> {
@@ -142,6 +145,18 @@ impl<S> Measured<S> {
     /// decimal).
     pub(crate) fn cpu_us_per_op(&self) -> f64 {
         (self.cpu_us as f64 / self.latencies.len().max(1) as f64 * 10.0).round() / 10.0
+    }
+
+    /// The machine's busy CPU time per operation completed in the window, in microseconds
+    /// (one decimal): what an operation cost, wherever it ran.
+    pub(crate) fn machine_cpu_us_per_op(&self) -> f64 {
+        (self.machine_cpu_us as f64 / self.latencies.len().max(1) as f64 * 10.0).round() / 10.0
+    }
+
+    /// The share of all the cores' time that was busy in the window (hundredths).
+    pub(crate) fn machine_busy(&self, cores: usize) -> f64 {
+        let available_us = self.seconds * cores.max(1) as f64 * 1e6;
+        (self.machine_cpu_us as f64 / available_us * 100.0).round() / 100.0
     }
 
     /// Completed operations per second.
@@ -176,6 +191,7 @@ impl<S> Measured<S> {
             seconds: self.seconds + next.seconds,
             samples: (self.samples.0, next.samples.1),
             cpu_us: self.cpu_us + next.cpu_us,
+            machine_cpu_us: self.machine_cpu_us + next.machine_cpu_us,
         })
     }
 }
@@ -303,12 +319,13 @@ where
     let (mut last_at, mut last_ops) = (Instant::now(), 0);
     let mut before = None;
     let mut started = began;
-    let mut cpu_before = 0;
+    let (mut cpu_before, mut machine_before) = (0, 0);
     loop {
         tick.tick().await;
         let elapsed = began.elapsed();
         if before.is_none() && elapsed >= warmup {
             cpu_before = process_cpu_us().await?;
+            machine_before = machine_cpu_us().await?;
             before = Some(sample());
             started = Instant::now();
             phase.store(MEASURE, Ordering::Relaxed);
@@ -325,6 +342,7 @@ where
     let seconds = started.elapsed().as_secs_f64();
     let after = sample();
     let cpu_us = process_cpu_us().await?.saturating_sub(cpu_before);
+    let machine_cpu_us = machine_cpu_us().await?.saturating_sub(machine_before);
     let before = before.expect("the warm-up ended");
     bar.finish_and_clear();
     let mut by_kind = BTreeMap::new();
@@ -338,7 +356,7 @@ where
     for histogram in by_kind.values() {
         latencies.add(histogram)?;
     }
-    Ok(Measured { latencies, by_kind, errors, seconds, samples: (before, after), cpu_us })
+    Ok(Measured { latencies, by_kind, errors, seconds, samples: (before, after), cpu_us, machine_cpu_us })
 }
 
 /// Linux reports a process's CPU times in clock ticks of USER_HZ, which is 100 on every
@@ -355,6 +373,30 @@ pub(crate) async fn process_cpu_us() -> anyhow::Result<u64> {
 fn read_process_cpu_us() -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
+}
+
+/// CPU time the machine's cores have been busy since boot (every process, and the kernel's
+/// own work and interrupts), in microseconds at the kernel's 10 ms tick. Read off the async
+/// runtime's workers.
+pub(crate) async fn machine_cpu_us() -> anyhow::Result<u64> {
+    tokio::task::spawn_blocking(|| {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        parse_machine_busy_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the machine's CPU times in the first line of /proc/stat: {:?}", stat.lines().next()))
+    })
+    .await?
+}
+
+/// The first line of /proc/stat sums every core's ticks: user, nice, system, idle, iowait,
+/// irq, softirq, steal, then guest time (already counted in user). Busy is all but idle and
+/// iowait; steal (the host ran someone else) counts as busy, as it is lost to the machine.
+fn parse_machine_busy_us(stat: &str) -> Option<u64> {
+    let mut fields = stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace();
+    let mut ticks = [0u64; 8];
+    for tick in &mut ticks {
+        *tick = fields.next()?.parse().ok()?;
+    }
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = ticks;
+    Some((user + nice + system + irq + softirq + steal) * 1_000_000 / CLOCK_TICKS_PER_SEC)
 }
 
 /// One living thread of this process, as the kernel counts its time so far.
@@ -426,6 +468,16 @@ fn parse_cpu_us(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machines_busy_time_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 20 30 4000 500 6 7 8 90 0\ncpu0 50 10 15 2000 250 3 3 4 45 0\nintr 1 2 3\n";
+        assert_eq!(parse_machine_busy_us(stat), Some((100 + 20 + 30 + 6 + 7 + 8) * 10_000));
+        // A kernel before steal was counted, and lines that are not the sum, are refused.
+        assert_eq!(parse_machine_busy_us("cpu  100 20 30 4000 500 6 7\n"), None);
+        assert_eq!(parse_machine_busy_us("cpu0 100 20 30 4000 500 6 7 8\n"), None);
+        assert_eq!(parse_machine_busy_us("cpu  100 x 30 4000 500 6 7 8\n"), None);
+    }
 
     #[test]
     fn cpu_times_are_read_after_the_command_even_with_spaces_in_it() {

@@ -196,6 +196,15 @@ pub(crate) struct WorkloadReport {
     pub(crate) cores: usize,
     /// The process's peak resident memory (clients, and the server when it runs here).
     pub(crate) peak_rss_mib: Option<f64>,
+    /// CPU time per operation of this process (clients, and the server when it runs here),
+    /// in microseconds.
+    pub(crate) cpu_us_per_op: f64,
+    /// CPU time per operation of the whole machine (every process: a separate server's, the
+    /// baseline's PostgreSQL's), in microseconds: what an operation costs, to compare systems.
+    pub(crate) machine_cpu_us_per_op: f64,
+    /// The share of all the cores' time that was busy during the window: near 1, the rate is
+    /// bound by CPU; well below, by waits.
+    pub(crate) machine_busy: f64,
 }
 
 /// The log's slow storage calls in a window: see [`WorkloadReport::log_slow_io`].
@@ -363,6 +372,9 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         fsync_us_p50,
         cores: cores(),
         peak_rss_mib,
+        cpu_us_per_op: m.cpu_us_per_op(),
+        machine_cpu_us_per_op: m.machine_cpu_us_per_op(),
+        machine_busy: m.machine_busy(cores()),
     }
 }
 
