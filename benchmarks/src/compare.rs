@@ -119,7 +119,7 @@ fn table(reports: &[WorkloadReport], date: &str, fsync_us_p50: f64) -> String {
         let ratio = base.map(|b| format!("{:.1}x", comb.ops_per_sec / b.ops_per_sec.max(1.0))).unwrap_or_else(|| "-".to_owned());
         _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {ratio} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {ratio} | {:.1} | {} |",
             comb.workload.name(),
             comb.clients,
             comb.ops_per_sec,
@@ -127,7 +127,7 @@ fn table(reports: &[WorkloadReport], date: &str, fsync_us_p50: f64) -> String {
             cell(base.map(|b| b.ops_per_sec)),
             cell(base.map(|b| b.latency_ms_p99)),
             comb.machine_cpu_us_per_op,
-            cell(base.map(|b| b.machine_cpu_us_per_op))
+            base.map_or("-".to_owned(), |b| format!("{:.1}", b.machine_cpu_us_per_op))
         );
     }
     out.push_str(

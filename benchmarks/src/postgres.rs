@@ -125,11 +125,11 @@ impl Postgres {
         anyhow::ensure!(connections >= 1, "at least one connection is needed");
         let admin = connect(url).await?;
         let allowed = connection_slots(&admin).await?;
-        // The admin connection stays open beside the clients'.
+        // The admin connection stays open while the clients' open.
         anyhow::ensure!(
             connections < allowed,
-            "the baseline needs {} connections to PostgreSQL at {url} (one per client, and one more), but it accepts {allowed} (max_connections less \
-             superuser_reserved_connections): use fewer clients, or restart it with a larger max_connections \
+            "the baseline needs {} connections to PostgreSQL at {url} (one per client, and one more), but it accepts {allowed} from a user that is not a \
+             superuser (max_connections less superuser_reserved_connections): use fewer clients, or restart it with a larger max_connections \
              (benchmarks/postgres.sh sets {POSTGRES_SH_CONNECTIONS})",
             connections + 1
         );
