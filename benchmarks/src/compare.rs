@@ -18,7 +18,8 @@ use crate::workload::{Baseline, TargetArgs, WorkloadReport, measure, report};
 
 #[derive(Debug, Args)]
 pub(crate) struct CompareArgs {
-    /// Client counts, each measured on the same loaded data.
+    /// Client counts, each measured on the same loaded data (hotel's on data loaded afresh
+    /// for each: its bookings use the rooms up).
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     clients: Vec<usize>,
     /// Workloads; default: all four.
@@ -53,7 +54,6 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     anyhow::ensure!(args.target.server.is_none() && args.target.baseline.is_none(), "compare starts its own Comb server and measures the baseline itself: --server and --baseline do not apply");
     let workloads = if args.workloads.is_empty() { Workload::ALL.to_vec() } else { args.workloads.clone() };
     let sizes = Sizes::new(args.target.scale)?;
-    let max_clients = *args.clients.iter().max().expect("not empty");
     std::fs::create_dir_all(&args.out)?;
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let stem = format!("compare-{}", &date[..10]);
@@ -67,21 +67,28 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     for &workload in &workloads {
         for &baseline in systems {
             let target_args = TargetArgs { baseline, server: None, postgres: args.target.postgres.clone(), ..args.target };
-            let data = dir.path().join(format!("{}-{}", workload.name(), if baseline.is_some() { "baseline" } else { "comb" }));
-            runtime.block_on(async {
-                let target = Arc::new(target_args.open(workload, &sizes, &data, max_clients).await?);
-                for &clients in &args.clients {
-                    let measured = measure(&target, workload, &sizes, clients, &args.window).await?;
-                    let report = report(&target, workload, &sizes, clients, measured, fsync);
-                    let line = serde_json::to_string(&report)?;
-                    println!("{line}");
-                    writeln!(lines, "{line}")?;
-                    reports.push(report);
+            // The client counts measured on one load of the data: all of them, or one each
+            // when the operations use the data up.
+            let loads: Vec<&[usize]> = if workload.uses_up_its_data() { args.clients.chunks(1).collect() } else { vec![&args.clients[..]] };
+            for counts in loads {
+                let system = if baseline.is_some() { "baseline" } else { "comb" };
+                let data = dir.path().join(format!("{}-{system}-{}", workload.name(), counts[0]));
+                let max_clients = *counts.iter().max().expect("a load measures at least one client count");
+                runtime.block_on(async {
+                    let target = Arc::new(target_args.open(workload, &sizes, &data, max_clients).await?);
+                    for &clients in counts {
+                        let measured = measure(&target, workload, &sizes, clients, &args.window).await?;
+                        let report = report(&target, workload, &sizes, clients, measured, fsync);
+                        let line = serde_json::to_string(&report)?;
+                        println!("{line}");
+                        writeln!(lines, "{line}")?;
+                        reports.push(report);
+                    }
+                    Arc::into_inner(target).expect("the clients are done").close().await
+                })?;
+                if data.exists() {
+                    std::fs::remove_dir_all(&data)?;
                 }
-                Arc::into_inner(target).expect("the clients are done").close().await
-            })?;
-            if data.exists() {
-                std::fs::remove_dir_all(&data)?;
             }
         }
     }
