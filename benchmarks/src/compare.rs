@@ -67,11 +67,11 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     for &workload in &workloads {
         for &baseline in systems {
             let target_args = TargetArgs { baseline, server: None, postgres: args.target.postgres.clone(), ..args.target };
+            let system = if baseline.is_some() { "baseline" } else { "comb" };
             // The client counts measured on one load of the data: all of them, or one each
             // when the operations use the data up.
             let loads: Vec<&[usize]> = if workload.uses_up_its_data() { args.clients.chunks(1).collect() } else { vec![&args.clients[..]] };
             for counts in loads {
-                let system = if baseline.is_some() { "baseline" } else { "comb" };
                 let data = dir.path().join(format!("{}-{system}-{}", workload.name(), counts[0]));
                 let max_clients = *counts.iter().max().expect("a load measures at least one client count");
                 runtime.block_on(async {

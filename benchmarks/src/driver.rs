@@ -144,13 +144,18 @@ impl<S> Measured<S> {
     /// The process's CPU time per operation completed in the window, in microseconds (one
     /// decimal).
     pub(crate) fn cpu_us_per_op(&self) -> f64 {
-        (self.cpu_us as f64 / self.latencies.len().max(1) as f64 * 10.0).round() / 10.0
+        self.per_op(self.cpu_us)
     }
 
     /// The machine's busy CPU time per operation completed in the window, in microseconds
     /// (one decimal): what an operation cost, wherever it ran.
     pub(crate) fn machine_cpu_us_per_op(&self) -> f64 {
-        (self.machine_cpu_us as f64 / self.latencies.len().max(1) as f64 * 10.0).round() / 10.0
+        self.per_op(self.machine_cpu_us)
+    }
+
+    /// Microseconds per operation completed in the window, one decimal.
+    fn per_op(&self, us: u64) -> f64 {
+        (us as f64 / self.latencies.len().max(1) as f64 * 10.0).round() / 10.0
     }
 
     /// The share of all the cores' time that was busy in the window (hundredths).

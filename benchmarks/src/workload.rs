@@ -347,6 +347,7 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         ),
         _ => (None, None, None),
     };
+    let cores = cores();
     WorkloadReport {
         bench: "workload",
         workload,
@@ -370,11 +371,11 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         runtime_late_ms_max: ms(*runtime_late_us_max as f64),
         check,
         fsync_us_p50,
-        cores: cores(),
+        cores,
         peak_rss_mib,
         cpu_us_per_op: m.cpu_us_per_op(),
         machine_cpu_us_per_op: m.machine_cpu_us_per_op(),
-        machine_busy: m.machine_busy(cores()),
+        machine_busy: m.machine_busy(cores),
     }
 }
 
