@@ -237,6 +237,13 @@ pub(crate) fn peak_rss_mib() -> Option<f64> {
     Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
+/// The middle of `values` (of an even count, the upper of the two middle ones). Panics on
+/// none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// The machine's cores, reported beside every figure.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::apps::{Sizes, Workload};
 use crate::comb::Comb;
 use crate::disk::commit_fsync_us_p50;
-use crate::driver::{ThreadTimes, Window, cores, process_cpu_us, thread_times};
+use crate::driver::{ThreadTimes, Window, cores, median, process_cpu_us, thread_times};
 use crate::workload::{Measurement, Target, TargetArgs, measure, ms};
 
 #[derive(Debug, Args)]
@@ -185,11 +185,6 @@ const ROUNDS_MAX: usize = 1_000;
 /// Longest `--feed-interval-ms`: the check then waits up to this beyond its window for the
 /// traces, within the client's 75 s time-out on a call.
 const FEED_INTERVAL_MS_MAX: u64 = 60_000;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<OverheadReport> {
     anyhow::ensure!(args.rounds >= 1 && args.clients >= 1, "--rounds and --clients must be at least 1");
