@@ -647,6 +647,17 @@ impl Engine {
         Ok(log.trim_point())
     }
 
+    /// Checkpoints, then waits at most `bound` for the state store's compactions, those the
+    /// checkpoint's flush started among them: what an operator does after a bulk load (as
+    /// PostgreSQL's `CHECKPOINT` after one), so that the load's background work does not run
+    /// beside what follows. Writes may go on meanwhile, and add compactions to wait for.
+    /// Returns whether the store had none left to do within the bound.
+    pub async fn settle(&self, bound: Duration) -> Result<bool> {
+        self.checkpoint().await?;
+        let store = self.store()?;
+        blocking(move || store.wait_for_compactions(bound)).await
+    }
+
     /// Finishes the commits in flight, stops every thread, closes the state store and the
     /// log. Later calls fail with `Closed`.
     pub async fn close(&self) -> Result<()> {

@@ -12,8 +12,9 @@
 //! that number).
 
 use std::path::Path;
+use std::time::Duration;
 
-use rocksdb::{BlockBasedOptions, Cache, DB, DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{BlockBasedOptions, Cache, DB, DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions, WaitForCompactOptions, WriteBatch, WriteOptions};
 
 use crate::error::{Error, Result};
 
@@ -137,5 +138,56 @@ impl Store {
         let mut options = FlushOptions::default();
         options.set_wait(true);
         self.db.flush_opt(&options).map_err(storage("flush"))
+    }
+
+    /// Waits until the flushes and compactions RocksDB has to do are done (those that writes
+    /// during the wait add too), at most `bound`: false when the bound passed first. Blocking.
+    pub(crate) fn wait_for_compactions(&self, bound: Duration) -> Result<bool> {
+        let mut options = WaitForCompactOptions::default();
+        // Zero would mean no bound.
+        options.set_timeout((bound.as_micros() as u64).max(1));
+        match self.db.wait_for_compact(&options) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == rocksdb::ErrorKind::TimedOut => Ok(false),
+            Err(err) => Err(storage("wait for compactions")(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level0_files(store: &Store) -> u64 {
+        store.db.property_int_value("rocksdb.num-files-at-level0").unwrap().unwrap()
+    }
+
+    #[test]
+    fn waiting_for_compactions_leaves_none_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Eight flushed files of 4 MB at level 0, twice RocksDB's trigger for compacting
+        // them: compacting them takes longer than flushing the last ones.
+        let mut noise = 1u64;
+        for file in 0..8u32 {
+            let mut batch = Batch::default();
+            for key in 0..20_000u32 {
+                let value: Vec<u8> = (0..200)
+                    .map(|_| {
+                        noise = noise.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        (noise >> 56) as u8
+                    })
+                    .collect();
+                batch.put(&[key.to_be_bytes(), file.to_be_bytes()].concat(), &value);
+            }
+            store.write(batch).unwrap();
+            store.flush().unwrap();
+        }
+        assert!(store.wait_for_compactions(Duration::from_secs(60)).unwrap());
+        assert!(level0_files(&store) < 4, "{} files at level 0", level0_files(&store));
+        assert_eq!(store.db.property_int_value("rocksdb.compaction-pending").unwrap(), Some(0));
+        assert_eq!(store.db.property_int_value("rocksdb.num-running-compactions").unwrap(), Some(0));
+        // Every row is still there.
+        assert_eq!(store.scan(&[], None, usize::MAX - 1, false).unwrap().len(), 160_000);
     }
 }

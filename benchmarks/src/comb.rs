@@ -22,6 +22,9 @@ const LOAD_CONCURRENCY: usize = 32;
 /// Longest a call may take before the benchmark gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Longest the benchmark waits after a load for the state store's compactions.
+const SETTLE_MAX: Duration = Duration::from_secs(300);
+
 /// A Comb server and connections to it.
 pub(crate) struct Comb {
     /// The server, when this process started it.
@@ -54,6 +57,18 @@ impl Comb {
     /// The log's counters and the executors' slow steps, when the server is in this process.
     pub(crate) fn server_stats(&self) -> Option<(LogStats, SlowSteps)> {
         self.embedded.as_ref().map(|(server, _)| (server.engine().log().stats(), server.engine().slow_steps()))
+    }
+
+    /// After a load, when the server is in this process: checkpoints and waits for the
+    /// state store's compactions, as the baseline checkpoints PostgreSQL after its load, so
+    /// that neither system's measured window carries the load's background work.
+    pub(crate) async fn settle(&self) -> anyhow::Result<()> {
+        if let Some((server, _)) = &self.embedded {
+            if !server.engine().settle(SETTLE_MAX).await? {
+                eprintln!("the state store still had compactions to do {} s after the load: they run during the measurement", SETTLE_MAX.as_secs());
+            }
+        }
+        Ok(())
     }
 
     /// The first connection.

@@ -105,6 +105,7 @@ impl TargetArgs {
             (None, None) => {
                 let comb = Comb::start(dir, self.options(), workload, self.connections).await?;
                 comb.load(workload, sizes).await?;
+                comb.settle().await?;
                 Target::Comb(comb)
             }
         })
