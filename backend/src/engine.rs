@@ -616,6 +616,11 @@ impl Engine {
     /// and every consumer's hold still need. Returns the log's new trim point.
     pub async fn checkpoint(&self) -> Result<Lsn> {
         let _serial = self.inner.ddl.lock().await;
+        self.checkpoint_serial().await
+    }
+
+    /// A checkpoint, by a caller that holds the DDL lock.
+    async fn checkpoint_serial(&self) -> Result<Lsn> {
         let store = self.store()?;
         // No catalog change is in flight: every catalog record up to the tail is applied in
         // memory, and its DDL is stored (again, if its own store write failed).
@@ -650,10 +655,12 @@ impl Engine {
     /// Checkpoints, then waits at most `bound` for the state store's compactions, those the
     /// checkpoint's flush started among them: what an operator does after a bulk load (as
     /// PostgreSQL's `CHECKPOINT` after one), so that the load's background work does not run
-    /// beside what follows. Writes may go on meanwhile, and add compactions to wait for.
+    /// beside what follows. Writes may go on meanwhile, and add compactions to wait for;
+    /// DDL, checkpoints and `close` wait for the settle (the store must not outlive a close).
     /// Returns whether the store had none left to do within the bound.
     pub async fn settle(&self, bound: Duration) -> Result<bool> {
-        self.checkpoint().await?;
+        let _serial = self.inner.ddl.lock().await;
+        self.checkpoint_serial().await?;
         let store = self.store()?;
         blocking(move || store.wait_for_compactions(bound)).await
     }

@@ -144,8 +144,9 @@ impl Store {
     /// during the wait add too), at most `bound`: false when the bound passed first. Blocking.
     pub(crate) fn wait_for_compactions(&self, bound: Duration) -> Result<bool> {
         let mut options = WaitForCompactOptions::default();
-        // Zero would mean no bound.
-        options.set_timeout((bound.as_micros() as u64).max(1));
+        // Zero would mean no bound; RocksDB adds the bound to a signed clock in microseconds.
+        let micros = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX).clamp(1, i64::MAX as u64 / 2);
+        options.set_timeout(micros);
         match self.db.wait_for_compact(&options) {
             Ok(()) => Ok(true),
             Err(err) if err.kind() == rocksdb::ErrorKind::TimedOut => Ok(false),
@@ -183,10 +184,13 @@ mod tests {
             store.write(batch).unwrap();
             store.flush().unwrap();
         }
+        // Level 0 has four files or more until they are compacted: a microsecond is too short.
+        assert!(!store.wait_for_compactions(Duration::from_micros(1)).unwrap());
         assert!(store.wait_for_compactions(Duration::from_secs(60)).unwrap());
         assert!(level0_files(&store) < 4, "{} files at level 0", level0_files(&store));
         assert_eq!(store.db.property_int_value("rocksdb.compaction-pending").unwrap(), Some(0));
         assert_eq!(store.db.property_int_value("rocksdb.num-running-compactions").unwrap(), Some(0));
+        assert!(store.wait_for_compactions(Duration::MAX).unwrap(), "no bound is too long");
         // Every row is still there.
         assert_eq!(store.scan(&[], None, usize::MAX - 1, false).unwrap().len(), 160_000);
     }

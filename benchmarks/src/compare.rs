@@ -79,7 +79,10 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     let systems: &[Option<Baseline>] = if args.no_baseline { &[None] } else { &[None, Some(Baseline::Postgres)] };
     for &workload in &workloads {
         for round in 1..=args.rounds {
-            for &baseline in systems {
+            // Which system goes first alternates too, so that an effect of the order falls
+            // on both.
+            let order: Vec<Option<Baseline>> = if round % 2 == 0 { systems.iter().rev().copied().collect() } else { systems.to_vec() };
+            for baseline in order {
                 let target_args = TargetArgs { baseline, server: None, postgres: args.target.postgres.clone(), ..args.target };
                 let system = if baseline.is_some() { "baseline" } else { "comb" };
                 // The client counts measured on one load of the data: all of them, or one
@@ -92,10 +95,8 @@ pub(crate) fn run(args: &CompareArgs) -> anyhow::Result<CompareReport> {
                         let target = Arc::new(target_args.open(workload, &sizes, &data, max_clients).await?);
                         for &clients in counts {
                             let measured = measure(&target, workload, &sizes, clients, &args.window).await?;
-                            let report = report(&target, workload, &sizes, clients, measured, fsync);
-                            let mut line = serde_json::to_value(&report)?;
-                            line["round"] = round.into();
-                            let line = line.to_string();
+                            let report = WorkloadReport { round: Some(round), ..report(&target, workload, &sizes, clients, measured, fsync) };
+                            let line = serde_json::to_string(&report)?;
                             println!("{line}");
                             writeln!(lines, "{line}")?;
                             reports.push(report);
@@ -182,7 +183,7 @@ fn table(points: &[Point<'_>], reports: &[WorkloadReport], rounds: usize, date: 
     );
     for comb in points.iter().filter(|p| p.system == "comb") {
         let base = points.iter().find(|p| p.system == "postgres" && p.workload == comb.workload && p.clients == comb.clients);
-        let cell = |figure: fn(&WorkloadReport) -> f64, digits: usize| base.map_or("-".to_owned(), |b| format!("{:.*}", digits, b.median(figure)));
+        let cell = |figure: fn(&WorkloadReport) -> f64| base.map_or("-".to_owned(), |b| format!("{}", b.median(figure)));
         let ratio = base.map_or("-".to_owned(), |b| format!("{:.1}x", comb.median(|r| r.ops_per_sec) / b.median(|r| r.ops_per_sec).max(1.0)));
         _ = writeln!(
             out,
@@ -192,16 +193,20 @@ fn table(points: &[Point<'_>], reports: &[WorkloadReport], rounds: usize, date: 
             comb.throughput(),
             comb.median(|r| r.latency_ms_p99),
             base.map_or("-".to_owned(), Point::throughput),
-            cell(|r| r.latency_ms_p99, 2),
+            cell(|r| r.latency_ms_p99),
             comb.median(|r| r.machine_cpu_us_per_op),
-            cell(|r| r.machine_cpu_us_per_op, 1)
+            base.map_or("-".to_owned(), |b| format!("{:.1}", b.median(|r| r.machine_cpu_us_per_op)))
         );
     }
     out.push_str(
         "\nCPU us/op: the whole machine's busy CPU time in the window over the operations completed (clients, server, \
          kernel; PostgreSQL's server processes for the baseline).\n",
     );
-    let failed: Vec<String> = reports.iter().filter(|r| !r.check.starts_with("ok")).map(|r| format!("{} {} at {} clients: {}", r.system, r.workload.name(), r.clients, r.check)).collect();
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.check.starts_with("ok"))
+        .map(|r| format!("{} {} at {} clients{}: {}", r.system, r.workload.name(), r.clients, r.round.map_or(String::new(), |n| format!(", round {n}")), r.check))
+        .collect();
     if failed.is_empty() {
         out.push_str("\nEvery run's correctness check passed.\n");
     } else {
@@ -279,6 +284,7 @@ mod tests {
             cpu_us_per_op: 2e6 / ops_per_sec,
             machine_cpu_us_per_op: 2e6 / ops_per_sec,
             machine_busy: 1.0,
+            round: None,
         }
     }
 
@@ -287,12 +293,12 @@ mod tests {
         // Three rounds at 16 clients, the systems' rounds interleaved as measured; one
         // client count of one round only.
         let reports = vec![
-            run("comb", 16, 9000.0, 3.0, "ok"),
-            run("postgres", 16, 3000.0, 9.0, "ok"),
-            run("comb", 16, 12000.0, 2.0, "ok"),
-            run("postgres", 16, 1000.0, 30.0, "ok"),
             run("comb", 16, 10000.0, 2.5, "ok"),
-            run("postgres", 16, 2000.0, 12.0, "FAILED: 1 missing"),
+            run("postgres", 16, 2000.0, 12.0, "ok"),
+            run("postgres", 16, 3000.0, 9.0, "ok"),
+            run("comb", 16, 9000.0, 3.0, "ok"),
+            run("comb", 16, 12000.0, 2.0, "ok"),
+            WorkloadReport { round: Some(3), ..run("postgres", 16, 1000.0, 30.0, "FAILED: 1 missing") },
             run("comb", 64, 20000.0, 8.0, "ok"),
         ];
         let points = points(&reports);
@@ -300,9 +306,9 @@ mod tests {
         let table = table(&points, &reports, 3, "2026-12-06T00:00:00Z", 50.0);
         assert!(table.contains("median of 3 rounds"), "{table}");
         // Medians, ranges, and the ratio of the medians (10,000 / 2,000), not of one round.
-        assert!(table.contains("| counter | 16 | 10000 (9000-12000) | 2.5 | 2000 (1000-3000) | 12.00 | 5.0x | 200.0 | 1000.0 |"), "{table}");
+        assert!(table.contains("| counter | 16 | 10000 (9000-12000) | 2.5 | 2000 (1000-3000) | 12 | 5.0x | 200.0 | 1000.0 |"), "{table}");
         // A point without a baseline run shows dashes, and a single run no range.
         assert!(table.contains("| counter | 64 | 20000 | 8 | - | - | - | 100.0 | - |"), "{table}");
-        assert!(table.contains("Checks that FAILED:\n\n- postgres counter at 16 clients: FAILED: 1 missing"), "{table}");
+        assert!(table.contains("Checks that FAILED:\n\n- postgres counter at 16 clients, round 3: FAILED: 1 missing"), "{table}");
     }
 }

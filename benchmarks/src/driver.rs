@@ -482,6 +482,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_median_is_the_middle_value_and_of_an_even_count_the_upper_middle_one() {
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert_eq!(median(vec![7.0]), 7.0);
+    }
+
+    #[test]
     fn the_machines_busy_time_leaves_out_idle_and_iowait() {
         let stat = "cpu  100 20 30 4000 500 6 7 8 90 0\ncpu0 50 10 15 2000 250 3 3 4 45 0\nintr 1 2 3\n";
         assert_eq!(parse_machine_busy_us(stat), Some((100 + 20 + 30 + 6 + 7 + 8) * 10_000));

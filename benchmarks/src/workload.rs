@@ -206,6 +206,9 @@ pub(crate) struct WorkloadReport {
     /// The share of all the cores' time that was busy during the window: near 1, the rate is
     /// bound by CPU; well below, by waits.
     pub(crate) machine_busy: f64,
+    /// Which of `compare --rounds` measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) round: Option<usize>,
 }
 
 /// The log's slow storage calls in a window: see [`WorkloadReport::log_slow_io`].
@@ -377,6 +380,7 @@ pub(crate) fn report(target: &Target, workload: Workload, sizes: &Sizes, clients
         cpu_us_per_op: m.cpu_us_per_op(),
         machine_cpu_us_per_op: m.machine_cpu_us_per_op(),
         machine_busy: m.machine_busy(cores),
+        round: None,
     }
 }
 
