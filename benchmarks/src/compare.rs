@@ -4,8 +4,9 @@
 //! table to a results folder, as `compare-<date>.*` and `latest.*`.
 //!
 //! With `--rounds N` every point is measured N times, the two systems taking turns round by
-//! round (so that a slow phase of the machine falls on both), and the table and chart show
-//! each figure's median over the rounds, the table with the range of the throughputs.
+//! round and which goes first alternating (so that a slow phase of the machine, or an effect
+//! of the order, falls on both), and the table and chart show each figure's median over the
+//! rounds, the table with the range of the throughputs.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
