@@ -103,19 +103,16 @@ async fn connect(url: &str) -> anyhow::Result<Connection> {
     Ok(Connection { client, prepared: HashMap::new() })
 }
 
-/// The max_connections that `benchmarks/postgres.sh` starts its server with.
-const POSTGRES_SH_CONNECTIONS: usize = 300;
-
 /// How many connections the server accepts from a user that is not a superuser: its
 /// max_connections less superuser_reserved_connections.
 async fn connection_slots(admin: &Connection) -> anyhow::Result<usize> {
-    let mut slots = [0usize; 2];
-    for (slot, setting) in slots.iter_mut().zip(["max_connections", "superuser_reserved_connections"]) {
-        let row = admin.client.query_one(&format!("SHOW {setting}"), &[]).await.with_context(|| format!("reading PostgreSQL's {setting}"))?;
-        let value: String = row.try_get(0)?;
-        *slot = value.parse().with_context(|| format!("PostgreSQL's {setting} is {value:?}, not a number"))?;
-    }
-    Ok(slots[0].saturating_sub(slots[1]))
+    let row = admin
+        .client
+        .query_one("SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int", &[])
+        .await
+        .context("reading PostgreSQL's max_connections and superuser_reserved_connections")?;
+    let slots: i32 = row.try_get(0)?;
+    Ok(usize::try_from(slots).unwrap_or(0))
 }
 
 impl Postgres {
@@ -130,7 +127,7 @@ impl Postgres {
             connections < allowed,
             "the baseline needs {} connections to PostgreSQL at {url} (one per client, and one more), but it accepts {allowed} from a user that is not a \
              superuser (max_connections less superuser_reserved_connections): use fewer clients, or restart it with a larger max_connections \
-             (benchmarks/postgres.sh sets {POSTGRES_SH_CONNECTIONS})",
+             (benchmarks/postgres.sh sets it where it starts its server)",
             connections + 1
         );
         admin.client.batch_execute(SCHEMA).await.context("creating the baseline's tables")?;
