@@ -130,6 +130,33 @@ pub struct TraceRecord {
     /// The invocations, in the order they ended.
     #[prost(message, repeated, tag = "1")]
     pub invocations: Vec<InvocationRecord>,
+    /// Workflow runs that ended without a row of their own (see [`RunRecord`]).
+    #[prost(message, repeated, tag = "2")]
+    pub runs: Vec<RunRecord>,
+}
+
+/// A workflow run that succeeded and wrote nothing, not even its row: a read-only run whose
+/// id the caller did not give, which nothing could look up to deduplicate. Its trace is the
+/// only record of it.
+#[derive(Clone, PartialEq, Message)]
+pub struct RunRecord {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(int64, tag = "3")]
+    pub version: i64,
+    /// The workflow input, as JSON text.
+    #[prost(string, tag = "4")]
+    pub input: String,
+    /// The workflow output, as JSON text.
+    #[prost(string, tag = "5")]
+    pub output: String,
+    /// When the run started and ended, microseconds since the epoch.
+    #[prost(int64, tag = "6")]
+    pub start_us: i64,
+    #[prost(int64, tag = "7")]
+    pub end_us: i64,
 }
 
 /// A DDL script applied to the catalog.
@@ -209,7 +236,7 @@ mod tests {
         assert_eq!(decode_payload(&with_tag_5.into()).unwrap(), LogRecord::Commit(record));
         let ddl = CatalogRecord { ddl: "CREATE TABLE t (a BIGINT PRIMARY KEY)".into() };
         assert_eq!(decode_payload(&encode_catalog(&ddl).into()).unwrap(), LogRecord::Catalog(ddl));
-        let trace = TraceRecord { invocations: vec![InvocationRecord { function: "g".into(), error: Some("no".into()), read_only: true, ..Default::default() }] };
+        let trace = TraceRecord { invocations: vec![InvocationRecord { function: "g".into(), error: Some("no".into()), read_only: true, ..Default::default() }], runs: Vec::new() };
         assert_eq!(decode_payload(&encode_trace(&trace).into()).unwrap(), LogRecord::Trace(trace));
         assert!(matches!(decode_payload(&Bytes::from_static(&[9, 1])), Err(Error::Corrupt { .. })));
         assert!(matches!(decode_payload(&Bytes::new()), Err(Error::Corrupt { .. })));

@@ -130,6 +130,9 @@ impl Coordinator {
             }
             Ok(Ran::Read { output, traces }) => {
                 traces.into_iter().for_each(|t| self.traces.push(t));
+                if let Some(run) = &output.ended {
+                    self.traces.push_run(run.clone());
+                }
                 Ok(output)
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {

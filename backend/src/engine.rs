@@ -20,7 +20,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::PARTITIONS_MAX;
-use crate::partition::{Command, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
+use crate::partition::{Command, EndFn, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition, store_catalog_through};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::Store;
@@ -209,6 +209,9 @@ pub struct Transaction {
     pub next_input: Arc<NextInputFn>,
     /// When the caller is answered.
     pub answer: Answer,
+    /// The run's end, when the transaction is a whole workflow run that writes nothing: then
+    /// the run is traced, and its [`Output::ended`] set, without a row (see [`EndFn`]).
+    pub end: Option<Arc<EndFn>>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -507,7 +510,7 @@ impl Engine {
         let member = Member { function: Arc::clone(function), id: invocation.id, record: invocation.record };
         let partition = if function.single_partition { Some(partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions)) } else { None };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members: vec![member], input: invocation.input, next_input: None, record_partition: None, lookup_only: false, answer: invocation.answer, reply };
+        let job = Job { members: vec![member], input: invocation.input, next_input: None, end: None, record_partition: None, lookup_only: false, answer: invocation.answer, reply };
         self.submit(job, partition)?;
         answer.await.map_err(|_| Error::Closed)?
     }
@@ -538,7 +541,8 @@ impl Engine {
             // A later function's key may fall elsewhere; then it runs again, multi-partition.
             let (reply, answer) = tokio::sync::oneshot::channel();
             let next_input = Some(Arc::clone(&transaction.next_input));
-            let job = Job { members: members()?, input: transaction.input.clone(), next_input, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
+            let end = transaction.end.clone();
+            let job = Job { members: members()?, input: transaction.input.clone(), next_input, end, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
             self.submit(job, home)?;
             match answer.await.map_err(|_| Error::Closed)? {
                 Err(Error::WrongPartition { .. }) => {}
@@ -546,7 +550,7 @@ impl Engine {
             }
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), record_partition: home, lookup_only: false, answer: transaction.answer, reply };
+        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), end: transaction.end, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
         self.submit(job, None)?;
         answer.await.map_err(|_| Error::Closed)?
     }
@@ -566,7 +570,7 @@ impl Engine {
                 .map(|s| Ok(Member { function: Arc::clone(registry.function(&s.function)?), id: s.id.clone(), record: s.record }))
                 .collect::<Result<Vec<_>>>()?;
             let (reply, answer) = tokio::sync::oneshot::channel();
-            self.submit(Job { members, input: serde_json::Value::Null, next_input: None, record_partition: None, lookup_only: true, answer: Answer::Durable, reply }, Some(partition))?;
+            self.submit(Job { members, input: serde_json::Value::Null, next_input: None, end: None, record_partition: None, lookup_only: true, answer: Answer::Durable, reply }, Some(partition))?;
             answers.push(answer);
         }
         let mut found = None;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use comb_log::{Entry, LogBook, Lsn, SlowCalls};
 use tokio::sync::oneshot;
 
-use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, WriteRecord, encode_commit, partition_tag};
+use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, RunRecord, WriteRecord, encode_commit, partition_tag};
 use crate::engine::Answer;
 use crate::error::{Error, Result};
 use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet, first_in_order};
@@ -68,6 +68,8 @@ pub struct Output {
     /// Whether the output is the recorded one of an earlier invocation with the same id:
     /// nothing ran.
     pub replayed: bool,
+    /// The run a transaction with an [`EndFn`] ended, as traced.
+    pub ended: Option<RunRecord>,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Output>>;
@@ -85,6 +87,11 @@ pub struct NextInput<'a> {
 
 /// Computes the input of a later member of a multi-function transaction.
 pub type NextInputFn = dyn Fn(&NextInput<'_>) -> std::result::Result<serde_json::Value, crate::function::BoxError> + Send + Sync;
+
+/// Ends a workflow run that is one transaction writing nothing: given the members'
+/// outputs, the run as traced. Called only when the transaction wrote nothing; one that
+/// writes fails instead (its run needs a row).
+pub type EndFn = dyn Fn(&[serde_json::Value]) -> std::result::Result<RunRecord, crate::function::BoxError> + Send + Sync;
 
 /// A reply released by several partitions together (a multi-partition read).
 pub(crate) struct SharedRelease {
@@ -573,6 +580,8 @@ pub(crate) struct Job {
     pub(crate) input: serde_json::Value,
     /// The later members' inputs.
     pub(crate) next_input: Option<Arc<NextInputFn>>,
+    /// The end of the run this job is, when the run writes nothing.
+    pub(crate) end: Option<Arc<EndFn>>,
     /// The partition that holds the recorded outputs; `None`: the executing partition, or
     /// for a multi-partition run the partition of the workflow id.
     pub(crate) record_partition: Option<u16>,
@@ -885,10 +894,10 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
     *progress = Progress { member: 0, start_us: now_us() };
     if let Some(values) = recorded_outputs(job, snapshot, record_partition)? {
         let traces = job.traced_members().map(|m| InvocationRecord { replayed: true, read_only: true, ..member_trace(m, partition, progress.start_us) }).collect();
-        return Ok(Ran::Read { output: Output { value: job_value(values), lsn: None, replayed: true }, traces });
+        return Ok(Ran::Read { output: Output { value: job_value(values), lsn: None, replayed: true, ended: None }, traces });
     }
     if job.lookup_only {
-        return Ok(Ran::Read { output: Output { value: serde_json::Value::Null, lsn: None, replayed: false }, traces: Vec::new() });
+        return Ok(Ran::Read { output: Output { value: serde_json::Value::Null, lsn: None, replayed: false, ended: None }, traces: Vec::new() });
     }
     let mut writes = WriteSet::default();
     if shared.trace_reads {
@@ -940,7 +949,20 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
         }
         values.push(value);
     }
-    let output = Output { value: job_value(values), lsn: None, replayed: false };
+    if let Some(end) = &job.end {
+        let last = job.members.last().map(|m| m.function.name.clone()).unwrap_or_default();
+        if !writes.entries.is_empty() {
+            return Err(Error::Internal(format!("a run planned as writing nothing wrote (its last function: {last})")));
+        }
+        // The caller's code, on this thread: a panic in it fails this run only.
+        let ended = match catch_unwind(AssertUnwindSafe(|| end(&values))) {
+            Ok(ended) => ended.map_err(|err| Error::Aborted { function: last, message: format!("its run's end could not be built: {err}") })?,
+            Err(panic) => return Err(Error::Panicked { function: last, message: format!("building its run's end: {}", panic_message(panic.as_ref())) }),
+        };
+        let output = Output { value: job_value(values), lsn: None, replayed: false, ended: Some(ended) };
+        return Ok(Ran::Read { output, traces: invocations });
+    }
+    let output = Output { value: job_value(values), lsn: None, replayed: false, ended: None };
     if writes.entries.is_empty() {
         return Ok(Ran::Read { output, traces: invocations });
     }
@@ -1161,6 +1183,9 @@ impl Executor {
             }
             Ok(Ran::Read { output, traces }) => {
                 traces.into_iter().for_each(|t| self.traces.push(t));
+                if let Some(run) = &output.ended {
+                    self.traces.push_run(run.clone());
+                }
                 self.state.answer_read(job.reply, job.answer, Ok(output));
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {

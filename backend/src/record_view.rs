@@ -34,10 +34,23 @@ pub struct CommitView<'a> {
     pub commit_us: Option<u64>,
 }
 
-/// A [`TraceRecord`](crate::TraceRecord)'s invocations.
+/// A [`TraceRecord`](crate::TraceRecord)'s invocations and runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceView<'a> {
     pub invocations: Vec<InvocationView<'a>>,
+    pub runs: Vec<RunView<'a>>,
+}
+
+/// A [`RunRecord`](crate::RunRecord), its strings slices of the payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunView<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub version: i64,
+    pub input: &'a str,
+    pub output: &'a str,
+    pub start_us: i64,
+    pub end_us: i64,
 }
 
 /// A [`WriteRecord`](crate::WriteRecord), its key and images slices of the payload.
@@ -273,6 +286,27 @@ fn trace(body: &[u8]) -> std::result::Result<TraceView<'_>, Why> {
     while let Some((tag, value)) = fields.next()? {
         match tag {
             1 => view.invocations.push(invocation(delimited(tag, value)?)?),
+            2 => view.runs.push(run(delimited(tag, value)?)?),
+            // A field this reader does not know: skipped, as prost does.
+            _ => {}
+        }
+    }
+    Ok(view)
+}
+
+fn run(body: &[u8]) -> std::result::Result<RunView<'_>, Why> {
+    let mut view = RunView::default();
+    let mut fields = Fields::of_nested(body);
+    while let Some((tag, value)) = fields.next()? {
+        match tag {
+            1 => view.id = string(tag, value)?,
+            2 => view.name = string(tag, value)?,
+            // An int64 on the wire is the varint of its two's complement, as prost writes it.
+            3 => view.version = varint(tag, value)? as i64,
+            4 => view.input = string(tag, value)?,
+            5 => view.output = string(tag, value)?,
+            6 => view.start_us = varint(tag, value)? as i64,
+            7 => view.end_us = varint(tag, value)? as i64,
             // A field this reader does not know: skipped, as prost does.
             _ => {}
         }
@@ -339,7 +373,7 @@ fn invocation(body: &[u8]) -> std::result::Result<InvocationView<'_>, Why> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commit::{CatalogRecord, CommitRecord, InvocationRecord, TraceRecord, WriteRecord, encode_catalog, encode_commit, encode_trace};
+    use crate::commit::{CatalogRecord, CommitRecord, InvocationRecord, RunRecord, TraceRecord, WriteRecord, encode_catalog, encode_commit, encode_trace};
 
     fn invocation_record() -> InvocationRecord {
         InvocationRecord {
@@ -398,10 +432,13 @@ mod tests {
 
     #[test]
     fn trace_and_catalog_records_read_and_garbage_is_corrupt() {
-        let trace = encode_trace(&TraceRecord { invocations: vec![invocation_record()] });
+        let run = RunRecord { id: "r-1".into(), name: "search".into(), version: 2, input: "{}".into(), output: "[1]".into(), start_us: -5, end_us: 1_764_000_000_000_070 };
+        let trace = encode_trace(&TraceRecord { invocations: vec![invocation_record()], runs: vec![run] });
         let RecordView::Trace(view) = view_payload(&trace).unwrap() else { panic!("not a trace record") };
         assert_eq!(view.invocations.len(), 1);
         assert_eq!(view.invocations[0].error, Some("no room"));
+        // A negative int64 is ten bytes on the wire, read back whole.
+        assert_eq!(view.runs, [RunView { id: "r-1", name: "search", version: 2, input: "{}", output: "[1]", start_us: -5, end_us: 1_764_000_000_000_070 }]);
         assert_eq!(view_payload(&encode_catalog(&CatalogRecord { ddl: "DROP TABLE t".into() })).unwrap(), RecordView::Catalog);
         for (payload, says) in [
             (&[][..], "empty payload"),

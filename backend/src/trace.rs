@@ -1,7 +1,7 @@
 //! Traces of the invocations that commit nothing (reads, replays of a recorded output,
-//! failures): gathered by the thread that ran them and appended to the log in batches,
-//! after their replies, as [`TraceRecord`]s. Invocations that commit are traced by their
-//! commit record itself.
+//! failures), and of the workflow runs that end without a row ([`RunRecord`]): gathered by
+//! the thread that ran them and appended to the log in batches, after their replies, as
+//! [`TraceRecord`]s. Invocations that commit are traced by their commit record itself.
 //!
 //! A trace batch is enqueued on the log's writer like any append but nobody waits for it:
 //! a crash can lose the traces of the last group commit's worth of reads and failures, never
@@ -9,14 +9,14 @@
 
 use comb_log::{Entry, LogBook};
 
-use crate::commit::{InvocationRecord, TRACE_TAG, TraceRecord, encode_trace};
+use crate::commit::{InvocationRecord, RunRecord, TRACE_TAG, TraceRecord, encode_trace};
 use crate::partition::{Member, now_us};
 
-/// Most invocations in one trace record.
+/// Most invocations, and most runs, in one trace record.
 pub(crate) const TRACE_BATCH_MAX: usize = 256;
 
-/// Most invocations held while the log refuses appends (backpressure); beyond it the oldest
-/// are dropped and counted.
+/// Most invocations, and most runs, held while the log refuses appends (backpressure);
+/// beyond it the oldest are dropped and counted.
 pub(crate) const TRACE_HELD_MAX: usize = 8_192;
 
 /// Longest error message kept in a trace, in bytes; longer ones are cut (at a character
@@ -27,7 +27,8 @@ pub(crate) const TRACE_ERROR_BYTES_MAX: usize = 1_024;
 #[derive(Debug, Default)]
 pub(crate) struct TraceBuffer {
     invocations: Vec<InvocationRecord>,
-    /// Traces dropped because the log kept refusing appends.
+    runs: Vec<RunRecord>,
+    /// Traces (invocations and runs) dropped because the log kept refusing appends.
     pub(crate) dropped: u64,
 }
 
@@ -71,35 +72,43 @@ impl TraceBuffer {
         self.invocations.push(invocation);
     }
 
+    /// Adds the trace of a run that ended without a row.
+    pub(crate) fn push_run(&mut self, run: RunRecord) {
+        self.runs.push(run);
+    }
+
     /// Whether a full batch is waiting.
     pub(crate) fn is_full(&self) -> bool {
-        self.invocations.len() >= TRACE_BATCH_MAX
+        self.invocations.len() >= TRACE_BATCH_MAX || self.runs.len() >= TRACE_BATCH_MAX
     }
 
     /// Enqueues what is waiting, a batch per record, without waiting for durability. What
     /// the log refuses for backpressure stays for the next call, up to [`TRACE_HELD_MAX`].
     pub(crate) fn flush(&mut self, log: &LogBook) {
-        while !self.invocations.is_empty() {
-            let count = self.invocations.len().min(TRACE_BATCH_MAX);
-            let record = TraceRecord { invocations: self.invocations[..count].to_vec() };
+        while !self.invocations.is_empty() || !self.runs.is_empty() {
+            let (invocations, runs) = (self.invocations.len().min(TRACE_BATCH_MAX), self.runs.len().min(TRACE_BATCH_MAX));
+            let record = TraceRecord { invocations: self.invocations[..invocations].to_vec(), runs: self.runs[..runs].to_vec() };
             // The append is enqueued; its completion needs no one.
             match log.append_batch_then(vec![Entry::new(vec![TRACE_TAG], encode_trace(&record))], drop) {
                 Ok(()) => {
-                    self.invocations.drain(..count);
+                    self.invocations.drain(..invocations);
+                    self.runs.drain(..runs);
                 }
                 Err(comb_log::Error::QueueFull { .. }) => {
-                    let excess = self.invocations.len().saturating_sub(TRACE_HELD_MAX);
-                    if excess > 0 {
-                        self.invocations.drain(..excess);
-                        self.dropped += excess as u64;
-                        tracing::warn!(dropped = self.dropped, "the log refuses appends: invocation traces dropped");
+                    let excess = (self.invocations.len().saturating_sub(TRACE_HELD_MAX), self.runs.len().saturating_sub(TRACE_HELD_MAX));
+                    if excess != (0, 0) {
+                        self.invocations.drain(..excess.0);
+                        self.runs.drain(..excess.1);
+                        self.dropped += (excess.0 + excess.1) as u64;
+                        tracing::warn!(dropped = self.dropped, "the log refuses appends: traces dropped");
                     }
                     return;
                 }
                 Err(err) => {
-                    self.dropped += self.invocations.len() as u64;
+                    self.dropped += (self.invocations.len() + self.runs.len()) as u64;
                     self.invocations.clear();
-                    tracing::warn!(error = %err, dropped = self.dropped, "invocation traces could not be appended");
+                    self.runs.clear();
+                    tracing::warn!(error = %err, dropped = self.dropped, "traces could not be appended");
                     return;
                 }
             }

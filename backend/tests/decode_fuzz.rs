@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use comb_backend::{
-    COMMIT_VERSION, CommitRecord, Error, InvocationRecord, InvocationView, LogRecord, RecordView, TraceRecord, Value, WriteRecord, WriteView, decode_payload, decode_row,
+    COMMIT_VERSION, CommitRecord, Error, InvocationRecord, InvocationView, LogRecord, RecordView, RunRecord, RunView, TraceRecord, Value, WriteRecord, WriteView, decode_payload, decode_row,
     encode_commit, encode_row, encode_trace, view_payload,
 };
 use prost::encoding::{WireType, encode_key, encode_varint};
@@ -73,6 +73,18 @@ fn owned_invocation(view: &InvocationView<'_>) -> InvocationRecord {
     }
 }
 
+fn owned_run(view: &RunView<'_>) -> RunRecord {
+    RunRecord {
+        id: view.id.to_owned(),
+        name: view.name.to_owned(),
+        version: view.version,
+        input: view.input.to_owned(),
+        output: view.output.to_owned(),
+        start_us: view.start_us,
+        end_us: view.end_us,
+    }
+}
+
 /// Reading `bytes` in place and decoding them agree: both refuse them as corrupt, or both
 /// read the same writes and invocations. Returns the decoded record.
 fn view_agrees(bytes: &[u8]) -> Result<Option<LogRecord>, TestCaseError> {
@@ -87,6 +99,7 @@ fn view_agrees(bytes: &[u8]) -> Result<Option<LogRecord>, TestCaseError> {
         }
         (Some(LogRecord::Trace(trace)), Some(RecordView::Trace(view))) => {
             prop_assert_eq!(&trace.invocations, &view.invocations.iter().map(owned_invocation).collect::<Vec<_>>());
+            prop_assert_eq!(&trace.runs, &view.runs.iter().map(owned_run).collect::<Vec<_>>());
         }
         (decoded, viewed) => prop_assert!(false, "decoded as {decoded:?}, read in place as {viewed:?}"),
     }
@@ -181,15 +194,16 @@ fn a_wire_field(delimited: &'static [u32]) -> impl Strategy<Value = Wire> {
 }
 
 /// A record of kind 1 (commit), 2 (catalog) or 3 (trace) made of such fields, its messages
-/// (writes, invocations) too.
+/// (writes, invocations, runs) too.
 fn a_wire_record() -> impl Strategy<Value = (u8, Vec<Wire>)> {
     const WRITE: &[u32] = &[4, 5, 6];
     const INVOCATION: &[u32] = &[1, 2, 3, 8, 11];
+    const RUN: &[u32] = &[1, 2, 4, 5];
     let message = |tag: u32, delimited: &'static [u32]| prop::collection::vec(a_wire_field(delimited), 0..8).prop_map(move |fields| Wire::Message(tag, fields));
     prop_oneof![
         (Just(1u8), prop::collection::vec(prop_oneof![a_wire_field(&[2]), message(3, WRITE), message(4, INVOCATION)], 0..6)),
         (Just(2u8), prop::collection::vec(a_wire_field(&[1]), 0..4)),
-        (Just(3u8), prop::collection::vec(prop_oneof![a_wire_field(&[]), message(1, INVOCATION)], 0..6)),
+        (Just(3u8), prop::collection::vec(prop_oneof![a_wire_field(&[]), message(1, INVOCATION), message(2, RUN)], 0..6)),
     ]
 }
 
@@ -214,7 +228,8 @@ proptest! {
 
     #[test]
     fn a_damaged_trace_record_is_a_record_or_corrupt(flips in prop::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..6), cut in any::<Option<prop::sample::Index>>()) {
-        let record = encode_trace(&TraceRecord { invocations: vec![an_invocation(), InvocationRecord { function: "g".into(), ..an_invocation() }] });
+        let run = RunRecord { id: "r".into(), name: "n".into(), version: -1, input: "{}".into(), output: "null".into(), start_us: 1_764_000_000_000_000, end_us: 1_764_000_000_000_001 };
+        let record = encode_trace(&TraceRecord { invocations: vec![an_invocation(), InvocationRecord { function: "g".into(), ..an_invocation() }], runs: vec![run] });
         view_agrees(&damage(record, flips, cut))?;
     }
 

@@ -421,6 +421,7 @@ fn an_untraced_functions_commits_carry_its_writes_but_not_its_invocation() {
             input: json!({ "id": 1, "amount": 5 }),
             next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!({ "id": 2 }))),
             answer: comb_backend::Answer::Durable,
+            end: None,
         };
         let out = engine.invoke_transaction(transaction).await.unwrap();
         let commit = commit_at(out.lsn).await;
@@ -493,7 +494,7 @@ fn a_panic_building_a_later_input_fails_its_transaction_only() {
         let step = |function: &str| comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false };
         // Both single-partition: an executor builds the input. `total` first: the coordinator.
         for first in ["deposit", "total"] {
-            let transaction = comb_backend::Transaction { steps: vec![step(first), step("deposit")], input: json!({ "id": 1, "amount": 5 }), next_input: Arc::clone(&panics), answer: comb_backend::Answer::Durable };
+            let transaction = comb_backend::Transaction { steps: vec![step(first), step("deposit")], input: json!({ "id": 1, "amount": 5 }), next_input: Arc::clone(&panics), answer: comb_backend::Answer::Durable, end: None };
             match engine.invoke_transaction(transaction).await {
                 Err(Error::Panicked { function, message }) => {
                     assert_eq!(function, "deposit");
@@ -505,6 +506,70 @@ fn a_panic_building_a_later_input_fails_its_transaction_only() {
         assert_eq!(balance(&engine, 1).await, json!(null), "nothing of either committed");
         engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 }))).await.unwrap();
         assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value, json!({ "sum": 5, "count": 1 }));
+        engine.close().await.unwrap();
+    });
+}
+
+/// The runs traced (ended without a row) after `lsn`, once `count` of them are in the log:
+/// trace records are appended after their replies.
+async fn traced_runs_after(engine: &Engine, lsn: u64, count: usize) -> Vec<comb_backend::RunRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (mut runs, mut next) = (Vec::new(), lsn + 1);
+        while let Some(record) = engine.log().read_next(TRACE_TAG, next).await.unwrap() {
+            if let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() {
+                runs.extend(trace.runs);
+            }
+            next = record.lsn + 1;
+        }
+        if runs.len() >= count || std::time::Instant::now() > deadline {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn a_run_that_writes_nothing_ends_in_a_trace_and_one_that_writes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 }))).await.unwrap();
+        let end: Arc<comb_backend::EndFn> = Arc::new(|outputs: &[Json]| {
+            let output = outputs.first().ok_or("no output")?.to_string();
+            Ok(comb_backend::RunRecord { id: "r".into(), name: "w".into(), output, ..Default::default() })
+        });
+        let unused: Arc<comb_backend::NextInputFn> = Arc::new(|_: &comb_backend::NextInput<'_>| Err("one member only".into()));
+        let transaction = |function: &str, input: Json, end: &Arc<comb_backend::EndFn>| comb_backend::Transaction {
+            steps: vec![comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false }],
+            input,
+            next_input: Arc::clone(&unused),
+            answer: comb_backend::Answer::Durable,
+            end: Some(Arc::clone(end)),
+        };
+        // On an executor (`balance`) and on the coordinator (`total`, no partition key).
+        let tail = engine.log().tail();
+        for (function, output) in [("balance", "5"), ("total", r#"{"count":1,"sum":5}"#)] {
+            let out = engine.invoke_transaction(transaction(function, json!({ "id": 1 }), &end)).await.unwrap();
+            let ended = out.ended.unwrap_or_else(|| panic!("{function}: no end"));
+            assert_eq!((ended.id.as_str(), ended.output.as_str(), out.lsn), ("r", output, None), "{function}");
+        }
+        assert_eq!(commits_after(&engine, tail).await, 0, "nothing committed");
+        let traced = traced_runs_after(&engine, tail, 2).await;
+        assert_eq!(traced.iter().map(|r| r.output.as_str()).collect::<Vec<_>>(), ["5", r#"{"count":1,"sum":5}"#], "each run traced once");
+        // An end that fails fails the run, under the function it ended.
+        let fails: Arc<comb_backend::EndFn> = Arc::new(|_: &[Json]| Err("no template".into()));
+        match engine.invoke_transaction(transaction("balance", json!({ "id": 1 }), &fails)).await {
+            Err(Error::Aborted { function, message }) => assert!(function == "balance" && message.contains("no template"), "{function}: {message}"),
+            other => panic!("{other:?}"),
+        }
+        // A transaction with an end that writes is refused whole: its run would have no row.
+        let tail = engine.log().tail();
+        let err = engine.invoke_transaction(transaction("deposit", json!({ "id": 1, "amount": 7 }), &end)).await.unwrap_err();
+        assert!(matches!(&err, Error::Internal(message) if message.contains("wrote")), "{err}");
+        assert_eq!(commits_after(&engine, tail).await, 0, "nothing committed");
+        assert_eq!(balance(&engine, 1).await, json!(5));
         engine.close().await.unwrap();
     });
 }
@@ -783,7 +848,7 @@ fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_o
         // No partition key: the coordinator runs it, over both partitions. It can take 13
         // only from the deposit not yet durable.
         let step = TransactionStep { function: "transfer".to_owned(), id: None, record: false };
-        let transfer = Transaction { steps: vec![step], input: json!({ "from": 1, "to": 2, "amount": 13 }), next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!(null))), answer: Answer::Logged };
+        let transfer = Transaction { steps: vec![step], input: json!({ "from": 1, "to": 2, "amount": 13 }), next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!(null))), answer: Answer::Logged, end: None };
         let moved = tokio::time::timeout(answered_within, engine.invoke_transaction(transfer)).await.expect("a logged multi-partition answer waited for the disk").unwrap();
         assert_eq!((moved.value, moved.lsn), (json!("ok"), None));
         // Reads asked for the logged answer come at once, on a partition and over both.

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comb_backend::{Answer, Engine, Function, Invocation, NextInput, SqlFunction, Transaction, TransactionStep};
+use comb_backend::{Answer, EndFn, Engine, Function, Invocation, NextInput, RunRecord, SqlFunction, Transaction, TransactionStep};
 use comb_planner::{WorkflowPlan, WorkflowSpec};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -545,6 +545,12 @@ impl Scheduler {
     /// Runs a workflow that is one transaction, together with the write of its ended row:
     /// one commit. With `record`, the row is also the recorded output of step `$end`, so a
     /// second run of the same id finds it wherever the transaction ran.
+    ///
+    /// A run that writes nothing (no step of it writes) and whose id nobody else knows
+    /// (`!record`) leaves no row: as selective recording records no read-only step, for a
+    /// second run could only read again, and no invoke can name the id to deduplicate. Its
+    /// end is traced (the `workflows` trace table) and answered; a run of it that fails is
+    /// recorded as any failed run is.
     async fn run_one_transaction(&self, plan: &Arc<WorkflowPlan>, row: WorkflowRow, input: Value, record: bool) -> Result<WorkflowRow> {
         let unit = plan.units[0].clone();
         let first = match plan.step_input(&unit[0], &input, &HashMap::new()) {
@@ -552,17 +558,21 @@ impl Scheduler {
             Some(Err(err)) => return self.record_failure(row, format!("step {}: {err}", unit[0])).await,
             None => return Err(Error::Internal(format!("step {} is not in its plan", unit[0]))),
         };
+        let writes_nothing = !record && plan.recorded.is_empty();
         let mut steps: Vec<TransactionStep> = unit
             .iter()
             .map(|step| TransactionStep { function: function_of(plan, step), id: Some(invocation_id(&row.id, step)), record: false })
             .collect();
-        steps.push(TransactionStep { function: system::INSERT_ENDED.to_owned(), id: Some(invocation_id(&row.id, system::END_STEP)), record });
+        if !writes_nothing {
+            steps.push(TransactionStep { function: system::INSERT_ENDED.to_owned(), id: Some(invocation_id(&row.id, system::END_STEP)), record });
+        }
+        let input = Arc::new(input);
         let next_input = {
             let plan = Arc::clone(plan);
             let homes = Arc::clone(&self.homes);
             let unit = unit.clone();
             let row = row.clone();
-            // The input is needed only here from now on.
+            let input = Arc::clone(&input);
             move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
                 let outputs: HashMap<String, Value> = unit.iter().cloned().zip(next.outputs.iter().cloned()).collect();
                 if let Some(step) = unit.get(next.index) {
@@ -580,9 +590,24 @@ impl Scheduler {
                 Ok(serde_json::to_value(ended)?)
             }
         };
-        // Answered once durable: the caller's answer is the run's end.
-        let transaction = Transaction { steps, input: first, next_input: Arc::new(next_input), answer: Answer::Durable };
+        let end = writes_nothing.then(|| {
+            let (plan, unit, row) = (Arc::clone(plan), unit.clone(), row.clone());
+            let end = move |outputs: &[Value]| -> std::result::Result<RunRecord, comb_backend::BoxError> {
+                let outputs: HashMap<String, Value> = unit.iter().cloned().zip(outputs.iter().cloned()).collect();
+                let output = plan.output(&input, &outputs).map_err(|err| format!("the workflow's output: {err}"))?;
+                let (id, name, input) = (row.id.clone(), row.name.clone(), row.input.clone());
+                Ok(RunRecord { id, name, version: row.version, input, output: output.to_string(), start_us: row.started_us, end_us: now_us() })
+            };
+            Arc::new(end) as Arc<EndFn>
+        });
+        // Answered once durable: the caller's answer is the run's end (for a run that writes
+        // nothing, once every write it could have seen is durable).
+        let transaction = Transaction { steps, input: first, next_input: Arc::new(next_input), answer: Answer::Durable, end };
         match self.engine.invoke_transaction(transaction).await {
+            Ok(output) if writes_nothing => match output.ended {
+                Some(run) => Ok(WorkflowRow { status: SUCCEEDED.to_owned(), output: Some(run.output), ended_us: Some(run.end_us), ..row }),
+                None => Err(Error::Internal(format!("run {} wrote nothing and has no end", row.id))),
+            },
             Ok(output) => match output.value {
                 Value::Array(mut values) => decode(values.pop().unwrap_or_default(), "an ended workflow row"),
                 other => decode(other, "an ended workflow row"),
@@ -722,6 +747,7 @@ impl Scheduler {
                         input: first.clone(),
                         next_input: unit_inputs(&plan, &steps, &input, &outputs),
                         answer: Answer::Logged,
+                        end: None,
                     };
                     scheduler.engine.invoke_transaction(transaction).await
                 };

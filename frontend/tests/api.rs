@@ -251,6 +251,21 @@ impl Fixture {
 
     /// Commit records after `lsn`. Trace records of reads and failures are appended after
     /// their replies, without waiting, so the raw tail is not a count of commits.
+    /// Runs ended after `lsn`: by a commit, or traced having written nothing.
+    async fn ends_after(&self, lsn: u64) -> usize {
+        let log = self.server.as_ref().unwrap().0.engine().log();
+        let mut ends = 0;
+        let mut next = lsn + 1;
+        while let Some(record) = log.read_next(0, next).await.unwrap() {
+            ends += match comb_backend::decode_payload(&record.payload).unwrap() {
+                comb_backend::LogRecord::Trace(trace) => trace.runs.len(),
+                _ => 1,
+            };
+            next = record.lsn + 1;
+        }
+        ends
+    }
+
     async fn commits_after(&self, lsn: u64) -> usize {
         let log = self.server.as_ref().unwrap().0.engine().log();
         let mut commits = 0;
@@ -511,6 +526,34 @@ async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_writes_nothing_leaves_no_row_and_is_traced() {
+    let f = Fixture::new().await;
+    let c = f.client.clone();
+    c.register_workflow(r#"{"name": "padded", "steps": [{"id": "p", "function": "pad", "input": "$input"}], "output": {"got": "$p.id"}}"#).await.unwrap();
+    // Its id not given: nothing to deduplicate, so no commit and no row; its end is traced.
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("padded", &json!({ "id": 3, "bytes": 2 })).run().await.unwrap();
+    assert_eq!((run.status, run.output.clone()), (RunStatus::Succeeded, Some(json!({ "got": 3 }))));
+    assert!(run.ended_us.is_some_and(|end| end >= run.started_us), "{run:?}");
+    assert_eq!(f.commits_after(before).await, 0, "a run that writes nothing commits nothing");
+    assert_eq!(code(&c.get_workflow(&run.id, false).await.unwrap_err()), Code::NotFound, "and leaves no row");
+    let sql = format!("SELECT name, status, input, output, duration_us >= 0 FROM workflows WHERE id = '{}'", run.id);
+    let traced = c.query_traces(&sql, true).await.unwrap().rows;
+    assert_eq!(traced, [[json!("padded"), json!("succeeded"), json!(r#"{"bytes":2,"id":3}"#), json!(r#"{"got":3}"#), json!(true)]]);
+    // Its id given: a second invoke of the id must find it, so its row is written.
+    let before = f.log_tail();
+    let named = c.invoke::<Value>("padded", &json!({ "id": 4, "bytes": 2 })).id("padded-4").run().await.unwrap();
+    assert_eq!(f.commits_after(before).await, 1, "the run's row");
+    assert_eq!(c.get_workflow("padded-4", false).await.unwrap().output, named.output);
+    // A run of it that fails is recorded, as any failed run is.
+    c.register_workflow(r#"{"name": "refuse", "steps": [{"id": "f", "function": "fail", "input": "$input"}]}"#).await.unwrap();
+    let comb_client::Error::WorkflowFailed { id, error } = c.invoke::<Value>("refuse", &json!({ "id": 5 })).await.unwrap_err() else { panic!("not a failed run") };
+    assert!(error.contains("refused 5"), "{error}");
+    assert_eq!(c.get_workflow(&id, false).await.unwrap().status, RunStatus::Failed);
+    f.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_message_carries_at_most_its_bound_of_results() {
     use comb_client::proto::invoke_result::Outcome;
     use prost::Message;
@@ -531,12 +574,12 @@ async fn a_stream_message_carries_at_most_its_bound_of_results() {
         .unwrap();
     let mut raw = comb_client::proto::comb_client::CombClient::new(channel);
     let mut results = raw.invoke_stream(futures::stream::iter([calls])).await.unwrap().into_inner();
-    // Nothing is read until every call has committed: HTTP/2's flow control stops the server
+    // Nothing is read until every call has ended: HTTP/2's flow control stops the server
     // after its first results, and the rest end meanwhile. Read now, they are ready at once,
     // as many as the server puts in one message.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while f.commits_after(from).await < CALLS as usize {
-        assert!(Instant::now() < deadline, "{} of {CALLS} calls committed", f.commits_after(from).await);
+    while f.ends_after(from).await < CALLS as usize {
+        assert!(Instant::now() < deadline, "{} of {CALLS} calls ended", f.ends_after(from).await);
         tokio::task::yield_now().await;
     }
     let (mut answered, mut full) = (Vec::new(), 0);
@@ -866,7 +909,7 @@ async fn resumed_after_its_write(grouped: bool) {
     if grouped {
         let step = |function: &str| TransactionStep { function: function.to_owned(), id: Some(InvocationId { workflow: id.clone(), step: function.to_owned() }), record: true };
         let next: Arc<NextInputFn> = Arc::new(|next: &NextInput<'_>| Ok(json!({ "id": next.outputs[0]["id"], "body": "picked" })));
-        let transaction = Transaction { steps: vec![step("add"), step("note")], input: json!({ "id": first }), next_input: next, answer: Answer::Durable };
+        let transaction = Transaction { steps: vec![step("add"), step("note")], input: json!({ "id": first }), next_input: next, answer: Answer::Durable, end: None };
         engine.invoke_transaction(transaction).await.unwrap();
     } else {
         let added = engine.invoke(Invocation::new("add", json!({ "id": first })).id(id.clone(), "add").record()).await.unwrap();

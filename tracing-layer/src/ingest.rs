@@ -80,6 +80,21 @@ impl<'c> Ingest<'c> {
                     rows.push_invocation(invocation_row(None, invocation));
                     read_rows(None, invocation, self.catalog, &mut self.json, rows);
                 }
+                // Runs that ended without a row: the trace record is where they ended.
+                for run in &trace.runs {
+                    rows.push_workflow(WorkflowRow {
+                        id: run.id,
+                        name: run.name,
+                        version: run.version,
+                        status: "succeeded",
+                        input: run.input,
+                        output: Some(run.output),
+                        error: None,
+                        start_us: run.start_us,
+                        end_us: Some(run.end_us),
+                        lsn: record.lsn as i64,
+                    });
+                }
             }
             Ok(RecordView::Catalog) => {}
             Err(err) => tracing::warn!(lsn = record.lsn, error = %err, "a log record the tracing layer cannot read; skipped"),
@@ -208,7 +223,7 @@ fn ended_run(lsn: i64, write: &WriteView<'_>, columns: &WorkflowColumns, rows: &
 mod tests {
     use std::sync::Arc;
 
-    use comb_backend::{CommitRecord, InvocationRecord, TRACE_TAG, TraceRecord, Value, WriteRecord, encode_commit, encode_row, encode_trace};
+    use comb_backend::{CommitRecord, InvocationRecord, RunRecord, TRACE_TAG, TraceRecord, Value, WriteRecord, encode_commit, encode_row, encode_trace};
 
     use super::*;
     use crate::TracingOptions;
@@ -369,7 +384,7 @@ mod tests {
             ..invocation("balance", "look")
         };
         let mut rows = Rows::default();
-        Ingest::new(&catalog).record(&Record { lsn: 9, tags: vec![TRACE_TAG], payload: encode_trace(&TraceRecord { invocations: vec![read] }).into() }, &mut rows);
+        Ingest::new(&catalog).record(&Record { lsn: 9, tags: vec![TRACE_TAG], payload: encode_trace(&TraceRecord { invocations: vec![read], runs: Vec::new() }).into() }, &mut rows);
         let [invocations, _, _, reads] = printed(rows, &catalog, [&["function", "read_only"], &[], &[], READ]);
         assert_eq!(invocations, ["balance | true"]);
         assert_eq!(reads, [r#"NULL | w1 | look | balance | accounts | {"id":7}"#], "the read of a system table's row and of an unknown table are left out");
@@ -381,12 +396,33 @@ mod tests {
         let failed = InvocationRecord { error: Some("no funds".into()), ..invocation("withdraw", "take") };
         let read = InvocationRecord { read_only: true, ..invocation("balance", "look") };
         let system = InvocationRecord { read_only: true, ..invocation("comb_workflow_get", "x") };
-        let trace = TraceRecord { invocations: vec![failed, read, system] };
+        let trace = TraceRecord { invocations: vec![failed, read, system], runs: Vec::new() };
         let mut rows = Rows::default();
         Ingest::new(&catalog).record(&Record { lsn: 5, tags: vec![TRACE_TAG], payload: encode_trace(&trace).into() }, &mut rows);
         Ingest::new(&catalog).record(&Record { lsn: 6, tags: vec![1], payload: vec![77, 1, 2].into() }, &mut rows);
         assert_eq!(rows.counts(), [2, 0, 0, 0]);
         let [invocations, ..] = printed(rows, &catalog, [&["function", "lsn", "status", "error", "read_only"], &[], &[], &[]]);
         assert_eq!(invocations, ["withdraw | NULL | failed | no funds | false", "balance | NULL | succeeded | NULL | true"]);
+    }
+
+    #[test]
+    fn runs_that_ended_without_a_row_are_workflows_at_their_trace_record() {
+        let catalog = catalog();
+        let run = RunRecord {
+            id: "r-7".into(),
+            name: "search".into(),
+            version: 3,
+            input: r#"{"q":1}"#.into(),
+            output: "[2,3]".into(),
+            start_us: 1_764_000_000_000_000,
+            end_us: 1_764_000_000_000_250,
+        };
+        let read = InvocationRecord { read_only: true, ..invocation("balance", "look") };
+        let trace = TraceRecord { invocations: vec![read], runs: vec![run] };
+        let mut rows = Rows::default();
+        Ingest::new(&catalog).record(&Record { lsn: 12, tags: vec![TRACE_TAG], payload: encode_trace(&trace).into() }, &mut rows);
+        assert_eq!(rows.counts(), [1, 0, 1, 0]);
+        let [_, _, workflows, _] = printed(rows, &catalog, [&[], &[], WORKFLOW, &[]]);
+        assert_eq!(workflows, [r#"r-7 | search | 3 | succeeded | {"q":1} | [2,3] | NULL | 2025-11-24T16:00:00Z | 2025-11-24T16:00:00.000250Z | 250 | 12"#]);
     }
 }
