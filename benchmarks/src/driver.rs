@@ -336,8 +336,7 @@ where
         tick.tick().await;
         let elapsed = began.elapsed();
         if before.is_none() && elapsed >= warmup {
-            cpu_before = process_cpu_us().await?;
-            machine_before = machine_cpu_us().await?;
+            (cpu_before, machine_before) = cpu_times().await?;
             before = Some(sample());
             started = Instant::now();
             phase.store(MEASURE, Ordering::Relaxed);
@@ -353,8 +352,8 @@ where
     phase.store(STOP, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let after = sample();
-    let cpu_us = process_cpu_us().await?.saturating_sub(cpu_before);
-    let machine_cpu_us = machine_cpu_us().await?.saturating_sub(machine_before);
+    let (cpu_after, machine_after) = cpu_times().await?;
+    let (cpu_us, machine_cpu_us) = (cpu_after.saturating_sub(cpu_before), machine_after.saturating_sub(machine_before));
     let before = before.expect("the warm-up ended");
     bar.finish_and_clear();
     let mut by_kind = BTreeMap::new();
@@ -387,13 +386,16 @@ fn read_process_cpu_us() -> anyhow::Result<u64> {
     parse_cpu_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the CPU times in /proc/self/stat: {stat:?}"))
 }
 
-/// CPU time the machine's cores have been busy since boot (every process, and the kernel's
-/// own work and interrupts), in microseconds at the kernel's 10 ms tick. Read off the async
-/// runtime's workers.
-pub(crate) async fn machine_cpu_us() -> anyhow::Result<u64> {
+/// CPU time this process has used, and the time the machine's cores have been busy since
+/// boot (every process, and the kernel's own work and interrupts), in microseconds at the
+/// kernel's 10 ms tick: read one right after the other, on one thread off the async
+/// runtime's workers, so that a window's two figures start and end together.
+pub(crate) async fn cpu_times() -> anyhow::Result<(u64, u64)> {
     tokio::task::spawn_blocking(|| {
+        let process = read_process_cpu_us()?;
         let stat = std::fs::read_to_string("/proc/stat")?;
-        parse_machine_busy_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the machine's CPU times in the first line of /proc/stat: {:?}", stat.lines().next()))
+        let machine = parse_machine_busy_us(&stat).ok_or_else(|| anyhow::anyhow!("cannot read the machine's CPU times in the first line of /proc/stat: {:?}", stat.lines().next()))?;
+        Ok((process, machine))
     })
     .await?
 }

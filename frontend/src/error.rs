@@ -29,8 +29,9 @@ pub enum Error {
         /// The name.
         name: String,
     },
-    /// No run has the id.
-    #[error("no workflow run has id {id}")]
+    /// No run has the id (a read-only one-transaction run whose id the server chose has no
+    /// row: only the traces know it).
+    #[error("no workflow run has id {id} (a read-only run invoked without an id leaves no row: look for it in the workflows trace table)")]
     UnknownRun {
         /// The id.
         id: String,
