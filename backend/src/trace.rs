@@ -8,6 +8,7 @@
 //! a commit's (it is in the commit).
 
 use comb_log::{Entry, LogBook};
+use prost::Message;
 
 use crate::commit::{InvocationRecord, RunRecord, TRACE_TAG, TraceRecord, encode_trace};
 use crate::partition::{Member, now_us};
@@ -82,11 +83,29 @@ impl TraceBuffer {
         self.invocations.len() >= TRACE_BATCH_MAX || self.runs.len() >= TRACE_BATCH_MAX
     }
 
-    /// Enqueues what is waiting, a batch per record, without waiting for durability. What
-    /// the log refuses for backpressure stays for the next call, up to [`TRACE_HELD_MAX`].
+    /// Enqueues what is waiting, a batch per record, without waiting for durability: at most
+    /// [`TRACE_BATCH_MAX`] invocations and as many runs a record, and no more bytes than the
+    /// log takes in one (`record-bytes-max`). A trace too large for a record alone is dropped
+    /// and counted. What the log refuses for backpressure stays for the next call, up to
+    /// [`TRACE_HELD_MAX`].
     pub(crate) fn flush(&mut self, log: &LogBook) {
+        // The record's kind byte comes before its fields.
+        let bytes_max = log.options().record_bytes_max.saturating_sub(1);
         while !self.invocations.is_empty() || !self.runs.is_empty() {
-            let (invocations, runs) = (self.invocations.len().min(TRACE_BATCH_MAX), self.runs.len().min(TRACE_BATCH_MAX));
+            let mut bytes = 0;
+            let invocations = fitting(&self.invocations, &mut bytes, bytes_max, true);
+            let runs = fitting(&self.runs, &mut bytes, bytes_max, invocations == 0);
+            if bytes > bytes_max {
+                // One trace alone, larger than any record.
+                if invocations == 1 {
+                    self.invocations.remove(0);
+                } else {
+                    self.runs.remove(0);
+                }
+                self.dropped += 1;
+                tracing::warn!(bytes, record_bytes_max = bytes_max + 1, dropped = self.dropped, "a trace larger than a log record was dropped");
+                continue;
+            }
             let record = TraceRecord { invocations: self.invocations[..invocations].to_vec(), runs: self.runs[..runs].to_vec() };
             // The append is enqueued; its completion needs no one.
             match log.append_batch_then(vec![Entry::new(vec![TRACE_TAG], encode_trace(&record))], drop) {
@@ -113,5 +132,70 @@ impl TraceBuffer {
                 }
             }
         }
+    }
+}
+
+/// How many of `traces`, from the first, go in the record being built, which holds `bytes`
+/// so far: at most [`TRACE_BATCH_MAX`], within `bytes_max`, but the first even beyond it
+/// when `alone` (the record holds nothing else), so that the caller can drop it.
+fn fitting<T: Message>(traces: &[T], bytes: &mut usize, bytes_max: usize, alone: bool) -> usize {
+    let mut count = 0;
+    for trace in traces.iter().take(TRACE_BATCH_MAX) {
+        // The field's key (one byte: tags 1 and 2), its length, then the message.
+        let len = trace.encoded_len();
+        let field = 1 + prost::length_delimiter_len(len) + len;
+        if *bytes + field > bytes_max && !(alone && count == 0) {
+            break;
+        }
+        *bytes += field;
+        count += 1;
+        if *bytes > bytes_max {
+            break;
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use comb_log::{ANY_TAG, LogOptions};
+
+    use super::*;
+    use crate::commit::{LogRecord, decode_payload};
+
+    #[tokio::test]
+    async fn a_flush_splits_records_by_bytes_and_drops_only_a_trace_too_large_for_any() {
+        const RECORD_BYTES_MAX: usize = 400;
+        let log = LogBook::in_memory(LogOptions { record_bytes_max: RECORD_BYTES_MAX, ..LogOptions::default() }).unwrap();
+        let run = |id: usize, output_bytes: usize| RunRecord { id: format!("r{id}"), output: "x".repeat(output_bytes), ..RunRecord::default() };
+        let mut buffer = TraceBuffer::default();
+        for i in 0..5 {
+            buffer.push(InvocationRecord { function: format!("f{i}"), ..InvocationRecord::default() });
+        }
+        for (id, bytes) in [(0, 100), (1, 500), (2, 100), (3, 250)] {
+            buffer.push_run(run(id, bytes));
+        }
+        buffer.flush(&log);
+        assert_eq!(buffer.dropped, 1, "the run larger than a record, alone");
+        assert!(!buffer.is_full());
+        let (mut functions, mut runs, mut records) = (Vec::new(), Vec::new(), 0);
+        let (mut next, deadline) = (1, Instant::now() + Duration::from_secs(10));
+        while functions.len() < 5 || runs.len() < 3 {
+            assert!(Instant::now() < deadline, "traced: {functions:?} {runs:?}");
+            let Some(record) = log.read_next(ANY_TAG, next).await.unwrap() else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            };
+            assert!(record.payload.len() <= RECORD_BYTES_MAX, "a record of {} bytes", record.payload.len());
+            let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() else { panic!("not a trace record") };
+            functions.extend(trace.invocations.into_iter().map(|i| i.function));
+            runs.extend(trace.runs.into_iter().map(|r| r.id));
+            (next, records) = (record.lsn + 1, records + 1);
+        }
+        assert_eq!(functions, ["f0", "f1", "f2", "f3", "f4"]);
+        assert_eq!(runs, ["r0", "r2", "r3"], "every run but the one too large, in order");
+        assert!(records >= 2, "the 250-byte run does not fit beside the rest");
     }
 }
