@@ -135,9 +135,9 @@ pub struct TraceRecord {
     pub runs: Vec<RunRecord>,
 }
 
-/// A workflow run that succeeded and wrote nothing, not even its row: a read-only run whose
-/// id the caller did not give, which nothing could look up to deduplicate. Its trace is the
-/// only record of it.
+/// A workflow run that succeeded and wrote nothing, not even its row: a read-only
+/// one-transaction run invoked synchronously without an id, which nothing could look up to
+/// deduplicate. Its trace is the only record of it.
 #[derive(Clone, PartialEq, Message)]
 pub struct RunRecord {
     #[prost(string, tag = "1")]

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use comb_log::{Entry, LogBook, Lsn, SlowCalls};
+use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, RunRecord, WriteRecord, encode_commit, partition_tag};
@@ -951,6 +952,9 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
     }
     if let Some(end) = &job.end {
         let last = job.members.last().map(|m| m.function.name.clone()).unwrap_or_default();
+        // Past the members: a failure from here on is the run's end's, and traces none of
+        // them as failed (each succeeded).
+        *progress = Progress { member: job.members.len(), start_us: now_us() };
         if !writes.entries.is_empty() {
             return Err(Error::Internal(format!("a run planned as writing nothing wrote (its last function: {last})")));
         }
@@ -959,6 +963,12 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             Ok(ended) => ended.map_err(|err| Error::Aborted { function: last, message: format!("its run's end could not be built: {err}") })?,
             Err(panic) => return Err(Error::Panicked { function: last, message: format!("building its run's end: {}", panic_message(panic.as_ref())) }),
         };
+        // The bound a run's row has when it is written: the same run must not succeed
+        // without an id and fail with one.
+        let size = ended.encoded_len();
+        if size > shared.json_bytes_max {
+            return Err(Error::LimitExceeded { what: "the run's end (its input and output) in bytes", size, limit: shared.json_bytes_max, option: "json-bytes-max" });
+        }
         let output = Output { value: job_value(values), lsn: None, replayed: false, ended: Some(ended) };
         return Ok(Ran::Read { output, traces: invocations });
     }

@@ -20,6 +20,14 @@ pub(crate) const TRACE_BATCH_MAX: usize = 256;
 /// beyond it the oldest are dropped and counted.
 pub(crate) const TRACE_HELD_MAX: usize = 8_192;
 
+/// Bytes of runs held that call for a flush at once, without waiting for the queue to be
+/// idle: a run's trace carries its input and output.
+pub(crate) const TRACE_FLUSH_RUN_BYTES: usize = 4 << 20;
+
+/// Most bytes of runs held while the log refuses appends; beyond it the oldest are dropped
+/// and counted, as beyond [`TRACE_HELD_MAX`].
+pub(crate) const TRACE_HELD_RUN_BYTES_MAX: usize = 64 << 20;
+
 /// Longest error message kept in a trace, in bytes; longer ones are cut (at a character
 /// boundary) and marked.
 pub(crate) const TRACE_ERROR_BYTES_MAX: usize = 1_024;
@@ -29,6 +37,8 @@ pub(crate) const TRACE_ERROR_BYTES_MAX: usize = 1_024;
 pub(crate) struct TraceBuffer {
     invocations: Vec<InvocationRecord>,
     runs: Vec<RunRecord>,
+    /// The encoded bytes of `runs`.
+    run_bytes: usize,
     /// Traces (invocations and runs) dropped because the log kept refusing appends.
     pub(crate) dropped: u64,
 }
@@ -75,12 +85,19 @@ impl TraceBuffer {
 
     /// Adds the trace of a run that ended without a row.
     pub(crate) fn push_run(&mut self, run: RunRecord) {
+        self.run_bytes += run.encoded_len();
         self.runs.push(run);
     }
 
-    /// Whether a full batch is waiting.
+    /// Whether a full batch is waiting (by count, or by the bytes of the runs).
     pub(crate) fn is_full(&self) -> bool {
-        self.invocations.len() >= TRACE_BATCH_MAX || self.runs.len() >= TRACE_BATCH_MAX
+        self.invocations.len() >= TRACE_BATCH_MAX || self.runs.len() >= TRACE_BATCH_MAX || self.run_bytes >= TRACE_FLUSH_RUN_BYTES
+    }
+
+    /// Forgets the first `count` runs.
+    fn drop_runs(&mut self, count: usize) {
+        self.run_bytes -= self.runs[..count].iter().map(Message::encoded_len).sum::<usize>();
+        self.runs.drain(..count);
     }
 
     /// Enqueues what is waiting, a batch per record, without waiting for durability: at most
@@ -100,7 +117,7 @@ impl TraceBuffer {
                 if invocations == 1 {
                     self.invocations.remove(0);
                 } else {
-                    self.runs.remove(0);
+                    self.drop_runs(1);
                 }
                 self.dropped += 1;
                 tracing::warn!(bytes, record_bytes_max = bytes_max + 1, dropped = self.dropped, "a trace larger than a log record was dropped");
@@ -111,13 +128,18 @@ impl TraceBuffer {
             match log.append_batch_then(vec![Entry::new(vec![TRACE_TAG], encode_trace(&record))], drop) {
                 Ok(()) => {
                     self.invocations.drain(..invocations);
-                    self.runs.drain(..runs);
+                    self.drop_runs(runs);
                 }
                 Err(comb_log::Error::QueueFull { .. }) => {
-                    let excess = (self.invocations.len().saturating_sub(TRACE_HELD_MAX), self.runs.len().saturating_sub(TRACE_HELD_MAX));
+                    let mut excess = (self.invocations.len().saturating_sub(TRACE_HELD_MAX), self.runs.len().saturating_sub(TRACE_HELD_MAX));
+                    let mut kept_bytes = self.run_bytes - self.runs[..excess.1].iter().map(Message::encoded_len).sum::<usize>();
+                    while kept_bytes > TRACE_HELD_RUN_BYTES_MAX {
+                        kept_bytes -= self.runs[excess.1].encoded_len();
+                        excess.1 += 1;
+                    }
                     if excess != (0, 0) {
                         self.invocations.drain(..excess.0);
-                        self.runs.drain(..excess.1);
+                        self.drop_runs(excess.1);
                         self.dropped += (excess.0 + excess.1) as u64;
                         tracing::warn!(dropped = self.dropped, "the log refuses appends: traces dropped");
                     }
@@ -126,7 +148,7 @@ impl TraceBuffer {
                 Err(err) => {
                     self.dropped += (self.invocations.len() + self.runs.len()) as u64;
                     self.invocations.clear();
-                    self.runs.clear();
+                    self.drop_runs(self.runs.len());
                     tracing::warn!(error = %err, dropped = self.dropped, "traces could not be appended");
                     return;
                 }
@@ -165,37 +187,70 @@ mod tests {
     use super::*;
     use crate::commit::{LogRecord, decode_payload};
 
-    #[tokio::test]
-    async fn a_flush_splits_records_by_bytes_and_drops_only_a_trace_too_large_for_any() {
-        const RECORD_BYTES_MAX: usize = 400;
-        let log = LogBook::in_memory(LogOptions { record_bytes_max: RECORD_BYTES_MAX, ..LogOptions::default() }).unwrap();
-        let run = |id: usize, output_bytes: usize| RunRecord { id: format!("r{id}"), output: "x".repeat(output_bytes), ..RunRecord::default() };
-        let mut buffer = TraceBuffer::default();
-        for i in 0..5 {
-            buffer.push(InvocationRecord { function: format!("f{i}"), ..InvocationRecord::default() });
-        }
-        for (id, bytes) in [(0, 100), (1, 500), (2, 100), (3, 250)] {
-            buffer.push_run(run(id, bytes));
-        }
-        buffer.flush(&log);
-        assert_eq!(buffer.dropped, 1, "the run larger than a record, alone");
-        assert!(!buffer.is_full());
-        let (mut functions, mut runs, mut records) = (Vec::new(), Vec::new(), 0);
+    fn run(id: usize, output_bytes: usize) -> RunRecord {
+        RunRecord { id: format!("r{id}"), output: "x".repeat(output_bytes), ..RunRecord::default() }
+    }
+
+    fn invocation(function: &str, error_bytes: usize) -> InvocationRecord {
+        InvocationRecord { function: function.to_owned(), error: (error_bytes > 0).then(|| "e".repeat(error_bytes)), ..InvocationRecord::default() }
+    }
+
+    /// The trace records appended to `log`, as (invocations' functions, runs' ids) per
+    /// record, once `runs` runs have come; each record checked against `bytes_max`.
+    async fn records(log: &LogBook, runs: usize, bytes_max: usize) -> Vec<(Vec<String>, Vec<String>)> {
+        let (mut records, mut seen) = (Vec::new(), 0);
         let (mut next, deadline) = (1, Instant::now() + Duration::from_secs(10));
-        while functions.len() < 5 || runs.len() < 3 {
-            assert!(Instant::now() < deadline, "traced: {functions:?} {runs:?}");
+        while seen < runs {
+            assert!(Instant::now() < deadline, "traced: {records:?}");
             let Some(record) = log.read_next(ANY_TAG, next).await.unwrap() else {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             };
-            assert!(record.payload.len() <= RECORD_BYTES_MAX, "a record of {} bytes", record.payload.len());
+            assert!(record.payload.len() <= bytes_max, "a record of {} bytes", record.payload.len());
             let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() else { panic!("not a trace record") };
-            functions.extend(trace.invocations.into_iter().map(|i| i.function));
-            runs.extend(trace.runs.into_iter().map(|r| r.id));
-            (next, records) = (record.lsn + 1, records + 1);
+            seen += trace.runs.len();
+            records.push((trace.invocations.into_iter().map(|i| i.function).collect(), trace.runs.into_iter().map(|r| r.id).collect()));
+            next = record.lsn + 1;
         }
-        assert_eq!(functions, ["f0", "f1", "f2", "f3", "f4"]);
+        records
+    }
+
+    #[tokio::test]
+    async fn a_flush_fills_records_up_to_the_logs_bound_and_drops_only_a_trace_too_large_for_any() {
+        const RECORD_BYTES_MAX: usize = 400;
+        let log = LogBook::in_memory(LogOptions { record_bytes_max: RECORD_BYTES_MAX, ..LogOptions::default() }).unwrap();
+        let mut buffer = TraceBuffer::default();
+        for (function, error_bytes) in [("f0", 0), ("f1", 0), ("big", 450), ("f2", 0)] {
+            buffer.push(invocation(function, error_bytes));
+        }
+        for (id, bytes) in [(0, 100), (1, 500), (2, 100), (3, 300)] {
+            buffer.push_run(run(id, bytes));
+        }
+        buffer.flush(&log);
+        assert_eq!(buffer.dropped, 2, "the invocation and the run larger than a record, each alone");
+        let records = records(&log, 3, RECORD_BYTES_MAX).await;
+        let functions: Vec<String> = records.iter().flat_map(|(f, _)| f.clone()).collect();
+        let runs: Vec<String> = records.iter().flat_map(|(_, r)| r.clone()).collect();
+        assert_eq!(functions, ["f0", "f1", "f2"]);
         assert_eq!(runs, ["r0", "r2", "r3"], "every run but the one too large, in order");
-        assert!(records >= 2, "the 250-byte run does not fit beside the rest");
+        assert_eq!(records.last().map(|(f, r)| (f.len(), r.clone())), Some((0, vec!["r3".to_owned()])), "the 300-byte run did not fit beside r2: {records:?}");
+        assert_eq!(buffer.run_bytes, 0, "nothing held");
+    }
+
+    #[tokio::test]
+    async fn a_record_holds_at_most_its_count_of_runs_and_held_run_bytes_call_for_a_flush() {
+        let log = LogBook::in_memory(LogOptions::default()).unwrap();
+        let mut buffer = TraceBuffer::default();
+        for id in 0..TRACE_BATCH_MAX + 44 {
+            buffer.push_run(run(id, 1));
+        }
+        assert!(buffer.is_full(), "a batch of runs by count");
+        buffer.flush(&log);
+        let counts: Vec<usize> = records(&log, TRACE_BATCH_MAX + 44, LogOptions::default().record_bytes_max).await.iter().map(|(_, r)| r.len()).collect();
+        assert_eq!(counts, [TRACE_BATCH_MAX, 44]);
+        buffer.push_run(run(0, TRACE_FLUSH_RUN_BYTES / 2));
+        assert!(!buffer.is_full(), "one run, half the bytes that call for a flush");
+        buffer.push_run(run(1, TRACE_FLUSH_RUN_BYTES / 2));
+        assert!(buffer.is_full(), "two runs of as many bytes as call for a flush");
     }
 }

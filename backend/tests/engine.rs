@@ -556,20 +556,53 @@ fn a_run_that_writes_nothing_ends_in_a_trace_and_one_that_writes_is_refused() {
             assert_eq!((ended.id.as_str(), ended.output.as_str(), out.lsn), ("r", output, None), "{function}");
         }
         assert_eq!(commits_after(&engine, tail).await, 0, "nothing committed");
-        let traced = traced_runs_after(&engine, tail, 2).await;
-        assert_eq!(traced.iter().map(|r| r.output.as_str()).collect::<Vec<_>>(), ["5", r#"{"count":1,"sum":5}"#], "each run traced once");
+        let traced = |runs: Vec<comb_backend::RunRecord>| {
+            let mut outputs: Vec<String> = runs.into_iter().map(|r| r.output).collect();
+            outputs.sort();
+            outputs
+        };
+        let both = ["5".to_owned(), r#"{"count":1,"sum":5}"#.to_owned()];
+        assert_eq!(traced(traced_runs_after(&engine, tail, 2).await), both);
         // An end that fails fails the run, under the function it ended.
         let fails: Arc<comb_backend::EndFn> = Arc::new(|_: &[Json]| Err("no template".into()));
         match engine.invoke_transaction(transaction("balance", json!({ "id": 1 }), &fails)).await {
             Err(Error::Aborted { function, message }) => assert!(function == "balance" && message.contains("no template"), "{function}: {message}"),
             other => panic!("{other:?}"),
         }
+        // So does an end larger than a run's row may be.
+        let large: Arc<comb_backend::EndFn> = Arc::new(|_: &[Json]| Ok(comb_backend::RunRecord { output: "x".repeat(1 << 20), ..Default::default() }));
+        match engine.invoke_transaction(transaction("balance", json!({ "id": 1 }), &large)).await {
+            Err(Error::LimitExceeded { option, size, .. }) => assert!(option == "json-bytes-max" && size > 1 << 20, "{option}: {size}"),
+            other => panic!("{other:?}"),
+        }
         // A transaction with an end that writes is refused whole: its run would have no row.
-        let tail = engine.log().tail();
         let err = engine.invoke_transaction(transaction("deposit", json!({ "id": 1, "amount": 7 }), &end)).await.unwrap_err();
         assert!(matches!(&err, Error::Internal(message) if message.contains("wrote")), "{err}");
         assert_eq!(commits_after(&engine, tail).await, 0, "nothing committed");
         assert_eq!(balance(&engine, 1).await, json!(5));
+        // The traces once everything above was answered: the two runs, once each, and no run
+        // of the failed ends.
+        assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value, json!({ "count": 1, "sum": 5 }));
+        let mut last = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let (mut found, mut next) = (0, tail + 1);
+            while let Some(record) = engine.log().read_next(TRACE_TAG, next).await.unwrap() {
+                if let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() {
+                    found += trace.invocations.iter().filter(|i| i.function == "total").count();
+                    last.extend(trace.runs);
+                }
+                next = record.lsn + 1;
+            }
+            // The last read's trace (the coordinator's) is there, and the runs' (the
+            // executor's and the coordinator's, appended before it).
+            if found == 2 && last.len() >= 2 {
+                break;
+            }
+            last.clear();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(traced(last), both, "each run traced once, no failed end traced");
         engine.close().await.unwrap();
     });
 }

@@ -451,9 +451,10 @@ impl Client {
         self.stream.call(self, request).await
     }
 
-    /// A run as it stands; with `wait`, once it has ended. A read-only run invoked without
-    /// an id leaves no row, so it is not found here (`NOT_FOUND`): its end is in the
-    /// `workflows` trace table ([`Client::query_traces`]).
+    /// A run as it stands; with `wait`, once it has ended. A read-only one-transaction run
+    /// invoked synchronously ([`Client::invoke`]) without an id leaves no row, so it is not
+    /// found here (`NOT_FOUND`): its end is in the `workflows` trace table
+    /// ([`Client::query_traces`]).
     pub async fn get_workflow(&self, id: &str, wait: bool) -> Result<Run> {
         let reply = self.inner.clone().get_workflow(self.request(proto::GetWorkflowRequest { workflow_id: id.to_owned(), wait })).await?.into_inner();
         Run::from_proto(reply.workflow, false)

@@ -29,9 +29,9 @@ pub enum Error {
         /// The name.
         name: String,
     },
-    /// No run has the id (a read-only one-transaction run whose id the server chose has no
-    /// row: only the traces know it).
-    #[error("no workflow run has id {id} (a read-only run invoked without an id leaves no row: look for it in the workflows trace table)")]
+    /// No run has the id (a read-only one-transaction run invoked synchronously without an
+    /// id has no row: only the traces know it).
+    #[error("no workflow run has id {id} (a read-only one-transaction run invoked synchronously without an id leaves no row: look for it in the workflows trace table)")]
     UnknownRun {
         /// The id.
         id: String,
