@@ -129,10 +129,7 @@ impl Coordinator {
                 Err(err)
             }
             Ok(Ran::Read { output, traces }) => {
-                traces.into_iter().for_each(|t| self.traces.push(t));
-                if let Some(run) = &output.ended {
-                    self.traces.push_run(run.clone());
-                }
+                self.traces.push_read(traces, output.ended.as_ref());
                 Ok(output)
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {

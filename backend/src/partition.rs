@@ -1192,10 +1192,7 @@ impl Executor {
                 self.state.answer_read(job.reply, job.answer, Err(err));
             }
             Ok(Ran::Read { output, traces }) => {
-                traces.into_iter().for_each(|t| self.traces.push(t));
-                if let Some(run) = &output.ended {
-                    self.traces.push_run(run.clone());
-                }
+                self.traces.push_read(traces, output.ended.as_ref());
                 self.state.answer_read(job.reply, job.answer, Ok(output));
             }
             Ok(Ran::Commit { output, writes, payload, tags }) => {

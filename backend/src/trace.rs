@@ -37,7 +37,8 @@ pub(crate) const TRACE_ERROR_BYTES_MAX: usize = 1_024;
 pub(crate) struct TraceBuffer {
     invocations: Vec<InvocationRecord>,
     runs: Vec<RunRecord>,
-    /// The encoded bytes of `runs`.
+    /// The encoded bytes of `runs`, kept rather than summed: `is_full` is asked after every
+    /// job.
     run_bytes: usize,
     /// Traces (invocations and runs) dropped because the log kept refusing appends.
     pub(crate) dropped: u64,
@@ -81,6 +82,15 @@ impl TraceBuffer {
     /// Adds the traces of functions that are traced.
     pub(crate) fn push(&mut self, invocation: InvocationRecord) {
         self.invocations.push(invocation);
+    }
+
+    /// Adds the traces of a transaction that wrote nothing: its invocations, and the run it
+    /// ended, if it ended one (the executors' and the coordinator's one path).
+    pub(crate) fn push_read(&mut self, invocations: Vec<InvocationRecord>, ended: Option<&RunRecord>) {
+        self.invocations.extend(invocations);
+        if let Some(run) = ended {
+            self.push_run(run.clone());
+        }
     }
 
     /// Adds the trace of a run that ended without a row.
@@ -180,9 +190,10 @@ fn fitting<T: Message>(traces: &[T], bytes: &mut usize, bytes_max: usize, alone:
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use comb_log::{ANY_TAG, LogOptions};
+    use futures::StreamExt;
 
     use super::*;
     use crate::commit::{LogRecord, decode_payload};
@@ -196,21 +207,18 @@ mod tests {
     }
 
     /// The trace records appended to `log`, as (invocations' functions, runs' ids) per
-    /// record, once `runs` runs have come; each record checked against `bytes_max`.
+    /// record, once `runs` runs have come (each durable record is waited for as the log
+    /// publishes it); each record checked against `bytes_max`.
     async fn records(log: &LogBook, runs: usize, bytes_max: usize) -> Vec<(Vec<String>, Vec<String>)> {
         let (mut records, mut seen) = (Vec::new(), 0);
-        let (mut next, deadline) = (1, Instant::now() + Duration::from_secs(10));
+        let mut durable = log.subscribe(1, ANY_TAG);
         while seen < runs {
-            assert!(Instant::now() < deadline, "traced: {records:?}");
-            let Some(record) = log.read_next(ANY_TAG, next).await.unwrap() else {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            };
+            let next = tokio::time::timeout(Duration::from_secs(10), durable.next()).await;
+            let record = next.unwrap_or_else(|_| panic!("traced: {records:?}")).expect("the log is open").unwrap();
             assert!(record.payload.len() <= bytes_max, "a record of {} bytes", record.payload.len());
             let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() else { panic!("not a trace record") };
             seen += trace.runs.len();
             records.push((trace.invocations.into_iter().map(|i| i.function).collect(), trace.runs.into_iter().map(|r| r.id).collect()));
-            next = record.lsn + 1;
         }
         records
     }

@@ -510,23 +510,24 @@ fn a_panic_building_a_later_input_fails_its_transaction_only() {
     });
 }
 
-/// The runs traced (ended without a row) after `lsn`, once `count` of them are in the log:
-/// trace records are appended after their replies.
-async fn traced_runs_after(engine: &Engine, lsn: u64, count: usize) -> Vec<comb_backend::RunRecord> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (mut runs, mut next) = (Vec::new(), lsn + 1);
-        while let Some(record) = engine.log().read_next(TRACE_TAG, next).await.unwrap() {
-            if let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() {
-                runs.extend(trace.runs);
-            }
-            next = record.lsn + 1;
+/// The trace records after `lsn`, waited for as the log makes them durable (they are
+/// appended after their replies), until `enough` holds of them.
+async fn traces_after(engine: &Engine, lsn: u64, enough: impl Fn(&[comb_backend::TraceRecord]) -> bool) -> Vec<comb_backend::TraceRecord> {
+    let mut durable = engine.log().subscribe(lsn + 1, TRACE_TAG);
+    let mut traces = Vec::new();
+    while !enough(&traces) {
+        let next = tokio::time::timeout(Duration::from_secs(10), durable.next()).await;
+        let record = next.unwrap_or_else(|_| panic!("traced after {lsn}: {traces:?}")).expect("the log is open").unwrap();
+        if let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() {
+            traces.push(trace);
         }
-        if runs.len() >= count || std::time::Instant::now() > deadline {
-            return runs;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    traces
+}
+
+/// The runs the trace records carry.
+fn runs_of(traces: Vec<comb_backend::TraceRecord>) -> Vec<comb_backend::RunRecord> {
+    traces.into_iter().flat_map(|t| t.runs).collect()
 }
 
 #[test]
@@ -562,7 +563,8 @@ fn a_run_that_writes_nothing_ends_in_a_trace_and_one_that_writes_is_refused() {
             outputs
         };
         let both = ["5".to_owned(), r#"{"count":1,"sum":5}"#.to_owned()];
-        assert_eq!(traced(traced_runs_after(&engine, tail, 2).await), both);
+        let two_runs = |traces: &[comb_backend::TraceRecord]| traces.iter().map(|t| t.runs.len()).sum::<usize>() >= 2;
+        assert_eq!(traced(runs_of(traces_after(&engine, tail, two_runs).await)), both);
         // An end that fails fails the run, under the function it ended.
         let fails: Arc<comb_backend::EndFn> = Arc::new(|_: &[Json]| Err("no template".into()));
         match engine.invoke_transaction(transaction("balance", json!({ "id": 1 }), &fails)).await {
@@ -583,25 +585,13 @@ fn a_run_that_writes_nothing_ends_in_a_trace_and_one_that_writes_is_refused() {
         // The traces once everything above was answered: the two runs, once each, and no run
         // of the failed ends.
         assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value, json!({ "count": 1, "sum": 5 }));
-        let mut last = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let (mut found, mut next) = (0, tail + 1);
-            while let Some(record) = engine.log().read_next(TRACE_TAG, next).await.unwrap() {
-                if let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() {
-                    found += trace.invocations.iter().filter(|i| i.function == "total").count();
-                    last.extend(trace.runs);
-                }
-                next = record.lsn + 1;
-            }
-            // The last read's trace (the coordinator's) is there, and the runs' (the
-            // executor's and the coordinator's, appended before it).
-            if found == 2 && last.len() >= 2 {
-                break;
-            }
-            last.clear();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // The last read's trace (the coordinator's) is there, and the runs' (the executor's
+        // and the coordinator's, appended before it).
+        let last_read_too = |traces: &[comb_backend::TraceRecord]| {
+            let totals = traces.iter().flat_map(|t| &t.invocations).filter(|i| i.function == "total").count();
+            totals >= 2 && two_runs(traces)
+        };
+        let last = runs_of(traces_after(&engine, tail, last_read_too).await);
         assert_eq!(traced(last), both, "each run traced once, no failed end traced");
         engine.close().await.unwrap();
     });

@@ -574,12 +574,12 @@ impl Scheduler {
             let row = row.clone();
             let input = Arc::clone(&input);
             move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
-                let outputs: HashMap<String, Value> = unit.iter().cloned().zip(next.outputs.iter().cloned()).collect();
                 if let Some(step) = unit.get(next.index) {
+                    let outputs: HashMap<String, Value> = unit.iter().cloned().zip(next.outputs.iter().cloned()).collect();
                     let resolved = plan.step_input(step, &input, &outputs).ok_or("a step is not in its plan")?;
                     return resolved.map_err(|err| format!("step {step}: {err}").into());
                 }
-                let output = plan.output(&input, &outputs).map_err(|err| format!("the workflow's output: {err}"))?;
+                let output = transaction_output(&plan, &unit, &input, next.outputs)?;
                 let ended = WorkflowRow {
                     home: homes[usize::from(next.partition)],
                     status: SUCCEEDED.to_owned(),
@@ -593,8 +593,7 @@ impl Scheduler {
         let end = writes_nothing.then(|| {
             let (plan, unit, row) = (Arc::clone(plan), unit.clone(), row.clone());
             let end = move |outputs: &[Value]| -> std::result::Result<RunRecord, comb_backend::BoxError> {
-                let outputs: HashMap<String, Value> = unit.iter().cloned().zip(outputs.iter().cloned()).collect();
-                let output = plan.output(&input, &outputs).map_err(|err| format!("the workflow's output: {err}"))?;
+                let output = transaction_output(&plan, &unit, &input, outputs)?;
                 let (id, name, input) = (row.id.clone(), row.name.clone(), row.input.clone());
                 Ok(RunRecord { id, name, version: row.version, input, output: output.to_string(), start_us: row.started_us, end_us: now_us() })
             };
@@ -967,6 +966,12 @@ impl Scheduler {
         let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
         Ok((rows, next))
     }
+}
+
+/// The output of a run that is one transaction, from its steps' outputs in order.
+fn transaction_output(plan: &WorkflowPlan, steps: &[String], input: &Value, outputs: &[Value]) -> std::result::Result<Value, String> {
+    let outputs: HashMap<String, Value> = steps.iter().cloned().zip(outputs.iter().cloned()).collect();
+    plan.output(input, &outputs).map_err(|err| format!("the workflow's output: {err}"))
 }
 
 /// A unit's output as its steps' outputs: one step's own, or each step's, from the array of a

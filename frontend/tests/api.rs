@@ -537,16 +537,19 @@ async fn a_run_that_writes_nothing_leaves_no_row_and_is_traced() {
     assert!(run.ended_us.is_some_and(|end| end >= run.started_us), "{run:?}");
     assert_eq!(f.commits_after(before).await, 0, "a run that writes nothing commits nothing");
     assert_eq!(code(&c.get_workflow(&run.id, false).await.unwrap_err()), Code::NotFound, "and leaves no row");
-    // Its trace is appended just after its answer: it may trail it by a group commit.
-    let sql = format!("SELECT name, status, input, output, duration_us >= 0 FROM workflows WHERE id = '{}'", run.id);
-    let mut traced = Vec::new();
-    for _ in 0..1_000 {
-        traced = c.query_traces(&sql, true).await.unwrap().rows;
-        if !traced.is_empty() {
+    // Its trace is appended just after its answer: once the log holds it, a query that
+    // catches up with the log's tail sees it.
+    let mut durable = f.server.as_ref().unwrap().0.engine().log().subscribe(before + 1, TRACE_TAG);
+    loop {
+        let record = tokio::time::timeout(Duration::from_secs(10), durable.next()).await.expect("the run is traced").expect("the log is open").unwrap();
+        if let comb_backend::LogRecord::Trace(trace) = comb_backend::decode_payload(&record.payload).unwrap()
+            && trace.runs.iter().any(|r| r.id == run.id)
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let sql = format!("SELECT name, status, input, output, duration_us >= 0 FROM workflows WHERE id = '{}'", run.id);
+    let traced = c.query_traces(&sql, true).await.unwrap().rows;
     assert_eq!(traced, [[json!("padded"), json!("succeeded"), json!(r#"{"bytes":2,"id":3}"#), json!(r#"{"got":3}"#), json!(true)]]);
     // Its id given: a second invoke of the id must find it, so its row is written.
     let before = f.log_tail();
