@@ -93,7 +93,7 @@ pub use plan::{Access, OnConflict, Plan, RangeBound, SortKey};
 pub use prepare::{
     INSERT_ROWS_MAX, JOIN_TABLES_MAX, OutputColumn, PartitionKey, Prepared, StatementKind,
 };
-pub use reference::{INPUT_DEPTH_MAX, Reference, ResolveError, Source, parse_reference, resolve};
+pub use reference::{INPUT_DEPTH_MAX, Reference, ResolveError, Source, StepOutputs, ZippedOutputs, parse_reference, resolve};
 pub use syntax::SQL_BYTES_MAX;
 pub use value::{DataType, Value, format_timestamp, parse_timestamp};
 pub use workflow::{

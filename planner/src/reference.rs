@@ -118,12 +118,43 @@ pub enum ResolveError {
     },
 }
 
+/// The outputs of steps that have run, by step id.
+pub trait StepOutputs {
+    /// The output of `step`, if it has run.
+    fn output(&self, step: &str) -> Option<&Value>;
+}
+
+impl StepOutputs for HashMap<String, Value> {
+    fn output(&self, step: &str) -> Option<&Value> {
+        self.get(step)
+    }
+}
+
+/// Steps and their outputs side by side, `outputs[i]` that of `steps[i]` (the steps of a
+/// transaction, as far as they ran): looked up without copying them into a map.
+#[derive(Debug, Clone, Copy)]
+pub struct ZippedOutputs<'a> {
+    /// The step ids.
+    pub steps: &'a [String],
+    /// Their outputs, in the same order; steps past its end have not run.
+    pub outputs: &'a [Value],
+}
+
+impl StepOutputs for ZippedOutputs<'_> {
+    fn output(&self, step: &str) -> Option<&Value> {
+        self.steps
+            .iter()
+            .position(|s| s == step)
+            .and_then(|i| self.outputs.get(i))
+    }
+}
+
 /// Builds a concrete JSON value from a template: references are replaced by the values
 /// they name in the workflow input or in earlier steps' outputs; `"$$x"` becomes `"$x"`.
 pub fn resolve(
     template: &Value,
     input: &Value,
-    outputs: &HashMap<String, Value>,
+    outputs: &impl StepOutputs,
 ) -> Result<Value, ResolveError> {
     Ok(match template {
         Value::String(s) => match parse_reference(s) {
@@ -137,7 +168,7 @@ pub fn resolve(
                 let mut value = match &r.source {
                     Source::Input => input,
                     Source::Step(step) => {
-                        outputs.get(step).ok_or_else(|| ResolveError::StepNotRun {
+                        outputs.output(step).ok_or_else(|| ResolveError::StepNotRun {
                             reference: s.clone(),
                             step: step.clone(),
                         })?

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::recording::recorded_units;
-use crate::reference::{INPUT_DEPTH_MAX, ResolveError, Source, resolve, visit_references};
+use crate::reference::{INPUT_DEPTH_MAX, ResolveError, Source, StepOutputs, resolve, visit_references};
 
 /// Most steps in one workflow.
 pub const STEPS_MAX: usize = 256;
@@ -225,7 +225,7 @@ impl WorkflowPlan {
         &self,
         step: &str,
         input: &Value,
-        outputs: &HashMap<String, Value>,
+        outputs: &impl StepOutputs,
     ) -> Option<Result<Value, ResolveError>> {
         let spec = self.spec.steps.iter().find(|s| s.id == step)?;
         Some(resolve(&spec.input, input, outputs))
@@ -235,7 +235,7 @@ impl WorkflowPlan {
     pub fn output(
         &self,
         input: &Value,
-        outputs: &HashMap<String, Value>,
+        outputs: &impl StepOutputs,
     ) -> Result<Value, ResolveError> {
         resolve(&self.spec.output, input, outputs)
     }
