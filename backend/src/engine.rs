@@ -20,7 +20,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::PARTITIONS_MAX;
-use crate::partition::{Command, EndFn, Executor, InvocationId, Job, Member, NextInputFn, Output, PartitionState, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
+use crate::partition::{Command, End, Executor, InvocationId, Job, JobEnd, Member, NextInputFn, Output, PartitionState, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition, store_catalog_through};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::Store;
@@ -209,9 +209,10 @@ pub struct Transaction {
     pub next_input: Arc<NextInputFn>,
     /// When the caller is answered.
     pub answer: Answer,
-    /// The run's end, when the transaction is a whole workflow run that writes nothing: then
-    /// the run is traced, and its [`Output::ended`] set, without a row (see [`EndFn`]).
-    pub end: Option<Arc<EndFn>>,
+    /// The run's end, when the transaction is a whole workflow run: its record, built after
+    /// the members, written by the end's writer or, for a run that writes nothing, traced;
+    /// either way answered as [`Output::ended`] (see [`End`]).
+    pub end: Option<End>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -533,6 +534,20 @@ impl Engine {
             let member = |s: &TransactionStep| Ok(Member { function: Arc::clone(registry.function(&s.function)?), id: s.id.clone(), record: s.record });
             transaction.steps.iter().map(member).collect()
         };
+        let end = || -> Result<Option<JobEnd>> {
+            let Some(end) = &transaction.end else { return Ok(None) };
+            let writer = match &end.writer {
+                Some(name) => {
+                    let writer = registry.function(name)?;
+                    if writer.run_end.is_none() {
+                        return Err(Error::InvalidFunction { function: name.clone(), message: "it has no body that writes run ends (Function::writes_run_ends)".to_owned() });
+                    }
+                    Some(Arc::clone(writer))
+                }
+                None => None,
+            };
+            Ok(Some(JobEnd { build: Arc::clone(&end.build), writer }))
+        };
         let first = Arc::clone(registry.function(&transaction.steps[0].function)?);
         check_json_bytes(&transaction.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
         let home = if first.single_partition { Some(partition_of(&first.partition_key(&transaction.input)?, self.inner.options.partitions)) } else { None };
@@ -541,8 +556,7 @@ impl Engine {
             // A later function's key may fall elsewhere; then it runs again, multi-partition.
             let (reply, answer) = tokio::sync::oneshot::channel();
             let next_input = Some(Arc::clone(&transaction.next_input));
-            let end = transaction.end.clone();
-            let job = Job { members: members()?, input: transaction.input.clone(), next_input, end, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
+            let job = Job { members: members()?, input: transaction.input.clone(), next_input, end: end()?, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
             self.submit(job, home)?;
             match answer.await.map_err(|_| Error::Closed)? {
                 Err(Error::WrongPartition { .. }) => {}
@@ -550,7 +564,7 @@ impl Engine {
             }
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), end: transaction.end, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
+        let job = Job { members: members()?, input: transaction.input, next_input: Some(transaction.next_input), end: end()?, record_partition: home, lookup_only: false, answer: transaction.answer, reply };
         self.submit(job, None)?;
         answer.await.map_err(|_| Error::Closed)?
     }

@@ -7,6 +7,7 @@ use comb_planner::{Catalog, PartitionKey, PreparedFunction, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::commit::RunRecord;
 use crate::error::{Error, Result};
 use crate::txn::Txn;
 
@@ -15,6 +16,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A function's body over JSON.
 pub type Body = dyn Fn(&mut Txn<'_>, serde_json::Value) -> Result<serde_json::Value, BoxError> + Send + Sync;
+
+/// A function's body that writes a workflow run's end (see [`Function::writes_run_ends`]):
+/// given the run's record and the partition its transaction ran on.
+pub type RunEndBody = dyn Fn(&mut Txn<'_>, &RunRecord, u16) -> Result<(), BoxError> + Send + Sync;
 
 /// A function to register: its statements, its partition key, and its body.
 ///
@@ -34,6 +39,8 @@ pub struct Function {
     pub(crate) sql_params: Option<Vec<usize>>,
     /// Whether its invocations are traced (see [`Function::untraced`]).
     pub(crate) traced: bool,
+    /// Its body that writes runs' ends, if it has one.
+    pub(crate) run_end: Option<Arc<RunEndBody>>,
 }
 
 /// A function made of SQL alone, registered at run time: its statements run in order in
@@ -100,7 +107,7 @@ impl Function {
     /// Starts a function with no statements, no partition key, and a body that returns
     /// `null`.
     pub fn new(name: impl Into<String>) -> Function {
-        Function { decl: comb_planner::Function::new(name), partition_by: None, body: Arc::new(|_: &mut Txn<'_>, _: serde_json::Value| Ok(serde_json::Value::Null)), sql_params: None, traced: true }
+        Function { decl: comb_planner::Function::new(name), partition_by: None, body: Arc::new(|_: &mut Txn<'_>, _: serde_json::Value| Ok(serde_json::Value::Null)), sql_params: None, traced: true, run_end: None }
     }
 
     /// A SQL-only function from its definition.
@@ -158,6 +165,18 @@ impl Function {
         self
     }
 
+    /// Gives the function a second body, over a workflow run's record instead of JSON: a
+    /// transaction that is a whole run ([`crate::Transaction::end`]) names it to write the
+    /// run's end after its members, from the record its end function built, with no JSON
+    /// between them. The body runs only this function's statements, as any body does.
+    pub fn writes_run_ends<F>(mut self, body: F) -> Function
+    where
+        F: Fn(&mut Txn<'_>, &RunRecord, u16) -> Result<(), BoxError> + Send + Sync + 'static,
+    {
+        self.run_end = Some(Arc::new(body));
+        self
+    }
+
     /// Sets the body over JSON input and output.
     pub fn run<F>(mut self, body: F) -> Function
     where
@@ -201,6 +220,8 @@ pub(crate) struct Registered {
     pub(crate) single_partition: bool,
     /// Whether its invocations are traced (see [`Function::untraced`]).
     pub(crate) traced: bool,
+    /// Its body that writes runs' ends, if it has one.
+    pub(crate) run_end: Option<Arc<RunEndBody>>,
 }
 
 impl std::fmt::Debug for Registered {
@@ -237,6 +258,7 @@ impl Registered {
             body: Arc::clone(&function.body),
             single_partition: function.partition_by.is_some() && pinned,
             traced: function.traced,
+            run_end: function.run_end.clone(),
             prepared,
             catalog: Arc::clone(catalog),
         })

@@ -87,9 +87,9 @@ pub use record_view::{CommitView, InvocationView, RecordView, RunView, TraceView
 pub use engine::{Answer, Engine, EngineOptions, Invocation, Transaction, TransactionStep, WRITEBACK_BYTES_MAX, WRITEBACK_INTERVAL_MS_MAX};
 pub use executor::TRACED_READS_MAX;
 pub use error::{Error, Result};
-pub use function::{Body, BoxError, Function, SqlFunction, SqlStatement, value_to_json};
+pub use function::{Body, BoxError, Function, RunEndBody, SqlFunction, SqlStatement, value_to_json};
 pub use keys::PARTITIONS_MAX;
-pub use partition::{EndFn, InvocationId, NextInput, NextInputFn, Output, SlowSteps};
+pub use partition::{End, EndFn, InvocationId, NextInput, NextInputFn, Output, SlowSteps};
 pub use row::{ValueRef, decode_row, decode_row_ref, encode_row};
 pub use rowcache::ROW_CACHE_BYTES_MAX;
 pub use txn::{FromRow, FromValue, Params, Rows, ToValue, Txn};

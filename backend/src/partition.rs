@@ -69,7 +69,7 @@ pub struct Output {
     /// Whether the output is the recorded one of an earlier invocation with the same id:
     /// nothing ran.
     pub replayed: bool,
-    /// The run a transaction with an [`EndFn`] ended, as traced.
+    /// The run a transaction with an [`End`] ended: traced, or written by its writer.
     pub ended: Option<RunRecord>,
 }
 
@@ -89,10 +89,33 @@ pub struct NextInput<'a> {
 /// Computes the input of a later member of a multi-function transaction.
 pub type NextInputFn = dyn Fn(&NextInput<'_>) -> std::result::Result<serde_json::Value, crate::function::BoxError> + Send + Sync;
 
-/// Ends a workflow run that is one transaction writing nothing: given the members'
-/// outputs, the run as traced. Called only when the transaction wrote nothing; one that
-/// writes fails instead (its run needs a row).
+/// Ends a workflow run that is one transaction: given the members' outputs, the run's
+/// record. Called on the thread that ran them, after the last.
 pub type EndFn = dyn Fn(&[serde_json::Value]) -> std::result::Result<RunRecord, crate::function::BoxError> + Send + Sync;
+
+/// How a transaction that is a whole workflow run ends it.
+#[derive(Clone)]
+pub struct End {
+    /// Builds the run's record from the members' outputs.
+    pub build: Arc<EndFn>,
+    /// The registered function whose run-end body ([`crate::Function::writes_run_ends`])
+    /// writes the record in the transaction, after the members: their commit carries it.
+    /// `None`: the run writes nothing and its record is traced; a transaction that writes
+    /// fails instead (its run needs a row).
+    pub writer: Option<String>,
+}
+
+impl std::fmt::Debug for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("End").field("writer", &self.writer).finish_non_exhaustive()
+    }
+}
+
+/// A job's [`End`], its writer resolved.
+pub(crate) struct JobEnd {
+    pub(crate) build: Arc<EndFn>,
+    pub(crate) writer: Option<Arc<Registered>>,
+}
 
 /// A reply released by several partitions together (a multi-partition read).
 pub(crate) struct SharedRelease {
@@ -581,8 +604,8 @@ pub(crate) struct Job {
     pub(crate) input: serde_json::Value,
     /// The later members' inputs.
     pub(crate) next_input: Option<Arc<NextInputFn>>,
-    /// The end of the run this job is, when the run writes nothing.
-    pub(crate) end: Option<Arc<EndFn>>,
+    /// The end of the run this job is, when it is a whole run.
+    pub(crate) end: Option<JobEnd>,
     /// The partition that holds the recorded outputs; `None`: the executing partition, or
     /// for a multi-partition run the partition of the workflow id.
     pub(crate) record_partition: Option<u16>,
@@ -704,8 +727,22 @@ pub(crate) fn now_us() -> u64 {
 /// Runs a function's body over a snapshot; an error or a panic leaves `writes` to be
 /// discarded by the caller.
 pub(crate) fn run_body(function: &Registered, snapshot: &dyn Snapshot, writes: &mut WriteSet, scope: Scope, shared: &Shared, input: serde_json::Value) -> Result<serde_json::Value> {
+    in_txn(function, snapshot, writes, scope, shared, |txn| (function.body)(txn, input))
+}
+
+/// Runs `body` in a transaction of `function` (its statements) over a snapshot, as
+/// [`run_body`] runs its body: a backend error passes through, another fails the
+/// transaction as aborted, a panic as panicked.
+fn in_txn<T>(
+    function: &Registered,
+    snapshot: &dyn Snapshot,
+    writes: &mut WriteSet,
+    scope: Scope,
+    shared: &Shared,
+    body: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, crate::function::BoxError>,
+) -> Result<T> {
     let mut txn = Txn { function, snapshot, writes, scope, partitions: shared.partitions, limits: shared.limits };
-    let outcome = catch_unwind(AssertUnwindSafe(|| (function.body)(&mut txn, input)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| body(&mut txn)));
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => match err.downcast::<Error>() {
@@ -950,29 +987,39 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
         }
         values.push(value);
     }
+    let mut ended = None;
     if let Some(end) = &job.end {
         let last = job.members.last().map(|m| m.function.name.clone()).unwrap_or_default();
         // Past the members: a failure from here on is the run's end's, and traces none of
         // them as failed (each succeeded).
         *progress = Progress { member: job.members.len(), start_us: now_us() };
-        if !writes.entries.is_empty() {
+        if end.writer.is_none() && !writes.entries.is_empty() {
             return Err(Error::Internal(format!("a run planned as writing nothing wrote (its last function: {last})")));
         }
         // The caller's code, on this thread: a panic in it fails this run only.
-        let ended = match catch_unwind(AssertUnwindSafe(|| end(&values))) {
+        let record = match catch_unwind(AssertUnwindSafe(|| (end.build)(&values))) {
             Ok(ended) => ended.map_err(|err| Error::Aborted { function: last, message: format!("its run's end could not be built: {err}") })?,
             Err(panic) => return Err(Error::Panicked { function: last, message: format!("building its run's end: {}", panic_message(panic.as_ref())) }),
         };
         // The bound a run's row has when it is written: the same run must not succeed
         // without an id and fail with one.
-        let size = ended.encoded_len();
+        let size = record.encoded_len();
         if size > shared.json_bytes_max {
             return Err(Error::LimitExceeded { what: "the run's end (its input and output) in bytes", size, limit: shared.json_bytes_max, option: "json-bytes-max" });
         }
-        let output = Output { value: job_value(values), lsn: None, replayed: false, ended: Some(ended) };
-        return Ok(Ran::Read { output, traces: invocations });
+        match &end.writer {
+            Some(writer) => {
+                let body = writer.run_end.as_ref().ok_or_else(|| Error::Internal(format!("function {} writes no run ends", writer.name)))?;
+                in_txn(writer, snapshot, &mut writes, scope, shared, |txn| body(txn, &record, record_partition))?;
+            }
+            None => {
+                let output = Output { value: job_value(values), lsn: None, replayed: false, ended: Some(record) };
+                return Ok(Ran::Read { output, traces: invocations });
+            }
+        }
+        ended = Some(record);
     }
-    let output = Output { value: job_value(values), lsn: None, replayed: false, ended: None };
+    let output = Output { value: job_value(values), lsn: None, replayed: false, ended };
     if writes.entries.is_empty() {
         return Ok(Ran::Read { output, traces: invocations });
     }

@@ -547,7 +547,7 @@ fn a_run_that_writes_nothing_ends_in_a_trace_and_one_that_writes_is_refused() {
             input,
             next_input: Arc::clone(&unused),
             answer: comb_backend::Answer::Durable,
-            end: Some(Arc::clone(end)),
+            end: Some(comb_backend::End { build: Arc::clone(end), writer: None }),
         };
         // On an executor (`balance`) and on the coordinator (`total`, no partition key).
         let tail = engine.log().tail();
@@ -593,6 +593,82 @@ fn a_run_that_writes_nothing_ends_in_a_trace_and_one_that_writes_is_refused() {
         };
         let last = runs_of(traces_after(&engine, tail, last_read_too).await);
         assert_eq!(traced(last), both, "each run traced once, no failed end traced");
+        engine.close().await.unwrap();
+    });
+}
+
+/// A key other than `taken` that falls in partition `p`.
+fn key_in(engine: &Engine, p: u16, taken: &[i64]) -> i64 {
+    (2..).find(|k| !taken.contains(k) && engine.partition_of(&comb_backend::Value::Int(*k)) == p).unwrap()
+}
+
+#[test]
+fn a_run_end_with_a_writer_is_written_in_the_members_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        // The writer opens the account the run's record names (its `version`), with the
+        // partition it ran on as the balance.
+        let writer = Function::new("open_account")
+            .statement("open", "INSERT INTO accounts (id, balance) VALUES ($1, $2)")
+            .partition_by("id")
+            .writes_run_ends(|tx, run, partition| {
+                tx.execute("open", (run.version, i64::from(partition)))?;
+                Ok(())
+            })
+            .untraced();
+        engine.register(writer).unwrap();
+        let end = |account: i64| {
+            let build = move |outputs: &[Json]| {
+                let output = outputs.first().ok_or("no output")?.to_string();
+                Ok(comb_backend::RunRecord { id: format!("r{account}"), version: account, output, ..Default::default() })
+            };
+            Some(comb_backend::End { build: Arc::new(build), writer: Some("open_account".to_owned()) })
+        };
+        let unused: Arc<comb_backend::NextInputFn> = Arc::new(|_: &comb_backend::NextInput<'_>| Err("one member only".into()));
+        let transaction = |function: &str, input: Json, end: Option<comb_backend::End>| comb_backend::Transaction {
+            steps: vec![comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false }],
+            input,
+            next_input: Arc::clone(&unused),
+            answer: comb_backend::Answer::Durable,
+            end,
+        };
+        let p = engine.partition_of(&comb_backend::Value::Int(1));
+        let opened = key_in(&engine, p, &[1]);
+        let tail = engine.log().tail();
+        let out = engine.invoke_transaction(transaction("deposit", json!({ "id": 1, "amount": 5 }), end(opened))).await.unwrap();
+        let ended = out.ended.expect("the run's record is answered");
+        assert_eq!((ended.id.as_str(), ended.output.as_str()), (format!("r{opened}").as_str(), r#"{"balance":5}"#));
+        // One commit: the member's write and the writer's, its invocation the member's alone.
+        assert_eq!((out.lsn, commits_after(&engine, tail).await), (Some(tail + 1), 1));
+        let record = engine.log().read_next(ANY_TAG, tail + 1).await.unwrap().unwrap();
+        let LogRecord::Commit(commit) = decode_payload(&record.payload).unwrap() else { panic!("not a commit") };
+        assert_eq!(commit.writes.len(), 2);
+        assert_eq!(commit.invocations.iter().map(|i| i.function.as_str()).collect::<Vec<_>>(), ["deposit"]);
+        assert_eq!((balance(&engine, 1).await, balance(&engine, opened).await), (json!(5), json!(p)));
+        // The writer's failure (the account exists) refuses the whole transaction.
+        let err = engine.invoke_transaction(transaction("deposit", json!({ "id": 1, "amount": 7 }), end(opened))).await.unwrap_err();
+        assert!(matches!(&err, Error::UniqueViolation { table, .. } if table == "accounts"), "{err}");
+        assert_eq!(balance(&engine, 1).await, json!(5), "the member's write is not committed");
+        // On the coordinator (a transfer has no partition key), the writer may write anywhere.
+        let other = key_in(&engine, 1 - p, &[1, opened]);
+        let out = engine.invoke_transaction(transaction("transfer", json!({ "from": 1, "to": opened, "amount": 2 }), end(other))).await.unwrap();
+        assert_eq!(out.ended.map(|r| r.output), Some(r#""ok""#.to_owned()));
+        assert_eq!((balance(&engine, 1).await, balance(&engine, opened).await), (json!(3), json!(i64::from(p) + 2)));
+        assert!(balance(&engine, other).await.is_i64(), "the coordinator's run opened its account");
+        // A writer must have a body that writes run ends.
+        let no_writer = comb_backend::End { build: Arc::new(|_: &[Json]| Ok(comb_backend::RunRecord::default())), writer: Some("balance".to_owned()) };
+        let err = engine.invoke_transaction(transaction("deposit", json!({ "id": 1, "amount": 1 }), Some(no_writer))).await.unwrap_err();
+        assert!(matches!(&err, Error::InvalidFunction { function, .. } if function == "balance"), "{err}");
+        assert_eq!(balance(&engine, 1).await, json!(3), "nothing ran");
+        // Written runs are not traced as runs. A read's trace follows the traces pushed
+        // before it where it ran: the reads of `balance` on the executor after its run, of
+        // `total` on the coordinator after its run.
+        assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value["count"], json!(3));
+        let read = |function: &str, traces: &[comb_backend::TraceRecord]| traces.iter().flat_map(|t| &t.invocations).any(|i| i.function == function);
+        let traces = traces_after(&engine, tail, |traces| read("balance", traces) && read("total", traces)).await;
+        assert!(runs_of(traces).is_empty());
         engine.close().await.unwrap();
     });
 }

@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comb_backend::{Answer, EndFn, Engine, Function, Invocation, NextInput, RunRecord, SqlFunction, Transaction, TransactionStep};
-use comb_planner::{WorkflowPlan, WorkflowSpec};
+use comb_backend::{Answer, End, Engine, Function, Invocation, NextInput, RunRecord, SqlFunction, Transaction, TransactionStep};
+use comb_planner::{WorkflowPlan, WorkflowSpec, ZippedOutputs};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
@@ -200,22 +200,10 @@ pub(crate) fn check_user_name(field: &'static str, name: &str) -> Result<()> {
 impl Scheduler {
     /// Creates the scheduler over an engine whose system tables and functions exist.
     pub(crate) fn new(engine: Engine, options: ServerOptions) -> Scheduler {
-        let partitions = engine.partitions();
-        let mut homes = vec![None; usize::from(partitions)];
-        let mut found = 0;
-        let mut candidate = 0i64;
-        while found < homes.len() {
-            let p = usize::from(engine.partition_of(&comb_planner::Value::Int(candidate)));
-            if homes[p].is_none() {
-                homes[p] = Some(candidate);
-                found += 1;
-            }
-            candidate += 1;
-        }
         Scheduler {
+            homes: system::homes(&engine),
             engine,
             options,
-            homes: homes.into_iter().map(Option::unwrap_or_default).collect(),
             workflows: RwLock::new(Arc::new(BTreeMap::new())),
             sql_functions: RwLock::new(Arc::new(BTreeMap::new())),
             registering: tokio::sync::Mutex::new(()),
@@ -543,14 +531,20 @@ impl Scheduler {
     }
 
     /// Runs a workflow that is one transaction, together with the write of its ended row:
-    /// one commit. With `record`, the row is also the recorded output of step `$end`, so a
-    /// second run of the same id finds it wherever the transaction ran.
+    /// one commit.
     ///
-    /// A run that writes nothing (no step of it writes) and whose id nobody else knows
-    /// (`!record`) leaves no row: as selective recording records no read-only step, for a
-    /// second run could only read again, and no invoke can name the id to deduplicate. Its
-    /// end is traced (the `workflows` trace table) and answered; a run of it that fails is
-    /// recorded as any failed run is.
+    /// - With `record` (its id was given), the row is written by a last member, the system
+    ///   function `$end`, whose output is recorded: a second run of the same id finds it
+    ///   wherever the transaction ran.
+    /// - Without (`!record`: no one else knows the id), the run's end builds its record
+    ///   after the members, on their thread, and the system function's run-end body writes
+    ///   the row from it: no JSON between them, nothing recorded.
+    /// - A run that writes nothing (no step of it writes) and whose id nobody else knows
+    ///   leaves no row: as selective recording records no read-only step, for a second run
+    ///   could only read again, and no invoke can name the id to deduplicate. Its record is
+    ///   traced (the `workflows` trace table) and answered.
+    ///
+    /// A run of it that fails is recorded as any failed run is.
     async fn run_one_transaction(&self, plan: &Arc<WorkflowPlan>, row: WorkflowRow, input: Value, record: bool) -> Result<WorkflowRow> {
         let unit = plan.units[0].clone();
         let first = match plan.step_input(&unit[0], &input, &HashMap::new()) {
@@ -558,12 +552,11 @@ impl Scheduler {
             Some(Err(err)) => return self.record_failure(row, format!("step {}: {err}", unit[0])).await,
             None => return Err(Error::Internal(format!("step {} is not in its plan", unit[0]))),
         };
-        let writes_nothing = !record && plan.recorded.is_empty();
         let mut steps: Vec<TransactionStep> = unit
             .iter()
             .map(|step| TransactionStep { function: function_of(plan, step), id: Some(invocation_id(&row.id, step)), record: false })
             .collect();
-        if !writes_nothing {
+        if record {
             steps.push(TransactionStep { function: system::INSERT_ENDED.to_owned(), id: Some(invocation_id(&row.id, system::END_STEP)), record });
         }
         let input = Arc::new(input);
@@ -575,7 +568,7 @@ impl Scheduler {
             let input = Arc::clone(&input);
             move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
                 if let Some(step) = unit.get(next.index) {
-                    let outputs: HashMap<String, Value> = unit.iter().cloned().zip(next.outputs.iter().cloned()).collect();
+                    let outputs = ZippedOutputs { steps: &unit, outputs: next.outputs };
                     let resolved = plan.step_input(step, &input, &outputs).ok_or("a step is not in its plan")?;
                     return resolved.map_err(|err| format!("step {step}: {err}").into());
                 }
@@ -590,22 +583,23 @@ impl Scheduler {
                 Ok(serde_json::to_value(ended)?)
             }
         };
-        let end = writes_nothing.then(|| {
-            let (plan, unit, row) = (Arc::clone(plan), unit.clone(), row.clone());
-            let end = move |outputs: &[Value]| -> std::result::Result<RunRecord, comb_backend::BoxError> {
+        let end = (!record).then(|| {
+            let (writer, plan, unit, row) = ((!plan.recorded.is_empty()).then(|| system::INSERT_ENDED.to_owned()), Arc::clone(plan), unit.clone(), row.clone());
+            let build = move |outputs: &[Value]| -> std::result::Result<RunRecord, comb_backend::BoxError> {
                 let output = transaction_output(&plan, &unit, &input, outputs)?;
                 let (id, name, input) = (row.id.clone(), row.name.clone(), row.input.clone());
                 Ok(RunRecord { id, name, version: row.version, input, output: output.to_string(), start_us: row.started_us, end_us: now_us() })
             };
-            Arc::new(end) as Arc<EndFn>
+            End { build: Arc::new(build), writer }
         });
         // Answered once durable: the caller's answer is the run's end (for a run that writes
         // nothing, once every write it could have seen is durable).
         let transaction = Transaction { steps, input: first, next_input: Arc::new(next_input), answer: Answer::Durable, end };
         match self.engine.invoke_transaction(transaction).await {
-            Ok(output) if writes_nothing => match output.ended {
+            // The answer's `home` is the id's; the row, if written, is on the members' partition.
+            Ok(output) if !record => match output.ended {
                 Some(run) => Ok(WorkflowRow { status: SUCCEEDED.to_owned(), output: Some(run.output), ended_us: Some(run.end_us), ..row }),
-                None => Err(Error::Internal(format!("run {} wrote nothing and has no end", row.id))),
+                None => Err(Error::Internal(format!("run {} ended with no record", row.id))),
             },
             Ok(output) => match output.value {
                 Value::Array(mut values) => decode(values.pop().unwrap_or_default(), "an ended workflow row"),
@@ -720,7 +714,7 @@ impl Scheduler {
                     Err(err) => return (unit, Err(StepError::Interrupted(err))),
                 }
             }
-            let first = match plan.step_input(&steps[0], &input, &outputs) {
+            let first = match plan.step_input(&steps[0], &input, outputs.as_ref()) {
                 Some(Ok(first)) => first,
                 Some(Err(err)) => return (unit, Err(StepError::Failed(format!("step {}: {err}", steps[0])))),
                 None => return (unit, Err(StepError::Interrupted(Error::Internal(format!("step {} is not in its plan", steps[0]))))),
@@ -970,8 +964,7 @@ impl Scheduler {
 
 /// The output of a run that is one transaction, from its steps' outputs in order.
 fn transaction_output(plan: &WorkflowPlan, steps: &[String], input: &Value, outputs: &[Value]) -> std::result::Result<Value, String> {
-    let outputs: HashMap<String, Value> = steps.iter().cloned().zip(outputs.iter().cloned()).collect();
-    plan.output(input, &outputs).map_err(|err| format!("the workflow's output: {err}"))
+    plan.output(input, &ZippedOutputs { steps, outputs }).map_err(|err| format!("the workflow's output: {err}"))
 }
 
 /// A unit's output as its steps' outputs: one step's own, or each step's, from the array of a

@@ -140,7 +140,7 @@ impl ServerBuilder {
         for ddl in &self.schemas {
             apply_schema(engine, ddl).await?;
         }
-        for function in system::functions() {
+        for function in system::functions(system::homes(engine)) {
             engine.register(function)?;
         }
         for function in self.functions {

@@ -6,7 +6,11 @@
 //! partition: a workflow that is one transaction writes its row on the partition where its
 //! step runs (one commit, no barrier); a longer one on the partition of its id.
 
-use comb_backend::{Function, Txn};
+use std::sync::Arc;
+
+use comb_backend::{Engine, Function, Txn};
+
+use crate::scheduler::SUCCEEDED;
 use serde::{Deserialize, Serialize};
 
 /// The prefix of every system table and function; users may not create or register names
@@ -140,9 +144,26 @@ fn rows(tx: &mut Txn<'_>, statement: &str, params: impl comb_backend::Params) ->
     Ok(tx.query_as::<RowTuple>(statement, params)?.into_iter().map(WorkflowRow::from_tuple).collect())
 }
 
+/// `homes[p]`: a `home` value whose rows fall in partition `p` (the least one).
+pub(crate) fn homes(engine: &Engine) -> Arc<[i64]> {
+    let mut homes = vec![None; usize::from(engine.partitions())];
+    let mut found = 0;
+    let mut candidate = 0i64;
+    while found < homes.len() {
+        let p = usize::from(engine.partition_of(&comb_backend::Value::Int(candidate)));
+        if homes[p].is_none() {
+            homes[p] = Some(candidate);
+            found += 1;
+        }
+        candidate += 1;
+    }
+    homes.into_iter().map(Option::unwrap_or_default).collect()
+}
+
 /// The system functions, registered before any other, untraced: their invocations are in no
-/// trace and no commit record (the runs they end show as `workflows` rows).
-pub(crate) fn functions() -> Vec<Function> {
+/// trace and no commit record (the runs they end show as `workflows` rows). `homes` as
+/// [`homes`] gives them.
+pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
     [
         Function::new(START)
             .statement("row", format!("INSERT INTO comb_workflows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, 'running', $5, NULL, NULL, $6, NULL)"))
@@ -169,6 +190,14 @@ pub(crate) fn functions() -> Vec<Function> {
                 let r = row.clone();
                 tx.execute("row", (r.home, r.id, r.name, r.version, r.status, r.input, r.output, r.error, r.started_us, r.ended_us))?;
                 Ok(row)
+            })
+            // A one-transaction run that succeeded, its row written from its record in its
+            // members' commit, on their partition (see `Scheduler::run_one_transaction`).
+            .writes_run_ends(move |tx, run, partition| -> Result<(), comb_backend::BoxError> {
+                let home = *homes.get(usize::from(partition)).ok_or_else(|| format!("partition {partition} has no home"))?;
+                let (output, error, ended_us) = (Some(run.output.as_str()), None::<&str>, Some(run.end_us));
+                tx.execute("row", (home, run.id.as_str(), run.name.as_str(), run.version, SUCCEEDED, run.input.as_str(), output, error, run.start_us, ended_us))?;
+                Ok(())
             }),
         Function::new(GET)
             .statement("get", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2"))
