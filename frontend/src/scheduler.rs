@@ -546,7 +546,7 @@ impl Scheduler {
     ///
     /// A run of it that fails is recorded as any failed run is.
     async fn run_one_transaction(&self, plan: &Arc<WorkflowPlan>, row: WorkflowRow, input: Value, record: bool) -> Result<WorkflowRow> {
-        let unit = plan.units[0].clone();
+        let unit = &plan.units[0];
         let first = match plan.step_input(&unit[0], &input, &HashMap::new()) {
             Some(Ok(first)) => first,
             Some(Err(err)) => return self.record_failure(row, format!("step {}: {err}", unit[0])).await,
@@ -559,34 +559,32 @@ impl Scheduler {
         if record {
             steps.push(TransactionStep { function: system::INSERT_ENDED.to_owned(), id: Some(invocation_id(&row.id, system::END_STEP)), record });
         }
-        let input = Arc::new(input);
+        // What both closures read, shared.
+        let run = Arc::new(OneRun { plan: Arc::clone(plan), row: row.clone(), input });
         let next_input = {
-            let plan = Arc::clone(plan);
-            let homes = Arc::clone(&self.homes);
-            let unit = unit.clone();
-            let row = row.clone();
-            let input = Arc::clone(&input);
+            let (run, homes) = (Arc::clone(&run), Arc::clone(&self.homes));
             move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
+                let unit = &run.plan.units[0];
                 if let Some(step) = unit.get(next.index) {
-                    let outputs = ZippedOutputs { steps: &unit, outputs: next.outputs };
-                    let resolved = plan.step_input(step, &input, &outputs).ok_or("a step is not in its plan")?;
+                    let outputs = ZippedOutputs { steps: unit, outputs: next.outputs };
+                    let resolved = run.plan.step_input(step, &run.input, &outputs).ok_or("a step is not in its plan")?;
                     return resolved.map_err(|err| format!("step {step}: {err}").into());
                 }
-                let output = transaction_output(&plan, &unit, &input, next.outputs)?;
+                let output = transaction_output(&run.plan, unit, &run.input, next.outputs)?;
                 let ended = WorkflowRow {
                     home: homes[usize::from(next.partition)],
                     status: SUCCEEDED.to_owned(),
                     output: Some(output.to_string()),
                     ended_us: Some(now_us()),
-                    ..row.clone()
+                    ..run.row.clone()
                 };
                 Ok(serde_json::to_value(ended)?)
             }
         };
         let end = (!record).then(|| {
-            let (writer, plan, unit, row) = ((!plan.recorded.is_empty()).then(|| system::INSERT_ENDED.to_owned()), Arc::clone(plan), unit.clone(), row.clone());
+            let writer = (!plan.recorded.is_empty()).then(|| system::INSERT_ENDED.to_owned());
             let build = move |outputs: &[Value]| -> std::result::Result<RunRecord, comb_backend::BoxError> {
-                let output = transaction_output(&plan, &unit, &input, outputs)?;
+                let (row, output) = (&run.row, transaction_output(&run.plan, &run.plan.units[0], &run.input, outputs)?);
                 let (id, name, input) = (row.id.clone(), row.name.clone(), row.input.clone());
                 Ok(RunRecord { id, name, version: row.version, input, output: output.to_string(), start_us: row.started_us, end_us: now_us() })
             };
@@ -960,6 +958,13 @@ impl Scheduler {
         let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
         Ok((rows, next))
     }
+}
+
+/// A one-transaction run as its closures see it: its plan, its row as started, its input.
+struct OneRun {
+    plan: Arc<WorkflowPlan>,
+    row: WorkflowRow,
+    input: Value,
 }
 
 /// The output of a run that is one transaction, from its steps' outputs in order.
