@@ -135,9 +135,10 @@ pub struct TraceRecord {
     pub runs: Vec<RunRecord>,
 }
 
-/// A workflow run that succeeded and wrote nothing, not even its row: a read-only
-/// one-transaction run invoked synchronously without an id, which nothing could look up to
-/// deduplicate. Its trace is the only record of it.
+/// A one-transaction workflow run that succeeded, as its end function built it after its
+/// members ([`crate::RunEnd`]). A run that wrote nothing, not even its row (a read-only run
+/// invoked synchronously without an id, which nothing could look up to deduplicate), has it
+/// in a trace record, its only record; a writing one has its row written from it.
 #[derive(Clone, PartialEq, Message)]
 pub struct RunRecord {
     #[prost(string, tag = "1")]

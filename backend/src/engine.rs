@@ -20,7 +20,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::PARTITIONS_MAX;
-use crate::partition::{Command, End, Executor, InvocationId, Job, JobEnd, Member, NextInputFn, Output, PartitionState, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
+use crate::partition::{Command, Executor, InvocationId, Job, JobEnd, Member, NextInputFn, Output, PartitionState, RunEnd, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition, store_catalog_through};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::Store;
@@ -211,8 +211,8 @@ pub struct Transaction {
     pub answer: Answer,
     /// The run's end, when the transaction is a whole workflow run: its record, built after
     /// the members, written by the end's writer or, for a run that writes nothing, traced;
-    /// either way answered as [`Output::ended`] (see [`End`]).
-    pub end: Option<End>,
+    /// either way answered as [`Output::ended`] (see [`RunEnd`]).
+    pub end: Option<RunEnd>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -539,10 +539,14 @@ impl Engine {
             let writer = match &end.writer {
                 Some(name) => {
                     let writer = registry.function(name)?;
-                    if writer.run_end.is_none() {
-                        return Err(Error::InvalidFunction { function: name.clone(), message: "it has no body that writes run ends (Function::writes_run_ends)".to_owned() });
+                    let refuse = |message: &str| Err(Error::InvalidFunction { function: name.clone(), message: message.to_owned() });
+                    let Some(body) = &writer.run_end else { return refuse("it has no body that writes run ends (Function::writes_run_ends)") };
+                    // Its write is the run's row, which the traces show as the run; an
+                    // invocation of it would only repeat that.
+                    if writer.traced {
+                        return refuse("a function that writes run ends must be untraced (Function::untraced)");
                     }
-                    Some(Arc::clone(writer))
+                    Some((Arc::clone(writer), Arc::clone(body)))
                 }
                 None => None,
             };

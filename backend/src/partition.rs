@@ -41,7 +41,7 @@ use crate::commit::{COMMIT_VERSION, CommitRecord, InvocationRecord, RunRecord, W
 use crate::engine::Answer;
 use crate::error::{Error, Result};
 use crate::executor::{Limits, Scope, Snapshot, Write, WriteKind, WriteSet, first_in_order};
-use crate::function::Registered;
+use crate::function::{Registered, RunEndBody};
 use crate::keycodec::partition_of;
 use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
 use crate::rowcache::{RowCache, footprint};
@@ -69,7 +69,7 @@ pub struct Output {
     /// Whether the output is the recorded one of an earlier invocation with the same id:
     /// nothing ran.
     pub replayed: bool,
-    /// The run a transaction with an [`End`] ended: traced, or written by its writer.
+    /// The run a transaction with an [`RunEnd`] ended: traced, or written by its writer.
     pub ended: Option<RunRecord>,
 }
 
@@ -95,7 +95,7 @@ pub type EndFn = dyn Fn(&[serde_json::Value]) -> std::result::Result<RunRecord, 
 
 /// How a transaction that is a whole workflow run ends it.
 #[derive(Clone)]
-pub struct End {
+pub struct RunEnd {
     /// Builds the run's record from the members' outputs.
     pub build: Arc<EndFn>,
     /// The registered function whose run-end body ([`crate::Function::writes_run_ends`])
@@ -105,16 +105,16 @@ pub struct End {
     pub writer: Option<String>,
 }
 
-impl std::fmt::Debug for End {
+impl std::fmt::Debug for RunEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("End").field("writer", &self.writer).finish_non_exhaustive()
+        f.debug_struct("RunEnd").field("writer", &self.writer).finish_non_exhaustive()
     }
 }
 
-/// A job's [`End`], its writer resolved.
+/// A job's [`RunEnd`], its writer resolved: the function and its run-end body.
 pub(crate) struct JobEnd {
     pub(crate) build: Arc<EndFn>,
-    pub(crate) writer: Option<Arc<Registered>>,
+    pub(crate) writer: Option<(Arc<Registered>, Arc<RunEndBody>)>,
 }
 
 /// A reply released by several partitions together (a multi-partition read).
@@ -1001,16 +1001,20 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             Ok(ended) => ended.map_err(|err| Error::Aborted { function: last, message: format!("its run's end could not be built: {err}") })?,
             Err(panic) => return Err(Error::Panicked { function: last, message: format!("building its run's end: {}", panic_message(panic.as_ref())) }),
         };
-        // The bound a run's row has when it is written: the same run must not succeed
-        // without an id and fail with one.
+        // A run's record, written or traced, is held to the bound on a JSON value, by its
+        // encoded size (a little under its row's as JSON).
         let size = record.encoded_len();
         if size > shared.json_bytes_max {
             return Err(Error::LimitExceeded { what: "the run's end (its input and output) in bytes", size, limit: shared.json_bytes_max, option: "json-bytes-max" });
         }
         match &end.writer {
-            Some(writer) => {
-                let body = writer.run_end.as_ref().ok_or_else(|| Error::Internal(format!("function {} writes no run ends", writer.name)))?;
+            Some((writer, body)) => {
                 in_txn(writer, snapshot, &mut writes, scope, shared, |txn| body(txn, &record, record_partition))?;
+                // Else the run would be answered with no row, and traced as one that
+                // writes nothing.
+                if writes.entries.is_empty() {
+                    return Err(Error::Internal(format!("function {} wrote no run end", writer.name)));
+                }
             }
             None => {
                 let output = Output { value: job_value(values), lsn: None, replayed: false, ended: Some(record) };

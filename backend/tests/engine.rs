@@ -547,7 +547,7 @@ fn a_run_that_writes_nothing_ends_in_a_trace_and_one_that_writes_is_refused() {
             input,
             next_input: Arc::clone(&unused),
             answer: comb_backend::Answer::Durable,
-            end: Some(comb_backend::End { build: Arc::clone(end), writer: None }),
+            end: Some(comb_backend::RunEnd { build: Arc::clone(end), writer: None }),
         };
         // On an executor (`balance`) and on the coordinator (`total`, no partition key).
         let tail = engine.log().tail();
@@ -624,10 +624,10 @@ fn a_run_end_with_a_writer_is_written_in_the_members_commit() {
                 let output = outputs.first().ok_or("no output")?.to_string();
                 Ok(comb_backend::RunRecord { id: format!("r{account}"), version: account, output, ..Default::default() })
             };
-            Some(comb_backend::End { build: Arc::new(build), writer: Some("open_account".to_owned()) })
+            Some(comb_backend::RunEnd { build: Arc::new(build), writer: Some("open_account".to_owned()) })
         };
         let unused: Arc<comb_backend::NextInputFn> = Arc::new(|_: &comb_backend::NextInput<'_>| Err("one member only".into()));
-        let transaction = |function: &str, input: Json, end: Option<comb_backend::End>| comb_backend::Transaction {
+        let transaction = |function: &str, input: Json, end: Option<comb_backend::RunEnd>| comb_backend::Transaction {
             steps: vec![comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false }],
             input,
             next_input: Arc::clone(&unused),
@@ -656,12 +656,22 @@ fn a_run_end_with_a_writer_is_written_in_the_members_commit() {
         let out = engine.invoke_transaction(transaction("transfer", json!({ "from": 1, "to": opened, "amount": 2 }), end(other))).await.unwrap();
         assert_eq!(out.ended.map(|r| r.output), Some(r#""ok""#.to_owned()));
         assert_eq!((balance(&engine, 1).await, balance(&engine, opened).await), (json!(3), json!(i64::from(p) + 2)));
-        assert!(balance(&engine, other).await.is_i64(), "the coordinator's run opened its account");
-        // A writer must have a body that writes run ends.
-        let no_writer = comb_backend::End { build: Arc::new(|_: &[Json]| Ok(comb_backend::RunRecord::default())), writer: Some("balance".to_owned()) };
-        let err = engine.invoke_transaction(transaction("deposit", json!({ "id": 1, "amount": 1 }), Some(no_writer))).await.unwrap_err();
-        assert!(matches!(&err, Error::InvalidFunction { function, .. } if function == "balance"), "{err}");
+        // Without ids, the coordinator's recorded outputs, hence its writer's partition, are 0.
+        assert_eq!(balance(&engine, other).await, json!(0), "the coordinator's run opened its account");
+        // A writer must have a body that writes run ends, and be untraced.
+        engine.register(Function::new("traced_writer").writes_run_ends(|_, _, _| Ok(()))).unwrap();
+        for (writer, says) in [("balance", "no body that writes run ends"), ("traced_writer", "untraced")] {
+            let end = comb_backend::RunEnd { build: Arc::new(|_: &[Json]| Ok(comb_backend::RunRecord::default())), writer: Some(writer.to_owned()) };
+            let err = engine.invoke_transaction(transaction("deposit", json!({ "id": 1, "amount": 1 }), Some(end))).await.unwrap_err();
+            assert!(matches!(&err, Error::InvalidFunction { function, message } if function == writer && message.contains(says)), "{err}");
+        }
         assert_eq!(balance(&engine, 1).await, json!(3), "nothing ran");
+        // A writer that writes nothing after members that wrote nothing fails the run: it
+        // would be answered with no row.
+        engine.register(Function::new("idle_writer").writes_run_ends(|_, _, _| Ok(())).untraced()).unwrap();
+        let idle = comb_backend::RunEnd { build: Arc::new(|_: &[Json]| Ok(comb_backend::RunRecord::default())), writer: Some("idle_writer".to_owned()) };
+        let err = engine.invoke_transaction(transaction("balance", json!({ "id": 1 }), Some(idle))).await.unwrap_err();
+        assert!(matches!(&err, Error::Internal(message) if message.contains("wrote no run end")), "{err}");
         // Written runs are not traced as runs. A read's trace follows the traces pushed
         // before it where it ran: the reads of `balance` on the executor after its run, of
         // `total` on the coordinator after its run.

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comb_backend::{Answer, End, Engine, Function, Invocation, NextInput, RunRecord, SqlFunction, Transaction, TransactionStep};
+use comb_backend::{Answer, Engine, Function, Invocation, NextInput, RunEnd, RunRecord, SqlFunction, Transaction, TransactionStep};
 use comb_planner::{WorkflowPlan, WorkflowSpec, ZippedOutputs};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -199,9 +199,10 @@ pub(crate) fn check_user_name(field: &'static str, name: &str) -> Result<()> {
 
 impl Scheduler {
     /// Creates the scheduler over an engine whose system tables and functions exist.
-    pub(crate) fn new(engine: Engine, options: ServerOptions) -> Scheduler {
+    /// `homes` as [`system::homes`] gives them, the same the system functions were given.
+    pub(crate) fn new(engine: Engine, options: ServerOptions, homes: Arc<[i64]>) -> Scheduler {
         Scheduler {
-            homes: system::homes(&engine),
+            homes,
             engine,
             options,
             workflows: RwLock::new(Arc::new(BTreeMap::new())),
@@ -533,8 +534,8 @@ impl Scheduler {
     /// Runs a workflow that is one transaction, together with the write of its ended row:
     /// one commit.
     ///
-    /// - With `record` (its id was given), the row is written by a last member, the system
-    ///   function `$end`, whose output is recorded: a second run of the same id finds it
+    /// - With `record` (its id was given), the row is written by a last member, step `$end`
+    ///   (the system function `comb_workflow_insert_ended`), whose output is recorded: a second run of the same id finds it
     ///   wherever the transaction ran.
     /// - Without (`!record`: no one else knows the id), the run's end builds its record
     ///   after the members, on their thread, and the system function's run-end body writes
@@ -588,7 +589,7 @@ impl Scheduler {
                 let (id, name, input) = (row.id.clone(), row.name.clone(), row.input.clone());
                 Ok(RunRecord { id, name, version: row.version, input, output: output.to_string(), start_us: row.started_us, end_us: now_us() })
             };
-            End { build: Arc::new(build), writer }
+            RunEnd { build: Arc::new(build), writer }
         });
         // Answered once durable: the caller's answer is the run's end (for a run that writes
         // nothing, once every write it could have seen is durable).

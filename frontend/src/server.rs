@@ -140,7 +140,8 @@ impl ServerBuilder {
         for ddl in &self.schemas {
             apply_schema(engine, ddl).await?;
         }
-        for function in system::functions(system::homes(engine)) {
+        let homes = system::homes(engine);
+        for function in system::functions(Arc::clone(&homes)) {
             engine.register(function)?;
         }
         for function in self.functions {
@@ -150,7 +151,7 @@ impl ServerBuilder {
         if self.options.tracing.enabled {
             *tracer = Some(start_tracer(engine, dir, &self.options).await?);
         }
-        let scheduler = Arc::new(Scheduler::new(engine.clone(), self.options));
+        let scheduler = Arc::new(Scheduler::new(engine.clone(), self.options, homes));
         scheduler.load_definitions().await?;
         for spec in &self.workflows {
             scheduler.register_workflow_if_changed(spec).await?;

@@ -291,11 +291,19 @@ async fn registration_invocation_and_listing() {
     let health = c.health().await.unwrap();
     assert_eq!(health.partitions, 2);
 
-    // A one-transaction workflow is ONE commit: the step and the run's row together.
-    let before = f.log_tail();
-    let out: Value = c.invoke("count", &json!({ "id": 1, "by": 5 })).await.unwrap();
-    assert_eq!(out, json!({ "id": 1, "n": 5 }));
-    assert_eq!(f.commits_after(before).await, 1, "one commit for a one-transaction workflow");
+    // A one-transaction workflow is ONE commit: the step and the run's row together, the
+    // row where the step ran (on either partition, whichever holds the id's home), as
+    // answered.
+    let other = (2..).find(|k| f.partition_of(*k) != f.partition_of(1)).unwrap();
+    for key in [1, other] {
+        let before = f.log_tail();
+        let run = c.invoke::<Value>("count", &json!({ "id": key, "by": 5 })).run().await.unwrap();
+        assert_eq!(run.output, Some(json!({ "id": key, "n": 5 })));
+        assert_eq!(f.commits_after(before).await, 1, "one commit for a one-transaction workflow");
+        let row = c.get_workflow(&run.id, false).await.unwrap();
+        assert_eq!((row.status, &row.output, row.started_us, row.ended_us), (RunStatus::Succeeded, &run.output, run.started_us, run.ended_us));
+        assert!(row.ended_us.is_some_and(|ended| ended >= row.started_us), "{row:?}");
+    }
 
     // A SQL-only function, registered at run time, in a two-step workflow.
     let sql_fn = SqlFunction {
@@ -350,7 +358,7 @@ async fn registration_invocation_and_listing() {
             None => break,
         }
     }
-    assert_eq!(seen.len(), 4, "every run once across pages: {seen:?}");
+    assert_eq!(seen.len(), 5, "every run once across pages: {seen:?}");
 
     // A restart keeps the registrations and the outcomes.
     f.restart().await;

@@ -236,6 +236,19 @@ mod tests {
     }
 
     #[test]
+    fn zipped_outputs_find_the_steps_that_ran() {
+        let steps = ["find".to_owned(), "take".to_owned()];
+        let outputs = [json!({ "room": 7 })];
+        let zipped = ZippedOutputs { steps: &steps, outputs: &outputs };
+        assert_eq!(resolve(&json!({ "r": "$find.room" }), &json!({}), &zipped).unwrap(), json!({ "r": 7 }));
+        // `take` is named but has not run; `other` is not a step of the transaction.
+        for step in ["take", "other"] {
+            let err = resolve(&json!(format!("${step}")), &json!({}), &zipped).unwrap_err();
+            assert!(matches!(&err, ResolveError::StepNotRun { step: s, .. } if s == step), "{err}");
+        }
+    }
+
+    #[test]
     fn resolves_input_steps_paths_and_escapes() {
         let input = json!({"hotel": 7, "user": {"id": 9}});
         let template = json!({
