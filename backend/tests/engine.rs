@@ -672,10 +672,23 @@ fn a_run_end_with_a_writer_is_written_in_the_members_commit() {
         let idle = comb_backend::RunEnd { build: Arc::new(|_: &[Json]| Ok(comb_backend::RunRecord::default())), writer: Some("idle_writer".to_owned()) };
         let err = engine.invoke_transaction(transaction("balance", json!({ "id": 1 }), Some(idle))).await.unwrap_err();
         assert!(matches!(&err, Error::Internal(message) if message.contains("wrote no run end")), "{err}");
+        // A later member's key on another partition: the transaction runs again on the
+        // coordinator, its writer given the first member's partition, and commits once.
+        let far = key_in(&engine, 1 - p, &[1, opened, other]);
+        let spilled = key_in(&engine, p, &[1, opened, other, far]);
+        let to_far: Arc<comb_backend::NextInputFn> = Arc::new(move |_: &comb_backend::NextInput<'_>| Ok(json!({ "id": far, "amount": 4 })));
+        let steps = ["deposit", "deposit"].map(|function| comb_backend::TransactionStep { function: function.to_owned(), id: None, record: false }).to_vec();
+        let before = engine.log().tail();
+        let spill = comb_backend::Transaction { steps, input: json!({ "id": 1, "amount": 1 }), next_input: to_far, answer: comb_backend::Answer::Durable, end: end(spilled) };
+        let out = engine.invoke_transaction(spill).await.unwrap();
+        assert_eq!(out.ended.map(|r| r.output), Some(r#"{"balance":4}"#.to_owned()));
+        assert_eq!(commits_after(&engine, before).await, 1);
+        let balances = [balance(&engine, 1).await, balance(&engine, far).await, balance(&engine, spilled).await];
+        assert_eq!(balances, [json!(4), json!(4), json!(p)], "the members once each, the row on the first's partition");
         // Written runs are not traced as runs. A read's trace follows the traces pushed
         // before it where it ran: the reads of `balance` on the executor after its run, of
         // `total` on the coordinator after its run.
-        assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value["count"], json!(3));
+        assert_eq!(engine.invoke(Invocation::new("total", json!({}))).await.unwrap().value["count"], json!(5));
         let read = |function: &str, traces: &[comb_backend::TraceRecord]| traces.iter().flat_map(|t| &t.invocations).any(|i| i.function == function);
         let traces = traces_after(&engine, tail, |traces| read("balance", traces) && read("total", traces)).await;
         assert!(runs_of(traces).is_empty());
