@@ -69,7 +69,7 @@ pub struct Output {
     /// Whether the output is the recorded one of an earlier invocation with the same id:
     /// nothing ran.
     pub replayed: bool,
-    /// The run a transaction with an [`RunEnd`] ended: traced, or written by its writer.
+    /// The run a transaction with a [`RunEnd`] ended: traced, or written by its writer.
     pub ended: Option<RunRecord>,
 }
 
