@@ -1004,8 +1004,7 @@ fn unit_inputs(plan: &Arc<WorkflowPlan>, steps: &[String], input: &Arc<Value>, o
     let input = Arc::clone(input);
     let outputs = Arc::clone(outputs);
     Arc::new(move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
-        let mut all = (*outputs).clone();
-        all.extend(steps.iter().cloned().zip(next.outputs.iter().cloned()));
+        let all = (ZippedOutputs { steps: &steps, outputs: next.outputs }, outputs.as_ref());
         let step = steps.get(next.index).ok_or("a unit has fewer steps than its transaction")?;
         let resolved = plan.step_input(step, &input, &all).ok_or("a step is not in its plan")?;
         resolved.map_err(|err| format!("step {step}: {err}").into())

@@ -130,6 +130,20 @@ impl StepOutputs for HashMap<String, Value> {
     }
 }
 
+impl<T: StepOutputs + ?Sized> StepOutputs for &T {
+    fn output(&self, step: &str) -> Option<&Value> {
+        (**self).output(step)
+    }
+}
+
+/// Two sets of outputs, looked up in the first, then in the second: a transaction's own
+/// beside those of the steps before it, neither copied into the other.
+impl<A: StepOutputs, B: StepOutputs> StepOutputs for (A, B) {
+    fn output(&self, step: &str) -> Option<&Value> {
+        self.0.output(step).or_else(|| self.1.output(step))
+    }
+}
+
 /// Steps and their outputs side by side, `outputs[i]` that of `steps[i]` (the steps of a
 /// transaction, as far as they ran): looked up without copying them into a map.
 #[derive(Debug, Clone, Copy)]
@@ -246,6 +260,11 @@ mod tests {
             let err = resolve(&json!(format!("${step}")), &json!({}), &zipped).unwrap_err();
             assert!(matches!(&err, ResolveError::StepNotRun { step: s, .. } if s == step), "{err}");
         }
+        // Beside the outputs of the steps before the transaction, looked up in both.
+        let before = HashMap::from([("other".to_owned(), json!(2))]);
+        let both = (zipped, &before);
+        assert_eq!(resolve(&json!(["$find.room", "$other"]), &json!({}), &both).unwrap(), json!([7, 2]));
+        assert!(resolve(&json!("$take"), &json!({}), &both).is_err());
     }
 
     #[test]
