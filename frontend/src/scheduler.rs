@@ -535,8 +535,8 @@ impl Scheduler {
     /// one commit.
     ///
     /// - With `record` (its id was given), the row is written by a last member, step `$end`
-    ///   (the system function `comb_workflow_insert_ended`), whose output is recorded: a second run of the same id finds it
-    ///   wherever the transaction ran.
+    ///   (the system function `comb_workflow_insert_ended`), whose output is recorded: a
+    ///   second run of the same id finds it wherever the transaction ran.
     /// - Without (`!record`: no one else knows the id), the run's end builds its record
     ///   after the members, on their thread, and the system function's run-end body writes
     ///   the row from it: no JSON between them, nothing recorded.
@@ -572,13 +572,7 @@ impl Scheduler {
                     return resolved.map_err(|err| format!("step {step}: {err}").into());
                 }
                 let output = transaction_output(&run.plan, unit, &run.input, next.outputs)?;
-                let ended = WorkflowRow {
-                    home: homes[usize::from(next.partition)],
-                    status: SUCCEEDED.to_owned(),
-                    output: Some(output.to_string()),
-                    ended_us: Some(now_us()),
-                    ..run.row.clone()
-                };
+                let ended = succeeded(run.row.clone(), homes[usize::from(next.partition)], output.to_string(), now_us());
                 Ok(serde_json::to_value(ended)?)
             }
         };
@@ -597,7 +591,10 @@ impl Scheduler {
         match self.engine.invoke_transaction(transaction).await {
             // The answer's `home` is the id's; the row, if written, is on the members' partition.
             Ok(output) if !record => match output.ended {
-                Some(run) => Ok(WorkflowRow { status: SUCCEEDED.to_owned(), output: Some(run.output), ended_us: Some(run.end_us), ..row }),
+                Some(run) => {
+                    let home = row.home;
+                    Ok(succeeded(row, home, run.output, run.end_us))
+                }
                 None => Err(Error::Internal(format!("run {} ended with no record", row.id))),
             },
             Ok(output) => match output.value {
@@ -966,6 +963,11 @@ struct OneRun {
     plan: Arc<WorkflowPlan>,
     row: WorkflowRow,
     input: Value,
+}
+
+/// A started run's row as it succeeded: with `output`, ended at `ended_us`, in `home`.
+fn succeeded(row: WorkflowRow, home: i64, output: String, ended_us: i64) -> WorkflowRow {
+    WorkflowRow { home, status: SUCCEEDED.to_owned(), output: Some(output), ended_us: Some(ended_us), ..row }
 }
 
 /// The output of a run that is one transaction, from its steps' outputs in order.

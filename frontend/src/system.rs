@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use comb_backend::{Engine, Function, Txn};
+use serde::{Deserialize, Serialize};
 
 use crate::scheduler::SUCCEEDED;
-use serde::{Deserialize, Serialize};
 
 /// The prefix of every system table and function; users may not create or register names
 /// with it.
