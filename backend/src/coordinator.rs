@@ -112,6 +112,9 @@ impl Coordinator {
     fn invoke(&mut self, mut job: Job, states: &mut [Box<PartitionState>]) {
         let record_partition = job.record_partition.unwrap_or_else(|| job.first_id().map_or(0, |id| partition_of(&Value::Text(id.workflow.clone()), self.shared.partitions)));
         let mut progress = Progress::default();
+        for state in states.iter() {
+            state.begin_reads();
+        }
         let ran: Result<Ran> = states
             .iter()
             .try_for_each(|s| match &s.failed {
@@ -120,7 +123,7 @@ impl Coordinator {
             })
             .and_then(|()| run_job(&mut job, &Several(states), Scope::All, record_partition, &self.shared, &mut progress));
         // A transaction that wrote nothing, or failed, may have seen commits still pending
-        // in any partition: it is answered once they are durable.
+        // in any partition: it is answered once those are durable.
         let answer = match ran {
             Err(err) => {
                 if let Some(trace) = job.failure_trace(progress, None, &err) {
@@ -136,13 +139,13 @@ impl Coordinator {
                 return self.commit(job.reply, job.answer, output, writes, payload, tags, states);
             }
         };
-        let waiting: Vec<usize> = (0..states.len()).filter(|i| states[*i].has_pending()).collect();
+        let waiting: Vec<usize> = (0..states.len()).filter(|i| states[*i].saw_pending()).collect();
         if waiting.is_empty() || job.answer == Answer::Logged {
             let _ = job.reply.send(answer);
         } else {
             let shared = SharedRelease::new(waiting.len(), job.reply, answer);
             for i in waiting {
-                states[i].release_after_pending(Waiter::Shared(Arc::clone(&shared)));
+                states[i].release_after_seen(Waiter::Shared(Arc::clone(&shared)));
             }
         }
     }

@@ -121,8 +121,8 @@ impl EngineOptions {
 /// When an invocation's caller gets its answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Answer {
-    /// Once its commit is durable; when it wrote nothing (or failed), once every commit it
-    /// could have seen is durable. What may be told to anyone.
+    /// Once its commit is durable; when it wrote nothing (or failed), once every commit
+    /// whose writes it read is durable. What may be told to anyone.
     #[default]
     Durable,
     /// As soon as it has run and its commit is queued in the log, before it is durable: for

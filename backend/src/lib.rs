@@ -22,7 +22,7 @@
 //!   multi-partition transaction is one record carrying every written partition's tag.
 //! - **Durability before release.** A result is released only once its record, and so every
 //!   record before it, is durable. A read-only transaction appends nothing and is released
-//!   once every commit it could have seen is durable. The one exception is asked for:
+//!   once every commit whose staged writes it read is durable. The one exception is asked for:
 //!   [`Answer::Logged`] answers once the record is queued in the log, for a caller (a
 //!   workflow's step) that tells no one before a later record of its own is durable.
 //! - **Serializability.** Each partition runs one transaction at a time; a multi-partition

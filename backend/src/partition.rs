@@ -19,7 +19,7 @@
 //! Invariants: a commit is answered only once its record (hence every record before it) is
 //! durable, by the log, as it wakes its own tasks (not through this queue, where the report
 //! would wait behind the invocation running); a read-only transaction is released once
-//! every commit it could have seen is durable; nothing of a failed transaction is staged or
+//! every commit whose staged writes it read is durable; nothing of a failed transaction is staged or
 //! appended; after a failed append the partition refuses all work (fail-stop) until the
 //! engine is reopened. A caller that asked for the logged answer ([`Answer::Logged`]: a
 //! workflow's step) is answered once its commit is staged, or at once when it wrote nothing:
@@ -27,6 +27,7 @@
 //! with it.
 
 use std::collections::{BTreeMap, VecDeque, btree_map};
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -232,6 +233,9 @@ pub(crate) struct PartitionState {
     pub(crate) store: Arc<Store>,
     /// Staged writes not yet applied to the store, with the seq of the commit that wrote them.
     overlay: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
+    /// The newest commit whose staged writes the reads since [`PartitionState::begin_reads`]
+    /// saw (0: none): a transaction that commits nothing waits for that commit alone.
+    seen: Cell<u64>,
     pending: VecDeque<Pending>,
     /// Durable writes not yet written to the store, the newest per key.
     dirty: Unstored,
@@ -302,7 +306,8 @@ impl Unstored {
 
 impl Snapshot for PartitionState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some((_, value)) = self.overlay.get(key) {
+        if let Some((seq, value)) = self.overlay.get(key) {
+            self.saw(*seq);
             return Ok(value.clone());
         }
         // The cache first: it holds the newest value of every key it holds (each drained
@@ -325,7 +330,10 @@ impl Snapshot for PartitionState {
         // Oldest layer first, so that a newer value of a key replaces an older one.
         let flushing = self.flushing.rows.range(range.clone());
         let dirty = self.dirty.rows.range(range.clone());
-        let staged = self.overlay.range(range).map(|(key, (_, value))| (key, value));
+        let staged = self.overlay.range(range).map(|(key, (seq, value))| {
+            self.saw(*seq);
+            (key, value)
+        });
         let layers = flushing.chain(dirty).chain(staged);
         if layers.clone().next().is_none() {
             return self.store.scan(start, Some(end), limit, descending);
@@ -362,6 +370,7 @@ impl PartitionState {
             id,
             store,
             overlay: BTreeMap::new(),
+            seen: Cell::new(0),
             pending: VecDeque::new(),
             dirty: Unstored::default(),
             dirty_since: None,
@@ -394,19 +403,46 @@ impl PartitionState {
         seq
     }
 
+    /// Starts a transaction's reads of this partition: the commits that earlier reads saw
+    /// are forgotten.
+    pub(crate) fn begin_reads(&self) {
+        self.seen.set(0);
+    }
+
+    /// A read saw a staged write of commit `seq`.
+    fn saw(&self, seq: u64) {
+        self.seen.set(self.seen.get().max(seq));
+    }
+
+    /// The commit the reads since [`PartitionState::begin_reads`] wait for: the newest whose
+    /// staged writes they saw, while it is not yet durable.
+    fn awaited(&mut self) -> Option<&mut Pending> {
+        self.pending_at(self.seen.get()).filter(|p| p.lsn.is_none())
+    }
+
+    /// Whether the reads since [`PartitionState::begin_reads`] saw a write not yet durable.
+    pub(crate) fn saw_pending(&mut self) -> bool {
+        self.awaited().is_some()
+    }
+
     /// Answers a transaction that committed nothing (or failed): at once when its caller
-    /// asked for the logged answer, else once every commit it could have seen is durable.
+    /// asked for the logged answer, else once every commit whose writes it read is durable.
     pub(crate) fn answer_read(&mut self, reply: Reply, answer: Answer, result: Result<Output>) {
         match answer {
             Answer::Logged => drop(reply.send(result)),
-            Answer::Durable => self.release_after_pending(Waiter::Read(reply, result)),
+            Answer::Durable => self.release_after_seen(Waiter::Read(reply, result)),
         }
     }
 
-    /// Releases a read once every commit it could have seen is durable.
-    pub(crate) fn release_after_pending(&mut self, waiter: Waiter) {
-        match self.pending.back_mut() {
-            Some(last) => last.waiters.push(waiter),
+    /// Releases a transaction that committed nothing once the commits whose staged writes
+    /// its reads saw (since [`PartitionState::begin_reads`]) are durable: at once when they
+    /// saw none. Its output, or its failure (a duplicate key, a function's error), rests on
+    /// what it read; what it did not read cannot change it. Had it read only durable rows,
+    /// it is as if it ran before the commits still pending, which a crash may lose: none of
+    /// them was answered yet, and nothing it read is lost with them.
+    pub(crate) fn release_after_seen(&mut self, waiter: Waiter) {
+        match self.awaited() {
+            Some(commit) => commit.waiters.push(waiter),
             None => waiter.release(Ok(())),
         }
     }
@@ -416,13 +452,17 @@ impl PartitionState {
         !self.pending.is_empty()
     }
 
+    /// The pending commit `seq`, if it is still pending. Seqs are dense in `pending` (staged
+    /// in order, applied from the front): it is found by its distance from the front,
+    /// however long the queue.
+    fn pending_at(&mut self, seq: u64) -> Option<&mut Pending> {
+        let index = usize::try_from(seq.checked_sub(self.pending.front()?.seq)?).ok()?;
+        self.pending.get_mut(index).filter(|p| p.seq == seq)
+    }
+
     fn mark_durable(&mut self, seq: u64, lsn: Lsn) {
-        // Seqs are dense in `pending` (staged in order, applied from the front): the commit
-        // is found by its distance from the front, however long the queue. After a failure
-        // the queue is emptied, and a late Durable(seq) finds nothing to mark.
-        let Some(front) = self.pending.front().map(|p| p.seq) else { return };
-        let index = seq.checked_sub(front).and_then(|i| usize::try_from(i).ok());
-        if let Some(p) = index.and_then(|i| self.pending.get_mut(i)).filter(|p| p.seq == seq) {
+        // After a failure the queue is emptied, and a late Durable(seq) finds nothing to mark.
+        if let Some(p) = self.pending_at(seq) {
             p.lsn = Some(lsn);
         }
     }
@@ -1228,6 +1268,7 @@ impl Executor {
         let id = self.state.id;
         let record_partition = job.record_partition.unwrap_or(id);
         let mut progress = Progress::default();
+        self.state.begin_reads();
         let ran = run_job(&mut job, &*self.state, Scope::Single(id), record_partition, &self.shared, &mut progress);
         match ran {
             Err(err) => {

@@ -1144,6 +1144,86 @@ fn a_failure_seen_through_a_pending_commit_waits_for_it() {
     comb_log::Loglet::close(&*faulty).unwrap();
 }
 
+/// A transaction that commits nothing waits only for the pending commits whose writes it
+/// read: a point read of another row of the partition, a range scan whose range holds no
+/// pending write, and a scan across partitions that meets none are answered while the log
+/// holds a commit; a read of its row, a scan over it, and a scan across partitions that meets
+/// it wait for it. Were it lost, what the first saw would still be true.
+#[test]
+fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let faulty = controlled_log(dir.path());
+    // Long enough for an answer that needs no disk; what must not come in time waits less.
+    let (answered_within, not_before) = (Duration::from_secs(20), Duration::from_millis(200));
+    runtime().block_on(async {
+        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+        let engine = Engine::open_with_log(log, dir.path().join("state"), options(2)).await.unwrap();
+        engine.execute_ddl(DDL).await.unwrap();
+        engine.execute_ddl("CREATE TABLE entries (owner BIGINT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (owner, n))").await.unwrap();
+        register(&engine, &runs);
+        engine
+            .register(Function::new("add_entry").statement("add", "INSERT INTO entries (owner, n) VALUES ($1, $2)").partition_by("owner").run(|tx, input| {
+                tx.execute("add", (id(&input, "owner"), id(&input, "n")))?;
+                Ok(json!(null))
+            }))
+            .unwrap();
+        engine
+            .register(Function::new("count_entries").statement("count", "SELECT count(*) FROM entries WHERE owner = $1 AND n BETWEEN $2 AND $3").partition_by("owner").run(|tx, input| {
+                Ok(json!(tx.query_one::<i64>("count", (id(&input, "owner"), id(&input, "from"), id(&input, "to")))?))
+            }))
+            .unwrap();
+        // Account `a`, account `b` and owner `a`'s entries all lie on one partition.
+        let (a, part) = (1, engine.partition_of(&comb_backend::Value::Int(1)));
+        let b = (2..).find(|x| engine.partition_of(&comb_backend::Value::Int(*x)) == part).unwrap();
+        for (account, amount) in [(a, 10), (b, 20)] {
+            engine.invoke(Invocation::new("deposit", json!({ "id": account, "amount": amount }))).await.unwrap();
+        }
+        for n in [1, 2, 5] {
+            engine.invoke(Invocation::new("add_entry", json!({ "owner": a, "n": n }))).await.unwrap();
+        }
+        let call = |function: &str, input: Json| {
+            let (engine, invocation) = (engine.clone(), Invocation::new(function, input));
+            tokio::spawn(async move { engine.invoke(invocation).await.map(|output| output.value) })
+        };
+
+        // The log holds the write of entry 3.
+        faulty.hold();
+        let entry = call("add_entry", json!({ "owner": a, "n": 3 }));
+        let held = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
+        let at_once = |function: &'static str, input: Json| {
+            let call = call(function, input);
+            async move { tokio::time::timeout(answered_within, call).await.unwrap_or_else(|_| panic!("{function} waited for a commit it did not read")).unwrap().unwrap() }
+        };
+        assert_eq!(at_once("balance", json!({ "id": b })).await, json!(20), "a row of the partition beside the pending one");
+        assert_eq!(at_once("count_entries", json!({ "owner": a, "from": 4, "to": 9 })).await, json!(1), "a range beside the pending row");
+        assert_eq!(at_once("total", json!({})).await, json!({ "sum": 30, "count": 2 }), "a scan across partitions of another table");
+        let mut over_entry = call("count_entries", json!({ "owner": a, "from": 1, "to": 3 }));
+        assert!(tokio::time::timeout(not_before, &mut over_entry).await.is_err(), "a scan over a row not yet durable was answered");
+
+        // And a deposit to `a`, behind it.
+        let ran = runs.load(Ordering::SeqCst);
+        let deposit = call("deposit", json!({ "id": a, "amount": 5 }));
+        while runs.load(Ordering::SeqCst) == ran {
+            tokio::task::yield_now().await;
+        }
+        let (mut read_a, mut total) = (call("balance", json!({ "id": a })), call("total", json!({})));
+        assert!(tokio::time::timeout(not_before, &mut read_a).await.is_err(), "a read of a row not yet durable was answered");
+        assert!(tokio::time::timeout(not_before, &mut total).await.is_err(), "a scan across partitions that met a row not yet durable was answered");
+        assert_eq!(at_once("balance", json!({ "id": b })).await, json!(20), "still: a row no pending commit wrote");
+
+        faulty.release();
+        assert_eq!(entry.await.unwrap().unwrap(), json!(null));
+        assert_eq!(deposit.await.unwrap().unwrap(), json!({ "balance": 15 }));
+        assert_eq!(over_entry.await.unwrap().unwrap(), json!(3));
+        assert_eq!(read_a.await.unwrap().unwrap(), json!(15));
+        assert_eq!(total.await.unwrap().unwrap(), json!({ "sum": 35, "count": 2 }));
+        engine.close().await.unwrap();
+    });
+    comb_log::Loglet::close(&*faulty).unwrap();
+}
+
 #[test]
 fn a_function_cannot_run_a_statement_it_did_not_declare() {
     let dir = tempfile::tempdir().unwrap();

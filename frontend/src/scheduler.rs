@@ -586,7 +586,7 @@ impl Scheduler {
             RunEnd { build: Arc::new(build), writer }
         });
         // Answered once durable: the caller's answer is the run's end (for a run that writes
-        // nothing, once every write it could have seen is durable).
+        // nothing, once every write it read is durable).
         let transaction = Transaction { steps, input: first, next_input: Arc::new(next_input), answer: Answer::Durable, end };
         match self.engine.invoke_transaction(transaction).await {
             // The answer's `home` is the id's; the row, if written, is on the members' partition.
