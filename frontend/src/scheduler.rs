@@ -518,8 +518,8 @@ impl Scheduler {
     }
 
     /// Whether a run's start is known durable: a durable read of its row, which waits for
-    /// the commits pending on its partition, the start's among them if still in the log's
-    /// queue. False when that read fails (the log failed under the start or under a later
+    /// the commit that wrote the row (the start's, if still in the log's queue) to be
+    /// durable. False when that read fails (the log failed under the start or under a later
     /// commit there, the partition refuses work, overload) or finds no row: then the start
     /// may or may not be durable, and only an invoke of the id can tell.
     async fn is_started(&self, row: &WorkflowRow) -> bool {
