@@ -310,6 +310,17 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// Rows one step of a plan holds on their way to the result (a join's output, an
+    /// aggregate's input): at most `scan-rows-max`, as many as one access may read. Only the
+    /// statement's result is held to `result-rows-max`: a `count(*)` returns one row however
+    /// many it counts.
+    fn check_held(&self, n: usize) -> Result<()> {
+        if n > self.limits.scan_rows_max {
+            return Err(Error::LimitExceeded { what: "rows held by one step of a statement's plan", size: n, limit: self.limits.scan_rows_max, option: "scan-rows-max" });
+        }
+        Ok(())
+    }
+
     /// Evaluates key expressions; `None` when one is NULL (it matches no row).
     fn key_values(&self, exprs: &[Expr], columns: &[usize], table: &Table, row: &[Value], params: &[Value]) -> Result<Option<Vec<Value>>> {
         let mut out = Vec::with_capacity(exprs.len());
@@ -661,7 +672,8 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Rows of a query plan (not a write).
+    /// Rows of a query plan (not a write). Each step's rows are held to `scan-rows-max`;
+    /// the caller holds the statement's result to `result-rows-max`.
     fn rows(&mut self, plan: &Plan, params: &[Value]) -> Result<Vec<Vec<Value>>> {
         let rows = match plan {
             Plan::Scan { table, access, .. } => {
@@ -676,7 +688,7 @@ impl<'a> Exec<'a> {
                     for inner in self.access_rows(table, access, &o, params, None, None)? {
                         out.push(o.iter().cloned().chain(inner).collect());
                     }
-                    self.check_rows(out.len())?;
+                    self.check_held(out.len())?;
                 }
                 out
             }
@@ -760,7 +772,7 @@ impl<'a> Exec<'a> {
                 return Err(Error::Internal("a write plan nested inside a query plan".to_owned()));
             }
         };
-        self.check_rows(rows.len())?;
+        self.check_held(rows.len())?;
         Ok(rows)
     }
 }

@@ -288,6 +288,33 @@ fn a_transaction_sees_its_own_writes_and_bounds_hold() {
     assert!(matches!(db.run("INSERT INTO t (k, s, n) VALUES (50, 'p', 1), (51, 'q', 2)", vec![]), Err(Error::LimitExceeded { option: "write-set-max", .. })));
 }
 
+/// `result-rows-max` holds a statement's result only: an aggregate over more rows returns
+/// its one row. The rows a plan's step holds on the way (a join's output, an aggregate's
+/// input) are held to `scan-rows-max`, as one access's are, and the error names that step.
+#[test]
+fn result_rows_max_holds_the_result_and_scan_rows_max_each_step() {
+    let mut db = Db::seeded();
+    for (a, b) in [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("c", 1), ("c", 2), ("c", 3), ("c", 4), ("e", 1), ("e", 2), ("e", 3), ("e", 4)] {
+        db.run("INSERT INTO kv (a, b) VALUES ($1, $2)", vec![text(a), int(b)]).unwrap();
+    }
+    let joined = "SELECT count(*) FROM t JOIN kv ON kv.a = t.s";
+    db.limits = Limits { scan_rows_max: 100, result_rows_max: 1, write_set_max: 100 };
+    assert_eq!(ints(&db.rows("SELECT count(*) FROM t", vec![])), vec![5], "five rows counted, one returned");
+    assert_eq!(ints(&db.rows(joined, vec![])), vec![12]);
+    assert_eq!(ints(&db.rows("SELECT count(DISTINCT a) FROM kv", vec![])), vec![3]);
+    match db.run("SELECT k FROM t WHERE k > 0", vec![]) {
+        Err(Error::LimitExceeded { option: "result-rows-max", size: 4, limit: 1, .. }) => {}
+        other => panic!("four rows returned past result-rows-max 1: {other:?}"),
+    }
+    // Each access reads at most five rows (t's five, four of kv per name); the join holds twelve.
+    db.limits = Limits { scan_rows_max: 5, result_rows_max: 100, write_set_max: 100 };
+    assert_eq!(ints(&db.rows("SELECT count(*) FROM t", vec![])), vec![5]);
+    match db.run(joined, vec![]) {
+        Err(err @ Error::LimitExceeded { option: "scan-rows-max", limit: 5, .. }) => assert!(err.to_string().contains("one step of a statement's plan"), "{err}"),
+        other => panic!("a join held more rows than scan-rows-max: {other:?}"),
+    }
+}
+
 #[test]
 fn doubles_and_text_keys_order_as_sql() {
     let mut db = Db::new();

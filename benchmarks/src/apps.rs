@@ -261,9 +261,9 @@ impl Tally {
 /// A query of a check: one row of BIGINT counts and sums, the same SQL on Comb and
 /// PostgreSQL. A query `by_users` takes a range of users (`$1` to `$2`) and is asked a
 /// range at a time, its answers added up: a table too large to scan at once (retwis's five
-/// million timeline rows at scale 1, beyond Comb's scan-rows-max and result-rows-max) is
+/// million timeline rows at scale 1, beyond Comb's scan-rows-max) is
 /// checked in pieces of `CHECK_USERS_PER_QUERY` users (about 50,000 rows as loaded); Comb asks
-/// a piece that has grown beyond those bounds in halves.
+/// a piece that has grown beyond that bound in halves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckQuery {
     pub(crate) name: &'static str,

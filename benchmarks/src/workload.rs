@@ -78,19 +78,11 @@ pub(crate) struct TargetArgs {
     pub(crate) postgres: String,
 }
 
-/// `result-rows-max` of a Comb server started here: as many rows as a statement may scan by
-/// default (`scan-rows-max`), so that a check's aggregate is bounded by its scan alone.
-const CHECK_RESULT_ROWS_MAX: usize = 1_000_000;
-
 impl TargetArgs {
     /// The options of a Comb server started here.
     pub(crate) fn options(&self) -> ServerOptions {
         let mut options = ServerOptions::default();
         options.engine.partitions = self.partitions;
-        // The checks aggregate whole tables, and the executor holds each plan node's rows to
-        // result-rows-max: shop's order lines outgrow the default within one load of the
-        // data when the four client counts run on it.
-        options.engine.result_rows_max = CHECK_RESULT_ROWS_MAX.max(options.engine.result_rows_max);
         if let Some(limit) = self.workflows_in_flight_max {
             options.workflows_in_flight_max = limit;
         }
