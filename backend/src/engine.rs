@@ -42,7 +42,8 @@ pub struct EngineOptions {
     /// Most invocations waiting for one partition (or for the multi-partition coordinator);
     /// one more is refused with `Overloaded` (retryable).
     pub queue_invocations_max: usize,
-    /// Most rows one access of one statement may read.
+    /// Most rows one access of one statement may read, and one step of its plan may hold
+    /// on the way to the result (a join's output, an aggregate's input).
     pub scan_rows_max: usize,
     /// Most rows one statement may return.
     pub result_rows_max: usize,
