@@ -245,6 +245,70 @@ mod tests {
         assert_eq!(buffer.run_bytes, 0, "nothing held");
     }
 
+    /// While the log refuses appends (its queue is full), a flush keeps what it could not
+    /// append for the next one: at most `TRACE_HELD_MAX` invocations and as many runs, and
+    /// runs of at most `TRACE_HELD_RUN_BYTES_MAX` bytes; the oldest beyond are dropped and
+    /// counted. Once the log takes appends again, what was kept reaches it, in order.
+    #[tokio::test]
+    async fn traces_the_log_refuses_are_held_within_their_bounds_the_oldest_dropped() {
+        use std::sync::Arc;
+
+        use comb_log::testkit::ControlledLoglet;
+        use comb_log::{Loglet, MemoryLoglet};
+
+        let loglet = Arc::new(ControlledLoglet::new(Arc::new(MemoryLoglet::new())));
+        let log = LogBook::open_shared(Arc::clone(&loglet) as Arc<dyn Loglet>, LogOptions { queue_appends_max: 1, ..LogOptions::default() }).unwrap();
+        // One append held inside the loglet, one more in the queue: the next is refused.
+        loglet.hold();
+        let filler = || vec![Entry::new(vec![TRACE_TAG], encode_trace(&TraceRecord::default()))];
+        log.append_batch_then(filler(), drop).unwrap();
+        let held = Arc::clone(&loglet);
+        tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
+        log.append_batch_then(filler(), drop).unwrap();
+        assert!(matches!(log.append_batch_then(filler(), drop), Err(comb_log::Error::QueueFull { .. })), "the queue is full");
+
+        // By count.
+        let mut counted = TraceBuffer::default();
+        for i in 0..TRACE_HELD_MAX + 10 {
+            counted.push(invocation(&format!("f{i}"), 0));
+            counted.push_run(run(i, 1));
+        }
+        counted.flush(&log);
+        assert_eq!(counted.dropped, 20, "the ten oldest invocations and runs");
+        assert_eq!((counted.invocations.len(), counted.runs.len()), (TRACE_HELD_MAX, TRACE_HELD_MAX));
+        assert_eq!((counted.invocations[0].function.as_str(), counted.runs[0].id.as_str()), ("f10", "r10"));
+        counted.flush(&log);
+        assert_eq!(counted.dropped, 20, "nothing more is dropped while within the bounds");
+
+        // By the runs' bytes: 70 runs of a little over 1 MiB each, 63 of which fit in 64 MiB.
+        let mut sized = TraceBuffer::default();
+        for i in 0..70 {
+            sized.push_run(run(i, 1 << 20));
+        }
+        sized.flush(&log);
+        assert_eq!((sized.dropped, sized.runs.len(), sized.runs[0].id.as_str()), (7, 63, "r7"));
+        assert!(sized.run_bytes <= TRACE_HELD_RUN_BYTES_MAX && sized.run_bytes == sized.runs.iter().map(Message::encoded_len).sum::<usize>());
+
+        // The log takes appends again: every trace kept reaches it, in order.
+        loglet.release();
+        let mut appended = Vec::new();
+        for buffer in [&mut counted, &mut sized] {
+            while !buffer.invocations.is_empty() || !buffer.runs.is_empty() {
+                buffer.flush(&log);
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut durable = log.subscribe(1, TRACE_TAG);
+        while appended.len() < TRACE_HELD_MAX + 63 {
+            let record = tokio::time::timeout(Duration::from_secs(10), durable.next()).await.expect("the kept traces were appended").expect("the log is open").unwrap();
+            let LogRecord::Trace(trace) = decode_payload(&record.payload).unwrap() else { panic!("not a trace record") };
+            appended.extend(trace.runs.into_iter().map(|r| r.id));
+        }
+        let expected: Vec<String> = (10..TRACE_HELD_MAX + 10).chain(7..70).map(|i| format!("r{i}")).collect();
+        assert_eq!(appended, expected);
+        assert_eq!((counted.dropped, sized.dropped), (20, 7));
+    }
+
     #[tokio::test]
     async fn a_record_holds_at_most_its_count_of_runs_and_held_run_bytes_call_for_a_flush() {
         let log = LogBook::in_memory(LogOptions::default()).unwrap();
