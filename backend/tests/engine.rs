@@ -896,6 +896,20 @@ fn controlled_log(dir: &std::path::Path) -> Arc<comb_log::testkit::ControlledLog
     Arc::new(comb_log::testkit::ControlledLoglet::new(disk))
 }
 
+/// Long enough for an answer that needs no disk; what must not come in time waits less.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(20);
+const NOT_BEFORE: Duration = Duration::from_millis(200);
+
+/// An engine of two partitions over `faulty`, its state in `dir/state`, with [`DDL`] applied
+/// and the tests' functions registered.
+async fn open_two_over(dir: &std::path::Path, faulty: &Arc<comb_log::testkit::ControlledLoglet>, runs: &Arc<AtomicUsize>) -> Engine {
+    let log = comb_log::LogBook::open_shared(Arc::clone(faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+    let engine = Engine::open_with_log(log, dir.join("state"), options(2)).await.unwrap();
+    engine.execute_ddl(DDL).await.unwrap();
+    register(&engine, runs);
+    engine
+}
+
 /// An engine of one partition over `faulty`, its state in `dir/state`, with [`DDL`] applied.
 async fn open_over(dir: &std::path::Path, faulty: &Arc<comb_log::testkit::ControlledLoglet>) -> Engine {
     let log = comb_log::LogBook::open_shared(Arc::clone(faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
@@ -947,13 +961,9 @@ fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_o
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let faulty = controlled_log(dir.path());
-    // Long enough for an answer that needs no disk; what must not come in time waits less.
-    let (answered_within, not_before) = (Duration::from_secs(20), Duration::from_millis(200));
+    let (answered_within, not_before) = (ANSWERED_WITHIN, NOT_BEFORE);
     runtime().block_on(async {
-        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-        let engine = Engine::open_with_log(log, dir.path().join("state"), options(2)).await.unwrap();
-        engine.execute_ddl(DDL).await.unwrap();
-        register(&engine, &runs);
+        let engine = open_two_over(dir.path(), &faulty, &runs).await;
         for account in [1, 2] {
             engine.invoke(Invocation::new("deposit", json!({ "id": account, "amount": 10 }))).await.unwrap();
         }
@@ -1154,14 +1164,10 @@ fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let faulty = controlled_log(dir.path());
-    // Long enough for an answer that needs no disk; what must not come in time waits less.
-    let (answered_within, not_before) = (Duration::from_secs(20), Duration::from_millis(200));
+    let (answered_within, not_before) = (ANSWERED_WITHIN, NOT_BEFORE);
     runtime().block_on(async {
-        let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-        let engine = Engine::open_with_log(log, dir.path().join("state"), options(2)).await.unwrap();
-        engine.execute_ddl(DDL).await.unwrap();
+        let engine = open_two_over(dir.path(), &faulty, &runs).await;
         engine.execute_ddl("CREATE TABLE entries (owner BIGINT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (owner, n))").await.unwrap();
-        register(&engine, &runs);
         engine
             .register(Function::new("add_entry").statement("add", "INSERT INTO entries (owner, n) VALUES ($1, $2)").partition_by("owner").run(|tx, input| {
                 tx.execute("add", (id(&input, "owner"), id(&input, "n")))?;
