@@ -43,9 +43,10 @@ pub struct EngineOptions {
     /// one more is refused with `Overloaded` (retryable).
     pub queue_invocations_max: usize,
     /// Most rows one access of one statement may read, and one step of its plan may hold
-    /// on the way to the result (a join's output, an aggregate's input).
+    /// on its way to a step that passes fewer on (an aggregate's input, a join's outer side).
     pub scan_rows_max: usize,
-    /// Most rows one statement may return.
+    /// Most rows one statement may return, and the steps that are its result row for row
+    /// (a projection, a sort) may hold.
     pub result_rows_max: usize,
     /// Most keys (rows and index entries) one transaction may write.
     pub write_set_max: usize,
@@ -503,7 +504,7 @@ impl Engine {
     }
 
     /// Runs a function as one transaction. Resolves once its commit is durable (or, when it
-    /// wrote nothing, once everything it could have read is durable), or sooner as
+    /// wrote nothing, once every commit whose writes it read is durable), or sooner as
     /// `invocation.answer` asks.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Output> {
         let registry = self.registry();

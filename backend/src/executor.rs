@@ -128,6 +128,18 @@ pub(crate) struct Limits {
     pub(crate) write_set_max: usize,
 }
 
+/// The bound on the rows a step of a query plan holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The statement's result, row for row: `result-rows-max`. So a query whose result is
+    /// too large fails before it builds more than that bound of rows at any step.
+    Result,
+    /// Rows on their way to a step that passes fewer on (a filter, an aggregate, a limit,
+    /// distinct, a join's outer side, the rows an UPDATE or DELETE changes): `scan-rows-max`,
+    /// as many as one access may read. A `count(*)` returns one row however many it counts.
+    Step,
+}
+
 /// The partitions a transaction may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -310,15 +322,15 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Rows one step of a plan holds on their way to the result (a join's output, an
-    /// aggregate's input): at most `scan-rows-max`, as many as one access may read. Only the
-    /// statement's result is held to `result-rows-max`: a `count(*)` returns one row however
-    /// many it counts.
-    fn check_held(&self, n: usize) -> Result<()> {
-        if n > self.limits.scan_rows_max {
-            return Err(Error::LimitExceeded { what: "rows held by one step of a statement's plan", size: n, limit: self.limits.scan_rows_max, option: "scan-rows-max" });
+    /// Holds a plan step's `n` rows to their bound (see [`Held`]).
+    fn check_held(&self, n: usize, held: Held) -> Result<()> {
+        match held {
+            Held::Result => self.check_rows(n),
+            Held::Step if n > self.limits.scan_rows_max => {
+                Err(Error::LimitExceeded { what: "rows held by one step of a statement's plan", size: n, limit: self.limits.scan_rows_max, option: "scan-rows-max" })
+            }
+            Held::Step => Ok(()),
         }
-        Ok(())
     }
 
     /// Evaluates key expressions; `None` when one is NULL (it matches no row).
@@ -486,7 +498,7 @@ impl<'a> Exec<'a> {
             Plan::Insert { table, rows, on_conflict, returning, .. } => self.insert(*table, rows, on_conflict, returning.as_deref(), params)?,
             Plan::Update { input, table, assignments, returning, .. } => {
                 let table = self.table(*table)?;
-                let old_rows = self.rows(input, params)?;
+                let old_rows = self.rows(input, params, Held::Step)?;
                 let mut out = Outcome::default();
                 for old in old_rows {
                     let mut new = old.clone();
@@ -502,7 +514,7 @@ impl<'a> Exec<'a> {
             }
             Plan::Delete { input, table, returning, .. } => {
                 let table = self.table(*table)?;
-                let old_rows = self.rows(input, params)?;
+                let old_rows = self.rows(input, params, Held::Step)?;
                 let mut out = Outcome::default();
                 for old in old_rows {
                     self.write_row(table, Some(&old[..]), None)?;
@@ -512,7 +524,7 @@ impl<'a> Exec<'a> {
                 out
             }
             query => {
-                let rows = self.rows(query, params)?;
+                let rows = self.rows(query, params, Held::Result)?;
                 Outcome { affected: rows.len() as u64, rows }
             }
         };
@@ -672,29 +684,29 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Rows of a query plan (not a write). Each step's rows are held to `scan-rows-max`;
-    /// the caller holds the statement's result to `result-rows-max`.
-    fn rows(&mut self, plan: &Plan, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+    /// Rows of a query plan (not a write), held to `held`: the result's bound passes down
+    /// through the steps whose rows are the result's row for row (a projection, a sort), the
+    /// step bound to the inputs of those that pass fewer on.
+    fn rows(&mut self, plan: &Plan, params: &[Value], held: Held) -> Result<Vec<Vec<Value>>> {
         let rows = match plan {
             Plan::Scan { table, access, .. } => {
                 let table = self.table(*table)?;
                 self.access_rows(table, access, &[], params, None, None)?
             }
             Plan::Join { outer, table, access, .. } => {
-                let outer_rows = self.rows(outer, params)?;
+                let outer_rows = self.rows(outer, params, Held::Step)?;
                 let table = self.table(*table)?;
                 let mut out = Vec::new();
                 for o in outer_rows {
-                    for inner in self.access_rows(table, access, &o, params, None, None)? {
-                        out.push(o.iter().cloned().chain(inner).collect());
-                    }
-                    self.check_held(out.len())?;
+                    let inner = self.access_rows(table, access, &o, params, None, None)?;
+                    self.check_held(out.len() + inner.len(), held)?;
+                    out.extend(inner.into_iter().map(|inner| o.iter().cloned().chain(inner).collect()));
                 }
                 out
             }
             Plan::Filter { input, predicate } => {
                 let mut out = Vec::new();
-                for row in self.rows(input, params)? {
+                for row in self.rows(input, params, Held::Step)? {
                     if self.eval(predicate, &row, params)? == Value::Bool(true) {
                         out.push(row);
                     }
@@ -702,7 +714,7 @@ impl<'a> Exec<'a> {
                 out
             }
             Plan::Aggregate { input, group_by, aggregates } => {
-                let input = self.rows(input, params)?;
+                let input = self.rows(input, params, Held::Step)?;
                 let mut groups: Vec<(Vec<Value>, Vec<Accumulator>)> = Vec::new();
                 let mut by_key: HashMap<Vec<u8>, usize> = HashMap::default();
                 for row in &input {
@@ -725,7 +737,7 @@ impl<'a> Exec<'a> {
                 groups.into_iter().map(|(keys, accs)| keys.into_iter().chain(accs.iter().map(Accumulator::finish)).collect()).collect()
             }
             Plan::Sort { input, keys } => {
-                let input = self.rows(input, params)?;
+                let input = self.rows(input, params, held)?;
                 let mut keyed = Vec::with_capacity(input.len());
                 for row in input {
                     let k = keys.iter().map(|s| self.eval(&s.expr, &row, params)).collect::<Result<Vec<_>>>()?;
@@ -752,16 +764,16 @@ impl<'a> Exec<'a> {
                         let table = self.table(table)?;
                         self.access_rows(table, access, &[], params, cap, filter)?
                     }
-                    _ => self.rows(input, params)?,
+                    _ => self.rows(input, params, Held::Step)?,
                 };
                 input.into_iter().skip(offset.unwrap_or(0)).take(limit.unwrap_or(usize::MAX)).collect()
             }
             Plan::Distinct { input } => {
                 let mut seen = HashSet::new();
-                self.rows(input, params)?.into_iter().filter(|row| seen.insert(encode_key(row))).collect()
+                self.rows(input, params, Held::Step)?.into_iter().filter(|row| seen.insert(encode_key(row))).collect()
             }
             Plan::Project { input, exprs } => {
-                let input = self.rows(input, params)?;
+                let input = self.rows(input, params, held)?;
                 let mut out = Vec::with_capacity(input.len());
                 for row in input {
                     out.push(exprs.iter().map(|e| self.eval(e, &row, params)).collect::<Result<Vec<_>>>()?);
@@ -772,7 +784,7 @@ impl<'a> Exec<'a> {
                 return Err(Error::Internal("a write plan nested inside a query plan".to_owned()));
             }
         };
-        self.check_held(rows.len())?;
+        self.check_held(rows.len(), held)?;
         Ok(rows)
     }
 }

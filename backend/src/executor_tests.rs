@@ -306,6 +306,11 @@ fn result_rows_max_holds_the_result_and_scan_rows_max_each_step() {
         Err(Error::LimitExceeded { option: "result-rows-max", size: 4, limit: 1, .. }) => {}
         other => panic!("four rows returned past result-rows-max 1: {other:?}"),
     }
+    // A sort (of a column that is not the key) under a LIMIT holds all five rows; the result
+    // is two.
+    db.limits.result_rows_max = 2;
+    assert_eq!(ints(&db.rows("SELECT k FROM t ORDER BY n DESC LIMIT 2", vec![])), vec![3, -5], "NULL first, then 50");
+    assert!(matches!(db.run("SELECT k FROM t ORDER BY n DESC", vec![]), Err(Error::LimitExceeded { option: "result-rows-max", size: 5, .. })), "a sort that is the result row for row");
     // Each access reads at most five rows (t's five, four of kv per name); the join holds twelve.
     db.limits = Limits { scan_rows_max: 5, result_rows_max: 100, write_set_max: 100 };
     assert_eq!(ints(&db.rows("SELECT count(*) FROM t", vec![])), vec![5]);
