@@ -438,8 +438,7 @@ impl PartitionState {
     /// its reads saw (since [`PartitionState::begin_reads`]) are durable: at once when they
     /// saw none. Its output, or its failure (a duplicate key, a function's error), rests on
     /// what it read; what it did not read cannot change it. Had it read only durable rows,
-    /// it is as if it ran before the commits still pending, which a crash may lose: none of
-    /// them was answered yet, and nothing it read is lost with them.
+    /// it returns the same whether or not the commits still pending survive a crash.
     pub(crate) fn release_after_seen(&mut self, waiter: Waiter) {
         match self.awaited() {
             Some(commit) => commit.waiters.push(waiter),

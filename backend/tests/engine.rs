@@ -1157,8 +1157,8 @@ fn a_failure_seen_through_a_pending_commit_waits_for_it() {
 /// A transaction that commits nothing waits only for the pending commits whose writes it
 /// read: a point read of another row of the partition, a range scan whose range holds no
 /// pending write, and a scan across partitions that meets none are answered while the log
-/// holds a commit; a read of its row, a scan over it, and a scan across partitions that meets
-/// it wait for it. Were it lost, what the first saw would still be true.
+/// holds a commit; a read of its row, a scan over it (or over a pending delete), and a scan
+/// across partitions that meets it wait for it. Were it lost, what the first saw would still be true.
 #[test]
 fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -1172,6 +1172,13 @@ fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
             .register(Function::new("add_entry").statement("add", "INSERT INTO entries (owner, n) VALUES ($1, $2)").partition_by("owner").run(|tx, input| {
                 tx.execute("add", (id(&input, "owner"), id(&input, "n")))?;
                 Ok(json!(null))
+            }))
+            .unwrap();
+        let removed = Arc::clone(&runs);
+        engine
+            .register(Function::new("remove_entry").statement("remove", "DELETE FROM entries WHERE owner = $1 AND n = $2").partition_by("owner").run(move |tx, input| {
+                removed.fetch_add(1, Ordering::SeqCst);
+                Ok(json!(tx.execute("remove", (id(&input, "owner"), id(&input, "n")))?))
             }))
             .unwrap();
         engine
@@ -1219,12 +1226,25 @@ fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
         assert!(tokio::time::timeout(not_before, &mut total).await.is_err(), "a scan across partitions that met a row not yet durable was answered");
         assert_eq!(at_once("balance", json!({ "id": b })).await, json!(20), "still: a row no pending commit wrote");
 
+        // And the delete of entry 5, behind them: a scan whose range holds the deleted key waits.
+        assert_eq!(at_once("count_entries", json!({ "owner": a, "from": 4, "to": 9 })).await, json!(1), "before the delete");
+        let ran = runs.load(Ordering::SeqCst);
+        let remove = call("remove_entry", json!({ "owner": a, "n": 5 }));
+        while runs.load(Ordering::SeqCst) == ran {
+            tokio::task::yield_now().await;
+        }
+        let mut over_delete = call("count_entries", json!({ "owner": a, "from": 4, "to": 9 }));
+        assert!(tokio::time::timeout(not_before, &mut over_delete).await.is_err(), "a scan over a delete not yet durable was answered");
+        assert_eq!(at_once("count_entries", json!({ "owner": a, "from": 6, "to": 9 })).await, json!(0), "a range beside the delete");
+
         faulty.release();
         assert_eq!(entry.await.unwrap().unwrap(), json!(null));
         assert_eq!(deposit.await.unwrap().unwrap(), json!({ "balance": 15 }));
         assert_eq!(over_entry.await.unwrap().unwrap(), json!(3));
         assert_eq!(read_a.await.unwrap().unwrap(), json!(15));
         assert_eq!(total.await.unwrap().unwrap(), json!({ "sum": 35, "count": 2 }));
+        assert_eq!(remove.await.unwrap().unwrap(), json!(1));
+        assert_eq!(over_delete.await.unwrap().unwrap(), json!(0));
         engine.close().await.unwrap();
     });
     comb_log::Loglet::close(&*faulty).unwrap();
