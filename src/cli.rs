@@ -47,8 +47,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     async fn connect(&self) -> anyhow::Result<Client> {
-        let addr = if self.addr.contains("://") { self.addr.clone() } else { format!("http://{}", self.addr) };
-        let mut builder = Client::builder(addr).timeout(Duration::from_secs_f64(self.timeout.max(0.001)));
+        let mut builder = Client::builder(&self.addr).timeout(Duration::from_secs_f64(self.timeout.max(0.001)));
         if let Some(token) = &self.token {
             builder = builder.token(token);
         }

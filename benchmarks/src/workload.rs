@@ -66,8 +66,8 @@ pub(crate) struct TargetArgs {
     /// dates; 100,000 items; 10,000 users x 50 followees, 100,000 posts).
     #[arg(long, default_value_t = 1.0)]
     pub(crate) scale: f64,
-    /// A running Comb server (`http://host:port`) that serves the workload's example
-    /// application (`comb serve --apps NAME`); default: start one in this process.
+    /// A running Comb server (`host:port`, or `http://host:port`) that serves the workload's
+    /// example application (`comb serve --apps NAME`); default: start one in this process.
     #[arg(long, conflicts_with = "baseline")]
     pub(crate) server: Option<String>,
     /// Measure a baseline instead of Comb.

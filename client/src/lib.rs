@@ -302,6 +302,12 @@ pub struct Traces {
     pub truncated: bool,
 }
 
+/// The URI of the server at `addr`: `host:port` means `http://host:port`; an address with a
+/// scheme (`http://`, `https://`) is taken as it is.
+fn endpoint_uri(addr: &str) -> String {
+    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
+}
+
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -333,7 +339,7 @@ impl ClientBuilder {
     /// Connects.
     pub async fn connect(self) -> Result<Client> {
         let connect_error = |message: String| Error::Connect { addr: self.addr.clone(), message };
-        let endpoint = Endpoint::from_shared(self.addr.clone())
+        let endpoint = Endpoint::from_shared(endpoint_uri(&self.addr))
             .map_err(|err| connect_error(format!("not an address: {err}")))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
@@ -381,7 +387,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts building a client of the server at `addr` (`http://host:port`).
+    /// Starts building a client of the server at `addr` (`host:port`, or `http://host:port`).
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder { addr: addr.into(), token: None, timeout: Duration::from_secs(75), connect_timeout: Duration::from_secs(5) }
     }
@@ -547,6 +553,23 @@ impl<'a, O: DeserializeOwned + 'a> IntoFuture for Invoke<'a, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_without_a_scheme_is_http() {
+        assert_eq!(endpoint_uri("127.0.0.1:7878"), "http://127.0.0.1:7878");
+        assert_eq!(endpoint_uri("localhost:7878"), "http://localhost:7878");
+        assert_eq!(endpoint_uri("http://127.0.0.1:7878"), "http://127.0.0.1:7878");
+        assert_eq!(endpoint_uri("https://comb.example:443"), "https://comb.example:443");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_address_given_not_a_missing_scheme() {
+        // Port 1 of loopback: nothing listens there.
+        let err = Client::builder("127.0.0.1:1").connect_timeout(Duration::from_secs(5)).connect().await.err().expect("nothing listens on port 1");
+        let message = err.to_string();
+        assert!(matches!(&err, Error::Connect { addr, .. } if addr == "127.0.0.1:1"), "{err:?}");
+        assert!(!message.contains("scheme"), "{message}");
+    }
 
     #[tokio::test]
     async fn a_call_its_connection_never_sent_is_retryable_and_a_cancel_is_not() {
