@@ -86,7 +86,7 @@ impl ServerProcess {
                     let addr = line["comb serving on ".len()..].split(' ').next().unwrap_or_default().to_owned();
                     let resumed = line.rsplit(", ").next().and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok());
                     let resumed = resumed.with_context(|| format!("reading the runs resumed in {line:?}"))?;
-                    return Ok(ServerProcess { child, addr: format!("http://{addr}"), resumed });
+                    return Ok(ServerProcess { child, addr, resumed });
                 }
                 Ok(line) => seen.push(line),
                 Err(_) => {

@@ -21,10 +21,10 @@
 //! would wait behind the invocation running); a read-only transaction is released once
 //! every commit whose staged writes it read is durable; nothing of a failed transaction is
 //! staged or appended; after a failed append the partition refuses all work (fail-stop)
-//! until the engine is reopened. A caller that asked for the logged answer ([`Answer::Logged`]: a
-//! workflow's step) is answered once its commit is staged, or at once when it wrote nothing:
-//! it hands the output only to work whose own commit comes later in the log, and is durable
-//! with it.
+//! until the engine is reopened. A caller that asked for the logged answer
+//! ([`Answer::Logged`]: a workflow's step) is answered once its commit is staged, or at once
+//! when it wrote nothing: it hands the output only to work whose own commit comes later in
+//! the log, and is durable with it.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque, btree_map};

@@ -181,7 +181,7 @@ impl ServerChild {
             .with_context(|| format!("the server child did not listen within {START_WAIT_MAX:?} (see server-{n}.log)"))??
             .with_context(|| format!("the server child exited during its start (see server-{n}.log)"))?;
         let (addr, resumed) = line.strip_prefix(LISTENING).and_then(|rest| rest.split_once(' ')).with_context(|| format!("the server child said {line:?}"))?;
-        Ok(ServerChild { addr: format!("http://{addr}"), resumed: resumed.parse()?, child })
+        Ok(ServerChild { addr: addr.to_owned(), resumed: resumed.parse()?, child })
     }
 
     /// SIGKILL, and the child reaped.

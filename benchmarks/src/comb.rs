@@ -38,8 +38,7 @@ impl Comb {
     pub(crate) async fn start(data_dir: &Path, options: ServerOptions, workload: Workload, connections: usize) -> anyhow::Result<Comb> {
         let server = workload.app().install(Server::builder().data_dir(data_dir).options(options)).build().await?;
         let listening = server.listen("127.0.0.1:0".parse()?).await?;
-        let addr = format!("http://{}", listening.local_addr());
-        let mut comb = Comb::connect(&addr, connections).await?;
+        let mut comb = Comb::connect(&listening.local_addr().to_string(), connections).await?;
         comb.embedded = Some((server, listening));
         Ok(comb)
     }
