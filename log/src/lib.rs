@@ -53,7 +53,7 @@ pub use book::{LogBook, LogStats, RecordStream};
 pub use error::{Error, Result};
 pub use loglet::{Loglet, LogletState};
 pub use memory::MemoryLoglet;
-pub use options::{FRAME_BODY_BYTES_MAX, LogOptions, RECENT_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITER_SPIN_US_MAX};
+pub use options::{FRAME_BODY_BYTES_MAX, LogOptions, RECENT_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, WRITER_SLICE_US_MAX, WRITER_SLICE_US_MIN, WRITER_SPIN_US_MAX};
 pub use record::{ANY_TAG, Entry, Lsn, Record, Tag};
 pub use rocks::RocksLoglet;
 pub use timing::SlowCalls;

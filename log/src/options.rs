@@ -7,6 +7,12 @@ use crate::error::{Error, Result};
 /// Longest `writer-spin-us` accepted.
 pub const WRITER_SPIN_US_MAX: u64 = 10_000;
 
+/// Longest `writer-slice-us` accepted: the kernel grants at most 100 ms.
+pub const WRITER_SLICE_US_MAX: u64 = 100_000;
+
+/// Shortest `writer-slice-us` accepted, but 0: the kernel grants at least 100 us.
+pub const WRITER_SLICE_US_MIN: u64 = 100;
+
 /// Smallest and largest `segment-bytes` accepted.
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
@@ -51,6 +57,12 @@ pub struct LogOptions {
     /// gain 10 to 13% on a slow disk, but the backend's counter at 64 clients loses about
     /// 15% on 2 cores: groups are half as large, and the syncer's hand-offs cost CPU.
     pub overlap_syncs: bool,
+    /// Microseconds of the CPU time slice the log's writer, completer and syncer ask the
+    /// kernel for (0: they keep the kernel's default, a few milliseconds). Every commit of a
+    /// group waits for these threads to run after a sync; a short slice lets them run soon
+    /// after they wake while the cores are busy, without a larger share of the CPU (Linux
+    /// 6.12 and later; older kernels ignore it). See docs/architecture.md.
+    pub writer_slice_us: u64,
     /// Bytes of recent durable records kept in memory (0: none), so that reads near the
     /// tail, such as subscribers following it, are answered without reading storage.
     pub recent_bytes_max: usize,
@@ -70,6 +82,7 @@ impl Default for LogOptions {
             read_batch_records_max: 1_024,
             writer_spin_us: 50,
             overlap_syncs: false,
+            writer_slice_us: WRITER_SLICE_US_MIN,
             recent_bytes_max: 16 << 20,
             segment_bytes: 64 << 20,
         }
@@ -94,6 +107,12 @@ impl LogOptions {
         }
         if self.writer_spin_us > WRITER_SPIN_US_MAX {
             return invalid("writer-spin-us", format!("{} is above {WRITER_SPIN_US_MAX} (10 ms): a writer spinning that long only burns a core", self.writer_spin_us));
+        }
+        if self.writer_slice_us != 0 && !(WRITER_SLICE_US_MIN..=WRITER_SLICE_US_MAX).contains(&self.writer_slice_us) {
+            return invalid(
+                "writer-slice-us",
+                format!("{} is outside {WRITER_SLICE_US_MIN} to {WRITER_SLICE_US_MAX} (the kernel's 0.1 to 100 ms); 0 keeps the kernel's default", self.writer_slice_us),
+            );
         }
         if self.recent_bytes_max > RECENT_BYTES_MAX {
             return invalid("recent-bytes-max", format!("{} is above {RECENT_BYTES_MAX} (1 GiB)", self.recent_bytes_max));
@@ -148,6 +167,14 @@ mod tests {
         assert!(matches!(err, Error::InvalidOptions { option: "batch-bytes-max", .. }), "{err}");
         let err = LogOptions { batch_records_max: usize::MAX, ..LogOptions::default() }.validate().unwrap_err();
         assert!(matches!(err, Error::InvalidOptions { option: "batch-bytes-max", .. }), "{err}");
+        for writer_slice_us in [0, WRITER_SLICE_US_MIN, WRITER_SLICE_US_MAX] {
+            LogOptions { writer_slice_us, ..LogOptions::default() }.validate().unwrap();
+        }
+        for writer_slice_us in [1, WRITER_SLICE_US_MIN - 1, WRITER_SLICE_US_MAX + 1] {
+            let err = LogOptions { writer_slice_us, ..LogOptions::default() }.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidOptions { option: "writer-slice-us", .. }), "{err}");
+            assert!(err.to_string().contains("0 keeps the kernel's default"), "{err}");
+        }
         for segment_bytes in [SEGMENT_BYTES_MIN - 1, SEGMENT_BYTES_MAX + 1] {
             let err = LogOptions { segment_bytes, ..LogOptions::default() }.validate().unwrap_err();
             assert!(matches!(err, Error::InvalidOptions { option: "segment-bytes", .. }), "{err}");

@@ -370,12 +370,22 @@ pub(crate) fn start(
     counters: Arc<Counters>,
     options: LogOptions,
 ) -> Result<()> {
+    let slice = Duration::from_micros(options.writer_slice_us);
+    // Each thread asks for its time slice first; the log opens once every one has.
     let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+        let (asked, has_asked) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(body)
-            .map(drop)
-            .map_err(|err| Error::Storage { operation: "start the log's threads", message: format!("{name}: {err}") })
+            .spawn(move || {
+                if !slice.is_zero() {
+                    ask_for_slice(slice);
+                }
+                let _ = asked.send(());
+                body();
+            })
+            .map_err(|err| Error::Storage { operation: "start the log's threads", message: format!("{name}: {err}") })?;
+        let _ = has_asked.recv();
+        Ok::<(), Error>(())
     };
     let (completions, completed) = sync_channel(COMPLETIONS_QUEUED_MAX);
     spawn("comb-log-completer", Box::new(move || complete(completed)))?;
@@ -389,6 +399,15 @@ pub(crate) fn start(
     }
     let writer = Writer { loglet, commands, publisher, handoffs, in_flight, options };
     spawn("comb-log-writer", Box::new(move || writer.run()))
+}
+
+/// Asks the kernel for a short time slice for the calling thread (see `writer-slice-us`); a
+/// refusal only costs latency, so it is logged and the thread goes on.
+fn ask_for_slice(slice: Duration) {
+    if let Err(err) = comb_sched::request_slice(slice) {
+        let thread = std::thread::current();
+        debug!(thread = thread.name().unwrap_or("?"), slice_us = slice.as_micros() as u64, error = %err, "the kernel did not take the log thread's time slice; it keeps the default");
+    }
 }
 
 impl Writer {
@@ -635,5 +654,45 @@ impl Command {
             Command::Seal { reply } => drop(reply.send(Err(err.clone()))),
             Command::Close { reply } => drop(reply.send(Ok(()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LogBook;
+
+    /// The time slices the kernel reports for this process's threads named `name`.
+    fn slices_of_threads_named(name: &str) -> Vec<Option<Duration>> {
+        let mut slices = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("the process's threads are listed") {
+            let task = task.expect("a thread's entry");
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                let tid: i32 = task.file_name().to_string_lossy().parse().expect("a thread's id");
+                // A thread of another test may end meanwhile: only those still there count.
+                if let Ok(slice) = comb_sched::slice_of(tid) {
+                    slices.push(slice);
+                }
+            }
+        }
+        slices
+    }
+
+    #[test]
+    fn the_logs_threads_run_with_the_time_slice_of_writer_slice_us() {
+        // No other test asks for 1,234 us: the threads that have it are this log's.
+        let asked = Duration::from_micros(1_234);
+        let log = LogBook::in_memory(LogOptions { writer_slice_us: 1_234, overlap_syncs: true, ..LogOptions::default() }).unwrap();
+        let reports_slices = comb_sched::slice_of(0).unwrap().is_some();
+        // Names are cut to 15 bytes by the kernel.
+        for name in ["comb-log-writer", "comb-log-comple", "comb-log-syncer"] {
+            let slices = slices_of_threads_named(name);
+            assert!(!slices.is_empty(), "no thread named {name}");
+            if reports_slices {
+                assert!(slices.contains(&Some(asked)), "no {name} thread runs with a {asked:?} slice: {slices:?}");
+            }
+        }
+        drop(log);
     }
 }
