@@ -373,7 +373,7 @@ pub(crate) fn start(
     let slice = Duration::from_micros(options.writer_slice_us);
     // Each thread asks for its time slice first; the log opens once every one has.
     let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
-        let (asked, has_asked) = std::sync::mpsc::sync_channel(1);
+        let (asked, has_asked) = sync_channel(1);
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
@@ -384,8 +384,7 @@ pub(crate) fn start(
                 body();
             })
             .map_err(|err| Error::Storage { operation: "start the log's threads", message: format!("{name}: {err}") })?;
-        let _ = has_asked.recv();
-        Ok::<(), Error>(())
+        has_asked.recv().map_err(|_| Error::Storage { operation: "start the log's threads", message: format!("{name} ended before it started") })
     };
     let (completions, completed) = sync_channel(COMPLETIONS_QUEUED_MAX);
     spawn("comb-log-completer", Box::new(move || complete(completed)))?;
@@ -657,7 +656,7 @@ impl Command {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use crate::LogBook;
