@@ -62,6 +62,11 @@ pub(crate) struct TargetArgs {
     /// checkpoint-interval). Default: the server's.
     #[arg(long)]
     pub(crate) checkpoint_interval_ms: Option<u64>,
+    /// The time slice, in microseconds, that the log's threads of the Comb server this process
+    /// starts ask for (its log's writer-slice-us; 0: the kernel's default). Default: the
+    /// server's (0).
+    #[arg(long)]
+    pub(crate) writer_slice_us: Option<u64>,
     /// The data's size: 1.0 is Apiary's (100,000 counters; 100 hotels x 10 rooms x 30
     /// dates; 100,000 items; 10,000 users x 50 followees, 100,000 posts).
     #[arg(long, default_value_t = 1.0)]
@@ -88,6 +93,9 @@ impl TargetArgs {
         }
         if let Some(ms) = self.checkpoint_interval_ms {
             options.checkpoint_interval = Duration::from_millis(ms);
+        }
+        if let Some(us) = self.writer_slice_us {
+            options.engine.log.writer_slice_us = us;
         }
         options
     }

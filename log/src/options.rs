@@ -58,11 +58,12 @@ pub struct LogOptions {
     /// 15% on 2 cores: groups are half as large, and the syncer's hand-offs cost CPU.
     pub overlap_syncs: bool,
     /// Microseconds of the CPU time slice the log's writer, completer and syncer ask the
-    /// kernel for (0: they keep the kernel's default, 1.4 ms on 2 cores, more on more). A
-    /// group's commits wait for the writer (and a large group's for the completer) to run
+    /// kernel for (0, the default: they keep the kernel's, 1.4 ms on 2 cores, more on more).
+    /// A group's commits wait for the writer (and a large group's for the completer) to run
     /// after a sync; a short slice lets them run soon after they wake while the cores are
     /// busy, without a larger share of the CPU (Linux 6.12 and later; older kernels ignore
-    /// it). See docs/architecture.md.
+    /// it). On 2 cores 100 gave a write-only load bound by its syncs 14% more throughput and
+    /// cost loads that keep the cores busy 2% to 6%. See docs/architecture.md.
     pub writer_slice_us: u64,
     /// Bytes of recent durable records kept in memory (0: none), so that reads near the
     /// tail, such as subscribers following it, are answered without reading storage.
@@ -83,7 +84,7 @@ impl Default for LogOptions {
             read_batch_records_max: 1_024,
             writer_spin_us: 50,
             overlap_syncs: false,
-            writer_slice_us: WRITER_SLICE_US_MIN,
+            writer_slice_us: 0,
             recent_bytes_max: 16 << 20,
             segment_bytes: 64 << 20,
         }
