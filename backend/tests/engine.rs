@@ -961,7 +961,6 @@ fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_o
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let faulty = controlled_log(dir.path());
-    let (answered_within, not_before) = (ANSWERED_WITHIN, NOT_BEFORE);
     runtime().block_on(async {
         let engine = open_two_over(dir.path(), &faulty, &runs).await;
         for account in [1, 2] {
@@ -974,14 +973,14 @@ fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_o
 
         // The log holds every write: nothing becomes durable.
         faulty.hold();
-        let logged = |invocation: Invocation| tokio::time::timeout(answered_within, engine.invoke(invocation.answer_logged()));
+        let logged = |invocation: Invocation| tokio::time::timeout(ANSWERED_WITHIN, engine.invoke(invocation.answer_logged()));
         let deposited = logged(Invocation::new("deposit", json!({ "id": 1, "amount": 5 }))).await.expect("a logged answer waited for the disk").unwrap();
         assert_eq!((deposited.value, deposited.lsn), (json!({ "balance": 15 }), None));
         // No partition key: the coordinator runs it, over both partitions. It can take 13
         // only from the deposit not yet durable.
         let step = TransactionStep { function: "transfer".to_owned(), id: None, record: false };
         let transfer = Transaction { steps: vec![step], input: json!({ "from": 1, "to": 2, "amount": 13 }), next_input: Arc::new(|_: &comb_backend::NextInput<'_>| Ok(json!(null))), answer: Answer::Logged, end: None };
-        let moved = tokio::time::timeout(answered_within, engine.invoke_transaction(transfer)).await.expect("a logged multi-partition answer waited for the disk").unwrap();
+        let moved = tokio::time::timeout(ANSWERED_WITHIN, engine.invoke_transaction(transfer)).await.expect("a logged multi-partition answer waited for the disk").unwrap();
         assert_eq!((moved.value, moved.lsn), (json!("ok"), None));
         // Reads asked for the logged answer come at once, on a partition and over both.
         assert_eq!(logged(Invocation::new("balance", json!({ "id": 1 }))).await.expect("a logged read waited for the disk").unwrap().value, json!(2));
@@ -992,8 +991,8 @@ fn a_logged_answer_comes_before_its_commit_is_durable_and_nothing_after_a_lost_o
             let engine = engine.clone();
             tokio::spawn(async move { balance(&engine, 1).await })
         };
-        assert!(tokio::time::timeout(not_before, &mut durable).await.is_err(), "a durable answer came while the log held every write");
-        assert!(tokio::time::timeout(not_before, &mut read).await.is_err(), "a read of writes not yet durable was answered");
+        assert!(tokio::time::timeout(NOT_BEFORE, &mut durable).await.is_err(), "a durable answer came while the log held every write");
+        assert!(tokio::time::timeout(NOT_BEFORE, &mut read).await.is_err(), "a read of writes not yet durable was answered");
         faulty.release();
         let durable = durable.await.unwrap().unwrap();
         assert_eq!(durable.value, json!({ "balance": 24 }), "it saw the logged transfer");
@@ -1164,7 +1163,6 @@ fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let faulty = controlled_log(dir.path());
-    let (answered_within, not_before) = (ANSWERED_WITHIN, NOT_BEFORE);
     runtime().block_on(async {
         let engine = open_two_over(dir.path(), &faulty, &runs).await;
         engine.execute_ddl("CREATE TABLE entries (owner BIGINT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (owner, n))").await.unwrap();
@@ -1207,13 +1205,13 @@ fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
         tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
         let at_once = |function: &'static str, input: Json| {
             let call = call(function, input);
-            async move { tokio::time::timeout(answered_within, call).await.unwrap_or_else(|_| panic!("{function} waited for a commit it did not read")).unwrap().unwrap() }
+            async move { tokio::time::timeout(ANSWERED_WITHIN, call).await.unwrap_or_else(|_| panic!("{function} waited for a commit it did not read")).unwrap().unwrap() }
         };
         assert_eq!(at_once("balance", json!({ "id": b })).await, json!(20), "a row of the partition beside the pending one");
         assert_eq!(at_once("count_entries", json!({ "owner": a, "from": 4, "to": 9 })).await, json!(1), "a range beside the pending row");
         assert_eq!(at_once("total", json!({})).await, json!({ "sum": 30, "count": 2 }), "a scan across partitions of another table");
         let mut over_entry = call("count_entries", json!({ "owner": a, "from": 1, "to": 3 }));
-        assert!(tokio::time::timeout(not_before, &mut over_entry).await.is_err(), "a scan over a row not yet durable was answered");
+        assert!(tokio::time::timeout(NOT_BEFORE, &mut over_entry).await.is_err(), "a scan over a row not yet durable was answered");
 
         // And a deposit to `a`, behind it.
         let ran = runs.load(Ordering::SeqCst);
@@ -1222,8 +1220,8 @@ fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
             tokio::task::yield_now().await;
         }
         let (mut read_a, mut total) = (call("balance", json!({ "id": a })), call("total", json!({})));
-        assert!(tokio::time::timeout(not_before, &mut read_a).await.is_err(), "a read of a row not yet durable was answered");
-        assert!(tokio::time::timeout(not_before, &mut total).await.is_err(), "a scan across partitions that met a row not yet durable was answered");
+        assert!(tokio::time::timeout(NOT_BEFORE, &mut read_a).await.is_err(), "a read of a row not yet durable was answered");
+        assert!(tokio::time::timeout(NOT_BEFORE, &mut total).await.is_err(), "a scan across partitions that met a row not yet durable was answered");
         assert_eq!(at_once("balance", json!({ "id": b })).await, json!(20), "still: a row no pending commit wrote");
 
         // And the delete of entry 5, behind them: a scan whose range holds the deleted key waits.
@@ -1234,7 +1232,7 @@ fn a_read_waits_only_for_the_pending_commits_whose_writes_it_read() {
             tokio::task::yield_now().await;
         }
         let mut over_delete = call("count_entries", json!({ "owner": a, "from": 4, "to": 9 }));
-        assert!(tokio::time::timeout(not_before, &mut over_delete).await.is_err(), "a scan over a delete not yet durable was answered");
+        assert!(tokio::time::timeout(NOT_BEFORE, &mut over_delete).await.is_err(), "a scan over a delete not yet durable was answered");
         assert_eq!(at_once("count_entries", json!({ "owner": a, "from": 6, "to": 9 })).await, json!(0), "a range beside the delete");
 
         faulty.release();
