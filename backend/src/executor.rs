@@ -23,9 +23,9 @@ use crate::row::{decode_row, encode_row};
 pub(crate) trait Snapshot {
     /// The value of a key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Entries with keys in `start..end`, in key order (descending: from the end), at
-    /// most `limit + 1`.
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The first `count` entries with keys in `start..end`, in key order (descending: from
+    /// the end).
+    fn scan(&self, start: &[u8], end: &[u8], count: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
 /// The first `n` entries of a merged scan in the scan's order.
@@ -245,9 +245,12 @@ impl<'a> Exec<'a> {
         let want = cap.unwrap_or(limit);
         let mine = self.writes.entries.range(start.to_vec()..end.to_vec());
         let deletes = mine.clone().filter(|(_, w)| w.after.is_none()).count();
-        // The snapshot's first `want + deletes + 1` entries in scan order: whatever the write
-        // set deletes or adds, the first `want + 1` of the merge are exact.
-        let base = self.snapshot.scan(start, end, want + deletes, descending)?;
+        // The snapshot's first `want + deletes` entries in scan order: whatever the write set
+        // deletes or adds, the first `want` of the merge are exact. Without a cap, one more
+        // entry shows whether the range holds more than `scan-rows-max`; with one, it would
+        // be read for nothing (a `LIMIT 1` would read two rows).
+        let count = want.saturating_add(deletes).saturating_add(usize::from(cap.is_none()));
+        let base = self.snapshot.scan(start, end, count, descending)?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
         for (key, write) in mine {
             match &write.after {

@@ -7,18 +7,21 @@ use comb_planner::{Catalog, EvalError, Value};
 
 use super::*;
 
-/// A committed state in memory, as one partition's snapshot.
+/// A committed state in memory, as one partition's snapshot, counting the entries its scans
+/// return.
 #[derive(Default)]
-struct Memory(BTreeMap<Vec<u8>, Vec<u8>>);
+struct Memory(BTreeMap<Vec<u8>, Vec<u8>>, std::cell::Cell<usize>);
 
 impl Snapshot for Memory {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.0.get(key).cloned())
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(&self, start: &[u8], end: &[u8], count: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let range = self.0.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone()));
-        Ok(if descending { range.rev().take(limit + 1).collect() } else { range.take(limit + 1).collect() })
+        let entries: Vec<_> = if descending { range.rev().take(count).collect() } else { range.take(count).collect() };
+        self.1.set(self.1.get() + entries.len());
+        Ok(entries)
     }
 }
 
@@ -258,6 +261,18 @@ fn descending_key_ranges_and_limits_read_only_what_they_return() {
     assert_eq!(ints(&out[3].rows), vec![15, 3]);
     assert_eq!(ints(&out[4].rows), vec![-9, -1], "a limit over an ascending range");
     assert_eq!(ints(&out[5].rows), vec![15, 3, -1, -9]);
+
+    // A limit reads no row past its last from the snapshot: not one more to see whether more
+    // exist. Without one, the range is read whole.
+    let scanned = |db: &mut Db, sql: &str, params: Vec<Value>| {
+        db.data.1.set(0);
+        let rows = ints(&db.rows(sql, params));
+        (rows, db.data.1.get())
+    };
+    assert_eq!(scanned(&mut db, latest, vec![text("x"), int(2), int(0)]), (vec![15, 3], 2));
+    assert_eq!(scanned(&mut db, latest, vec![text("x"), int(1), int(1)]), (vec![3], 2), "the offset's row and the limit's");
+    assert_eq!(scanned(&mut db, "SELECT b FROM kv WHERE a = 'x' LIMIT 1", vec![]), (vec![-9], 1));
+    assert_eq!(scanned(&mut db, "SELECT b FROM kv WHERE a = 'x'", vec![]), (vec![-9, -1, 3, 15], 4));
 
     // A limit within scan-rows-max reads only its rows; an unlimited range over it still fails.
     db.limits = Limits { scan_rows_max: 3, result_rows_max: 100, write_set_max: 100 };

@@ -325,7 +325,7 @@ impl Snapshot for PartitionState {
         Ok(value)
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(&self, start: &[u8], end: &[u8], count: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let range = start.to_vec()..end.to_vec();
         // Oldest layer first, so that a newer value of a key replaces an older one.
         let flushing = self.flushing.rows.range(range.clone());
@@ -336,18 +336,18 @@ impl Snapshot for PartitionState {
         });
         let layers = flushing.chain(dirty).chain(staged);
         if layers.clone().next().is_none() {
-            return self.store.scan(start, Some(end), limit, descending);
+            return self.store.scan(start, Some(end), count, descending);
         }
         // Each delete above may hide one row the store returns: read that many more.
         let deletes = layers.clone().filter(|(_, v)| v.is_none()).count();
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.store.scan(start, Some(end), limit + deletes, descending)?.into_iter().collect();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.store.scan(start, Some(end), count.saturating_add(deletes), descending)?.into_iter().collect();
         for (key, value) in layers {
             match value {
                 Some(v) => merged.insert(key.clone(), v.clone()),
                 None => merged.remove(key),
             };
         }
-        Ok(first_in_order(merged, limit + 1, descending))
+        Ok(first_in_order(merged, count, descending))
     }
 }
 
@@ -359,8 +359,8 @@ impl Snapshot for Several<'_> {
         self.0[usize::from(partition_of_key(key))].get(key)
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.0[usize::from(partition_of_key(start))].scan(start, end, limit, descending)
+    fn scan(&self, start: &[u8], end: &[u8], count: usize, descending: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.0[usize::from(partition_of_key(start))].scan(start, end, count, descending)
     }
 }
 
@@ -1387,11 +1387,11 @@ mod tests {
             assert_eq!(state.get(&key(i)).unwrap().as_ref(), oracle.get(&key(i)), "{when}: get {i}");
         }
         let (start, end) = (key(0), key(rows));
-        for limit in [0, 1, 7, 1_000, rows] {
+        for count in [0, 1, 7, 1_000, rows, rows + 1, usize::MAX] {
             for descending in [false, true] {
                 let range = oracle.range(start.clone()..end.clone()).map(|(k, v)| (k.clone(), v.clone()));
-                let expected: Vec<_> = if descending { range.rev().take(limit + 1).collect() } else { range.take(limit + 1).collect() };
-                assert_eq!(state.scan(&start, &end, limit, descending).unwrap(), expected, "{when}: scan, limit {limit}, descending {descending}");
+                let expected: Vec<_> = if descending { range.rev().take(count).collect() } else { range.take(count).collect() };
+                assert_eq!(state.scan(&start, &end, count, descending).unwrap(), expected, "{when}: scan, count {count}, descending {descending}");
             }
         }
     }
@@ -1413,7 +1413,7 @@ mod tests {
         let pending = state.stage((0..rows).step_by(5).map(|i| (key(i), Some(vec![2]))).collect());
         oracle.extend((0..rows).step_by(5).map(|i| (key(i), vec![2])));
         state.write_back(false);
-        assert!(store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap().is_empty(), "not due: the store has nothing yet");
+        assert!(store.scan(&key(0), Some(&key(rows)), usize::MAX, false).unwrap().is_empty(), "not due: the store has nothing yet");
         assert_eq!(state.applied_lsn, 9);
         reads_match(&state, &oracle, rows, "all in memory");
 
@@ -1421,7 +1421,7 @@ mod tests {
         state.writeback.bytes = 0;
         for chunk in 1..=3 {
             state.write_back(false);
-            let stored = store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap();
+            let stored = store.scan(&key(0), Some(&key(rows)), usize::MAX, false).unwrap();
             let written = (WRITEBACK_CHUNK_ROWS * chunk).min(rows);
             assert_eq!(stored.len(), (0..written).filter(|i| i % 3 != 0).count(), "chunk {chunk}: the rows of the chunks so far");
             assert_eq!(stored_applied_lsn(&store), (written == rows).then_some(9), "chunk {chunk}: the LSN only with the last chunk");
@@ -1435,7 +1435,7 @@ mod tests {
         assert!(state.dirty.rows.is_empty() && state.flushing.rows.is_empty() && state.overlay.is_empty());
         assert_eq!((state.dirty.bytes, state.flushing.bytes), (0, 0), "the byte counts follow the rows");
         assert_eq!(stored_applied_lsn(&store), Some(11));
-        let stored: Oracle = store.scan(&key(0), Some(&key(rows)), usize::MAX - 1, false).unwrap().into_iter().collect();
+        let stored: Oracle = store.scan(&key(0), Some(&key(rows)), usize::MAX, false).unwrap().into_iter().collect();
         assert_eq!(stored, oracle, "the store holds exactly the durable state");
         reads_match(&state, &oracle, rows, "all in the store");
     }

@@ -69,7 +69,7 @@ pub(crate) async fn recover_catalog(store: &Arc<Store>, log: &LogBook) -> Result
     let (scripts, applied) = blocking(move || {
         let prefix = meta_ddl_prefix();
         let end = crate::keycodec::prefix_end(&prefix).expect("the prefix is not all 0xFF");
-        let scripts = s.scan(&prefix, Some(&end), usize::MAX - 1, false)?;
+        let scripts = s.scan(&prefix, Some(&end), usize::MAX, false)?;
         Ok((scripts, read_lsn(&s, &meta_catalog_applied())?))
     })
     .await?;
