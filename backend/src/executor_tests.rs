@@ -278,7 +278,9 @@ fn descending_key_ranges_and_limits_read_only_what_they_return() {
     db.limits = Limits { scan_rows_max: 3, result_rows_max: 100, write_set_max: 100 };
     assert_eq!(page(&mut db, int(3), 0), vec![15, 3, -1]);
     assert_eq!(ints(&db.rows("SELECT b FROM kv WHERE a = 'x' LIMIT 2", vec![])), vec![-9, -1]);
+    db.data.1.set(0);
     assert!(matches!(db.run(latest, vec![text("x"), Value::Null, int(0)]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })));
+    assert_eq!(db.data.1.get(), 4, "an unlimited range reads one row past scan-rows-max to know it is over");
     assert!(matches!(db.run(latest, vec![text("x"), int(2), int(2)]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })), "the offset's rows are read too");
 }
 

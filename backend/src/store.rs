@@ -27,19 +27,6 @@ const BLOOM_BITS_PER_KEY: f64 = 10.0;
 /// Share of the memtable given to its bloom filter.
 const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 
-/// Compression of each level's tables: none in level 0 and the level it compacts into,
-/// LZ4 below (with dynamic level sizes, the second entry is whichever level level 0 compacts
-/// into).
-const COMPRESSION_PER_LEVEL: [DBCompressionType; 7] = [
-    DBCompressionType::None,
-    DBCompressionType::None,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-];
-
 /// Bytes of the block cache of the state store.
 const BLOCK_CACHE_BYTES: usize = 128 << 20;
 
@@ -88,11 +75,7 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_write_buffer_size(MEMTABLE_BYTES);
-        // Flushes and the first compactions write their tables uncompressed: much of what they
-        // write is rewritten soon (cart lines deleted, rows updated again), and LZ4 took about
-        // a quarter of the compaction threads' CPU in retwis. Deeper levels, where rows
-        // settle, are LZ4.
-        options.set_compression_per_level(&COMPRESSION_PER_LEVEL);
+        options.set_compression_type(DBCompressionType::Lz4);
         options.set_max_background_jobs(2);
         options.set_keep_log_file_num(4);
         options.set_paranoid_checks(true);

@@ -55,20 +55,6 @@ const MEMTABLE_BYTES: usize = 64 << 20;
 /// that old WAL files can be dropped.
 const WAL_BYTES_MAX: u64 = 512 << 20;
 
-/// Compression of the records' tables by level: flushes, which run beside the appends, and
-/// the first compactions write them uncompressed (records are trimmed once the state store
-/// and the traces hold them); the levels below hold LZ4. With dynamic level sizes the second
-/// entry is whichever level level 0 compacts into.
-const RECORDS_COMPRESSION_PER_LEVEL: [DBCompressionType; 7] = [
-    DBCompressionType::None,
-    DBCompressionType::None,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-    DBCompressionType::Lz4,
-];
-
 /// The durable loglet in a directory of its own.
 pub struct RocksLoglet {
     path: PathBuf,
@@ -147,7 +133,7 @@ impl RocksLoglet {
 
         let mut records = in_order_inserts(0).map_err(|err| storage_error("configure the records", path, err))?;
         records.set_write_buffer_size(MEMTABLE_BYTES);
-        records.set_compression_per_level(&RECORDS_COMPRESSION_PER_LEVEL);
+        records.set_compression_type(DBCompressionType::Lz4);
 
         let mut index = in_order_inserts(8).map_err(|err| storage_error("configure the tag index", path, err))?;
         index.set_write_buffer_size(MEMTABLE_BYTES / 4);
