@@ -694,4 +694,20 @@ mod tests {
         }
         drop(log);
     }
+
+    #[test]
+    fn with_writer_slice_us_0_the_logs_threads_keep_the_kernels_slice() {
+        // The test's own thread runs with the kernel's default slice. A log's threads have
+        // it too unless they asked for another: 0 asks for none (not the shortest).
+        let default = comb_sched::slice_of(0).unwrap();
+        let log = LogBook::in_memory(LogOptions { writer_slice_us: 0, overlap_syncs: true, ..LogOptions::default() }).unwrap();
+        // The one other slice any test asks for (above).
+        let asked_elsewhere = Some(Duration::from_micros(1_234));
+        for name in ["comb-log-writer", "comb-log-comple", "comb-log-syncer"] {
+            let slices = slices_of_threads_named(name);
+            assert!(!slices.is_empty(), "no thread named {name}");
+            assert!(slices.iter().all(|slice| *slice == default || *slice == asked_elsewhere), "a {name} thread asked for a slice: {slices:?}, the default {default:?}");
+        }
+        drop(log);
+    }
 }
