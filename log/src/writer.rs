@@ -678,21 +678,33 @@ mod tests {
         slices
     }
 
+    /// Opens a log with `writer_slice_us` and the syncer on, and returns, for each of its
+    /// three threads' names (cut to 15 bytes by the kernel), the slices of this process's
+    /// threads of that name: this log's and those of logs other tests hold open.
+    fn slices_with(writer_slice_us: u64) -> Vec<(&'static str, Vec<Option<Duration>>)> {
+        let log = LogBook::in_memory(LogOptions { writer_slice_us, overlap_syncs: true, ..LogOptions::default() }).unwrap();
+        let slices = ["comb-log-writer", "comb-log-comple", "comb-log-syncer"]
+            .into_iter()
+            .map(|name| {
+                let slices = slices_of_threads_named(name);
+                assert!(!slices.is_empty(), "no thread named {name}");
+                (name, slices)
+            })
+            .collect();
+        drop(log);
+        slices
+    }
+
     #[test]
     fn the_logs_threads_run_with_the_time_slice_of_writer_slice_us() {
         // No other test asks for 1,234 us: the threads that have it are this log's.
         let asked = Duration::from_micros(1_234);
-        let log = LogBook::in_memory(LogOptions { writer_slice_us: 1_234, overlap_syncs: true, ..LogOptions::default() }).unwrap();
         let reports_slices = comb_sched::slice_of(0).unwrap().is_some();
-        // Names are cut to 15 bytes by the kernel.
-        for name in ["comb-log-writer", "comb-log-comple", "comb-log-syncer"] {
-            let slices = slices_of_threads_named(name);
-            assert!(!slices.is_empty(), "no thread named {name}");
+        for (name, slices) in slices_with(1_234) {
             if reports_slices {
                 assert!(slices.contains(&Some(asked)), "no {name} thread runs with a {asked:?} slice: {slices:?}");
             }
         }
-        drop(log);
     }
 
     #[test]
@@ -700,14 +712,10 @@ mod tests {
         // The test's own thread runs with the kernel's default slice. A log's threads have
         // it too unless they asked for another: 0 asks for none (not the shortest).
         let default = comb_sched::slice_of(0).unwrap();
-        let log = LogBook::in_memory(LogOptions { writer_slice_us: 0, overlap_syncs: true, ..LogOptions::default() }).unwrap();
         // The one other slice any test asks for (above).
         let asked_elsewhere = Some(Duration::from_micros(1_234));
-        for name in ["comb-log-writer", "comb-log-comple", "comb-log-syncer"] {
-            let slices = slices_of_threads_named(name);
-            assert!(!slices.is_empty(), "no thread named {name}");
+        for (name, slices) in slices_with(0) {
             assert!(slices.iter().all(|slice| *slice == default || *slice == asked_elsewhere), "a {name} thread asked for a slice: {slices:?}, the default {default:?}");
         }
-        drop(log);
     }
 }
