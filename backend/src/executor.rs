@@ -15,7 +15,7 @@ use comb_planner::{Access, Accumulator, Catalog, DataType, Expr, Index, OnConfli
 use foldhash::HashMap;
 
 use crate::error::{Error, Result};
-use crate::keycodec::{TAG_NULL, decode_value, encode_key, encode_value, partition_of, prefix_end};
+use crate::keycodec::{TAG_NULL, decode_value, encode_key, encode_key_in, encode_key_value, encode_value, partition_of, prefix_end};
 use crate::keys::object_prefix;
 use crate::row::{decode_row, encode_row};
 
@@ -189,14 +189,31 @@ fn end_of(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// The key range of `base` (an object prefix plus encoded equal values) narrowed by bounds
-/// on the next column. NULLs, which sort last, are never in a range.
-fn key_range(base: &[u8], lower: Option<(Value, bool)>, upper: Option<(Value, bool)>) -> (Vec<u8>, Vec<u8>) {
+/// on the next column, which is `descending` when declared `DESC` (its bytes inverted, so
+/// the upper bound starts the range). NULLs, which sort last (first when inverted), are
+/// never in a range.
+fn key_range(base: &[u8], lower: Option<(Value, bool)>, upper: Option<(Value, bool)>, descending: bool) -> (Vec<u8>, Vec<u8>) {
     let with = |v: &Value| {
         let mut k = base.to_vec();
-        encode_value(&mut k, v);
+        encode_key_value(&mut k, v, descending);
         k
     };
     let ranged = lower.is_some() || upper.is_some();
+    if descending {
+        let start = match upper {
+            // Past the inverted NULL (`!TAG_NULL`, 0x00) and whatever follows it.
+            None if ranged => [base, &[!TAG_NULL + 1]].concat(),
+            None => base.to_vec(),
+            Some((v, true)) => with(&v),
+            Some((v, false)) => end_of(&with(&v)),
+        };
+        let end = match lower {
+            None => end_of(base),
+            Some((v, true)) => end_of(&with(&v)),
+            Some((v, false)) => with(&v),
+        };
+        return (start, end);
+    }
     let start = match lower {
         None => base.to_vec(),
         Some((v, true)) => with(&v),
@@ -372,7 +389,7 @@ impl<'a> Exec<'a> {
                 let mut rows = Vec::new();
                 for p in parts {
                     let mut k = object_prefix(p, table.id.0);
-                    k.extend_from_slice(&encode_key(&values));
+                    k.extend_from_slice(&encode_key_in(&values, &table.key_descending));
                     if let Some(bytes) = self.get(&k)? {
                         rows.push(decode_row(&bytes)?);
                     }
@@ -382,6 +399,7 @@ impl<'a> Exec<'a> {
             Access::KeyRange { prefix, lower, upper, descending, .. } => {
                 let Some(values) = self.key_values(prefix, pk, table, outer, params)? else { return Ok(Vec::new()) };
                 let next_ty = pk.get(values.len()).map_or(DataType::BigInt, |c| table.columns[*c].data_type);
+                let next_descending = table.key_descending.get(values.len()).copied().unwrap_or(false);
                 let (Some(lo), Some(hi)) = (self.bound(lower, next_ty, outer, params)?, self.bound(upper, next_ty, outer, params)?) else {
                     return Ok(Vec::new());
                 };
@@ -389,8 +407,8 @@ impl<'a> Exec<'a> {
                 let mut found = Vec::new();
                 for p in &parts {
                     let mut base = object_prefix(*p, table.id.0);
-                    base.extend_from_slice(&encode_key(&values));
-                    let (start, end) = key_range(&base, lo.clone(), hi.clone());
+                    base.extend_from_slice(&encode_key_in(&values, &table.key_descending));
+                    let (start, end) = key_range(&base, lo.clone(), hi.clone(), next_descending);
                     match cap {
                         Some(cap) => found.extend(self.first_rows(start, end, *descending, cap, filter, params)?),
                         None => {
@@ -420,7 +438,7 @@ impl<'a> Exec<'a> {
                 for p in &parts {
                     let mut base = object_prefix(*p, index.id.0);
                     base.extend_from_slice(&encode_key(&values));
-                    let (start, end) = key_range(&base, lo.clone(), hi.clone());
+                    let (start, end) = key_range(&base, lo.clone(), hi.clone(), false);
                     for (k, _) in self.scan(&start, &end, false, None)? {
                         let pk_bytes = index_entry_primary_key(&k, index.columns.len())?;
                         let mut row_key = object_prefix(*p, table.id.0);
@@ -626,8 +644,8 @@ impl<'a> Exec<'a> {
     fn row_key(&self, table: &Table, row: &[Value]) -> Result<Vec<u8>> {
         let p = self.row_partition(table, row)?;
         let mut key = object_prefix(p, table.id.0);
-        for c in &table.primary_key {
-            encode_value(&mut key, &row[*c]);
+        for (c, &descending) in table.primary_key.iter().zip(&table.key_descending) {
+            encode_key_value(&mut key, &row[*c], descending);
         }
         Ok(key)
     }

@@ -36,6 +36,8 @@ CREATE TABLE t (k BIGINT PRIMARY KEY, s TEXT, n BIGINT, d DOUBLE);
 CREATE TABLE kv (a TEXT, b BIGINT, v TEXT NOT NULL DEFAULT 'x', PRIMARY KEY (a, b));
 CREATE UNIQUE INDEX t_by_s ON t (s);
 CREATE INDEX t_by_n ON t (n);
+CREATE TABLE tl (u BIGINT, at BIGINT, s TEXT, PRIMARY KEY (u, at DESC, s DESC));
+CREATE TABLE rev (n TEXT, v BIGINT, PRIMARY KEY (n DESC));
 ";
 
 fn int(i: i64) -> Value {
@@ -358,8 +360,94 @@ fn doubles_and_text_keys_order_as_sql() {
     assert_eq!(bs, vec![Value::Bytes(vec![]), Value::Bytes(vec![0]), Value::Bytes(vec![0, 1]), Value::Bytes(vec![0xFF])]);
 }
 
+#[test]
+fn a_descending_key_column_stores_rows_in_its_order() {
+    let mut db = Db::new();
+    for (n, v) in [("b", 2), ("a", 1), ("a\0", 3), ("", 4), ("c", 5)] {
+        db.run("INSERT INTO rev (n, v) VALUES ($1, $2)", vec![text(n), int(v)]).unwrap();
+    }
+    let names = |rows: Vec<Vec<Value>>| rows.into_iter().map(|mut r| r.remove(0)).collect::<Vec<_>>();
+    let all = [text("c"), text("b"), text("a\0"), text("a"), text("")];
+    assert_eq!(names(db.rows("SELECT n FROM rev", vec![])), all, "a full scan comes in the key's declared order");
+    let stored: Vec<Vec<u8>> = db.data.0.keys().cloned().collect();
+    assert!(stored.windows(2).all(|w| w[0] < w[1]) && stored.len() == 5);
+    assert_eq!(db.rows("SELECT v FROM rev WHERE n = 'a'", vec![]), vec![vec![int(1)]], "a point get finds the inverted key");
+    assert_eq!(names(db.rows("SELECT n FROM rev WHERE n >= 'a' AND n < 'c'", vec![])), all[1..4].to_vec(), "bounds on a descending column");
+    assert_eq!(names(db.rows("SELECT n FROM rev WHERE n > 'a'", vec![])), all[..3].to_vec());
+    assert_eq!(names(db.rows("SELECT n FROM rev WHERE n <= 'a'", vec![])), all[3..].to_vec());
+    assert!(db.rows("SELECT n FROM rev WHERE n > $1", vec![Value::Null]).is_empty(), "a NULL bound matches nothing");
+    // Writes through the key: an upsert finds the row, a delete removes it.
+    db.run("INSERT INTO rev (n, v) VALUES ('b', 20) ON CONFLICT (n) DO UPDATE SET v = excluded.v", vec![]).unwrap();
+    assert_eq!(db.rows("SELECT v FROM rev WHERE n = 'b'", vec![]), vec![vec![int(20)]]);
+    assert!(matches!(db.run("INSERT INTO rev (n, v) VALUES ('c', 0)", vec![]), Err(Error::UniqueViolation { .. })));
+    assert_eq!(db.run("DELETE FROM rev WHERE n = 'a\0'", vec![]).unwrap().affected, 1);
+    assert_eq!(names(db.rows("SELECT n FROM rev ORDER BY n DESC", vec![])), [text("c"), text("b"), text("a"), text("")]);
+    assert_eq!(names(db.rows("SELECT n FROM rev ORDER BY n LIMIT 2", vec![])), [text(""), text("a")], "the reverse order, read backwards");
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(192))]
+
+    /// A key with descending columns, any rows, any bounds on its descending column, either
+    /// order of the whole key or a mixed one, any limit: a query returns what filtering and
+    /// sorting the rows by SQL's rules would; the declared order reads forwards, its reverse
+    /// backwards, neither sorts, and a limit reads only the rows it returns.
+    #[test]
+    fn descending_key_columns_keep_sql_order_and_bounds(
+        rows in proptest::collection::btree_set((0i64..3, -6i64..6, "[ab\x00]{0,2}"), 0..30),
+        lower in proptest::option::of((-7i64..7, proptest::bool::ANY)),
+        upper in proptest::option::of((-7i64..7, proptest::bool::ANY)),
+        order in 0usize..3,
+        limit in proptest::option::of(0usize..6),
+    ) {
+        let mut db = Db::new();
+        for (u, at, s) in &rows {
+            db.run("INSERT INTO tl (u, at, s) VALUES ($1, $2, $3)", vec![int(*u), int(*at), text(s)]).unwrap();
+        }
+        let mut sql = "SELECT at, s FROM tl WHERE u = 1".to_owned();
+        if let Some((v, inclusive)) = lower {
+            sql += &format!(" AND at {} {v}", if inclusive { ">=" } else { ">" });
+        }
+        if let Some((v, inclusive)) = upper {
+            sql += &format!(" AND at {} {v}", if inclusive { "<=" } else { "<" });
+        }
+        sql += [" ORDER BY at DESC, s DESC", " ORDER BY at, s", " ORDER BY at DESC, s"][order];
+        if let Some(n) = limit {
+            sql += &format!(" LIMIT {n}");
+        }
+        let plan = db.catalog.prepare(&sql).unwrap().plan.to_string();
+        match order {
+            0 => proptest::prop_assert!(plan.contains("[key range]") && !plan.contains("Sort"), "forwards:\n{}", plan),
+            1 => proptest::prop_assert!(plan.contains("[key range, descending]") && !plan.contains("Sort"), "backwards:\n{}", plan),
+            _ => proptest::prop_assert!(plan.contains("Sort"), "sorted:\n{}", plan),
+        }
+        let in_bounds = |at: i64| {
+            lower.is_none_or(|(v, inclusive)| at > v || (inclusive && at == v)) && upper.is_none_or(|(v, inclusive)| at < v || (inclusive && at == v))
+        };
+        let mut expected: Vec<(i64, String)> = rows.iter().filter(|(u, at, _)| *u == 1 && in_bounds(*at)).map(|(_, at, s)| (*at, s.clone())).collect();
+        match order {
+            0 => expected.sort_by(|a, b| b.cmp(a)),
+            1 => expected.sort(),
+            _ => expected.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1))),
+        }
+        let matching = expected.len();
+        expected.truncate(limit.unwrap_or(usize::MAX));
+        db.data.1.set(0);
+        let got: Vec<(i64, String)> = db
+            .rows(&sql, vec![])
+            .into_iter()
+            .map(|r| match (&r[0], &r[1]) {
+                (Value::Int(at), Value::Text(s)) => (*at, s.clone()),
+                _ => panic!("{r:?}"),
+            })
+            .collect();
+        proptest::prop_assert_eq!(&got, &expected);
+        let read = db.data.1.get();
+        match (order, limit) {
+            (0 | 1, Some(n)) => proptest::prop_assert_eq!(read, n.min(matching), "a limit reads only what it returns"),
+            _ => proptest::prop_assert_eq!(read, matching, "the range holds exactly the matching rows"),
+        }
+    }
 
     /// Any committed rows, any inserts and deletes by the transaction itself, either
     /// direction, with or without a filter, any limit, offset and scan bound: a limited key

@@ -4,7 +4,7 @@
 //!   every follower (a second, multi-partition transaction): two recorded units, so a post
 //!   is delivered exactly once even across a crash between them.
 //! - `timeline` reads the latest posts of the accounts a user follows: one partition, one
-//!   range scan.
+//!   range scan, forwards (the timeline's key declares `at DESC`).
 //! - `follow` adds a follow (from then on; earlier posts are not delivered).
 //! - `retwis_load` creates one user of a regular follow graph (user `u` follows the next
 //!   `followees` users, modulo `users`) with `posts` posts each, timeline included: every
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS retwis_follows (user_id BIGINT NOT NULL, followee_id 
 CREATE TABLE IF NOT EXISTS retwis_followers (user_id BIGINT NOT NULL, follower_id BIGINT NOT NULL, PRIMARY KEY (user_id, follower_id));
 CREATE TABLE IF NOT EXISTS retwis_timeline (
     user_id BIGINT NOT NULL, at BIGINT NOT NULL, author BIGINT NOT NULL, post_id BIGINT NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (user_id, at, author, post_id)
+    PRIMARY KEY (user_id, at DESC, author, post_id)
 );",
     functions,
     workflows: &[

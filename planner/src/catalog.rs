@@ -74,6 +74,10 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Primary-key columns, as indexes into `columns`, in key order.
     pub primary_key: Vec<usize>,
+    /// For each primary-key column (as `primary_key` lists them), whether it is declared
+    /// `DESC`: rows lie in descending order of its values, so that reading them in that
+    /// order is a forward scan.
+    pub key_descending: Vec<bool>,
     /// The column whose value chooses a row's partition; always a primary-key column.
     pub partition_column: usize,
     /// Secondary indexes.
@@ -109,10 +113,19 @@ impl fmt::Display for Table {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let key = self
+            .primary_key
+            .iter()
+            .zip(&self.key_descending)
+            .map(|(&i, &desc)| {
+                let name = &self.columns[i].name;
+                if desc { format!("{name} DESC") } else { name.clone() }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         write!(
             f,
-            ") PRIMARY KEY ({}) PARTITION BY {}",
-            names(&self.primary_key),
+            ") PRIMARY KEY ({key}) PARTITION BY {}",
             self.columns[self.partition_column].name
         )?;
         for index in &self.indexes {
@@ -314,7 +327,7 @@ impl Catalog {
             return;
         }
         let mut columns: Vec<Column> = Vec::new();
-        let mut primary_key: Option<Vec<usize>> = None;
+        let mut primary_key: Option<Vec<(usize, bool)>> = None;
         let mut uniques: Vec<(Vec<usize>, Position)> = Vec::new();
         for def in &create.columns {
             let column = ident(&def.name);
@@ -373,7 +386,7 @@ impl Catalog {
                                 at: pos,
                             });
                         }
-                        primary_key = Some(vec![index]);
+                        primary_key = Some(vec![(index, false)]);
                     }
                     ColumnOption::Unique(_) => uniques.push((vec![index], pos)),
                     other => errors.push(unsupported(
@@ -387,8 +400,9 @@ impl Catalog {
         let table_of = |columns: &[Column],
                         list: &[ast::IndexColumn],
                         place: &'static str,
+                        descending_allowed: bool,
                         errors: &mut Vec<PlanError>| {
-            index_columns(&name, columns, list, place, errors)
+            index_columns(&name, columns, list, place, descending_allowed, errors)
         };
         for constraint in &create.constraints {
             match constraint {
@@ -399,13 +413,13 @@ impl Catalog {
                             at: at(constraint),
                         });
                     }
-                    primary_key = table_of(&columns, &pk.columns, "the PRIMARY KEY", errors);
+                    primary_key = table_of(&columns, &pk.columns, "the PRIMARY KEY", true, errors);
                 }
                 TableConstraint::Unique(unique) => {
                     if let Some(cols) =
-                        table_of(&columns, &unique.columns, "a UNIQUE constraint", errors)
+                        table_of(&columns, &unique.columns, "a UNIQUE constraint", false, errors)
                     {
-                        uniques.push((cols, at(constraint)));
+                        uniques.push((ascending(cols), at(constraint)));
                     }
                 }
                 other => errors.push(unsupported(
@@ -456,6 +470,7 @@ impl Catalog {
             });
             return;
         };
+        let (primary_key, key_descending): (Vec<usize>, Vec<bool>) = primary_key.into_iter().unzip();
         for &i in &primary_key {
             columns[i].nullable = false;
         }
@@ -486,6 +501,7 @@ impl Catalog {
             name: name.clone(),
             columns,
             primary_key,
+            key_descending,
             partition_column,
             indexes: Vec::new(),
         };
@@ -548,10 +564,12 @@ impl Catalog {
             &table.columns,
             &create.columns,
             "the index",
+            false,
             errors,
         ) else {
             return;
         };
+        let columns = ascending(columns);
         let name = match &create.name {
             Some(name) => match single_name(name, errors) {
                 Some((name, _)) => name,
@@ -589,14 +607,16 @@ impl Catalog {
     }
 }
 
-/// Resolves the column list of a key or index: plain column names, ascending.
+/// Resolves the column list of a key or index: plain column names, each with whether it is
+/// declared `DESC` (only where `descending_allowed`: a primary key).
 fn index_columns(
     table: &str,
     columns: &[Column],
     list: &[ast::IndexColumn],
     place: &'static str,
+    descending_allowed: bool,
     errors: &mut Vec<PlanError>,
-) -> Option<Vec<usize>> {
+) -> Option<Vec<(usize, bool)>> {
     let before = errors.len();
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
@@ -617,12 +637,18 @@ fn index_columns(
             ));
             continue;
         };
-        if item.column.options.asc == Some(false)
-            || item.column.options.nulls_first.is_some()
-            || item.operator_class.is_some()
-        {
+        let descending = item.column.options.asc == Some(false);
+        if descending && !descending_allowed {
+            errors.push(unsupported_hint(
+                format!("DESC in {place} of table {table}"),
+                "only the columns of a PRIMARY KEY may be declared DESC",
+                at(expr),
+            ));
+            continue;
+        }
+        if item.column.options.nulls_first.is_some() || item.operator_class.is_some() {
             errors.push(unsupported(
-                format!("DESC, NULLS or an operator class in {place} of table {table}"),
+                format!("NULLS or an operator class in {place} of table {table}"),
                 at(expr),
             ));
             continue;
@@ -640,10 +666,15 @@ fn index_columns(
                 place,
                 at: at_ident(id),
             }),
-            Some(i) => out.push(i),
+            Some(i) => out.push((i, descending)),
         }
     }
     (errors.len() == before).then_some(out)
+}
+
+/// The columns of a key or index that `index_columns` resolved without `DESC`.
+fn ascending(columns: Vec<(usize, bool)>) -> Vec<usize> {
+    columns.into_iter().map(|(i, _)| i).collect()
 }
 
 /// Maps a SQL type name to a Comb type.

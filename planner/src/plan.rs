@@ -47,8 +47,9 @@ pub enum Access {
         upper: Option<RangeBound>,
         /// Names of the key columns, for printing.
         columns: Vec<String>,
-        /// Rows come in descending key order: the planner sets it to satisfy an ORDER BY
-        /// of the key columns after the prefix, all descending, without a Sort; a LIMIT
+        /// Rows come in reverse key order (the range is read backwards): the planner sets
+        /// it to satisfy, without a Sort, an ORDER BY of the key columns after the prefix,
+        /// each against its declared direction (`DESC` on an ascending column); a LIMIT
         /// above then reads only the rows it returns.
         descending: bool,
     },

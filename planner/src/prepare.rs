@@ -612,8 +612,8 @@ fn fix_plan_params(binder: &Binder<'_>, plan: &mut Plan) {
 /// Tells whether a single-table, single-partition scan yields rows in the order of `keys`
 /// without a Sort: at most one row comes out, or the keys are the primary-key columns right
 /// after the prefix bound by equality, in key order (key columns are never NULL), either
-/// all ascending, or all descending, in which case the key range is turned to be read
-/// backwards.
+/// each in its column's declared direction, or each against it, in which case the key
+/// range is turned to be read backwards.
 fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
     let access = match plan {
         Plan::Scan { access, .. } => access,
@@ -632,11 +632,15 @@ fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
             prefix, descending, ..
         } => {
             let rest = &table.primary_key[prefix.len()..];
+            let declared = &table.key_descending[prefix.len()..];
             let on_key = keys.len() <= rest.len()
                 && keys.iter().zip(rest).all(
                     |(k, &c)| matches!(k.expr, Expr::Column { index, .. } if index == c),
                 );
-            let direction = |desc: bool| keys.iter().all(|k| k.descending == desc);
+            // Whether every key runs against its column's declared direction (`backwards`)
+            // or every one with it.
+            let direction =
+                |backwards: bool| keys.iter().zip(declared).all(|(k, &d)| (k.descending != d) == backwards);
             if on_key && direction(false) {
                 true
             } else if on_key && direction(true) && !keys.is_empty() {

@@ -1,6 +1,6 @@
 //! From log records to trace rows: [`Ingest`] turns a record into rows against the catalog.
 
-use comb_backend::keycodec::decode_key;
+use comb_backend::keycodec::decode_key_in;
 use comb_backend::{CommitView, InvocationView, RecordView, ValueRef, WriteView, decode_row_ref, view_payload};
 use comb_log::Record;
 use comb_planner::{Catalog, Table, TableId};
@@ -154,7 +154,7 @@ fn read_rows(lsn: Option<i64>, invocation: &InvocationView<'_>, catalog: &Catalo
     for key in &invocation.reads {
         let Some(object) = key.get(2..6).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
         let Some(table) = catalog.table_by_id_or_dropped(TableId(object)).filter(|t| !is_system(&t.name)) else { continue };
-        let Ok(values) = decode_key(&key[6..]) else {
+        let Ok(values) = decode_key_in(&key[6..], &table.key_descending) else {
             tracing::warn!(?lsn, table = %table.name, "a key read the tracing layer cannot decode; skipped");
             continue;
         };
@@ -264,7 +264,8 @@ mod tests {
                 "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL, balance BIGINT NOT NULL);
                  CREATE TABLE comb_workflows (home BIGINT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, version BIGINT NOT NULL,
                     status TEXT NOT NULL, input TEXT NOT NULL, output TEXT, error TEXT, started_us BIGINT NOT NULL, ended_us BIGINT,
-                    PRIMARY KEY (home, id)) WITH (partition_by = 'home')",
+                    PRIMARY KEY (home, id)) WITH (partition_by = 'home');
+                 CREATE TABLE feed (user_id BIGINT, at BIGINT, PRIMARY KEY (user_id, at DESC))",
             )
             .unwrap()
     }
@@ -377,17 +378,27 @@ mod tests {
         let catalog = catalog();
         let accounts = catalog.table("accounts").unwrap();
         let workflows = catalog.table("comb_workflows").unwrap();
-        let key = |object: u32, values: &[Value]| [&[0u8, 1][..], &object.to_be_bytes(), &comb_backend::keycodec::encode_key(values)].concat();
+        let feed = catalog.table("feed").unwrap();
+        let key = |object: u32, values: &[Value], descending: &[bool]| [&[0u8, 1][..], &object.to_be_bytes(), &comb_backend::keycodec::encode_key_in(values, descending)].concat();
         let read = InvocationRecord {
             read_only: true,
-            reads: vec![key(accounts.id.0, &[Value::Int(7)]), key(workflows.id.0, &[Value::Int(1), Value::Text("w".into())]), key(999, &[Value::Int(1)])],
+            reads: vec![
+                key(accounts.id.0, &[Value::Int(7)], &[false]),
+                key(workflows.id.0, &[Value::Int(1), Value::Text("w".into())], &[false, false]),
+                key(999, &[Value::Int(1)], &[false]),
+                key(feed.id.0, &[Value::Int(3), Value::Int(-40)], &feed.key_descending),
+            ],
             ..invocation("balance", "look")
         };
         let mut rows = Rows::default();
         Ingest::new(&catalog).record(&Record { lsn: 9, tags: vec![TRACE_TAG], payload: encode_trace(&TraceRecord { invocations: vec![read], runs: Vec::new() }).into() }, &mut rows);
         let [invocations, _, _, reads] = printed(rows, &catalog, [&["function", "read_only"], &[], &[], READ]);
         assert_eq!(invocations, ["balance | true"]);
-        assert_eq!(reads, [r#"NULL | w1 | look | balance | accounts | {"id":7}"#], "the read of a system table's row and of an unknown table are left out");
+        assert_eq!(
+            reads,
+            [r#"NULL | w1 | look | balance | accounts | {"id":7}"#, r#"NULL | w1 | look | balance | feed | {"user_id":3,"at":-40}"#],
+            "the read of a system table's row and of an unknown table are left out; a descending key column is read in its direction"
+        );
     }
 
     #[test]

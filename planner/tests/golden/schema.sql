@@ -34,3 +34,10 @@ CREATE TABLE orders (
     PRIMARY KEY (customer_id, order_id)
 );
 CREATE INDEX orders_by_item_status ON orders (item_id, status);
+CREATE TABLE posts (
+    user_id BIGINT,
+    at BIGINT,
+    post_id BIGINT,
+    body TEXT NOT NULL,
+    PRIMARY KEY (user_id, at DESC, post_id)
+);
