@@ -81,10 +81,12 @@ impl Store {
         options.set_paranoid_checks(true);
         // Inserts look their key up first, and most such lookups miss (a new row, a recorded
         // output not there yet): bloom filters in the memtable and in every table file answer
-        // a miss without searching. Block cache: hot rows stay decoded in memory.
+        // a miss without searching. Block cache: hot rows stay decoded in memory; every
+        // seek looks up index and data blocks in it, and a hyper clock cache does that without
+        // the LRU cache's lock per shard (an estimated charge of 0 sizes its table itself).
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
-        table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+        table.set_block_cache(&Cache::new_hyper_clock_cache(BLOCK_CACHE_BYTES, 0));
         options.set_block_based_table_factory(&table);
         options.set_memtable_whole_key_filtering(true);
         options.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
