@@ -644,8 +644,8 @@ impl<'a> Exec<'a> {
     fn row_key(&self, table: &Table, row: &[Value]) -> Result<Vec<u8>> {
         let p = self.row_partition(table, row)?;
         let mut key = object_prefix(p, table.id.0);
-        for (c, &descending) in table.primary_key.iter().zip(&table.key_descending) {
-            encode_key_value(&mut key, &row[*c], descending);
+        for (i, c) in table.primary_key.iter().enumerate() {
+            encode_key_value(&mut key, &row[*c], table.key_descending.get(i).copied().unwrap_or(false));
         }
         Ok(key)
     }

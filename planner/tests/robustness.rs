@@ -144,6 +144,8 @@ fn ddl() -> impl Strategy<Value = String> {
             ", PRIMARY KEY (a)",
             ", PRIMARY KEY (a, b)",
             ", PRIMARY KEY (b, a)",
+            ", PRIMARY KEY (a DESC, b)",
+            ", PRIMARY KEY (b, a DESC)",
             ", PRIMARY KEY (z)",
             ", UNIQUE (b, c)",
         ]),
@@ -183,6 +185,7 @@ proptest! {
                     prop_assert!(!table.primary_key.is_empty());
                     prop_assert!(table.primary_key.contains(&table.partition_column));
                     prop_assert!(table.primary_key.iter().all(|&c| !table.columns[c].nullable));
+                    prop_assert_eq!(table.key_descending.len(), table.primary_key.len(), "a direction for every key column");
                 }
                 // Replaying the same text yields the same catalog, ids included.
                 prop_assert_eq!(Catalog::new().apply(&script).ok(), Some(catalog));
