@@ -402,6 +402,41 @@ fn a_descending_key_column_stores_rows_in_its_order() {
     assert_eq!(db.rows(oldest, vec![int(1)]), vec![vec![int(5), text("a")], vec![int(5), text("b")]]);
 }
 
+#[test]
+fn a_lone_min_or_max_of_the_next_key_column_reads_one_row() {
+    let mut db = Db::new();
+    for (a, b, v) in [("x", -1, "skip"), ("x", 3, "keep"), ("x", 10, "skip"), ("x", 20, "skip"), ("w", 99, "keep"), ("y", -50, "keep")] {
+        db.run("INSERT INTO kv (a, b, v) VALUES ($1, $2, $3)", vec![text(a), int(b), text(v)]).unwrap();
+    }
+    for (u, at) in [(1, 5), (1, 9), (1, -2), (2, 40)] {
+        db.run("INSERT INTO tl (u, at, s) VALUES ($1, $2, 'a')", vec![int(u), int(at)]).unwrap();
+    }
+    let one = |db: &mut Db, sql: &str| {
+        db.data.1.set(0);
+        let row = db.rows(sql, vec![]).remove(0);
+        (row, db.data.1.get())
+    };
+    assert_eq!(one(&mut db, "SELECT max(b) FROM kv WHERE a = 'x'"), (vec![int(20)], 1));
+    assert_eq!(one(&mut db, "SELECT min(b) FROM kv WHERE a = 'x'"), (vec![int(-1)], 1));
+    assert_eq!(one(&mut db, "SELECT max(b) FROM kv WHERE a = 'x' AND b < 10"), (vec![int(3)], 1), "a bound, then the row below it");
+    assert_eq!(one(&mut db, "SELECT max(b) FROM kv WHERE a = 'x' AND v = 'keep'").0, vec![int(3)], "the first row that passes the filter");
+    assert_eq!(one(&mut db, "SELECT max(b), max(b) * 2 FROM kv WHERE a = 'x'").0, vec![int(20), int(40)]);
+    assert_eq!(one(&mut db, "SELECT max(b) FROM kv WHERE a = 'nobody'"), (vec![Value::Null], 0), "NULL over no row");
+    assert_eq!(one(&mut db, "SELECT max(at) FROM tl WHERE u = 1"), (vec![int(9)], 1), "a descending column, read forwards");
+    assert_eq!(one(&mut db, "SELECT min(at) FROM tl WHERE u = 1"), (vec![int(-2)], 1));
+    assert_eq!(one(&mut db, "SELECT min(b), max(b) FROM kv WHERE a = 'x'"), (vec![int(-1), int(20)], 4), "both ends: the whole range");
+    // The transaction's own writes at the end the read starts from.
+    let out = db
+        .txn(&[
+            ("INSERT INTO kv (a, b) VALUES ('x', 30)", vec![]),
+            ("DELETE FROM kv WHERE a = 'x' AND b = -1", vec![]),
+            ("SELECT max(b) FROM kv WHERE a = 'x'", vec![]),
+            ("SELECT min(b) FROM kv WHERE a = 'x'", vec![]),
+        ])
+        .unwrap();
+    assert_eq!((out[2].rows.clone(), out[3].rows.clone()), (vec![vec![int(30)]], vec![vec![int(3)]]));
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(192))]
 

@@ -17,7 +17,7 @@ use sqlparser::ast::{
 use crate::binder::{Binder, Grouping, Scope, contains_aggregate, strip_indexes};
 use crate::catalog::{Catalog, Table, TableId, statement_kind};
 use crate::error::{PlanError, PlanErrors, Position};
-use crate::expr::{BinaryOp, Expr};
+use crate::expr::{AggregateCall, AggregateFunc, BinaryOp, Expr};
 use crate::plan::{Access, OnConflict, Plan, RangeBound, SortKey};
 use crate::syntax::{
     self, at, at_ident, at_span, ident, invalid, single_name, unsupported, unsupported_hint,
@@ -654,6 +654,45 @@ fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
     }
 }
 
+/// Reads only the row a lone `MIN` or `MAX` needs: when every aggregate is the same one of
+/// them over the key column right after the prefix of a single-partition key range, the
+/// first row read from that end of the range (forwards or backwards by the column's declared
+/// direction) holds the answer, key columns being never NULL; a filter left over the range
+/// passes the first row that qualifies. Turns the range to be read from that end and tells
+/// whether it did: the caller puts a `LIMIT 1` below the aggregate (which still answers NULL
+/// over no row).
+fn min_max_by_access(plan: &mut Plan, table: &Table, aggregates: &[AggregateCall]) -> bool {
+    let access = match plan {
+        Plan::Scan { access, .. } => access,
+        Plan::Filter { input, .. } => match &mut **input {
+            Plan::Scan { access, .. } => access,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let Access::KeyRange {
+        prefix, descending, ..
+    } = access
+    else {
+        return false;
+    };
+    let Some(&column) = table.primary_key.get(prefix.len()) else {
+        return false;
+    };
+    let over_column = |a: &AggregateCall| {
+        matches!(a.arg, Some(Expr::Column { index, .. }) if index == column)
+    };
+    let func = match aggregates.first() {
+        Some(first) if matches!(first.func, AggregateFunc::Min | AggregateFunc::Max) => first.func,
+        _ => return false,
+    };
+    if !aggregates.iter().all(|a| a.func == func && over_column(a)) {
+        return false;
+    }
+    *descending = (func == AggregateFunc::Max) != table.key_descending[prefix.len()];
+    true
+}
+
 /// Names an output column the way PostgreSQL does.
 fn output_name(expr: &ast::Expr) -> String {
     match expr {
@@ -1094,6 +1133,20 @@ impl<'c> Planner<'c> {
             }
         }
         if let Some(grouping) = self.binder.grouping.take() {
+            if grouping.groups.is_empty()
+                && scope.tables.len() == 1
+                && partition != PartitionKey::MultiPartition
+                && min_max_by_access(&mut plan, scope.tables[0].table, &grouping.aggregates)
+            {
+                plan = Plan::Limit {
+                    input: Box::new(plan),
+                    limit: Some(Expr::Literal {
+                        value: Value::Int(1),
+                        ty: DataType::BigInt,
+                    }),
+                    offset: None,
+                };
+            }
             plan = Plan::Aggregate {
                 input: Box::new(plan),
                 group_by: grouping.groups.into_iter().map(|(e, _)| e).collect(),
