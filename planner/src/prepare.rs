@@ -609,19 +609,26 @@ fn fix_plan_params(binder: &Binder<'_>, plan: &mut Plan) {
     }
 }
 
+/// The access path of a plan that is a table's scan, filtered or not.
+fn scan_access(plan: &mut Plan) -> Option<&mut Access> {
+    match plan {
+        Plan::Scan { access, .. } => Some(access),
+        Plan::Filter { input, .. } => match &mut **input {
+            Plan::Scan { access, .. } => Some(access),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Tells whether a single-table, single-partition scan yields rows in the order of `keys`
 /// without a Sort: at most one row comes out, or the keys are the primary-key columns right
 /// after the prefix bound by equality, in key order (key columns are never NULL), either
 /// each in its column's declared direction, or each against it, in which case the key
 /// range is turned to be read backwards.
 fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
-    let access = match plan {
-        Plan::Scan { access, .. } => access,
-        Plan::Filter { input, .. } => match &mut **input {
-            Plan::Scan { access, .. } => access,
-            _ => return false,
-        },
-        _ => return false,
+    let Some(access) = scan_access(plan) else {
+        return false;
     };
     match access {
         Access::PointGet { .. }
@@ -662,17 +669,9 @@ fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
 /// whether it did: the caller puts a `LIMIT 1` below the aggregate (which still answers NULL
 /// over no row).
 fn min_max_by_access(plan: &mut Plan, table: &Table, aggregates: &[AggregateCall]) -> bool {
-    let access = match plan {
-        Plan::Scan { access, .. } => access,
-        Plan::Filter { input, .. } => match &mut **input {
-            Plan::Scan { access, .. } => access,
-            _ => return false,
-        },
-        _ => return false,
-    };
-    let Access::KeyRange {
+    let Some(Access::KeyRange {
         prefix, descending, ..
-    } = access
+    }) = scan_access(plan)
     else {
         return false;
     };
