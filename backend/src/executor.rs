@@ -189,9 +189,9 @@ fn end_of(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// The key range of `base` (an object prefix plus encoded equal values) narrowed by bounds
-/// on the next column, which is `descending` when declared `DESC` (its bytes inverted, so
-/// the upper bound starts the range). NULLs, which sort last (first when inverted), are
-/// never in a range.
+/// on the next column, which is `descending` when declared `DESC`: its bytes are inverted,
+/// so the upper bound starts the range and the lower one ends it. NULLs, which sort last
+/// (first when inverted), are never in a range.
 fn key_range(base: &[u8], lower: Option<(Value, bool)>, upper: Option<(Value, bool)>, descending: bool) -> (Vec<u8>, Vec<u8>) {
     let with = |v: &Value| {
         let mut k = base.to_vec();
@@ -199,28 +199,16 @@ fn key_range(base: &[u8], lower: Option<(Value, bool)>, upper: Option<(Value, bo
         k
     };
     let ranged = lower.is_some() || upper.is_some();
-    if descending {
-        let start = match upper {
-            // Past the inverted NULL (`!TAG_NULL`, 0x00) and whatever follows it.
-            None if ranged => [base, &[!TAG_NULL + 1]].concat(),
-            None => base.to_vec(),
-            Some((v, true)) => with(&v),
-            Some((v, false)) => end_of(&with(&v)),
-        };
-        let end = match lower {
-            None => end_of(base),
-            Some((v, true)) => end_of(&with(&v)),
-            Some((v, false)) => with(&v),
-        };
-        return (start, end);
-    }
-    let start = match lower {
+    let (first, last) = if descending { (upper, lower) } else { (lower, upper) };
+    let start = match first {
+        // Past the inverted NULL (`!TAG_NULL`, 0x00) and whatever follows it.
+        None if ranged && descending => [base, &[!TAG_NULL + 1]].concat(),
         None => base.to_vec(),
         Some((v, true)) => with(&v),
         Some((v, false)) => end_of(&with(&v)),
     };
-    let end = match upper {
-        None if ranged => [base, &[TAG_NULL]].concat(),
+    let end = match last {
+        None if ranged && !descending => [base, &[TAG_NULL]].concat(),
         None => end_of(base),
         Some((v, true)) => end_of(&with(&v)),
         Some((v, false)) => with(&v),
@@ -399,7 +387,7 @@ impl<'a> Exec<'a> {
             Access::KeyRange { prefix, lower, upper, descending, .. } => {
                 let Some(values) = self.key_values(prefix, pk, table, outer, params)? else { return Ok(Vec::new()) };
                 let next_ty = pk.get(values.len()).map_or(DataType::BigInt, |c| table.columns[*c].data_type);
-                let next_descending = table.key_descending.get(values.len()).copied().unwrap_or(false);
+                let next_descending = table.key_column_descending(values.len());
                 let (Some(lo), Some(hi)) = (self.bound(lower, next_ty, outer, params)?, self.bound(upper, next_ty, outer, params)?) else {
                     return Ok(Vec::new());
                 };
@@ -645,7 +633,7 @@ impl<'a> Exec<'a> {
         let p = self.row_partition(table, row)?;
         let mut key = object_prefix(p, table.id.0);
         for (i, c) in table.primary_key.iter().enumerate() {
-            encode_key_value(&mut key, &row[*c], table.key_descending.get(i).copied().unwrap_or(false));
+            encode_key_value(&mut key, &row[*c], table.key_column_descending(i));
         }
         Ok(key)
     }

@@ -95,11 +95,7 @@ pub fn encode_key_in(values: &[Value], descending: &[bool]) -> Vec<u8> {
 
 /// Encodes a composite key whose columns all ascend.
 pub fn encode_key(values: &[Value]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 10);
-    for value in values {
-        encode_value(&mut out, value);
-    }
-    out
+    encode_key_in(values, &[])
 }
 
 fn double_bits(v: f64) -> u64 {

@@ -89,6 +89,11 @@ impl Table {
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
+
+    /// Whether primary-key column `i` (in key order) is declared `DESC`.
+    pub fn key_column_descending(&self, i: usize) -> bool {
+        self.key_descending.get(i).copied().unwrap_or(false)
+    }
 }
 
 impl fmt::Display for Table {

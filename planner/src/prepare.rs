@@ -688,7 +688,7 @@ fn min_max_by_access(plan: &mut Plan, table: &Table, aggregates: &[AggregateCall
     if !aggregates.iter().all(|a| a.func == func && over_column(a)) {
         return false;
     }
-    *descending = (func == AggregateFunc::Max) != table.key_descending.get(prefix.len()).copied().unwrap_or(false);
+    *descending = (func == AggregateFunc::Max) != table.key_column_descending(prefix.len());
     true
 }
 
