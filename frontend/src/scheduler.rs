@@ -142,8 +142,12 @@ pub(crate) struct RunningCursor {
 /// When a run given to [`Scheduler::spawn_run`] started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Begun {
-    /// Just now.
+    /// Just now: its start was queued in the log.
     Now,
+    /// Not yet: a synchronous run whose id only this invocation knows. Its start commits
+    /// with its first unit, when every other unit waits on that one (see
+    /// [`Scheduler::run_steps`]); else on its own, before the units.
+    Unstarted,
     /// Earlier: the server's recovery resumes it.
     Recovered,
     /// Earlier, by an invocation with the same id whose task was interrupted: the caller's
@@ -451,6 +455,10 @@ impl Scheduler {
                 }
                 return Ok((result?, false));
             }
+            if !asynchronous && !given {
+                // Nobody else knows the id: the start may wait for the first unit's commit.
+                return scheduler.spawn_run(plan, row, claim, slot, false, Begun::Unstarted).await;
+            }
             // An asynchronous invoke is acknowledged on the start: answered durable. A
             // synchronous one is answered on the run's end, a later commit answered durable
             // that carries the start with it (the log is durable in order): the start is
@@ -471,21 +479,22 @@ impl Scheduler {
     }
 
     /// Runs a started run's steps on a task of its own; waits for its end unless asked not to.
-    async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, row: WorkflowRow, mut claim: Claim, slot: Slot, asynchronous: bool, begun: Begun) -> Result<(WorkflowRow, bool)> {
+    async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, mut row: WorkflowRow, mut claim: Claim, slot: Slot, asynchronous: bool, begun: Begun) -> Result<(WorkflowRow, bool)> {
         let deduplicated = begun == Begun::ByAnother;
-        let resumed = begun != Begun::Now;
+        let resumed = matches!(begun, Begun::Recovered | Begun::ByAnother);
         let outcome = claim.outcome.as_ref().map(watch::Sender::subscribe);
         let scheduler = Arc::clone(self);
         let started = row.clone();
         // Found started (by recovery's read of `comb_running`, or an invoke's lookup), or
         // started just now and answered durable (asynchronous); a synchronous start was only
-        // queued in the log.
+        // queued in the log, or is still to come.
         claim.start_durable = resumed || asynchronous;
         tokio::spawn(async move {
             let _slot = slot;
             let (mut resumed, mut pause, mut resumes) = (resumed, RESUME_PAUSE_MIN, 0);
+            let mut unstarted = begun == Begun::Unstarted;
             loop {
-                match scheduler.run_steps(&plan, row.clone(), resumed).await {
+                match scheduler.run_steps(&plan, &mut row, resumed, &mut unstarted).await {
                     Ok(ended) => return claim.complete(Ok(ended)),
                     // A queue was full beyond the step's retries: the run pauses and resumes
                     // here, keeping its claim and its slot. Its waiters get its end, and
@@ -517,13 +526,14 @@ impl Scheduler {
         Ok((self.wait(&started.id, outcome).await?, deduplicated))
     }
 
-    /// Whether a run's start is known durable: a durable read of its row, which waits for
-    /// the commit that wrote the row (the start's, if still in the log's queue) to be
-    /// durable. False when that read fails (the log failed under the start or under a later
-    /// commit there, the partition refuses work, overload) or finds no row: then the start
-    /// may or may not be durable, and only an invoke of the id can tell.
+    /// Whether a run's start is known durable: a durable read of its row in every
+    /// partition (a start that came with the first unit is on that unit's partition), which
+    /// waits for the commit that wrote the row (the start's, if still in the log's queue) to
+    /// be durable. False when that read fails (the log failed under the start or under a
+    /// later commit there, the partition refuses work, overload) or finds no row: then the
+    /// start may or may not be durable, and only an invoke of the id can tell.
     async fn is_started(&self, row: &WorkflowRow) -> bool {
-        matches!(self.row_at(row.home, &row.id).await, Ok(Some(_)))
+        matches!(self.lookup(&row.id).await, Ok(Some(_)))
     }
 
     /// A run's row in the partition of `home`, read durably.
@@ -618,8 +628,17 @@ impl Scheduler {
         }
     }
 
-    /// Runs a started run's units, each once its inputs are ready, then records its end.
-    async fn run_steps(self: &Arc<Self>, plan: &Arc<WorkflowPlan>, row: WorkflowRow, resumed: bool) -> Result<WorkflowRow> {
+    /// Runs a run's units, each once its inputs are ready, then records its end.
+    ///
+    /// With `unstarted`, the run's start is not written yet. When one unit comes before
+    /// all the others (each of them waits on it, directly or not), the start is a last member
+    /// of that unit's transaction, on its partition: one commit fewer, and nothing of the run
+    /// can be durable without its start, since the other units are queued in the log after
+    /// it. `row.home` becomes that partition's. If that unit fails, nothing of the run
+    /// committed, and its failure is recorded as a one-transaction run's is. With several
+    /// first units, the start is queued on its own first, as for an id a client gave.
+    /// `unstarted` is cleared once the start is queued in the log.
+    async fn run_steps(self: &Arc<Self>, plan: &Arc<WorkflowPlan>, row: &mut WorkflowRow, resumed: bool, unstarted: &mut bool) -> Result<WorkflowRow> {
         let input: Arc<Value> = Arc::new(serde_json::from_str(&row.input).map_err(|err| Error::Internal(format!("run {} has unreadable input: {err}", row.id)))?);
         let unit_of: HashMap<&str, usize> = plan.units.iter().enumerate().flat_map(|(u, steps)| steps.iter().map(move |s| (s.as_str(), u))).collect();
         let mut waiting = vec![0usize; plan.units.len()];
@@ -638,23 +657,34 @@ impl Scheduler {
                 dependents[d].push(u);
             }
         }
+        let first: Vec<usize> = (0..plan.units.len()).filter(|u| waiting[*u] == 0).collect();
+        let fused = *unstarted && first.len() == 1;
+        if *unstarted && !fused {
+            let start = Invocation::new(system::START, encode(&*row)).answer_logged();
+            self.engine.invoke(start).await?;
+            *unstarted = false;
+        }
         let mut outputs: HashMap<String, Value> = HashMap::new();
         let mut running = FuturesUnordered::new();
-        for u in (0..plan.units.len()).filter(|u| waiting[*u] == 0) {
-            running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed));
+        for &u in &first {
+            running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed, fused.then(|| row.clone())));
         }
         // The first unit that fails or is interrupted stops the run, once every unit already
         // under way has answered: a unit's work queued in the engine commits even if its
         // future is dropped, and the run's end, or its resumption, must come after it.
         let mut stopped = None;
         while let Some((u, result)) = running.next().await {
+            if let Ok(UnitDone { started_in: Some(home), .. }) = &result {
+                row.home = *home;
+                *unstarted = false;
+            }
             match result {
-                Ok(values) if stopped.is_none() => {
-                    outputs.extend(values);
+                Ok(done) if stopped.is_none() => {
+                    outputs.extend(done.outputs);
                     for &d in &dependents[u] {
                         waiting[d] -= 1;
                         if waiting[d] == 0 {
-                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed));
+                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed, None));
                         }
                     }
                 }
@@ -664,6 +694,8 @@ impl Scheduler {
         }
         let failure = match stopped {
             None => None,
+            // The first unit failed, its start with it: the run never started.
+            Some(StepError::Failed(message)) if *unstarted => return self.record_failure(row.clone(), message).await,
             Some(StepError::Failed(message)) => Some(message),
             Some(StepError::Interrupted(err)) => return Err(err),
         };
@@ -676,11 +708,13 @@ impl Scheduler {
         };
         let ending = Ending { home: row.home, id: row.id.clone(), status: status.to_owned(), output, error, ended_us: now_us() };
         let () = self.system(system::FINISH, encode(&ending)).await?;
-        Ok(WorkflowRow { status: ending.status, output: ending.output, error: ending.error, ended_us: Some(ending.ended_us), ..row })
+        Ok(WorkflowRow { status: ending.status, output: ending.output, error: ending.error, ended_us: Some(ending.ended_us), ..row.clone() })
     }
 
     /// One unit: a step alone, or a multi-function transaction; retried while the backend
-    /// refuses it for overload.
+    /// refuses it for overload. With `start`, the run's start (that row) is a last member
+    /// of the unit's transaction, its `home` that of the partition the unit runs on.
+    #[allow(clippy::too_many_arguments)]
     fn run_unit(
         self: &Arc<Self>,
         plan: &Arc<WorkflowPlan>,
@@ -689,7 +723,8 @@ impl Scheduler {
         input: &Arc<Value>,
         outputs: &HashMap<String, Value>,
         resumed: bool,
-    ) -> impl Future<Output = (usize, std::result::Result<Vec<(String, Value)>, StepError>)> + use<> {
+        start: Option<WorkflowRow>,
+    ) -> impl Future<Output = (usize, std::result::Result<UnitDone, StepError>)> + use<> {
         let scheduler = Arc::clone(self);
         let plan = Arc::clone(plan);
         let input = Arc::clone(input);
@@ -703,9 +738,11 @@ impl Scheduler {
                 .collect(),
         );
         async move {
-            if resumed && plan.is_recorded(&steps[0]) {
+            // A unit that carries the start cannot have committed before: its start would be
+            // durable, and the run would be resuming from it.
+            if resumed && start.is_none() && plan.is_recorded(&steps[0]) {
                 match scheduler.recorded(&plan, &id, &steps).await {
-                    Ok(Some(values)) => return (unit, Ok(values)),
+                    Ok(Some(outputs)) => return (unit, Ok(UnitDone { outputs, started_in: None })),
                     Ok(None) => {}
                     Err(err) => return (unit, Err(StepError::Interrupted(err))),
                 }
@@ -718,9 +755,10 @@ impl Scheduler {
             // Each unit is answered once its commit is queued in the log, not durable
             // (`Answer::Logged`): its output goes only to the units after it and to the
             // run's end, a later commit answered durable, which carries this one with it.
+            let start = start.map(|row| (Arc::new(row), Arc::clone(&scheduler.homes)));
             let mut attempt = 0;
             loop {
-                let result = if steps.len() == 1 {
+                let result = if steps.len() == 1 && start.is_none() {
                     let step = &steps[0];
                     let mut invocation = Invocation::new(function_of(&plan, step), first.clone()).id(id.clone(), step.clone()).answer_logged();
                     if plan.is_recorded(step) {
@@ -728,20 +766,26 @@ impl Scheduler {
                     }
                     scheduler.engine.invoke(invocation).await
                 } else {
-                    let transaction = Transaction {
-                        steps: steps
-                            .iter()
-                            .map(|s| TransactionStep { function: function_of(&plan, s), id: Some(invocation_id(&id, s)), record: plan.is_recorded(s) })
-                            .collect(),
-                        input: first.clone(),
-                        next_input: unit_inputs(&plan, &steps, &input, &outputs),
-                        answer: Answer::Logged,
-                        end: None,
-                    };
+                    let mut members: Vec<TransactionStep> = steps
+                        .iter()
+                        .map(|s| TransactionStep { function: function_of(&plan, s), id: Some(invocation_id(&id, s)), record: plan.is_recorded(s) })
+                        .collect();
+                    let mut next_input = unit_inputs(&plan, &steps, &input, &outputs);
+                    if let Some((row, homes)) = &start {
+                        members.push(TransactionStep { function: system::START.to_owned(), id: None, record: false });
+                        next_input = with_start(next_input, steps.len(), Arc::clone(row), Arc::clone(homes));
+                    }
+                    let transaction = Transaction { steps: members, input: first.clone(), next_input, answer: Answer::Logged, end: None };
                     scheduler.engine.invoke_transaction(transaction).await
                 };
                 match result {
-                    Ok(output) => return (unit, Ok(unit_outputs(&steps, output.value))),
+                    Ok(output) if start.is_none() => return (unit, Ok(UnitDone { outputs: unit_outputs(&steps, output.value), started_in: None })),
+                    Ok(output) => {
+                        return match without_start(&steps, output.value) {
+                            Some((value, home)) => (unit, Ok(UnitDone { outputs: unit_outputs(&steps, value), started_in: Some(home) })),
+                            None => (unit, Err(StepError::Interrupted(Error::Internal(format!("the unit of step {} answered without its run's start", steps[0]))))),
+                        };
+                    }
                     Err(err) if err.is_retryable() && attempt < scheduler.options.step_retries_max => {
                         attempt += 1;
                         back_off(attempt).await;
@@ -996,6 +1040,37 @@ fn invocation_id(workflow: &str, step: &str) -> comb_backend::InvocationId {
 
 fn function_of(plan: &WorkflowPlan, step: &str) -> String {
     plan.spec.steps.iter().find(|s| s.id == step).map(|s| s.function.clone()).unwrap_or_default()
+}
+
+/// What a unit answered: its steps' outputs, and where the run's start went with it.
+struct UnitDone {
+    outputs: Vec<(String, Value)>,
+    /// The `home` of the run's row, when the run's start was a member of the unit.
+    started_in: Option<i64>,
+}
+
+/// A unit's input function with the run's start as its member after the unit's `steps`:
+/// the started row, its `home` that of the partition the transaction runs on.
+fn with_start(inner: Arc<comb_backend::NextInputFn>, steps: usize, row: Arc<WorkflowRow>, homes: Arc<[i64]>) -> Arc<comb_backend::NextInputFn> {
+    Arc::new(move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
+        if next.index < steps {
+            return inner(next);
+        }
+        let home = *homes.get(usize::from(next.partition)).ok_or_else(|| format!("partition {} has no home", next.partition))?;
+        Ok(encode(&WorkflowRow { home, ..(*row).clone() }))
+    })
+}
+
+/// A unit's answer split from the output of the run's start, its last member (the row's
+/// `home`): the steps' outputs as a unit of `steps` answers them. `None` if it is not there.
+fn without_start(steps: &[String], value: Value) -> Option<(Value, i64)> {
+    let Value::Array(mut values) = value else { return None };
+    let home = values.pop()?.as_i64()?;
+    if values.len() != steps.len() {
+        return None;
+    }
+    let value = if steps.len() == 1 { values.pop()? } else { Value::Array(values) };
+    Some((value, home))
 }
 
 /// The input function of a multi-function unit: each later step's input from the outputs

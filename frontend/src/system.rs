@@ -4,7 +4,8 @@
 //!
 //! A workflow's row is placed by `home`, an integer chosen so that it falls in a given
 //! partition: a workflow that is one transaction writes its row on the partition where its
-//! step runs (one commit, no barrier); a longer one on the partition of its id.
+//! step runs (one commit, no barrier); a longer one whose start is a member of its first
+//! unit (`Scheduler::run_steps`) where that unit runs; any other on the partition of its id.
 
 use std::sync::Arc;
 
@@ -169,10 +170,12 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .statement("row", format!("INSERT INTO comb_workflows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, 'running', $5, NULL, NULL, $6, NULL)"))
             .statement("running", "INSERT INTO comb_running (home, id) VALUES ($1, $2)")
             .partition_by("home")
-            .run_typed(|tx, row: WorkflowRow| -> comb_backend::Result<()> {
+            // Answers the row's `home`: where the start went when it was a member of a
+            // run's first unit (see `Scheduler::run_steps`).
+            .run_typed(|tx, row: WorkflowRow| -> comb_backend::Result<i64> {
                 tx.execute("row", (row.home, row.id.clone(), row.name, row.version, row.input, row.started_us))?;
                 tx.execute("running", (row.home, row.id))?;
-                Ok(())
+                Ok(row.home)
             }),
         Function::new(FINISH)
             .statement("row", "UPDATE comb_workflows SET status = $3, output = $4, error = $5, ended_us = $6 WHERE home = $1 AND id = $2")

@@ -1220,3 +1220,130 @@ async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 }
+
+/// A synchronous run that no client named commits its start with its first unit when every
+/// other unit waits on that one: one commit fewer. A first unit that fails leaves only the
+/// failed run's row. A run with two first units queues its start on its own, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_an_id_starts_with_its_first_unit() {
+    let f = Fixture::new().await;
+    let c = f.client.clone();
+    c.register_workflow(
+        r#"{"name": "add_note", "steps": [
+            {"id": "add", "function": "add", "input": {"id": "$input.id"}},
+            {"id": "note", "function": "note", "input": {"id": "$add.id", "body": "$input.body"}}],
+            "output": {"n": "$add.n", "noted": "$note.noted"}}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("add_note", &json!({ "id": 70, "body": "x" })).run().await.unwrap();
+    assert_eq!(run.output, Some(json!({ "n": 1, "noted": 70 })));
+    assert_eq!(f.commits_after(before).await, 3, "the start with the first unit, the second unit, the end");
+    let row = c.get_workflow(&run.id, false).await.unwrap();
+    assert_eq!((row.status, &row.output), (RunStatus::Succeeded, &run.output), "the row is found wherever the start put it");
+    assert_eq!(c.invoke::<Value>("count", &json!({ "id": 70, "by": 0 })).await.unwrap()["n"], 1, "the first unit ran once");
+
+    // The first unit fails: nothing of the run committed but its failed row.
+    c.register_workflow(
+        r#"{"name": "fail_add", "steps": [
+            {"id": "fail", "function": "fail", "input": {"id": "$input.id"}},
+            {"id": "add", "function": "add", "input": {"id": "$fail.id"}}],
+            "output": "$add"}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.log_tail();
+    let failed = c.invoke::<Value>("fail_add", &json!({ "id": 71 })).run().await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.error.as_deref().is_some_and(|e| e.contains("refused 71")), "{failed:?}");
+    assert_eq!(f.commits_after(before).await, 1, "only the failed run's row");
+    let row = c.get_workflow(&failed.id, false).await.unwrap();
+    assert_eq!((row.status, row.error), (RunStatus::Failed, failed.error));
+    let page = c.list_workflows(&ListFilter { name: Some("fail_add".into()), page_size: 10, ..ListFilter::default() }).await.unwrap();
+    assert_eq!(page.runs.len(), 1, "one row for the failed run: {:?}", page.runs);
+
+    // Two first units, neither waiting on the other: the start goes first, on its own.
+    c.register_workflow(
+        r#"{"name": "two_adds", "steps": [
+            {"id": "a", "function": "add", "input": {"id": "$input.a"}},
+            {"id": "b", "function": "add", "input": {"id": "$input.b"}}],
+            "output": {"a": "$a.n", "b": "$b.n"}}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("two_adds", &json!({ "a": 72, "b": 73 })).run().await.unwrap();
+    assert_eq!(run.output, Some(json!({ "a": 1, "b": 1 })));
+    assert_eq!(f.commits_after(before).await, 4, "the start, each unit, the end");
+    f.close().await;
+}
+
+/// A run that no client named, whose start went with its first unit, is resumed by the
+/// server after a failure between its units, and ends once: the first unit's write is not
+/// repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_an_id_cut_after_its_first_unit_resumes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(Runs::default());
+    let segment_bytes = comb_log::LogOptions::default().segment_bytes;
+    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open_with_segments(&dir.path().join("log"), segment_bytes).unwrap());
+    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+    let (server, listening, client) = start_over(dir.path(), &runs, options(None), Some(log)).await;
+    // `meet` on the partition the write does not use, so that it holds no executor the
+    // run's other work needs; it waits on the write's output.
+    let id = 80i64;
+    let engine = server.engine().clone();
+    let at = |k: i64| engine.partition_of(&comb_planner::Value::Int(k));
+    let other = (id + 1..).find(|k| at(*k) != at(id)).unwrap();
+    let third = (other + 1..).find(|k| at(*k) == at(id)).unwrap();
+    client
+        .register_workflow(
+            r#"{"name": "add_meet", "steps": [
+                {"id": "add", "function": "add", "input": {"id": "$input.id"}},
+                {"id": "meet", "function": "meet", "input": {"id": "$input.other", "after": "$add.n"}}],
+                "output": {"n": "$add.n", "met": "$meet.met"}}"#,
+        )
+        .await
+        .unwrap();
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.invoke::<Value>("add_meet", &json!({ "id": id, "other": other })).run().await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs.meet.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the second unit did not start");
+        tokio::task::yield_now().await;
+    }
+    // A durable read of the counter waits for the first unit's commit, the start with it.
+    let n = engine.invoke(Invocation::new("get", json!({ "id": id }))).await.unwrap().value["n"].clone();
+    assert_eq!(n, json!(1));
+    // The log then fails under the run's end: the second `meet` lets the first one go.
+    faulty.hold();
+    engine.invoke(Invocation::new("meet", json!({ "id": third }))).await.unwrap();
+    {
+        let faulty = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
+    }
+    faulty.fail_next_append();
+    faulty.release();
+    let err = call.await.unwrap().expect_err("a run whose end was lost is not answered as ended");
+    assert_eq!(code(&err), Code::Unavailable, "{err}");
+    drop(engine);
+    listening.shutdown().await.unwrap();
+    let _ = server.close().await; // the failed log reports its failure again
+    assert_eq!(runs.add.load(Ordering::SeqCst), 1);
+
+    // After a restart the server finds the run started and ends it, without a second write.
+    let (server, listening, client) = start(dir.path(), &runs, options(None)).await;
+    assert_eq!(server.resumed(), 1, "the start committed with the first unit");
+    let page = client.list_workflows(&ListFilter { name: Some("add_meet".into()), page_size: 10, ..ListFilter::default() }).await.unwrap();
+    assert_eq!(page.runs.len(), 1, "{:?}", page.runs);
+    let run = client.get_workflow(&page.runs[0].id, true).await.unwrap();
+    assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "n": 1, "met": true }))));
+    assert_eq!(runs.add.load(Ordering::SeqCst), 1, "the recorded write did not run again");
+    assert_eq!(staged_counter(&server, id).await, Some(1));
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
