@@ -87,6 +87,14 @@ pub enum Error {
         /// What interrupted it.
         cause: String,
     },
+    /// A run refused for overload before its start was queued: nothing of it ran.
+    #[error("workflow run {id} was refused before it started ({cause}); nothing of it ran: retry later")]
+    Refused {
+        /// The run's id.
+        id: String,
+        /// What refused it.
+        cause: String,
+    },
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -115,7 +123,7 @@ impl Error {
             Error::InvalidArgument { .. } | Error::InvalidWorkflow { .. } => Code::InvalidArgument,
             Error::UnknownWorkflow { .. } | Error::UnknownRun { .. } => Code::NotFound,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
-            Error::Overloaded { .. } => Code::ResourceExhausted,
+            Error::Overloaded { .. } | Error::Refused { .. } => Code::ResourceExhausted,
             Error::Timeout { .. } | Error::CallTimedOut { .. } => Code::DeadlineExceeded,
             Error::Interrupted { .. } | Error::MaybeNotStarted { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,

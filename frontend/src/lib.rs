@@ -24,7 +24,9 @@
 //! - **Recovery without clients.** On start the server resumes every run whose start is
 //!   durable and whose end is not.
 //! - **One commit for a one-transaction workflow.** Its row is written in its own
-//!   transaction, on its partition; there is no separate start record.
+//!   transaction, on its partition; there is no separate start record. A longer run invoked
+//!   synchronously without an id writes its start with its first unit when every other
+//!   unit waits on that one.
 //! - **Bounds.** Request size, runs in flight, waits and retries are bounded by
 //!   [`ServerOptions`].
 

@@ -8,7 +8,8 @@
 //!     given id? look the row up: ended -> return it; running -> resume it here
 //!     one transaction, synchronous ──> as above, the row's write recorded under (id, $end)
 //!     else: start (row + comb_running; answered durable when asynchronous, else once
-//!           queued in the log) ─> units as their inputs are ready,
+//!           queued in the log; with no id, synchronous, and one first unit: a last
+//!           member of that unit's transaction) ─> units as their inputs are ready,
 //!           parallel branches concurrently, recorded steps as the planner chose
 //!           ─> durable end (row updated, comb_running row deleted)
 //! start: for each comb_running row (read a page at a time, partition by partition), claim
@@ -60,6 +61,9 @@ enum Stopped {
     /// never have started. If it did, the server resumes it; an invoke of its id runs it
     /// once either way.
     MaybeNotStarted(String),
+    /// Refused for overload before its start was queued (a start that goes with the first
+    /// unit): nothing of it ran, and the caller may retry.
+    Refused(String),
 }
 
 /// Registered workflows: every version of every name.
@@ -104,10 +108,19 @@ impl Claim {
         self.release(outcome);
     }
 
+    /// Tells the waiters that the run was refused before anything of it was queued.
+    fn refuse(mut self, cause: String) {
+        self.settle(Err(Stopped::Refused(cause)));
+    }
+
     fn release(&mut self, outcome: std::result::Result<WorkflowRow, String>) {
+        let start_durable = self.start_durable;
+        self.settle(outcome.map_err(|cause| if start_durable { Stopped::Resumes(cause) } else { Stopped::MaybeNotStarted(cause) }));
+    }
+
+    fn settle(&mut self, outcome: std::result::Result<WorkflowRow, Stopped>) {
         if let Some(sender) = self.outcome.take() {
             self.scheduler.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
-            let outcome = outcome.map_err(|cause| if self.start_durable { Stopped::Resumes(cause) } else { Stopped::MaybeNotStarted(cause) });
             sender.send_replace(Some(outcome));
         }
     }
@@ -379,6 +392,7 @@ impl Scheduler {
                 Some(Ok(row)) => Ok(row.clone()),
                 Some(Err(Stopped::Resumes(cause))) => Err(Error::Interrupted { id: id.to_owned(), cause: cause.clone() }),
                 Some(Err(Stopped::MaybeNotStarted(cause))) => Err(Error::MaybeNotStarted { id: id.to_owned(), cause: cause.clone() }),
+                Some(Err(Stopped::Refused(cause))) => Err(Error::Refused { id: id.to_owned(), cause: cause.clone() }),
                 None => Err(Error::Internal("a run's outcome vanished".to_owned())),
             },
         }
@@ -478,7 +492,8 @@ impl Scheduler {
         })?
     }
 
-    /// Runs a started run's steps on a task of its own; waits for its end unless asked not to.
+    /// Runs a run's steps on a task of its own (its start already queued, or going with its
+    /// first unit: `Begun::Unstarted`); waits for its end unless asked not to.
     async fn spawn_run(self: &Arc<Self>, plan: Arc<WorkflowPlan>, mut row: WorkflowRow, mut claim: Claim, slot: Slot, asynchronous: bool, begun: Begun) -> Result<(WorkflowRow, bool)> {
         let deduplicated = begun == Begun::ByAnother;
         let resumed = matches!(begun, Begun::Recovered | Begun::ByAnother);
@@ -496,6 +511,9 @@ impl Scheduler {
             loop {
                 match scheduler.run_steps(&plan, &mut row, resumed, &mut unstarted).await {
                     Ok(ended) => return claim.complete(Ok(ended)),
+                    // Refused before its start was queued: nothing of the run exists, and the
+                    // caller is told to retry, as when a start of its own is refused.
+                    Err(Error::Backend(err)) if err.is_retryable() && unstarted => return claim.refuse(err.to_string()),
                     // A queue was full beyond the step's retries: the run pauses and resumes
                     // here, keeping its claim and its slot. Its waiters get its end, and
                     // nothing is left started with no task to finish it.
@@ -507,7 +525,9 @@ impl Scheduler {
                     }
                     Err(err) => {
                         if !claim.start_durable {
-                            claim.start_durable = scheduler.is_started(&row).await;
+                            // A start that went with the first unit, whose answer was lost,
+                            // may be on any partition.
+                            claim.start_durable = if unstarted { matches!(scheduler.lookup(&row.id).await, Ok(Some(_))) } else { scheduler.is_started(&row).await };
                         }
                         if claim.start_durable {
                             tracing::warn!(workflow_id = %claim.id, error = %err, "a workflow run was interrupted; the server resumes it later (resume-interval), or when its id is invoked again");
@@ -526,14 +546,13 @@ impl Scheduler {
         Ok((self.wait(&started.id, outcome).await?, deduplicated))
     }
 
-    /// Whether a run's start is known durable: a durable read of its row in every
-    /// partition (a start that came with the first unit is on that unit's partition), which
-    /// waits for the commit that wrote the row (the start's, if still in the log's queue) to
-    /// be durable. False when that read fails (the log failed under the start or under a
-    /// later commit there, the partition refuses work, overload) or finds no row: then the
-    /// start may or may not be durable, and only an invoke of the id can tell.
+    /// Whether a run's start is known durable: a durable read of its row, which waits for
+    /// the commit that wrote the row (the start's, if still in the log's queue) to be
+    /// durable. False when that read fails (the log failed under the start or under a later
+    /// commit there, the partition refuses work, overload) or finds no row: then the start
+    /// may or may not be durable, and only an invoke of the id can tell.
     async fn is_started(&self, row: &WorkflowRow) -> bool {
-        matches!(self.lookup(&row.id).await, Ok(Some(_)))
+        matches!(self.row_at(row.home, &row.id).await, Ok(Some(_)))
     }
 
     /// A run's row in the partition of `home`, read durably.
@@ -1050,7 +1069,8 @@ struct UnitDone {
 }
 
 /// A unit's input function with the run's start as its member after the unit's `steps`:
-/// the started row, its `home` that of the partition the transaction runs on.
+/// the started row, its `home` that of the partition that holds the transaction's recorded
+/// outputs (the one it runs on, or on the multi-partition path its first step's).
 fn with_start(inner: Arc<comb_backend::NextInputFn>, steps: usize, row: Arc<WorkflowRow>, homes: Arc<[i64]>) -> Arc<comb_backend::NextInputFn> {
     Arc::new(move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
         if next.index < steps {

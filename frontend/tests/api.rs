@@ -214,6 +214,18 @@ impl Fixture {
         self.server.as_ref().unwrap().0.engine().partition_of(&comb_planner::Value::Int(id))
     }
 
+    /// The `home` whose rows fall in the partition of counter `id`: the least such integer,
+    /// as the server chooses it.
+    fn home_of(&self, id: i64) -> i64 {
+        (0..).find(|h| self.partition_of(*h) == self.partition_of(id)).unwrap()
+    }
+
+    /// A run's row in `home`, read through the server's system function (`null` if none).
+    async fn row_at(&self, home: i64, id: &str) -> Value {
+        let get = Invocation::new("comb_workflow_get", json!({ "home": home, "id": id }));
+        self.server.as_ref().unwrap().0.engine().invoke(get).await.unwrap().value
+    }
+
     fn log_tail(&self) -> u64 {
         self.server.as_ref().unwrap().0.engine().log().tail()
     }
@@ -1243,6 +1255,13 @@ async fn a_run_without_an_id_starts_with_its_first_unit() {
     let row = c.get_workflow(&run.id, false).await.unwrap();
     assert_eq!((row.status, &row.output), (RunStatus::Succeeded, &run.output), "the row is found wherever the start put it");
     assert_eq!(c.invoke::<Value>("count", &json!({ "id": 70, "by": 0 })).await.unwrap()["n"], 1, "the first unit ran once");
+    // The row is where the first unit ran, not where the id's partition would put it: some
+    // of these ids fall in the other partition.
+    for key in 90..98 {
+        let run = c.invoke::<Value>("add_note", &json!({ "id": key, "body": "y" })).run().await.unwrap();
+        let row = f.row_at(f.home_of(key), &run.id).await;
+        assert_eq!(row["status"], "succeeded", "run {} of key {key}: its row is in its first unit's partition", run.id);
+    }
 
     // The first unit fails: nothing of the run committed but its failed row.
     c.register_workflow(
@@ -1298,6 +1317,7 @@ async fn a_run_without_an_id_cut_after_its_first_unit_resumes_once() {
     let at = |k: i64| engine.partition_of(&comb_planner::Value::Int(k));
     let other = (id + 1..).find(|k| at(*k) != at(id)).unwrap();
     let third = (other + 1..).find(|k| at(*k) == at(id)).unwrap();
+    let home = (0..).find(|h| at(*h) == at(id)).unwrap();
     client
         .register_workflow(
             r#"{"name": "add_meet", "steps": [
@@ -1344,6 +1364,8 @@ async fn a_run_without_an_id_cut_after_its_first_unit_resumes_once() {
     assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "n": 1, "met": true }))));
     assert_eq!(runs.add.load(Ordering::SeqCst), 1, "the recorded write did not run again");
     assert_eq!(staged_counter(&server, id).await, Some(1));
+    let get = Invocation::new("comb_workflow_get", json!({ "home": home, "id": run.id }));
+    assert_eq!(server.engine().invoke(get).await.unwrap().value["status"], "succeeded", "the row is in the first unit's partition");
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 }
