@@ -1142,6 +1142,16 @@ async fn a_retry_after_a_time_out_joins_the_run_it_left_going() {
 
 /// Counter `id`'s value as its partition holds it now, staged writes included (a logged read,
 /// answered at once): what the steps of a run have done before any of it is durable.
+/// [`start`] over a log in `dir/log` whose appends the test holds, releases and fails.
+async fn start_on_controlled_log(dir: &std::path::Path, runs: &Arc<Runs>) -> (Arc<comb_log::testkit::ControlledLoglet>, Server, Listening, Client) {
+    let segment_bytes = comb_log::LogOptions::default().segment_bytes;
+    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open_with_segments(&dir.join("log"), segment_bytes).unwrap());
+    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
+    let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
+    let (server, listening, client) = start_over(dir, runs, options(None), Some(log)).await;
+    (faulty, server, listening, client)
+}
+
 async fn staged_counter(server: &Server, id: i64) -> Option<i64> {
     let read = Invocation::new("get", json!({ "id": id })).answer_logged();
     server.engine().invoke(read).await.unwrap().value["n"].as_i64()
@@ -1165,11 +1175,7 @@ async fn until_staged(server: &Server, id: i64, n: i64) {
 async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(Runs::default());
-    let segment_bytes = comb_log::LogOptions::default().segment_bytes;
-    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open_with_segments(&dir.path().join("log"), segment_bytes).unwrap());
-    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
-    let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-    let (server, listening, client) = start_over(dir.path(), &runs, options(None), Some(log)).await;
+    let (faulty, server, listening, client) = start_on_controlled_log(dir.path(), &runs).await;
     client.register_workflow(PICK_ADD).await.unwrap();
 
     // The log writes nothing: the start waits in its queue, and the steps run all the same.
@@ -1305,11 +1311,7 @@ async fn a_run_without_an_id_starts_with_its_first_unit() {
 async fn a_run_without_an_id_cut_after_its_first_unit_resumes_once() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(Runs::default());
-    let segment_bytes = comb_log::LogOptions::default().segment_bytes;
-    let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open_with_segments(&dir.path().join("log"), segment_bytes).unwrap());
-    let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
-    let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-    let (server, listening, client) = start_over(dir.path(), &runs, options(None), Some(log)).await;
+    let (faulty, server, listening, client) = start_on_controlled_log(dir.path(), &runs).await;
     // `meet` on the partition the write does not use, so that it holds no executor the
     // run's other work needs; it waits on the write's output.
     let id = 80i64;
