@@ -12,6 +12,11 @@
 //! - at the end, the traces: each run's `workflows` row once, no change row twice, and a
 //!   committed change and invocation for every counter increment (none lost, none doubled).
 //!
+//! A sixth of the runs are invoked without an id: a chain of two writing units whose start
+//! goes with its first unit ([`crate::chain`]). A client whose call the kill cut cannot ask
+//! for such a run again; once the restarted server has ended every run it had started, each
+//! of their units must have taken effect once or not at all, and every answered one once.
+//!
 //! The server child is this binary (`comb-bench chaos-server`): the stock server with the
 //! example applications, its traces flushed every 100 ms and their files merged two at a
 //! time, so that kills land around flushes and merges.
@@ -33,6 +38,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 
 use crate::apps::{Mix, Op, Outcome, Sizes, Tally, Workload, check};
+use crate::chain;
 use crate::comb::{Comb, outcome};
 use crate::driver::{Backoff, Failure, spread};
 
@@ -104,26 +110,28 @@ pub(crate) struct ChaosServerArgs {
 }
 
 /// One operation of the campaign: one of the workloads' (hotel bookings and shop checkouts
-/// are multi-partition transactions; retwis posts fan out across partitions), or two
-/// counters incremented by two parallel branches.
+/// are multi-partition transactions; retwis posts fan out across partitions), two counters
+/// incremented by two parallel branches, or a chain of two units invoked without an id.
 #[derive(Debug, Clone)]
 enum ChaosOp {
     App(Op),
     CounterPair { a: i64, b: i64 },
+    Chain { key: i64 },
 }
 
 impl ChaosOp {
-    /// Client `client`'s operation `seq` of a round with this mix's nonce: the five kinds in
-    /// equal shares.
-    fn new(sizes: &Sizes, nonce: u64, client: usize, seq: u64) -> ChaosOp {
+    /// Client `client`'s operation `seq` of round `round`, whose mix has this nonce: the six
+    /// kinds in equal shares.
+    fn new(sizes: &Sizes, nonce: u64, round: u32, client: usize, seq: u64) -> ChaosOp {
         let roll = spread(client, seq ^ nonce.rotate_left(17));
         let mix = |workload| Mix { workload, sizes: *sizes, nonce }.op(client, seq);
-        match roll % 5 {
+        match roll % 6 {
             0 => ChaosOp::CounterPair { a: ((roll >> 8) % sizes.keys as u64) as i64, b: ((roll >> 32) % sizes.keys as u64) as i64 },
             1 => ChaosOp::App(mix(Workload::Counter)),
             2 => ChaosOp::App(mix(Workload::Hotel)),
             3 => ChaosOp::App(mix(Workload::Shop)),
-            _ => ChaosOp::App(mix(Workload::Retwis)),
+            4 => ChaosOp::App(mix(Workload::Retwis)),
+            _ => ChaosOp::Chain { key: chain::key(round, client, seq) },
         }
     }
 
@@ -131,7 +139,14 @@ impl ChaosOp {
         match self {
             ChaosOp::App(op) => op.workflow(),
             ChaosOp::CounterPair { a, b } => ("counter_pair", json!({ "a": a, "b": b })),
+            ChaosOp::Chain { key } => (chain::WORKFLOW, json!({ "key": key })),
         }
+    }
+
+    /// Whether the op is invoked under an id of the campaign's (and again under it when the
+    /// kill cuts its call).
+    fn has_id(&self) -> bool {
+        !matches!(self, ChaosOp::Chain { .. })
     }
 
     /// Records what the ended run means for the applications' checks.
@@ -147,6 +162,10 @@ impl ChaosOp {
                 tally.record(Outcome::Counted);
             }
             ChaosOp::CounterPair { .. } => return Err(format!("run {} of counter_pair did not succeed: {:?}", run.id, run.error)),
+            ChaosOp::Chain { .. } if run.status == RunStatus::Succeeded && run.output == Some(json!({ "first": 1, "second": 1 })) => {}
+            ChaosOp::Chain { key } => {
+                return Err(format!("run {} of {} (key {key}) was answered {:?} {:?} {:?}, not each unit once", run.id, chain::WORKFLOW, run.status, run.output, run.error));
+            }
         }
         Ok(())
     }
@@ -203,7 +222,7 @@ pub(crate) fn serve(args: &ChaosServerArgs) -> anyhow::Result<()> {
         options.checkpoint_interval = CHECKPOINT_INTERVAL;
         options.resume_interval = RESUME_INTERVAL;
         let mut builder = Server::builder().data_dir(&args.data_dir).options(options);
-        for app in &comb_examples::APPS {
+        for app in comb_examples::APPS.iter().chain([&chain::APP]) {
             builder = app.install(builder);
         }
         let server = builder.build().await?;
@@ -231,6 +250,11 @@ pub(crate) struct ChaosReport {
     runs_cut: u64,
     /// Of those, the runs the server had already (the kill came after they started).
     runs_cut_found: u64,
+    /// Runs without an id whose call the kill cut: not invoked again.
+    runs_cut_without_id: u64,
+    /// Of those, the runs that took effect (the kill came after their first unit): ended by
+    /// the restarted servers by themselves.
+    runs_cut_without_id_ended: u64,
     /// Runs the restarted servers resumed by themselves.
     runs_resumed_by_server: u64,
     /// Reads of acknowledged runs that found them with their first output: each after its
@@ -270,8 +294,12 @@ impl Violations {
 struct RoundRuns {
     /// Runs answered, with their status and output.
     acked: Vec<(String, RunStatus, Option<Value>)>,
-    /// Runs whose call the kill cut.
+    /// Runs whose call the kill cut, under their ids.
     cut: Vec<(String, ChaosOp)>,
+    /// Runs without an id whose call the kill cut.
+    cut_without_id: u64,
+    /// Runs without an id answered.
+    answered_without_id: u64,
     /// Answers the invariants forbid (a run failing that may not fail, an error before the kill).
     violations: Vec<String>,
 }
@@ -279,6 +307,8 @@ struct RoundRuns {
 pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ChaosReport> {
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(args.rounds < chain::ROUNDS_MAX, "--rounds must be below {}", chain::ROUNDS_MAX);
+    anyhow::ensure!(args.clients < chain::CLIENTS_MAX, "--clients must be below {}", chain::CLIENTS_MAX);
     anyhow::ensure!(args.seconds.is_finite() && args.seconds >= 0.5, "--seconds must be at least 0.5, not {}", args.seconds);
     let sizes = Sizes::new(args.scale)?;
     let seed = args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
@@ -312,6 +342,8 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
     // Every run answered, with what it was answered: read back after its round's kill and
     // once more after the last.
     let mut answered = Vec::new();
+    // Runs without an id answered, and cut by kills, over the campaign.
+    let (mut answered_without_id, mut cut_without_id) = (0, 0);
     let mut report = ChaosReport {
         bench: "chaos",
         rounds: args.rounds,
@@ -324,6 +356,8 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
         runs_acknowledged: 0,
         runs_cut: 0,
         runs_cut_found: 0,
+        runs_cut_without_id: 0,
+        runs_cut_without_id_ended: 0,
         runs_resumed_by_server: 0,
         outputs_verified: 0,
         app_checks: 0,
@@ -343,6 +377,14 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
         comb = Comb::connect(&server.addr, 4).await?;
         report.runs_resumed_by_server += server.resumed;
         for violation in runs.violations {
+            violations.add(format!("round {round}: {violation}"));
+        }
+        // The runs without an id that the kill cut: each took effect once or not at all,
+        // once the server has ended those it had started.
+        answered_without_id += runs.answered_without_id;
+        cut_without_id += runs.cut_without_id;
+        let tally_without_id = settled_chains(&comb).await?;
+        if let Some(violation) = tally_without_id.violation(answered_without_id, cut_without_id) {
             violations.add(format!("round {round}: {violation}"));
         }
         // The runs the kill cut end exactly once, under their ids.
@@ -368,16 +410,20 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
             }
         }
         eprintln!(
-            "round {round}/{}: killed after {:.1} s; {} runs answered, {} cut by the kill ({found} had started; the server resumed {}); back in {:.1} s; {verified} outputs as first answered; checks ok: {}",
+            "round {round}/{}: killed after {:.1} s; {} runs answered, {} cut by the kill ({found} had started; the server resumed {}), {} without an id cut ({} took effect in all rounds); back in {:.1} s; {verified} outputs as first answered; checks ok: {}",
             args.rounds,
             kill_after.as_secs_f64(),
             runs.acked.len(),
             runs.cut.len(),
             server.resumed,
+            runs.cut_without_id,
+            u64::try_from(tally_without_id.first.rows).unwrap_or(0).saturating_sub(answered_without_id),
             restarted.elapsed().as_secs_f64(),
             passed.join(", ")
         );
-        report.invariants_checked += runs.cut.len() as u64 + runs.acked.len() as u64 + Workload::ALL.len() as u64;
+        report.invariants_checked += runs.cut.len() as u64 + runs.acked.len() as u64 + Workload::ALL.len() as u64 + 1;
+        report.runs_cut_without_id = cut_without_id;
+        report.runs_cut_without_id_ended = u64::try_from(tally_without_id.first.rows).unwrap_or(0).saturating_sub(answered_without_id);
         answered.extend(runs.acked);
         report.runs_acknowledged = answered.len() as u64;
         report.runs_cut += runs.cut.len() as u64;
@@ -389,7 +435,9 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
     eprintln!("after the last kill: {verified} of the {} runs answered in every round read back as answered", answered.len());
     report.outputs_verified += verified;
     report.invariants_checked += answered.len() as u64;
-    let trace_checks = check_traces(comb.client(), &tally, report.runs_acknowledged + report.runs_cut, &mut violations).await?;
+    let with_ids = report.runs_acknowledged - answered_without_id + report.runs_cut;
+    let without_ids = answered_without_id + report.runs_cut_without_id_ended;
+    let trace_checks = check_traces(comb.client(), &tally, with_ids, without_ids, &mut violations).await?;
     eprintln!("traces: {trace_checks} checks of the workflows, change_data and function_invocations tables");
     report.trace_checks = trace_checks;
     report.invariants_checked += trace_checks;
@@ -412,27 +460,34 @@ async fn load_until_killed(comb: &Comb, server: ServerChild, sizes: &Sizes, nonc
         let (killed, runs, tally) = (&killed, &runs, tally);
         async move {
             for seq in 0.. {
-                if killed.load(Ordering::Acquire) {
+                // A round's runs per client are bounded by the chain's keys.
+                if killed.load(Ordering::Acquire) || seq >= chain::SEQ_MAX {
                     return;
                 }
-                let op = ChaosOp::new(sizes, nonce, client, seq);
+                let op = ChaosOp::new(sizes, nonce, round, client, seq);
                 let id = format!("chaos-{nonce}-{client}-{seq}");
                 let (workflow, input) = op.workflow();
                 let mut later = Backoff::new(OVERLOAD_PAUSE, OVERLOAD_PAUSE);
                 loop {
-                    let result = comb.connection(client).invoke::<Value>(workflow, &input).id(id.clone()).run().await;
+                    let invoke = comb.connection(client).invoke::<Value>(workflow, &input);
+                    let result = if op.has_id() { invoke.id(id.clone()).run().await } else { invoke.run().await };
                     let mut runs = runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     match result {
                         Ok(run) => {
                             if let Err(violation) = op.record(&run, tally) {
                                 runs.violations.push(violation);
                             }
-                            runs.acked.push((id, run.status, run.output));
+                            runs.answered_without_id += u64::from(!op.has_id());
+                            runs.acked.push((run.id, run.status, run.output));
                         }
                         // After the kill, a failure of the connection cuts the call; an
                         // answer the server gave (it named the request wrong) does not.
                         Err(err) if killed.load(Ordering::Acquire) && !answered_by_server(&err) => {
-                            runs.cut.push((id, op));
+                            if op.has_id() {
+                                runs.cut.push((id, op));
+                            } else {
+                                runs.cut_without_id += 1;
+                            }
                             return;
                         }
                         Err(err) if err.is_retryable() => {
@@ -468,6 +523,25 @@ fn answered_by_server(err: &comb_client::Error) -> bool {
         err.code(),
         Some(Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated | Code::OutOfRange | Code::Unimplemented)
     )
+}
+
+/// The tallies of the runs without an id, once no such run is running: the restarted
+/// server resumes the ones it had started by itself (for `SETTLE_WAIT_MAX` at most).
+async fn settled_chains(comb: &Comb) -> anyhow::Result<chain::Tally> {
+    let client = comb.client();
+    let deadline = Instant::now() + SETTLE_WAIT_MAX;
+    let mut later = Backoff::new(OVERLOAD_PAUSE, SETTLE_PAUSE_MAX);
+    let running = comb_client::ListFilter { name: Some(chain::WORKFLOW.to_owned()), status: Some(RunStatus::Running), page_size: 1, page_token: None };
+    loop {
+        let page = client.list_workflows(&running).await.context("listing the running runs without an id")?;
+        if page.runs.is_empty() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "run {} without an id still runs {} s after the restart", page.runs[0].id, SETTLE_WAIT_MAX.as_secs());
+        later.wait().await;
+    }
+    let run = client.invoke::<Value>(chain::TALLY, &json!({})).run().await.context("reading the tallies of the runs without an id")?;
+    run.into_output().context("the tallies of the runs without an id")
 }
 
 /// Invokes a run cut by the kill again under its id, as often as the restarted server asks
@@ -515,13 +589,18 @@ async fn traced_count(client: &Client, sql: &str) -> anyhow::Result<i64> {
     traces.rows.first().and_then(|row| row.first()).and_then(Value::as_i64).with_context(|| format!("{sql}: no number in {:?}", traces.rows))
 }
 
-/// The traces after the last restart: each run's `workflows` row once, no change row
-/// twice, and for each counter increment one change and one committed invocation.
-async fn check_traces(client: &Client, tally: &Tally, runs: u64, violations: &mut Violations) -> anyhow::Result<u64> {
+/// The traces after the last restart: each run's `workflows` row once (`runs` under the
+/// campaign's ids, `without_ids` that took effect without one), no change row twice, and
+/// for each counter increment one change and one committed invocation.
+async fn check_traces(client: &Client, tally: &Tally, runs: u64, without_ids: u64, violations: &mut Violations) -> anyhow::Result<u64> {
     let counted = tally.counted.load(Ordering::Relaxed);
-    let expectations: [(&str, &str, i64); 5] = [
+    let chains = format!("SELECT count(*) FROM workflows WHERE name = '{}' AND status = 'succeeded'", chain::WORKFLOW);
+    let distinct_chains = format!("SELECT count(DISTINCT id) FROM workflows WHERE name = '{}'", chain::WORKFLOW);
+    let expectations: [(&str, &str, i64); 7] = [
         ("workflows rows of the campaign's runs", "SELECT count(*) FROM workflows WHERE id LIKE 'chaos-%'", runs as i64),
         ("distinct runs in workflows", "SELECT count(DISTINCT id) FROM workflows WHERE id LIKE 'chaos-%'", runs as i64),
+        ("succeeded runs without an id in workflows (one per run that took effect)", &chains, without_ids as i64),
+        ("distinct runs without an id in workflows", &distinct_chains, without_ids as i64),
         (
             "change rows kept twice",
             "SELECT count(*) FROM (SELECT lsn, table_name, key FROM change_data GROUP BY lsn, table_name, key HAVING count(*) > 1)",
@@ -565,12 +644,15 @@ mod tests {
     #[test]
     fn the_mix_has_every_kind_and_repeats_itself() {
         let sizes = Sizes::new(0.01).unwrap();
-        let ops: Vec<ChaosOp> = (0..1_000).map(|seq| ChaosOp::new(&sizes, 9, (seq % 7) as usize, seq)).collect();
+        let ops: Vec<ChaosOp> = (0..1_000).map(|seq| ChaosOp::new(&sizes, 9, 2, (seq % 7) as usize, seq)).collect();
         let names: std::collections::BTreeSet<&str> = ops.iter().map(|op| op.workflow().0).collect();
-        for name in ["counter_pair", "counter", "hotel_search", "book", "browse", "cart_add", "cart_checkout", "post", "timeline"] {
+        for name in ["counter_pair", "counter", "hotel_search", "book", "browse", "cart_add", "cart_checkout", "post", "timeline", chain::WORKFLOW] {
             assert!(names.contains(name), "no {name} in {names:?}");
         }
-        let again = ChaosOp::new(&sizes, 9, 3, 3);
+        let keys: Vec<i64> = ops.iter().filter_map(|op| if let ChaosOp::Chain { key } = op { Some(*key) } else { None }).collect();
+        assert_eq!(keys.iter().collect::<std::collections::BTreeSet<_>>().len(), keys.len(), "a chain's key is its run's alone");
+        assert!(ops.iter().all(|op| op.has_id() != matches!(op, ChaosOp::Chain { .. })), "only the chains go without an id");
+        let again = ChaosOp::new(&sizes, 9, 2, 3, 3);
         assert_eq!(again.workflow(), ops[3].workflow(), "a cut run is invoked again with the same input");
     }
 

@@ -2,6 +2,7 @@
 
 mod apps;
 mod backend;
+mod chain;
 mod chaos;
 mod comb;
 mod compare;
