@@ -415,6 +415,18 @@ impl Engine {
         partition_of(key, self.inner.options.partitions)
     }
 
+    /// The partition a call of `function` with `input` runs on, before it runs: `None` for
+    /// a function without a partition key, which may touch any. A multi-function transaction
+    /// runs on its first function's, unless a later one's key falls elsewhere.
+    pub fn partition_of_call(&self, function: &str, input: &serde_json::Value) -> Result<Option<u16>> {
+        let registry = self.registry();
+        let function = registry.function(function)?;
+        if !function.single_partition {
+            return Ok(None);
+        }
+        Ok(Some(partition_of(&function.partition_key(input)?, self.inner.options.partitions)))
+    }
+
     /// The shared log.
     pub fn log(&self) -> &LogBook {
         &self.inner.shared.log

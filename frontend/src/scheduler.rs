@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comb_backend::{Answer, Engine, Function, Invocation, NextInput, RunEnd, RunRecord, SqlFunction, Transaction, TransactionStep};
-use comb_planner::{WorkflowPlan, WorkflowSpec, ZippedOutputs};
+use comb_planner::{StepOutputs, WorkflowPlan, WorkflowSpec, ZippedOutputs};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
@@ -684,14 +684,23 @@ impl Scheduler {
             *unstarted = false;
         }
         let mut outputs: HashMap<String, Value> = HashMap::new();
+        // The run's end goes with the unit that runs last, once every other has committed.
+        let end_with = |row: &WorkflowRow, outputs: &HashMap<String, Value>| RunWrite::End(Box::new(RunEnding { home: row.home, id: row.id.clone(), input: Arc::clone(&input), outputs: Arc::new(outputs.clone()) }));
         let mut running = FuturesUnordered::new();
         for &u in &first {
-            running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed, fused.then(|| row.clone())));
+            let with = if fused {
+                RunWrite::Start(Box::new(row.clone()))
+            } else if plan.units.len() == 1 {
+                end_with(row, &outputs)
+            } else {
+                RunWrite::None
+            };
+            running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed, with));
         }
         // The first unit that fails or is interrupted stops the run, once every unit already
         // under way has answered: a unit's work queued in the engine commits even if its
         // future is dropped, and the run's end, or its resumption, must come after it.
-        let mut stopped = None;
+        let (mut stopped, mut committed, mut ended) = (None, 0, None);
         while let Some((u, result)) = running.next().await {
             if let Ok(UnitDone { started_in: Some(home), .. }) = &result {
                 row.home = *home;
@@ -699,11 +708,14 @@ impl Scheduler {
             }
             match result {
                 Ok(done) if stopped.is_none() => {
+                    committed += 1;
                     outputs.extend(done.outputs);
+                    ended = ended.or(done.ended);
                     for &d in &dependents[u] {
                         waiting[d] -= 1;
                         if waiting[d] == 0 {
-                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed, None));
+                            let with = if committed + 1 == plan.units.len() { end_with(row, &outputs) } else { RunWrite::None };
+                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed, with));
                         }
                     }
                 }
@@ -718,21 +730,19 @@ impl Scheduler {
             Some(StepError::Failed(message)) => Some(message),
             Some(StepError::Interrupted(err)) => return Err(err),
         };
-        let (status, output, error) = match failure {
-            Some(message) => (FAILED, None, Some(message)),
-            None => match plan.output(&input, &outputs) {
-                Ok(output) => (SUCCEEDED, Some(output.to_string()), None),
-                Err(err) => (FAILED, None, Some(format!("the workflow's output: {err}"))),
-            },
-        };
-        let ending = Ending { home: row.home, id: row.id.clone(), status: status.to_owned(), output, error, ended_us: now_us() };
-        let () = self.system(system::FINISH, encode(&ending)).await?;
-        Ok(WorkflowRow { status: ending.status, output: ending.output, error: ending.error, ended_us: Some(ending.ended_us), ..row.clone() })
+        if let Some(ending) = ended {
+            return Ok(ended_row(row, ending));
+        }
+        let ending = run_ending(plan, &input, &outputs, row.home, &row.id, failure);
+        let _: Ending = self.system(system::FINISH, encode(&ending)).await?;
+        Ok(ended_row(row, ending))
     }
 
     /// One unit: a step alone, or a multi-function transaction; retried while the backend
-    /// refuses it for overload. With `start`, the run's start (that row) is a last member
-    /// of the unit's transaction, its `home` that of the partition the unit runs on.
+    /// refuses it for overload. With a [`RunWrite`], the run's start or end is a last member
+    /// of the unit's transaction: the start's row in the partition the unit runs on; the end
+    /// only when the unit runs where the run's row is (or may touch every partition), else
+    /// the run ends in a commit of its own.
     #[allow(clippy::too_many_arguments)]
     fn run_unit(
         self: &Arc<Self>,
@@ -742,7 +752,7 @@ impl Scheduler {
         input: &Arc<Value>,
         outputs: &HashMap<String, Value>,
         resumed: bool,
-        start: Option<WorkflowRow>,
+        with: RunWrite,
     ) -> impl Future<Output = (usize, std::result::Result<UnitDone, StepError>)> + use<> {
         let scheduler = Arc::clone(self);
         let plan = Arc::clone(plan);
@@ -759,9 +769,9 @@ impl Scheduler {
         async move {
             // A unit that carries the start cannot have committed before: its start would be
             // durable, and the run would be resuming from it.
-            if resumed && start.is_none() && plan.is_recorded(&steps[0]) {
+            if resumed && !matches!(with, RunWrite::Start(_)) && plan.is_recorded(&steps[0]) {
                 match scheduler.recorded(&plan, &id, &steps).await {
-                    Ok(Some(outputs)) => return (unit, Ok(UnitDone { outputs, started_in: None })),
+                    Ok(Some(outputs)) => return (unit, Ok(UnitDone { outputs, started_in: None, ended: None })),
                     Ok(None) => {}
                     Err(err) => return (unit, Err(StepError::Interrupted(err))),
                 }
@@ -771,13 +781,23 @@ impl Scheduler {
                 Some(Err(err)) => return (unit, Err(StepError::Failed(format!("step {}: {err}", steps[0])))),
                 None => return (unit, Err(StepError::Interrupted(Error::Internal(format!("step {} is not in its plan", steps[0]))))),
             };
+            let with = match with {
+                RunWrite::End(end) => match scheduler.engine.partition_of_call(&function_of(&plan, &steps[0]), &first) {
+                    Ok(None) => RunWrite::End(end),
+                    Ok(Some(partition)) if scheduler.homes.get(usize::from(partition)) == Some(&end.home) => RunWrite::End(end),
+                    // Elsewhere: the end goes on its own (a key the call lacks fails the call).
+                    _ => RunWrite::None,
+                },
+                other => other,
+            };
             // Each unit is answered once its commit is queued in the log, not durable
             // (`Answer::Logged`): its output goes only to the units after it and to the
             // run's end, a later commit answered durable, which carries this one with it.
-            let start = start.map(|row| (Arc::new(row), Arc::clone(&scheduler.homes)));
+            // A unit that carries the end is that commit.
+            let answer = if matches!(with, RunWrite::End(_)) { Answer::Durable } else { Answer::Logged };
             let mut attempt = 0;
             loop {
-                let result = if steps.len() == 1 && start.is_none() {
+                let result = if steps.len() == 1 && matches!(with, RunWrite::None) {
                     let step = &steps[0];
                     let mut invocation = Invocation::new(function_of(&plan, step), first.clone()).id(id.clone(), step.clone()).answer_logged();
                     if plan.is_recorded(step) {
@@ -790,19 +810,33 @@ impl Scheduler {
                         .map(|s| TransactionStep { function: function_of(&plan, s), id: Some(invocation_id(&id, s)), record: plan.is_recorded(s) })
                         .collect();
                     let mut next_input = unit_inputs(&plan, &steps, &input, &outputs);
-                    if let Some((row, homes)) = &start {
-                        members.push(TransactionStep { function: system::START.to_owned(), id: None, record: false });
-                        next_input = with_start(next_input, steps.len(), Arc::clone(row), Arc::clone(homes));
+                    match &with {
+                        RunWrite::None => {}
+                        RunWrite::Start(row) => {
+                            members.push(TransactionStep { function: system::START.to_owned(), id: None, record: false });
+                            next_input = with_start(next_input, steps.len(), Arc::new((**row).clone()), Arc::clone(&scheduler.homes));
+                        }
+                        RunWrite::End(end) => {
+                            members.push(TransactionStep { function: system::FINISH.to_owned(), id: None, record: false });
+                            next_input = with_end(next_input, &plan, &steps, end);
+                        }
                     }
-                    let transaction = Transaction { steps: members, input: first.clone(), next_input, answer: Answer::Logged, end: None };
+                    let transaction = Transaction { steps: members, input: first.clone(), next_input, answer, end: None };
                     scheduler.engine.invoke_transaction(transaction).await
                 };
                 match result {
-                    Ok(output) if start.is_none() => return (unit, Ok(UnitDone { outputs: unit_outputs(&steps, output.value), started_in: None })),
                     Ok(output) => {
-                        return match without_start(&steps, output.value) {
-                            Some((value, home)) => (unit, Ok(UnitDone { outputs: unit_outputs(&steps, value), started_in: Some(home) })),
-                            None => (unit, Err(StepError::Interrupted(Error::Internal(format!("the unit of step {} answered without its run's start", steps[0]))))),
+                        let value = output.value;
+                        let done = match &with {
+                            RunWrite::None => Some(UnitDone { outputs: unit_outputs(&steps, value), started_in: None, ended: None }),
+                            RunWrite::Start(_) => without_last(&steps, value)
+                                .and_then(|(value, home)| Some(UnitDone { outputs: unit_outputs(&steps, value), started_in: Some(home.as_i64()?), ended: None })),
+                            RunWrite::End(_) => without_last(&steps, value)
+                                .and_then(|(value, ending)| Some(UnitDone { outputs: unit_outputs(&steps, value), started_in: None, ended: Some(serde_json::from_value(ending).ok()?) })),
+                        };
+                        return match done {
+                            Some(done) => (unit, Ok(done)),
+                            None => (unit, Err(StepError::Interrupted(Error::Internal(format!("the unit of step {} answered without its run's start or end", steps[0]))))),
                         };
                     }
                     Err(err) if err.is_retryable() && attempt < scheduler.options.step_retries_max => {
@@ -1061,11 +1095,51 @@ fn function_of(plan: &WorkflowPlan, step: &str) -> String {
     plan.spec.steps.iter().find(|s| s.id == step).map(|s| s.function.clone()).unwrap_or_default()
 }
 
-/// What a unit answered: its steps' outputs, and where the run's start went with it.
+/// What a unit answered: its steps' outputs, and the run's start or end that went with it.
 struct UnitDone {
     outputs: Vec<(String, Value)>,
     /// The `home` of the run's row, when the run's start was a member of the unit.
     started_in: Option<i64>,
+    /// How the run ended, when its end was a member of the unit.
+    ended: Option<Ending>,
+}
+
+/// A write of the run's own that goes with a unit, as the last member of its transaction:
+/// one commit fewer per run.
+enum RunWrite {
+    None,
+    /// The run's start: its row, whose `home` becomes the unit's partition's.
+    Start(Box<WorkflowRow>),
+    /// The run's end, for the unit that runs last.
+    End(Box<RunEnding>),
+}
+
+/// What the unit that runs last needs to end the run in its own commit: where the run's
+/// row is, and what the run's output is built from besides the unit's own outputs.
+struct RunEnding {
+    home: i64,
+    id: String,
+    input: Arc<Value>,
+    /// The outputs of every unit before it.
+    outputs: Arc<HashMap<String, Value>>,
+}
+
+/// How a run whose units all ran ends (`failure`: the step that failed): with its output,
+/// or failed when a step failed or the output cannot be built from the steps' outputs.
+fn run_ending(plan: &WorkflowPlan, input: &Value, outputs: &impl StepOutputs, home: i64, id: &str, failure: Option<String>) -> Ending {
+    let (status, output, error) = match failure {
+        Some(message) => (FAILED, None, Some(message)),
+        None => match plan.output(input, outputs) {
+            Ok(output) => (SUCCEEDED, Some(output.to_string()), None),
+            Err(err) => (FAILED, None, Some(format!("the workflow's output: {err}"))),
+        },
+    };
+    Ending { home, id: id.to_owned(), status: status.to_owned(), output, error, ended_us: now_us() }
+}
+
+/// A started run's row as it ended.
+fn ended_row(row: &WorkflowRow, ending: Ending) -> WorkflowRow {
+    WorkflowRow { status: ending.status, output: ending.output, error: ending.error, ended_us: Some(ending.ended_us), ..row.clone() }
 }
 
 /// A unit's input function with the run's start as its member after the unit's `steps`:
@@ -1081,16 +1155,31 @@ fn with_start(inner: Arc<comb_backend::NextInputFn>, steps: usize, row: Arc<Work
     })
 }
 
-/// A unit's answer split from the output of the run's start, its last member (the row's
-/// `home`): the steps' outputs as a unit of `steps` answers them. `None` if it is not there.
-fn without_start(steps: &[String], value: Value) -> Option<(Value, i64)> {
+/// A unit's input function with the run's end as its member after the unit's `steps`: the
+/// run's output built from the steps' outputs, those of the units before, and its input.
+fn with_end(inner: Arc<comb_backend::NextInputFn>, plan: &Arc<WorkflowPlan>, steps: &[String], end: &RunEnding) -> Arc<comb_backend::NextInputFn> {
+    let (plan, steps) = (Arc::clone(plan), steps.to_vec());
+    let (home, id, input, outputs) = (end.home, end.id.clone(), Arc::clone(&end.input), Arc::clone(&end.outputs));
+    Arc::new(move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
+        if next.index < steps.len() {
+            return inner(next);
+        }
+        let all = (ZippedOutputs { steps: &steps, outputs: next.outputs }, outputs.as_ref());
+        Ok(encode(&run_ending(&plan, &input, &all, home, &id, None)))
+    })
+}
+
+/// A unit's answer split from the output of its last member, the run's start (the row's
+/// `home`) or end (the `Ending`): the steps' outputs as a unit of `steps` answers them.
+/// `None` if it is not there.
+fn without_last(steps: &[String], value: Value) -> Option<(Value, Value)> {
     let Value::Array(mut values) = value else { return None };
-    let home = values.pop()?.as_i64()?;
+    let last = values.pop()?;
     if values.len() != steps.len() {
         return None;
     }
     let value = if steps.len() == 1 { values.pop()? } else { Value::Array(values) };
-    Some((value, home))
+    Some((value, last))
 }
 
 /// The input function of a multi-function unit: each later step's input from the outputs

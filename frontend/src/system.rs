@@ -181,10 +181,12 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .statement("row", "UPDATE comb_workflows SET status = $3, output = $4, error = $5, ended_us = $6 WHERE home = $1 AND id = $2")
             .statement("running", "DELETE FROM comb_running WHERE home = $1 AND id = $2")
             .partition_by("home")
-            .run_typed(|tx, end: Ending| -> comb_backend::Result<()> {
-                tx.execute("row", (end.home, end.id.clone(), end.status, end.output, end.error, end.ended_us))?;
-                tx.execute("running", (end.home, end.id))?;
-                Ok(())
+            // Answers the ending it wrote: built in the transaction when it was a member of
+            // a run's last unit (see `Scheduler::run_steps`).
+            .run_typed(|tx, end: Ending| -> comb_backend::Result<Ending> {
+                tx.execute("row", (end.home, end.id.clone(), end.status.clone(), end.output.clone(), end.error.clone(), end.ended_us))?;
+                tx.execute("running", (end.home, end.id.clone()))?;
+                Ok(end)
             }),
         Function::new(INSERT_ENDED)
             .statement("row", format!("INSERT INTO comb_workflows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))

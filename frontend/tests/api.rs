@@ -1257,7 +1257,7 @@ async fn a_run_without_an_id_starts_with_its_first_unit() {
     let before = f.log_tail();
     let run = c.invoke::<Value>("add_note", &json!({ "id": 70, "body": "x" })).run().await.unwrap();
     assert_eq!(run.output, Some(json!({ "n": 1, "noted": 70 })));
-    assert_eq!(f.commits_after(before).await, 3, "the start with the first unit, the second unit, the end");
+    assert_eq!(f.commits_after(before).await, 2, "the start with the first unit, the end with the second (both on key 70's partition)");
     let row = c.get_workflow(&run.id, false).await.unwrap();
     assert_eq!((row.status, &row.output), (RunStatus::Succeeded, &run.output), "the row is found wherever the start put it");
     assert_eq!(c.invoke::<Value>("count", &json!({ "id": 70, "by": 0 })).await.unwrap()["n"], 1, "the first unit ran once");
@@ -1301,6 +1301,118 @@ async fn a_run_without_an_id_starts_with_its_first_unit() {
     let run = c.invoke::<Value>("two_adds", &json!({ "a": 72, "b": 73 })).run().await.unwrap();
     assert_eq!(run.output, Some(json!({ "a": 1, "b": 1 })));
     assert_eq!(f.commits_after(before).await, 4, "the start, each unit, the end");
+    f.close().await;
+}
+
+/// A run ends in its last unit's commit when that unit runs where the run's row is, or may
+/// touch every partition; elsewhere, or when that unit fails, in a commit of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ends_with_its_last_unit_where_its_row_is() {
+    let f = Fixture::new().await;
+    let c = f.client.clone();
+    let other = |k: i64| (k + 1..).find(|o| f.partition_of(*o) != f.partition_of(k)).unwrap();
+    c.register_workflow(
+        r#"{"name": "add_note_at", "steps": [
+            {"id": "add", "function": "add", "input": {"id": "$input.id"}},
+            {"id": "note", "function": "note", "input": {"id": "$input.at", "body": "at", "after": "$add.n"}}],
+            "output": {"n": "$add.n", "noted": "$note.noted"}}"#,
+    )
+    .await
+    .unwrap();
+    // Same partition: two commits; the row, read where it is, holds what the caller got.
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("add_note_at", &json!({ "id": 100, "at": 100 })).run().await.unwrap();
+    assert_eq!((run.status, &run.output), (RunStatus::Succeeded, &Some(json!({ "n": 1, "noted": 100 }))));
+    assert_eq!(f.commits_after(before).await, 2, "the start with the first unit, the end with the last");
+    let row = f.row_at(f.home_of(100), &run.id).await;
+    assert_eq!((row["status"].as_str(), row["ended_us"].as_u64()), (Some("succeeded"), run.ended_us), "{row}");
+    assert_eq!(serde_json::from_str::<Value>(row["output"].as_str().unwrap()).unwrap(), run.output.clone().unwrap());
+    let page = c.list_workflows(&ListFilter { name: Some("add_note_at".into()), status: Some(RunStatus::Running), page_size: 10, ..ListFilter::default() }).await.unwrap();
+    assert!(page.runs.is_empty(), "an ended run is not left running: {:?}", page.runs);
+
+    // The last unit on the other partition: its end goes on its own.
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("add_note_at", &json!({ "id": 101, "at": other(101) })).run().await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(f.commits_after(before).await, 3, "the start with the first unit, the last unit, the end");
+    assert_eq!(c.get_workflow(&run.id, false).await.unwrap().output, run.output);
+
+    // A last unit with no partition key may touch every partition: the end goes with it.
+    let anywhere = SqlFunction {
+        name: "note_anywhere".into(),
+        statements: vec![SqlStatement { name: "put".into(), sql: "INSERT INTO notes (id, body) VALUES ($1, $2)".into(), params: vec!["id".into(), "body".into()] }],
+        partition_by: None,
+    };
+    c.register_function(&anywhere).await.unwrap();
+    let read = SqlFunction {
+        name: "note_body".into(),
+        statements: vec![SqlStatement { name: "get".into(), sql: "SELECT body FROM notes WHERE id = $1".into(), params: vec!["id".into()] }],
+        partition_by: Some("id".into()),
+    };
+    c.register_function(&read).await.unwrap();
+    c.register_workflow(r#"{"name": "note_body", "steps": [{"id": "get", "function": "note_body", "input": "$input"}], "output": "$get"}"#).await.unwrap();
+    let body = |id: i64| {
+        let c = c.clone();
+        async move { c.invoke::<Value>("note_body", &json!({ "id": id })).await.unwrap() }
+    };
+    c.register_workflow(
+        r#"{"name": "add_note_anywhere", "steps": [
+            {"id": "add", "function": "add", "input": {"id": "$input.id"}},
+            {"id": "note", "function": "note_anywhere", "input": {"id": "$input.at", "body": "anywhere", "after": "$add.n"}}],
+            "output": "$add.n"}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("add_note_anywhere", &json!({ "id": 102, "at": other(102) })).run().await.unwrap();
+    assert_eq!((run.status, &run.output), (RunStatus::Succeeded, &Some(json!(1))));
+    assert_eq!(f.commits_after(before).await, 2, "the end with the multi-partition last unit");
+    assert_eq!(body(other(102)).await, json!([{ "body": "anywhere" }]));
+
+    // An output that cannot be built from the steps' outputs fails the run, in the same
+    // commit as the last unit, whose write stays.
+    c.register_workflow(
+        r#"{"name": "add_note_bad_output", "steps": [
+            {"id": "add", "function": "add", "input": {"id": "$input.id"}},
+            {"id": "note", "function": "note", "input": {"id": "$add.id", "body": "b"}}],
+            "output": "$note.missing"}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("add_note_bad_output", &json!({ "id": 120 })).run().await.unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.as_deref().is_some_and(|e| e.contains("the workflow's output")), "{run:?}");
+    assert_eq!(f.commits_after(before).await, 2);
+    assert_eq!(c.get_workflow(&run.id, false).await.unwrap().error, run.error);
+    assert_eq!(body(120).await, json!([{ "body": "b" }]), "the last unit's write stays");
+
+    // The last unit fails: nothing of it committed; the run's failure is a commit of its own.
+    c.register_workflow(
+        r#"{"name": "add_fail", "steps": [
+            {"id": "add", "function": "add", "input": {"id": "$input.id"}},
+            {"id": "fail", "function": "fail", "input": {"id": "$add.id"}}],
+            "output": "$fail"}"#,
+    )
+    .await
+    .unwrap();
+    let before = f.log_tail();
+    let run = c.invoke::<Value>("add_fail", &json!({ "id": 121 })).run().await.unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.as_deref().is_some_and(|e| e.contains("refused 121")), "{run:?}");
+    assert_eq!(f.commits_after(before).await, 2, "the start with the first unit, the failed end");
+    assert_eq!(c.get_workflow(&run.id, false).await.unwrap().status, RunStatus::Failed);
+
+    // An asynchronous run of one unit: its start answered durable in the id's partition, its
+    // end with the unit when the unit's key falls there too.
+    let engine = f.server.as_ref().unwrap().0.engine().clone();
+    let id_at = engine.partition_of(&comb_planner::Value::Text("async-122".to_owned()));
+    let key = (122..).find(|k| f.partition_of(*k) == id_at).unwrap();
+    let before = f.log_tail();
+    let started = c.start("count", &json!({ "id": key }), Some("async-122")).await.unwrap();
+    let ended = c.get_workflow(&started.id, true).await.unwrap();
+    assert_eq!((ended.status, ended.output), (RunStatus::Succeeded, Some(json!({ "id": key, "n": 1 }))));
+    assert_eq!(f.commits_after(before).await, 2, "the start, then the unit with the end");
     f.close().await;
 }
 
