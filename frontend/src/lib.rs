@@ -26,7 +26,8 @@
 //! - **One commit for a one-transaction workflow.** Its row is written in its own
 //!   transaction, on its partition; there is no separate start record. A longer run invoked
 //!   synchronously without an id writes its start with its first unit when every other
-//!   unit waits on that one.
+//!   unit waits on that one; a longer run ends in its last unit's commit when that unit
+//!   runs where the run's row is.
 //! - **Bounds.** Request size, runs in flight, waits and retries are bounded by
 //!   [`ServerOptions`].
 

@@ -11,7 +11,9 @@
 //!           queued in the log; with no id, synchronous, and one first unit: a last
 //!           member of that unit's transaction) ─> units as their inputs are ready,
 //!           parallel branches concurrently, recorded steps as the planner chose
-//!           ─> durable end (row updated, comb_running row deleted)
+//!           ─> durable end (row updated, comb_running row deleted; a last member
+//!           of the last unit's transaction when that unit runs on the row's partition
+//!           or has no partition key)
 //! start: for each comb_running row (read a page at a time, partition by partition), claim
 //!        and resume, up to workflows-in-flight-max; the rest as runs in flight fall to
 //!        half of it; recorded steps return their first output, the others run again
