@@ -419,8 +419,12 @@ impl Engine {
     /// a function without a partition key, which may touch any. A multi-function transaction
     /// runs on its first function's, unless a later one's key falls elsewhere.
     pub fn partition_of_call(&self, function: &str, input: &serde_json::Value) -> Result<Option<u16>> {
-        let registry = self.registry();
-        let function = registry.function(function)?;
+        self.route(self.registry().function(function)?, input)
+    }
+
+    /// Where a call of `function` with `input` is submitted: its partition key's partition,
+    /// or `None` (every partition) for a function without one.
+    fn route(&self, function: &Registered, input: &serde_json::Value) -> Result<Option<u16>> {
         if !function.single_partition {
             return Ok(None);
         }
@@ -523,7 +527,7 @@ impl Engine {
         let function = registry.function(&invocation.function)?;
         check_json_bytes(&invocation.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
         let member = Member { function: Arc::clone(function), id: invocation.id, record: invocation.record };
-        let partition = if function.single_partition { Some(partition_of(&function.partition_key(&invocation.input)?, self.inner.options.partitions)) } else { None };
+        let partition = self.route(function, &invocation.input)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Job { members: vec![member], input: invocation.input, next_input: None, end: None, record_partition: None, lookup_only: false, answer: invocation.answer, reply };
         self.submit(job, partition)?;
@@ -568,7 +572,7 @@ impl Engine {
         };
         let first = Arc::clone(registry.function(&transaction.steps[0].function)?);
         check_json_bytes(&transaction.input, "the function's input in bytes", self.inner.options.json_bytes_max)?;
-        let home = if first.single_partition { Some(partition_of(&first.partition_key(&transaction.input)?, self.inner.options.partitions)) } else { None };
+        let home = self.route(&first, &transaction.input)?;
         let single = transaction.steps.iter().all(|s| registry.function(&s.function).is_ok_and(|f| f.single_partition));
         if single {
             // A later function's key may fall elsewhere; then it runs again, multi-partition.

@@ -855,7 +855,7 @@ fn json_bytes_bound(value: &serde_json::Value, limit: usize) -> usize {
 /// every function's output is checked, and writing a kilobyte of output only to count it
 /// was 9% of the executors' samples under retwis's timeline reads alone. Otherwise its bytes
 /// are counted as written, nothing is allocated, and the writing stops once past the limit.
-pub(crate) fn check_json_bytes(value: &serde_json::Value, what: &'static str, limit: usize) -> Result<()> {
+pub fn check_json_bytes(value: &serde_json::Value, what: &'static str, limit: usize) -> Result<()> {
     if json_bytes_bound(value, limit) <= limit {
         return Ok(());
     }

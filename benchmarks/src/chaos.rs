@@ -250,7 +250,9 @@ pub(crate) struct ChaosReport {
     runs_cut: u64,
     /// Of those, the runs the server had already (the kill came after they started).
     runs_cut_found: u64,
-    /// Runs without an id whose call the kill cut: not invoked again.
+    /// Runs without an id answered (counted in `runs_acknowledged` too).
+    runs_answered_without_id: u64,
+    /// Runs without an id whose call the kill (or a passing failure) cut: not invoked again.
     runs_cut_without_id: u64,
     /// Of those, the runs that took effect (the kill came after their first unit): ended by
     /// the restarted servers by themselves.
@@ -356,6 +358,7 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
         runs_acknowledged: 0,
         runs_cut: 0,
         runs_cut_found: 0,
+        runs_answered_without_id: 0,
         runs_cut_without_id: 0,
         runs_cut_without_id_ended: 0,
         runs_resumed_by_server: 0,
@@ -422,6 +425,7 @@ async fn campaign(args: &ChaosArgs, sizes: &Sizes, seed: u64, dir: &Path) -> any
             passed.join(", ")
         );
         report.invariants_checked += runs.cut.len() as u64 + runs.acked.len() as u64 + Workload::ALL.len() as u64 + 1;
+        report.runs_answered_without_id = answered_without_id;
         report.runs_cut_without_id = cut_without_id;
         report.runs_cut_without_id_ended = u64::try_from(tally_without_id.first.rows).unwrap_or(0).saturating_sub(answered_without_id);
         answered.extend(runs.acked);
@@ -490,6 +494,12 @@ async fn load_until_killed(comb: &Comb, server: ServerChild, sizes: &Sizes, nonc
                             }
                             return;
                         }
+                        // A run without an id is invoked again only when it was refused before
+                        // anything of it ran; after any other passing failure it may have
+                        // started (and the server ends it), so it counts as cut.
+                        Err(err) if !op.has_id() && err.is_retryable() && err.code() != Some(comb_client::Code::ResourceExhausted) => {
+                            runs.cut_without_id += 1;
+                        }
                         Err(err) if err.is_retryable() => {
                             drop(runs);
                             later.wait().await;
@@ -532,16 +542,24 @@ async fn settled_chains(comb: &Comb) -> anyhow::Result<chain::Tally> {
     let deadline = Instant::now() + SETTLE_WAIT_MAX;
     let mut later = Backoff::new(OVERLOAD_PAUSE, SETTLE_PAUSE_MAX);
     let running = comb_client::ListFilter { name: Some(chain::WORKFLOW.to_owned()), status: Some(RunStatus::Running), page_size: 1, page_token: None };
+    // The restarted server may refuse for a while (resuming its runs fills its slots).
+    let passing = |err: &comb_client::Error| err.is_retryable() && Instant::now() < deadline;
     loop {
-        let page = client.list_workflows(&running).await.context("listing the running runs without an id")?;
-        if page.runs.is_empty() {
-            break;
+        match client.list_workflows(&running).await {
+            Ok(page) if page.runs.is_empty() => break,
+            Ok(page) => anyhow::ensure!(Instant::now() < deadline, "run {} without an id still runs {} s after the restart", page.runs[0].id, SETTLE_WAIT_MAX.as_secs()),
+            Err(err) if passing(&err) => {}
+            Err(err) => return Err(anyhow::Error::new(err).context("listing the running runs without an id")),
         }
-        anyhow::ensure!(Instant::now() < deadline, "run {} without an id still runs {} s after the restart", page.runs[0].id, SETTLE_WAIT_MAX.as_secs());
         later.wait().await;
     }
-    let run = client.invoke::<Value>(chain::TALLY, &json!({})).run().await.context("reading the tallies of the runs without an id")?;
-    run.into_output().context("the tallies of the runs without an id")
+    loop {
+        match client.invoke::<Value>(chain::TALLY, &json!({})).run().await {
+            Ok(run) => return run.into_output().context("the tallies of the runs without an id"),
+            Err(err) if passing(&err) => later.wait().await,
+            Err(err) => return Err(anyhow::Error::new(err).context("reading the tallies of the runs without an id")),
+        }
+    }
 }
 
 /// Invokes a run cut by the kill again under its id, as often as the restarted server asks
@@ -651,7 +669,6 @@ mod tests {
         }
         let keys: Vec<i64> = ops.iter().filter_map(|op| if let ChaosOp::Chain { key } = op { Some(*key) } else { None }).collect();
         assert_eq!(keys.iter().collect::<std::collections::BTreeSet<_>>().len(), keys.len(), "a chain's key is its run's alone");
-        assert!(ops.iter().all(|op| op.has_id() != matches!(op, ChaosOp::Chain { .. })), "only the chains go without an id");
         let again = ChaosOp::new(&sizes, 9, 2, 3, 3);
         assert_eq!(again.workflow(), ops[3].workflow(), "a cut run is invoked again with the same input");
     }

@@ -25,8 +25,7 @@ fn a_short_crash_campaign_finds_no_violation() {
     let acknowledged = report["runs_acknowledged"].as_u64().unwrap();
     assert_eq!(report["outputs_verified"].as_u64(), Some(2 * acknowledged), "each answered run read back after its round and after the last: {report}");
     assert_eq!(report["trace_checks"], 8, "{report}");
-    let (cut, ended) = (report["runs_cut_without_id"].as_u64(), report["runs_cut_without_id_ended"].as_u64());
-    assert!(cut.zip(ended).is_some_and(|(cut, ended)| ended <= cut), "runs without an id: {report}");
+    assert!(report["runs_answered_without_id"].as_u64().is_some_and(|n| n > 0), "no run without an id answered: {report}");
     for round in 1..=3 {
         assert!(stderr.contains(&format!("round {round}/3: killed after")), "round {round} not reported:\n{stderr}");
     }

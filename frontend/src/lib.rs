@@ -27,7 +27,7 @@
 //!   transaction, on its partition; there is no separate start record. A longer run invoked
 //!   synchronously without an id writes its start with its first unit when every other
 //!   unit waits on that one; a longer run ends in its last unit's commit when that unit
-//!   runs where the run's row is.
+//!   runs where the run's row is, or has no partition key.
 //! - **Bounds.** Request size, runs in flight, waits and retries are bounded by
 //!   [`ServerOptions`].
 

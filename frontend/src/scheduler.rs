@@ -735,8 +735,8 @@ impl Scheduler {
         if let Some(ending) = ended {
             return Ok(ended_row(row, ending));
         }
-        let ending = run_ending(plan, &input, &outputs, row.home, &row.id, failure);
-        let _: Ending = self.system(system::FINISH, encode(&ending)).await?;
+        let (ending, value) = run_ending(plan, &input, &outputs, row.home, &row.id, failure, self.options.engine.json_bytes_max);
+        let _: Ending = self.system(system::FINISH, value).await?;
         Ok(ended_row(row, ending))
     }
 
@@ -820,7 +820,7 @@ impl Scheduler {
                         }
                         RunWrite::End(end) => {
                             members.push(TransactionStep { function: system::FINISH.to_owned(), id: None, record: false });
-                            next_input = with_end(next_input, &plan, &steps, end);
+                            next_input = with_end(next_input, &plan, &steps, end, scheduler.options.engine.json_bytes_max);
                         }
                     }
                     let transaction = Transaction { steps: members, input: first.clone(), next_input, answer, end: None };
@@ -838,7 +838,10 @@ impl Scheduler {
                         };
                         return match done {
                             Some(done) => (unit, Ok(done)),
-                            None => (unit, Err(StepError::Interrupted(Error::Internal(format!("the unit of step {} answered without its run's start or end", steps[0]))))),
+                            None => {
+                                let member = if matches!(with, RunWrite::Start(_)) { "start (the row's home)" } else { "end (an Ending)" };
+                                (unit, Err(StepError::Interrupted(Error::Internal(format!("the unit of step {} answered without its run's {member} as its last member (a bug)", steps[0])))))
+                            }
                         };
                     }
                     Err(err) if err.is_retryable() && attempt < scheduler.options.step_retries_max => {
@@ -1126,9 +1129,11 @@ struct RunEnding {
     outputs: Arc<HashMap<String, Value>>,
 }
 
-/// How a run whose units all ran ends (`failure`: the step that failed): with its output,
-/// or failed when a step failed or the output cannot be built from the steps' outputs.
-fn run_ending(plan: &WorkflowPlan, input: &Value, outputs: &impl StepOutputs, home: i64, id: &str, failure: Option<String>) -> Ending {
+/// How a run whose units all ran ends (`failure`: the step that failed), and the input of
+/// the end's system function: with its output, or failed when a step failed, or the output
+/// cannot be built from the steps' outputs, or with it the end would pass `json-bytes-max`
+/// (`limit`; each step's output is bounded, their sum is not).
+fn run_ending(plan: &WorkflowPlan, input: &Value, outputs: &impl StepOutputs, home: i64, id: &str, failure: Option<String>, limit: usize) -> (Ending, Value) {
     let (status, output, error) = match failure {
         Some(message) => (FAILED, None, Some(message)),
         None => match plan.output(input, outputs) {
@@ -1136,7 +1141,16 @@ fn run_ending(plan: &WorkflowPlan, input: &Value, outputs: &impl StepOutputs, ho
             Err(err) => (FAILED, None, Some(format!("the workflow's output: {err}"))),
         },
     };
-    Ending { home, id: id.to_owned(), status: status.to_owned(), output, error, ended_us: now_us() }
+    let ending = Ending { home, id: id.to_owned(), status: status.to_owned(), output, error, ended_us: now_us() };
+    let value = encode(&ending);
+    match comb_backend::check_json_bytes(&value, "the workflow's output, with the run's end, in bytes", limit) {
+        Ok(()) => (ending, value),
+        Err(err) => {
+            let ending = Ending { status: FAILED.to_owned(), output: None, error: Some(format!("the workflow's output: {err}")), ..ending };
+            let value = encode(&ending);
+            (ending, value)
+        }
+    }
 }
 
 /// A started run's row as it ended.
@@ -1159,7 +1173,7 @@ fn with_start(inner: Arc<comb_backend::NextInputFn>, steps: usize, row: Arc<Work
 
 /// A unit's input function with the run's end as its member after the unit's `steps`: the
 /// run's output built from the steps' outputs, those of the units before, and its input.
-fn with_end(inner: Arc<comb_backend::NextInputFn>, plan: &Arc<WorkflowPlan>, steps: &[String], end: &RunEnding) -> Arc<comb_backend::NextInputFn> {
+fn with_end(inner: Arc<comb_backend::NextInputFn>, plan: &Arc<WorkflowPlan>, steps: &[String], end: &RunEnding, limit: usize) -> Arc<comb_backend::NextInputFn> {
     let (plan, steps) = (Arc::clone(plan), steps.to_vec());
     let (home, id, input, outputs) = (end.home, end.id.clone(), Arc::clone(&end.input), Arc::clone(&end.outputs));
     Arc::new(move |next: &NextInput<'_>| -> std::result::Result<Value, comb_backend::BoxError> {
@@ -1167,7 +1181,7 @@ fn with_end(inner: Arc<comb_backend::NextInputFn>, plan: &Arc<WorkflowPlan>, ste
             return inner(next);
         }
         let all = (ZippedOutputs { steps: &steps, outputs: next.outputs }, outputs.as_ref());
-        Ok(encode(&run_ending(&plan, &input, &all, home, &id, None)))
+        Ok(run_ending(&plan, &input, &all, home, &id, None, limit).1)
     })
 }
 

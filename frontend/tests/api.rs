@@ -1332,7 +1332,7 @@ async fn a_run_ends_with_its_last_unit_where_its_row_is() {
 
     // The last unit on the other partition: its end goes on its own.
     let before = f.log_tail();
-    let run = c.invoke::<Value>("add_note_at", &json!({ "id": 101, "at": other(101) })).run().await.unwrap();
+    let run = c.invoke::<Value>("add_note_at", &json!({ "id": 101, "at": other(1_000) })).run().await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(f.commits_after(before).await, 3, "the start with the first unit, the last unit, the end");
     assert_eq!(c.get_workflow(&run.id, false).await.unwrap().output, run.output);
@@ -1364,10 +1364,10 @@ async fn a_run_ends_with_its_last_unit_where_its_row_is() {
     .await
     .unwrap();
     let before = f.log_tail();
-    let run = c.invoke::<Value>("add_note_anywhere", &json!({ "id": 102, "at": other(102) })).run().await.unwrap();
+    let run = c.invoke::<Value>("add_note_anywhere", &json!({ "id": 102, "at": other(2_000) })).run().await.unwrap();
     assert_eq!((run.status, &run.output), (RunStatus::Succeeded, &Some(json!(1))));
     assert_eq!(f.commits_after(before).await, 2, "the end with the multi-partition last unit");
-    assert_eq!(body(other(102)).await, json!([{ "body": "anywhere" }]));
+    assert_eq!(body(other(2_000)).await, json!([{ "body": "anywhere" }]));
 
     // An output that cannot be built from the steps' outputs fails the run, in the same
     // commit as the last unit, whose write stays.
@@ -1413,6 +1413,39 @@ async fn a_run_ends_with_its_last_unit_where_its_row_is() {
     let ended = c.get_workflow(&started.id, true).await.unwrap();
     assert_eq!((ended.status, ended.output), (RunStatus::Succeeded, Some(json!({ "id": key, "n": 1 }))));
     assert_eq!(f.commits_after(before).await, 2, "the start, then the unit with the end");
+    f.close().await;
+}
+
+/// A workflow's output built from steps' outputs each within `json-bytes-max`, but together
+/// above it, fails the run with an error that says so, whether the end goes with the last
+/// unit or on its own; the steps' writes stay, and the run is not left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_above_the_bound_fails_the_run_it_would_end() {
+    let f = Fixture::with_options(ServerOptions { engine: EngineOptions { partitions: 2, json_bytes_max: 16 << 10, ..EngineOptions::default() }, ..options(None) }).await;
+    let c = f.client.clone();
+    c.register_workflow(
+        r#"{"name": "two_pads", "steps": [
+            {"id": "a", "function": "pad", "input": {"id": "$input.id", "bytes": 10000}},
+            {"id": "b", "function": "pad", "input": {"id": "$input.at", "bytes": 10000, "after": "$a.id"}},
+            {"id": "add", "function": "add", "input": {"id": "$input.at", "after": "$b.id"}}],
+            "output": {"a": "$a.pad", "b": "$b.pad"}}"#,
+    )
+    .await
+    .unwrap();
+    let other = (1..).find(|k| f.partition_of(*k) != f.partition_of(0)).unwrap();
+    // `a` and `b` are recorded (each output goes to a step and to the run's output).
+    for (at, commits) in [(0, 3), (other, 4)] {
+        let before = f.log_tail();
+        let run = c.invoke::<Value>("two_pads", &json!({ "id": 0, "at": at })).run().await.unwrap();
+        assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+        let error = run.error.clone().unwrap_or_default();
+        assert!(error.contains("the workflow's output") && error.contains("json-bytes-max"), "{error}");
+        assert_eq!(f.commits_after(before).await, commits, "last unit at key {at}: the start with `a`, `b`, `add` with the failed end or then it");
+        assert_eq!(c.get_workflow(&run.id, false).await.unwrap().error, run.error);
+        assert_eq!(c.invoke::<Value>("count", &json!({ "id": at, "by": 0 })).await.unwrap()["n"], 1, "the last unit's write stays");
+    }
+    let page = c.list_workflows(&ListFilter { name: Some("two_pads".into()), status: Some(RunStatus::Running), page_size: 10, ..ListFilter::default() }).await.unwrap();
+    assert!(page.runs.is_empty(), "no run left running: {:?}", page.runs);
     f.close().await;
 }
 
