@@ -524,7 +524,7 @@ proptest::proptest! {
             db.run("INSERT INTO kv (a, b, v) VALUES ('x', $1, $2)", vec![int(*b), tag(*b)]).unwrap();
         }
         db.limits.scan_rows_max = scan_rows_max;
-        let mut model = committed.clone();
+        let mut model = committed;
         let mut statements = Vec::new();
         for b in &inserts {
             statements.push(("INSERT INTO kv (a, b, v) VALUES ('x', $1, $2) ON CONFLICT DO NOTHING", vec![int(*b), tag(*b)]));

@@ -159,8 +159,7 @@ impl<'a> Fields<'a> {
 #[inline(always)]
 fn key(rest: &mut &[u8]) -> std::result::Result<(u32, WireType), Why> {
     if let Some((&byte, after)) = rest.split_first()
-        && byte < 0x80
-        && byte >= 8
+        && (8..0x80).contains(&byte)
         && let Ok(wire_type) = WireType::try_from(u64::from(byte & 7))
     {
         *rest = after;

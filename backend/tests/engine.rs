@@ -706,7 +706,7 @@ fn options_out_of_bounds_are_refused_by_name() {
             (EngineOptions { writeback_bytes: comb_backend::WRITEBACK_BYTES_MAX + 1, ..options(1) }, "writeback-bytes"),
             (EngineOptions { writeback_interval_ms: comb_backend::WRITEBACK_INTERVAL_MS_MAX + 1, ..options(1) }, "writeback-interval-ms"),
         ] {
-            let err = Engine::open(dir.path(), options).await.err().expect("refused");
+            let err = Engine::open(dir.path(), options).await.expect_err("refused");
             assert!(matches!(err, Error::InvalidOptions { option, .. } if option == named), "{err}");
         }
         let engine = Engine::open(dir.path(), EngineOptions { row_cache_bytes: 0, ..options(1) }).await.expect("no row cache is allowed");
@@ -1045,7 +1045,7 @@ fn a_function_registered_during_a_ddl_fits_the_new_catalog_or_is_refused() {
         };
         let held = Arc::clone(&faulty);
         tokio::task::spawn_blocking(move || held.wait_until_held(1)).await.unwrap();
-        let uses = |table: &str| Function::new(format!("count_{table}")).statement("n", &format!("SELECT count(*) FROM {table}")).run(|tx, _| Ok(json!(tx.query_one::<i64>("n", ())?)));
+        let uses = |table: &str| Function::new(format!("count_{table}")).statement("n", format!("SELECT count(*) FROM {table}")).run(|tx, _| Ok(json!(tx.query_one::<i64>("n", ())?)));
         match engine.register(uses("extra")) {
             Err(Error::InvalidFunction { message, .. }) => assert!(message.contains("DDL being applied"), "{message}"),
             other => panic!("a function that the DDL under way breaks was registered: {other:?}"),

@@ -91,7 +91,7 @@ impl Tally {
 fn functions() -> Vec<Function> {
     let add = |name: &str, table: &str, field: &'static str| {
         Function::new(name)
-            .statement("add", &format!("INSERT INTO {table} (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = {table}.n + 1 RETURNING n"))
+            .statement("add", format!("INSERT INTO {table} (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = {table}.n + 1 RETURNING n"))
             .partition_by(field)
             .run(move |tx, input| {
                 let id = input.get(field).and_then(serde_json::Value::as_i64).ok_or_else(|| format!("input field {field:?} must be an integer"))?;

@@ -62,10 +62,10 @@ impl Comb {
     /// state store's compactions, as the baseline checkpoints PostgreSQL after its load, so
     /// that neither system's measured window carries the load's background work.
     pub(crate) async fn settle(&self) -> anyhow::Result<()> {
-        if let Some((server, _)) = &self.embedded {
-            if !server.engine().settle(SETTLE_MAX).await? {
-                eprintln!("the state store still had compactions to do {} s after the load: they run during the measurement", SETTLE_MAX.as_secs());
-            }
+        if let Some((server, _)) = &self.embedded
+            && !server.engine().settle(SETTLE_MAX).await?
+        {
+            eprintln!("the state store still had compactions to do {} s after the load: they run during the measurement", SETTLE_MAX.as_secs());
         }
         Ok(())
     }

@@ -545,7 +545,7 @@ mod tests {
     async fn latencies_are_kept_by_kind_and_in_all() {
         // Odd operations are slow ones, and fail once in four: failures are not latencies.
         let operation = |_client: usize, seq: u64| async move {
-            if seq % 2 == 0 {
+            if seq.is_multiple_of(2) {
                 return Ok("quick");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(m.by_kind.keys().copied().collect::<Vec<_>>(), ["quick", "slow"]);
         let (quick, slow) = (&m.by_kind["quick"], &m.by_kind["slow"]);
         assert_eq!(m.latencies.len(), quick.len() + slow.len());
-        assert!(slow.len() > 0 && quick.len() >= slow.len(), "quick {} slow {}", quick.len(), slow.len());
+        assert!(!slow.is_empty() && quick.len() >= slow.len(), "quick {} slow {}", quick.len(), slow.len());
         assert!(slow.value_at_quantile(0.5) >= 2_000_000, "a slow one waits 2 ms: {}", slow.value_at_quantile(0.5));
         assert!(quick.value_at_quantile(0.5) < slow.value_at_quantile(0.5));
         assert!(m.errors > 0);

@@ -565,7 +565,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_names_the_address_given_not_a_missing_scheme() {
         // Port 1 of loopback: nothing listens there.
-        let err = Client::builder("127.0.0.1:1").connect_timeout(Duration::from_secs(5)).connect().await.err().expect("nothing listens on port 1");
+        let err = Client::builder("127.0.0.1:1").connect_timeout(Duration::from_secs(5)).connect().await.expect_err("nothing listens on port 1");
         let message = err.to_string();
         assert!(matches!(&err, Error::Connect { addr, .. } if addr == "127.0.0.1:1"), "{err:?}");
         assert!(!message.contains("scheme"), "{message}");

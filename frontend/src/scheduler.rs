@@ -691,7 +691,7 @@ impl Scheduler {
         let mut running = FuturesUnordered::new();
         for &u in &first {
             let with = if fused {
-                RunWrite::Start(Box::new(row.clone()))
+                RunWrite::Start(Arc::new(row.clone()))
             } else if plan.units.len() == 1 {
                 end_with(row, &outputs)
             } else {
@@ -816,7 +816,7 @@ impl Scheduler {
                         RunWrite::None => {}
                         RunWrite::Start(row) => {
                             members.push(TransactionStep { function: system::START.to_owned(), id: None, record: false });
-                            next_input = with_start(next_input, steps.len(), Arc::new((**row).clone()), Arc::clone(&scheduler.homes));
+                            next_input = with_start(next_input, steps.len(), Arc::clone(row), Arc::clone(&scheduler.homes));
                         }
                         RunWrite::End(end) => {
                             members.push(TransactionStep { function: system::FINISH.to_owned(), id: None, record: false });
@@ -1114,7 +1114,7 @@ struct UnitDone {
 enum RunWrite {
     None,
     /// The run's start: its row, whose `home` becomes the unit's partition's.
-    Start(Box<WorkflowRow>),
+    Start(Arc<WorkflowRow>),
     /// The run's end, for the unit that runs last.
     End(Box<RunEnding>),
 }

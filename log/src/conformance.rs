@@ -620,7 +620,7 @@ pub async fn subscribe_waits_for_new_appends(factory: Factory) {
 pub async fn subscribers_read_recent_records_from_memory(factory: Factory) {
     let s = open_default(factory).await;
     let ring_bytes = s.log.options().recent_bytes_max;
-    let tags = |i: u64| if i % 3 == 0 { vec![1, 2] } else { vec![1 + i % 2] };
+    let tags = |i: u64| if i.is_multiple_of(3) { vec![1, 2] } else { vec![1 + i % 2] };
     for i in 1..=100 {
         s.log.append(&tags(i), payload(i)).await.unwrap();
     }

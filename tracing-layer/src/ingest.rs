@@ -76,7 +76,7 @@ impl<'c> Ingest<'c> {
         match view_payload(&record.payload) {
             Ok(RecordView::Commit(commit)) => self.commit(record.lsn as i64, &commit, rows),
             Ok(RecordView::Trace(trace)) => {
-                for invocation in trace.invocations.iter().filter(|i| !is_system(&i.function)) {
+                for invocation in trace.invocations.iter().filter(|i| !is_system(i.function)) {
                     rows.push_invocation(invocation_row(None, invocation));
                     read_rows(None, invocation, self.catalog, &mut self.json, rows);
                 }
@@ -102,13 +102,13 @@ impl<'c> Ingest<'c> {
     }
 
     fn commit(&mut self, lsn: i64, commit: &CommitView<'_>, rows: &mut Rows) {
-        for invocation in commit.invocations.iter().filter(|i| !is_system(&i.function)) {
+        for invocation in commit.invocations.iter().filter(|i| !is_system(i.function)) {
             rows.push_invocation(invocation_row(Some(lsn), invocation));
             read_rows(Some(lsn), invocation, self.catalog, &mut self.json, rows);
         }
         // Writes are attributed to the transaction's first application function: a
         // multi-function transaction's members commit together.
-        let author = commit.invocations.iter().find(|i| !is_system(&i.function)).or(commit.invocations.first());
+        let author = commit.invocations.iter().find(|i| !is_system(i.function)).or(commit.invocations.first());
         // Records made before they held their time: their last invocation's end.
         let commit_us = commit.commit_us.or_else(|| commit.invocations.iter().map(|i| i.end_us).max()).unwrap_or_default() as i64;
         for write in commit.writes.iter().filter(|w| w.kind == WRITE_ROW) {

@@ -589,7 +589,7 @@ impl TraceStore {
                     Err(Error::Corrupt { path, detail }) => {
                         // Named by its display: matched so, even when that is lossy.
                         let named: Vec<PathBuf> = paths.iter().filter(|p| p.display().to_string() == path).cloned().collect();
-                        let named = if named.is_empty() { paths.clone() } else { named };
+                        let named = if named.is_empty() { paths } else { named };
                         (named.clone(), Ok(MergeOutcome::Skipped { paths: named, reason: format!("it cannot be read: {detail}") }))
                     }
                     Err(err) => (Vec::new(), Err(err)),
@@ -954,7 +954,7 @@ mod tests {
         let plan = store.merge_plan(&policy).unwrap();
         assert_eq!(plan.inputs.iter().map(|f| f.from).collect::<Vec<_>>(), [1, 3]);
         match store.merge(&plan).unwrap() {
-            MergeOutcome::Skipped { paths, reason } => assert!(paths == [damaged.clone()] && reason.contains("cannot be read"), "{reason}"),
+            MergeOutcome::Skipped { paths, reason } => assert!(paths == [damaged] && reason.contains("cannot be read"), "{reason}"),
             other => panic!("merged a damaged file: {other:?}"),
         }
         assert_eq!(store.file_counts(), [4, 0, 0, 0]);
