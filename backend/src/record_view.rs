@@ -316,12 +316,9 @@ fn run(body: &[u8]) -> std::result::Result<RunView<'_>, Why> {
 fn catalog(body: &[u8]) -> std::result::Result<(), Why> {
     let mut fields = Fields::of_record(body);
     while let Some((tag, value)) = fields.next()? {
-        match tag {
-            1 => {
-                string(tag, value)?;
-            }
-            // A field this reader does not know: skipped, as prost does.
-            _ => {}
+        // A field this reader does not know is skipped, as prost does.
+        if tag == 1 {
+            string(tag, value)?;
         }
     }
     Ok(())

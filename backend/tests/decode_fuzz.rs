@@ -25,7 +25,7 @@ fn a_commit() -> Vec<u8> {
     let record = encode_commit(&CommitRecord {
         version: COMMIT_VERSION,
         partitions: vec![1, 2],
-        writes: vec![WriteRecord { partition: 1, kind: 1, object: 7, key: Bytes::from_static(b"\x00key"), before: Some(Bytes::from(row.clone())), after: Some(Bytes::from(row)), ..WriteRecord::default() }],
+        writes: vec![WriteRecord { partition: 1, kind: 1, object: 7, key: Bytes::from_static(b"\x00key"), before: Some(Bytes::from(row.clone())), after: Some(Bytes::from(row)) }],
         invocations: vec![InvocationRecord { function: "f".into(), ..InvocationRecord::default() }, an_invocation()],
         ..CommitRecord::default()
     });

@@ -216,6 +216,9 @@ fn table(points: &[Point<'_>], reports: &[WorkloadReport], rounds: usize, date: 
     out
 }
 
+/// A chart's metric: its name, its unit, and how a run's report gives it.
+type Metric = (&'static str, &'static str, fn(&WorkloadReport) -> f64);
+
 /// Throughput and p99 latency against clients (medians over the rounds), a row per
 /// workload, a line per system, on logarithmic axes.
 fn chart(path: &Path, workloads: &[Workload], points: &[Point<'_>]) -> anyhow::Result<()> {
@@ -223,7 +226,7 @@ fn chart(path: &Path, workloads: &[Workload], points: &[Point<'_>]) -> anyhow::R
     root.fill(&WHITE)?;
     let areas = root.split_evenly((workloads.len(), 2));
     let max_clients = points.iter().map(|p| p.clients).max().unwrap_or(1) as f64;
-    let metrics: [(&str, &str, fn(&WorkloadReport) -> f64); 2] = [("throughput", "ops/s", |r| r.ops_per_sec), ("p99 latency", "ms", |r| r.latency_ms_p99)];
+    let metrics: [Metric; 2] = [("throughput", "ops/s", |r| r.ops_per_sec), ("p99 latency", "ms", |r| r.latency_ms_p99)];
     for (row, workload) in workloads.iter().enumerate() {
         for (column, (metric, unit, value)) in metrics.iter().enumerate() {
             let shown: Vec<(&Point<'_>, f64)> = points.iter().filter(|p| p.workload == *workload).map(|p| (p, p.median(*value))).filter(|&(_, v)| v > 0.0).collect();

@@ -108,7 +108,7 @@ impl Shared {
     }
 
     /// Ends the stream: every call waiting on it hears why.
-    fn fail(&self, error: Error) {
+    fn fail(&self, error: &Error) {
         let (waiting, waker) = {
             let mut state = self.lock();
             state.failed.get_or_insert(error.clone());
@@ -223,7 +223,7 @@ async fn run(mut client: CombClient<Channel>, request: tonic::Request<Calls>, sh
     struct FailOnDrop(Arc<Shared>);
     impl Drop for FailOnDrop {
         fn drop(&mut self) {
-            self.0.fail(Error::Status { code: Code::Unavailable, message: "the client's invocation stream stopped".to_owned() });
+            self.0.fail(&Error::Status { code: Code::Unavailable, message: "the client's invocation stream stopped".to_owned() });
         }
     }
     let _guard = FailOnDrop(Arc::clone(&shared));
@@ -240,7 +240,7 @@ async fn run(mut client: CombClient<Channel>, request: tonic::Request<Calls>, sh
             }
         }
     };
-    shared.fail(error);
+    shared.fail(&error);
 }
 
 /// The request side of a stream: the queued calls, as messages.
@@ -386,7 +386,7 @@ mod tests {
         // One answered by the server, then the stream fails with the other still waiting.
         shared.answer(proto::InvokeResults { results: vec![proto::InvokeResult { tag: 1, outcome: Some(Outcome::Status(proto::CallStatus { code: Code::NotFound as i32, message: "no such workflow".to_owned() })) }] });
         assert!(matches!(sent_answer.try_recv(), Ok(Err(Error::Status { code: Code::NotFound, .. }))));
-        shared.fail(Error::Status { code: Code::Unavailable, message: "connection reset".to_owned() });
+        shared.fail(&Error::Status { code: Code::Unavailable, message: "connection reset".to_owned() });
         assert!(matches!(queued_answer.try_recv(), Ok(Err(Error::Status { code: Code::Unavailable, .. }))));
         assert!(shared.lock().queue.is_empty() && shared.lock().waiting.is_empty());
         assert!(matches!(poll(&mut calls), Poll::Ready(None)), "the request side ends");

@@ -206,8 +206,8 @@ struct SegmentFile<'p> {
 
 impl<'p> SegmentFile<'p> {
     fn open(path: &'p Path) -> Result<SegmentFile<'p>> {
-        let file = File::open(path).map_err(|err| io_error("read a segment", path, err))?;
-        let len = file.metadata().map_err(|err| io_error("read a segment", path, err))?.len();
+        let file = File::open(path).map_err(|err| io_error("read a segment", path, &err))?;
+        let len = file.metadata().map_err(|err| io_error("read a segment", path, &err))?.len();
         Ok(SegmentFile { file, len, path, ahead: Vec::new(), ahead_at: 0 })
     }
 
@@ -215,7 +215,7 @@ impl<'p> SegmentFile<'p> {
     fn read(&self, at: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         let len = usize::try_from(self.len.saturating_sub(at)).map_or(len, |rest| rest.min(len));
         buf.resize(len, 0);
-        self.file.read_exact_at(buf, at).map_err(|err| io_error("read a segment", self.path, err))
+        self.file.read_exact_at(buf, at).map_err(|err| io_error("read a segment", self.path, &err))
     }
 
     /// The `len` bytes from `at` (fewer where the file ends first), from the read-ahead
@@ -330,9 +330,9 @@ fn read_salt(bytes: &[u8], path: &Path) -> Result<Option<u64>> {
 
 /// Creates the segment file `path` with a fresh header, synced, and opens it for writing.
 fn create_segment(path: &Path) -> Result<(File, u64)> {
-    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path).map_err(|err| io_error("create a segment", path, err))?;
+    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path).map_err(|err| io_error("create a segment", path, &err))?;
     let salt = new_salt();
-    file.write_all_at(&segment_header(salt), 0).and_then(|()| file.sync_data()).map_err(|err| io_error("write a segment's header", path, err))?;
+    file.write_all_at(&segment_header(salt), 0).and_then(|()| file.sync_data()).map_err(|err| io_error("write a segment's header", path, &err))?;
     Ok((file, salt))
 }
 
@@ -344,17 +344,17 @@ fn take_spare(dir: &Path, path: &Path, bytes_max: u64) -> Result<Option<(File, u
     let file = match OpenOptions::new().read(true).write(true).open(&spare) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(io_error("open the spare segment", &spare, err)),
+        Err(err) => return Err(io_error("open the spare segment", &spare, &err)),
     };
-    let capacity = file.metadata().map_err(|err| io_error("open the spare segment", &spare, err))?.len();
+    let capacity = file.metadata().map_err(|err| io_error("open the spare segment", &spare, &err))?.len();
     let mut header = [0; SEGMENT_HEADER_BYTES as usize];
     let salt = file.read_exact_at(&mut header, 0).ok().and_then(|()| read_salt(&header, &spare).ok().flatten());
     let Some(salt) = salt.filter(|_| capacity <= bytes_max) else {
         warn!("the spare segment {} ({capacity} bytes) is unusable or too large; it is deleted", spare.display());
-        std::fs::remove_file(&spare).map_err(|err| io_error("delete the spare segment", &spare, err))?;
+        std::fs::remove_file(&spare).map_err(|err| io_error("delete the spare segment", &spare, &err))?;
         return Ok(None);
     };
-    std::fs::rename(&spare, path).map_err(|err| io_error("take the spare segment", path, err))?;
+    std::fs::rename(&spare, path).map_err(|err| io_error("take the spare segment", path, &err))?;
     Ok(Some((file, salt, capacity)))
 }
 
@@ -382,7 +382,7 @@ fn segment_path(dir: &Path, first: Lsn) -> PathBuf {
     dir.join(format!("{first:020}.{SUFFIX}"))
 }
 
-fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> Error {
+fn io_error(operation: &'static str, path: &Path, err: &std::io::Error) -> Error {
     let message = if err.kind() == std::io::ErrorKind::StorageFull {
         format!("{}: {err}; {}", path.display(), disk_full_advice(path.parent().unwrap_or(path)))
     } else {
@@ -392,14 +392,14 @@ fn io_error(operation: &'static str, path: &Path, err: std::io::Error) -> Error 
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|err| io_error("sync the segments' directory", dir, err))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|err| io_error("sync the segments' directory", dir, &err))
 }
 
 /// The segment files in `dir`, ordered by their first LSN.
 fn list(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
     let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|err| io_error("list the segments", dir, err))? {
-        let path = entry.map_err(|err| io_error("list the segments", dir, err))?.path();
+    for entry in std::fs::read_dir(dir).map_err(|err| io_error("list the segments", dir, &err))? {
+        let path = entry.map_err(|err| io_error("list the segments", dir, &err))?.path();
         if path.extension().is_none_or(|e| e != SUFFIX) {
             continue;
         }
@@ -425,7 +425,7 @@ pub(crate) struct Recovered {
 /// Reads the segments in `dir` (created if missing) and calls `apply` with every record from
 /// `from` on, in order, a frame's records together.
 pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]) -> Result<()>) -> Result<Recovered> {
-    std::fs::create_dir_all(dir).map_err(|err| io_error("create the segments' directory", dir, err))?;
+    std::fs::create_dir_all(dir).map_err(|err| io_error("create the segments' directory", dir, &err))?;
     let mut next = from;
     let mut old = Vec::new();
     // A segment ends where its writes ended: cleanly if it was rolled (its successor starts
@@ -530,7 +530,7 @@ impl Shared {
         if self.failed.load(Ordering::Acquire) {
             return Err(Error::Storage { operation: "sync", message: format!("an earlier write or sync of {} failed; reopen the log", self.dir.display()) });
         }
-        self.fail_on(file.sync_data().map_err(|err| io_error("sync a segment", path, err)))
+        self.fail_on(file.sync_data().map_err(|err| io_error("sync a segment", path, &err)))
     }
 }
 
@@ -557,7 +557,7 @@ impl Segments {
         let (file, salt, capacity) = open_segment(dir, &path, segment_bytes, FIRST_SEGMENT_BYTES.min(segment_bytes))?;
         let unfinished = dir.join(SPARE_UNFINISHED);
         if unfinished.exists() {
-            std::fs::remove_file(&unfinished).map_err(|err| io_error("delete an unfinished spare segment", &unfinished, err))?;
+            std::fs::remove_file(&unfinished).map_err(|err| io_error("delete an unfinished spare segment", &unfinished, &err))?;
         }
         // An old segment of the next capacity becomes the spare, so that a restart writes no
         // zeros; the others are deleted.
@@ -622,7 +622,7 @@ impl Segments {
             None
         };
         seal_frame(frame, active.salt, self.shared.synced.load(Ordering::Acquire));
-        let written = active.file.write_all_at(frame, active.end).map_err(|err| io_error("write a segment", &active.path, err));
+        let written = active.file.write_all_at(frame, active.end).map_err(|err| io_error("write a segment", &active.path, &err));
         self.shared.fail_on(written)?;
         active.end += frame.len() as u64;
         active.written = last;
@@ -646,7 +646,7 @@ impl Segments {
     /// is one; returns the retired one's path and size.
     fn roll(&self, active: &mut Active, first: Lsn) -> Result<(PathBuf, u64)> {
         self.shared.sync_active(&active.file, &active.path)?;
-        let retired_bytes = active.file.metadata().map_err(|err| io_error("roll a segment", &active.path, err))?.len();
+        let retired_bytes = active.file.metadata().map_err(|err| io_error("roll a segment", &active.path, &err))?.len();
         self.shared.synced.fetch_max(active.written, Ordering::AcqRel);
         let dir = &self.shared.dir;
         let path = segment_path(dir, first);
@@ -720,17 +720,17 @@ fn janitor(shared: &Shared, chores: &Receiver<Chore>, flush: &dyn Fn() -> Result
 /// is wanted, none is ready and the segment has that size; else deletes it. Its old frames stay
 /// in it, but carry the old salt: they are never read as frames of the new segment.
 fn recycle_or_delete(dir: &Path, path: &Path, wanted: Option<u64>) -> Result<()> {
-    let bytes = std::fs::metadata(path).map_err(|err| io_error("recycle a segment", path, err))?.len();
+    let bytes = std::fs::metadata(path).map_err(|err| io_error("recycle a segment", path, &err))?.len();
     if wanted != Some(bytes) || dir.join(SPARE).exists() {
-        return std::fs::remove_file(path).map_err(|err| io_error("delete a flushed segment", path, err));
+        return std::fs::remove_file(path).map_err(|err| io_error("delete a flushed segment", path, &err));
     }
     let unfinished = dir.join(SPARE_UNFINISHED);
-    std::fs::rename(path, &unfinished).map_err(|err| io_error("recycle a segment", path, err))?;
-    let file = OpenOptions::new().write(true).open(&unfinished).map_err(|err| io_error("recycle a segment", &unfinished, err))?;
+    std::fs::rename(path, &unfinished).map_err(|err| io_error("recycle a segment", path, &err))?;
+    let file = OpenOptions::new().write(true).open(&unfinished).map_err(|err| io_error("recycle a segment", &unfinished, &err))?;
     file.write_all_at(&segment_header(new_salt()), 0)
         .and_then(|()| file.sync_data())
-        .map_err(|err| io_error("write a recycled segment's header", &unfinished, err))?;
-    std::fs::rename(&unfinished, dir.join(SPARE)).map_err(|err| io_error("finish a spare segment", &unfinished, err))
+        .map_err(|err| io_error("write a recycled segment's header", &unfinished, &err))?;
+    std::fs::rename(&unfinished, dir.join(SPARE)).map_err(|err| io_error("finish a spare segment", &unfinished, &err))
 }
 
 /// Writes a spare segment of `bytes` zeros and syncs it, unless one is ready. It appears under
@@ -741,19 +741,19 @@ fn prepare_spare(dir: &Path, bytes: u64) -> Result<()> {
         return Ok(());
     }
     let unfinished = dir.join(SPARE_UNFINISHED);
-    let file = OpenOptions::new().create(true).truncate(true).write(true).open(&unfinished).map_err(|err| io_error("create a spare segment", &unfinished, err))?;
+    let file = OpenOptions::new().create(true).truncate(true).write(true).open(&unfinished).map_err(|err| io_error("create a spare segment", &unfinished, &err))?;
     let zeros = vec![0u8; ZERO_CHUNK];
-    file.write_all_at(&segment_header(new_salt()), 0).map_err(|err| io_error("write a spare segment's header", &unfinished, err))?;
+    file.write_all_at(&segment_header(new_salt()), 0).map_err(|err| io_error("write a spare segment's header", &unfinished, &err))?;
     let mut at = SEGMENT_HEADER_BYTES;
     while at < bytes {
         let chunk = &zeros[..ZERO_CHUNK.min((bytes - at) as usize)];
-        file.write_all_at(chunk, at).map_err(|err| io_error("zero-fill a spare segment", &unfinished, err))?;
+        file.write_all_at(chunk, at).map_err(|err| io_error("zero-fill a spare segment", &unfinished, &err))?;
         // A chunk at a time: the disk never has a whole segment of zeros to write at once
         // ahead of the writer's syncs.
-        file.sync_data().map_err(|err| io_error("sync a spare segment", &unfinished, err))?;
+        file.sync_data().map_err(|err| io_error("sync a spare segment", &unfinished, &err))?;
         at += chunk.len() as u64;
     }
-    std::fs::rename(&unfinished, &spare).map_err(|err| io_error("finish a spare segment", &spare, err))
+    std::fs::rename(&unfinished, &spare).map_err(|err| io_error("finish a spare segment", &spare, &err))
 }
 
 #[cfg(test)]

@@ -355,7 +355,8 @@ mod tests {
 
     /// A snapshot in which table number `table` is `snapshot` and the others are empty.
     fn snapshot_of(table: usize, snapshot: TableSnapshot) -> [TableSnapshot; 4] {
-        std::array::from_fn(|t| if t == table { snapshot.clone() } else { TableSnapshot::default() })
+        let mut snapshot = Some(snapshot);
+        std::array::from_fn(|t| if t == table { snapshot.take().unwrap_or_default() } else { TableSnapshot::default() })
     }
 
     #[tokio::test]
