@@ -686,17 +686,17 @@ impl Scheduler {
             *unstarted = false;
         }
         let mut outputs: HashMap<String, Value> = HashMap::new();
-        // The run's end goes with the unit that runs last, once every other has committed.
-        let end_with = |row: &WorkflowRow, outputs: &HashMap<String, Value>| RunWrite::End(Box::new(RunEnding { home: row.home, id: row.id.clone(), input: Arc::clone(&input), outputs: Arc::new(outputs.clone()) }));
+        // The run's end goes with the unit that runs last: the one started once every other
+        // has committed.
+        let end_with = |committed: usize, row: &WorkflowRow, outputs: &HashMap<String, Value>| {
+            if committed + 1 < plan.units.len() {
+                return RunWrite::None;
+            }
+            RunWrite::End(Box::new(RunEnding { home: row.home, id: row.id.clone(), input: Arc::clone(&input), outputs: Arc::new(outputs.clone()) }))
+        };
         let mut running = FuturesUnordered::new();
         for &u in &first {
-            let with = if fused {
-                RunWrite::Start(Arc::new(row.clone()))
-            } else if plan.units.len() == 1 {
-                end_with(row, &outputs)
-            } else {
-                RunWrite::None
-            };
+            let with = if fused { RunWrite::Start(Arc::new(row.clone())) } else { end_with(0, row, &outputs) };
             running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed, with));
         }
         // The first unit that fails or is interrupted stops the run, once every unit already
@@ -716,8 +716,7 @@ impl Scheduler {
                     for &d in &dependents[u] {
                         waiting[d] -= 1;
                         if waiting[d] == 0 {
-                            let with = if committed + 1 == plan.units.len() { end_with(row, &outputs) } else { RunWrite::None };
-                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed, with));
+                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed, end_with(committed, row, &outputs)));
                         }
                     }
                 }
@@ -736,7 +735,8 @@ impl Scheduler {
             return Ok(ended_row(row, ending));
         }
         let (ending, value) = run_ending(plan, &input, &outputs, row.home, &row.id, failure, self.options.engine.json_bytes_max);
-        let _: Ending = self.system(system::FINISH, value).await?;
+        // The answer repeats the ending, which is already here.
+        let _: serde::de::IgnoredAny = self.system(system::FINISH, value).await?;
         Ok(ended_row(row, ending))
     }
 

@@ -184,8 +184,8 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             // Answers the ending it wrote: built in the transaction when it was a member of
             // a run's last unit (see `Scheduler::run_steps`).
             .run_typed(|tx, end: Ending| -> comb_backend::Result<Ending> {
-                tx.execute("row", (end.home, end.id.clone(), end.status.clone(), end.output.clone(), end.error.clone(), end.ended_us))?;
-                tx.execute("running", (end.home, end.id.clone()))?;
+                tx.execute("row", (end.home, end.id.as_str(), end.status.as_str(), end.output.as_deref(), end.error.as_deref(), end.ended_us))?;
+                tx.execute("running", (end.home, end.id.as_str()))?;
                 Ok(end)
             }),
         Function::new(INSERT_ENDED)
