@@ -1018,11 +1018,13 @@ impl Scheduler {
     /// A run's row; with `wait`, once it has ended (bounded by `wait-max`).
     pub(crate) async fn get(&self, id: &str, wait: bool) -> Result<WorkflowRow> {
         self.check_id(id)?;
-        if let Some((outcome, row)) = self.claimed(id) {
-            return if wait { self.wait(id, outcome).await } else { Ok((*row).clone()) };
-        }
         if !wait {
+            // Read durably, even while a task here holds the run: its claim is taken before
+            // its start is durable, and a run shown from it could vanish in a failure.
             return self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() });
+        }
+        if let Some(outcome) = self.claimed(id) {
+            return self.wait(id, outcome).await;
         }
         // Ended: its row. Started and held by no task: a failure of the server stopped its
         // task, unless an invoke of its id takes it (and perhaps ends it) while this looks,
@@ -1032,7 +1034,7 @@ impl Scheduler {
             if row.status != RUNNING {
                 return Ok(row);
             }
-            if let Some((outcome, _)) = self.claimed(id) {
+            if let Some(outcome) = self.claimed(id) {
                 return self.wait(id, outcome).await;
             }
         }
@@ -1043,9 +1045,9 @@ impl Scheduler {
     }
 
     /// The run holding a claim on `id`, if one does.
-    fn claimed(&self, id: &str) -> Option<(watch::Receiver<Outcome>, Arc<WorkflowRow>)> {
+    fn claimed(&self, id: &str) -> Option<watch::Receiver<Outcome>> {
         let claims = self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        claims.get(id).map(|c| (c.outcome.clone(), Arc::clone(&c.row)))
+        claims.get(id).map(|c| c.outcome.clone())
     }
 
     /// A page of runs, in id order (for generated ids: start order).

@@ -1169,8 +1169,8 @@ async fn until_staged(server: &Server, id: i64, n: i64) {
 /// A synchronous run's start is answered once queued in the log, not once durable: the run's
 /// steps go on while the start's write waits, and the caller is answered once the run's end,
 /// which carries the start with it, is durable. When the log then fails under the start, the
-/// caller is told the run may not have started (not that the server resumes it), nothing of
-/// it survives a restart, and an invoke of its id runs it, once.
+/// caller is told the run may not have started (not that the server resumes it), GetWorkflow
+/// never showed it, nothing of it survives a restart, and an invoke of its id runs it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_as_such() {
     let dir = tempfile::tempdir().unwrap();
@@ -1211,8 +1211,17 @@ async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_
     };
     let early = tokio::time::timeout(Duration::from_millis(300), &mut joined).await;
     assert!(early.is_err(), "acknowledged while the start was only queued: {early:?}");
+    // Nor is the run shown: GetWorkflow reads durably, and the start is not durable.
+    let mut shown = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move { client.get_workflow(&id, false).await })
+    };
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut shown).await;
+    assert!(early.is_err(), "shown while its start was only queued: {early:?}");
     faulty.fail_next_append();
     faulty.release();
+    let err = shown.await.unwrap().expect_err("a run whose start was lost is not shown");
+    assert_eq!(code(&err), Code::Unavailable, "the read fails with the log under it: {err}");
     let err = joined.await.unwrap().expect_err("an asynchronous invoke is not acknowledged on a start that was lost");
     assert_eq!(code(&err), Code::Unavailable, "{err}");
     assert!(err.to_string().contains("may not have started"), "{err}");
