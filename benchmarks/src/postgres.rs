@@ -60,7 +60,7 @@ CREATE TABLE wf_steps (run_id TEXT NOT NULL, step TEXT NOT NULL, output TEXT NOT
 CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL);
 CREATE TABLE hotel_rooms (hotel_id BIGINT NOT NULL, room_id BIGINT NOT NULL, date BIGINT NOT NULL, reserved_by BIGINT,
     PRIMARY KEY (hotel_id, date, room_id));
-CREATE TABLE hotel_confirmations (booking TEXT PRIMARY KEY, hotel_id BIGINT NOT NULL, date BIGINT NOT NULL, room_id BIGINT NOT NULL, user_id BIGINT NOT NULL);
+CREATE TABLE hotel_confirmations (hotel_id BIGINT NOT NULL, booking TEXT NOT NULL, date BIGINT NOT NULL, room_id BIGINT NOT NULL, user_id BIGINT NOT NULL, PRIMARY KEY (hotel_id, booking));
 CREATE TABLE shop_items (item_id BIGINT PRIMARY KEY, price BIGINT NOT NULL, stock BIGINT NOT NULL);
 CREATE TABLE shop_orders (order_id TEXT PRIMARY KEY, item_id BIGINT NOT NULL, qty BIGINT NOT NULL, total BIGINT NOT NULL);
 CREATE TABLE shop_carts (user_id BIGINT NOT NULL, item_id BIGINT NOT NULL, qty BIGINT NOT NULL, PRIMARY KEY (user_id, item_id));

@@ -1,8 +1,10 @@
 //! Hotel reservations: finding a free room and taking it run as ONE transaction (a
 //! multi-function transaction), so two guests never get the same room. `book` then records
-//! a confirmation in a second step, on the booking's partition: a two-unit workflow, resumed
-//! by the server itself after a crash once its start is durable. `hotel_search` lists the
-//! free rooms of a hotel on a date, reading only.
+//! a confirmation in a second step: a two-unit workflow, resumed by the server itself after a
+//! crash once its start is durable. Confirmations are keyed and partitioned by hotel, as the
+//! rooms are, so both units of a booking run on the hotel's partition: a booking invoked
+//! without an id commits twice, its start with the first unit and its end with the second.
+//! `hotel_search` lists the free rooms of a hotel on a date, reading only.
 
 use comb_backend::Function;
 use serde_json::json;
@@ -18,8 +20,9 @@ CREATE TABLE IF NOT EXISTS hotel_rooms (
     PRIMARY KEY (hotel_id, date, room_id)
 ) WITH (partition_by = 'hotel_id');
 CREATE TABLE IF NOT EXISTS hotel_confirmations (
-    booking TEXT PRIMARY KEY, hotel_id BIGINT NOT NULL, date BIGINT NOT NULL, room_id BIGINT NOT NULL, user_id BIGINT NOT NULL
-);",
+    hotel_id BIGINT NOT NULL, booking TEXT NOT NULL, date BIGINT NOT NULL, room_id BIGINT NOT NULL, user_id BIGINT NOT NULL,
+    PRIMARY KEY (hotel_id, booking)
+) WITH (partition_by = 'hotel_id');",
     functions,
     workflows: &[
         r#"{"name": "hotel_open", "steps": [{"id": "open", "function": "hotel_add_rooms", "input": "$input"}], "output": "$open"}"#,
@@ -89,7 +92,7 @@ fn functions() -> Vec<Function> {
             }),
         Function::new("hotel_confirm")
             .statement("put", "INSERT INTO hotel_confirmations (booking, hotel_id, date, room_id, user_id) VALUES ($1, $2, $3, $4, $5)")
-            .partition_by("booking")
+            .partition_by("hotel")
             .run(|tx, input| {
                 let Some(room) = input.get("room").and_then(serde_json::Value::as_i64) else {
                     return Ok(json!({ "confirmed": false }));
