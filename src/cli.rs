@@ -334,9 +334,10 @@ pub(crate) async fn workflows(args: WorkflowsArgs) -> anyhow::Result<()> {
             print_json(run)?;
         }
         left = left.saturating_sub(page.runs.len() as u32);
+        // A page may be short, even empty, while more runs follow: its token says so.
         match page.next_page_token {
-            Some(token) if !page.runs.is_empty() => filter.page_token = Some(token),
-            _ => break,
+            Some(token) => filter.page_token = Some(token),
+            None => break,
         }
     }
     Ok(())

@@ -159,8 +159,8 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     let client = server.client().await?;
     println!();
     println!("3. Restarted over the same data: the server resumed {} unfinished runs by itself.", server.resumed);
-    let running = client.list_workflows(&ListFilter { status: Some(RunStatus::Running), page_size: 1000, ..ListFilter::default() }).await?;
-    for run in running.runs {
+    let running = client.list_workflows_up_to(&ListFilter { status: Some(RunStatus::Running), ..ListFilter::default() }, tried.len()).await?;
+    for run in running {
         let ended = client.get_workflow(&run.id, true).await?;
         ensure!(ended.status == RunStatus::Succeeded, "resumed run {} did not succeed: {:?}", run.id, ended.error);
     }

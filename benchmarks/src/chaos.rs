@@ -545,9 +545,9 @@ async fn settled_chains(comb: &Comb) -> anyhow::Result<chain::Tally> {
     // The restarted server may refuse for a while (resuming its runs fills its slots).
     let passing = |err: &comb_client::Error| err.is_retryable() && Instant::now() < deadline;
     loop {
-        match client.list_workflows(&running).await {
-            Ok(page) if page.runs.is_empty() => break,
-            Ok(page) => anyhow::ensure!(Instant::now() < deadline, "run {} without an id still runs {} s after the restart", page.runs[0].id, SETTLE_WAIT_MAX.as_secs()),
+        match client.list_workflows_up_to(&running, 1).await {
+            Ok(runs) if runs.is_empty() => break,
+            Ok(runs) => anyhow::ensure!(Instant::now() < deadline, "run {} without an id still runs {} s after the restart", runs[0].id, SETTLE_WAIT_MAX.as_secs()),
             Err(err) if passing(&err) => {}
             Err(err) => return Err(anyhow::Error::new(err).context("listing the running runs without an id")),
         }

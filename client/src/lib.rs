@@ -249,7 +249,9 @@ pub struct SqlFunction {
 pub struct Page {
     /// The runs.
     pub runs: Vec<Run>,
-    /// Pass to [`ListFilter::page_token`] for the next page; `None` at the end.
+    /// Pass to [`ListFilter::page_token`] for the next page; `None` at the end. A page may
+    /// hold fewer runs than asked, even none, while more follow: the server examines a
+    /// bounded number of runs per call (its `list-examine-max`).
     pub next_page_token: Option<String>,
 }
 
@@ -483,6 +485,24 @@ impl Client {
         let reply = self.inner.clone().list_workflows(self.request(request)).await?.into_inner();
         let runs = reply.workflows.into_iter().map(|w| Run::from_proto(Some(w), false)).collect::<Result<_>>()?;
         Ok(Page { runs, next_page_token: Some(reply.next_page_token).filter(|t| !t.is_empty()) })
+    }
+
+    /// Up to `most` runs that `filter` selects, from its `page_token` on, in id order: the
+    /// pages one after the other until `most` or the last.
+    pub async fn list_workflows_up_to(&self, filter: &ListFilter, most: usize) -> Result<Vec<Run>> {
+        let (mut runs, mut filter) = (Vec::new(), filter.clone());
+        while runs.len() < most {
+            let left = u32::try_from(most - runs.len()).unwrap_or(u32::MAX);
+            filter.page_size = if filter.page_size == 0 { left } else { filter.page_size.min(left) };
+            let page = self.list_workflows(&filter).await?;
+            runs.extend(page.runs);
+            match page.next_page_token {
+                Some(token) => filter.page_token = Some(token),
+                None => break,
+            }
+        }
+        runs.truncate(most);
+        Ok(runs)
     }
 
     /// What the server says of itself.

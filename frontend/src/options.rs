@@ -44,6 +44,9 @@ pub struct ServerOptions {
     /// runs (a failure of the server stopped theirs), as it does at start.
     #[serde(with = "millis")]
     pub resume_interval: Duration,
+    /// Most runs one ListWorkflows call examines to fill its page (a filter that few runs
+    /// match may leave a page short, even empty, with the token to go on from).
+    pub list_examine_max: usize,
 }
 
 /// Longest `checkpoint-interval` and `resume-interval` accepted: a log kept longer holds a
@@ -64,6 +67,7 @@ impl Default for ServerOptions {
             workflow_id_bytes_max: 256,
             checkpoint_interval: Duration::from_secs(30),
             resume_interval: Duration::from_secs(60),
+            list_examine_max: 100_000,
         }
     }
 }
@@ -101,6 +105,7 @@ impl ServerOptions {
         for (name, value) in [
             ("workflows-in-flight-max", self.workflows_in_flight_max),
             ("workflow-id-bytes-max", self.workflow_id_bytes_max),
+            ("list-examine-max", self.list_examine_max),
         ] {
             if value == 0 {
                 return Err(format!("invalid server option {name}: must be at least 1"));

@@ -43,7 +43,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result, is_workflow_failure};
 use crate::options::{DEFINITIONS_MAX, LIST_PAGE_MAX, ServerOptions};
-use crate::system::{self, Definition, Ending, ListQuery, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
+use crate::system::{self, Definition, Ending, LIST_STEP_ROWS, ListStep, ListStepFound, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
 
 /// A run's status as stored.
 pub(crate) const RUNNING: &str = "running";
@@ -1050,15 +1050,52 @@ impl Scheduler {
         claims.get(id).map(|c| c.outcome.clone())
     }
 
-    /// A page of runs, in id order (for generated ids: start order).
+    /// A page of runs, in id order (for generated ids: start order), and the id to list on
+    /// from when more may follow.
+    ///
+    /// Each partition reads its runs in id order, a step of at most `LIST_STEP_ROWS` rows at
+    /// a time (single-partition reads: no barrier), and the steps are merged up to the least
+    /// id every partition has examined. The rows examined for one page are bounded by
+    /// `list-examine-max`: past it the page is returned as it stands, shorter than asked or
+    /// empty, with the id to go on from.
     pub(crate) async fn list(&self, name: &str, status: &str, page_size: usize, after: &str) -> Result<(Vec<WorkflowRow>, Option<String>)> {
         let page_size = if page_size == 0 { 100 } else { page_size.min(LIST_PAGE_MAX) };
-        let query = ListQuery { after: after.to_owned(), name: name.to_owned(), status: status.to_owned() };
-        let mut rows: Vec<WorkflowRow> = self.system(system::LIST, encode(&query)).await?;
-        let more = rows.len() > page_size;
-        rows.truncate(page_size);
-        let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
-        Ok((rows, next))
+        let step_rows = LIST_STEP_ROWS.min(self.options.list_examine_max);
+        let (mut page, mut after, mut examined) = (Vec::new(), after.to_owned(), 0);
+        loop {
+            let want = page_size + 1 - page.len();
+            let steps = self.homes.iter().map(|&home| {
+                let step = ListStep { home, after: after.clone(), name: name.to_owned(), status: status.to_owned(), want, examine: step_rows };
+                self.system::<ListStepFound>(system::LIST, encode(&step))
+            });
+            // Every partition has examined its runs up to `upto` (`None`: all of them).
+            let (mut found, mut upto): (Vec<WorkflowRow>, Option<String>) = (Vec::new(), None);
+            for step in futures::future::join_all(steps).await {
+                let step = step?;
+                found.extend(step.rows);
+                if let Some(to) = step.examined_to {
+                    upto = Some(match upto {
+                        Some(least) if least <= to => least,
+                        _ => to,
+                    });
+                }
+            }
+            // A partition may have found runs past `upto`; the next step finds them again.
+            found.retain(|row| upto.as_ref().is_none_or(|upto| row.id <= *upto));
+            found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            page.extend(found);
+            if page.len() > page_size {
+                page.truncate(page_size);
+                let next = page.last().map(|row| row.id.clone());
+                return Ok((page, next));
+            }
+            let Some(upto) = upto else { return Ok((page, None)) };
+            examined += step_rows * self.homes.len();
+            if examined >= self.options.list_examine_max {
+                return Ok((page, Some(upto)));
+            }
+            after = upto;
+        }
     }
 }
 

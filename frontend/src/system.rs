@@ -12,7 +12,7 @@ use std::sync::Arc;
 use comb_backend::{Engine, Function, Txn};
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::SUCCEEDED;
+use crate::scheduler::{RUNNING as STATUS_RUNNING, SUCCEEDED};
 
 /// The prefix of every system table and function; users may not create or register names
 /// with it.
@@ -67,8 +67,13 @@ pub(crate) const SPECS: &str = "comb_workflow_specs_all";
 /// The step id of the system function that ends a one-transaction workflow.
 pub(crate) const END_STEP: &str = "$end";
 
-/// Most rows one ListWorkflows statement returns; pages are at most one fewer.
+/// Most matching rows one partition's step of a ListWorkflows returns; pages are at most
+/// one fewer.
 pub(crate) const LIST_ROWS_MAX: usize = 1001;
+
+/// Most rows (of `comb_workflows`, or of `comb_running` for the running runs) one partition
+/// examines in one step of a ListWorkflows: a short read on its executor, never a barrier.
+pub(crate) const LIST_STEP_ROWS: usize = 1000;
 
 /// Most started runs one read of `comb_running` returns: recovery reads them a page at a
 /// time, one partition at a time, so a backlog of any size costs bounded reads and no
@@ -125,12 +130,26 @@ pub(crate) struct RunningPage {
     pub(crate) after: String,
 }
 
-/// A filter and position of ListWorkflows.
+/// One partition's step of a ListWorkflows: the runs of `home` with ids after `after` that
+/// match `name` and `status` (empty: any), at most `want` of them, examining at most
+/// `examine` rows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ListQuery {
+pub(crate) struct ListStep {
+    pub(crate) home: i64,
     pub(crate) after: String,
     pub(crate) name: String,
     pub(crate) status: String,
+    pub(crate) want: usize,
+    pub(crate) examine: usize,
+}
+
+/// What one partition's step of a ListWorkflows found: the matching runs in id order, and
+/// the last id it examined when runs after it may be left (`None`: the partition has no
+/// run after the last one examined).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ListStepFound {
+    pub(crate) rows: Vec<WorkflowRow>,
+    pub(crate) examined_to: Option<String>,
 }
 
 /// A SQL-only function's or a workflow specification's stored definition.
@@ -212,15 +231,43 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .statement("page", format!("SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT {RUNNING_PAGE_ROWS}"))
             .partition_by("home")
             .run_typed(|tx, page: RunningPage| -> comb_backend::Result<Vec<String>> { tx.query_as("page", (page.home, page.after)) }),
+        // The running runs are read from `comb_running`, which holds no other, and each row
+        // by its key; the others from `comb_workflows`, whose rows of one partition are in id
+        // order. Filtered here, so that the rows examined are bounded however few match.
         Function::new(LIST)
-            .statement(
-                "page",
-                format!(
-                    "SELECT {ROW_COLUMNS} FROM comb_workflows WHERE id > $1 AND ($2 = '' OR name = $2) AND ($3 = '' OR status = $3) \
-                     ORDER BY id LIMIT {LIST_ROWS_MAX}"
-                ),
-            )
-            .run_typed(|tx, q: ListQuery| -> comb_backend::Result<Vec<WorkflowRow>> { rows(tx, "page", (q.after, q.name, q.status)) }),
+            .statement("page", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3"))
+            .statement("running", "SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .statement("get", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2"))
+            .partition_by("home")
+            .run_typed(|tx, q: ListStep| -> comb_backend::Result<ListStepFound> {
+                let examine = q.examine.clamp(1, LIST_STEP_ROWS);
+                let examined = if q.status == STATUS_RUNNING {
+                    let ids: Vec<String> = tx.query_as("running", (q.home, q.after.as_str(), examine as i64))?;
+                    let mut examined = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let row = rows(tx, "get", (q.home, id.as_str()))?.pop();
+                        examined.push(row.ok_or_else(|| comb_backend::Error::Internal(format!("run {id} is running but has no row")))?);
+                    }
+                    examined
+                } else {
+                    rows(tx, "page", (q.home, q.after.as_str(), examine as i64))?
+                };
+                let more = examined.len() == examine;
+                let mut found = ListStepFound { rows: Vec::new(), examined_to: None };
+                let mut last = None;
+                for row in examined {
+                    last = Some(row.id.clone());
+                    if (q.name.is_empty() || row.name == q.name) && (q.status.is_empty() || row.status == q.status) {
+                        found.rows.push(row);
+                        if found.rows.len() >= q.want {
+                            found.examined_to = last;
+                            return Ok(found);
+                        }
+                    }
+                }
+                found.examined_to = last.filter(|_| more);
+                Ok(found)
+            }),
         Function::new(PUT_FUNCTION)
             .statement("put", "INSERT INTO comb_functions (name, definition) VALUES ($1, $2)")
             .partition_by("name")

@@ -1060,6 +1060,68 @@ async fn a_backlog_of_several_pages_resumes_whole_and_once() {
     f.close().await;
 }
 
+/// ListWorkflows reads each partition a bounded step at a time and merges the steps in id
+/// order: every run a filter selects comes once, in order, across pages, with a table larger
+/// than the store lets one statement hold (`scan-rows-max`), and a filter that few runs
+/// match leaves pages short, even empty, with a token to go on from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_every_run_examining_a_bounded_number_each_call() {
+    let engine = EngineOptions { partitions: 2, scan_rows_max: 16, ..EngineOptions::default() };
+    let f = Fixture::with_options(ServerOptions { engine, list_examine_max: 4, ..options(None) }).await;
+    let c = f.client.clone();
+    c.register_workflow(r#"{"name": "doomed", "steps": [{"id": "x", "function": "fail", "input": "$input"}]}"#).await.unwrap();
+    // 28 runs, their kinds interleaved in id order, their rows spread over both partitions
+    // in runs of a few ids (a partition's step then ends far from the other's).
+    let mut expected: Vec<(String, &str, RunStatus)> = Vec::new();
+    let mut stranded = Vec::new();
+    for k in 0..28 {
+        let id = format!("r-{k:02}");
+        if k % 7 == 3 {
+            c.invoke::<Value>("doomed", &json!({ "id": k / 3 })).id(id.clone()).run().await.unwrap();
+            expected.push((id, "doomed", RunStatus::Failed));
+        } else if k % 5 == 1 {
+            stranded.push((id.clone(), json!({ "id": k, "base": 100 + k })));
+            expected.push((id, "pick_add", RunStatus::Running));
+        } else {
+            c.invoke::<Value>("count", &json!({ "id": k / 3, "by": 1 })).id(id.clone()).run().await.unwrap();
+            expected.push((id, "count", RunStatus::Succeeded));
+        }
+    }
+    f.strand_pick_adds(stranded.into_iter()).await;
+
+    let filters = [
+        (None, None),
+        (Some("count"), None),
+        (None, Some(RunStatus::Failed)),
+        (None, Some(RunStatus::Running)),
+        (Some("pick_add"), Some(RunStatus::Running)),
+        (Some("doomed"), Some(RunStatus::Succeeded)),
+    ];
+    for (name, status) in filters {
+        let want: Vec<&str> = expected.iter().filter(|(_, n, s)| name.is_none_or(|name| name == *n) && status.is_none_or(|status| status == *s)).map(|(id, ..)| id.as_str()).collect();
+        let mut filter = ListFilter { name: name.map(str::to_owned), status, page_size: 3, page_token: None };
+        let (mut seen, mut short_pages) = (Vec::new(), 0);
+        loop {
+            let page = c.list_workflows(&filter).await.unwrap_or_else(|err| panic!("{name:?} {status:?}: {err}"));
+            assert!(page.runs.len() <= 3, "{name:?} {status:?}: a page of {}", page.runs.len());
+            for run in &page.runs {
+                assert!(name.is_none_or(|name| name == run.name) && status.is_none_or(|status| status == run.status), "{name:?} {status:?}: {run:?}");
+            }
+            seen.extend(page.runs.iter().map(|run| run.id.clone()));
+            let Some(token) = page.next_page_token else { break };
+            short_pages += usize::from(page.runs.len() < 3);
+            filter.page_token = Some(token);
+        }
+        assert_eq!(seen, want, "{name:?} {status:?}: every selected run once, in id order");
+        if status == Some(RunStatus::Failed) {
+            assert!(short_pages > 0, "3 failures among 28 runs, 4 examined a call: some pages come short before the end");
+        }
+        let first = c.list_workflows_up_to(&ListFilter { name: name.map(str::to_owned), status, ..ListFilter::default() }, 2).await.unwrap();
+        assert_eq!(first.iter().map(|run| run.id.as_str()).collect::<Vec<_>>(), want[..want.len().min(2)], "{name:?} {status:?}");
+    }
+    f.close().await;
+}
+
 /// A run whose branch fails ends only once its other branches have answered: their work is
 /// queued in the engine and commits, so the run's end must come after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
