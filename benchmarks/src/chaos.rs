@@ -109,8 +109,9 @@ pub(crate) struct ChaosServerArgs {
     partitions: u16,
 }
 
-/// One operation of the campaign: one of the workloads' (hotel bookings and shop checkouts
-/// are multi-partition transactions; retwis posts fan out across partitions), two counters
+/// One operation of the campaign: one of the workloads' (a hotel booking is two units, its
+/// room taken in a multi-function transaction; shop checkouts are multi-partition
+/// transactions; retwis posts fan out across partitions), two counters
 /// incremented by two parallel branches, or a chain of two units invoked without an id.
 #[derive(Debug, Clone)]
 enum ChaosOp {

@@ -6,8 +6,6 @@ use comb_backend::EngineOptions;
 use comb_tracing::TracingOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::system::LIST_ROWS_MAX;
-
 /// Options of the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
@@ -91,7 +89,10 @@ pub(crate) const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 16 * STREAM_WINDOW_BYTES;
 
 /// Most runs returned by one ListWorkflows page.
-pub const LIST_PAGE_MAX: usize = LIST_ROWS_MAX - 1;
+pub const LIST_PAGE_MAX: usize = 1000;
+
+/// Runs in a ListWorkflows page when the call asks for none in particular.
+pub(crate) const LIST_PAGE_DEFAULT: usize = 100;
 
 /// Most pending SQL-only functions and workflow specifications loaded at start (each is a
 /// row of a system table, read in one statement).

@@ -42,7 +42,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result, is_workflow_failure};
-use crate::options::{DEFINITIONS_MAX, LIST_PAGE_MAX, ServerOptions};
+use crate::options::{DEFINITIONS_MAX, LIST_PAGE_DEFAULT, LIST_PAGE_MAX, ServerOptions};
 use crate::system::{self, Definition, Ending, LIST_STEP_ROWS, ListStep, ListStepFound, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
 
 /// A run's status as stored.
@@ -951,7 +951,7 @@ impl Scheduler {
     async fn resume_unclaimed(self: &Arc<Self>, most: usize, cursor: &mut RunningCursor) -> Result<(usize, bool)> {
         let mut resumed = 0;
         while let Some(&home) = self.homes.get(cursor.partition) {
-            let page: Vec<String> = self.system(system::RUNNING, encode(&RunningPage { home, after: cursor.after.clone() })).await?;
+            let page: Vec<String> = self.system(system::RUNNING_IDS, encode(&RunningPage { home, after: cursor.after.clone() })).await?;
             let last_page = page.len() < RUNNING_PAGE_ROWS;
             for id in page {
                 if self.claimed(&id).is_none() {
@@ -1006,13 +1006,18 @@ impl Scheduler {
 
     /// Finds a run's row on whichever partition holds it.
     pub(crate) async fn lookup(&self, id: &str) -> Result<Option<WorkflowRow>> {
-        let gets = self.homes.iter().map(|home| self.row_at(*home, id));
-        for found in futures::future::join_all(gets).await {
-            if let Some(row) = found? {
-                return Ok(Some(row));
+        // An id has one row: the first partition that finds it answers, without waiting for
+        // the others (one may be busy with a long function).
+        let mut gets: FuturesUnordered<_> = self.homes.iter().map(|home| self.row_at(*home, id)).collect();
+        let mut failed = None;
+        while let Some(found) = gets.next().await {
+            match found {
+                Ok(Some(row)) => return Ok(Some(row)),
+                Ok(None) => {}
+                Err(err) => failed = Some(err),
             }
         }
-        Ok(None)
+        failed.map_or(Ok(None), Err)
     }
 
     /// A run's row; with `wait`, once it has ended (bounded by `wait-max`).
@@ -1053,19 +1058,22 @@ impl Scheduler {
     /// A page of runs, in id order (for generated ids: start order), and the id to list on
     /// from when more may follow.
     ///
-    /// Each partition reads its runs in id order, a step of at most `LIST_STEP_ROWS` rows at
-    /// a time (single-partition reads: no barrier), and the steps are merged up to the least
-    /// id every partition has examined. The rows examined for one page are bounded by
-    /// `list-examine-max`: past it the page is returned as it stands, shorter than asked or
-    /// empty, with the id to go on from.
+    /// Each partition reads its runs in id order a step at a time (single-partition reads:
+    /// no barrier), and the steps are merged up to the least id every partition has
+    /// examined. A call examines at most `list-examine-max` runs (at least one a partition):
+    /// past it the page is returned as it stands, shorter than asked or empty, with the id to
+    /// go on from. A page also ends at about `json-bytes-max` of runs.
     pub(crate) async fn list(&self, name: &str, status: &str, page_size: usize, after: &str) -> Result<(Vec<WorkflowRow>, Option<String>)> {
-        let page_size = if page_size == 0 { 100 } else { page_size.min(LIST_PAGE_MAX) };
-        let step_rows = LIST_STEP_ROWS.min(self.options.list_examine_max);
-        let (mut page, mut after, mut examined) = (Vec::new(), after.to_owned(), 0);
+        let page_size = if page_size == 0 { LIST_PAGE_DEFAULT } else { page_size.min(LIST_PAGE_MAX) };
+        let engine = &self.options.engine;
+        let step_max = LIST_STEP_ROWS.min(engine.scan_rows_max).min(engine.result_rows_max);
+        let partitions = self.homes.len();
+        let (mut page, mut after, mut left) = (Vec::new(), after.to_owned(), self.options.list_examine_max);
         loop {
-            let want = page_size + 1 - page.len();
+            let (want, examine) = (page_size + 1 - page.len(), (left / partitions).clamp(1, step_max));
             let steps = self.homes.iter().map(|&home| {
-                let step = ListStep { home, after: after.clone(), name: name.to_owned(), status: status.to_owned(), want, examine: step_rows };
+                let bytes = engine.json_bytes_max;
+                let step = ListStep { home, after: after.clone(), name: name.to_owned(), status: status.to_owned(), want, bytes, examine };
                 self.system::<ListStepFound>(system::LIST, encode(&step))
             });
             // Every partition has examined its runs up to `upto` (`None`: all of them).
@@ -1074,24 +1082,21 @@ impl Scheduler {
                 let step = step?;
                 found.extend(step.rows);
                 if let Some(to) = step.examined_to {
-                    upto = Some(match upto {
-                        Some(least) if least <= to => least,
-                        _ => to,
-                    });
+                    upto = Some(upto.map_or(to.clone(), |least| least.min(to)));
                 }
             }
             // A partition may have found runs past `upto`; the next step finds them again.
             found.retain(|row| upto.as_ref().is_none_or(|upto| row.id <= *upto));
             found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
             page.extend(found);
-            if page.len() > page_size {
-                page.truncate(page_size);
+            if let Some(full) = page_end(&page, page_size, engine.json_bytes_max) {
+                page.truncate(full);
                 let next = page.last().map(|row| row.id.clone());
                 return Ok((page, next));
             }
             let Some(upto) = upto else { return Ok((page, None)) };
-            examined += step_rows * self.homes.len();
-            if examined >= self.options.list_examine_max {
+            left = left.saturating_sub(examine * partitions);
+            if left < partitions {
                 return Ok((page, Some(upto)));
             }
             after = upto;
@@ -1104,6 +1109,19 @@ struct OneRun {
     plan: Arc<WorkflowPlan>,
     row: WorkflowRow,
     input: Value,
+}
+
+/// Where a page of runs must end, if before its last run: after `page_size` runs, or before
+/// the run that takes it past `bytes_max` (a page holds at least one run).
+fn page_end(page: &[WorkflowRow], page_size: usize, bytes_max: usize) -> Option<usize> {
+    let mut bytes = 0;
+    for (i, row) in page.iter().enumerate() {
+        bytes += row.bytes();
+        if i == page_size || (bytes > bytes_max && i > 0) {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// A started run's row as it succeeded: with `output`, ended at `ended_us`, in `home`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use comb_backend::{Engine, Function, Txn};
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::{RUNNING as STATUS_RUNNING, SUCCEEDED};
+use crate::scheduler::{RUNNING, SUCCEEDED};
 
 /// The prefix of every system table and function; users may not create or register names
 /// with it.
@@ -57,7 +57,7 @@ pub(crate) const START: &str = "comb_workflow_start";
 pub(crate) const FINISH: &str = "comb_workflow_finish";
 pub(crate) const INSERT_ENDED: &str = "comb_workflow_insert_ended";
 pub(crate) const GET: &str = "comb_workflow_get";
-pub(crate) const RUNNING: &str = "comb_workflows_running";
+pub(crate) const RUNNING_IDS: &str = "comb_workflows_running";
 pub(crate) const LIST: &str = "comb_workflows_list";
 pub(crate) const PUT_FUNCTION: &str = "comb_function_put";
 pub(crate) const FUNCTIONS: &str = "comb_functions_all";
@@ -66,10 +66,6 @@ pub(crate) const SPECS: &str = "comb_workflow_specs_all";
 
 /// The step id of the system function that ends a one-transaction workflow.
 pub(crate) const END_STEP: &str = "$end";
-
-/// Most matching rows one partition's step of a ListWorkflows returns; pages are at most
-/// one fewer.
-pub(crate) const LIST_ROWS_MAX: usize = 1001;
 
 /// Most rows (of `comb_workflows`, or of `comb_running` for the running runs) one partition
 /// examines in one step of a ListWorkflows: a short read on its executor, never a barrier.
@@ -103,6 +99,12 @@ impl WorkflowRow {
     fn from_tuple(t: RowTuple) -> WorkflowRow {
         WorkflowRow { home: t.0, id: t.1, name: t.2, version: t.3, status: t.4, input: t.5, output: t.6, error: t.7, started_us: t.8, ended_us: t.9 }
     }
+
+    /// About the bytes of the row in an answer: its text, twice for escapes, and its numbers.
+    pub(crate) fn bytes(&self) -> usize {
+        let text = self.id.len() + self.name.len() + self.status.len() + self.input.len();
+        2 * (text + self.output.as_ref().map_or(0, String::len) + self.error.as_ref().map_or(0, String::len)) + 96
+    }
 }
 
 /// The key of a row: its home and id.
@@ -131,8 +133,8 @@ pub(crate) struct RunningPage {
 }
 
 /// One partition's step of a ListWorkflows: the runs of `home` with ids after `after` that
-/// match `name` and `status` (empty: any), at most `want` of them, examining at most
-/// `examine` rows.
+/// match `name` and `status` (empty: any), at most `want` of them and about `bytes` of them
+/// (at least one), examining at most `examine` rows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ListStep {
     pub(crate) home: i64,
@@ -140,6 +142,7 @@ pub(crate) struct ListStep {
     pub(crate) name: String,
     pub(crate) status: String,
     pub(crate) want: usize,
+    pub(crate) bytes: usize,
     pub(crate) examine: usize,
 }
 
@@ -162,6 +165,44 @@ pub(crate) struct Definition {
 
 fn rows(tx: &mut Txn<'_>, statement: &str, params: impl comb_backend::Params) -> comb_backend::Result<Vec<WorkflowRow>> {
     Ok(tx.query_as::<RowTuple>(statement, params)?.into_iter().map(WorkflowRow::from_tuple).collect())
+}
+
+/// One partition's step of a ListWorkflows. The running runs are read from `comb_running`,
+/// which holds no other, each row by its key; the others from `comb_workflows`, whose rows
+/// of one partition are in id order.
+fn list_step(tx: &mut Txn<'_>, q: &ListStep) -> comb_backend::Result<ListStepFound> {
+    let examine = q.examine.clamp(1, LIST_STEP_ROWS);
+    let examined = if q.status == RUNNING {
+        let ids: Vec<String> = tx.query_as("running", (q.home, q.after.as_str(), examine as i64))?;
+        let mut examined = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = rows(tx, "get", (q.home, id.as_str()))?.pop();
+            // Written and deleted together with the row's status, in one transaction.
+            examined.push(row.ok_or_else(|| comb_backend::Error::Internal(format!("run {id} is running but has no row")))?);
+        }
+        examined
+    } else {
+        rows(tx, "page", (q.home, q.after.as_str(), examine as i64))?
+    };
+    let more = examined.len() == examine;
+    let (mut found, mut bytes, mut last) = (Vec::new(), 0, None);
+    for row in examined {
+        if (q.name.is_empty() || row.name == q.name) && (q.status.is_empty() || row.status == q.status) {
+            bytes += row.bytes();
+            if bytes > q.bytes && !found.is_empty() {
+                // Runs from this one on are left to the next step.
+                return Ok(ListStepFound { rows: found, examined_to: last });
+            }
+            last = Some(row.id.clone());
+            found.push(row);
+            if found.len() >= q.want {
+                return Ok(ListStepFound { rows: found, examined_to: last });
+            }
+        } else {
+            last = Some(row.id.clone());
+        }
+    }
+    Ok(ListStepFound { rows: found, examined_to: last.filter(|_| more) })
 }
 
 /// `homes[p]`: a `home` value whose rows fall in partition `p` (the least one).
@@ -227,47 +268,17 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .statement("get", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2"))
             .partition_by("home")
             .run_typed(|tx, key: RowKey| -> comb_backend::Result<Option<WorkflowRow>> { Ok(rows(tx, "get", (key.home, key.id))?.pop()) }),
-        Function::new(RUNNING)
+        Function::new(RUNNING_IDS)
             .statement("page", format!("SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT {RUNNING_PAGE_ROWS}"))
             .partition_by("home")
             .run_typed(|tx, page: RunningPage| -> comb_backend::Result<Vec<String>> { tx.query_as("page", (page.home, page.after)) }),
-        // The running runs are read from `comb_running`, which holds no other, and each row
-        // by its key; the others from `comb_workflows`, whose rows of one partition are in id
-        // order. Filtered here, so that the rows examined are bounded however few match.
+        // Filtered here, not in SQL, so that the rows examined are bounded however few match.
         Function::new(LIST)
             .statement("page", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3"))
             .statement("running", "SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3")
             .statement("get", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2"))
             .partition_by("home")
-            .run_typed(|tx, q: ListStep| -> comb_backend::Result<ListStepFound> {
-                let examine = q.examine.clamp(1, LIST_STEP_ROWS);
-                let examined = if q.status == STATUS_RUNNING {
-                    let ids: Vec<String> = tx.query_as("running", (q.home, q.after.as_str(), examine as i64))?;
-                    let mut examined = Vec::with_capacity(ids.len());
-                    for id in ids {
-                        let row = rows(tx, "get", (q.home, id.as_str()))?.pop();
-                        examined.push(row.ok_or_else(|| comb_backend::Error::Internal(format!("run {id} is running but has no row")))?);
-                    }
-                    examined
-                } else {
-                    rows(tx, "page", (q.home, q.after.as_str(), examine as i64))?
-                };
-                let more = examined.len() == examine;
-                let mut found = ListStepFound { rows: Vec::new(), examined_to: None };
-                let mut last = None;
-                for row in examined {
-                    last = Some(row.id.clone());
-                    if (q.name.is_empty() || row.name == q.name) && (q.status.is_empty() || row.status == q.status) {
-                        found.rows.push(row);
-                        if found.rows.len() >= q.want {
-                            found.examined_to = last;
-                            return Ok(found);
-                        }
-                    }
-                }
-                found.examined_to = last.filter(|_| more);
-                Ok(found)
-            }),
+            .run_typed(|tx, q: ListStep| list_step(tx, &q)),
         Function::new(PUT_FUNCTION)
             .statement("put", "INSERT INTO comb_functions (name, definition) VALUES ($1, $2)")
             .partition_by("name")
