@@ -950,9 +950,11 @@ impl Scheduler {
     /// stopped early (runs may be left over, from `cursor` on).
     async fn resume_unclaimed(self: &Arc<Self>, most: usize, cursor: &mut RunningCursor) -> Result<(usize, bool)> {
         let mut resumed = 0;
+        // A page reads no more rows than one statement may.
+        let rows = RUNNING_PAGE_ROWS.min(self.options.engine.scan_rows_max).min(self.options.engine.result_rows_max);
         while let Some(&home) = self.homes.get(cursor.partition) {
-            let page: Vec<String> = self.system(system::RUNNING_IDS, encode(&RunningPage { home, after: cursor.after.clone() })).await?;
-            let last_page = page.len() < RUNNING_PAGE_ROWS;
+            let page: Vec<String> = self.system(system::RUNNING_IDS, encode(&RunningPage { home, after: cursor.after.clone(), rows })).await?;
+            let last_page = page.len() < rows;
             for id in page {
                 if self.claimed(&id).is_none() {
                     if resumed == most {

@@ -125,11 +125,13 @@ pub(crate) struct Ending {
     pub(crate) ended_us: i64,
 }
 
-/// Where a read of the started runs goes on: the runs of `home` with ids after `after`.
+/// Where a read of the started runs goes on: at most `rows` runs of `home` with ids after
+/// `after`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunningPage {
     pub(crate) home: i64,
     pub(crate) after: String,
+    pub(crate) rows: usize,
 }
 
 /// One partition's step of a ListWorkflows: the runs of `home` with ids after `after` that
@@ -269,9 +271,11 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .partition_by("home")
             .run_typed(|tx, key: RowKey| -> comb_backend::Result<Option<WorkflowRow>> { Ok(rows(tx, "get", (key.home, key.id))?.pop()) }),
         Function::new(RUNNING_IDS)
-            .statement("page", format!("SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT {RUNNING_PAGE_ROWS}"))
+            .statement("page", "SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3")
             .partition_by("home")
-            .run_typed(|tx, page: RunningPage| -> comb_backend::Result<Vec<String>> { tx.query_as("page", (page.home, page.after)) }),
+            .run_typed(|tx, page: RunningPage| -> comb_backend::Result<Vec<String>> {
+                tx.query_as("page", (page.home, page.after, page.rows.clamp(1, RUNNING_PAGE_ROWS) as i64))
+            }),
         // Filtered here, not in SQL, so that the rows examined are bounded however few match.
         Function::new(LIST)
             .statement("page", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3"))

@@ -1060,6 +1060,21 @@ async fn a_backlog_of_several_pages_resumes_whole_and_once() {
     f.close().await;
 }
 
+/// Recovery reads the started runs a page at a time, each page within `scan-rows-max`: a
+/// backlog larger than one statement may read all resumes, each run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_scan_rows_max_resumes_whole() {
+    let engine = EngineOptions { partitions: 2, scan_rows_max: 4, ..EngineOptions::default() };
+    let mut f = Fixture::with_options(ServerOptions { engine, resume_interval: CHECKPOINT_INTERVAL_MAX, ..options(None) }).await;
+    const RUNS: usize = 30;
+    f.strand_pick_adds((0..RUNS).map(|i| (format!("small-{i:02}"), json!({ "id": 0, "base": 2_000 + i as i64 })))).await;
+    f.restart().await;
+    assert_eq!(f.server.as_ref().unwrap().0.resumed(), RUNS, "every stranded run, at start");
+    f.await_resumed((0..RUNS).map(|i| format!("small-{i:02}")), Duration::from_secs(60)).await;
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), RUNS, "each write ran once");
+    f.close().await;
+}
+
 /// ListWorkflows reads each partition a bounded step at a time and merges the steps in id
 /// order: every run a filter selects comes once, in order, across pages and across the
 /// several steps of one call, though each partition holds more runs than one statement may
