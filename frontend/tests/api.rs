@@ -1060,6 +1060,34 @@ async fn a_backlog_of_several_pages_resumes_whole_and_once() {
     f.close().await;
 }
 
+/// A page of ListWorkflows, and each partition's step of it, ends at about `json-bytes-max`
+/// of runs (at least one a page): runs whose inputs are large come a few a page, every one
+/// once and in order, where one step holding them all would pass the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_of_large_runs_pages_within_json_bytes_max() {
+    let engine = EngineOptions { partitions: 2, json_bytes_max: 4 << 10, ..EngineOptions::default() };
+    let f = Fixture::with_options(ServerOptions { engine, ..options(None) }).await;
+    let c = f.client.clone();
+    let pad = "x".repeat(1_000);
+    let ids: Vec<String> = (0..6).map(|k| format!("large-{k}")).collect();
+    for (k, id) in ids.iter().enumerate() {
+        c.invoke::<Value>("count", &json!({ "id": k, "by": 1, "pad": pad })).id(id.clone()).run().await.unwrap();
+    }
+    let mut filter = ListFilter { name: Some("count".into()), page_size: 10, ..ListFilter::default() };
+    let (mut seen, mut pages) = (Vec::new(), 0);
+    loop {
+        let page = c.list_workflows(&filter).await.unwrap();
+        assert!(page.runs.len() < ids.len(), "one page held {} runs of about 2 KiB each, over 4 KiB", page.runs.len());
+        seen.extend(page.runs.into_iter().map(|run| run.id));
+        pages += 1;
+        let Some(token) = page.next_page_token else { break };
+        filter.page_token = Some(token);
+    }
+    assert_eq!(seen, ids, "every run once, in id order");
+    assert!(pages >= 3, "{pages} pages");
+    f.close().await;
+}
+
 /// Recovery reads the started runs a page at a time, each page within `scan-rows-max`: a
 /// backlog larger than one statement may read all resumes, each run once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
