@@ -557,6 +557,12 @@ impl Scheduler {
         matches!(self.row_at(row.home, &row.id).await, Ok(Some(_)))
     }
 
+    /// `most`, or fewer: the rows one statement may read and return (`scan-rows-max`,
+    /// `result-rows-max`), for reads of system tables a page at a time.
+    fn statement_rows(&self, most: usize) -> usize {
+        most.min(self.options.engine.scan_rows_max).min(self.options.engine.result_rows_max)
+    }
+
     /// A run's row in the partition of `home`, read durably.
     async fn row_at(&self, home: i64, id: &str) -> Result<Option<WorkflowRow>> {
         self.system(system::GET, encode(&RowKey { home, id: id.to_owned() })).await
@@ -950,8 +956,7 @@ impl Scheduler {
     /// stopped early (runs may be left over, from `cursor` on).
     async fn resume_unclaimed(self: &Arc<Self>, most: usize, cursor: &mut RunningCursor) -> Result<(usize, bool)> {
         let mut resumed = 0;
-        // A page reads no more rows than one statement may.
-        let rows = RUNNING_PAGE_ROWS.min(self.options.engine.scan_rows_max).min(self.options.engine.result_rows_max);
+        let rows = self.statement_rows(RUNNING_PAGE_ROWS);
         while let Some(&home) = self.homes.get(cursor.partition) {
             let page: Vec<String> = self.system(system::RUNNING_IDS, encode(&RunningPage { home, after: cursor.after.clone(), rows })).await?;
             let last_page = page.len() < rows;
@@ -1068,7 +1073,7 @@ impl Scheduler {
     pub(crate) async fn list(&self, name: &str, status: &str, page_size: usize, after: &str) -> Result<(Vec<WorkflowRow>, Option<String>)> {
         let page_size = if page_size == 0 { LIST_PAGE_DEFAULT } else { page_size.min(LIST_PAGE_MAX) };
         let engine = &self.options.engine;
-        let step_max = LIST_STEP_ROWS.min(engine.scan_rows_max).min(engine.result_rows_max);
+        let step_max = self.statement_rows(LIST_STEP_ROWS);
         let partitions = self.homes.len();
         let (mut page, mut after, mut left) = (Vec::new(), after.to_owned(), self.options.list_examine_max);
         loop {

@@ -95,6 +95,11 @@ type RowTuple = (i64, String, String, i64, String, String, Option<String>, Optio
 
 const ROW_COLUMNS: &str = "home, id, name, version, status, input, output, error, started_us, ended_us";
 
+/// A run's row by its key, `(home, id)`.
+fn row_by_key() -> String {
+    format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2")
+}
+
 impl WorkflowRow {
     fn from_tuple(t: RowTuple) -> WorkflowRow {
         WorkflowRow { home: t.0, id: t.1, name: t.2, version: t.3, status: t.4, input: t.5, output: t.6, error: t.7, started_us: t.8, ended_us: t.9 }
@@ -267,7 +272,7 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
                 Ok(())
             }),
         Function::new(GET)
-            .statement("get", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2"))
+            .statement("get", row_by_key())
             .partition_by("home")
             .run_typed(|tx, key: RowKey| -> comb_backend::Result<Option<WorkflowRow>> { Ok(rows(tx, "get", (key.home, key.id))?.pop()) }),
         Function::new(RUNNING_IDS)
@@ -280,7 +285,7 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
         Function::new(LIST)
             .statement("page", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3"))
             .statement("running", "SELECT id FROM comb_running WHERE home = $1 AND id > $2 ORDER BY id LIMIT $3")
-            .statement("get", format!("SELECT {ROW_COLUMNS} FROM comb_workflows WHERE home = $1 AND id = $2"))
+            .statement("get", row_by_key())
             .partition_by("home")
             .run_typed(|tx, q: ListStep| list_step(tx, &q)),
         Function::new(PUT_FUNCTION)

@@ -278,6 +278,17 @@ impl Fixture {
 
     /// Commit records after `lsn`. Trace records of reads and failures are appended after
     /// their replies, without waiting, so the raw tail is not a count of commits.
+    /// Registers `spec` and invokes its workflow `name` without an id on `{"id": key}`; its
+    /// step `fail` refuses `key`, so the run fails. The run, and the commits it made.
+    async fn failing_run(&self, spec: &str, name: &str, key: i64) -> (comb_client::Run, usize) {
+        self.client.register_workflow(spec).await.unwrap();
+        let before = self.log_tail();
+        let run = self.client.invoke::<Value>(name, &json!({ "id": key })).run().await.unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert!(run.error.as_deref().is_some_and(|e| e.contains(&format!("refused {key}"))), "{run:?}");
+        (run, self.commits_after(before).await)
+    }
+
     async fn commits_after(&self, lsn: u64) -> usize {
         let log = self.server.as_ref().unwrap().0.engine().log();
         let mut commits = 0;
@@ -1386,19 +1397,12 @@ async fn a_run_without_an_id_starts_with_its_first_unit() {
     }
 
     // The first unit fails: nothing of the run committed but its failed row.
-    c.register_workflow(
-        r#"{"name": "fail_add", "steps": [
-            {"id": "fail", "function": "fail", "input": {"id": "$input.id"}},
-            {"id": "add", "function": "add", "input": {"id": "$fail.id"}}],
-            "output": "$add"}"#,
-    )
-    .await
-    .unwrap();
-    let before = f.log_tail();
-    let failed = c.invoke::<Value>("fail_add", &json!({ "id": 71 })).run().await.unwrap();
-    assert_eq!(failed.status, RunStatus::Failed);
-    assert!(failed.error.as_deref().is_some_and(|e| e.contains("refused 71")), "{failed:?}");
-    assert_eq!(f.commits_after(before).await, 1, "only the failed run's row");
+    let fail_add = r#"{"name": "fail_add", "steps": [
+        {"id": "fail", "function": "fail", "input": {"id": "$input.id"}},
+        {"id": "add", "function": "add", "input": {"id": "$fail.id"}}],
+        "output": "$add"}"#;
+    let (failed, commits) = f.failing_run(fail_add, "fail_add", 71).await;
+    assert_eq!(commits, 1, "only the failed run's row");
     let row = c.get_workflow(&failed.id, false).await.unwrap();
     assert_eq!((row.status, row.error), (RunStatus::Failed, failed.error));
     let page = c.list_workflows(&ListFilter { name: Some("fail_add".into()), page_size: 10, ..ListFilter::default() }).await.unwrap();
@@ -1504,19 +1508,12 @@ async fn a_run_ends_with_its_last_unit_where_its_row_is() {
     assert_eq!(body(120).await, json!([{ "body": "b" }]), "the last unit's write stays");
 
     // The last unit fails: nothing of it committed; the run's failure is a commit of its own.
-    c.register_workflow(
-        r#"{"name": "add_fail", "steps": [
-            {"id": "add", "function": "add", "input": {"id": "$input.id"}},
-            {"id": "fail", "function": "fail", "input": {"id": "$add.id"}}],
-            "output": "$fail"}"#,
-    )
-    .await
-    .unwrap();
-    let before = f.log_tail();
-    let run = c.invoke::<Value>("add_fail", &json!({ "id": 121 })).run().await.unwrap();
-    assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.error.as_deref().is_some_and(|e| e.contains("refused 121")), "{run:?}");
-    assert_eq!(f.commits_after(before).await, 2, "the start with the first unit, the failed end");
+    let add_fail = r#"{"name": "add_fail", "steps": [
+        {"id": "add", "function": "add", "input": {"id": "$input.id"}},
+        {"id": "fail", "function": "fail", "input": {"id": "$add.id"}}],
+        "output": "$fail"}"#;
+    let (run, commits) = f.failing_run(add_fail, "add_fail", 121).await;
+    assert_eq!(commits, 2, "the start with the first unit, the failed end");
     assert_eq!(c.get_workflow(&run.id, false).await.unwrap().status, RunStatus::Failed);
 
     // An asynchronous run of one unit: its start answered durable in the id's partition, its
