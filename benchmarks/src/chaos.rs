@@ -40,7 +40,7 @@ use tokio::io::AsyncBufReadExt as _;
 use crate::apps::{Mix, Op, Outcome, Sizes, Tally, Workload, check};
 use crate::chain;
 use crate::comb::{Comb, outcome};
-use crate::driver::{Backoff, Failure, spread};
+use crate::driver::{Backoff, Failure, fresh_dir, spread};
 
 /// Longest a server child may take to start (recovery included).
 const START_WAIT_MAX: Duration = Duration::from_secs(120);
@@ -93,7 +93,8 @@ pub(crate) struct ChaosArgs {
     /// with the same seed kills at the same moments.
     #[arg(long)]
     seed: Option<u64>,
-    /// Keep the data here (a fresh subdirectory); default: a temporary one, removed at the
+    /// Keep the data here (a fresh subdirectory; the directory is created if missing);
+    /// default: a temporary one, removed at the
     /// end unless a violation was found.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -315,8 +316,7 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ChaosReport> {
     anyhow::ensure!(args.seconds.is_finite() && args.seconds >= 0.5, "--seconds must be at least 0.5, not {}", args.seconds);
     let sizes = Sizes::new(args.scale)?;
     let seed = args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("comb-chaos-").tempdir_in(&parent)?;
+    let dir = fresh_dir(args.dir.as_deref(), "comb-chaos-")?;
     eprintln!("chaos: {} rounds of up to {} s, {} clients, {} partitions, scale {}, seed {seed}; data in {}", args.rounds, args.seconds, args.clients, args.partitions, args.scale, dir.path().display());
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(campaign(args, &sizes, seed, dir.path()));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use comb_log::LogStats;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,18 +24,26 @@ pub(crate) struct Window {
     /// Seconds of warm-up, not measured.
     #[arg(long, default_value_t = 1)]
     pub(crate) warmup_seconds: u64,
-    /// Directory in which to create the data (a fresh subdirectory, removed afterwards);
+    /// Directory in which to create the data (a fresh subdirectory, removed afterwards;
+    /// the directory is created if missing);
     /// default: the system's temporary directory.
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
+}
+
+/// A fresh subdirectory of `parent` (created if missing; default: the system's temporary
+/// directory), removed when dropped.
+pub(crate) fn fresh_dir(parent: Option<&Path>, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create the directory {} (--dir)", parent.display()))?;
+    tempfile::Builder::new().prefix(prefix).tempdir_in(&parent).with_context(|| format!("cannot create a data directory in {} (--dir)", parent.display()))
 }
 
 impl Window {
     /// A fresh data directory, removed when dropped.
     pub(crate) fn data_dir(&self, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
         anyhow::ensure!(self.seconds >= 1, "--seconds must be at least 1");
-        let parent = self.dir.clone().unwrap_or_else(std::env::temp_dir);
-        Ok(tempfile::Builder::new().prefix(prefix).tempdir_in(&parent)?)
+        fresh_dir(self.dir.as_deref(), prefix)
     }
 
     /// The warm-up.
@@ -482,6 +491,22 @@ fn parse_cpu_us(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_directory_is_made_in_a_dir_that_does_not_exist_yet_and_removed_after() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("not").join("there");
+        let dir = fresh_dir(Some(&parent), "comb-test-").unwrap();
+        assert!(dir.path().is_dir() && dir.path().starts_with(&parent), "{}", dir.path().display());
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!path.exists() && parent.is_dir());
+        // A parent that cannot be a directory is named in the error.
+        let file = root.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = fresh_dir(Some(&file), "comb-test-").unwrap_err();
+        assert!(format!("{err:#}").contains(&file.display().to_string()), "{err:#}");
+    }
 
     #[test]
     fn the_median_is_the_middle_value_and_of_an_even_count_the_upper_middle_one() {
