@@ -29,6 +29,9 @@ struct Db {
     catalog: Catalog,
     data: Memory,
     limits: Limits,
+    /// Partitions the rows are spread over; with more than one, statements run as a
+    /// multi-partition transaction's do.
+    partitions: u16,
 }
 
 const SCHEMA: &str = "
@@ -55,6 +58,7 @@ impl Db {
             catalog: Catalog::new().apply(SCHEMA).expect("schema"),
             data: Memory::default(),
             limits: Limits { scan_rows_max: 1000, result_rows_max: 1000, write_set_max: 1000 },
+            partitions: 1,
         }
     }
 
@@ -68,8 +72,8 @@ impl Db {
                 catalog: &self.catalog,
                 snapshot: &self.data,
                 writes: &mut writes,
-                scope: Scope::Single(0),
-                partitions: 1,
+                scope: if self.partitions > 1 { Scope::All } else { Scope::Single(0) },
+                partitions: self.partitions,
                 limits: self.limits,
                 function: "test",
                 statement: "s",
@@ -230,6 +234,55 @@ fn aggregates_sort_limit_distinct_and_join() {
         vec![vec![int(1), text("one")], vec![int(1), text("two")]]
     );
     assert_eq!(db.rows("SELECT avg(n) FROM t WHERE n = 10", vec![]), vec![vec![Value::Double(10.0)]]);
+}
+
+/// A key range over several partitions comes out in key order (the executor merges the
+/// partitions' ranges), so an ORDER BY of the key needs no Sort there either, and a LIMIT
+/// reads at most its rows from each partition: a page of a table larger than
+/// `scan-rows-max`, as the server's definitions are read at start.
+#[test]
+fn multi_partition_key_ranges_come_in_key_order_and_a_limit_reads_a_page() {
+    let mut db = Db { partitions: 3, ..Db::new() };
+    let keys: Vec<i64> = (0..40).map(|i| (i * 37) % 101 - 50).collect();
+    for k in &keys {
+        db.run("INSERT INTO t (k, n) VALUES ($1, $2)", vec![int(*k), int(k % 3)]).unwrap();
+        db.run("INSERT INTO kv (a, b) VALUES ($1, $2), ($1, $3)", vec![text(&format!("n{:03}", k + 50)), int(*k), int(k + 1000)]).unwrap();
+    }
+    let mut ascending = keys.clone();
+    ascending.sort_unstable();
+    let descending: Vec<i64> = ascending.iter().rev().copied().collect();
+    let partitions = |rows: &[Vec<u8>]| rows.iter().map(|k| k[..2].to_vec()).collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(partitions(&db.data.0.keys().cloned().collect::<Vec<_>>()), 3, "the rows lie on every partition");
+
+    for (sql, want) in [
+        ("SELECT k FROM t WHERE k >= -1000 ORDER BY k LIMIT $1", ascending.clone()),
+        ("SELECT k FROM t WHERE k < 1000 ORDER BY k DESC LIMIT $1", descending.clone()),
+        ("SELECT k FROM t WHERE k > -20 ORDER BY k LIMIT $1", ascending.iter().copied().filter(|k| *k > -20).collect()),
+        ("SELECT k FROM t WHERE k > -1000 AND n > 0 ORDER BY k LIMIT $1", ascending.iter().copied().filter(|k| k % 3 > 0).collect()),
+    ] {
+        let plan = db.catalog.prepare(sql).unwrap().plan.to_string();
+        assert!(plan.contains("key range") && !plan.contains("Sort"), "{sql}: merged in key order, not sorted:\n{plan}");
+        for limit in [1, 4, 100] {
+            assert_eq!(ints(&db.rows(sql, vec![int(limit)])), want.iter().copied().take(limit as usize).collect::<Vec<_>>(), "{sql} LIMIT {limit}");
+        }
+    }
+    // Key order is the key's columns' order: a page of (a, b) after a key, as the server
+    // pages its workflow versions by (name, version).
+    let after = "SELECT a, b FROM kv WHERE a > $1 ORDER BY a, b LIMIT $2";
+    let page: Vec<(String, i64)> = db.rows(after, vec![text("n040"), int(5)]).into_iter().map(|r| match (&r[0], &r[1]) {
+        (Value::Text(a), Value::Int(b)) => (a.clone(), *b),
+        other => panic!("{other:?}"),
+    }).collect();
+    let mut all: Vec<(String, i64)> = keys.iter().flat_map(|k| [(format!("n{:03}", k + 50), *k), (format!("n{:03}", k + 50), k + 1000)]).filter(|(a, _)| a.as_str() > "n040").collect();
+    all.sort();
+    assert_eq!(page, all[..5].to_vec());
+
+    // A page of a table larger than scan-rows-max: each partition reads at most the page.
+    db.limits = Limits { scan_rows_max: 6, result_rows_max: 100, write_set_max: 100 };
+    db.data.1.set(0);
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k > -1000 ORDER BY k LIMIT 5", vec![])), ascending[..5].to_vec());
+    assert!(db.data.1.get() <= 15, "{} rows read for a page of 5 over 3 partitions", db.data.1.get());
+    assert!(matches!(db.run("SELECT k FROM t WHERE k > -1000 ORDER BY k", vec![]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })), "without a limit the range is read whole");
 }
 
 #[test]

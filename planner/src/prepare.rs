@@ -621,7 +621,8 @@ fn scan_access(plan: &mut Plan) -> Option<&mut Access> {
     }
 }
 
-/// Tells whether a single-table, single-partition scan yields rows in the order of `keys`
+/// Tells whether a single-table scan (a key range on any partitions, another access on one)
+/// yields rows in the order of `keys`
 /// without a Sort: at most one row comes out, or the keys are the primary-key columns right
 /// after the prefix bound by equality, in key order (key columns are never NULL), either
 /// each in its column's declared direction, or each against it, in which case the key
@@ -1158,8 +1159,11 @@ impl<'c> Planner<'c> {
                 };
             }
         }
+        // A key range on several partitions comes in key order too: the executor merges the
+        // partitions' ranges by key (and a LIMIT above reads at most its rows from each).
         let sorted = scope.tables.len() == 1
-            && partition != PartitionKey::MultiPartition
+            && (partition != PartitionKey::MultiPartition
+                || matches!(scan_access(&mut plan), Some(Access::KeyRange { .. })))
             && sorted_by_access(&mut plan, scope.tables[0].table, &keys);
         if !keys.is_empty() && !sorted {
             plan = Plan::Sort {
