@@ -37,6 +37,14 @@ pub enum Error {
         id: String,
     },
     /// A name is taken by the system (`comb_`) or by a function that exists.
+    /// A registration past the most definitions of its kind a server keeps.
+    #[error("this server holds {limit} {what}, the most it keeps (definitions-max); no more can be registered")]
+    TooManyDefinitions {
+        /// What: "SQL-only functions", "workflow versions".
+        what: &'static str,
+        /// The bound.
+        limit: usize,
+    },
     #[error("{what} {name} already exists")]
     AlreadyExists {
         /// `function` or `table`.
@@ -127,7 +135,7 @@ impl Error {
             Error::Timeout { .. } | Error::CallTimedOut { .. } => Code::DeadlineExceeded,
             Error::Interrupted { .. } | Error::MaybeNotStarted { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
-            Error::TracingDisabled => Code::FailedPrecondition,
+            Error::TracingDisabled | Error::TooManyDefinitions { .. } => Code::FailedPrecondition,
             Error::Tracing(err) => {
                 use comb_tracing::Error as T;
                 match err {

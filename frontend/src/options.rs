@@ -45,6 +45,11 @@ pub struct ServerOptions {
     /// Most runs one ListWorkflows call examines to fill its page (a filter that few runs
     /// match may leave a page short, even empty, with the token to go on from).
     pub list_examine_max: usize,
+    /// Most SQL-only functions, and most workflow versions (of all names together), the
+    /// server keeps: a registration past either is refused (`FAILED_PRECONDITION`). Each is
+    /// held in memory and loaded at start; definitions stored past a bound lowered later
+    /// are still loaded.
+    pub definitions_max: usize,
 }
 
 /// Longest `checkpoint-interval` and `resume-interval` accepted: a log kept longer holds a
@@ -66,6 +71,7 @@ impl Default for ServerOptions {
             checkpoint_interval: Duration::from_secs(30),
             resume_interval: Duration::from_secs(60),
             list_examine_max: 100_000,
+            definitions_max: 100_000,
         }
     }
 }
@@ -94,10 +100,6 @@ pub const LIST_PAGE_MAX: usize = 1000;
 /// Runs in a ListWorkflows page when the call asks for none in particular.
 pub(crate) const LIST_PAGE_DEFAULT: usize = 100;
 
-/// Most pending SQL-only functions and workflow specifications loaded at start (each is a
-/// row of a system table, read in one statement).
-pub(crate) const DEFINITIONS_MAX: usize = 100_000;
-
 impl ServerOptions {
     /// Checks every bound; called once when the server is built.
     pub fn validate(&self) -> Result<(), String> {
@@ -107,6 +109,7 @@ impl ServerOptions {
             ("workflows-in-flight-max", self.workflows_in_flight_max),
             ("workflow-id-bytes-max", self.workflow_id_bytes_max),
             ("list-examine-max", self.list_examine_max),
+            ("definitions-max", self.definitions_max),
         ] {
             if value == 0 {
                 return Err(format!("invalid server option {name}: must be at least 1"));

@@ -42,8 +42,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result, is_workflow_failure};
-use crate::options::{DEFINITIONS_MAX, LIST_PAGE_DEFAULT, LIST_PAGE_MAX, ServerOptions};
-use crate::system::{self, Definition, Ending, LIST_STEP_ROWS, ListStep, ListStepFound, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
+use crate::options::{LIST_PAGE_DEFAULT, LIST_PAGE_MAX, ServerOptions};
+use crate::system::{self, DefinitionPage, Definition, Ending, LIST_STEP_ROWS, ListStep, ListStepFound, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
 
 /// A run's status as stored.
 pub(crate) const RUNNING: &str = "running";
@@ -249,11 +249,26 @@ impl Scheduler {
 
     // ---- registration ------------------------------------------------------------------
 
+    /// Every row of a definitions table, read a page at a time (in key order) by the system
+    /// function `function`, which goes on after the key `key_of` gives of the last row read.
+    async fn definitions<T: DeserializeOwned, K: Serialize>(&self, function: &str, key_of: impl Fn(&T) -> K) -> Result<Vec<T>> {
+        let rows = self.statement_rows(system::DEFINITIONS_PAGE_ROWS);
+        let mut all: Vec<T> = Vec::new();
+        loop {
+            let page: Vec<T> = self.system(function, encode(&DefinitionPage { after: all.last().map(&key_of), rows })).await?;
+            let last = page.len() < rows;
+            all.extend(page);
+            if last {
+                return Ok(all);
+            }
+        }
+    }
+
     /// Loads the SQL-only functions and workflow specifications from the system tables.
     pub(crate) async fn load_definitions(&self) -> Result<()> {
-        let functions: Vec<(String, String)> = self.system(system::FUNCTIONS, Value::Null).await?;
+        let functions: Vec<(String, String)> = self.definitions(system::FUNCTIONS, |(name, _): &(String, String)| name.clone()).await?;
         let mut sql = BTreeMap::new();
-        for (name, text) in functions.into_iter().take(DEFINITIONS_MAX) {
+        for (name, text) in functions {
             let definition: SqlFunction = serde_json::from_str(&text).map_err(|err| Error::Internal(format!("stored function {name} is unreadable: {err}")))?;
             match self.engine.register(Function::sql(&definition)) {
                 Ok(()) => {
@@ -263,9 +278,9 @@ impl Scheduler {
             }
         }
         *self.sql_functions.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(sql);
-        let specs: Vec<(String, i64, String)> = self.system(system::SPECS, Value::Null).await?;
+        let specs: Vec<(String, i64, String)> = self.definitions(system::SPECS, |(name, version, _): &(String, i64, String)| (name.clone(), *version)).await?;
         let mut workflows = Workflows::new();
-        for (name, version, text) in specs.into_iter().take(DEFINITIONS_MAX) {
+        for (name, version, text) in specs {
             match self.plan(&text) {
                 Ok(plan) => {
                     workflows.entry(name).or_default().insert(version, Arc::new(plan));
@@ -291,6 +306,9 @@ impl Scheduler {
         let name = plan.spec.name.clone();
         let _serial = self.registering.lock().await;
         let current = Arc::clone(&self.workflows.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if current.values().map(BTreeMap::len).sum::<usize>() >= self.options.definitions_max {
+            return Err(Error::TooManyDefinitions { what: "workflow versions", limit: self.options.definitions_max });
+        }
         let version = current.get(&name).and_then(|v| v.keys().next_back()).map_or(1, |v| v + 1);
         let text = serde_json::to_string(&plan.spec).map_err(|err| Error::Internal(err.to_string()))?;
         let () = self.system(system::PUT_SPEC, encode(&Definition { name: name.clone(), version, text })).await?;
@@ -321,6 +339,9 @@ impl Scheduler {
                 return Ok(self.engine.is_read_only(&definition.name).unwrap_or(false));
             }
             return Err(Error::AlreadyExists { what: "function", name: definition.name });
+        }
+        if current.len() >= self.options.definitions_max {
+            return Err(Error::TooManyDefinitions { what: "SQL-only functions", limit: self.options.definitions_max });
         }
         self.engine.register(Function::sql(&definition))?;
         let text = serde_json::to_string(&definition).map_err(|err| Error::Internal(err.to_string()))?;

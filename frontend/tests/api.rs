@@ -1114,6 +1114,56 @@ async fn a_backlog_past_scan_rows_max_resumes_whole() {
     f.close().await;
 }
 
+/// The SQL-only functions and the workflow versions load at start a page at a time, so that
+/// more of them than one statement may read (`scan-rows-max`) come back whole; past
+/// `definitions-max` a registration is refused, and what is stored past a bound lowered
+/// later still loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_past_scan_rows_max_load_whole_and_past_definitions_max_are_refused() {
+    let engine = EngineOptions { partitions: 2, scan_rows_max: 4, ..EngineOptions::default() };
+    let mut f = Fixture::with_options(ServerOptions { engine, definitions_max: 12, ..options(None) }).await;
+    let sql = |name: String, sql: &str| SqlFunction {
+        name,
+        statements: vec![SqlStatement { name: "read".into(), sql: sql.into(), params: vec!["id".into()] }],
+        partition_by: Some("id".into()),
+    };
+    let read = |k: usize| sql(format!("read_{k:02}"), "SELECT body FROM notes WHERE id = $1");
+    let spec = |name: &str| format!(r#"{{"name": "{name}", "steps": [{{"id": "s", "function": "add", "input": "$input"}}], "output": "$s"}}"#);
+    // 12 functions; `count` (the server's own) and 11 versions of three names: 12 versions.
+    let versions = [("wa", 4), ("wb", 5), ("wc", 2)];
+    for k in 0..12 {
+        f.client.register_function(&read(k)).await.unwrap();
+    }
+    for (name, n) in versions {
+        for v in 1..=n {
+            assert_eq!(f.client.register_workflow(&spec(name)).await.unwrap().version, v);
+        }
+    }
+    let refused = |err: comb_client::Error| {
+        assert_eq!(code(&err), Code::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("definitions-max"), "{err}");
+    };
+    for definitions_max in [12, 5] {
+        f.options.definitions_max = definitions_max;
+        f.restart().await;
+        let c = f.client.clone();
+        // Every function is back: another definition under its name is refused as taken,
+        // and a new name is past the bound.
+        for k in 0..12 {
+            let other = sql(format!("read_{k:02}"), "SELECT id FROM notes WHERE id = $1");
+            assert_eq!(code(&c.register_function(&other).await.unwrap_err()), Code::AlreadyExists, "read_{k:02}");
+        }
+        refused(c.register_function(&read(12)).await.unwrap_err());
+        // Every version is back: each name runs its latest, and one more version is refused.
+        for (name, n) in versions {
+            let run = c.invoke::<Value>(name, &json!({ "id": 1, "by": 1 })).run().await.unwrap();
+            assert_eq!(run.version, n, "{name}");
+        }
+        refused(c.register_workflow(&spec("wd")).await.unwrap_err());
+    }
+    f.close().await;
+}
+
 /// ListWorkflows reads each partition a bounded step at a time and merges the steps in id
 /// order: every run a filter selects comes once, in order, across pages and across the
 /// several steps of one call, though each partition holds more runs than one statement may
