@@ -64,6 +64,10 @@ pub(crate) struct WriteSet {
     /// The keys read since the last [`WriteSet::take_traced_reads`], when traced: every key
     /// a statement found (rows and index entries alike; the tracing layer keeps the rows).
     traced_reads: Option<RefCell<TracedReads>>,
+    /// What the statement running changed, in order: each key with its write before the
+    /// change (none if it had none), to put back if the statement fails. A function that
+    /// catches a statement's error goes on as if the statement had not run.
+    undo: Vec<(Vec<u8>, Option<Write>)>,
 }
 
 /// The keys one invocation read, for its trace.
@@ -94,6 +98,16 @@ impl WriteSet {
             } else {
                 traced.truncated = true;
             }
+        }
+    }
+
+    /// Puts back what the failed statement changed, last change first.
+    fn undo_statement(&mut self) {
+        while let Some((key, write)) = self.undo.pop() {
+            match write {
+                Some(write) => self.entries.insert(key, write),
+                None => self.entries.remove(&key),
+            };
         }
     }
 
@@ -274,6 +288,7 @@ impl<'a> Exec<'a> {
     /// Records a write, remembering the value before the transaction.
     pub(crate) fn put(&mut self, key: Vec<u8>, after: Option<Vec<u8>>, kind: WriteKind) -> Result<()> {
         if let Some(write) = self.writes.entries.get_mut(&key) {
+            self.writes.undo.push((key.clone(), Some(write.clone())));
             write.after = after;
             if write.after == write.before {
                 self.writes.entries.remove(&key);
@@ -284,6 +299,7 @@ impl<'a> Exec<'a> {
         if before == after {
             return Ok(());
         }
+        self.writes.undo.push((key.clone(), None));
         self.writes.entries.insert(key, Write { kind, before, after });
         let size = self.writes.entries.len();
         if size > self.limits.write_set_max {
@@ -501,8 +517,19 @@ impl<'a> Exec<'a> {
         Ok(out)
     }
 
-    /// Runs a statement's plan.
+    /// Runs a statement: all of it or, when it fails, nothing of it (what it wrote before
+    /// the failure is taken back).
     pub(crate) fn run(&mut self, plan: &Plan, params: &[Value]) -> Result<Outcome> {
+        self.writes.undo.clear();
+        let outcome = self.run_plan(plan, params);
+        if outcome.is_err() {
+            self.writes.undo_statement();
+        }
+        self.writes.undo.clear();
+        outcome
+    }
+
+    fn run_plan(&mut self, plan: &Plan, params: &[Value]) -> Result<Outcome> {
         let outcome = match plan {
             Plan::Insert { table, rows, on_conflict, returning, .. } => self.insert(*table, rows, on_conflict, returning.as_deref(), params)?,
             Plan::Update { input, table, assignments, returning, .. } => {

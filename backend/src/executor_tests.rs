@@ -89,6 +89,34 @@ impl Db {
         Ok(outcomes)
     }
 
+    /// Runs statements as one transaction whose body goes on past a statement's error (as
+    /// a function that catches it does), and commits; each statement's outcome.
+    fn txn_through_errors(&mut self, statements: &[(&str, Vec<Value>)]) -> Vec<Result<Outcome>> {
+        let mut writes = WriteSet::default();
+        let mut outcomes = Vec::new();
+        for (sql, params) in statements {
+            let prepared = self.catalog.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mut exec = Exec {
+                catalog: &self.catalog,
+                snapshot: &self.data,
+                writes: &mut writes,
+                scope: Scope::Single(0),
+                partitions: 1,
+                limits: self.limits,
+                function: "test",
+                statement: "s",
+            };
+            outcomes.push(exec.run(&prepared.plan, params));
+        }
+        for (key, write) in writes.entries {
+            match write.after {
+                Some(v) => self.data.0.insert(key, v),
+                None => self.data.0.remove(&key),
+            };
+        }
+        outcomes
+    }
+
     fn run(&mut self, sql: &str, params: Vec<Value>) -> Result<Outcome> {
         Ok(self.txn(&[(sql, params)])?.remove(0))
     }
@@ -283,6 +311,42 @@ fn multi_partition_key_ranges_come_in_key_order_and_a_limit_reads_a_page() {
     assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k > -1000 ORDER BY k LIMIT 5", vec![])), ascending[..5].to_vec());
     assert!(db.data.1.get() <= 15, "{} rows read for a page of 5 over 3 partitions", db.data.1.get());
     assert!(matches!(db.run("SELECT k FROM t WHERE k > -1000 ORDER BY k", vec![]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })), "without a limit the range is read whole");
+}
+
+/// A statement that fails leaves none of its writes: a body that catches the error goes on,
+/// and commits, as if the statement had not run (the rows and index entries it wrote before
+/// failing are taken back); the statements before it keep theirs.
+#[test]
+fn a_failed_statement_leaves_none_of_its_writes() {
+    let mut db = Db::seeded();
+    let outcomes = db.txn_through_errors(&[
+        ("INSERT INTO t (k, s, n) VALUES (10, 'q', 77)", vec![]),
+        // Row 11 is written (and its index entries), then row 12's `s` is taken by row 1.
+        ("INSERT INTO t (k, s, n) VALUES (11, 'r', 78), (12, 'a', 79)", vec![]),
+        // Row 1 gets 'u' (its index entries move), then row 2 may not have it too.
+        ("UPDATE t SET s = 'u', n = 5 WHERE k >= 1 AND k <= 2", vec![]),
+        // Row 4's `n` changes (and its index entry), then row 10's overflows.
+        ("UPDATE t SET n = 9223372036854775800 + n WHERE k >= 3", vec![]),
+        ("DELETE FROM t WHERE k = 10", vec![]),
+        // Row 10, deleted above, is written again, then row 3's key is taken.
+        ("INSERT INTO t (k, s, n) VALUES (10, 'q2', 76), (3, 'dup', 1)", vec![]),
+        ("SELECT k FROM t WHERE n = 78", vec![]),
+    ]);
+    let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+    assert_eq!(failed, [false, true, true, true, false, true, false], "{outcomes:?}");
+    assert!(outcomes[6].as_ref().unwrap().rows.is_empty(), "the failed insert's row is not seen after it");
+    // Committed: the seeded rows as they were, row 10 deleted; no index entry of a row
+    // taken back (a lookup through one would find its row missing: Corrupt).
+    assert_eq!(ints(&db.rows("SELECT k FROM t", vec![])), vec![-5, 1, 2, 3, 4]);
+    for n in [78, 79, 5, 76] {
+        assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = $1", vec![int(n)])), Vec::<i64>::new(), "n = {n}");
+    }
+    for (s, k) in [("a", vec![1]), ("u", vec![]), ("r", vec![]), ("q", vec![]), ("q2", vec![]), ("e", vec![-5_i64])] {
+        assert_eq!(ints(&db.rows("SELECT k FROM t WHERE s = $1", vec![text(s)])), k, "s = {s}");
+    }
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = 10 ORDER BY k", vec![])), vec![1, 2], "rows 1 and 2 keep their n, and its index entries");
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n = -7", vec![])), vec![4], "row 4 keeps its n");
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE n > 1000", vec![])), Vec::<i64>::new());
 }
 
 #[test]
