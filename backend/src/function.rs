@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use comb_planner::{Catalog, PartitionKey, PreparedFunction, Value};
+use comb_planner::{Catalog, DataType, PartitionKey, PreparedFunction, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::commit::RunRecord;
 use crate::error::{Error, Result};
-use crate::txn::Txn;
+use crate::txn::{Txn, as_param};
 
 /// The error a function's body returns. A backend [`Error`] passes through as itself.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -218,6 +218,9 @@ pub(crate) struct Registered {
     pub(crate) catalog: Arc<Catalog>,
     /// Whether it runs on one partition (chosen from its input), without a barrier.
     pub(crate) single_partition: bool,
+    /// The type its statements give the partition key (the first that takes it as a
+    /// parameter): the key is routed as that type, as the statements hash it.
+    pub(crate) partition_type: Option<DataType>,
     /// Whether its invocations are traced (see [`Function::untraced`]).
     pub(crate) traced: bool,
     /// Its body that writes runs' ends, if it has one.
@@ -252,11 +255,16 @@ impl Registered {
             return Err(Error::InvalidFunction { function: function.decl.name.clone(), message: "the partition key field is empty".to_owned() });
         }
         let pinned = prepared.statements.iter().all(|(_, p)| !matches!(p.partition, PartitionKey::MultiPartition));
+        let partition_type = prepared.statements.iter().find_map(|(_, p)| match p.partition {
+            PartitionKey::Param(i) => p.params.get(i).copied(),
+            PartitionKey::Constant(_) | PartitionKey::MultiPartition => None,
+        });
         Ok(Registered {
             name: function.decl.name.clone(),
             partition_by: function.partition_by.clone(),
             body: Arc::clone(&function.body),
             single_partition: function.partition_by.is_some() && pinned,
+            partition_type,
             traced: function.traced,
             run_end: function.run_end.clone(),
             prepared,
@@ -264,8 +272,18 @@ impl Registered {
         })
     }
 
-    /// The partition key in an invocation's input.
+    /// The partition key in an invocation's input, as the type its statements take it: a
+    /// JSON integer for a TIMESTAMP or DOUBLE key is converted as a statement's parameter
+    /// is, so that the call goes to the partition its statements' rows hash to.
     pub(crate) fn partition_key(&self, input: &serde_json::Value) -> Result<Value> {
+        let key = self.input_partition_key(input)?;
+        Ok(match self.partition_type {
+            Some(ty) => as_param(key, ty),
+            None => key,
+        })
+    }
+
+    fn input_partition_key(&self, input: &serde_json::Value) -> Result<Value> {
         let field = self.partition_by.as_deref().unwrap_or_default();
         let bad = |message: String| Error::BadInput { function: self.name.clone(), message };
         match input.get(field) {

@@ -61,9 +61,7 @@ impl Txn<'_> {
             });
         }
         for (i, (value, ty)) in values.iter_mut().zip(&prepared.params).enumerate() {
-            *value = match (std::mem::replace(value, Value::Null), *ty) {
-                (Value::Int(v), DataType::Double) => Value::Double(v as f64),
-                (Value::Int(v), DataType::Timestamp) => Value::Timestamp(v),
+            *value = match (as_param(std::mem::replace(value, Value::Null), *ty), *ty) {
                 (v, ty) if v.fits(ty) => v,
                 (v, ty) => {
                     return Err(Error::BadParameters { statement: statement.to_owned(), message: format!("parameter ${} is {ty}, not {v}", i + 1) });
@@ -334,3 +332,13 @@ from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
 from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
 from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
 from_row_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+
+/// `value` as a parameter of type `ty` takes it: an integer given for a DOUBLE or a
+/// TIMESTAMP is converted; anything else is left as it is.
+pub(crate) fn as_param(value: Value, ty: DataType) -> Value {
+    match (value, ty) {
+        (Value::Int(v), DataType::Double) => Value::Double(v as f64),
+        (Value::Int(v), DataType::Timestamp) => Value::Timestamp(v),
+        (v, _) => v,
+    }
+}

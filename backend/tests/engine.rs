@@ -152,6 +152,39 @@ fn functions_commit_through_the_log_and_see_earlier_writes() {
     });
 }
 
+/// A call keyed by a TIMESTAMP or DOUBLE column runs on the partition its rows hash to: the
+/// key in its input (a JSON integer) is routed as the type its statements take it, not as
+/// an integer (which hashes elsewhere, and the statement then refused the partition).
+#[test]
+fn a_timestamp_or_double_partition_key_routes_to_its_rows_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(dir.path(), options(4)).await.unwrap();
+        engine
+            .execute_ddl("CREATE TABLE events (at TIMESTAMP PRIMARY KEY, n BIGINT NOT NULL); CREATE TABLE readings (x DOUBLE PRIMARY KEY, n BIGINT NOT NULL);")
+            .await
+            .unwrap();
+        for (name, sql, field) in [("event", "INSERT INTO events (at, n) VALUES ($1, $2)", "at"), ("reading", "INSERT INTO readings (x, n) VALUES ($1, $2)", "x")] {
+            let function = Function::new(name).statement("put", sql).partition_by(field).run(move |tx, input| {
+                tx.execute("put", (id(&input, field), 1_i64))?;
+                Ok(json!(null))
+            });
+            engine.register(function).unwrap();
+        }
+        let mut partitions = std::collections::BTreeSet::new();
+        for k in 1..=24 {
+            for (name, field) in [("event", "at"), ("reading", "x")] {
+                let out = engine.invoke(Invocation::new(name, json!({ field: k }))).await.unwrap_or_else(|err| panic!("{name} {k}: {err}"));
+                let record = engine.log().read_next(ANY_TAG, out.lsn.unwrap()).await.unwrap().unwrap();
+                assert_eq!(record.tags.len(), 1, "{name} {k}: one partition's commit, not a barrier's");
+                partitions.insert(record.tags[0]);
+            }
+        }
+        assert!(partitions.len() > 1, "the keys spread over the partitions: {partitions:?}");
+        engine.close().await.unwrap();
+    });
+}
+
 /// An invocation that holds its executor (while a call queued behind it stays unanswered
 /// for 110 ms) is counted as a slow step past both bounds (and logged), and the quick ones
 /// before it are not all counted (they take microseconds).
