@@ -425,7 +425,14 @@ pub(crate) struct Recovered {
 /// Reads the segments in `dir` (created if missing) and calls `apply` with every record from
 /// `from` on, in order, a frame's records together.
 pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]) -> Result<()>) -> Result<Recovered> {
-    std::fs::create_dir_all(dir).map_err(|err| io_error("create the segments' directory", dir, &err))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|err| io_error("create the segments' directory", dir, &err))?;
+        // Its entry in its parent is made durable too, before any record is acknowledged
+        // in it: a file system may otherwise lose the new directory, records and all.
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
     let mut next = from;
     let mut old = Vec::new();
     // A segment ends where its writes ended: cleanly if it was rolled (its successor starts
