@@ -914,9 +914,18 @@ impl Scheduler {
     /// At most `workflows-in-flight-max` of them now. Returns how many resumed, and where
     /// the runs left over begin, if some are (see [`Scheduler::resume_left_over`]).
     pub(crate) async fn resume_all(self: &Arc<Self>) -> Result<(usize, Option<RunningCursor>)> {
-        let mut cursor = RunningCursor::default();
-        let (resumed, left_over) = self.resume_unclaimed(self.options.workflows_in_flight_max, &mut cursor).await?;
-        Ok((resumed, left_over.then_some(cursor)))
+        let (mut cursor, mut resumed) = (RunningCursor::default(), 0);
+        match self.resume_unclaimed(self.options.workflows_in_flight_max, &mut cursor, &mut resumed).await {
+            Ok(left_over) => Ok((resumed, left_over.then_some(cursor))),
+            // The partitions' queues are full (of the runs just resumed, say): the rest is
+            // resumed from where this stopped, in the background, as the runs past the limit
+            // are. The server starts.
+            Err(Error::Backend(err)) if err.is_retryable() => {
+                tracing::info!(resumed, error = %err, "resuming the started runs met overload; the rest resume in the background");
+                Ok((resumed, Some(cursor)))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Resumes the runs left over at start, from `cursor` on: a pass whenever the runs in
@@ -937,12 +946,14 @@ impl Scheduler {
                     () = self.half_free.notified() => continue,
                 }
             }
-            match self.resume_unclaimed(usize::MAX, &mut cursor).await {
-                Ok((resumed, left_over)) => {
+            let mut resumed = 0;
+            let outcome = self.resume_unclaimed(usize::MAX, &mut cursor, &mut resumed).await;
+            if resumed > 0 {
+                tracing::info!(resumed, "resumed workflow runs left over at start");
+            }
+            match outcome {
+                Ok(left_over) => {
                     pause = RESUME_PAUSE_MIN;
-                    if resumed > 0 {
-                        tracing::info!(resumed, "resumed workflow runs left over at start");
-                    }
                     if !left_over {
                         return;
                     }
@@ -967,28 +978,30 @@ impl Scheduler {
     /// the server stopped theirs): recovery's work, while serving. Returns how many it
     /// resumed.
     pub(crate) async fn resume_stranded(self: &Arc<Self>) -> Result<usize> {
-        Ok(self.resume_unclaimed(usize::MAX, &mut RunningCursor::default()).await?.0)
+        let mut resumed = 0;
+        self.resume_unclaimed(usize::MAX, &mut RunningCursor::default(), &mut resumed).await?;
+        Ok(resumed)
     }
 
     /// Resumes up to `most` of the started runs that no task here holds, from `cursor` on,
     /// each with a slot as an invoke takes: at `workflows-in-flight-max` the pass stops.
     /// Reads `comb_running` a page at a time, one partition after the other, and moves
-    /// `cursor` past each run it has dealt with. Returns how many it resumed, and whether it
-    /// stopped early (runs may be left over, from `cursor` on).
-    async fn resume_unclaimed(self: &Arc<Self>, most: usize, cursor: &mut RunningCursor) -> Result<(usize, bool)> {
-        let mut resumed = 0;
+    /// `cursor` past each run it has dealt with, and counts each run it resumes in `resumed`
+    /// (also those before an error). Returns whether it stopped early (runs may be left
+    /// over, from `cursor` on).
+    async fn resume_unclaimed(self: &Arc<Self>, most: usize, cursor: &mut RunningCursor, resumed: &mut usize) -> Result<bool> {
         let rows = self.statement_rows(RUNNING_PAGE_ROWS);
         while let Some(&home) = self.homes.get(cursor.partition) {
             let page: Vec<String> = self.system(system::RUNNING_IDS, encode(&RunningPage { home, after: cursor.after.clone(), rows })).await?;
             let last_page = page.len() < rows;
             for id in page {
                 if self.claimed(&id).is_none() {
-                    if resumed == most {
-                        return Ok((resumed, true));
+                    if *resumed == most {
+                        return Ok(true);
                     }
-                    let Ok(slot) = self.admit() else { return Ok((resumed, true)) };
+                    let Ok(slot) = self.admit() else { return Ok(true) };
                     if self.resume_one(home, &id, slot).await? {
-                        resumed += 1;
+                        *resumed += 1;
                     }
                 }
                 cursor.after = id;
@@ -998,7 +1011,7 @@ impl Scheduler {
                 cursor.after.clear();
             }
         }
-        Ok((resumed, false))
+        Ok(false)
     }
 
     /// Resumes one started run in `slot`, unless it has ended or a task here holds it.

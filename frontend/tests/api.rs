@@ -1071,6 +1071,37 @@ async fn a_backlog_of_several_pages_resumes_whole_and_once() {
     f.close().await;
 }
 
+/// The runs resumed at start fill the partitions' queues (`queue-invocations-max`), so that
+/// recovery's own reads are refused for overload: the server still starts, resumes the rest
+/// in the background, and every run ends with its write done once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_resumed_runs_overload_the_queues_still_starts_and_resumes_all() {
+    let mut f = Fixture::with_options(ServerOptions { resume_interval: Duration::from_secs(1), ..options(None) }).await;
+    const RUNS: usize = 200;
+    f.strand_pick_adds((0..RUNS).map(|i| (format!("busy-{i:03}"), json!({ "id": 0, "base": 5_000 + i as i64 })))).await;
+    f.options.engine.queue_invocations_max = 2;
+    f.restart().await;
+    let resumed = f.server.as_ref().unwrap().0.resumed();
+    assert!(resumed <= RUNS, "{resumed}");
+    // Calls refused for overload (RESOURCE_EXHAUSTED) or not resumed yet (UNAVAILABLE) are
+    // asked again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for i in 0..RUNS {
+        let id = format!("busy-{i:03}");
+        let run = loop {
+            match f.client.get_workflow(&id, true).await {
+                Ok(run) => break run,
+                Err(err) => assert!(matches!(code(&err), Code::Unavailable | Code::ResourceExhausted), "{id}: {err}"),
+            }
+            assert!(Instant::now() < deadline, "run {id} did not end");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    }
+    assert_eq!(f.runs.add.load(Ordering::SeqCst), RUNS, "each write ran once");
+    f.close().await;
+}
+
 /// A page of ListWorkflows, and each partition's step of it, ends at about `json-bytes-max`
 /// of runs (at least one a page): runs whose inputs are large come a few a page, every one
 /// once and in order, where one step holding them all would pass the bound.
