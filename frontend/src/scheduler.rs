@@ -713,6 +713,18 @@ impl Scheduler {
             *unstarted = false;
         }
         let mut outputs: HashMap<String, Value> = HashMap::new();
+        // Units done before: none, or for a resumed run those whose outputs are recorded,
+        // and the units they alone needed.
+        let mut committed = 0;
+        if resumed {
+            for u in self.done_before(plan, &row.id, &dependents, &mut outputs).await? {
+                committed += 1;
+                for &d in &dependents[u] {
+                    waiting[d] -= 1;
+                }
+                waiting[u] = usize::MAX;
+            }
+        }
         // The run's end goes with the unit that runs last: the one started once every other
         // has committed.
         let end_with = |committed: usize, row: &WorkflowRow, outputs: &HashMap<String, Value>| {
@@ -722,14 +734,14 @@ impl Scheduler {
             RunWrite::End(Box::new(RunEnding { home: row.home, id: row.id.clone(), input: Arc::clone(&input), outputs: Arc::new(outputs.clone()) }))
         };
         let mut running = FuturesUnordered::new();
-        for &u in &first {
-            let with = if fused { RunWrite::Start(Arc::new(row.clone())) } else { end_with(0, row, &outputs) };
+        for u in (0..plan.units.len()).filter(|u| waiting[*u] == 0) {
+            let with = if fused { RunWrite::Start(Arc::new(row.clone())) } else { end_with(committed, row, &outputs) };
             running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed, with));
         }
         // The first unit that fails or is interrupted stops the run, once every unit already
         // under way has answered: a unit's work queued in the engine commits even if its
         // future is dropped, and the run's end, or its resumption, must come after it.
-        let (mut stopped, mut committed, mut ended) = (None, 0, None);
+        let (mut stopped, mut ended) = (None, None);
         while let Some((u, result)) = running.next().await {
             if let Ok(UnitDone { started_in: Some(home), .. }) = &result {
                 row.home = *home;
@@ -765,6 +777,32 @@ impl Scheduler {
         // The answer repeats the ending, which is already here.
         let _: serde::de::IgnoredAny = self.system(system::FINISH, value).await?;
         Ok(ended_row(row, ending))
+    }
+
+    /// The units of a resumed run that must not run again: those whose outputs are recorded
+    /// (the outputs go into `outputs`), and the unrecorded ones whose every dependent is such
+    /// a unit, or one of them. Selective recording leaves a read-only unit unrecorded when
+    /// its output goes to one recorded unit only: once that unit has committed, the read
+    /// run again could see its writes, and fail or read otherwise, though its first run led
+    /// to them. A unit no other waits on (its output is the run's) always runs.
+    async fn done_before(&self, plan: &WorkflowPlan, id: &str, dependents: &[Vec<usize>], outputs: &mut HashMap<String, Value>) -> Result<Vec<usize>> {
+        let units = plan.units.len();
+        let recorded: Vec<usize> = (0..units).filter(|u| plan.is_recorded(&plan.units[*u][0])).collect();
+        let lookups = recorded.iter().map(|&u| async move { (u, self.recorded(plan, id, &plan.units[u]).await) });
+        let mut done = vec![false; units];
+        for (u, found) in futures::future::join_all(lookups).await {
+            if let Some(found) = found? {
+                outputs.extend(found);
+                done[u] = true;
+            }
+        }
+        // Dependents come after: a unit is skipped once all of its dependents are done or
+        // skipped, which a pass from the last unit back settles for each in a DAG's order.
+        let mut skipped = vec![false; units];
+        for u in topological_order(dependents).into_iter().rev() {
+            skipped[u] = !done[u] && !plan.is_recorded(&plan.units[u][0]) && !dependents[u].is_empty() && dependents[u].iter().all(|d| done[*d] || skipped[*d]);
+        }
+        Ok((0..units).filter(|u| done[*u] || skipped[*u]).collect())
     }
 
     /// One unit: a step alone, or a multi-function transaction; retried while the backend
@@ -1163,6 +1201,26 @@ fn page_end(page: &[WorkflowRow], page_size: usize, bytes_max: usize) -> Option<
         }
     }
     None
+}
+
+/// The units in an order where each comes before its dependents (Kahn's algorithm).
+fn topological_order(dependents: &[Vec<usize>]) -> Vec<usize> {
+    let mut before = vec![0usize; dependents.len()];
+    for d in dependents.iter().flatten() {
+        before[*d] += 1;
+    }
+    let mut order: Vec<usize> = (0..dependents.len()).filter(|u| before[*u] == 0).collect();
+    let mut next = 0;
+    while let Some(&u) = order.get(next) {
+        next += 1;
+        for &d in &dependents[u] {
+            before[d] -= 1;
+            if before[d] == 0 {
+                order.push(d);
+            }
+        }
+    }
+    order
 }
 
 /// A started run's row as it succeeded: with `output`, ended at `ended_us`, in `home`.

@@ -50,6 +50,17 @@ fn functions(runs: &Arc<Runs>) -> Vec<Function> {
                 let n: Option<i64> = tx.query_opt("get", ())?;
                 Ok(json!({ "id": input["base"].as_i64().ok_or("base must be an integer")? + n.unwrap_or(0) }))
             }),
+        // As `pick`, but fails once counter 0 is above 0.
+        Function::new("pick_strict")
+            .statement("get", "SELECT n FROM counters WHERE id = 0")
+            .partition_by("id")
+            .run(|tx, input| {
+                let n: Option<i64> = tx.query_opt("get", ())?;
+                if n.unwrap_or(0) > 0 {
+                    return Err(format!("counter 0 is taken ({n:?})").into());
+                }
+                Ok(json!({ "id": input["base"].as_i64().ok_or("base must be an integer")? }))
+            }),
         Function::new("note")
             .statement("put", "INSERT INTO notes (id, body) VALUES ($1, $2)")
             .partition_by("id")
@@ -81,6 +92,10 @@ const COUNT: &str = r#"{"name": "count", "steps": [{"id": "add", "function": "ad
 /// A read, then a write where the read points: the read is not recorded (the write is its
 /// only consumer), the write is.
 const PICK_ADD: &str = r#"{"name": "pick_add", "steps": [{"id": "pick", "function": "pick", "input": "$input"}, {"id": "add", "function": "add", "input": "$pick"}], "output": "$add"}"#;
+
+/// `pick_strict`, then `add` where it points: as `pick_add`, but the read fails once counter
+/// 0 is taken.
+const PICK_STRICT_ADD: &str = r#"{"name": "pick_strict_add", "steps": [{"id": "pick", "function": "pick_strict", "input": "$input"}, {"id": "add", "function": "add", "input": "$pick"}], "output": "$add"}"#;
 
 /// `pick`, then a group of `add` and `note` where `pick` points, recorded together.
 const PICK_PAIR: &str = r#"{"name": "pick_pair", "steps": [
@@ -912,23 +927,32 @@ async fn numbers_and_types_a_function_cannot_take_get_clear_errors() {
 /// points at a row of another partition: the write does not run a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_finds_its_recorded_step_where_the_step_first_ran() {
-    resumed_after_its_write(false).await;
+    resumed_after_its_write("pick_add").await;
 }
 
 /// The same with the write a group of two steps, recorded together in the partition of the
 /// first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_finds_its_recorded_group_where_the_group_first_ran() {
-    resumed_after_its_write(true).await;
+    resumed_after_its_write("pick_pair").await;
 }
 
-async fn resumed_after_its_write(grouped: bool) {
+/// The same where the read, run again, would fail now that the write it led to committed:
+/// a read whose output only a recorded unit takes does not run again once that unit's output
+/// is recorded, and the run ends as it would have without the failure between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_does_not_rerun_a_read_its_recorded_write_needed_alone() {
+    resumed_after_its_write("pick_strict_add").await;
+}
+
+async fn resumed_after_its_write(workflow: &str) {
     let mut f = Fixture::new().await;
     let first = 100;
-    let (workflow, spec, recorded, output): (_, _, &[&str], _) = if grouped {
-        ("pick_pair", PICK_PAIR, &["add", "note"], json!({ "n": 1, "noted": first }))
-    } else {
-        ("pick_add", PICK_ADD, &["add"], json!({ "id": first, "n": 1 }))
+    let grouped = workflow == "pick_pair";
+    let (spec, recorded, output): (_, &[&str], _) = match workflow {
+        "pick_pair" => (PICK_PAIR, &["add", "note"], json!({ "n": 1, "noted": first })),
+        "pick_add" => (PICK_ADD, &["add"], json!({ "id": first, "n": 1 })),
+        _ => (PICK_STRICT_ADD, &["add"], json!({ "id": first, "n": 1 })),
     };
     let registered = f.client.register_workflow(spec).await.unwrap();
     assert_eq!(registered.recorded_steps, recorded, "the read is not recorded: the case at stake");
