@@ -119,7 +119,9 @@ pub(crate) async fn store_catalog_through(store: &Arc<Store>, log: &LogBook, upt
             last = Some(record.lsn);
         }
         match last {
-            Some(lsn) if records.len() == REPLAY_BATCH_RECORDS && lsn < upto => from = lsn + 1,
+            // A read may return fewer than asked (the log's read-batch-records-max) before
+            // the end: only an empty one, or one past `upto`, ends the reading.
+            Some(lsn) if lsn < upto => from = lsn + 1,
             _ => break,
         }
     }
@@ -158,4 +160,34 @@ pub(crate) async fn replay_partition(store: &Arc<Store>, log: &LogBook, partitio
     }
     tracing::debug!(partition, applied, replayed, "partition recovered");
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use comb_log::LogOptions;
+
+    use super::*;
+    use crate::commit::{CatalogRecord, encode_catalog};
+
+    /// A checkpoint stores every catalog record up to its LSN, also when the log returns
+    /// fewer records a read than asked (`read-batch-records-max`): the log is trimmed below
+    /// that LSN after it, so a DDL left out would be gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_stores_every_ddl_though_the_log_reads_come_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogBook::open_dir(dir.path().join("log"), LogOptions { read_batch_records_max: 2, ..LogOptions::default() }).await.unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
+        // Five DDL records whose own store writes were lost (as a failed write leaves them).
+        let mut upto = 0;
+        for t in 0..5 {
+            upto = log.append(&[CATALOG_TAG], encode_catalog(&CatalogRecord { ddl: format!("CREATE TABLE t{t} (k BIGINT PRIMARY KEY)") })).await.unwrap();
+        }
+        store_catalog_through(&store, &log, upto).await.unwrap();
+        log.trim(upto + 1).await.unwrap();
+        let catalog = recover_catalog(&store, &log).await.unwrap();
+        for t in 0..5 {
+            assert!(catalog.table(&format!("t{t}")).is_some(), "table t{t} was lost");
+        }
+        log.close().await.unwrap();
+    }
 }
