@@ -166,7 +166,8 @@ async fn a_run_interrupted_by_overload_resumes_on_its_own() {
             Ok(json!(null))
         })
     };
-    // Read-only, and read only by `add`: not recorded, so it runs again at each resumption.
+    // Read-only, and read only by `add`: not recorded, so it runs again at each resumption
+    // that finds no recorded output of `add`.
     let pass = {
         let passes = Arc::clone(&passes);
         Function::new("pass").statement("get", "SELECT n FROM counters WHERE id = $1").partition_by("id").run(move |tx, input| {
@@ -230,19 +231,24 @@ async fn a_run_interrupted_by_overload_resumes_on_its_own() {
             Err(err) => assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}"),
         }
     };
-    // Its step `add` is refused (no retries): the run resumes, running `pass` again.
+    // Its step `add` is refused (no retries): the run is interrupted. Its resumptions look
+    // up `add`'s recorded output in every partition first, which partition 1 refuses while
+    // held: they pause and try again, running nothing.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while passes.load(Ordering::SeqCst) < 2 {
-        assert!(std::time::Instant::now() < deadline, "the interrupted run did not resume on its own");
+    while passes.load(Ordering::SeqCst) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the run's first step did not run");
         tokio::task::yield_now().await;
     }
-    assert_eq!(adds.load(Ordering::SeqCst), 0, "the refused step ran");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((passes.load(Ordering::SeqCst), adds.load(Ordering::SeqCst)), (1, 0), "a step ran while partition 1 refused the run's calls");
     gate.open();
     holding.await.unwrap().unwrap();
 
+    // Free again: a resumption finds no output of `add`, runs `pass` again, then `add`.
     let ended = client.get_workflow(&run.id, true).await.unwrap();
     assert_eq!(ended.status, comb_client::RunStatus::Succeeded, "{ended:?}");
     assert_eq!(ended.output, Some(json!({ "n": 1 })));
+    assert!(passes.load(Ordering::SeqCst) >= 2, "the run resumed on its own, its read again");
     assert_eq!(adds.load(Ordering::SeqCst), 1, "the step that writes ran once");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while client.health().await.unwrap().workflows_in_flight != 0 {
