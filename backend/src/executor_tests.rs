@@ -284,7 +284,7 @@ fn multi_partition_key_ranges_come_in_key_order_and_a_limit_reads_a_page() {
 
     for (sql, want) in [
         ("SELECT k FROM t WHERE k >= -1000 ORDER BY k LIMIT $1", ascending.clone()),
-        ("SELECT k FROM t WHERE k < 1000 ORDER BY k DESC LIMIT $1", descending.clone()),
+        ("SELECT k FROM t WHERE k < 1000 ORDER BY k DESC LIMIT $1", descending),
         ("SELECT k FROM t WHERE k > -20 ORDER BY k LIMIT $1", ascending.iter().copied().filter(|k| *k > -20).collect()),
         ("SELECT k FROM t WHERE k > -1000 AND n > 0 ORDER BY k LIMIT $1", ascending.iter().copied().filter(|k| k % 3 > 0).collect()),
     ] {
