@@ -62,8 +62,9 @@ impl Db {
         }
     }
 
-    /// Runs statements as one transaction; commits when all succeed.
-    fn txn(&mut self, statements: &[(&str, Vec<Value>)]) -> Result<Vec<Outcome>> {
+    /// Runs statements in one write set, in turn, up to the first that fails unless
+    /// `go_on` (as a body that catches the error goes on).
+    fn execute(&self, statements: &[(&str, Vec<Value>)], go_on: bool) -> (WriteSet, Vec<Result<Outcome>>) {
         let mut writes = WriteSet::default();
         let mut outcomes = Vec::new();
         for (sql, params) in statements {
@@ -78,42 +79,38 @@ impl Db {
                 function: "test",
                 statement: "s",
             };
-            outcomes.push(exec.run(&prepared.plan, params)?);
+            let outcome = exec.run(&prepared.plan, params);
+            let failed = outcome.is_err();
+            outcomes.push(outcome);
+            if failed && !go_on {
+                break;
+            }
         }
+        (writes, outcomes)
+    }
+
+    fn commit(&mut self, writes: WriteSet) {
         for (key, write) in writes.entries {
             match write.after {
                 Some(v) => self.data.0.insert(key, v),
                 None => self.data.0.remove(&key),
             };
         }
+    }
+
+    /// Runs statements as one transaction; commits when all succeed.
+    fn txn(&mut self, statements: &[(&str, Vec<Value>)]) -> Result<Vec<Outcome>> {
+        let (writes, outcomes) = self.execute(statements, false);
+        let outcomes = outcomes.into_iter().collect::<Result<Vec<_>>>()?;
+        self.commit(writes);
         Ok(outcomes)
     }
 
-    /// Runs statements as one transaction whose body goes on past a statement's error (as
-    /// a function that catches it does), and commits; each statement's outcome.
+    /// Runs statements as one transaction whose body goes on past a statement's error, and
+    /// commits; each statement's outcome.
     fn txn_through_errors(&mut self, statements: &[(&str, Vec<Value>)]) -> Vec<Result<Outcome>> {
-        let mut writes = WriteSet::default();
-        let mut outcomes = Vec::new();
-        for (sql, params) in statements {
-            let prepared = self.catalog.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let mut exec = Exec {
-                catalog: &self.catalog,
-                snapshot: &self.data,
-                writes: &mut writes,
-                scope: Scope::Single(0),
-                partitions: 1,
-                limits: self.limits,
-                function: "test",
-                statement: "s",
-            };
-            outcomes.push(exec.run(&prepared.plan, params));
-        }
-        for (key, write) in writes.entries {
-            match write.after {
-                Some(v) => self.data.0.insert(key, v),
-                None => self.data.0.remove(&key),
-            };
-        }
+        let (writes, outcomes) = self.execute(statements, true);
+        self.commit(writes);
         outcomes
     }
 
@@ -126,7 +123,12 @@ impl Db {
     }
 
     fn seeded() -> Db {
-        let mut db = Db::new();
+        Db::seeded_on(1)
+    }
+
+    /// The seeded rows, spread over `partitions`.
+    fn seeded_on(partitions: u16) -> Db {
+        let mut db = Db { partitions, ..Db::new() };
         for (k, s, n) in [(-5, Some("e"), Some(50)), (3, Some("c"), None), (1, Some("a"), Some(10)), (2, None, Some(10)), (4, Some("d\0x"), Some(-7))] {
             let s = s.map_or(Value::Null, text);
             let n = n.map_or(Value::Null, int);
@@ -318,7 +320,14 @@ fn multi_partition_key_ranges_come_in_key_order_and_a_limit_reads_a_page() {
 /// failing are taken back); the statements before it keep theirs.
 #[test]
 fn a_failed_statement_leaves_none_of_its_writes() {
-    let mut db = Db::seeded();
+    // On one partition, and over three as a multi-partition transaction runs.
+    for partitions in [1, 3] {
+        a_failed_statement_leaves_none_of_its_writes_on(partitions);
+    }
+}
+
+fn a_failed_statement_leaves_none_of_its_writes_on(partitions: u16) {
+    let mut db = Db::seeded_on(partitions);
     let outcomes = db.txn_through_errors(&[
         ("INSERT INTO t (k, s, n) VALUES (10, 'q', 77)", vec![]),
         // Row 11 is written (and its index entries), then row 12's `s` is taken by row 1.

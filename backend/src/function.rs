@@ -255,10 +255,26 @@ impl Registered {
             return Err(Error::InvalidFunction { function: function.decl.name.clone(), message: "the partition key field is empty".to_owned() });
         }
         let pinned = prepared.statements.iter().all(|(_, p)| !matches!(p.partition, PartitionKey::MultiPartition));
-        let partition_type = prepared.statements.iter().find_map(|(_, p)| match p.partition {
-            PartitionKey::Param(i) => p.params.get(i).copied(),
-            PartitionKey::Constant(_) | PartitionKey::MultiPartition => None,
-        });
+        let key_types: Vec<(&str, DataType)> = prepared
+            .statements
+            .iter()
+            .filter_map(|(name, p)| match p.partition {
+                PartitionKey::Param(i) => p.params.get(i).map(|ty| (name.as_str(), *ty)),
+                PartitionKey::Constant(_) | PartitionKey::MultiPartition => None,
+            })
+            .collect();
+        let partition_type = key_types.first().map(|(_, ty)| *ty);
+        // The key hashes by its type: statements that take it as different types would
+        // each find their rows on another partition.
+        if function.partition_by.is_some()
+            && let Some((name, ty)) = key_types.iter().find(|(_, ty)| Some(*ty) != partition_type)
+        {
+            let (first, first_ty) = key_types[0];
+            return Err(Error::InvalidFunction {
+                function: function.decl.name.clone(),
+                message: format!("its statements take the partition key as different types ({first_ty} in {first}, {ty} in {name}), which hash to different partitions"),
+            });
+        }
         Ok(Registered {
             name: function.decl.name.clone(),
             partition_by: function.partition_by.clone(),

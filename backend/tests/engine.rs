@@ -181,6 +181,17 @@ fn a_timestamp_or_double_partition_key_routes_to_its_rows_partition() {
             }
         }
         assert!(partitions.len() > 1, "the keys spread over the partitions: {partitions:?}");
+        // Statements that take the key as different types would each hash it elsewhere.
+        let mixed = Function::new("mixed")
+            .statement("event", "INSERT INTO events (at, n) VALUES ($1, 1)")
+            .statement("account", "INSERT INTO accounts (id, balance) VALUES ($1, 1)")
+            .partition_by("at")
+            .run(|_, _| Ok(json!(null)));
+        engine.execute_ddl(DDL).await.unwrap();
+        match engine.register(mixed) {
+            Err(Error::InvalidFunction { message, .. }) => assert!(message.contains("TIMESTAMP in event, BIGINT in account"), "{message}"),
+            other => panic!("a function with two types of its partition key registered: {other:?}"),
+        }
         engine.close().await.unwrap();
     });
 }

@@ -94,8 +94,7 @@ pub(crate) struct ChaosArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Keep the data here (a fresh subdirectory; the directory is created if missing);
-    /// default: a temporary one, removed at the
-    /// end unless a violation was found.
+    /// default: a temporary one, removed at the end unless a violation was found.
     #[arg(long)]
     dir: Option<PathBuf>,
 }

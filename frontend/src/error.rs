@@ -36,7 +36,6 @@ pub enum Error {
         /// The id.
         id: String,
     },
-    /// A name is taken by the system (`comb_`) or by a function that exists.
     /// A registration past the most definitions of its kind a server keeps.
     #[error("this server holds {limit} {what}, the most it keeps (definitions-max); no more can be registered")]
     TooManyDefinitions {
@@ -45,6 +44,7 @@ pub enum Error {
         /// The bound.
         limit: usize,
     },
+    /// A name is taken by the system (`comb_`) or by a function that exists.
     #[error("{what} {name} already exists")]
     AlreadyExists {
         /// `function` or `table`.

@@ -48,7 +48,8 @@ pub struct ServerOptions {
     /// Most SQL-only functions, and most workflow versions (of all names together), the
     /// server keeps: a registration past either is refused (`FAILED_PRECONDITION`). Each is
     /// held in memory and loaded at start; definitions stored past a bound lowered later
-    /// are still loaded.
+    /// are still loaded, and a changed workflow the server is built with is registered at
+    /// start past it.
     pub definitions_max: usize,
 }
 

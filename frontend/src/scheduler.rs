@@ -300,13 +300,31 @@ impl Scheduler {
         spec.validate(&lookup).map_err(|problems| Error::InvalidWorkflow { name: spec.name.clone(), problems: problems.iter().map(ToString::to_string).collect() })
     }
 
-    /// Registers a workflow; a name that exists gets the next version.
+    /// Registers a workflow; a name that exists gets the next version. Past
+    /// `definitions-max` versions, refused.
     pub(crate) async fn register_workflow(&self, spec_json: &str) -> Result<(i64, Arc<WorkflowPlan>)> {
+        self.add_version(spec_json, true).await
+    }
+
+    /// Registers a workflow the server was built with, unless its latest version is the same
+    /// specification; not bounded by `definitions-max`, so that a server at the bound still
+    /// starts with a changed specification of its own.
+    pub(crate) async fn register_workflow_if_changed(&self, spec_json: &str) -> Result<()> {
+        let plan = self.plan(spec_json)?;
+        if let Ok((_, latest)) = self.latest(&plan.spec.name)
+            && latest.spec == plan.spec
+        {
+            return Ok(());
+        }
+        self.add_version(spec_json, false).await.map(|_| ())
+    }
+
+    async fn add_version(&self, spec_json: &str, bounded: bool) -> Result<(i64, Arc<WorkflowPlan>)> {
         let plan = Arc::new(self.plan(spec_json)?);
         let name = plan.spec.name.clone();
         let _serial = self.registering.lock().await;
         let current = Arc::clone(&self.workflows.read().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if current.values().map(BTreeMap::len).sum::<usize>() >= self.options.definitions_max {
+        if bounded && current.values().map(BTreeMap::len).sum::<usize>() >= self.options.definitions_max {
             return Err(Error::TooManyDefinitions { what: "workflow versions", limit: self.options.definitions_max });
         }
         let version = current.get(&name).and_then(|v| v.keys().next_back()).map_or(1, |v| v + 1);
@@ -316,17 +334,6 @@ impl Scheduler {
         next.entry(name).or_default().insert(version, Arc::clone(&plan));
         *self.workflows.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
         Ok((version, plan))
-    }
-
-    /// Registers a workflow unless its latest version is the same specification.
-    pub(crate) async fn register_workflow_if_changed(&self, spec_json: &str) -> Result<()> {
-        let plan = self.plan(spec_json)?;
-        if let Ok((_, latest)) = self.latest(&plan.spec.name)
-            && latest.spec == plan.spec
-        {
-            return Ok(());
-        }
-        self.register_workflow(spec_json).await.map(|_| ())
     }
 
     /// Registers a SQL-only function; registering the same definition again is a no-op.
@@ -736,7 +743,7 @@ impl Scheduler {
         let mut running = FuturesUnordered::new();
         for u in (0..plan.units.len()).filter(|u| waiting[*u] == 0) {
             let with = if fused { RunWrite::Start(Arc::new(row.clone())) } else { end_with(committed, row, &outputs) };
-            running.push(self.run_unit(plan, &row.id, u, &input, &outputs, resumed, with));
+            running.push(self.run_unit(plan, &row.id, u, &input, &outputs, with));
         }
         // The first unit that fails or is interrupted stops the run, once every unit already
         // under way has answered: a unit's work queued in the engine commits even if its
@@ -755,7 +762,7 @@ impl Scheduler {
                     for &d in &dependents[u] {
                         waiting[d] -= 1;
                         if waiting[d] == 0 {
-                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, resumed, end_with(committed, row, &outputs)));
+                            running.push(self.run_unit(plan, &row.id, d, &input, &outputs, end_with(committed, row, &outputs)));
                         }
                     }
                 }
@@ -809,8 +816,8 @@ impl Scheduler {
     /// refuses it for overload. With a [`RunWrite`], the run's start or end is a last member
     /// of the unit's transaction: the start's row in the partition the unit runs on; the end
     /// only when the unit runs where the run's row is (or may touch every partition), else
-    /// the run ends in a commit of its own.
-    #[allow(clippy::too_many_arguments)]
+    /// the run ends in a commit of its own. A unit of a resumed run whose output is recorded
+    /// does not come here (see [`Scheduler::done_before`]).
     fn run_unit(
         self: &Arc<Self>,
         plan: &Arc<WorkflowPlan>,
@@ -818,7 +825,6 @@ impl Scheduler {
         unit: usize,
         input: &Arc<Value>,
         outputs: &HashMap<String, Value>,
-        resumed: bool,
         with: RunWrite,
     ) -> impl Future<Output = (usize, std::result::Result<UnitDone, StepError>)> + use<> {
         let scheduler = Arc::clone(self);
@@ -834,15 +840,6 @@ impl Scheduler {
                 .collect(),
         );
         async move {
-            // A unit that carries the start cannot have committed before: its start would be
-            // durable, and the run would be resuming from it.
-            if resumed && !matches!(with, RunWrite::Start(_)) && plan.is_recorded(&steps[0]) {
-                match scheduler.recorded(&plan, &id, &steps).await {
-                    Ok(Some(outputs)) => return (unit, Ok(UnitDone { outputs, started_in: None, ended: None })),
-                    Ok(None) => {}
-                    Err(err) => return (unit, Err(StepError::Interrupted(err))),
-                }
-            }
             let first = match plan.step_input(&steps[0], &input, outputs.as_ref()) {
                 Some(Ok(first)) => first,
                 Some(Err(err)) => return (unit, Err(StepError::Failed(format!("step {}: {err}", steps[0])))),

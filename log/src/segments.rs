@@ -425,13 +425,12 @@ pub(crate) struct Recovered {
 /// Reads the segments in `dir` (created if missing) and calls `apply` with every record from
 /// `from` on, in order, a frame's records together.
 pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]) -> Result<()>) -> Result<Recovered> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|err| io_error("create the segments' directory", dir, &err))?;
-        // Its entry in its parent is made durable too, before any record is acknowledged
-        // in it: a file system may otherwise lose the new directory, records and all.
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
+    std::fs::create_dir_all(dir).map_err(|err| io_error("create the segments' directory", dir, &err))?;
+    // Its entry in its parent is made durable too, at every open (a crash may have come
+    // between its creation and this sync), before any record is acknowledged in it: a file
+    // system may otherwise lose a new directory, records and all.
+    if let Some(parent) = dir.parent() {
+        File::open(parent).and_then(|d| d.sync_all()).map_err(|err| io_error("sync the directory holding the segments' directory", parent, &err))?;
     }
     let mut next = from;
     let mut old = Vec::new();

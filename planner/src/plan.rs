@@ -36,8 +36,9 @@ pub enum Access {
         columns: Vec<String>,
     },
     /// A prefix of the primary key bound by equality, optionally a range on the next
-    /// key column. Within one partition, rows must come in primary-key order: the planner
-    /// omits a Sort that this order already satisfies.
+    /// key column. Rows must come in primary-key order, across every partition the range
+    /// reads (an executor merges the partitions' ranges): the planner omits a Sort that
+    /// this order already satisfies.
     KeyRange {
         /// Values of the leading key columns.
         prefix: Vec<Expr>,

@@ -622,11 +622,10 @@ fn scan_access(plan: &mut Plan) -> Option<&mut Access> {
 }
 
 /// Tells whether a single-table scan (a key range on any partitions, another access on one)
-/// yields rows in the order of `keys`
-/// without a Sort: at most one row comes out, or the keys are the primary-key columns right
-/// after the prefix bound by equality, in key order (key columns are never NULL), either
-/// each in its column's declared direction, or each against it, in which case the key
-/// range is turned to be read backwards.
+/// yields rows in the order of `keys` without a Sort: at most one row comes out, or the keys
+/// are the primary-key columns right after the prefix bound by equality, in key order (key
+/// columns are never NULL), either each in its column's declared direction, or each against
+/// it, in which case the key range is turned to be read backwards.
 fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
     let Some(access) = scan_access(plan) else {
         return false;
