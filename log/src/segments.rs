@@ -187,6 +187,21 @@ fn parse_frame(bytes: &[u8], salt: u64) -> Option<Frame<'_>> {
 /// Whether a frame header of the segment salted `salt` could prove that record `lsn` was
 /// acknowledged: written after it, saying a sync had covered it. The salt above all rules out
 /// nearly every position of a scan before a frame is read and its CRC computed.
+/// Whether a frame header could be one of the segment's frames holding record `lsn`.
+fn could_hold(header: &[u8], salt: u64, lsn: Lsn) -> bool {
+    let (first, count) = (le_u64(&header[field::FIRST]), u64::from(le_u32(&header[field::COUNT])));
+    le_u64(&header[field::SALT]) == salt && first <= lsn && lsn - first < count
+}
+
+/// What the scan past a segment's readable frames finds first (see `SegmentFile::beyond`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Beyond {
+    /// A whole frame holding the record sought, at this byte.
+    Holds(u64),
+    /// A whole frame, at this byte, that proves the record sought was acknowledged.
+    Proof(u64),
+}
+
 fn could_prove(header: &[u8], salt: u64, lsn: Lsn) -> bool {
     let (first, synced) = (le_u64(&header[field::FIRST]), le_u64(&header[field::SYNCED]));
     le_u64(&header[field::SALT]) == salt && first > lsn && (lsn..first).contains(&synced)
@@ -281,19 +296,24 @@ impl<'p> SegmentFile<'p> {
         Ok(parse_frame(self.ahead(at, len)?, salt))
     }
 
-    /// The first byte from `from` on where a whole frame of the segment, written after
-    /// record `lsn`, says that a sync had covered `lsn`: proof that `lsn` was acknowledged.
-    /// Looks at every byte position, since the frames after damage cannot be found by their
-    /// lengths, reading a window at a time (each window longer by a header, so that a header
-    /// across two windows is seen whole).
-    fn acknowledged_after(&mut self, from: u64, salt: u64, lsn: Lsn) -> Result<Option<u64>> {
+    /// What lies past the frames read up to `from`, for record `lsn`, the first not read:
+    /// the first byte where a whole frame of the segment holds `lsn` (the damage before it
+    /// covered earlier records only), or where one written after `lsn` says that a sync had
+    /// covered it (proof that `lsn` was acknowledged). Looks at every byte position, since
+    /// the frames after damage cannot be found by their lengths, reading a window at a time
+    /// (each window longer by a header, so that a header across two windows is seen whole).
+    fn beyond(&mut self, from: u64, salt: u64, lsn: Lsn) -> Result<Option<Beyond>> {
         let mut window = Vec::new();
         let mut start = from;
         while start < self.len {
             self.read(start, SCAN_WINDOW_BYTES + HEADER_BYTES, &mut window)?;
             for at in 0..window.len().saturating_sub(HEADER_BYTES).min(SCAN_WINDOW_BYTES) {
-                if could_prove(&window[at..at + HEADER_BYTES], salt, lsn) && self.frame(start + at as u64, salt)?.is_some_and(|f| f.synced >= lsn) {
-                    return Ok(Some(start + at as u64));
+                let (header, pos) = (&window[at..at + HEADER_BYTES], start + at as u64);
+                if could_hold(header, salt, lsn) && self.frame(pos, salt)?.is_some_and(|f| f.first <= lsn && lsn <= f.last()) {
+                    return Ok(Some(Beyond::Holds(pos)));
+                }
+                if could_prove(header, salt, lsn) && self.frame(pos, salt)?.is_some_and(|f| f.synced >= lsn) {
+                    return Ok(Some(Beyond::Proof(pos)));
                 }
             }
             start += SCAN_WINDOW_BYTES as u64;
@@ -445,22 +465,30 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
             continue;
         };
         let mut at = SEGMENT_HEADER_BYTES;
-        while let Some(frame) = file.frame(at, salt)? {
-            let Some(values) = frame.values() else {
-                return Err(corrupt(at, format!("a frame announces {} records but holds others", frame.count)));
-            };
-            if frame.first > next {
-                return Err(corrupt(at, format!("record {next} is missing; the next one present is {}", frame.first)));
+        loop {
+            while let Some(frame) = file.frame(at, salt)? {
+                let Some(values) = frame.values() else {
+                    return Err(corrupt(at, format!("a frame announces {} records but holds others", frame.count)));
+                };
+                if frame.first > next {
+                    return Err(corrupt(at, format!("record {next} is missing; the next one present is {}", frame.first)));
+                }
+                if frame.last() >= next {
+                    let skip = (next - frame.first) as usize;
+                    apply(next, &values[skip..])?;
+                    next = frame.last() + 1;
+                }
+                at += frame.bytes as u64;
             }
-            if frame.last() >= next {
-                let skip = (next - frame.first) as usize;
-                apply(next, &values[skip..])?;
-                next = frame.last() + 1;
+            match file.beyond(at, salt, next)? {
+                // Damage to frames whose records are stored already (below `from`): the
+                // reading goes on at the frame that holds the next record.
+                Some(Beyond::Holds(found)) if found > at => at = found,
+                Some(Beyond::Holds(_)) | None => break,
+                Some(Beyond::Proof(proof)) => {
+                    return Err(corrupt(at, format!("record {next} is damaged, and a frame at byte {proof} says a sync had covered it")));
+                }
             }
-            at += frame.bytes as u64;
-        }
-        if let Some(proof) = file.acknowledged_after(at, salt, next)? {
-            return Err(corrupt(at, format!("record {next} is damaged, and a frame at byte {proof} says a sync had covered it")));
         }
         old.push(path);
     }
@@ -811,7 +839,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = segment_path(dir.path(), 1);
         std::fs::write(&path, bytes).unwrap();
-        SegmentFile::open(&path).unwrap().acknowledged_after(0, salt, lsn).unwrap()
+        match SegmentFile::open(&path).unwrap().beyond(0, salt, lsn).unwrap() {
+            Some(Beyond::Proof(at)) => Some(at),
+            _ => None,
+        }
     }
 
     #[test]
@@ -832,7 +863,7 @@ mod tests {
         let path = segment_path(dir.path(), 1);
         std::fs::write(&path, &bytes).unwrap();
         let mut file = SegmentFile::open(&path).unwrap();
-        assert_eq!(file.acknowledged_after(8, SALT, 10).unwrap(), Some(SCAN_WINDOW_BYTES as u64 + 5));
+        assert_eq!(file.beyond(8, SALT, 10).unwrap(), Some(Beyond::Proof(SCAN_WINDOW_BYTES as u64 + 5)));
     }
 
     #[test]
@@ -921,6 +952,38 @@ mod tests {
         .unwrap();
         assert_eq!(recovered.last, 2);
         assert_eq!(applied, vec![(1, Bytes::from_static(b"a")), (2, Bytes::from_static(b"b"))]);
+    }
+
+    /// Damage to a frame whose records are stored already (below where recovery starts)
+    /// does not hide the whole frames after it; damage to a record recovery needs is an
+    /// error where a later frame proves the record acknowledged, as before.
+    #[test]
+    fn damage_before_the_records_wanted_does_not_end_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = segment_header(SALT).to_vec();
+        let mut second = 0;
+        for (lsn, payload, synced) in [(1, b"a", 0), (2, b"b", 1), (3, b"c", 2), (4, b"d", 2), (5, b"e", 2)] {
+            if lsn == 2 {
+                second = bytes.len();
+            }
+            bytes.extend(frame(lsn, &[payload], synced, SALT));
+        }
+        bytes[second + HEADER_BYTES + 2] ^= 0x40;
+        bytes.extend([0u8; 64]);
+        std::fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
+        let recover_from = |from: Lsn| {
+            let mut applied = Vec::new();
+            let recovered = recover(dir.path(), from, |first, values| {
+                applied.extend((first..).zip(values.iter().map(|v| decode_value(first, v).unwrap().payload)));
+                Ok(())
+            });
+            recovered.map(|r| (r.last, applied))
+        };
+        let (last, applied) = recover_from(3).unwrap();
+        assert_eq!(last, 5);
+        assert_eq!(applied, vec![(3, Bytes::from_static(b"c")), (4, Bytes::from_static(b"d")), (5, Bytes::from_static(b"e"))]);
+        // Record 2 itself is wanted, and frames 3 to 5 say a sync had covered it.
+        assert!(matches!(recover_from(2), Err(Error::Corrupt { .. })));
     }
 
     #[test]
