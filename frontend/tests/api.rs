@@ -1096,8 +1096,8 @@ async fn a_backlog_of_several_pages_resumes_whole_and_once() {
 }
 
 /// The runs resumed at start fill the partitions' queues (`queue-invocations-max` of 2), so
-/// that recovery's own reads are refused for overload (in every one of a dozen tries; the
-/// server then refused to start): the server still starts, resumes the rest in the
+/// that recovery's own reads are refused for overload (in every one of seven tries, where
+/// the server then refused to start): the server still starts, resumes the rest in the
 /// background, and every run ends with its write done once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_whose_resumed_runs_overload_the_queues_still_starts_and_resumes_all() {
