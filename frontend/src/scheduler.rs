@@ -464,6 +464,12 @@ impl Scheduler {
             Err((outcome, running)) => {
                 drop(slot);
                 if asynchronous {
+                    // A run that is one transaction ends in its one commit, and run
+                    // synchronously it writes no start (its row is its end, on its members'
+                    // partition): its end is the answer.
+                    if self.version(&running.name, running.version).is_ok_and(|plan| plan.units.len() == 1) {
+                        return Ok((self.wait(&row.id, outcome).await?, true));
+                    }
                     // Acknowledged on the run's start, which a synchronous run queued
                     // without waiting for it: a durable read of its row first.
                     if !self.is_started(&running).await {

@@ -1470,6 +1470,39 @@ async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_
     server.close().await.unwrap();
 }
 
+/// An asynchronous invoke of an id whose synchronous one-transaction run is in flight gets
+/// that run's end: such a run writes no start (its row is its end), so there is no start
+/// to acknowledge, and its end comes with its one commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asynchronous_duplicate_of_a_one_transaction_run_in_flight_gets_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(Runs::default());
+    let (faulty, server, listening, client) = start_on_controlled_log(dir.path(), &runs).await;
+    faulty.hold();
+    let id = "one-commit".to_owned();
+    let call = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move { client.invoke::<Value>("count", &json!({ "id": 5, "by": 2 })).id(id).run().await })
+    };
+    {
+        let faulty = Arc::clone(&faulty);
+        tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
+    }
+    let mut joined = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move { client.start("count", &json!({ "id": 5, "by": 2 }), Some(&id)).await })
+    };
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut joined).await;
+    assert!(early.is_err(), "answered before the run's commit is durable: {early:?}");
+    faulty.release();
+    let run = call.await.unwrap().unwrap();
+    let joined = joined.await.unwrap().expect("the duplicate gets the run's end");
+    assert_eq!((joined.status, joined.deduplicated, &joined.output), (RunStatus::Succeeded, true, &run.output), "{joined:?}");
+    assert_eq!(runs.add.load(Ordering::SeqCst), 1, "the step ran once");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
+
 /// A synchronous run that no client named commits its start with its first unit when every
 /// other unit waits on that one: one commit fewer. A first unit that fails leaves only the
 /// failed run's row. A run with two first units queues its start on its own, as before.
