@@ -3,7 +3,7 @@
 //! progress never exceed it; nothing refused takes effect; and once the load drops every
 //! call succeeds, a refused run's id included.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -11,6 +11,46 @@ use comb_backend::{EngineOptions, Function};
 use comb_client::{Client, Code};
 use comb_frontend::{Server, ServerOptions};
 use serde_json::{Value, json};
+
+/// The runs the server has said overload interrupted (its warning, one entry each time),
+/// gathered by a layer on the process's tracing: what a test waits on to know a run was
+/// interrupted and paused.
+fn interruptions() -> tokio::sync::watch::Receiver<Vec<String>> {
+    static RUNS: OnceLock<tokio::sync::watch::Sender<Vec<String>>> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let (runs, _) = tokio::sync::watch::channel(Vec::new());
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Interruptions(runs.clone()))).expect("no other subscriber in this test binary");
+        runs
+    })
+    .subscribe()
+}
+
+struct Interruptions(tokio::sync::watch::Sender<Vec<String>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Interruptions {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            overload: bool,
+            run: Option<String>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "message" => self.overload = format!("{value:?}").contains("interrupted by overload"),
+                    "workflow_id" => self.run = Some(format!("{value:?}")),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if let (true, Some(run)) = (fields.overload, fields.run) {
+            self.0.send_modify(|runs| runs.push(run));
+        }
+    }
+}
 
 /// Runs admitted at once.
 const LIMIT: usize = 8;
@@ -153,6 +193,7 @@ async fn ten_times_the_admitted_load_is_refused_retryably_and_the_server_recover
 /// end. Its step that writes runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_interrupted_by_overload_resumes_on_its_own() {
+    let mut interrupted = interruptions();
     let dir = tempfile::tempdir().unwrap();
     let engine = EngineOptions { partitions: 2, queue_invocations_max: 1, ..EngineOptions::default() };
     let options = ServerOptions { engine, step_retries_max: 0, ..ServerOptions::default() };
@@ -233,13 +274,9 @@ async fn a_run_interrupted_by_overload_resumes_on_its_own() {
     };
     // Its step `add` is refused (no retries): the run is interrupted. Its resumptions look
     // up `add`'s recorded output in every partition first, which partition 1 refuses while
-    // held: they pause and try again, running nothing.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while passes.load(Ordering::SeqCst) < 1 {
-        assert!(std::time::Instant::now() < deadline, "the run's first step did not run");
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // held: they are interrupted in turn, pause and try again, running nothing.
+    let twice = |runs: &Vec<String>| runs.iter().filter(|id| **id == run.id).count() >= 2;
+    tokio::time::timeout(Duration::from_secs(10), interrupted.wait_for(twice)).await.expect("the run was not interrupted twice").unwrap();
     assert_eq!((passes.load(Ordering::SeqCst), adds.load(Ordering::SeqCst)), (1, 0), "a step ran while partition 1 refused the run's calls");
     gate.open();
     holding.await.unwrap().unwrap();
