@@ -520,11 +520,11 @@ impl<'a> Exec<'a> {
     /// Runs a statement: all of it or, when it fails, nothing of it (what it wrote before
     /// the failure is taken back).
     pub(crate) fn run(&mut self, plan: &Plan, params: &[Value]) -> Result<Outcome> {
-        self.writes.undo.clear();
         let outcome = self.run_plan(plan, params);
         if outcome.is_err() {
             self.writes.undo_statement();
         }
+        // Empty for the next statement (taking back drained it).
         self.writes.undo.clear();
         outcome
     }

@@ -251,11 +251,11 @@ impl Scheduler {
 
     /// Every row of a definitions table, read a page at a time (in key order) by the system
     /// function `function`, which goes on after the key `key_of` gives of the last row read.
-    async fn definitions<T: DeserializeOwned, K: Serialize>(&self, function: &str, key_of: impl Fn(&T) -> K) -> Result<Vec<T>> {
+    async fn definitions<T: DeserializeOwned, K: Serialize + Default>(&self, function: &str, key_of: impl Fn(&T) -> K) -> Result<Vec<T>> {
         let rows = self.statement_rows(system::DEFINITIONS_PAGE_ROWS);
         let mut all: Vec<T> = Vec::new();
         loop {
-            let page: Vec<T> = self.system(function, encode(&DefinitionPage { after: all.last().map(&key_of), rows })).await?;
+            let page: Vec<T> = self.system(function, encode(&DefinitionPage { after: all.last().map(&key_of).unwrap_or_default(), rows })).await?;
             let last = page.len() < rows;
             all.extend(page);
             if last {
@@ -718,8 +718,7 @@ impl Scheduler {
                 dependents[d].push(u);
             }
         }
-        let first: Vec<usize> = (0..plan.units.len()).filter(|u| waiting[*u] == 0).collect();
-        let fused = *unstarted && first.len() == 1;
+        let fused = *unstarted && waiting.iter().filter(|w| **w == 0).count() == 1;
         if *unstarted && !fused {
             let start = Invocation::new(system::START, encode(&*row)).answer_logged();
             self.engine.invoke(start).await?;

@@ -81,11 +81,11 @@ pub(crate) const RUNNING_PAGE_ROWS: usize = 1024;
 /// at a time, in key order, so that their number is not bounded by `scan-rows-max`.
 pub(crate) const DEFINITIONS_PAGE_ROWS: usize = 1000;
 
-/// A page of definitions: those after the key `after` (from the first with none), at most
-/// `rows` of them.
+/// A page of definitions: those after the key `after` (from the first with the empty key:
+/// names are never empty), at most `rows` of them.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct DefinitionPage<K> {
-    pub(crate) after: Option<K>,
+    pub(crate) after: K,
     pub(crate) rows: usize,
 }
 
@@ -308,12 +308,11 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
                 tx.execute("put", (d.name, d.text))?;
                 Ok(())
             }),
-        // Names are never empty, so that "after ''" is "from the first"; a key range in key
-        // order, its LIMIT reads at most a page from each partition.
+        // A key range in key order: its LIMIT reads at most a page from each partition.
         Function::new(FUNCTIONS)
             .statement("after", "SELECT name, definition FROM comb_functions WHERE name > $1 ORDER BY name LIMIT $2")
             .run_typed(|tx, page: DefinitionPage<String>| -> comb_backend::Result<Vec<(String, String)>> {
-                tx.query_as("after", (page.after.unwrap_or_default(), page.rows.clamp(1, DEFINITIONS_PAGE_ROWS) as i64))
+                tx.query_as("after", (page.after, page.rows.clamp(1, DEFINITIONS_PAGE_ROWS) as i64))
             }),
         Function::new(PUT_SPEC)
             .statement("put", "INSERT INTO comb_workflow_specs (name, version, spec) VALUES ($1, $2, $3)")
@@ -327,7 +326,7 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .statement("names", "SELECT name, version, spec FROM comb_workflow_specs WHERE name > $1 ORDER BY name, version LIMIT $2")
             .run_typed(|tx, page: DefinitionPage<(String, i64)>| -> comb_backend::Result<Vec<(String, i64, String)>> {
                 let rows = page.rows.clamp(1, DEFINITIONS_PAGE_ROWS);
-                let (name, version) = page.after.unwrap_or_default();
+                let (name, version) = page.after;
                 // The later versions of the last name, then the next names' versions.
                 let mut found: Vec<(String, i64, String)> = tx.query_as("versions", (name.as_str(), version, rows as i64))?;
                 if found.len() < rows {

@@ -1355,6 +1355,18 @@ async fn a_retry_after_a_time_out_joins_the_run_it_left_going() {
 /// Counter `id`'s value as its partition holds it now, staged writes included (a logged read,
 /// answered at once): what the steps of a run have done before any of it is durable.
 /// [`start`] over a log in `dir/log` whose appends the test holds, releases and fails.
+/// Waits until the held log holds a write.
+async fn until_held(faulty: &Arc<comb_log::testkit::ControlledLoglet>) {
+    let faulty = Arc::clone(faulty);
+    tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
+}
+
+/// An asynchronous invoke of `workflow` with `id`, on a task of its own.
+fn start_in_task(client: &Client, workflow: &'static str, input: Value, id: &str) -> tokio::task::JoinHandle<comb_client::Result<comb_client::Run>> {
+    let (client, id) = (client.clone(), id.to_owned());
+    tokio::spawn(async move { client.start(workflow, &input, Some(&id)).await })
+}
+
 async fn start_on_controlled_log(dir: &std::path::Path, runs: &Arc<Runs>) -> (Arc<comb_log::testkit::ControlledLoglet>, Server, Listening, Client) {
     let segment_bytes = comb_log::LogOptions::default().segment_bytes;
     let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open_with_segments(&dir.join("log"), segment_bytes).unwrap());
@@ -1410,17 +1422,11 @@ async fn a_synchronous_run_does_not_wait_for_its_start_and_a_lost_start_is_told_
         let (client, id) = (client.clone(), id.clone());
         tokio::spawn(async move { client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 20 })).id(id).run().await })
     };
-    {
-        let faulty = Arc::clone(&faulty);
-        tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
-    }
+    until_held(&faulty).await;
     until_staged(&server, 20, 1).await;
     // An asynchronous invoke of the same id is acknowledged on the run's start: not while
     // the start is only queued.
-    let mut joined = {
-        let (client, id) = (client.clone(), id.clone());
-        tokio::spawn(async move { client.start("pick_add", &json!({ "id": 0, "base": 20 }), Some(&id)).await })
-    };
+    let mut joined = start_in_task(&client, "pick_add", json!({ "id": 0, "base": 20 }), &id);
     let early = tokio::time::timeout(Duration::from_millis(300), &mut joined).await;
     assert!(early.is_err(), "acknowledged while the start was only queued: {early:?}");
     // Nor is the run shown: GetWorkflow reads durably, and the start is not durable.
@@ -1474,14 +1480,8 @@ async fn an_asynchronous_duplicate_of_a_one_transaction_run_in_flight_gets_its_e
         let (client, id) = (client.clone(), id.clone());
         tokio::spawn(async move { client.invoke::<Value>("count", &json!({ "id": 5, "by": 2 })).id(id).run().await })
     };
-    {
-        let faulty = Arc::clone(&faulty);
-        tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
-    }
-    let mut joined = {
-        let (client, id) = (client.clone(), id.clone());
-        tokio::spawn(async move { client.start("count", &json!({ "id": 5, "by": 2 }), Some(&id)).await })
-    };
+    until_held(&faulty).await;
+    let mut joined = start_in_task(&client, "count", json!({ "id": 5, "by": 2 }), &id);
     let early = tokio::time::timeout(Duration::from_millis(300), &mut joined).await;
     assert!(early.is_err(), "answered before the run's commit is durable: {early:?}");
     faulty.release();
@@ -1729,10 +1729,7 @@ async fn a_run_without_an_id_cut_after_its_first_unit_resumes_once() {
     // The log then fails under the run's end: the second `meet` lets the first one go.
     faulty.hold();
     engine.invoke(Invocation::new("meet", json!({ "id": third }))).await.unwrap();
-    {
-        let faulty = Arc::clone(&faulty);
-        tokio::task::spawn_blocking(move || faulty.wait_until_held(1)).await.unwrap();
-    }
+    until_held(&faulty).await;
     faulty.fail_next_append();
     faulty.release();
     let err = call.await.unwrap().expect_err("a run whose end was lost is not answered as ended");

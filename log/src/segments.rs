@@ -309,7 +309,7 @@ impl<'p> SegmentFile<'p> {
             self.read(start, SCAN_WINDOW_BYTES + HEADER_BYTES, &mut window)?;
             for at in 0..window.len().saturating_sub(HEADER_BYTES).min(SCAN_WINDOW_BYTES) {
                 let (header, pos) = (&window[at..at + HEADER_BYTES], start + at as u64);
-                if could_hold(header, salt, lsn) && self.frame(pos, salt)?.is_some_and(|f| f.first <= lsn && lsn <= f.last()) {
+                if could_hold(header, salt, lsn) && self.frame(pos, salt)?.is_some() {
                     return Ok(Some(Beyond::Holds(pos)));
                 }
                 if could_prove(header, salt, lsn) && self.frame(pos, salt)?.is_some_and(|f| f.synced >= lsn) {
@@ -389,7 +389,7 @@ fn open_segment(dir: &Path, path: &Path, bytes_max: u64, new_capacity: u64) -> R
             (file, salt, new_capacity)
         }
     };
-    sync_dir(dir)?;
+    sync_dir(dir, "sync the segments' directory")?;
     Ok(opened)
 }
 
@@ -411,8 +411,8 @@ fn io_error(operation: &'static str, path: &Path, err: &std::io::Error) -> Error
     Error::Storage { operation, message }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|err| io_error("sync the segments' directory", dir, &err))
+fn sync_dir(dir: &Path, operation: &'static str) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|err| io_error(operation, dir, &err))
 }
 
 /// The segment files in `dir`, ordered by their first LSN.
@@ -450,7 +450,7 @@ pub(crate) fn recover(dir: &Path, from: Lsn, mut apply: impl FnMut(Lsn, &[&[u8]]
     // between its creation and this sync), before any record is acknowledged in it: a file
     // system may otherwise lose a new directory, records and all.
     if let Some(parent) = dir.parent() {
-        File::open(parent).and_then(|d| d.sync_all()).map_err(|err| io_error("sync the directory holding the segments' directory", parent, &err))?;
+        sync_dir(parent, "sync the directory holding the segments' directory")?;
     }
     let mut next = from;
     let mut old = Vec::new();
