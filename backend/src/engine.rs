@@ -33,6 +33,9 @@ pub const WRITEBACK_BYTES_MAX: usize = 1 << 30;
 /// the log again.
 pub const WRITEBACK_INTERVAL_MS_MAX: u64 = 60_000;
 
+/// The most `transaction-time-max-ms` may be.
+pub const TRANSACTION_TIME_MS_MAX: u64 = 3_600_000;
+
 /// Options of the backend, each a named bound.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
@@ -52,6 +55,10 @@ pub struct EngineOptions {
     pub write_set_max: usize,
     /// Largest JSON input or output of a function, in bytes.
     pub json_bytes_max: usize,
+    /// Longest one transaction may run on its executor, in milliseconds, from its first
+    /// function's start: a statement begun past it fails, and so does the transaction, which
+    /// is rolled back. A body that runs no statement cannot be stopped before it returns.
+    pub transaction_time_max_ms: u64,
     /// Whether each invocation's trace lists the rows it read (the tracing layer's
     /// `read_events`), up to `TRACED_READS_MAX` keys an invocation: a key copy per row read,
     /// and the keys' bytes in every commit and trace record.
@@ -80,6 +87,7 @@ impl Default for EngineOptions {
             result_rows_max: 100_000,
             write_set_max: 100_000,
             json_bytes_max: 1 << 20,
+            transaction_time_max_ms: 10_000,
             trace_reads: false,
             row_cache_bytes: 64 << 20,
             writeback_bytes: 16 << 20,
@@ -106,6 +114,9 @@ impl EngineOptions {
             if value == 0 {
                 return invalid(option, "must be at least 1".to_owned());
             }
+        }
+        if !(1..=TRANSACTION_TIME_MS_MAX).contains(&self.transaction_time_max_ms) {
+            return invalid("transaction-time-max-ms", format!("must be between 1 and {TRANSACTION_TIME_MS_MAX}"));
         }
         if self.row_cache_bytes > ROW_CACHE_BYTES_MAX {
             return invalid("row-cache-bytes", format!("must be at most {ROW_CACHE_BYTES_MAX}"));
@@ -325,6 +336,7 @@ impl Engine {
             log,
             partitions: n,
             limits: Limits { scan_rows_max: options.scan_rows_max, result_rows_max: options.result_rows_max, write_set_max: options.write_set_max },
+            transaction_time_max: Duration::from_millis(options.transaction_time_max_ms),
             json_bytes_max: options.json_bytes_max,
             trace_reads: options.trace_reads,
             steps: StepTimes::default(),

@@ -157,6 +157,19 @@ pub enum Error {
         message: String,
     },
 
+    /// The transaction ran past `transaction-time-max-ms`: rolled back.
+    #[error("function {function} ran {elapsed_ms} ms, past the limit of {limit_ms} ms on one transaction (transaction-time-max-ms), {at}, and was rolled back; split its work into shorter transactions")]
+    TimeLimit {
+        /// The function running when the limit was found passed.
+        function: String,
+        /// How long the transaction had run, in milliseconds.
+        elapsed_ms: u64,
+        /// The bound.
+        limit_ms: u64,
+        /// Where it was found passed: at a statement's start, or when the body returned.
+        at: String,
+    },
+
     /// Backpressure: too many invocations wait for a partition. Retry later.
     #[error("partition {partition} has {limit} invocations waiting (queue-invocations-max); retry later")]
     Overloaded {

@@ -84,7 +84,7 @@ mod txn;
 
 pub use commit::{CATALOG_TAG, COMMIT_VERSION, CatalogRecord, CommitRecord, InvocationRecord, LogRecord, RunRecord, TRACE_TAG, TraceRecord, WriteRecord, decode_payload, encode_catalog, encode_commit, encode_trace, partition_tag};
 pub use record_view::{CommitView, InvocationView, RecordView, RunView, TraceView, WriteView, view_payload};
-pub use engine::{Answer, Engine, EngineOptions, Invocation, Transaction, TransactionStep, WRITEBACK_BYTES_MAX, WRITEBACK_INTERVAL_MS_MAX};
+pub use engine::{Answer, Engine, EngineOptions, Invocation, Transaction, TransactionStep, TRANSACTION_TIME_MS_MAX, WRITEBACK_BYTES_MAX, WRITEBACK_INTERVAL_MS_MAX};
 pub use executor::TRACED_READS_MAX;
 pub use error::{Error, Result};
 pub use function::{Body, BoxError, Function, RunEndBody, SqlFunction, SqlStatement, value_to_json};

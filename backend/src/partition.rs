@@ -48,7 +48,7 @@ use crate::keys::{meta_applied, object_of_key, partition_of_key, recorded_key};
 use crate::rowcache::{RowCache, footprint};
 use crate::store::{Batch, Store};
 use crate::trace::{Progress, TraceBuffer, bounded_error, member_trace};
-use crate::txn::Txn;
+use crate::txn::{Deadline, Txn};
 
 /// An invocation's identity: the workflow and the step within it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -680,6 +680,8 @@ pub(crate) struct Shared {
     pub(crate) partitions: u16,
     pub(crate) limits: Limits,
     pub(crate) json_bytes_max: usize,
+    /// Longest one transaction may run (`transaction-time-max-ms`).
+    pub(crate) transaction_time_max: Duration,
     /// Whether invocations' traces list the keys they read.
     pub(crate) trace_reads: bool,
     /// The executors' slow steps.
@@ -765,31 +767,45 @@ pub(crate) fn now_us() -> u64 {
 
 /// Runs a function's body over a snapshot; an error or a panic leaves `writes` to be
 /// discarded by the caller.
-pub(crate) fn run_body(function: &Registered, snapshot: &dyn Snapshot, writes: &mut WriteSet, scope: Scope, shared: &Shared, input: serde_json::Value) -> Result<serde_json::Value> {
-    in_txn(function, snapshot, writes, scope, shared, |txn| (function.body)(txn, input))
+pub(crate) fn run_body(
+    function: &Registered,
+    snapshot: &dyn Snapshot,
+    writes: &mut WriteSet,
+    scope: Scope,
+    shared: &Shared,
+    deadline: Deadline,
+    input: serde_json::Value,
+) -> Result<serde_json::Value> {
+    in_txn(function, snapshot, writes, scope, shared, deadline, |txn| (function.body)(txn, input))
 }
 
 /// Runs `body` in a transaction of `function` (its statements) over a snapshot, as
 /// [`run_body`] runs its body: a backend error passes through, another fails the
-/// transaction as aborted, a panic as panicked.
+/// transaction as aborted, a panic as panicked. Past `deadline` it fails, however the body
+/// ended (short of a panic): a body may catch a statement's time-limit error and return,
+/// or run past the limit without a statement.
 fn in_txn<T>(
     function: &Registered,
     snapshot: &dyn Snapshot,
     writes: &mut WriteSet,
     scope: Scope,
     shared: &Shared,
+    deadline: Deadline,
     body: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, crate::function::BoxError>,
 ) -> Result<T> {
-    let mut txn = Txn { function, snapshot, writes, scope, partitions: shared.partitions, limits: shared.limits };
-    let outcome = catch_unwind(AssertUnwindSafe(|| body(&mut txn)));
-    match outcome {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => match err.downcast::<Error>() {
-            Ok(err) => Err(*err),
-            Err(err) => Err(Error::Aborted { function: function.name.clone(), message: err.to_string() }),
-        },
-        Err(panic) => Err(Error::Panicked { function: function.name.clone(), message: panic_message(panic.as_ref()) }),
+    let mut txn = Txn { function, snapshot, writes, scope, partitions: shared.partitions, limits: shared.limits, deadline, timed_out: None };
+    let ended = match catch_unwind(AssertUnwindSafe(|| body(&mut txn))) {
+        Ok(ended) => ended,
+        Err(panic) => return Err(Error::Panicked { function: function.name.clone(), message: panic_message(panic.as_ref()) }),
+    };
+    if let Some(err) = txn.timed_out.take() {
+        return Err(err);
     }
+    deadline.check(&function.name, || "when its body returned".to_owned())?;
+    ended.map_err(|err| match err.downcast::<Error>() {
+        Ok(err) => *err,
+        Err(err) => Error::Aborted { function: function.name.clone(), message: err.to_string() },
+    })
 }
 
 /// A caught panic's message.
@@ -976,6 +992,7 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
     if job.lookup_only {
         return Ok(Ran::Read { output: Output { value: serde_json::Value::Null, lsn: None, replayed: false, ended: None }, traces: Vec::new() });
     }
+    let deadline = Deadline::start(shared.transaction_time_max);
     let mut writes = WriteSet::default();
     if shared.trace_reads {
         writes.trace_reads();
@@ -1006,7 +1023,7 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             input
         };
         let keys_before = writes.entries.len();
-        let value = run_body(&member.function, snapshot, &mut writes, scope, shared, input)?;
+        let value = run_body(&member.function, snapshot, &mut writes, scope, shared, deadline, input)?;
         let read_only = writes.entries.len() == keys_before;
         const OUTPUT: &str = "the function's output in bytes";
         match &member.id {
@@ -1048,7 +1065,7 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
         }
         match &end.writer {
             Some((writer, body)) => {
-                in_txn(writer, snapshot, &mut writes, scope, shared, |txn| body(txn, &record, record_partition))?;
+                in_txn(writer, snapshot, &mut writes, scope, shared, deadline, |txn| body(txn, &record, record_partition))?;
                 // Else the run would be answered with no row, and traced as one that
                 // writes nothing.
                 if writes.entries.is_empty() {

@@ -1,6 +1,8 @@
 //! The function SDK's transaction: a function runs its own prepared statements, by name,
 //! with typed parameters, and reads typed rows. It sees its own earlier writes.
 
+use std::time::{Duration, Instant};
+
 use comb_planner::{DataType, PartitionKey, Value};
 
 use crate::error::{Error, Result};
@@ -18,6 +20,34 @@ pub struct Txn<'a> {
     pub(crate) scope: Scope,
     pub(crate) partitions: u16,
     pub(crate) limits: Limits,
+    pub(crate) deadline: Deadline,
+    /// The first statement refused for the time limit: the transaction's error, even if the
+    /// body catches it and returns.
+    pub(crate) timed_out: Option<Error>,
+}
+
+/// A transaction's time on its executor: when it started, and how long it may run
+/// (`transaction-time-max-ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    started: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    /// A transaction starting now.
+    pub(crate) fn start(limit: Duration) -> Deadline {
+        Deadline { started: Instant::now(), limit }
+    }
+
+    /// Fails once the transaction has run past its limit; `at` says where (for the error).
+    pub(crate) fn check(&self, function: &str, at: impl FnOnce() -> String) -> Result<()> {
+        let elapsed = self.started.elapsed();
+        if elapsed <= self.limit {
+            return Ok(());
+        }
+        Err(Error::TimeLimit { function: function.to_owned(), elapsed_ms: elapsed.as_millis() as u64, limit_ms: self.limit.as_millis() as u64, at: at() })
+    }
 }
 
 impl std::fmt::Debug for Txn<'_> {
@@ -49,6 +79,10 @@ impl Txn<'_> {
     /// Runs a statement and returns its rows (SELECT, or RETURNING).
     pub fn query(&mut self, statement: &str, params: impl Params) -> Result<Rows> {
         let function = self.function;
+        if let Err(err) = self.deadline.check(&function.name, || format!("at the start of its statement {statement}")) {
+            self.timed_out.get_or_insert_with(|| err.clone());
+            return Err(err);
+        }
         let prepared = function
             .prepared
             .statement(statement)

@@ -749,11 +749,69 @@ fn options_out_of_bounds_are_refused_by_name() {
             (EngineOptions { row_cache_bytes: comb_backend::ROW_CACHE_BYTES_MAX + 1, ..options(1) }, "row-cache-bytes"),
             (EngineOptions { writeback_bytes: comb_backend::WRITEBACK_BYTES_MAX + 1, ..options(1) }, "writeback-bytes"),
             (EngineOptions { writeback_interval_ms: comb_backend::WRITEBACK_INTERVAL_MS_MAX + 1, ..options(1) }, "writeback-interval-ms"),
+            (EngineOptions { transaction_time_max_ms: 0, ..options(1) }, "transaction-time-max-ms"),
+            (EngineOptions { transaction_time_max_ms: comb_backend::TRANSACTION_TIME_MS_MAX + 1, ..options(1) }, "transaction-time-max-ms"),
         ] {
             let err = Engine::open(dir.path(), options).await.expect_err("refused");
             assert!(matches!(err, Error::InvalidOptions { option, .. } if option == named), "{err}");
         }
         let engine = Engine::open(dir.path(), EngineOptions { row_cache_bytes: 0, ..options(1) }).await.expect("no row cache is allowed");
+        engine.close().await.unwrap();
+    });
+}
+
+/// A transaction that runs past `transaction-time-max-ms` is rolled back, on one partition
+/// or on all: found at its next statement (even one whose error the body catches), or when
+/// its body returns. Its partitions go on serving.
+#[test]
+fn a_transaction_past_transaction_time_max_is_rolled_back() {
+    const LIMIT_MS: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = Engine::open(dir.path(), EngineOptions { transaction_time_max_ms: LIMIT_MS, ..options(2) }).await.unwrap();
+        engine.execute_ddl(DDL).await.unwrap();
+        register(&engine, &runs);
+        let statements = |f: Function| {
+            f.statement("add", "INSERT INTO accounts (id, balance) VALUES ($1, 1)").statement("get", "SELECT balance FROM accounts WHERE id = $1")
+        };
+        // Reads in a loop until a statement fails, then returns as if all were well.
+        let spin = |tx: &mut Txn<'_>, input: Json| -> Result<Json, comb_backend::BoxError> {
+            tx.execute("add", (id(&input, "id"),))?;
+            let mut reads = 0u64;
+            let caught = loop {
+                match tx.query_opt::<i64>("get", (id(&input, "id"),)) {
+                    Ok(_) => reads += 1,
+                    Err(err) => break err,
+                }
+            };
+            Ok(json!({ "reads": reads, "caught": caught.to_string() }))
+        };
+        // Runs no statement past its write, but returns after the limit.
+        let slow = |tx: &mut Txn<'_>, input: Json| -> Result<Json, comb_backend::BoxError> {
+            tx.execute("add", (id(&input, "id"),))?;
+            std::thread::sleep(Duration::from_millis(2 * LIMIT_MS));
+            Ok(json!("done"))
+        };
+        engine.register(statements(Function::new("spin").partition_by("id")).run(spin)).unwrap();
+        engine.register(statements(Function::new("slow").partition_by("id")).run(slow)).unwrap();
+        engine.register(statements(Function::new("slow_everywhere")).run(slow)).unwrap();
+        for (function, account, at) in [("spin", 1, "at the start of its statement get"), ("slow", 2, "when its body returned"), ("slow_everywhere", 3, "when its body returned")] {
+            let err = engine.invoke(Invocation::new(function, json!({ "id": account }))).await.expect_err("past the limit");
+            match &err {
+                Error::TimeLimit { function: named, elapsed_ms, limit_ms, at: found } => {
+                    assert_eq!((named.as_str(), *limit_ms, found.as_str()), (function, LIMIT_MS, at), "{err}");
+                    assert!(*elapsed_ms >= LIMIT_MS, "{err}");
+                }
+                other => panic!("{function}: expected a time limit error, got {other}"),
+            }
+            assert!(err.to_string().contains("transaction-time-max-ms"), "the error names its option: {err}");
+            let balance = engine.invoke(Invocation::new("balance", json!({ "id": account }))).await.unwrap();
+            assert_eq!(balance.value, Json::Null, "{function}: its write was rolled back");
+        }
+        // Within the limit, the same functions' work commits.
+        let deposited = engine.invoke(Invocation::new("deposit", json!({ "id": 4, "amount": 5 }))).await.unwrap();
+        assert_eq!(deposited.value, json!({ "balance": 5 }));
         engine.close().await.unwrap();
     });
 }
