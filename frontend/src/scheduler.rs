@@ -684,7 +684,12 @@ impl Scheduler {
         match self.system::<WorkflowRow>(system::INSERT_ENDED, encode(&ended)).await {
             Ok(row) => Ok(row),
             // An earlier run of this id ended first (its row exists): that is the outcome.
-            Err(Error::Backend(comb_backend::Error::UniqueViolation { .. })) => self.lookup(&id).await?.ok_or(Error::UnknownRun { id }),
+            // A running row instead would be a run this task's claim should have kept out.
+            Err(Error::Backend(comb_backend::Error::UniqueViolation { .. })) => match self.lookup(&id).await? {
+                Some(row) if row.status != RUNNING => Ok(row),
+                Some(_) => Err(Error::Internal(format!("run {id} failed before its start was durable, but a running row of its id exists"))),
+                None => Err(Error::UnknownRun { id }),
+            },
             Err(err) => Err(err),
         }
     }

@@ -466,6 +466,13 @@ impl Loglet for RocksLoglet {
             it.status().map_err(|err| storage_error("read the tag index", &self.path, err))?;
             let Some(key) = it.key() else { return Ok(None) };
             let lsn = decode_u64(&key[8..], || "a tag index key".to_owned())?;
+            // As in `scan`: a trim after the snapshot may have let the index's compaction
+            // filter drop the entry wanted (below the new trim point), and the seek then
+            // found an older one. Below the trim point now, the read counts as after that
+            // trim, which leaves nothing to find at or before `max`.
+            if lsn < self.trim_point.load(Ordering::Acquire) {
+                return Ok(None);
+            }
             match self.get_record(db, &at, lsn)? {
                 Some(record) => Ok(Some(record)),
                 None => Err(Error::Corrupt { location: format!("record {lsn}"), detail: format!("indexed under tag {tag} but missing") }),
