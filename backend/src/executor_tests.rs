@@ -269,7 +269,8 @@ fn aggregates_sort_limit_distinct_and_join() {
 /// A key range over several partitions comes out in key order (the executor merges the
 /// partitions' ranges), so an ORDER BY of the key needs no Sort there either, and a LIMIT
 /// reads at most its rows from each partition: a page of a table larger than
-/// `scan-rows-max`, as the server's definitions are read at start.
+/// `scan-rows-max`, as the server's definitions are read at start. A full scan ordered by
+/// the key is the same: the key range of the whole table.
 #[test]
 fn multi_partition_key_ranges_come_in_key_order_and_a_limit_reads_a_page() {
     let mut db = Db { partitions: 3, ..Db::new() };
@@ -286,12 +287,15 @@ fn multi_partition_key_ranges_come_in_key_order_and_a_limit_reads_a_page() {
 
     for (sql, want) in [
         ("SELECT k FROM t WHERE k >= -1000 ORDER BY k LIMIT $1", ascending.clone()),
-        ("SELECT k FROM t WHERE k < 1000 ORDER BY k DESC LIMIT $1", descending),
+        ("SELECT k FROM t WHERE k < 1000 ORDER BY k DESC LIMIT $1", descending.clone()),
         ("SELECT k FROM t WHERE k > -20 ORDER BY k LIMIT $1", ascending.iter().copied().filter(|k| *k > -20).collect()),
         ("SELECT k FROM t WHERE k > -1000 AND n > 0 ORDER BY k LIMIT $1", ascending.iter().copied().filter(|k| k % 3 > 0).collect()),
+        ("SELECT k FROM t ORDER BY k LIMIT $1", ascending.clone()),
+        ("SELECT k FROM t ORDER BY k DESC LIMIT $1", descending.clone()),
+        ("SELECT k FROM t WHERE k % 3 <> 0 ORDER BY k DESC LIMIT $1", descending.iter().copied().filter(|k| k % 3 != 0).collect()),
     ] {
         let plan = db.catalog.prepare(sql).unwrap().plan.to_string();
-        assert!(plan.contains("key range") && !plan.contains("Sort"), "{sql}: merged in key order, not sorted:\n{plan}");
+        assert!(plan.contains("key ") && !plan.contains("Sort"), "{sql}: merged in key order, not sorted:\n{plan}");
         for limit in [1, 4, 100] {
             assert_eq!(ints(&db.rows(sql, vec![int(limit)])), want.iter().copied().take(limit as usize).collect::<Vec<_>>(), "{sql} LIMIT {limit}");
         }
@@ -313,6 +317,10 @@ fn multi_partition_key_ranges_come_in_key_order_and_a_limit_reads_a_page() {
     assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k > -1000 ORDER BY k LIMIT 5", vec![])), ascending[..5].to_vec());
     assert!(db.data.1.get() <= 15, "{} rows read for a page of 5 over 3 partitions", db.data.1.get());
     assert!(matches!(db.run("SELECT k FROM t WHERE k > -1000 ORDER BY k", vec![]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })), "without a limit the range is read whole");
+    db.data.1.set(0);
+    assert_eq!(ints(&db.rows("SELECT k FROM t ORDER BY k DESC LIMIT 5", vec![])), descending[..5].to_vec());
+    assert!(db.data.1.get() <= 15, "{} rows read for a page of 5 of the whole table over 3 partitions", db.data.1.get());
+    assert!(matches!(db.run("SELECT k FROM t ORDER BY k", vec![]), Err(Error::LimitExceeded { option: "scan-rows-max", .. })), "without a limit the table is read whole");
 }
 
 /// A statement that fails leaves none of its writes: a body that catches the error goes on,

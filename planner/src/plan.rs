@@ -71,8 +71,22 @@ pub enum Access {
         /// Names of the index columns, for printing.
         columns: Vec<String>,
     },
-    /// Nothing narrows the scan: every row of the table (of every partition) is read.
+    /// Nothing narrows the scan: every row of the table (of every partition) is read. Under
+    /// an ORDER BY of the key columns it becomes a [`Access::KeyRange`] with no prefix and no
+    /// bounds (printed `[FULL SCAN, key order]`), which a LIMIT above may stop early.
     FullScan,
+}
+
+impl Access {
+    /// Whether nothing narrows the access: a full scan, or a key range with no prefix and
+    /// no bounds (without a LIMIT above, it reads every row).
+    pub fn reads_every_row(&self) -> bool {
+        match self {
+            Access::FullScan => true,
+            Access::KeyRange { prefix, lower: None, upper: None, .. } => prefix.is_empty(),
+            _ => false,
+        }
+    }
 }
 
 /// A sort key.
@@ -217,10 +231,8 @@ impl Plan {
     /// Tells whether some node reads a whole table.
     pub fn has_full_scan(&self) -> bool {
         match self {
-            Plan::Scan { access, .. } => *access == Access::FullScan,
-            Plan::Join { outer, access, .. } => {
-                *access == Access::FullScan || outer.has_full_scan()
-            }
+            Plan::Scan { access, .. } => access.reads_every_row(),
+            Plan::Join { outer, access, .. } => access.reads_every_row() || outer.has_full_scan(),
             Plan::Filter { input, .. }
             | Plan::Aggregate { input, .. }
             | Plan::Sort { input, .. }
@@ -443,6 +455,13 @@ impl fmt::Display for Access {
                 columns,
                 descending,
             } => {
+                if self.reads_every_row() {
+                    return f.write_str(if *descending {
+                        "[FULL SCAN, key order descending]"
+                    } else {
+                        "[FULL SCAN, key order]"
+                    });
+                }
                 f.write_str(if *descending { "[key range, descending] " } else { "[key range] " })?;
                 bounds(f, columns, prefix, lower, upper)
             }

@@ -621,15 +621,36 @@ fn scan_access(plan: &mut Plan) -> Option<&mut Access> {
     }
 }
 
-/// Tells whether a single-table scan (a key range on any partitions, another access on one)
-/// yields rows in the order of `keys` without a Sort: at most one row comes out, or the keys
-/// are the primary-key columns right after the prefix bound by equality, in key order (key
-/// columns are never NULL), either each in its column's declared direction, or each against
-/// it, in which case the key range is turned to be read backwards.
+/// Tells whether a single-table scan (a key range or a full scan on any partitions, another
+/// access on one) yields rows in the order of `keys` without a Sort: at most one row comes
+/// out, or the keys are the primary-key columns right after the prefix bound by equality, in
+/// key order (key columns are never NULL), either each in its column's declared direction,
+/// or each against it, in which case the key range is turned to be read backwards. A full
+/// scan so ordered becomes the key range of the whole table (no prefix, no bounds), which
+/// reads the same rows in key order, so that a LIMIT above reads only the rows it returns.
 fn sorted_by_access(plan: &mut Plan, table: &Table, keys: &[SortKey]) -> bool {
     let Some(access) = scan_access(plan) else {
         return false;
     };
+    if *access == Access::FullScan {
+        let mut whole = Access::KeyRange {
+            prefix: Vec::new(),
+            lower: None,
+            upper: None,
+            columns: table.primary_key.iter().map(|&c| table.columns[c].name.clone()).collect(),
+            descending: false,
+        };
+        let sorted = !keys.is_empty() && sorted_by_key_range(&mut whole, table, keys);
+        if sorted {
+            *access = whole;
+        }
+        return sorted;
+    }
+    sorted_by_key_range(access, table, keys)
+}
+
+/// [`sorted_by_access`] for an access other than a full scan.
+fn sorted_by_key_range(access: &mut Access, table: &Table, keys: &[SortKey]) -> bool {
     match access {
         Access::PointGet { .. }
         | Access::IndexRange {
@@ -1158,11 +1179,15 @@ impl<'c> Planner<'c> {
                 };
             }
         }
-        // A key range on several partitions comes in key order too: the executor merges the
-        // partitions' ranges by key (and a LIMIT above reads at most its rows from each).
+        // A key range (or a full scan, which becomes one) on several partitions comes in key
+        // order too: the executor merges the partitions' ranges by key (and a LIMIT above
+        // reads at most its rows from each).
         let sorted = scope.tables.len() == 1
             && (partition != PartitionKey::MultiPartition
-                || matches!(scan_access(&mut plan), Some(Access::KeyRange { .. })))
+                || matches!(
+                    scan_access(&mut plan),
+                    Some(Access::KeyRange { .. } | Access::FullScan)
+                ))
             && sorted_by_access(&mut plan, scope.tables[0].table, &keys);
         if !keys.is_empty() && !sorted {
             plan = Plan::Sort {
