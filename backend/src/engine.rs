@@ -131,6 +131,20 @@ impl EngineOptions {
     }
 }
 
+/// Refuses a DDL that adds an index to a table of `before` (one the script did not create):
+/// nothing fills an index from the rows already written, nor from the writes of transactions
+/// prepared against the catalog before it.
+fn check_no_index_added(before: &Catalog, after: &Catalog) -> Result<()> {
+    for table in after.tables() {
+        // A table dropped and created again by the script has a new id: it is new.
+        let Some(old) = before.table(&table.name).filter(|t| t.id == table.id) else { continue };
+        if let Some(index) = table.indexes.iter().find(|i| old.indexes.iter().all(|o| o.id != i.id)) {
+            return Err(Error::IndexOnExistingTable { table: table.name.clone(), index: index.name.clone() });
+        }
+    }
+    Ok(())
+}
+
 /// When an invocation's caller gets its answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Answer {
@@ -452,8 +466,9 @@ impl Engine {
     /// the log. Every registered function is prepared again against the new catalog; DDL
     /// that would break one is refused. Returns the record's LSN.
     ///
-    /// `CREATE INDEX` does not fill the index from rows that exist already: create indexes
-    /// with their tables.
+    /// An index is built only with its table: `CREATE INDEX` on a table that exists before
+    /// the script is refused (`IndexOnExistingTable`), since the index would miss the rows
+    /// written before it, and the writes of transactions prepared before it.
     pub async fn execute_ddl(&self, sql: &str) -> Result<Lsn> {
         // Once its record is appended, a DDL must reach the catalog in memory whatever becomes
         // of the caller. Cut short there (a dropped future: a client gone, a deadline), it
@@ -473,6 +488,7 @@ impl Engine {
             // pending catalog being set.
             let guard = self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             let catalog = Arc::new(guard.catalog.apply(sql).map_err(Error::Ddl)?);
+            check_no_index_added(&guard.catalog, &catalog)?;
             let mut functions = BTreeMap::new();
             for (name, (function, _)) in &guard.functions {
                 functions.insert(name.clone(), (function.clone(), Arc::new(Registered::prepare(function, &catalog)?)));

@@ -135,6 +135,15 @@ pub enum Error {
     #[error("DDL refused: {0}")]
     Ddl(PlanErrors),
 
+    /// `CREATE INDEX` on a table that existed before the script.
+    #[error("CREATE INDEX {index} ON {table}: the table exists already, and an index is built only with its table (it would miss the rows written before it); create the table and its indexes in one script, or copy the rows into a new table created with the index")]
+    IndexOnExistingTable {
+        /// The table.
+        table: String,
+        /// The index.
+        index: String,
+    },
+
     /// A function whose statements the planner refused.
     #[error("{0}")]
     Function(FunctionErrors),

@@ -760,6 +760,35 @@ fn options_out_of_bounds_are_refused_by_name() {
     });
 }
 
+/// An index is built only with its table: a DDL that adds one to a table that exists (and
+/// may hold rows) is refused whole, naming both, and changes nothing; with its table, in
+/// one script, or as a no-op `IF NOT EXISTS`, it is accepted.
+#[test]
+fn an_index_on_a_table_that_exists_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        engine.invoke(Invocation::new("deposit", json!({ "id": 1, "amount": 5 }))).await.unwrap();
+        let tail = engine.log().tail();
+        let script = "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT); CREATE INDEX accounts_by_balance ON accounts (balance)";
+        match engine.execute_ddl(script).await {
+            Err(Error::IndexOnExistingTable { table, index }) => assert_eq!((table.as_str(), index.as_str()), ("accounts", "accounts_by_balance")),
+            other => panic!("expected the index to be refused, got {other:?}"),
+        }
+        assert!(engine.catalog().table("notes").is_none(), "the script is refused whole");
+        assert!(engine.catalog().table("accounts").unwrap().indexes.is_empty());
+        assert_eq!(engine.log().tail(), tail, "nothing of it reached the log");
+
+        engine.execute_ddl("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT); CREATE INDEX notes_by_body ON notes (body)").await.expect("an index with its table");
+        engine.execute_ddl("CREATE TABLE IF NOT EXISTS notes (id BIGINT PRIMARY KEY, body TEXT); CREATE INDEX IF NOT EXISTS notes_by_body ON notes (body)").await.expect("no index added");
+        engine.execute_ddl("DROP TABLE notes; CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT); CREATE INDEX notes_by_body ON notes (body)").await.expect("a new table of the same name");
+        let err = engine.execute_ddl("CREATE INDEX notes_by_id ON notes (id, body)").await.expect_err("the table exists now");
+        assert!(err.to_string().contains("create the table and its indexes in one script"), "the error says what to do: {err}");
+        engine.close().await.unwrap();
+    });
+}
+
 /// A transaction that runs past `transaction-time-max-ms` is rolled back, on one partition
 /// or on all: found at its next statement (even one whose error the body catches), or when
 /// its body returns. Its partitions go on serving.
