@@ -121,7 +121,10 @@ impl Coordinator {
                 Some(cause) => Err(Error::PartitionFailed { partition: s.id, cause: cause.clone() }),
                 None => Ok(()),
             })
-            .and_then(|()| run_job(&mut job, &Several(states), Scope::All, record_partition, &self.shared, &mut progress));
+            .and_then(|()| {
+                let first = job.members.first().map(|m| Arc::clone(&m.function));
+                self.shared.steps.coordinated(first, || run_job(&mut job, &Several(states), Scope::All, record_partition, &self.shared, &mut progress))
+            });
         // A transaction that wrote nothing, or failed, may have seen commits still pending
         // in any partition: it is answered once those are durable.
         let answer = match ran {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use crate::executor::Limits;
 use crate::function::{Function, Registered};
 use crate::keycodec::partition_of;
 use crate::keys::PARTITIONS_MAX;
-use crate::partition::{Command, Executor, InvocationId, Job, JobEnd, Member, NextInputFn, Output, PartitionState, RunEnd, Shared, SlowSteps, StepTimes, WriteBack, check_json_bytes};
+use crate::partition::{Command, Executor, InvocationId, Job, JobEnd, Member, NextInputFn, Output, PartitionState, RunEnd, Shared, SlowSteps, StepInProgress, StepTimes, WriteBack, check_json_bytes};
 use crate::recovery::{blocking, check_partitions, recover_catalog, replay_partition, store_catalog_through};
 use crate::rowcache::ROW_CACHE_BYTES_MAX;
 use crate::store::Store;
@@ -275,6 +275,8 @@ struct Inner {
     /// Barriers the coordinator has begun.
     barriers: Arc<AtomicU64>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Stops the watch of the steps in progress: taken (dropped) at close, or with the engine.
+    watch_stop: Mutex<Option<Sender<()>>>,
     registry: RwLock<Arc<Registry>>,
     /// Serializes catalog changes and checkpoints.
     ddl: tokio::sync::Mutex<()>,
@@ -353,7 +355,7 @@ impl Engine {
             transaction_time_max: Duration::from_millis(options.transaction_time_max_ms),
             json_bytes_max: options.json_bytes_max,
             trace_reads: options.trace_reads,
-            steps: StepTimes::default(),
+            steps: StepTimes::new(n),
         });
         let writeback = WriteBack { bytes: options.writeback_bytes, interval: Duration::from_millis(options.writeback_interval_ms) };
         let mut threads = Vec::new();
@@ -385,6 +387,9 @@ impl Engine {
             traces: TraceBuffer::default(),
         };
         threads.push(spawn("comb-coordinator".to_owned(), move || coordinator.run())?);
+        let (watch_stop, stopped) = channel();
+        let watched = Arc::clone(&shared);
+        threads.push(spawn("comb-watch".to_owned(), move || watch_steps(&watched, &stopped))?);
         Ok(Engine {
             inner: Arc::new(Inner {
                 shared,
@@ -393,6 +398,7 @@ impl Engine {
                 coordinator: Queue { sender, queued },
                 barriers,
                 threads: Mutex::new(threads),
+                watch_stop: Mutex::new(Some(watch_stop)),
                 registry: RwLock::new(Arc::new(Registry { catalog: Arc::new(catalog), functions: BTreeMap::new() })),
                 ddl: tokio::sync::Mutex::new(()),
                 pending_catalog: Mutex::new(None),
@@ -424,6 +430,13 @@ impl Engine {
     /// The executors' steps that held their queue 10 ms or more (see [`SlowSteps`]).
     pub fn slow_steps(&self) -> SlowSteps {
         self.inner.shared.steps.slow_steps()
+    }
+
+    /// The steps the executors (and the coordinator) run now that have run longer than
+    /// `longer_than`: a function that does not return holds its partition's queue, and shows
+    /// here (the server also logs it, past `transaction-time-max-ms`).
+    pub fn steps_in_progress(&self, longer_than: Duration) -> Vec<StepInProgress> {
+        self.inner.shared.steps.in_progress(longer_than)
     }
 
     /// The current catalog.
@@ -743,6 +756,7 @@ impl Engine {
         for p in &self.inner.partitions {
             let _ = p.sender.send(Command::Stop);
         }
+        drop(self.inner.watch_stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
         let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         blocking(move || {
             for t in threads {
@@ -762,6 +776,36 @@ impl Engine {
         }
         self.inner.shared.log.close().await?;
         Ok(())
+    }
+}
+
+/// How often the watch looks at the steps in progress.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Warns of every step that runs past `transaction-time-max-ms`, until `stop` disconnects:
+/// once it passes the limit, then each time its running time has doubled. Such a step is a
+/// function that runs no statement (a loop, or a blocking call), which the limit cannot stop,
+/// and its partition's queue (every partition's, for a multi-partition transaction) waits.
+fn watch_steps(shared: &Shared, stop: &Receiver<()>) {
+    // For each thread warned of: the step's start, and the running time of its next warning.
+    let mut warned: BTreeMap<Option<u16>, (u64, Duration)> = BTreeMap::new();
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_INTERVAL) {
+        let limit = shared.transaction_time_max;
+        let steps = shared.steps.in_progress(limit);
+        warned.retain(|partition, (started, _)| steps.iter().any(|s| s.partition == *partition && s.started_us == *started));
+        for step in steps {
+            let (_, next) = warned.entry(step.partition).or_insert((step.started_us, limit));
+            if step.running >= *next {
+                let partition = step.partition.map_or_else(|| "every partition (the coordinator)".to_owned(), |p| format!("partition {p}"));
+                tracing::warn!(
+                    %partition,
+                    seconds = step.running.as_secs(),
+                    step = %step.step,
+                    "a step has run past transaction-time-max-ms and its queue waits: a function that runs no statement (a loop, or a blocking call) cannot be stopped"
+                );
+                *next = step.running * 2;
+            }
+        }
     }
 }
 

@@ -89,7 +89,7 @@ pub use executor::TRACED_READS_MAX;
 pub use error::{Error, Result};
 pub use function::{Body, BoxError, Function, RunEndBody, SqlFunction, SqlStatement, value_to_json};
 pub use keys::PARTITIONS_MAX;
-pub use partition::{EndFn, InvocationId, NextInput, NextInputFn, Output, RunEnd, SlowSteps, check_json_bytes};
+pub use partition::{EndFn, InvocationId, NextInput, NextInputFn, Output, RunEnd, SlowSteps, StepInProgress, check_json_bytes};
 pub use row::{ValueRef, decode_row, decode_row_ref, encode_row};
 pub use rowcache::ROW_CACHE_BYTES_MAX;
 pub use txn::{FromRow, FromValue, Params, Rows, ToValue, Txn};

@@ -29,7 +29,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -693,40 +693,108 @@ pub(crate) struct Shared {
 /// of an idle moment. Its queue waited behind all of it.
 pub(crate) const SLOW_STEP_MS: [u64; 2] = [10, 100];
 
-/// Counts the executors' slow steps, over every partition.
+/// Counts the executors' slow steps, over every partition, and shows the step each of them
+/// (and the coordinator) runs now.
 #[derive(Debug)]
-pub(crate) struct StepTimes(SlowCalls<{ SLOW_STEP_MS.len() }>);
+pub(crate) struct StepTimes {
+    slow: SlowCalls<{ SLOW_STEP_MS.len() }>,
+    /// One for each partition's executor, then the coordinator's.
+    busy: Box<[Busy]>,
+}
 
-impl Default for StepTimes {
-    fn default() -> Self {
-        StepTimes(SlowCalls::new(SLOW_STEP_MS))
-    }
+/// A thread's step in progress.
+#[derive(Debug, Default)]
+struct Busy {
+    /// When it began, in microseconds since the Unix epoch; 0 between steps.
+    since_us: AtomicU64,
+    /// What it is.
+    kind: Mutex<StepKind>,
+}
+
+/// A step that has run for a while, as [`crate::Engine::steps_in_progress`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepInProgress {
+    /// The partition whose executor runs it; `None`: the coordinator (a multi-partition
+    /// transaction, while every executor waits at its barrier).
+    pub partition: Option<u16>,
+    /// When it began, in microseconds since the Unix epoch.
+    pub started_us: u64,
+    /// How long it has run.
+    pub running: Duration,
+    /// What it is: an invocation and its first function, or the command.
+    pub step: String,
 }
 
 impl StepTimes {
+    pub(crate) fn new(partitions: u16) -> StepTimes {
+        StepTimes { slow: SlowCalls::new(SLOW_STEP_MS), busy: (0..=partitions).map(|_| Busy::default()).collect() }
+    }
+
     /// Runs `step`, a step of `kind` on `partition`'s executor, and counts how long it took.
     /// A step past the last bound is also logged with its kind: at most ten a second per
     /// partition, by its own length.
     fn timed<T>(&self, partition: u16, kind: StepKind, step: impl FnOnce() -> T) -> T {
-        let (outcome, us) = self.0.time(step);
-        if self.0.past_last(us) {
-            tracing::warn!(partition, ms = us / 1_000, step = kind.name(), "an executor step held its partition's queue");
+        let (outcome, us) = self.slow.time(|| self.watched(usize::from(partition), kind, step));
+        if self.slow.past_last(us) {
+            let kind = self.busy[usize::from(partition)].kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner).name();
+            tracing::warn!(partition, ms = us / 1_000, step = %kind, "an executor step held its partition's queue");
         }
         outcome
     }
 
+    /// Runs `step` on the thread watched in slot `slot` (a partition, or the coordinator's
+    /// after them), showing it in progress meanwhile.
+    fn watched<T>(&self, slot: usize, kind: StepKind, step: impl FnOnce() -> T) -> T {
+        let busy = &self.busy[slot];
+        *busy.kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = kind;
+        busy.since_us.store(now_us().max(1), Ordering::Release);
+        let outcome = step();
+        busy.since_us.store(0, Ordering::Release);
+        outcome
+    }
+
+    /// Runs a multi-partition transaction's `step` on the coordinator, shown in progress.
+    pub(crate) fn coordinated<T>(&self, first: Option<Arc<Registered>>, step: impl FnOnce() -> T) -> T {
+        self.watched(self.busy.len() - 1, StepKind::MultiPartition(first), step)
+    }
+
+    /// The steps in progress that have run longer than `longer_than`.
+    pub(crate) fn in_progress(&self, longer_than: Duration) -> Vec<StepInProgress> {
+        let now = now_us();
+        let last = self.busy.len() - 1;
+        let mut found = Vec::new();
+        for (slot, busy) in self.busy.iter().enumerate() {
+            let since = busy.since_us.load(Ordering::Acquire);
+            let running = Duration::from_micros(now.saturating_sub(since));
+            if since == 0 || running <= longer_than {
+                continue;
+            }
+            let step = busy.kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner).name();
+            // Read again: the step may have ended meanwhile, and the kind be the next one's.
+            if busy.since_us.load(Ordering::Acquire) != since {
+                continue;
+            }
+            found.push(StepInProgress { partition: (slot < last).then_some(slot as u16), started_us: since, running, step });
+        }
+        found
+    }
+
     pub(crate) fn slow_steps(&self) -> SlowSteps {
-        let [over_10ms, over_100ms] = self.0.counts();
-        SlowSteps { over_10ms, over_100ms, us_max: self.0.us_max() }
+        let [over_10ms, over_100ms] = self.slow.counts();
+        SlowSteps { over_10ms, over_100ms, us_max: self.slow.us_max() }
     }
 }
 
-/// What an executor's step was, as a slow step's warning names it.
-#[derive(Debug, Clone, Copy)]
+/// What an executor's step is, as a slow step's warning and the steps in progress name it.
+#[derive(Debug, Clone, Default)]
 enum StepKind {
-    Invocation,
+    /// An invocation, and its first function.
+    Invocation(Option<Arc<Registered>>),
     Command(&'static str),
+    #[default]
     Idle,
+    /// A multi-partition transaction on the coordinator, and its first function.
+    MultiPartition(Option<Arc<Registered>>),
 }
 
 impl StepKind {
@@ -740,11 +808,13 @@ impl StepKind {
         })
     }
 
-    fn name(self) -> &'static str {
+    fn name(&self) -> String {
+        let function = |f: &Option<Arc<Registered>>| f.as_ref().map_or_else(String::new, |f| format!(" of function {}", f.name));
         match self {
-            StepKind::Invocation => "an invocation",
-            StepKind::Command(name) => name,
-            StepKind::Idle => "an idle moment's write-back and traces",
+            StepKind::Invocation(first) => format!("an invocation{}", function(first)),
+            StepKind::Command(name) => (*name).to_owned(),
+            StepKind::Idle => "an idle moment's write-back and traces".to_owned(),
+            StepKind::MultiPartition(first) => format!("a multi-partition transaction{}", function(first)),
         }
     }
 }
@@ -1158,7 +1228,7 @@ impl Executor {
             }
             if let Some(job) = ready.pop_front() {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
-                steps.timed(id, StepKind::Invocation, || {
+                steps.timed(id, StepKind::Invocation(job.members.first().map(|m| Arc::clone(&m.function))), || {
                     self.invoke(job);
                     // A checkpoint waits: a chunk per invocation, so that a partition busy
                     // with work that commits nothing (reads: no drains, no idle moment)

@@ -845,6 +845,60 @@ fn a_transaction_past_transaction_time_max_is_rolled_back() {
     });
 }
 
+/// A function that does not return shows as a step in progress on its partition's executor,
+/// or, as a multi-partition transaction, on the coordinator while every executor waits at
+/// the barrier; once it returns, it no longer shows.
+#[test]
+fn a_function_that_does_not_return_shows_as_a_step_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let engine = open(dir.path(), 2, &runs).await;
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let held = move |_: &mut Txn<'_>, _: Json| -> Result<Json, comb_backend::BoxError> {
+            released.lock().unwrap().recv()?;
+            Ok(json!(null))
+        };
+        engine.register(Function::new("hold").partition_by("k").run(held.clone())).unwrap();
+        engine.register(Function::new("hold_all").run(held)).unwrap();
+        let partition = engine.partition_of_call("hold", &json!({ "k": 7 })).unwrap();
+        let showing = |step: &'static str| {
+            let engine = engine.clone();
+            async move {
+                loop {
+                    let steps = engine.steps_in_progress(Duration::ZERO);
+                    if let Some(found) = steps.iter().find(|s| s.step.ends_with(step)) {
+                        return (found.clone(), steps);
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        for (function, input, step) in [("hold", json!({ "k": 7 }), "an invocation of function hold"), ("hold_all", json!({}), "a multi-partition transaction of function hold_all")] {
+            let call = tokio::spawn({
+                let engine = engine.clone();
+                async move { engine.invoke(Invocation::new(function, input)).await }
+            });
+            let (found, steps) = showing(step).await;
+            if function == "hold" {
+                assert_eq!(found.partition, partition, "{found:?}");
+            } else {
+                assert_eq!(found.partition, None, "on the coordinator: {found:?}");
+                let barriers = steps.iter().filter(|s| s.partition.is_some() && s.step.contains("barrier")).count();
+                assert_eq!(barriers, 2, "every executor waits at the barrier: {steps:?}");
+            }
+            assert!(engine.steps_in_progress(Duration::from_secs(3600)).is_empty(), "none has run an hour");
+            release.send(()).unwrap();
+            call.await.unwrap().unwrap();
+            while engine.steps_in_progress(Duration::ZERO).iter().any(|s| s.step.contains(function)) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn a_multi_partition_transaction_waits_for_the_invocation_in_flight_not_the_queue() {
     const QUEUED: usize = 20;

@@ -291,6 +291,9 @@ pub struct Health {
     pub log_io_over_10ms: u64,
     /// The longest of those calls since the server started, in microseconds.
     pub log_io_us_max: u64,
+    /// The longest step a partition's executor (or the coordinator) is running now, in
+    /// milliseconds (0: none): a function that does not return shows here.
+    pub executor_step_ms_now_max: u64,
 }
 
 /// The answer to a trace query.
@@ -518,6 +521,7 @@ impl Client {
             trace_merges: reply.trace_merges,
             log_io_over_10ms: reply.log_io_over_10ms,
             log_io_us_max: reply.log_io_us_max,
+            executor_step_ms_now_max: reply.executor_step_ms_now_max,
         })
     }
 

@@ -2,6 +2,7 @@
 //! one place ([`Error::code`](crate::Error::code)).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use comb_backend::{SqlFunction, SqlStatement};
 use comb_client::proto::{self, comb_server::Comb};
@@ -158,6 +159,7 @@ impl Comb for Service {
             trace_merges: merges,
             log_io_over_10ms: log.io_over_10ms,
             log_io_us_max: log.io_us_max,
+            executor_step_ms_now_max: engine.steps_in_progress(Duration::ZERO).iter().map(|s| s.running.as_millis() as u64).max().unwrap_or(0),
         }))
     }
 }

@@ -564,6 +564,10 @@ async fn a_stream_runs_at_most_its_bound_of_calls_at_once() {
         seen.push(f.client.health().await.unwrap().workflows_in_flight);
     }
     assert!(seen.iter().all(|n| *n <= bound), "the meet and at most the stream's bound in flight: {seen:?}");
+    // The held partition's executor shows its long step.
+    while f.client.health().await.unwrap().executor_step_ms_now_max == 0 {
+        assert!(Instant::now() < deadline + Duration::from_secs(3), "the held step never showed in Health");
+    }
     // A second meet, on the other partition, lets the first go: every call then ends.
     f.let_go(held, first).await;
     for call in calls {
