@@ -133,13 +133,20 @@ impl EngineOptions {
 
 /// Refuses a DDL that adds an index to a table of `before` (one the script did not create):
 /// nothing fills an index from the rows already written, nor from the writes of transactions
-/// prepared against the catalog before it.
-fn check_no_index_added(before: &Catalog, after: &Catalog) -> Result<()> {
+/// prepared against the catalog before it. Refuses a new unique index without the table's
+/// partition column: a single-partition transaction checks it only in its own partition.
+fn check_new_indexes(before: &Catalog, after: &Catalog) -> Result<()> {
     for table in after.tables() {
         // A table dropped and created again by the script has a new id: it is new.
-        let Some(old) = before.table(&table.name).filter(|t| t.id == table.id) else { continue };
-        if let Some(index) = table.indexes.iter().find(|i| old.indexes.iter().all(|o| o.id != i.id)) {
-            return Err(Error::IndexOnExistingTable { table: table.name.clone(), index: index.name.clone() });
+        let old = before.table(&table.name).filter(|t| t.id == table.id);
+        for index in table.indexes.iter().filter(|i| old.is_none_or(|old| old.indexes.iter().all(|o| o.id != i.id))) {
+            if old.is_some() {
+                return Err(Error::IndexOnExistingTable { table: table.name.clone(), index: index.name.clone() });
+            }
+            if index.unique && !index.columns.contains(&table.partition_column) {
+                let column = table.columns[table.partition_column].name.clone();
+                return Err(Error::UniqueWithoutPartitionColumn { table: table.name.clone(), index: index.name.clone(), column });
+            }
         }
     }
     Ok(())
@@ -501,7 +508,7 @@ impl Engine {
             // pending catalog being set.
             let guard = self.inner.registry.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             let catalog = Arc::new(guard.catalog.apply(sql).map_err(Error::Ddl)?);
-            check_no_index_added(&guard.catalog, &catalog)?;
+            check_new_indexes(&guard.catalog, &catalog)?;
             let mut functions = BTreeMap::new();
             for (name, (function, _)) in &guard.functions {
                 functions.insert(name.clone(), (function.clone(), Arc::new(Registered::prepare(function, &catalog)?)));

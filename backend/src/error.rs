@@ -26,6 +26,15 @@ pub enum Error {
         key: String,
     },
 
+    /// `INSERT ... ON CONFLICT DO UPDATE` reached a row it had inserted or updated already.
+    #[error("ON CONFLICT DO UPDATE on table {table} would change the row of key {key} a second time in one statement; make the rows of one INSERT differ in their primary key")]
+    RowAffectedTwice {
+        /// The table.
+        table: String,
+        /// The key's values, printed as SQL literals.
+        key: String,
+    },
+
     /// A NULL for a column declared NOT NULL.
     #[error("null value in column {column} of table {table} violates the NOT NULL constraint")]
     NotNull {
@@ -142,6 +151,17 @@ pub enum Error {
         table: String,
         /// The index.
         index: String,
+    },
+
+    /// A unique index without its table's partition column.
+    #[error("unique index {index} on table {table} must include the partition column {column}: uniqueness is checked within a partition, so rows of different partitions could share its values")]
+    UniqueWithoutPartitionColumn {
+        /// The table.
+        table: String,
+        /// The index.
+        index: String,
+        /// The partition column.
+        column: String,
     },
 
     /// A function whose statements the planner refused.

@@ -580,12 +580,20 @@ impl<'a> Exec<'a> {
     fn insert(&mut self, table: comb_planner::TableId, rows: &[Vec<Expr>], on_conflict: &OnConflict, returning: Option<&[Expr]>, params: &[Value]) -> Result<Outcome> {
         let table = self.table(table)?;
         let mut out = Outcome::default();
+        // The rows this statement inserted or updated: DO UPDATE may not change one again.
+        let mut touched: HashSet<Vec<u8>> = HashSet::new();
         for exprs in rows {
             let values = exprs.iter().map(|e| self.eval(e, &[], params)).collect::<Result<Vec<_>>>()?;
             let values = self.check_row(table, values)?;
             let key = self.row_key(table, &values)?;
             let Some(existing) = self.get(&key)? else {
+                if matches!(on_conflict, OnConflict::DoNothing { any_constraint: true }) && self.unique_conflict(table, &values, &key)?.is_some() {
+                    continue;
+                }
                 self.write_row(table, None, Some(&values[..]))?;
+                if matches!(on_conflict, OnConflict::DoUpdate { .. }) {
+                    touched.insert(key);
+                }
                 out.affected += 1;
                 self.returning(&mut out, returning, &values, params)?;
                 continue;
@@ -595,8 +603,12 @@ impl<'a> Exec<'a> {
                     let pk: Vec<Value> = table.primary_key.iter().map(|c| values[*c].clone()).collect();
                     return Err(Error::UniqueViolation { table: table.name.clone(), constraint: "primary key".to_owned(), key: show_key(&pk) });
                 }
-                OnConflict::DoNothing => {}
+                OnConflict::DoNothing { .. } => {}
                 OnConflict::DoUpdate { assignments, filter } => {
+                    if touched.contains(&key) {
+                        let pk: Vec<Value> = table.primary_key.iter().map(|c| values[*c].clone()).collect();
+                        return Err(Error::RowAffectedTwice { table: table.name.clone(), key: show_key(&pk) });
+                    }
                     let existing = decode_row(&existing)?;
                     let combined: Vec<Value> = existing.iter().chain(&values).cloned().collect();
                     if let Some(filter) = filter
@@ -611,6 +623,7 @@ impl<'a> Exec<'a> {
                     let new = self.check_row(table, new)?;
                     if self.row_key(table, &new)? == key {
                         self.write_row(table, Some(&existing[..]), Some(&new[..]))?;
+                        touched.insert(key);
                     } else {
                         // An assignment moved the row to another key: delete, then insert.
                         self.write_row(table, Some(&existing[..]), None)?;
@@ -620,6 +633,7 @@ impl<'a> Exec<'a> {
                             return Err(Error::UniqueViolation { table: table.name.clone(), constraint: "primary key".to_owned(), key: show_key(&pk) });
                         }
                         self.write_row(table, None, Some(&new[..]))?;
+                        touched.insert(moved);
                     }
                     out.affected += 1;
                     self.returning(&mut out, returning, &new, params)?;
@@ -702,9 +716,29 @@ impl<'a> Exec<'a> {
     /// Fails if another row has the same values in a unique index. Rows with a NULL among
     /// them never conflict. Checked in every partition the transaction may touch.
     fn check_unique(&self, table: &Table, index: &Index, row: &[Value], row_key: &[u8]) -> Result<()> {
+        match self.index_conflict(index, row, row_key)? {
+            Some(values) => Err(Error::UniqueViolation { table: table.name.clone(), constraint: index.name.clone(), key: show_key(&values) }),
+            None => Ok(()),
+        }
+    }
+
+    /// The first unique index of `table` on which another row than the one at `row_key`
+    /// has the values of `row`.
+    fn unique_conflict<'t>(&self, table: &'t Table, row: &[Value], row_key: &[u8]) -> Result<Option<&'t Index>> {
+        for index in table.indexes.iter().filter(|i| i.unique) {
+            if self.index_conflict(index, row, row_key)?.is_some() {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The values of `row` in the unique `index` when another row than the one at `row_key`
+    /// has them too.
+    fn index_conflict(&self, index: &Index, row: &[Value], row_key: &[u8]) -> Result<Option<Vec<Value>>> {
         let values: Vec<Value> = index.columns.iter().map(|c| row[*c].clone()).collect();
         if values.iter().any(Value::is_null) {
-            return Ok(());
+            return Ok(None);
         }
         let encoded = encode_key(&values);
         for p in self.scope_partitions() {
@@ -713,11 +747,11 @@ impl<'a> Exec<'a> {
             for (k, _) in self.scan(&prefix, &end_of(&prefix), false, None)? {
                 let pk_bytes = &k[prefix.len()..];
                 if p != crate::keys::partition_of_key(row_key) || pk_bytes != &row_key[6..] {
-                    return Err(Error::UniqueViolation { table: table.name.clone(), constraint: index.name.clone(), key: show_key(&values) });
+                    return Ok(Some(values));
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Rows of a query plan (not a write), held to `held`: the result's bound passes down

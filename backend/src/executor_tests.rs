@@ -248,6 +248,38 @@ fn upserts_and_returning() {
     assert_eq!(db.run("DELETE FROM t WHERE k = -5", vec![]).unwrap().affected, 0);
 }
 
+/// As in PostgreSQL: ON CONFLICT DO NOTHING without a target skips a row that conflicts on
+/// any unique index; with the primary key as its target, only on that key (a conflict on
+/// another unique index fails). DO UPDATE may not change a row twice in one statement.
+#[test]
+fn on_conflict_targets_and_a_row_affected_twice() {
+    let mut db = Db::seeded();
+    // k = 1 holds s = 'a', under the unique index t_by_s.
+    let any = "INSERT INTO t (k, s) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING";
+    let inserted = db.run(any, vec![int(10), text("a"), int(11), text("k")]).unwrap();
+    assert_eq!(inserted.affected, 1, "the row whose s conflicts is skipped, the other inserted");
+    assert_eq!(ints(&db.rows("SELECT k FROM t WHERE k >= 10 ORDER BY k", vec![])), vec![11]);
+    match db.run("INSERT INTO t (k, s) VALUES (12, 'a') ON CONFLICT (k) DO NOTHING", vec![]) {
+        Err(Error::UniqueViolation { constraint, .. }) => assert_eq!(constraint, "t_by_s"),
+        other => panic!("a conflict off the target fails: {other:?}"),
+    }
+    assert_eq!(db.run("INSERT INTO t (k, s) VALUES (1, 'zz') ON CONFLICT (k) DO NOTHING", vec![]).unwrap().affected, 0, "the target's conflict is skipped");
+
+    let upsert = "INSERT INTO t (k, n) VALUES ($1, 1), ($2, 2) ON CONFLICT (k) DO UPDATE SET n = t.n + excluded.n RETURNING k, n";
+    match db.run(upsert, vec![int(20), int(20)]) {
+        Err(err @ Error::RowAffectedTwice { .. }) => assert!(err.to_string().contains("key (20)"), "{err}"),
+        other => panic!("a row inserted, then updated by the same statement: {other:?}"),
+    }
+    match db.run(upsert, vec![int(1), int(1)]) {
+        Err(Error::RowAffectedTwice { .. }) => {}
+        other => panic!("a row updated twice by the same statement: {other:?}"),
+    }
+    assert!(db.rows("SELECT k FROM t WHERE k = 20", vec![]).is_empty(), "the failed statement left nothing");
+    assert_eq!(db.rows(upsert, vec![int(1), int(21)]), vec![vec![int(1), int(11)], vec![int(21), int(2)]], "two keys, each once");
+    // DO NOTHING over the same key twice inserts the first and skips the second.
+    assert_eq!(db.run("INSERT INTO t (k, n) VALUES (30, 1), (30, 2) ON CONFLICT (k) DO NOTHING", vec![]).unwrap().affected, 1);
+}
+
 #[test]
 fn aggregates_sort_limit_distinct_and_join() {
     let mut db = Db::seeded();

@@ -762,9 +762,10 @@ fn options_out_of_bounds_are_refused_by_name() {
 
 /// An index is built only with its table: a DDL that adds one to a table that exists (and
 /// may hold rows) is refused whole, naming both, and changes nothing; with its table, in
-/// one script, or as a no-op `IF NOT EXISTS`, it is accepted.
+/// one script, or as a no-op `IF NOT EXISTS`, it is accepted. A unique index must include
+/// the partition column, where its check is whole.
 #[test]
-fn an_index_on_a_table_that_exists_is_refused() {
+fn an_index_on_a_table_that_exists_or_unique_across_partitions_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let runs = Arc::new(AtomicUsize::new(0));
@@ -785,6 +786,17 @@ fn an_index_on_a_table_that_exists_is_refused() {
         engine.execute_ddl("DROP TABLE notes; CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT); CREATE INDEX notes_by_body ON notes (body)").await.expect("a new table of the same name");
         let err = engine.execute_ddl("CREATE INDEX notes_by_id ON notes (id, body)").await.expect_err("the table exists now");
         assert!(err.to_string().contains("create the table and its indexes in one script"), "the error says what to do: {err}");
+
+        for unique in ["CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE)", "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT); CREATE UNIQUE INDEX users_by_email ON users (email)"] {
+            match engine.execute_ddl(unique).await {
+                Err(Error::UniqueWithoutPartitionColumn { table, column, .. }) => assert_eq!((table.as_str(), column.as_str()), ("users", "id")),
+                other => panic!("{unique}: expected the unique index to be refused, got {other:?}"),
+            }
+        }
+        engine
+            .execute_ddl("CREATE TABLE members (org BIGINT, id BIGINT, email TEXT, PRIMARY KEY (org, id), UNIQUE (org, email))")
+            .await
+            .expect("a unique index with the partition column");
         engine.close().await.unwrap();
     });
 }

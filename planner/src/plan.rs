@@ -105,8 +105,12 @@ pub struct SortKey {
 pub enum OnConflict {
     /// Fail the statement (and so the transaction) with a unique violation.
     Error,
-    /// Skip the row.
-    DoNothing,
+    /// Skip the row: on a conflict over its primary key, and with `any_constraint` (no
+    /// conflict target given) over any unique index too.
+    DoNothing {
+        /// No conflict target: a conflict on any unique constraint skips the row.
+        any_constraint: bool,
+    },
     /// Update the existing row.
     DoUpdate {
         /// `(column index, value)`; values are over the existing row followed by the
@@ -335,7 +339,8 @@ impl Plan {
                 write!(f, "{pad}Insert {table_name}")?;
                 match on_conflict {
                     OnConflict::Error => {}
-                    OnConflict::DoNothing => f.write_str(" on_conflict=nothing")?,
+                    OnConflict::DoNothing { any_constraint: false } => f.write_str(" on_conflict=nothing")?,
+                    OnConflict::DoNothing { any_constraint: true } => f.write_str(" on_conflict=nothing (any unique)")?,
                     OnConflict::DoUpdate {
                         assignments,
                         filter,

@@ -1669,7 +1669,9 @@ impl<'c> Planner<'c> {
                 }
                 reads.insert(table.id);
                 match &c.action {
-                    OnConflictAction::DoNothing => OnConflict::DoNothing,
+                    OnConflictAction::DoNothing => OnConflict::DoNothing {
+                        any_constraint: c.conflict_target.is_none(),
+                    },
                     OnConflictAction::DoUpdate(update) => {
                         if c.conflict_target.is_none() {
                             self.err(invalid("ON CONFLICT DO UPDATE needs a conflict target: ON CONFLICT (primary key columns)", at(c)));
