@@ -294,6 +294,9 @@ pub struct Health {
     /// The longest step a partition's executor (or the coordinator) is running now, in
     /// milliseconds (0: none): a function that does not return shows here.
     pub executor_step_ms_now_max: u64,
+    /// Flushes of the traces to their files that failed since the server started (each is
+    /// tried again; meanwhile the log keeps the records the traces still need).
+    pub trace_flush_failures: u64,
 }
 
 /// The answer to a trace query.
@@ -522,6 +525,7 @@ impl Client {
             log_io_over_10ms: reply.log_io_over_10ms,
             log_io_us_max: reply.log_io_us_max,
             executor_step_ms_now_max: reply.executor_step_ms_now_max,
+            trace_flush_failures: reply.trace_flush_failures,
         })
     }
 

@@ -159,6 +159,7 @@ impl Comb for Service {
             trace_merges: merges,
             log_io_over_10ms: log.io_over_10ms,
             log_io_us_max: log.io_us_max,
+            trace_flush_failures: self.tracer.as_ref().map_or(0, |t| t.flush_failures()),
             executor_step_ms_now_max: engine.steps_in_progress(Duration::ZERO).iter().map(|s| s.running.as_millis() as u64).max().unwrap_or(0),
         }))
     }

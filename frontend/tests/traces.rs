@@ -280,10 +280,61 @@ async fn the_server_trims_its_log_as_it_serves_and_never_past_the_traces() {
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 
-    // Tracing again: the feed goes on from what the log holds, rather than stopping.
+    // Tracing again: the feed goes on from what the log holds, rather than stopping, and a
+    // query that catches up with the log is answered though no record follows the gap.
     let (server, listening, client) = start_with(dir.path(), options()).await;
+    assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS)]], "caught up over the gap");
     client.invoke::<Value>("count", &json!({ "id": 0, "by": 1 })).await.unwrap();
     assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS + 1)]], "the runs the log still held are traced; the trimmed ones are missing");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+}
+
+/// A flush that fails (here, the folder of the `workflows` table replaced by a file, as a
+/// full or failing disk would refuse it) is tried again until it succeeds: the log is not
+/// trimmed past what the traces hold meanwhile, and then every run is traced once, also
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_is_tried_again_and_the_traces_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || ServerOptions {
+        engine: EngineOptions { partitions: 2, ..EngineOptions::default() },
+        tracing: TracingOptions { flush_age: Duration::from_millis(50), ..TracingOptions::default() },
+        checkpoint_interval: Duration::from_millis(50),
+        ..ServerOptions::default()
+    };
+    let (server, listening, client) = start_with(dir.path(), options()).await;
+    let (log, tracer) = (server.engine().log().clone(), server.tracer().expect("tracing is on"));
+    let folder = dir.path().join("traces").join("workflows");
+    let aside = dir.path().join("workflows-aside");
+    std::fs::rename(&folder, &aside).unwrap();
+    std::fs::write(&folder, b"not a folder").unwrap();
+    const RUNS: i64 = 10;
+    for id in 0..RUNS {
+        client.invoke::<Value>("count", &json!({ "id": id, "by": 1 })).await.unwrap();
+    }
+    let ran = log.tail();
+    // Tried and failed, again and again: the checkpoint stays, so the log keeps the runs.
+    while client.health().await.unwrap().trace_flush_failures < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(tracer.checkpoint() < ran, "the checkpoint passed records whose rows are in no file");
+    assert!(log.trim_point() <= tracer.checkpoint() + 1, "the log was trimmed past the traces: trim point {}, checkpoint {}", log.trim_point(), tracer.checkpoint());
+    assert_eq!(tracer.failure(), None, "the feed goes on");
+
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&aside, &folder).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), log.trimmed_past(ran))
+        .await
+        .unwrap_or_else(|_| panic!("the log was never trimmed past the runs: the flush was not tried again (checkpoint {})", tracer.checkpoint()))
+        .unwrap();
+    let sql = "SELECT count(*) AS runs, count(DISTINCT id) AS ids FROM workflows WHERE name = 'count'";
+    assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS), json!(RUNS)]], "every run traced once");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+
+    let (server, listening, client) = start_with(dir.path(), options()).await;
+    assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS), json!(RUNS)]], "the failed flushes left no file that counts a run again");
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 }

@@ -47,6 +47,7 @@ mod store;
 pub mod tables;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,8 @@ pub struct Tracer {
     checkpoints: watch::Receiver<Lsn>,
     /// Why the feed stopped, if it stopped on an error.
     failure: Arc<Mutex<Option<String>>>,
+    /// Flushes that failed since the tracer started (each is tried again).
+    flush_failures: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     queries: Arc<Semaphore>,
     feed: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -151,6 +154,7 @@ impl Tracer {
         let (checkpoint_tx, checkpoints) = watch::channel(checkpoint);
         let (stop, stopped) = watch::channel(false);
         let failure = Arc::new(Mutex::new(None));
+        let flush_failures = Arc::new(AtomicU64::new(0));
         let feed = Feed {
             store: Arc::clone(&store),
             log: log.clone(),
@@ -158,6 +162,7 @@ impl Tracer {
             options: options.clone(),
             consumed: consumed_tx,
             checkpoints: checkpoint_tx,
+            flush_failures: Arc::clone(&flush_failures),
         };
         let task = feed_runtime.spawn(feed.run(stopped, Arc::clone(&failure)));
         Ok(Tracer {
@@ -169,6 +174,7 @@ impl Tracer {
             consumed,
             checkpoints,
             failure,
+            flush_failures,
             stop,
             feed: Mutex::new(Some(task)),
             runtime: Mutex::new(Some(runtime)),
@@ -201,6 +207,14 @@ impl Tracer {
     /// The last LSN whose rows are queryable.
     pub fn consumed(&self) -> Lsn {
         *self.consumed.borrow()
+    }
+
+    /// How many flushes failed since the tracer started. A failed flush (a full disk, say)
+    /// is tried again within a second; meanwhile the checkpoint, and with it the log's trim
+    /// point, stays where the last flush left it, and the feed stops reading once the tail
+    /// holds `flush-bytes`.
+    pub fn flush_failures(&self) -> u64 {
+        self.flush_failures.load(Ordering::Relaxed)
     }
 
     /// Why the feed stopped, if it did.
@@ -320,6 +334,7 @@ struct Feed {
     options: TracingOptions,
     consumed: watch::Sender<Lsn>,
     checkpoints: watch::Sender<Lsn>,
+    flush_failures: Arc<AtomicU64>,
 }
 
 impl Feed {
@@ -341,6 +356,10 @@ impl Feed {
         if from < trim_point {
             tracing::warn!(from, trim_point, "the log no longer holds the records from the trace checkpoint on; their rows are missing from the traces");
             from = trim_point;
+            // The gap counts as consumed (and the next flush's checkpoint passes it): a query
+            // that catches up with the log must not wait for a record after it.
+            self.store.append(Rows::default(), trim_point - 1)?;
+            let _ = self.consumed.send(trim_point - 1);
         }
         let mut records = self.log.subscribe(from, ANY_TAG).ready_chunks(self.options.feed_batch_records);
         let mut tick = tokio::time::interval(self.options.flush_age.min(TICK_MAX));
@@ -349,13 +368,17 @@ impl Feed {
         let mut expired_at = Instant::now();
         let mut step = Step::default();
         let (mut merging, mut merge_failed_at) = (None, None);
+        // Since when flushes fail: each tick tries again, and the feed reads no further once
+        // the tail holds `flush-bytes`.
+        let mut flush_failing: Option<Instant> = None;
         loop {
+            let reading = flush_failing.is_none() || self.store.tail_bytes() < self.options.flush_bytes;
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tick.tick() => {
-                    if self.store.is_older_than(self.options.flush_age) {
+                    if flush_failing.is_some() || self.store.is_older_than(self.options.flush_age) {
                         self.publish(&mut step)?;
-                        self.flush().await?;
+                        self.flush_or_retry(&mut flush_failing).await;
                     }
                     if expired_at.elapsed() >= EXPIRY_EVERY {
                         self.expire().await?;
@@ -369,7 +392,7 @@ impl Feed {
                     }
                     self.start_merge(&mut merging, merge_failed_at);
                 }
-                chunk = records.next() => {
+                chunk = records.next(), if reading => {
                     let Some(chunk) = chunk else { break };
                     let full = chunk.len() == self.options.feed_batch_records;
                     let catalog = (self.catalog)();
@@ -410,8 +433,8 @@ impl Feed {
                         }
                         None => {}
                     }
-                    if self.store.tail_bytes() >= self.options.flush_bytes {
-                        self.flush().await?;
+                    if flush_failing.is_none() && self.store.tail_bytes() >= self.options.flush_bytes {
+                        self.flush_or_retry(&mut flush_failing).await;
                     }
                     if !more {
                         // Caught up with the log: let records gather before the next step.
@@ -443,6 +466,27 @@ impl Feed {
             let _ = self.consumed.send(last);
         }
         Ok(())
+    }
+
+    /// Flushes; a failure is logged (the first of a run of them as an error) and counted,
+    /// and `failing` says since when, for the next try.
+    async fn flush_or_retry(&self, failing: &mut Option<Instant>) {
+        match self.flush().await {
+            Ok(()) => {
+                if let Some(since) = failing.take() {
+                    tracing::info!(seconds = since.elapsed().as_secs(), "trace flushes succeed again");
+                }
+            }
+            Err(err) => {
+                self.flush_failures.fetch_add(1, Ordering::Relaxed);
+                if failing.is_none() {
+                    tracing::error!(error = %err, "a trace flush failed; it is tried again within a second, and meanwhile the log keeps the records the traces still need");
+                    *failing = Some(Instant::now());
+                } else {
+                    tracing::debug!(error = %err, "a trace flush failed again");
+                }
+            }
+        }
     }
 
     async fn flush(&self) -> Result<()> {

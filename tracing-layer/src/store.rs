@@ -262,10 +262,15 @@ fn now_us() -> u64 {
 /// the folder: after a crash the file is either the old one or the new one, whole.
 fn write_durably(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e))?;
-    write(&mut file)?;
-    file.sync_all().map_err(|e| io_error("sync", &tmp, &e))?;
-    drop(file);
+    let written = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e)).and_then(|mut file| {
+        write(&mut file)?;
+        file.sync_all().map_err(|e| io_error("sync", &tmp, &e))
+    });
+    if let Err(err) = written {
+        // A full disk, say: what was written of it goes (opening would remove it anyway).
+        let _ = fs::remove_file(&tmp);
+        return Err(err);
+    }
     fs::rename(&tmp, path).map_err(|e| io_error("rename", path, &e))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
@@ -429,9 +434,21 @@ impl TraceStore {
                 continue;
             }
             let path = self.dir.join(TABLES[table]).join(TraceFile::name(from, to, written_us));
-            write_durably(&path, |file| write_parquet(file, table, batches))?;
-            let bytes = entry_bytes(&path)?;
-            written[table] = Some(TraceFile { path, from, to, written_us, bytes, mergeable: true, merging: false });
+            let file = write_durably(&path, |file| write_parquet(file, table, batches)).and_then(|()| entry_bytes(&path));
+            match file {
+                Ok(bytes) => written[table] = Some(TraceFile { path, from, to, written_us, bytes, mergeable: true, merging: false }),
+                Err(err) => {
+                    // The flush fails whole and may be tried again (the tail is kept, and the
+                    // next try names its files anew): the files of this one go, or they would
+                    // stay out of the listing until the next start removed them. Only before
+                    // the checkpoint is written: after, it may confirm them.
+                    let _ = fs::remove_file(&path);
+                    for file in written.iter().flatten() {
+                        let _ = fs::remove_file(&file.path);
+                    }
+                    return Err(err);
+                }
+            }
         }
         write_durably(&self.dir.join(CHECKPOINT), |file| file.write_all(format!("{to}\n").as_bytes()).map_err(|e| io_error("write", &self.dir.join(CHECKPOINT), &e)))?;
         let mut guard = self.lock();
