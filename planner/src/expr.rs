@@ -662,7 +662,7 @@ pub fn cast(value: Value, to: DataType) -> Result<Value, EvalError> {
             Value::Int(rounded as i64)
         }
         (Value::Int(i), DataType::Text) => Value::Text(i.to_string()),
-        (Value::Double(d), DataType::Text) => Value::Text(d.to_string()),
+        (Value::Double(d), DataType::Text) => Value::Text(double_text(d)),
         (Value::Bool(b), DataType::Text) => Value::Text(b.to_string()),
         (Value::Timestamp(t), DataType::Text) => Value::Text(crate::value::format_timestamp(t)),
         (Value::Text(s), DataType::Timestamp) => Value::Timestamp(
@@ -683,10 +683,74 @@ pub fn cast(value: Value, to: DataType) -> Result<Value, EvalError> {
             "false" | "f" | "no" | "n" | "off" | "0" => Value::Bool(false),
             _ => return Err(invalid(&Value::Text(s))),
         },
-        (Value::Text(s), DataType::Bytea) => Value::Bytes(s.into_bytes()),
+        (Value::Text(s), DataType::Bytea) => match bytea_input(&s) {
+            Some(bytes) => Value::Bytes(bytes),
+            None => return Err(invalid(&Value::Text(s))),
+        },
         (Value::Bool(b), DataType::BigInt) => Value::Int(i64::from(b)),
         (v, _) => return Err(invalid(&v)),
     })
+}
+
+/// A DOUBLE as PostgreSQL's `float8` output writes it: the shortest digits that read back
+/// as the same value, in exponent form (`1e+20`, `1.5e-05`) when the exponent is below -4
+/// or at least 15, else in positional form (`0.0001`, `123456789012345`); `Infinity`,
+/// `-Infinity`, `NaN`.
+pub(crate) fn double_text(d: f64) -> String {
+    if d.is_nan() {
+        return "NaN".to_owned();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    // Rust writes the shortest digits too: `1.2345e17`, `1e-5`, `0e0`.
+    let scientific = format!("{d:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if d != 0.0 && !(-4..15).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
+    } else {
+        d.to_string()
+    }
+}
+
+/// Text read as PostgreSQL reads a `bytea` literal: `\x` and hex digit pairs (whitespace
+/// between pairs allowed), or the escape form (`\\` a backslash, `\ooo` an octal byte,
+/// anything else as its own bytes). `None` for text that is neither.
+pub(crate) fn bytea_input(s: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = s.strip_prefix("\\x") {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        // Whitespace only between pairs: each pair's two digits are adjacent.
+        let pairs = hex.split_ascii_whitespace().all(|chunk| chunk.len() % 2 == 0);
+        if !pairs {
+            return None;
+        }
+        return digits
+            .chunks(2)
+            .map(|pair| pair.iter().all(u8::is_ascii_hexdigit).then(|| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).flatten())
+            .collect();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let octal = bytes.get(i + 1..i + 4)?;
+            if !matches!(octal[0], b'0'..=b'3') || !octal[1..].iter().all(|b| matches!(b, b'0'..=b'7')) {
+                return None;
+            }
+            out.push(octal.iter().fold(0u8, |n, b| n * 8 + (b - b'0')));
+            i += 4;
+        }
+    }
+    Some(out)
 }
 
 /// Tells whether `CAST(from AS to)` is accepted by the type checker.
@@ -935,6 +999,50 @@ mod tests {
 
     fn int(i: i64) -> Expr {
         lit(Value::Int(i))
+    }
+
+    /// Written as PostgreSQL's float8 output writes them.
+    #[test]
+    fn doubles_as_text_as_postgres_writes_them() {
+        for (d, want) in [
+            (1e20, "1e+20"),
+            (1e15, "1e+15"),
+            (123456789012345.0, "123456789012345"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1.5, "1.5"),
+            (1.0, "1"),
+            (-2.25, "-2.25"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (f64::NAN, "NaN"),
+        ] {
+            assert_eq!(cast(Value::Double(d), DataType::Text), Ok(Value::Text(want.to_owned())), "{d:?}");
+        }
+    }
+
+    /// Read as PostgreSQL reads a bytea literal; anything else is an invalid cast.
+    #[test]
+    fn text_as_bytea_as_postgres_reads_it() {
+        for (text, want) in [
+            ("\\x41", &b"A"[..]),
+            ("\\xDEADbeef", &[0xde, 0xad, 0xbe, 0xef][..]),
+            ("\\x de ad", &[0xde, 0xad][..]),
+            ("\\x", &[][..]),
+            ("abc", &b"abc"[..]),
+            ("a\\\\b", &b"a\\b"[..]),
+            ("\\101\\000z", &[b'A', 0, b'z'][..]),
+        ] {
+            assert_eq!(cast(Value::Text(text.to_owned()), DataType::Bytea), Ok(Value::Bytes(want.to_vec())), "{text:?}");
+        }
+        for bad in ["\\x4", "\\x4g", "\\x+1", "\\x4 1", "a\\b", "\\400", "\\12", "tail\\"] {
+            assert!(matches!(cast(Value::Text(bad.to_owned()), DataType::Bytea), Err(EvalError::InvalidCast { .. })), "{bad:?}");
+        }
     }
 
     fn null_bool() -> Expr {
@@ -1336,6 +1444,20 @@ mod tests {
                     None => prop_assert!(matches!(got, Err(EvalError::Overflow { .. })), "expected overflow, got {:?}", got),
                 }
             }
+        }
+
+        /// A DOUBLE written as text reads back as the same value.
+        #[test]
+        fn double_text_reads_back(d in any::<f64>().prop_filter("a number", |d| d.is_finite())) {
+            let text = double_text(d);
+            prop_assert_eq!(text.parse::<f64>().map(f64::to_bits), Ok(d.to_bits()), "{}", text);
+        }
+
+        /// Bytes written in PostgreSQL's hex form read back.
+        #[test]
+        fn bytea_hex_reads_back(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            prop_assert_eq!(bytea_input(&format!("\\x{hex}")), Some(bytes));
         }
 
         /// LIKE with a pattern without wildcards is equality; `%` around it is containment.
