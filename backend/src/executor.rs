@@ -493,12 +493,17 @@ impl<'a> Exec<'a> {
             let exhausted = entries.len() < want;
             let Some(last) = entries.last().map(|(k, _)| k.clone()) else { break };
             for (k, v) in entries {
+                // Rows past the cap are not evaluated: a filter that fails on one (a division
+                // by zero) does not fail a statement whose LIMIT stopped before it.
+                if out.len() == cap {
+                    break;
+                }
                 let row = decode_row(&v)?;
                 let keep = match filter {
                     Some(predicate) => self.eval(predicate, &row, params)? == Value::Bool(true),
                     None => true,
                 };
-                if keep && out.len() < cap {
+                if keep {
                     out.push((k[2..].to_vec(), row));
                 }
             }

@@ -248,6 +248,17 @@ fn upserts_and_returning() {
     assert_eq!(db.run("DELETE FROM t WHERE k = -5", vec![]).unwrap().affected, 0);
 }
 
+/// A LIMIT over a key range evaluates its filter on no row past the ones it returns: a row
+/// further on that would fail it (a division by zero) does not fail the statement.
+#[test]
+fn a_limit_stops_evaluating_its_filter_at_its_rows() {
+    let mut db = Db::seeded();
+    db.run("INSERT INTO t (k, n) VALUES (5, 0)", vec![]).unwrap();
+    let first = "SELECT k FROM t WHERE k > -100 AND 100 / n > 1 ORDER BY k LIMIT 1";
+    assert_eq!(ints(&db.rows(first, vec![])), vec![-5]);
+    assert!(matches!(db.run("SELECT k FROM t WHERE k > -100 AND 100 / n > 1 ORDER BY k", vec![]), Err(Error::Eval { .. })), "without the limit the row is reached");
+}
+
 /// As in PostgreSQL: ON CONFLICT DO NOTHING without a target skips a row that conflicts on
 /// any unique index; with the primary key as its target, only on that key (a conflict on
 /// another unique index fails). DO UPDATE may not change a row twice in one statement.
