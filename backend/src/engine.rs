@@ -789,16 +789,18 @@ impl Engine {
 /// How often the watch looks at the steps in progress.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Warns of every step that runs past `transaction-time-max-ms`, until `stop` disconnects:
-/// once it passes the limit, then each time its running time has doubled. Such a step is a
-/// function that runs no statement (a loop, or a blocking call), which the limit cannot stop,
-/// and its partition's queue (every partition's, for a multi-partition transaction) waits.
+/// Warns of every step running functions past `transaction-time-max-ms`, until `stop`
+/// disconnects: once it passes the limit, then each time its running time has doubled.
+/// Such a step is a function that runs no statement (a loop, or a blocking call), which the
+/// limit cannot stop, or one long statement, and its partition's queue (every partition's,
+/// for a multi-partition transaction, whose executors wait at its barrier) waits.
 fn watch_steps(shared: &Shared, stop: &Receiver<()>) {
     // For each thread warned of: the step's start, and the running time of its next warning.
     let mut warned: BTreeMap<Option<u16>, (u64, Duration)> = BTreeMap::new();
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_INTERVAL) {
         let limit = shared.transaction_time_max;
-        let steps = shared.steps.in_progress(limit);
+        let mut steps = shared.steps.in_progress(limit);
+        steps.retain(|s| s.runs_functions);
         warned.retain(|partition, (started, _)| steps.iter().any(|s| s.partition == *partition && s.started_us == *started));
         for step in steps {
             let (_, next) = warned.entry(step.partition).or_insert((step.started_us, limit));
@@ -808,7 +810,7 @@ fn watch_steps(shared: &Shared, stop: &Receiver<()>) {
                     %partition,
                     seconds = step.running.as_secs(),
                     step = %step.step,
-                    "a step has run past transaction-time-max-ms and its queue waits: a function that runs no statement (a loop, or a blocking call) cannot be stopped"
+                    "a step has run past transaction-time-max-ms and its queue waits: a function that runs no statement (a loop, or a blocking call), or one long statement, cannot be stopped"
                 );
                 *next = step.running * 2;
             }

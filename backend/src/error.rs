@@ -187,7 +187,7 @@ pub enum Error {
     },
 
     /// The transaction ran past `transaction-time-max-ms`: rolled back.
-    #[error("function {function} ran {elapsed_ms} ms, past the limit of {limit_ms} ms on one transaction (transaction-time-max-ms), {at}, and was rolled back; split its work into shorter transactions")]
+    #[error("function {function}: its transaction had run {elapsed_ms} ms, past the limit of {limit_ms} ms (transaction-time-max-ms), {at}, and was rolled back; split the work into shorter transactions")]
     TimeLimit {
         /// The function running when the limit was found passed.
         function: String,

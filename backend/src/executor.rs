@@ -592,7 +592,7 @@ impl<'a> Exec<'a> {
             let values = self.check_row(table, values)?;
             let key = self.row_key(table, &values)?;
             let Some(existing) = self.get(&key)? else {
-                if matches!(on_conflict, OnConflict::DoNothing { any_constraint: true }) && self.unique_conflict(table, &values, &key)?.is_some() {
+                if matches!(on_conflict, OnConflict::DoNothing { any_constraint: true }) && self.unique_conflict(table, &values, &key)? {
                     continue;
                 }
                 self.write_row(table, None, Some(&values[..]))?;
@@ -727,15 +727,15 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// The first unique index of `table` on which another row than the one at `row_key`
-    /// has the values of `row`.
-    fn unique_conflict<'t>(&self, table: &'t Table, row: &[Value], row_key: &[u8]) -> Result<Option<&'t Index>> {
+    /// Whether another row than the one at `row_key` has the values of `row` in a unique
+    /// index of `table`.
+    fn unique_conflict(&self, table: &Table, row: &[Value], row_key: &[u8]) -> Result<bool> {
         for index in table.indexes.iter().filter(|i| i.unique) {
             if self.index_conflict(index, row, row_key)?.is_some() {
-                return Ok(Some(index));
+                return Ok(true);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// The values of `row` in the unique `index` when another row than the one at `row_key`

@@ -700,12 +700,14 @@ pub(crate) struct StepTimes {
     slow: SlowCalls<{ SLOW_STEP_MS.len() }>,
     /// One for each partition's executor, then the coordinator's.
     busy: Box<[Busy]>,
+    /// What the steps' starts count from (a monotonic clock).
+    epoch: Instant,
 }
 
 /// A thread's step in progress.
 #[derive(Debug, Default)]
 struct Busy {
-    /// When it began, in microseconds since the Unix epoch; 0 between steps.
+    /// When it began, in microseconds after the epoch, plus one; 0 between steps.
     since_us: AtomicU64,
     /// What it is.
     kind: Mutex<StepKind>,
@@ -723,11 +725,18 @@ pub struct StepInProgress {
     pub running: Duration,
     /// What it is: an invocation and its first function, or the command.
     pub step: String,
+    /// Whether it runs functions (an invocation, a multi-partition transaction), rather
+    /// than the engine's own work (a command, a barrier's wait, an idle moment's).
+    pub runs_functions: bool,
 }
 
 impl StepTimes {
     pub(crate) fn new(partitions: u16) -> StepTimes {
-        StepTimes { slow: SlowCalls::new(SLOW_STEP_MS), busy: (0..=partitions).map(|_| Busy::default()).collect() }
+        StepTimes { slow: SlowCalls::new(SLOW_STEP_MS), busy: (0..=partitions).map(|_| Busy::default()).collect(), epoch: Instant::now() }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64 + 1
     }
 
     /// Runs `step`, a step of `kind` on `partition`'s executor, and counts how long it took.
@@ -745,12 +754,18 @@ impl StepTimes {
     /// Runs `step` on the thread watched in slot `slot` (a partition, or the coordinator's
     /// after them), showing it in progress meanwhile.
     fn watched<T>(&self, slot: usize, kind: StepKind, step: impl FnOnce() -> T) -> T {
+        /// Ends the step shown, also when it unwinds.
+        struct Ended<'a>(&'a AtomicU64);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
         let busy = &self.busy[slot];
         *busy.kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = kind;
-        busy.since_us.store(now_us().max(1), Ordering::Release);
-        let outcome = step();
-        busy.since_us.store(0, Ordering::Release);
-        outcome
+        busy.since_us.store(self.now_us(), Ordering::Release);
+        let _ended = Ended(&busy.since_us);
+        step()
     }
 
     /// Runs a multi-partition transaction's `step` on the coordinator, shown in progress.
@@ -760,7 +775,7 @@ impl StepTimes {
 
     /// The steps in progress that have run longer than `longer_than`.
     pub(crate) fn in_progress(&self, longer_than: Duration) -> Vec<StepInProgress> {
-        let now = now_us();
+        let (now, wall_now) = (self.now_us(), now_us());
         let last = self.busy.len() - 1;
         let mut found = Vec::new();
         for (slot, busy) in self.busy.iter().enumerate() {
@@ -769,12 +784,16 @@ impl StepTimes {
             if since == 0 || running <= longer_than {
                 continue;
             }
-            let step = busy.kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner).name();
+            let (step, runs_functions) = {
+                let kind = busy.kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                (kind.name(), matches!(*kind, StepKind::Invocation(_) | StepKind::MultiPartition(_)))
+            };
             // Read again: the step may have ended meanwhile, and the kind be the next one's.
             if busy.since_us.load(Ordering::Acquire) != since {
                 continue;
             }
-            found.push(StepInProgress { partition: (slot < last).then_some(slot as u16), started_us: since, running, step });
+            let started_us = wall_now.saturating_sub(running.as_micros() as u64);
+            found.push(StepInProgress { partition: (slot < last).then_some(slot as u16), started_us, running, step, runs_functions });
         }
         found
     }
@@ -864,13 +883,15 @@ fn in_txn<T>(
     body: impl FnOnce(&mut Txn<'_>) -> std::result::Result<T, crate::function::BoxError>,
 ) -> Result<T> {
     let mut txn = Txn { function, snapshot, writes, scope, partitions: shared.partitions, limits: shared.limits, deadline, timed_out: None };
-    let ended = match catch_unwind(AssertUnwindSafe(|| body(&mut txn))) {
-        Ok(ended) => ended,
-        Err(panic) => return Err(Error::Panicked { function: function.name.clone(), message: panic_message(panic.as_ref()) }),
-    };
+    let ended = catch_unwind(AssertUnwindSafe(|| body(&mut txn)));
+    // First: a body that panics on the time limit's error (an `unwrap`) failed for the limit.
     if let Some(err) = txn.timed_out.take() {
         return Err(err);
     }
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(panic) => return Err(Error::Panicked { function: function.name.clone(), message: panic_message(panic.as_ref()) }),
+    };
     deadline.check(&function.name, || "when its body returned".to_owned())?;
     ended.map_err(|err| match err.downcast::<Error>() {
         Ok(err) => *err,

@@ -828,6 +828,13 @@ fn a_transaction_past_transaction_time_max_is_rolled_back() {
             };
             Ok(json!({ "reads": reads, "caught": caught.to_string() }))
         };
+        // Reads in a loop, and panics on the first statement that fails.
+        let spin_unwrap = |tx: &mut Txn<'_>, input: Json| -> Result<Json, comb_backend::BoxError> {
+            tx.execute("add", (id(&input, "id"),))?;
+            loop {
+                tx.query_opt::<i64>("get", (id(&input, "id"),)).unwrap();
+            }
+        };
         // Runs no statement past its write, but returns after the limit.
         let slow = |tx: &mut Txn<'_>, input: Json| -> Result<Json, comb_backend::BoxError> {
             tx.execute("add", (id(&input, "id"),))?;
@@ -835,9 +842,15 @@ fn a_transaction_past_transaction_time_max_is_rolled_back() {
             Ok(json!("done"))
         };
         engine.register(statements(Function::new("spin").partition_by("id")).run(spin)).unwrap();
+        engine.register(statements(Function::new("spin_unwrap").partition_by("id")).run(spin_unwrap)).unwrap();
         engine.register(statements(Function::new("slow").partition_by("id")).run(slow)).unwrap();
         engine.register(statements(Function::new("slow_everywhere")).run(slow)).unwrap();
-        for (function, account, at) in [("spin", 1, "at the start of its statement get"), ("slow", 2, "when its body returned"), ("slow_everywhere", 3, "when its body returned")] {
+        for (function, account, at) in [
+            ("spin", 1, "at the start of its statement get"),
+            ("spin_unwrap", 5, "at the start of its statement get"),
+            ("slow", 2, "when its body returned"),
+            ("slow_everywhere", 3, "when its body returned"),
+        ] {
             let err = engine.invoke(Invocation::new(function, json!({ "id": account }))).await.expect_err("past the limit");
             match &err {
                 Error::TimeLimit { function: named, elapsed_ms, limit_ms, at: found } => {
@@ -850,7 +863,7 @@ fn a_transaction_past_transaction_time_max_is_rolled_back() {
             let balance = engine.invoke(Invocation::new("balance", json!({ "id": account }))).await.unwrap();
             assert_eq!(balance.value, Json::Null, "{function}: its write was rolled back");
         }
-        // Within the limit, the same functions' work commits.
+        // Within the limit, a transaction commits as ever.
         let deposited = engine.invoke(Invocation::new("deposit", json!({ "id": 4, "amount": 5 }))).await.unwrap();
         assert_eq!(deposited.value, json!({ "balance": 5 }));
         engine.close().await.unwrap();
@@ -878,11 +891,13 @@ fn a_function_that_does_not_return_shows_as_a_step_in_progress() {
         let showing = |step: &'static str| {
             let engine = engine.clone();
             async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
                 loop {
                     let steps = engine.steps_in_progress(Duration::ZERO);
                     if let Some(found) = steps.iter().find(|s| s.step.ends_with(step)) {
                         return (found.clone(), steps);
                     }
+                    assert!(std::time::Instant::now() < deadline, "{step} never showed: {steps:?}");
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
@@ -893,11 +908,12 @@ fn a_function_that_does_not_return_shows_as_a_step_in_progress() {
                 async move { engine.invoke(Invocation::new(function, input)).await }
             });
             let (found, steps) = showing(step).await;
+            assert!(found.runs_functions, "{found:?}");
             if function == "hold" {
                 assert_eq!(found.partition, partition, "{found:?}");
             } else {
                 assert_eq!(found.partition, None, "on the coordinator: {found:?}");
-                let barriers = steps.iter().filter(|s| s.partition.is_some() && s.step.contains("barrier")).count();
+                let barriers = steps.iter().filter(|s| s.partition.is_some() && s.step.contains("barrier") && !s.runs_functions).count();
                 assert_eq!(barriers, 2, "every executor waits at the barrier: {steps:?}");
             }
             assert!(engine.steps_in_progress(Duration::from_secs(3600)).is_empty(), "none has run an hour");

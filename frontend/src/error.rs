@@ -149,7 +149,9 @@ impl Error {
                 }
             }
             Error::Backend(err) => match err {
-                B::Ddl(_) | B::Function(_) | B::InvalidFunction { .. } | B::BadInput { .. } | B::BadParameters { .. } => Code::InvalidArgument,
+                B::Ddl(_) | B::IndexOnExistingTable { .. } | B::UniqueWithoutPartitionColumn { .. } | B::Function(_) | B::InvalidFunction { .. } | B::BadInput { .. } | B::BadParameters { .. } => {
+                    Code::InvalidArgument
+                }
                 B::LimitExceeded { .. } => Code::InvalidArgument,
                 B::UnknownFunction { .. } => Code::NotFound,
                 B::DuplicateFunction { .. } => Code::AlreadyExists,

@@ -74,11 +74,11 @@ fn functions(runs: &Arc<Runs>) -> Vec<Function> {
             Ok(json!({ "id": input["id"], "pad": "x".repeat(bytes as usize) }))
         }),
         Function::new("fail").partition_by("id").run(|_, input| Err(format!("refused {}", input["id"]).into())),
-        // Waits, up to 10 s, until another branch has arrived too: parallel branches meet,
-        // serial ones would not.
+        // Waits, up to 5 s (within transaction-time-max-ms), until another branch has
+        // arrived too: parallel branches meet, serial ones would not.
         Function::new("meet").partition_by("id").run(move |_, input| {
             meet_runs.meet.fetch_add(1, Ordering::SeqCst);
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(5);
             while meet_runs.meet.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
                 std::thread::yield_now();
             }

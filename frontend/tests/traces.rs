@@ -299,12 +299,14 @@ async fn a_failed_flush_is_tried_again_and_the_traces_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let options = || ServerOptions {
         engine: EngineOptions { partitions: 2, ..EngineOptions::default() },
-        tracing: TracingOptions { flush_age: Duration::from_millis(50), ..TracingOptions::default() },
+        // No merges: every file in a folder is one the listing holds.
+        tracing: TracingOptions { flush_age: Duration::from_millis(50), merge_files: 0, ..TracingOptions::default() },
         checkpoint_interval: Duration::from_millis(50),
         ..ServerOptions::default()
     };
     let (server, listening, client) = start_with(dir.path(), options()).await;
     let (log, tracer) = (server.engine().log().clone(), server.tracer().expect("tracing is on"));
+    let files_on_disk = |table: &str| std::fs::read_dir(dir.path().join("traces").join(table)).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet")).count();
     let folder = dir.path().join("traces").join("workflows");
     let aside = dir.path().join("workflows-aside");
     std::fs::rename(&folder, &aside).unwrap();
@@ -330,6 +332,12 @@ async fn a_failed_flush_is_tried_again_and_the_traces_lose_nothing() {
         .unwrap();
     let sql = "SELECT count(*) AS runs, count(DISTINCT id) AS ids FROM workflows WHERE name = 'count'";
     assert_eq!(query(&client, sql).await.rows, vec![vec![json!(RUNS), json!(RUNS)]], "every run traced once");
+    // The failed flushes wrote the other tables' files before failing on this one's: they
+    // removed them, and only the listed files are left.
+    let listed = *tracer.file_counts().borrow();
+    for (table, listed) in comb_tracing::TABLES.iter().zip(listed) {
+        assert_eq!(files_on_disk(table), listed, "{table}: a failed flush left its files");
+    }
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 

@@ -260,6 +260,16 @@ fn now_us() -> u64 {
 
 /// Writes `contents` to `path` through a synced temporary file and a rename, then syncs
 /// the folder: after a crash the file is either the old one or the new one, whole.
+/// A flush's failure before its checkpoint: the flush fails whole and may be tried again
+/// (the tail is kept, and the next try names its files anew), so the files it wrote go, or
+/// they would stay out of the listing until the next start removed them.
+fn unwritten(err: Error, written: &[Option<TraceFile>]) -> Error {
+    for file in written.iter().flatten() {
+        let _ = fs::remove_file(&file.path);
+    }
+    err
+}
+
 fn write_durably(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let written = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e)).and_then(|mut file| {
@@ -271,7 +281,10 @@ fn write_durably(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Re
         let _ = fs::remove_file(&tmp);
         return Err(err);
     }
-    fs::rename(&tmp, path).map_err(|e| io_error("rename", path, &e))?;
+    if let Err(err) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error("rename", path, &err));
+    }
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -438,19 +451,18 @@ impl TraceStore {
             match file {
                 Ok(bytes) => written[table] = Some(TraceFile { path, from, to, written_us, bytes, mergeable: true, merging: false }),
                 Err(err) => {
-                    // The flush fails whole and may be tried again (the tail is kept, and the
-                    // next try names its files anew): the files of this one go, or they would
-                    // stay out of the listing until the next start removed them. Only before
-                    // the checkpoint is written: after, it may confirm them.
                     let _ = fs::remove_file(&path);
-                    for file in written.iter().flatten() {
-                        let _ = fs::remove_file(&file.path);
-                    }
-                    return Err(err);
+                    return Err(unwritten(err, &written));
                 }
             }
         }
-        write_durably(&self.dir.join(CHECKPOINT), |file| file.write_all(format!("{to}\n").as_bytes()).map_err(|e| io_error("write", &self.dir.join(CHECKPOINT), &e)))?;
+        let checkpoint = self.dir.join(CHECKPOINT);
+        if let Err(err) = write_durably(&checkpoint, |file| file.write_all(format!("{to}\n").as_bytes()).map_err(|e| io_error("write", &checkpoint, &e))) {
+            // Renamed in but not synced, the checkpoint may confirm the files after a crash:
+            // then they stay (the next start keeps one of two files of the same records).
+            let confirmed = fs::read_to_string(&checkpoint).map_or(true, |text| text.trim() == to.to_string());
+            return Err(if confirmed { err } else { unwritten(err, &written) });
+        }
         let mut guard = self.lock();
         let state = &mut *guard;
         for ((files, tail), file) in state.files.iter_mut().zip(state.tail.iter_mut()).zip(written) {
