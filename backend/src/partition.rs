@@ -854,23 +854,10 @@ pub(crate) fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Runs a function's body over a snapshot; an error or a panic leaves `writes` to be
-/// discarded by the caller.
-pub(crate) fn run_body(
-    function: &Registered,
-    snapshot: &dyn Snapshot,
-    writes: &mut WriteSet,
-    scope: Scope,
-    shared: &Shared,
-    deadline: Deadline,
-    input: serde_json::Value,
-) -> Result<serde_json::Value> {
-    in_txn(function, snapshot, writes, scope, shared, deadline, |txn| (function.body)(txn, input))
-}
-
-/// Runs `body` in a transaction of `function` (its statements) over a snapshot, as
-/// [`run_body`] runs its body: a backend error passes through, another fails the
-/// transaction as aborted, a panic as panicked. Past `deadline` it fails, however the body
+/// Runs `body` (a function's own, or its run's end writer's) in a transaction of `function`
+/// (its statements) over a snapshot: a backend error passes through, another fails the
+/// transaction as aborted, a panic as panicked; either leaves `writes` to be discarded by
+/// the caller. Past `deadline` it fails, however the body
 /// ended (short of a panic): a body may catch a statement's time-limit error and return,
 /// or run past the limit without a statement.
 fn in_txn<T>(
@@ -1114,7 +1101,7 @@ pub(crate) fn run_job(job: &mut Job, snapshot: &dyn Snapshot, scope: Scope, reco
             input
         };
         let keys_before = writes.entries.len();
-        let value = run_body(&member.function, snapshot, &mut writes, scope, shared, deadline, input)?;
+        let value = in_txn(&member.function, snapshot, &mut writes, scope, shared, deadline, |txn| (member.function.body)(txn, input))?;
         let read_only = writes.entries.len() == keys_before;
         const OUTPUT: &str = "the function's output in bytes";
         match &member.id {
