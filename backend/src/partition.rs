@@ -704,8 +704,10 @@ pub(crate) struct StepTimes {
     epoch: Instant,
 }
 
-/// A thread's step in progress.
+/// A thread's step in progress. Each on cache lines of its own: every step of its thread
+/// writes it, and the threads run on different cores.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 struct Busy {
     /// When it began, in microseconds after the epoch, plus one; 0 between steps.
     since_us: AtomicU64,
