@@ -835,10 +835,13 @@ fn a_transaction_past_transaction_time_max_is_rolled_back() {
                 tx.query_opt::<i64>("get", (id(&input, "id"),)).unwrap();
             }
         };
-        // Runs no statement past its write, but returns after the limit.
+        // Runs no statement past its write, and returns once the limit has passed.
         let slow = |tx: &mut Txn<'_>, input: Json| -> Result<Json, comb_backend::BoxError> {
+            let started = std::time::Instant::now();
             tx.execute("add", (id(&input, "id"),))?;
-            std::thread::sleep(Duration::from_millis(2 * LIMIT_MS));
+            while started.elapsed() <= Duration::from_millis(LIMIT_MS) {
+                std::thread::yield_now();
+            }
             Ok(json!("done"))
         };
         engine.register(statements(Function::new("spin").partition_by("id")).run(spin)).unwrap();
@@ -879,35 +882,32 @@ fn a_function_that_does_not_return_shows_as_a_step_in_progress() {
     runtime().block_on(async {
         let runs = Arc::new(AtomicUsize::new(0));
         let engine = open(dir.path(), 2, &runs).await;
+        let (started, mut is_started) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Arc::new(std::sync::Mutex::new(released));
         let held = move |_: &mut Txn<'_>, _: Json| -> Result<Json, comb_backend::BoxError> {
+            let _ = started.send(());
             released.lock().unwrap().recv()?;
             Ok(json!(null))
         };
         engine.register(Function::new("hold").partition_by("k").run(held.clone())).unwrap();
         engine.register(Function::new("hold_all").run(held)).unwrap();
         let partition = engine.partition_of_call("hold", &json!({ "k": 7 })).unwrap();
-        let showing = |step: &'static str| {
-            let engine = engine.clone();
-            async move {
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                loop {
-                    let steps = engine.steps_in_progress(Duration::ZERO);
-                    if let Some(found) = steps.iter().find(|s| s.step.ends_with(step)) {
-                        return (found.clone(), steps);
-                    }
-                    assert!(std::time::Instant::now() < deadline, "{step} never showed: {steps:?}");
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        };
-        for (function, input, step) in [("hold", json!({ "k": 7 }), "an invocation of function hold"), ("hold_all", json!({}), "a multi-partition transaction of function hold_all")] {
+        // Each is followed by a call that runs after it on the same thread: a partition's
+        // read of the same key, the coordinator's next multi-partition transaction.
+        for (function, input, step, after) in [
+            ("hold", json!({ "k": 7 }), "an invocation of function hold", Invocation::new("balance", json!({ "id": 7 }))),
+            ("hold_all", json!({}), "a multi-partition transaction of function hold_all", Invocation::new("total", json!({}))),
+        ] {
             let call = tokio::spawn({
                 let engine = engine.clone();
                 async move { engine.invoke(Invocation::new(function, input)).await }
             });
-            let (found, steps) = showing(step).await;
+            // Its step (and for a multi-partition one, every executor's barrier) is shown
+            // before its body runs.
+            is_started.recv().await.unwrap();
+            let steps = engine.steps_in_progress(Duration::ZERO);
+            let found = steps.iter().find(|s| s.step.ends_with(step)).unwrap_or_else(|| panic!("{step} does not show: {steps:?}")).clone();
             assert!(found.runs_functions, "{found:?}");
             if function == "hold" {
                 assert_eq!(found.partition, partition, "{found:?}");
@@ -919,9 +919,9 @@ fn a_function_that_does_not_return_shows_as_a_step_in_progress() {
             assert!(engine.steps_in_progress(Duration::from_secs(3600)).is_empty(), "none has run an hour");
             release.send(()).unwrap();
             call.await.unwrap().unwrap();
-            while engine.steps_in_progress(Duration::ZERO).iter().any(|s| s.step.contains(function)) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            engine.invoke(after).await.unwrap();
+            let steps = engine.steps_in_progress(Duration::ZERO);
+            assert!(!steps.iter().any(|s| s.step.contains(function)), "{function} still shows after it returned: {steps:?}");
         }
         engine.close().await.unwrap();
     });

@@ -317,9 +317,8 @@ async fn a_failed_flush_is_tried_again_and_the_traces_lose_nothing() {
     }
     let ran = log.tail();
     // Tried and failed, again and again: the checkpoint stays, so the log keeps the runs.
-    while client.health().await.unwrap().trace_flush_failures < 3 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(10), tracer.flush_failure_counts().wait_for(|n| *n >= 3)).await.expect("the flush was not tried again").unwrap();
+    assert!(client.health().await.unwrap().trace_flush_failures >= 3, "Health counts the failures");
     assert!(tracer.checkpoint() < ran, "the checkpoint passed records whose rows are in no file");
     assert!(log.trim_point() <= tracer.checkpoint() + 1, "the log was trimmed past the traces: trim point {}, checkpoint {}", log.trim_point(), tracer.checkpoint());
     assert_eq!(tracer.failure(), None, "the feed goes on");

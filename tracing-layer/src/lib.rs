@@ -47,7 +47,6 @@ mod store;
 pub mod tables;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,7 +91,7 @@ pub struct Tracer {
     /// Why the feed stopped, if it stopped on an error.
     failure: Arc<Mutex<Option<String>>>,
     /// Flushes that failed since the tracer started (each is tried again).
-    flush_failures: Arc<AtomicU64>,
+    flush_failures: watch::Receiver<u64>,
     stop: watch::Sender<bool>,
     queries: Arc<Semaphore>,
     feed: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -154,7 +153,7 @@ impl Tracer {
         let (checkpoint_tx, checkpoints) = watch::channel(checkpoint);
         let (stop, stopped) = watch::channel(false);
         let failure = Arc::new(Mutex::new(None));
-        let flush_failures = Arc::new(AtomicU64::new(0));
+        let (flush_failures_tx, flush_failures) = watch::channel(0);
         let feed = Feed {
             store: Arc::clone(&store),
             log: log.clone(),
@@ -162,7 +161,7 @@ impl Tracer {
             options: options.clone(),
             consumed: consumed_tx,
             checkpoints: checkpoint_tx,
-            flush_failures: Arc::clone(&flush_failures),
+            flush_failures: flush_failures_tx,
         };
         let task = feed_runtime.spawn(feed.run(stopped, Arc::clone(&failure)));
         Ok(Tracer {
@@ -214,7 +213,12 @@ impl Tracer {
     /// point, stays where the last flush left it, and the feed stops reading once the tail
     /// holds `flush-bytes`.
     pub fn flush_failures(&self) -> u64 {
-        self.flush_failures.load(Ordering::Relaxed)
+        *self.flush_failures.borrow()
+    }
+
+    /// The failed flushes' count as it moves.
+    pub fn flush_failure_counts(&self) -> watch::Receiver<u64> {
+        self.flush_failures.clone()
     }
 
     /// Why the feed stopped, if it did.
@@ -334,7 +338,7 @@ struct Feed {
     options: TracingOptions,
     consumed: watch::Sender<Lsn>,
     checkpoints: watch::Sender<Lsn>,
-    flush_failures: Arc<AtomicU64>,
+    flush_failures: watch::Sender<u64>,
 }
 
 impl Feed {
@@ -478,7 +482,7 @@ impl Feed {
                 }
             }
             Err(err) => {
-                self.flush_failures.fetch_add(1, Ordering::Relaxed);
+                self.flush_failures.send_modify(|n| *n += 1);
                 if failing.is_none() {
                     tracing::error!(error = %err, "a trace flush failed; it is tried again within a second, and meanwhile the log keeps the records the traces still need");
                     *failing = Some(Instant::now());
