@@ -67,6 +67,11 @@ pub(crate) struct TargetArgs {
     /// server's (0).
     #[arg(long)]
     pub(crate) writer_slice_us: Option<u64>,
+    /// How long, in microseconds, the log's writer of the Comb server this process starts
+    /// spins for the next append after a group of one or two (its log's writer-spin-us; 0:
+    /// it sleeps at once). Default: the server's.
+    #[arg(long)]
+    pub(crate) writer_spin_us: Option<u64>,
     /// The data's size: 1.0 is Apiary's (100,000 counters; 100 hotels x 10 rooms x 30
     /// dates; 100,000 items; 10,000 users x 50 followees, 100,000 posts).
     #[arg(long, default_value_t = 1.0)]
@@ -96,6 +101,9 @@ impl TargetArgs {
         }
         if let Some(us) = self.writer_slice_us {
             options.engine.log.writer_slice_us = us;
+        }
+        if let Some(us) = self.writer_spin_us {
+            options.engine.log.writer_spin_us = us;
         }
         options
     }
