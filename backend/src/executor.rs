@@ -16,7 +16,7 @@ use foldhash::HashMap;
 
 use crate::error::{Error, Result};
 use crate::keycodec::{TAG_NULL, decode_value, encode_key, encode_key_in, encode_key_value, encode_value, partition_of, prefix_end};
-use crate::keys::object_prefix;
+use crate::keys::{object_prefix, recorded_prefix};
 use crate::row::{decode_row, encode_row};
 
 /// Committed (and pending) state as a transaction sees it before its own writes.
@@ -32,6 +32,9 @@ pub(crate) trait Snapshot {
 pub(crate) fn first_in_order(merged: BTreeMap<Vec<u8>, Vec<u8>>, n: usize, descending: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
     if descending { merged.into_iter().rev().take(n).collect() } else { merged.into_iter().take(n).collect() }
 }
+
+/// Recorded outputs one read of [`Exec::forget_recorded`] takes: a run's steps, and its end.
+const RECORDED_SCAN_ROWS: usize = comb_planner::STEPS_MAX + 1;
 
 /// Rows of the first chunk a filtered, limited key range reads (the chunks then double).
 const FILTERED_CHUNK_ROWS_MIN: usize = 16;
@@ -283,6 +286,36 @@ impl<'a> Exec<'a> {
         let entries = first_in_order(merged, want, descending);
         entries.iter().for_each(|(key, _)| self.writes.note_read(key));
         Ok(entries)
+    }
+
+    /// Deletes every recorded output of run `workflow` in `partition`; returns how many it
+    /// deleted. All of them or, when it fails, none.
+    pub(crate) fn forget_recorded(&mut self, partition: u16, workflow: &str) -> Result<u64> {
+        let outcome = self.forget_recorded_in(partition, workflow);
+        if outcome.is_err() {
+            self.writes.undo_statement();
+        }
+        self.writes.undo.clear();
+        outcome
+    }
+
+    fn forget_recorded_in(&mut self, partition: u16, workflow: &str) -> Result<u64> {
+        self.check_partition(partition)?;
+        let start = recorded_prefix(partition, workflow);
+        let end = prefix_end(&start).ok_or_else(|| Error::Internal("a recorded output's prefix has no end".to_owned()))?;
+        let cap = self.limits.scan_rows_max.min(RECORDED_SCAN_ROWS);
+        let mut forgotten = 0;
+        // Each pass reads past the deletes of the last one (the write set hides them).
+        loop {
+            let found = self.scan(&start, &end, false, Some(cap))?;
+            if found.is_empty() {
+                return Ok(forgotten);
+            }
+            for (key, _) in found {
+                self.put(key, None, WriteKind::Recorded)?;
+                forgotten += 1;
+            }
+        }
     }
 
     /// Records a write, remembering the value before the transaction.

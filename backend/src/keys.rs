@@ -43,9 +43,16 @@ pub(crate) fn object_of_key(key: &[u8]) -> u32 {
 
 /// The key of a recorded output.
 pub(crate) fn recorded_key(partition: u16, workflow: &str, step: &str) -> Vec<u8> {
+    let mut key = recorded_prefix(partition, workflow);
+    encode_value(&mut key, &Value::Text(step.to_owned()));
+    key
+}
+
+/// The prefix of every recorded output of one workflow run in a partition (the encoded id
+/// is self-delimiting, so no other run's keys share it).
+pub(crate) fn recorded_prefix(partition: u16, workflow: &str) -> Vec<u8> {
     let mut key = object_prefix(partition, RECORDED_TABLE);
     encode_value(&mut key, &Value::Text(workflow.to_owned()));
-    encode_value(&mut key, &Value::Text(step.to_owned()));
     key
 }
 

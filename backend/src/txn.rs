@@ -131,6 +131,38 @@ impl Txn<'_> {
         Ok(Rows { columns: prepared.columns.iter().map(|c| c.name.clone()).collect(), rows: outcome.rows, affected: outcome.affected })
     }
 
+    /// Deletes the recorded outputs of workflow run `workflow` (its steps' and its end's) on
+    /// the partitions this transaction may touch: a step of that run invoked later runs
+    /// again instead of returning its first output. Returns how many it deleted. For the
+    /// server's expiry of ended runs (`run-retention`): a run still going that loses its
+    /// recorded outputs may run a step twice.
+    pub fn forget_recorded(&mut self, workflow: &str) -> Result<u64> {
+        let function = self.function;
+        if let Err(err) = self.deadline.check(&function.name, || "at the start of forgetting recorded outputs".to_owned()) {
+            self.timed_out.get_or_insert_with(|| err.clone());
+            return Err(err);
+        }
+        let partitions: Vec<u16> = match self.scope {
+            Scope::Single(p) => vec![p],
+            Scope::All => (0..self.partitions).collect(),
+        };
+        let mut exec = Exec {
+            catalog: &function.catalog,
+            snapshot: self.snapshot,
+            writes: self.writes,
+            scope: self.scope,
+            partitions: self.partitions,
+            limits: self.limits,
+            function: &function.name,
+            statement: "forget_recorded",
+        };
+        let mut forgotten = 0;
+        for partition in partitions {
+            forgotten += exec.forget_recorded(partition, workflow)?;
+        }
+        Ok(forgotten)
+    }
+
     /// Runs a statement and returns how many rows it wrote (or returned).
     pub fn execute(&mut self, statement: &str, params: impl Params) -> Result<u64> {
         Ok(self.query(statement, params)?.affected)

@@ -327,6 +327,62 @@ fn recorded_invocations_run_once() {
     });
 }
 
+/// `Txn::forget_recorded` deletes one run's recorded outputs, durably, on the partitions the
+/// transaction may touch: those steps run again; other runs' outputs stay.
+#[test]
+fn forgotten_recorded_outputs_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let forget = |engine: &Engine| {
+            // Everywhere (no partition key), and on the partition of `id`.
+            engine.register(Function::new("forget").run(|tx, input| Ok(json!(tx.forget_recorded(input["workflow"].as_str().unwrap())?)))).unwrap();
+            engine
+                .register(
+                    Function::new("forget_here")
+                        .statement("get", "SELECT balance FROM accounts WHERE id = $1")
+                        .partition_by("id")
+                        .run(|tx, input| Ok(json!(tx.forget_recorded(input["workflow"].as_str().unwrap())?))),
+                )
+                .unwrap();
+        };
+        let engine = open(dir.path(), 2, &runs).await;
+        forget(&engine);
+        // Two accounts on different partitions.
+        let (a, b) = (1, (2..100).find(|&b| engine.partition_of(&comb_backend::Value::Int(b)) != engine.partition_of(&comb_backend::Value::Int(1))).unwrap());
+        let call = |account: i64, run: &str, step: &str| Invocation::new("deposit", json!({ "id": account, "amount": 5 })).id(run, step).record();
+        for (account, run, step) in [(a, "wf-1", "x"), (b, "wf-1", "y"), (a, "wf-2", "x"), (a, "wf-10", "x")] {
+            assert!(!engine.invoke(call(account, run, step)).await.unwrap().replayed);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
+        // On one partition only: wf-1's output there.
+        let here = engine.invoke(Invocation::new("forget_here", json!({ "id": a, "workflow": "wf-1" }))).await.unwrap();
+        assert_eq!(here.value, json!(1));
+        assert!(here.lsn.is_some(), "the deletes commit");
+        assert!(engine.invoke(call(b, "wf-1", "y")).await.unwrap().replayed, "the other partition's output stays");
+        assert!(!engine.invoke(call(a, "wf-1", "x")).await.unwrap().replayed, "the forgotten step runs again");
+        assert_eq!(runs.load(Ordering::SeqCst), 5);
+        // Everywhere: wf-1's two outputs (the one just recorded again, and the other partition's).
+        assert_eq!(engine.invoke(Invocation::new("forget", json!({ "workflow": "wf-1" }))).await.unwrap().value, json!(2));
+        assert_eq!(engine.invoke(Invocation::new("forget", json!({ "workflow": "wf-1" }))).await.unwrap().value, json!(0), "nothing left to forget");
+        engine.close().await.unwrap();
+
+        // After a restart the deletes hold, and the other runs (one whose id extends wf-1's)
+        // still return their outputs.
+        let engine = open(dir.path(), 2, &runs).await;
+        forget(&engine);
+        for (account, run, step) in [(a, "wf-2", "x"), (a, "wf-10", "x")] {
+            assert!(engine.invoke(call(account, run, step)).await.unwrap().replayed, "{run} is remembered");
+        }
+        for (account, step) in [(a, "x"), (b, "y")] {
+            assert!(!engine.invoke(call(account, "wf-1", step)).await.unwrap().replayed, "wf-1 {step} runs again");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 7);
+        assert_eq!(balance(&engine, a).await, json!(25));
+        engine.close().await.unwrap();
+    });
+}
+
 /// A DDL whose caller goes away once it is under way still reaches the catalog: the next
 /// DDL does not take its table's id, and a reopen finds each table's rows in their table.
 #[test]
