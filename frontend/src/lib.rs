@@ -40,6 +40,6 @@ mod stream;
 mod system;
 
 pub use error::{Error, Result};
-pub use options::{CHECKPOINT_INTERVAL_MAX, LIST_PAGE_MAX, STREAM_CALLS_IN_FLIGHT_MAX, ServerOptions, TRACE_ANSWER_BYTES_MAX};
+pub use options::{CHECKPOINT_INTERVAL_MAX, EXPIRY_INTERVAL_MAX, EXPIRY_INTERVAL_MIN, LIST_PAGE_MAX, RUN_RETENTION_MAX, STREAM_CALLS_IN_FLIGHT_MAX, ServerOptions, TRACE_ANSWER_BYTES_MAX};
 pub use comb_tracing::{QueryResult, TracingOptions};
 pub use server::{Listening, Server, ServerBuilder};

@@ -42,6 +42,13 @@ pub struct ServerOptions {
     /// runs (a failure of the server stopped theirs), as it does at start.
     #[serde(with = "millis")]
     pub resume_interval: Duration,
+    /// How long an ended run is remembered: its row (for GetWorkflow and ListWorkflows), and
+    /// its id, which an invoke names to get its outcome rather than run it again. Past it,
+    /// the run's row and recorded outputs are deleted (a pass every tenth of it, at most
+    /// every minute), and an invoke of its id runs it anew. Its trace is kept as long as the
+    /// tracing layer's `retention` says.
+    #[serde(with = "millis")]
+    pub run_retention: Duration,
     /// Most runs one ListWorkflows call examines to fill its page (a filter that few runs
     /// match may leave a page short, even empty, with the token to go on from).
     pub list_examine_max: usize,
@@ -52,6 +59,16 @@ pub struct ServerOptions {
     /// start past it.
     pub definitions_max: usize,
 }
+
+/// Longest `run-retention` accepted: about ten years.
+pub const RUN_RETENTION_MAX: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// Longest time between two passes of the expiry of ended runs (a tenth of `run-retention`
+/// when that is shorter).
+pub const EXPIRY_INTERVAL_MAX: Duration = Duration::from_secs(60);
+
+/// Shortest time between two passes of the expiry.
+pub const EXPIRY_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// Longest `checkpoint-interval` and `resume-interval` accepted: a log kept longer holds a
 /// day of commits, and a run stranded longer waits a day.
@@ -71,6 +88,7 @@ impl Default for ServerOptions {
             workflow_id_bytes_max: 256,
             checkpoint_interval: Duration::from_secs(30),
             resume_interval: Duration::from_secs(60),
+            run_retention: Duration::from_secs(7 * 24 * 3600),
             list_examine_max: 100_000,
             definitions_max: 100_000,
         }
@@ -102,6 +120,11 @@ pub const LIST_PAGE_MAX: usize = 1000;
 pub(crate) const LIST_PAGE_DEFAULT: usize = 100;
 
 impl ServerOptions {
+    /// Time between two passes of the expiry of ended runs.
+    pub(crate) fn expiry_interval(&self) -> Duration {
+        (self.run_retention / 10).clamp(EXPIRY_INTERVAL_MIN, EXPIRY_INTERVAL_MAX)
+    }
+
     /// Checks every bound; called once when the server is built.
     pub fn validate(&self) -> Result<(), String> {
         self.engine.validate().map_err(|e| e.to_string())?;
@@ -126,6 +149,9 @@ impl ServerOptions {
             if interval.is_zero() || interval > CHECKPOINT_INTERVAL_MAX {
                 return Err(format!("invalid server option {name}: must be longer than 0 ms and at most {} ms", CHECKPOINT_INTERVAL_MAX.as_millis()));
             }
+        }
+        if self.run_retention.is_zero() || self.run_retention > RUN_RETENTION_MAX {
+            return Err(format!("invalid server option run-retention: must be longer than 0 ms and at most {} ms (ten years)", RUN_RETENTION_MAX.as_millis()));
         }
         if self.wait_max.is_zero() {
             return Err("invalid server option wait-max: must be longer than 0".to_owned());

@@ -43,7 +43,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result, is_workflow_failure};
 use crate::options::{LIST_PAGE_DEFAULT, LIST_PAGE_MAX, ServerOptions};
-use crate::system::{self, DefinitionPage, Definition, Ending, LIST_STEP_ROWS, ListStep, ListStepFound, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
+use crate::system::{self, DefinitionPage, Definition, EXPIRE_PAGE_ROWS, Ending, ExpiredPage, Expiring, LIST_STEP_ROWS, ListStep, ListStepFound, RUNNING_PAGE_ROWS, RowKey, RunningPage, WorkflowRow};
 
 /// A run's status as stored.
 pub(crate) const RUNNING: &str = "running";
@@ -1016,6 +1016,48 @@ impl Scheduler {
                     return;
                 }
             }
+        }
+    }
+
+    /// Forgets the runs that ended more than `run-retention` ago: their recorded outputs on
+    /// every partition, then their rows, a page of each partition's oldest at a time. An
+    /// invoke of such a run's id then runs it anew. Returns how many runs it expired.
+    pub(crate) async fn expire_ended(&self) -> Result<usize> {
+        let retention = i64::try_from(self.options.run_retention.as_micros()).unwrap_or(i64::MAX);
+        let before_us = now_us().saturating_sub(retention);
+        let rows = self.statement_rows(EXPIRE_PAGE_ROWS);
+        let mut expired = 0;
+        for &home in self.homes.iter() {
+            loop {
+                let page: Vec<(i64, String)> = self.system(system::EXPIRED, encode(&ExpiredPage { home, before_us, rows })).await?;
+                let Some(last_page) = (!page.is_empty()).then_some(page.len() < rows) else { break };
+                // The recorded outputs first: a pass cut between the two leaves rows whose
+                // outputs are gone, which the next pass expires; never outputs without a row.
+                for &at in self.homes.iter() {
+                    self.forget(at, &page).await?;
+                }
+                let deleted: u64 = self.system(system::EXPIRE, encode(&Expiring { home, runs: page })).await?;
+                expired += deleted as usize;
+                if last_page {
+                    break;
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Deletes the recorded outputs of `runs` on the partition of `home`: in one
+    /// transaction, or one run at a time when they are more keys than `write-set-max`.
+    async fn forget(&self, home: i64, runs: &[(i64, String)]) -> Result<()> {
+        let all = self.system::<u64>(system::FORGET, encode(&Expiring { home, runs: runs.to_vec() })).await;
+        match all {
+            Err(Error::Backend(comb_backend::Error::LimitExceeded { .. })) if runs.len() > 1 => {
+                for run in runs {
+                    let _: u64 = self.system(system::FORGET, encode(&Expiring { home, runs: vec![run.clone()] })).await?;
+                }
+                Ok(())
+            }
+            other => other.map(drop),
         }
     }
 

@@ -108,7 +108,11 @@ impl ServerBuilder {
         let mut tracer = None;
         match self.start_on(&engine, &dir, &mut tracer).await {
             Ok((scheduler, resumed, left_over)) => {
-                let mut background = vec![checkpoints(engine, scheduler.options.checkpoint_interval), resumptions(Arc::clone(&scheduler), scheduler.options.resume_interval)];
+                let mut background = vec![
+                    checkpoints(engine, scheduler.options.checkpoint_interval),
+                    resumptions(Arc::clone(&scheduler), scheduler.options.resume_interval),
+                    expiries(Arc::clone(&scheduler), scheduler.options.expiry_interval()),
+                ];
                 if let Some(cursor) = left_over {
                     let scheduler = Arc::clone(&scheduler);
                     background.push(Background::once(move |stop| scheduler.resume_left_over(cursor, stop)));
@@ -311,6 +315,22 @@ fn resumptions(scheduler: Arc<Scheduler>, interval: Duration) -> Background {
                 Ok(resumed) => tracing::info!(resumed, "resumed workflow runs that no task ran"),
                 Err(Error::Backend(comb_backend::Error::Closed)) => return false,
                 Err(err) => tracing::warn!(error = %err, "resuming stranded workflow runs failed; the next pass tries again"),
+            }
+            true
+        }
+    })
+}
+
+/// The server's periodic expiry of the runs that ended more than `run-retention` ago.
+fn expiries(scheduler: Arc<Scheduler>, interval: Duration) -> Background {
+    Background::every(interval, move || {
+        let scheduler = Arc::clone(&scheduler);
+        async move {
+            match scheduler.expire_ended().await {
+                Ok(0) => {}
+                Ok(expired) => tracing::debug!(expired, "expired workflow runs past run-retention"),
+                Err(Error::Backend(comb_backend::Error::Closed)) => return false,
+                Err(err) => tracing::warn!(error = %err, "expiring ended workflow runs failed; the next pass tries again"),
             }
             true
         }

@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS comb_running (
     id TEXT NOT NULL,
     PRIMARY KEY (home, id)
 ) WITH (partition_by = 'home');
+CREATE TABLE IF NOT EXISTS comb_ended (
+    home BIGINT NOT NULL,
+    ended_us BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (home, ended_us, id)
+) WITH (partition_by = 'home');
 CREATE TABLE IF NOT EXISTS comb_functions (
     name TEXT PRIMARY KEY,
     definition TEXT NOT NULL
@@ -51,7 +57,7 @@ CREATE TABLE IF NOT EXISTS comb_workflow_specs (
 ";
 
 /// The system tables' names.
-pub(crate) const TABLES: [&str; 4] = ["comb_workflows", "comb_running", "comb_functions", "comb_workflow_specs"];
+pub(crate) const TABLES: [&str; 5] = ["comb_workflows", "comb_running", "comb_ended", "comb_functions", "comb_workflow_specs"];
 
 pub(crate) const START: &str = "comb_workflow_start";
 pub(crate) const FINISH: &str = "comb_workflow_finish";
@@ -59,6 +65,9 @@ pub(crate) const INSERT_ENDED: &str = "comb_workflow_insert_ended";
 pub(crate) const GET: &str = "comb_workflow_get";
 pub(crate) const RUNNING_IDS: &str = "comb_workflows_running";
 pub(crate) const LIST: &str = "comb_workflows_list";
+pub(crate) const EXPIRED: &str = "comb_workflows_expired";
+pub(crate) const FORGET: &str = "comb_workflows_forget";
+pub(crate) const EXPIRE: &str = "comb_workflows_expire";
 pub(crate) const PUT_FUNCTION: &str = "comb_function_put";
 pub(crate) const FUNCTIONS: &str = "comb_functions_all";
 pub(crate) const PUT_SPEC: &str = "comb_workflow_spec_put";
@@ -75,6 +84,13 @@ pub(crate) const LIST_STEP_ROWS: usize = 1000;
 /// time, one partition at a time, so a backlog of any size costs bounded reads and no
 /// barrier across the partitions.
 pub(crate) const RUNNING_PAGE_ROWS: usize = 1024;
+
+/// Most ended runs one pass of the expiry (`run-retention`) takes from a partition at a time:
+/// their recorded outputs are deleted on every partition, then their rows, each a
+/// single-partition transaction of at most this many runs (a run's recorded outputs, at most
+/// one per step and its end, count against `write-set-max`; a page past it is taken a run
+/// at a time).
+pub(crate) const EXPIRE_PAGE_ROWS: usize = 128;
 
 /// Most definitions (SQL-only functions, or workflow versions) one read of
 /// `comb_functions` or `comb_workflow_specs` returns: the server loads them at start a page
@@ -107,6 +123,9 @@ pub(crate) struct WorkflowRow {
 type RowTuple = (i64, String, String, i64, String, String, Option<String>, Option<String>, i64, Option<i64>);
 
 const ROW_COLUMNS: &str = "home, id, name, version, status, input, output, error, started_us, ended_us";
+
+/// Notes a run's end in `comb_ended`, by which the expiry finds the oldest ended runs.
+const ENDED_INSERT: &str = "INSERT INTO comb_ended (home, ended_us, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
 /// A run's row by its key, `(home, id)`.
 fn row_by_key() -> String {
@@ -150,6 +169,22 @@ pub(crate) struct RunningPage {
     pub(crate) home: i64,
     pub(crate) after: String,
     pub(crate) rows: usize,
+}
+
+/// Ended runs of `home` that ended before `before_us`, oldest first, at most `rows` of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ExpiredPage {
+    pub(crate) home: i64,
+    pub(crate) before_us: i64,
+    pub(crate) rows: usize,
+}
+
+/// Ended runs, each `(ended_us, id)`, on the partition of `home`: the recorded outputs there
+/// to delete ([`FORGET`]), or the rows ([`EXPIRE`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Expiring {
+    pub(crate) home: i64,
+    pub(crate) runs: Vec<(i64, String)>,
 }
 
 /// One partition's step of a ListWorkflows: the runs of `home` with ids after `after` that
@@ -260,20 +295,26 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
         Function::new(FINISH)
             .statement("row", "UPDATE comb_workflows SET status = $3, output = $4, error = $5, ended_us = $6 WHERE home = $1 AND id = $2")
             .statement("running", "DELETE FROM comb_running WHERE home = $1 AND id = $2")
+            .statement("ended", ENDED_INSERT)
             .partition_by("home")
             // Answers the ending it wrote: built in the transaction when it was a member of
             // a run's last unit (see `Scheduler::run_steps`).
             .run_typed(|tx, end: Ending| -> comb_backend::Result<Ending> {
                 tx.execute("row", (end.home, end.id.as_str(), end.status.as_str(), end.output.as_deref(), end.error.as_deref(), end.ended_us))?;
                 tx.execute("running", (end.home, end.id.as_str()))?;
+                tx.execute("ended", (end.home, end.ended_us, end.id.as_str()))?;
                 Ok(end)
             }),
         Function::new(INSERT_ENDED)
             .statement("row", format!("INSERT INTO comb_workflows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+            .statement("ended", ENDED_INSERT)
             .partition_by("home")
             .run_typed(|tx, row: WorkflowRow| -> comb_backend::Result<WorkflowRow> {
                 let r = row.clone();
-                tx.execute("row", (r.home, r.id, r.name, r.version, r.status, r.input, r.output, r.error, r.started_us, r.ended_us))?;
+                tx.execute("row", (r.home, r.id.as_str(), r.name, r.version, r.status, r.input, r.output, r.error, r.started_us, r.ended_us))?;
+                if let Some(ended_us) = r.ended_us {
+                    tx.execute("ended", (r.home, ended_us, r.id))?;
+                }
                 Ok(row)
             })
             // A one-transaction run that succeeded, its row written from its record in its
@@ -282,6 +323,7 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
                 let home = *homes.get(usize::from(partition)).ok_or_else(|| format!("partition {partition} has no home"))?;
                 let (output, error, ended_us) = (Some(run.output.as_str()), None::<&str>, Some(run.end_us));
                 tx.execute("row", (home, run.id.as_str(), run.name.as_str(), run.version, SUCCEEDED, run.input.as_str(), output, error, run.start_us, ended_us))?;
+                tx.execute("ended", (home, run.end_us, run.id.as_str()))?;
                 Ok(())
             }),
         Function::new(GET)
@@ -301,6 +343,37 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .statement("get", row_by_key())
             .partition_by("home")
             .run_typed(|tx, q: ListStep| list_step(tx, &q)),
+        // The expiry of ended runs (`run-retention`): the oldest ended runs of a partition,
+        // their recorded outputs on each partition, then their rows. A row is deleted only
+        // as it was read (ended then), so a pass cut short is taken up again by the next.
+        Function::new(EXPIRED)
+            .statement("page", "SELECT ended_us, id FROM comb_ended WHERE home = $1 AND ended_us < $2 ORDER BY ended_us, id LIMIT $3")
+            .partition_by("home")
+            .run_typed(|tx, page: ExpiredPage| -> comb_backend::Result<Vec<(i64, String)>> {
+                tx.query_as("page", (page.home, page.before_us, page.rows.clamp(1, EXPIRE_PAGE_ROWS) as i64))
+            }),
+        // On the partition of `home` (no statement: the field alone routes it).
+        Function::new(FORGET)
+            .partition_by("home")
+            .run_typed(|tx, runs: Expiring| -> comb_backend::Result<u64> {
+                let mut forgotten = 0;
+                for (_, id) in &runs.runs {
+                    forgotten += tx.forget_recorded(id)?;
+                }
+                Ok(forgotten)
+            }),
+        Function::new(EXPIRE)
+            .statement("row", "DELETE FROM comb_workflows WHERE home = $1 AND id = $2 AND ended_us = $3 AND status <> 'running'")
+            .statement("ended", "DELETE FROM comb_ended WHERE home = $1 AND ended_us = $2 AND id = $3")
+            .partition_by("home")
+            .run_typed(|tx, runs: Expiring| -> comb_backend::Result<u64> {
+                let mut expired = 0;
+                for (ended_us, id) in &runs.runs {
+                    expired += tx.execute("row", (runs.home, id.as_str(), *ended_us))?;
+                    tx.execute("ended", (runs.home, *ended_us, id.as_str()))?;
+                }
+                Ok(expired)
+            }),
         Function::new(PUT_FUNCTION)
             .statement("put", "INSERT INTO comb_functions (name, definition) VALUES ($1, $2)")
             .partition_by("name")

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use comb_backend::{Answer, EngineOptions, Function, Invocation, InvocationId, NextInput, NextInputFn, TRACE_TAG, Transaction, TransactionStep};
 use comb_client::{Client, Code, ListFilter, RunStatus, SqlFunction, SqlStatement};
-use comb_frontend::{CHECKPOINT_INTERVAL_MAX, Listening, Server, ServerOptions};
+use comb_frontend::{CHECKPOINT_INTERVAL_MAX, Listening, RUN_RETENTION_MAX, Server, ServerOptions};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -1051,6 +1051,77 @@ async fn the_server_resumes_a_stranded_run_by_itself() {
     assert_eq!((run.status, run.output), (RunStatus::Succeeded, Some(json!({ "id": 20, "n": 1 }))));
     assert_eq!(f.runs.add.load(Ordering::SeqCst), 1, "its write ran once");
     f.close().await;
+}
+
+/// A run is remembered for `run-retention` after its end, then forgotten, durably: its row
+/// and its recorded outputs go, and an invoke of its id runs it anew. A run that has not
+/// ended is kept however old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_runs_are_forgotten_after_run_retention() {
+    let mut f = Fixture::with_options(ServerOptions { run_retention: Duration::from_millis(400), ..options(None) }).await;
+    f.strand_pick_add("kept-running", &json!({ "id": 0, "base": 20 })).await;
+    let adds = |f: &Fixture| f.runs.add.load(Ordering::SeqCst);
+    let count = |f: &Fixture, id: &'static str| {
+        let c = f.client.clone();
+        async move { c.invoke::<Value>("count", &json!({ "id": 50 })).id(id).run().await.unwrap() }
+    };
+    // One transaction (its step and its end recorded), and a longer run (its write recorded).
+    let first = count(&f, "c-1").await;
+    assert_eq!((first.output.clone(), first.deduplicated), (Some(json!({ "id": 50, "n": 1 })), false));
+    let again = count(&f, "c-1").await;
+    assert_eq!((again.output, again.deduplicated), (first.output, true), "remembered within run-retention");
+    let picked = f.client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 60 })).id("p-1").run().await;
+    // `pick_add` is registered by `strand_pick_add`.
+    assert_eq!(picked.unwrap().output, Some(json!({ "id": 60, "n": 1 })));
+    assert_eq!(adds(&f), 2);
+
+    // Forgotten once run-retention has passed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in ["c-1", "p-1"] {
+        loop {
+            match f.client.get_workflow(id, false).await {
+                Ok(run) => assert!(run.status != RunStatus::Running, "{run:?}"),
+                Err(err) => {
+                    assert_eq!(code(&err), Code::NotFound, "{err}");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "run {id} was not forgotten");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(f.client.get_workflow("kept-running", false).await.unwrap().status, RunStatus::Running, "a run going is kept");
+
+    // Durably: after a restart (remembering runs for a day now), still gone; the run that
+    // had not ended resumes.
+    f.options.run_retention = Duration::from_secs(24 * 3600);
+    f.restart().await;
+    for id in ["c-1", "p-1"] {
+        assert_eq!(code(&f.client.get_workflow(id, false).await.unwrap_err()), Code::NotFound, "{id}");
+    }
+    assert_eq!(f.client.get_workflow("kept-running", true).await.unwrap().status, RunStatus::Succeeded);
+    assert_eq!(adds(&f), 3);
+    // Invoked again, each runs anew: its recorded outputs went with its row.
+    let anew = count(&f, "c-1").await;
+    assert_eq!((anew.output, anew.deduplicated), (Some(json!({ "id": 50, "n": 2 })), false));
+    let picked = f.client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 60 })).id("p-1").run().await.unwrap();
+    assert_eq!((picked.output, picked.deduplicated), (Some(json!({ "id": 60, "n": 2 })), false));
+    assert_eq!(adds(&f), 5);
+    assert!(count(&f, "c-1").await.deduplicated, "and is remembered again");
+    assert_eq!(adds(&f), 5);
+    f.close().await;
+}
+
+/// `run-retention` is bounded.
+#[test]
+fn run_retention_is_bounded() {
+    for (retention, valid) in [(Duration::ZERO, false), (Duration::from_millis(1), true), (RUN_RETENTION_MAX, true), (RUN_RETENTION_MAX + Duration::from_millis(1), false)] {
+        let options = ServerOptions { run_retention: retention, ..ServerOptions::default() };
+        match options.validate() {
+            Ok(()) => assert!(valid, "{retention:?} accepted"),
+            Err(message) => assert!(!valid && message.contains("run-retention"), "{retention:?}: {message}"),
+        }
+    }
 }
 
 /// At start the server resumes at most `workflows-in-flight-max` runs; those left over resume
