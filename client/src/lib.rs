@@ -310,10 +310,18 @@ pub struct Traces {
     pub truncated: bool,
 }
 
-/// The URI of the server at `addr`: `host:port` means `http://host:port`; an address with a
-/// scheme (`http://`, `https://`) is taken as it is.
-fn endpoint_uri(addr: &str) -> String {
-    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
+/// The URI of the server at `addr`: `host:port` means `http://host:port`; `http://...` is
+/// taken as it is. Any other scheme is refused: `https://` above all, since this client has
+/// no TLS and would speak plain HTTP/2 (and send its token in the clear) to a TLS port.
+fn endpoint_uri(addr: &str) -> std::result::Result<String, String> {
+    match addr.split_once("://") {
+        None => Ok(format!("http://{addr}")),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(addr.to_owned()),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => Err(
+            "https:// needs TLS, which this client is built without: give the plain http:// address (of a TLS-terminating proxy's inner side, or through a tunnel)".to_owned(),
+        ),
+        Some((scheme, _)) => Err(format!("the scheme {scheme}:// is not one this client speaks: give host:port or http://host:port")),
+    }
 }
 
 /// Builds a [`Client`].
@@ -347,7 +355,7 @@ impl ClientBuilder {
     /// Connects.
     pub async fn connect(self) -> Result<Client> {
         let connect_error = |message: String| Error::Connect { addr: self.addr.clone(), message };
-        let endpoint = Endpoint::from_shared(endpoint_uri(&self.addr))
+        let endpoint = Endpoint::from_shared(endpoint_uri(&self.addr).map_err(connect_error)?)
             .map_err(|err| connect_error(format!("not an address: {err}")))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
@@ -584,10 +592,21 @@ mod tests {
 
     #[test]
     fn an_address_without_a_scheme_is_http() {
-        assert_eq!(endpoint_uri("127.0.0.1:7878"), "http://127.0.0.1:7878");
-        assert_eq!(endpoint_uri("localhost:7878"), "http://localhost:7878");
-        assert_eq!(endpoint_uri("http://127.0.0.1:7878"), "http://127.0.0.1:7878");
-        assert_eq!(endpoint_uri("https://comb.example:443"), "https://comb.example:443");
+        assert_eq!(endpoint_uri("127.0.0.1:7878").unwrap(), "http://127.0.0.1:7878");
+        assert_eq!(endpoint_uri("localhost:7878").unwrap(), "http://localhost:7878");
+        assert_eq!(endpoint_uri("http://127.0.0.1:7878").unwrap(), "http://127.0.0.1:7878");
+    }
+
+    /// Without TLS, an https:// address would get plain HTTP/2, and the token in the clear.
+    #[tokio::test]
+    async fn an_https_address_is_refused_before_anything_is_sent() {
+        let err = endpoint_uri("https://comb.example:443").unwrap_err();
+        assert!(err.contains("TLS"), "{err}");
+        assert!(endpoint_uri("ftp://comb.example:21").unwrap_err().contains("ftp://"));
+        match Client::builder("HTTPS://127.0.0.1:1").token("secret").connect().await {
+            Err(Error::Connect { addr, message }) => assert!(addr == "HTTPS://127.0.0.1:1" && message.contains("TLS"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
