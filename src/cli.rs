@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use std::io::Write as _;
+
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use comb_client::{Client, Code, ListFilter, RunStatus};
 use comb_frontend::{Server, ServerOptions};
@@ -40,14 +42,26 @@ pub(crate) struct Connection {
     /// The server's bearer token.
     #[arg(long, env = "COMB_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Seconds to wait for each call.
-    #[arg(long, default_value_t = 75.0)]
-    timeout: f64,
+    /// Seconds to wait for each call (more than 0, at most a day).
+    #[arg(long, default_value = "75", value_parser = call_timeout)]
+    timeout: Duration,
+}
+
+/// Longest `--timeout` accepted.
+const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `--timeout`: seconds, more than 0 and at most [`CALL_TIMEOUT_MAX`].
+fn call_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(timeout) if !timeout.is_zero() && timeout <= CALL_TIMEOUT_MAX => Ok(timeout),
+        _ => Err(format!("{text} seconds: give more than 0 and at most {} (a day)", CALL_TIMEOUT_MAX.as_secs())),
+    }
 }
 
 impl Connection {
     async fn connect(&self) -> anyhow::Result<Client> {
-        let mut builder = Client::builder(&self.addr).timeout(Duration::from_secs_f64(self.timeout.max(0.001)));
+        let mut builder = Client::builder(&self.addr).timeout(self.timeout);
         if let Some(token) = &self.token {
             builder = builder.token(token);
         }
@@ -104,7 +118,7 @@ pub(crate) async fn build_server(args: &ServeArgs) -> anyhow::Result<Server> {
     let (data_dir, apps) = (args.data_dir.clone(), &args.apps);
     let mut builder = Server::builder().data_dir(data_dir).options(options);
     for name in apps.iter().filter(|a| !a.is_empty() && a.as_str() != "none") {
-        let app = comb_examples::app(name).with_context(|| format!("there is no example application named {name:?}; choose among counter, hotel, shop, retwis"))?;
+        let app = comb_examples::app(name).ok_or_else(|| BadInput(format!("there is no example application named {name:?}; choose among counter, hotel, shop, retwis")))?;
         builder = app.install(builder);
     }
     Ok(builder.build().await?)
@@ -167,6 +181,7 @@ pub(crate) struct InvokeArgs {
     #[arg(default_value = "null")]
     input: String,
     /// The workflow id: a run with this id happens at most once, so retrying is safe.
+    /// Without one, the command makes one (a UUIDv7), and names it when the call fails.
     #[arg(long)]
     id: Option<String>,
     /// Return once the run has durably started; print its id.
@@ -195,15 +210,23 @@ pub(crate) struct WorkflowsArgs {
     /// Only runs of this workflow.
     #[arg(long)]
     name: Option<String>,
-    /// Only runs in this status: running, succeeded or failed.
-    #[arg(long)]
-    status: Option<String>,
+    /// Only runs in this status.
+    #[arg(long, value_enum)]
+    status: Option<StatusFilter>,
     /// Most runs to print.
     #[arg(long, default_value_t = 100)]
     limit: u32,
     /// Start after this run id (the last id of a previous listing).
     #[arg(long)]
     after: Option<String>,
+}
+
+/// A run's status, for `comb workflows --status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StatusFilter {
+    Running,
+    Succeeded,
+    Failed,
 }
 
 /// How `comb trace` prints its answer.
@@ -232,18 +255,36 @@ pub(crate) struct TraceArgs {
     no_catch_up: bool,
 }
 
+/// Input the command was given that it cannot use (a file it cannot read): exit code
+/// [`exit::INVALID`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadInput(String);
+
 fn read_file(file: &PathBuf) -> anyhow::Result<String> {
     if file.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading standard input")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|err| BadInput(format!("reading standard input: {err}")))?;
         return Ok(text);
     }
-    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    Ok(std::fs::read_to_string(file).map_err(|err| BadInput(format!("reading {}: {err}", file.display())))?)
+}
+
+/// Writes one line to standard output (an error, not a panic, when it is closed: see
+/// [`stdout_closed`]).
+fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    writeln!(std::io::stdout().lock(), "{line}")?;
+    Ok(())
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
-    Ok(())
+    print_line(serde_json::to_string(value)?)
+}
+
+/// Whether the command failed only because standard output was closed under it (piped
+/// into `head`, say): not a failure of the command, so it exits quietly.
+pub(crate) fn stdout_closed(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 pub(crate) async fn sql(args: SqlArgs) -> anyhow::Result<()> {
@@ -278,16 +319,32 @@ pub(crate) async fn workflow(command: WorkflowCommand) -> anyhow::Result<()> {
 pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let input: serde_json::Value = serde_json::from_str(&args.input).context("the input is not JSON")?;
     let client = args.connection.connect().await?;
+    // Always an id: a call that times out or loses its connection may have started the
+    // run, and only its id lets the user see it, or retry it without running it twice.
+    let id = args.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let outcome = if args.asynchronous {
+        client.start(&args.workflow, &input, Some(&id)).await
+    } else {
+        client.invoke::<serde_json::Value>(&args.workflow, &input).id(id.clone()).run().await
+    };
+    let run = match outcome {
+        Ok(run) => run,
+        Err(err) if err.code() == Some(Code::DeadlineExceeded) => {
+            eprintln!("workflow run {id}: {err}; it may go on: `comb status {id}` shows it, and invoking again with `--id {id}` runs it at most once");
+            return Ok(ExitCode::from(exit::RUNNING));
+        }
+        Err(err) if err.is_retryable() => {
+            return Err(anyhow::Error::new(err).context(format!("workflow run {id} (invoking again with `--id {id}` runs it at most once)")));
+        }
+        Err(err) => return Err(err.into()),
+    };
     if args.asynchronous {
-        let run = client.start(&args.workflow, &input, args.id.as_deref()).await?;
-        if args.full { print_json(&run)? } else { println!("{}", run.id) }
-        return Ok(ExitCode::SUCCESS);
+        if args.full { print_json(&run)? } else { print_line(&run.id)? }
+        return Ok(ExitCode::from(match run.status {
+            RunStatus::Failed => exit::FAILED,
+            RunStatus::Succeeded | RunStatus::Running => exit::OK,
+        }));
     }
-    let mut call = client.invoke::<serde_json::Value>(&args.workflow, &input);
-    if let Some(id) = args.id {
-        call = call.id(id);
-    }
-    let run = call.run().await?;
     if args.full {
         print_json(&run)?;
     }
@@ -307,7 +364,14 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let run = args.connection.connect().await?.get_workflow(&args.id, args.wait).await?;
+    let run = match args.connection.connect().await?.get_workflow(&args.id, args.wait).await {
+        Ok(run) => run,
+        Err(err) if err.code() == Some(Code::DeadlineExceeded) => {
+            eprintln!("workflow run {}: {err}; it had not ended", args.id);
+            return Ok(ExitCode::from(exit::RUNNING));
+        }
+        Err(err) => return Err(err.into()),
+    };
     print_json(&run)?;
     Ok(ExitCode::from(match run.status {
         RunStatus::Succeeded => exit::OK,
@@ -317,13 +381,11 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn workflows(args: WorkflowsArgs) -> anyhow::Result<()> {
-    let status = match args.status.as_deref() {
-        None => None,
-        Some("running") => Some(RunStatus::Running),
-        Some("succeeded") => Some(RunStatus::Succeeded),
-        Some("failed") => Some(RunStatus::Failed),
-        Some(other) => bail!("--status {other:?}: choose running, succeeded or failed"),
-    };
+    let status = args.status.map(|status| match status {
+        StatusFilter::Running => RunStatus::Running,
+        StatusFilter::Succeeded => RunStatus::Succeeded,
+        StatusFilter::Failed => RunStatus::Failed,
+    });
     let client = args.connection.connect().await?;
     let mut filter = ListFilter { name: args.name, status, page_size: 0, page_token: args.after };
     let mut left = args.limit;
@@ -409,7 +471,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<comb_frontend::Error>() {
         return exit_code_of(e.code());
     }
-    if err.downcast_ref::<serde_json::Error>().is_some() { exit::INVALID } else { exit::UNAVAILABLE }
+    if err.downcast_ref::<serde_json::Error>().is_some() || err.downcast_ref::<BadInput>().is_some() { exit::INVALID } else { exit::UNAVAILABLE }
 }
 
 /// The exit code of an error with gRPC code `code`.
@@ -417,7 +479,8 @@ fn exit_code_of(code: Code) -> u8 {
     match code {
         Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition | Code::OutOfRange | Code::Unauthenticated | Code::PermissionDenied => exit::INVALID,
         Code::NotFound => exit::NOT_FOUND,
-        Code::DeadlineExceeded => exit::RUNNING,
+        // A time-out of a call other than a run's wait (`invoke` and `status` tell that
+        // one apart): the server did not answer in time.
         _ => exit::UNAVAILABLE,
     }
 }

@@ -43,7 +43,7 @@ enum Command {
     Status(cli::StatusArgs),
     /// List workflow runs, one JSON object a line, in id order.
     Workflows(cli::WorkflowsArgs),
-    /// Query the traces with SQL: function_invocations, change_data, workflows.
+    /// Query the traces with SQL: function_invocations, change_data, workflows, read_events.
     #[command(after_help = cli::EXIT_CODES)]
     Trace(cli::TraceArgs),
     /// Print what the server says of itself, as one JSON object: its version, partitions,
@@ -80,6 +80,7 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        Err(err) if cli::stdout_closed(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(cli::exit_code(&err))

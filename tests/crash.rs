@@ -240,8 +240,55 @@ async fn killed_server_resumes_every_run_exactly_once() {
         tried.len(),
         acked.len()
     );
+    cli_at_its_edges(&server.addr);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// Runs `comb` with `args`: its exit code, standard output and standard error.
+fn comb(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_comb")).args(args).output().unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The CLI where a script meets it: an invoke cut by its time-out names the id it made,
+/// which retries it at most once; bad arguments and unreadable files are exit code 2, never
+/// a panic; an https address is refused; output into a closed pipe ends quietly.
+fn cli_at_its_edges(addr: &str) {
+    let input = r#"{"user": 900001, "item": 1, "qty": 1}"#;
+    let (code, _, stderr) = comb(&["invoke", "--addr", addr, "--timeout", "0.000001", "cart_add", input]);
+    assert_eq!(code, Some(5), "{stderr}");
+    let id = stderr.split("--id ").nth(1).and_then(|rest| rest.split('`').next()).unwrap_or_else(|| panic!("no id in {stderr:?}")).to_owned();
+    assert!(id.len() == 36 && !stderr.contains("panicked"), "{stderr}");
+    // Whether or not the cut call reached the server, the run happens once.
+    for _ in 0..2 {
+        let (code, stdout, stderr) = comb(&["invoke", "--addr", addr, "--id", &id, "cart_add", input]);
+        assert_eq!((code, stdout.trim()), (Some(0), r#"{"item":1,"qty":1,"user":900001}"#), "{stderr}");
+    }
+    let (code, stdout, _) = comb(&["invoke", "--addr", addr, "cart_add", input]);
+    assert_eq!((code, stdout.trim()), (Some(0), r#"{"item":1,"qty":2,"user":900001}"#), "another run, with an id of its own");
+
+    for args in [
+        &["health", "--addr", addr, "--timeout", "0"][..],
+        &["health", "--addr", addr, "--timeout", "inf"],
+        &["health", "--addr", addr, "--timeout", "-1"],
+        &["workflows", "--addr", addr, "--status", "done"],
+        &["function", "register", "--addr", addr, "/nonexistent/function.json"],
+        &["serve", "--apps", "nonexistent", "--data-dir", "/nonexistent/data"],
+    ] {
+        let (code, _, stderr) = comb(args);
+        assert!(code == Some(2) && !stderr.contains("panicked"), "{args:?}: {code:?} {stderr}");
+    }
+    let https = addr.replace("http://", "https://");
+    let (code, _, stderr) = comb(&["health", "--addr", &https]);
+    assert!(code == Some(1) && stderr.contains("TLS"), "{code:?} {stderr}");
+
+    // Standard output closed before the command writes: it ends quietly, with 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_comb")).args(["workflows", "--addr", addr, "--limit", "1000"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.is_empty(), "{:?} {stderr}", output.status);
 }
 
 /// Runs `comb serve` on `data` at `addr` until it exits: its exit code (none if a signal

@@ -10,7 +10,7 @@
 //! The first call opens the stream; a stream that fails answers every call waiting on it
 //! with the failure, and the next call opens a new one. A call waits at most the client's
 //! time-out; at most `STREAM_CALLS_MAX` calls are queued or in flight per client, one more
-//! waits for a slot.
+//! is refused at once (`RESOURCE_EXHAUSTED`, retryable).
 
 use std::collections::HashMap;
 use std::pin::Pin;
