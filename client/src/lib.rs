@@ -112,6 +112,13 @@ impl From<tonic::Status> for Error {
         if status.code() == Code::Cancelled && never_sent(&status) {
             return Error::Status { code: Code::Unavailable, message: format!("the connection closed before the call was sent ({})", status.message()) };
         }
+        // The connection failed under the call (the server killed, the network cut): tonic
+        // reports the transport's error as UNKNOWN or INTERNAL, codes a server also sends,
+        // but then with no source. The call may or may not have reached the server, as
+        // with any UNAVAILABLE; its cause is in the source chain, which the message keeps.
+        if matches!(status.code(), Code::Unknown | Code::Internal) && std::error::Error::source(&status).is_some() {
+            return Error::Status { code: Code::Unavailable, message: format!("the connection to the server failed: {}", error_chain(&status)) };
+        }
         Error::Status { code: status.code(), message: status.message().to_owned() }
     }
 }
@@ -641,5 +648,25 @@ mod tests {
         let error = Error::from(tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string()));
         assert_eq!(error.code(), Some(Code::DeadlineExceeded));
         assert!(error.is_retryable());
+    }
+
+    /// A connection that fails under a call (the server killed): tonic's UNKNOWN, with the
+    /// transport's error as its source, is UNAVAILABLE and keeps its cause; a server's own
+    /// UNKNOWN or INTERNAL (no source) stays what it is.
+    #[test]
+    fn a_connection_failing_under_a_call_is_unavailable_with_its_cause() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let status = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(status.code(), Code::Unknown, "tonic's code for it: {status:?}");
+        let error = Error::from(status);
+        assert_eq!(error.code(), Some(Code::Unavailable), "{error}");
+        assert!(error.is_retryable());
+        assert!(error.to_string().contains("connection reset by peer"), "{error}");
+        for status in [tonic::Status::internal("a bug"), tonic::Status::unknown("a handler's panic")] {
+            let code = status.code();
+            let error = Error::from(status);
+            assert_eq!(error.code(), Some(code), "{error}");
+            assert!(!error.is_retryable());
+        }
     }
 }
