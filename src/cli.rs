@@ -198,7 +198,8 @@ pub(crate) struct StatusArgs {
     connection: Connection,
     /// The run's id.
     id: String,
-    /// Wait for the run to end.
+    /// Wait for the run to end, up to --timeout (asking again each time the server's own
+    /// wait, its wait-max, ends first).
     #[arg(long)]
     wait: bool,
 }
@@ -364,13 +365,19 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let run = match args.connection.connect().await?.get_workflow(&args.id, args.wait).await {
-        Ok(run) => run,
-        Err(err) if err.code() == Some(Code::DeadlineExceeded) => {
-            eprintln!("workflow run {}: {err}; it had not ended", args.id);
-            return Ok(ExitCode::from(exit::RUNNING));
+    let client = args.connection.connect().await?;
+    // The server waits at most its wait-max for one call: a longer --timeout asks again.
+    let deadline = std::time::Instant::now() + args.connection.timeout;
+    let run = loop {
+        match client.get_workflow(&args.id, args.wait).await {
+            Ok(run) if args.wait && run.status == RunStatus::Running && std::time::Instant::now() < deadline => {}
+            Ok(run) => break run,
+            Err(err) if err.code() == Some(Code::DeadlineExceeded) => {
+                eprintln!("workflow run {}: {err}; it had not ended", args.id);
+                return Ok(ExitCode::from(exit::RUNNING));
+            }
+            Err(err) => return Err(err.into()),
         }
-        Err(err) => return Err(err.into()),
     };
     print_json(&run)?;
     Ok(ExitCode::from(match run.status {
