@@ -93,6 +93,11 @@ pub(crate) struct Scheduler {
     /// Told when the runs in flight fall to half of `workflows-in-flight-max`: the runs
     /// left over at start resume then.
     half_free: tokio::sync::Notify,
+    /// `expired_to[p]`: the end time of the last run the expiry forgot in partition `p`.
+    /// Its next read starts there, not at the partition's first `comb_ended` key: the
+    /// deletes before it are tombstones until compacted, and reading past them again on
+    /// every page made a pass quadratic in the runs it forgot.
+    expired_to: Mutex<Vec<i64>>,
 }
 
 /// The claim on a run's id: completing it tells every waiter; dropping it uncompleted
@@ -220,6 +225,7 @@ impl Scheduler {
     /// Creates the scheduler over an engine whose system tables and functions exist.
     /// `homes` as [`system::homes`] gives them, the same the system functions were given.
     pub(crate) fn new(engine: Engine, options: ServerOptions, homes: Arc<[i64]>) -> Scheduler {
+        let homes_len = homes.len();
         Scheduler {
             homes,
             engine,
@@ -230,6 +236,7 @@ impl Scheduler {
             claims: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             half_free: tokio::sync::Notify::new(),
+            expired_to: Mutex::new(vec![i64::MIN; homes_len]),
         }
     }
 
@@ -1027,17 +1034,24 @@ impl Scheduler {
         let before_us = now_us().saturating_sub(retention);
         let rows = self.statement_rows(EXPIRE_PAGE_ROWS);
         let mut expired = 0;
-        for &home in self.homes.iter() {
+        for (partition, &home) in self.homes.iter().enumerate() {
             loop {
-                let page: Vec<(i64, String)> = self.system(system::EXPIRED, encode(&ExpiredPage { home, before_us, rows })).await?;
+                let from_us = self.expired_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[partition];
+                let page: Vec<(i64, String, bool)> = self.system(system::EXPIRED, encode(&ExpiredPage { home, from_us, before_us, rows })).await?;
                 let Some(last_page) = (!page.is_empty()).then_some(page.len() < rows) else { break };
+                let last_us = page.last().map_or(from_us, |(ended_us, _, _)| *ended_us);
                 // The recorded outputs first: a pass cut between the two leaves rows whose
                 // outputs are gone, which the next pass expires; never outputs without a row.
-                for &at in self.homes.iter() {
-                    self.forget(at, &page).await?;
+                let recorded: Vec<(i64, String)> = page.iter().filter(|(_, _, recorded)| *recorded).map(|(ended_us, id, _)| (*ended_us, id.clone())).collect();
+                if !recorded.is_empty() {
+                    for &at in self.homes.iter() {
+                        self.forget(at, &recorded).await?;
+                    }
                 }
+                let page: Vec<(i64, String)> = page.into_iter().map(|(ended_us, id, _)| (ended_us, id)).collect();
                 let deleted: u64 = self.system(system::EXPIRE, encode(&Expiring { home, runs: page })).await?;
                 expired += deleted as usize;
+                self.expired_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[partition] = last_us;
                 if last_page {
                     break;
                 }

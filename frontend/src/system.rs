@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS comb_ended (
     home BIGINT NOT NULL,
     ended_us BIGINT NOT NULL,
     id TEXT NOT NULL,
+    recorded BOOLEAN NOT NULL,
     PRIMARY KEY (home, ended_us, id)
 ) WITH (partition_by = 'home');
 CREATE TABLE IF NOT EXISTS comb_functions (
@@ -125,7 +126,9 @@ type RowTuple = (i64, String, String, i64, String, String, Option<String>, Optio
 const ROW_COLUMNS: &str = "home, id, name, version, status, input, output, error, started_us, ended_us";
 
 /// Notes a run's end in `comb_ended`, by which the expiry finds the oldest ended runs.
-const ENDED_INSERT: &str = "INSERT INTO comb_ended (home, ended_us, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+/// `recorded`: whether the run may have recorded outputs to forget (a run invoked without
+/// an id whose one transaction wrote its end has none).
+const ENDED_INSERT: &str = "INSERT INTO comb_ended (home, ended_us, id, recorded) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 
 /// A run's row by its key, `(home, id)`.
 fn row_by_key() -> String {
@@ -171,10 +174,12 @@ pub(crate) struct RunningPage {
     pub(crate) rows: usize,
 }
 
-/// Ended runs of `home` that ended before `before_us`, oldest first, at most `rows` of them.
+/// Ended runs of `home` that ended from `from_us` on and before `before_us`, oldest first,
+/// at most `rows` of them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ExpiredPage {
     pub(crate) home: i64,
+    pub(crate) from_us: i64,
     pub(crate) before_us: i64,
     pub(crate) rows: usize,
 }
@@ -302,7 +307,7 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
             .run_typed(|tx, end: Ending| -> comb_backend::Result<Ending> {
                 tx.execute("row", (end.home, end.id.as_str(), end.status.as_str(), end.output.as_deref(), end.error.as_deref(), end.ended_us))?;
                 tx.execute("running", (end.home, end.id.as_str()))?;
-                tx.execute("ended", (end.home, end.ended_us, end.id.as_str()))?;
+                tx.execute("ended", (end.home, end.ended_us, end.id.as_str(), true))?;
                 Ok(end)
             }),
         Function::new(INSERT_ENDED)
@@ -313,7 +318,7 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
                 let r = row.clone();
                 tx.execute("row", (r.home, r.id.as_str(), r.name, r.version, r.status, r.input, r.output, r.error, r.started_us, r.ended_us))?;
                 if let Some(ended_us) = r.ended_us {
-                    tx.execute("ended", (r.home, ended_us, r.id))?;
+                    tx.execute("ended", (r.home, ended_us, r.id, true))?;
                 }
                 Ok(row)
             })
@@ -323,7 +328,7 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
                 let home = *homes.get(usize::from(partition)).ok_or_else(|| format!("partition {partition} has no home"))?;
                 let (output, error, ended_us) = (Some(run.output.as_str()), None::<&str>, Some(run.end_us));
                 tx.execute("row", (home, run.id.as_str(), run.name.as_str(), run.version, SUCCEEDED, run.input.as_str(), output, error, run.start_us, ended_us))?;
-                tx.execute("ended", (home, run.end_us, run.id.as_str()))?;
+                tx.execute("ended", (home, run.end_us, run.id.as_str(), false))?;
                 Ok(())
             }),
         Function::new(GET)
@@ -347,10 +352,10 @@ pub(crate) fn functions(homes: Arc<[i64]>) -> Vec<Function> {
         // their recorded outputs on each partition, then their rows. A row is deleted only
         // as it was read (ended then), so a pass cut short is taken up again by the next.
         Function::new(EXPIRED)
-            .statement("page", "SELECT ended_us, id FROM comb_ended WHERE home = $1 AND ended_us < $2 ORDER BY ended_us, id LIMIT $3")
+            .statement("page", "SELECT ended_us, id, recorded FROM comb_ended WHERE home = $1 AND ended_us >= $2 AND ended_us < $3 ORDER BY ended_us, id LIMIT $4")
             .partition_by("home")
-            .run_typed(|tx, page: ExpiredPage| -> comb_backend::Result<Vec<(i64, String)>> {
-                tx.query_as("page", (page.home, page.before_us, page.rows.clamp(1, EXPIRE_PAGE_ROWS) as i64))
+            .run_typed(|tx, page: ExpiredPage| -> comb_backend::Result<Vec<(i64, String, bool)>> {
+                tx.query_as("page", (page.home, page.from_us, page.before_us, page.rows.clamp(1, EXPIRE_PAGE_ROWS) as i64))
             }),
         // On the partition of `home` (no statement: the field alone routes it).
         Function::new(FORGET)

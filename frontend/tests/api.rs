@@ -1073,11 +1073,13 @@ async fn ended_runs_are_forgotten_after_run_retention() {
     let picked = f.client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 60 })).id("p-1").run().await;
     // `pick_add` is registered by `strand_pick_add`.
     assert_eq!(picked.unwrap().output, Some(json!({ "id": 60, "n": 1 })));
-    assert_eq!(adds(&f), 2);
+    // And one without an id: nothing recorded, its end written by its one transaction.
+    let anonymous = f.client.invoke::<Value>("count", &json!({ "id": 51 })).run().await.unwrap();
+    assert_eq!(adds(&f), 3);
 
     // Forgotten once run-retention has passed.
     let deadline = Instant::now() + Duration::from_secs(10);
-    for id in ["c-1", "p-1"] {
+    for id in ["c-1", "p-1", anonymous.id.as_str()] {
         loop {
             match f.client.get_workflow(id, false).await {
                 Ok(run) => assert!(run.status != RunStatus::Running, "{run:?}"),
@@ -1100,15 +1102,15 @@ async fn ended_runs_are_forgotten_after_run_retention() {
         assert_eq!(code(&f.client.get_workflow(id, false).await.unwrap_err()), Code::NotFound, "{id}");
     }
     assert_eq!(f.client.get_workflow("kept-running", true).await.unwrap().status, RunStatus::Succeeded);
-    assert_eq!(adds(&f), 3);
+    assert_eq!(adds(&f), 4);
     // Invoked again, each runs anew: its recorded outputs went with its row.
     let anew = count(&f, "c-1").await;
     assert_eq!((anew.output, anew.deduplicated), (Some(json!({ "id": 50, "n": 2 })), false));
     let picked = f.client.invoke::<Value>("pick_add", &json!({ "id": 0, "base": 60 })).id("p-1").run().await.unwrap();
     assert_eq!((picked.output, picked.deduplicated), (Some(json!({ "id": 60, "n": 2 })), false));
-    assert_eq!(adds(&f), 5);
+    assert_eq!(adds(&f), 6);
     assert!(count(&f, "c-1").await.deduplicated, "and is remembered again");
-    assert_eq!(adds(&f), 5);
+    assert_eq!(adds(&f), 6);
     f.close().await;
 }
 
