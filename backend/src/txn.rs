@@ -79,10 +79,7 @@ impl Txn<'_> {
     /// Runs a statement and returns its rows (SELECT, or RETURNING).
     pub fn query(&mut self, statement: &str, params: impl Params) -> Result<Rows> {
         let function = self.function;
-        if let Err(err) = self.deadline.check(&function.name, || format!("at the start of its statement {statement}")) {
-            self.timed_out.get_or_insert_with(|| err.clone());
-            return Err(err);
-        }
+        self.check_deadline(|| format!("at the start of its statement {statement}"))?;
         let prepared = function
             .prepared
             .statement(statement)
@@ -117,17 +114,7 @@ impl Txn<'_> {
                 }
             }
         }
-        let mut exec = Exec {
-            catalog: &function.catalog,
-            snapshot: self.snapshot,
-            writes: self.writes,
-            scope: self.scope,
-            partitions: self.partitions,
-            limits: self.limits,
-            function: &function.name,
-            statement,
-        };
-        let outcome = exec.run(&prepared.plan, &values)?;
+        let outcome = self.exec(statement).run(&prepared.plan, &values)?;
         Ok(Rows { columns: prepared.columns.iter().map(|c| c.name.clone()).collect(), rows: outcome.rows, affected: outcome.affected })
     }
 
@@ -137,16 +124,33 @@ impl Txn<'_> {
     /// server's expiry of ended runs (`run-retention`): a run still going that loses its
     /// recorded outputs may run a step twice.
     pub fn forget_recorded(&mut self, workflow: &str) -> Result<u64> {
-        let function = self.function;
-        if let Err(err) = self.deadline.check(&function.name, || "at the start of forgetting recorded outputs".to_owned()) {
-            self.timed_out.get_or_insert_with(|| err.clone());
-            return Err(err);
-        }
+        self.check_deadline(|| "at the start of forgetting recorded outputs".to_owned())?;
         let partitions: Vec<u16> = match self.scope {
             Scope::Single(p) => vec![p],
             Scope::All => (0..self.partitions).collect(),
         };
-        let mut exec = Exec {
+        let mut exec = self.exec("forget_recorded");
+        let mut forgotten = 0;
+        for partition in partitions {
+            forgotten += exec.forget_recorded(partition, workflow)?;
+        }
+        Ok(forgotten)
+    }
+
+    /// Fails once the transaction has run past `transaction-time-max-ms`, and keeps that
+    /// error as the transaction's, even if the body catches it.
+    fn check_deadline(&mut self, at: impl FnOnce() -> String) -> Result<()> {
+        let checked = self.deadline.check(&self.function.name, at);
+        if let Err(err) = &checked {
+            self.timed_out.get_or_insert_with(|| err.clone());
+        }
+        checked
+    }
+
+    /// An execution context over this transaction, for `statement` (its name in errors).
+    fn exec<'s>(&'s mut self, statement: &'s str) -> Exec<'s> {
+        let function = self.function;
+        Exec {
             catalog: &function.catalog,
             snapshot: self.snapshot,
             writes: self.writes,
@@ -154,13 +158,8 @@ impl Txn<'_> {
             partitions: self.partitions,
             limits: self.limits,
             function: &function.name,
-            statement: "forget_recorded",
-        };
-        let mut forgotten = 0;
-        for partition in partitions {
-            forgotten += exec.forget_recorded(partition, workflow)?;
+            statement,
         }
-        Ok(forgotten)
     }
 
     /// Runs a statement and returns how many rows it wrote (or returned).
