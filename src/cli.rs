@@ -341,10 +341,11 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     };
     if args.asynchronous {
         if args.full { print_json(&run)? } else { print_line(&run.id)? }
-        return Ok(ExitCode::from(match run.status {
-            RunStatus::Failed => exit::FAILED,
-            RunStatus::Succeeded | RunStatus::Running => exit::OK,
-        }));
+        if run.status == RunStatus::Failed {
+            eprintln!("workflow run {} failed: {}", run.id, run.error.as_deref().unwrap_or_default());
+            return Ok(ExitCode::from(exit::FAILED));
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     if args.full {
         print_json(&run)?;
@@ -370,9 +371,10 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let deadline = std::time::Instant::now() + args.connection.timeout;
     let run = loop {
         match client.get_workflow(&args.id, args.wait).await {
-            Ok(run) if args.wait && run.status == RunStatus::Running && std::time::Instant::now() < deadline => {}
             Ok(run) => break run,
-            Err(err) if err.code() == Some(Code::DeadlineExceeded) => {
+            // The server's wait ended (its wait-max) before ours.
+            Err(err) if args.wait && err.code() == Some(Code::DeadlineExceeded) && std::time::Instant::now() < deadline => {}
+            Err(err) if args.wait && err.code() == Some(Code::DeadlineExceeded) => {
                 eprintln!("workflow run {}: {err}; it had not ended", args.id);
                 return Ok(ExitCode::from(exit::RUNNING));
             }
@@ -455,10 +457,15 @@ pub(crate) fn write_traces(out: &mut impl std::io::Write, traces: &comb_client::
             }
         }
         TraceFormat::Csv => {
+            // The writer's I/O errors as themselves, so that a closed output is told apart.
+            let io = |err: csv::Error| match err.into_kind() {
+                csv::ErrorKind::Io(err) => anyhow::Error::new(err),
+                other => anyhow::anyhow!("writing CSV: {other:?}"),
+            };
             let mut writer = csv::Writer::from_writer(out);
-            writer.write_record(&traces.columns)?;
+            writer.write_record(&traces.columns).map_err(io)?;
             for row in &traces.rows {
-                writer.write_record(row.iter().map(cell))?;
+                writer.write_record(row.iter().map(cell)).map_err(io)?;
             }
             writer.flush()?;
         }

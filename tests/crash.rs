@@ -281,14 +281,16 @@ fn cli_at_its_edges(addr: &str) {
     }
     let https = addr.replace("http://", "https://");
     let (code, _, stderr) = comb(&["health", "--addr", &https]);
-    assert!(code == Some(1) && stderr.contains("TLS"), "{code:?} {stderr}");
+    assert!(code == Some(2) && stderr.contains("TLS"), "{code:?} {stderr}");
 
     // Standard output closed before the command writes: it ends quietly, with 0.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_comb")).args(["workflows", "--addr", addr, "--limit", "1000"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stderr.is_empty(), "{:?} {stderr}", output.status);
+    for args in [&["workflows", "--addr", addr, "--limit", "1000"][..], &["trace", "--addr", addr, "--format", "csv", "SELECT id FROM workflows LIMIT 1000"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_comb")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && stderr.is_empty(), "{args:?}: {:?} {stderr}", output.status);
+    }
 }
 
 /// Runs `comb serve` on `data` at `addr` until it exits: its exit code (none if a signal

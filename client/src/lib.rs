@@ -362,8 +362,10 @@ impl ClientBuilder {
     /// Connects.
     pub async fn connect(self) -> Result<Client> {
         let connect_error = |message: String| Error::Connect { addr: self.addr.clone(), message };
-        let endpoint = Endpoint::from_shared(endpoint_uri(&self.addr).map_err(connect_error)?)
-            .map_err(|err| connect_error(format!("not an address: {err}")))?
+        // A wrong address or token is no failure to connect: retrying cannot mend it.
+        let invalid = |message: String| Error::Status { code: Code::InvalidArgument, message: format!("{}: {message}", self.addr) };
+        let endpoint = Endpoint::from_shared(endpoint_uri(&self.addr).map_err(invalid)?)
+            .map_err(|err| invalid(format!("not an address: {err}")))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true)
@@ -374,7 +376,7 @@ impl ClientBuilder {
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
         let channel = endpoint.connect().await.map_err(|err| connect_error(error_chain(&err)))?;
         let token = match self.token {
-            Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| connect_error("the token is not valid header text".to_owned()))?),
+            Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| invalid("the token is not valid header text".to_owned()))?),
             None => None,
         };
         let inner = CombClient::new(channel).max_decoding_message_size(64 << 20);
@@ -611,7 +613,7 @@ mod tests {
         assert!(err.contains("TLS"), "{err}");
         assert!(endpoint_uri("ftp://comb.example:21").unwrap_err().contains("ftp://"));
         match Client::builder("HTTPS://127.0.0.1:1").token("secret").connect().await {
-            Err(Error::Connect { addr, message }) => assert!(addr == "HTTPS://127.0.0.1:1" && message.contains("TLS"), "{message}"),
+            Err(err @ Error::Status { code: Code::InvalidArgument, .. }) => assert!(err.to_string().contains("TLS") && !err.is_retryable(), "{err}"),
             other => panic!("{other:?}"),
         }
     }

@@ -1028,51 +1028,95 @@ impl Scheduler {
 
     /// Forgets the runs that ended more than `run-retention` ago: their recorded outputs on
     /// every partition, then their rows, a page of each partition's oldest at a time. An
-    /// invoke of such a run's id then runs it anew. Returns how many runs it expired.
-    pub(crate) async fn expire_ended(&self) -> Result<usize> {
+    /// invoke of such a run's id then runs it anew. Returns how many runs it forgot. Stops
+    /// between pages once `stop` turns true. A partition whose pass fails (overload, a failed
+    /// log) is warned of and left to the next pass; the others go on. Fails only when the
+    /// engine has closed.
+    pub(crate) async fn expire_ended(&self, stop: &watch::Receiver<bool>) -> Result<usize> {
         let retention = i64::try_from(self.options.run_retention.as_micros()).unwrap_or(i64::MAX);
         let before_us = now_us().saturating_sub(retention);
-        let rows = self.statement_rows(EXPIRE_PAGE_ROWS);
+        // A run's end time is taken before its commit, which may come later than a pass that
+        // read past that time: each pass starts a margin before where the last one ended.
+        let margin = 2 * self.options.expiry_interval() + Duration::from_millis(self.options.engine.transaction_time_max_ms);
+        let margin_us = i64::try_from(margin.as_micros()).unwrap_or(i64::MAX);
         let mut expired = 0;
         for (partition, &home) in self.homes.iter().enumerate() {
-            loop {
-                let from_us = self.expired_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[partition];
-                let page: Vec<(i64, String, bool)> = self.system(system::EXPIRED, encode(&ExpiredPage { home, from_us, before_us, rows })).await?;
-                let Some(last_page) = (!page.is_empty()).then_some(page.len() < rows) else { break };
-                let last_us = page.last().map_or(from_us, |(ended_us, _, _)| *ended_us);
-                // The recorded outputs first: a pass cut between the two leaves rows whose
-                // outputs are gone, which the next pass expires; never outputs without a row.
-                let recorded: Vec<(i64, String)> = page.iter().filter(|(_, _, recorded)| *recorded).map(|(ended_us, id, _)| (*ended_us, id.clone())).collect();
-                if !recorded.is_empty() {
-                    for &at in self.homes.iter() {
-                        self.forget(at, &recorded).await?;
-                    }
+            let cursor = |to: Option<i64>| {
+                let mut expired_to = self.expired_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(to) = to {
+                    expired_to[partition] = to;
                 }
-                let page: Vec<(i64, String)> = page.into_iter().map(|(ended_us, id, _)| (ended_us, id)).collect();
-                let deleted: u64 = self.system(system::EXPIRE, encode(&Expiring { home, runs: page })).await?;
-                expired += deleted as usize;
-                self.expired_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[partition] = last_us;
-                if last_page {
-                    break;
-                }
+                expired_to[partition]
+            };
+            let mut from_us = cursor(None).saturating_sub(margin_us);
+            let outcome = self.expire_partition(home, &mut from_us, before_us, &mut expired, stop).await;
+            cursor(Some(from_us));
+            match outcome {
+                Ok(()) => {}
+                Err(Error::Backend(comb_backend::Error::Closed)) => return Err(Error::Backend(comb_backend::Error::Closed)),
+                Err(err) => tracing::warn!(partition, error = %err, "forgetting a partition's ended runs failed; the next pass goes on from there"),
             }
         }
         Ok(expired)
     }
 
-    /// Deletes the recorded outputs of `runs` on the partition of `home`: in one
-    /// transaction, or one run at a time when they are more keys than `write-set-max`.
-    async fn forget(&self, home: i64, runs: &[(i64, String)]) -> Result<()> {
-        let all = self.system::<u64>(system::FORGET, encode(&Expiring { home, runs: runs.to_vec() })).await;
-        match all {
-            Err(Error::Backend(comb_backend::Error::LimitExceeded { .. })) if runs.len() > 1 => {
-                for run in runs {
-                    let _: u64 = self.system(system::FORGET, encode(&Expiring { home, runs: vec![run.clone()] })).await?;
+    /// One partition's part of [`Scheduler::expire_ended`], from `from_us` on, which it
+    /// moves past each page forgotten; counts the runs forgotten in `expired`.
+    async fn expire_partition(&self, home: i64, from_us: &mut i64, before_us: i64, expired: &mut usize, stop: &watch::Receiver<bool>) -> Result<()> {
+        let rows = self.statement_rows(EXPIRE_PAGE_ROWS);
+        while !*stop.borrow() {
+            let page: Vec<(i64, String, bool)> = self.system(system::EXPIRED, encode(&ExpiredPage { home, from_us: *from_us, before_us, rows })).await?;
+            let Some((last_us, _, _)) = page.last() else { return Ok(()) };
+            let (last_us, last_page) = (*last_us, page.len() < rows);
+            // The recorded outputs first: a pass cut between the two leaves rows whose
+            // outputs are gone, which the next pass expires; never outputs without a row. A
+            // run whose outputs cannot be deleted keeps its row too.
+            let mut runs: Vec<(i64, String)> = page.iter().map(|(ended_us, id, _)| (*ended_us, id.clone())).collect();
+            let recorded: Vec<(i64, String)> = page.into_iter().filter(|(_, _, recorded)| *recorded).map(|(ended_us, id, _)| (ended_us, id)).collect();
+            if !recorded.is_empty() {
+                for &at in self.homes.iter() {
+                    let kept = self.in_pages(system::FORGET, at, &recorded).await?;
+                    runs.retain(|run| !kept.contains(run));
                 }
-                Ok(())
             }
-            other => other.map(drop),
+            let kept = self.in_pages(system::EXPIRE, home, &runs).await?;
+            *expired += runs.len() - kept.len();
+            *from_us = last_us;
+            if last_page {
+                return Ok(());
+            }
         }
+        Ok(())
+    }
+
+    /// Calls the expiry's system function `function` (FORGET or EXPIRE) for `runs` on the
+    /// partition of `home`: all in one transaction or, when that one cannot commit (more
+    /// keys than `write-set-max`, a record past `record-bytes-max`), one run at a time.
+    /// Returns the runs it could do nothing for (warned of, and kept: their row stays until
+    /// a later pass, or a restart, takes them again); fails on an error a retry may mend.
+    async fn in_pages(&self, function: &str, home: i64, runs: &[(i64, String)]) -> Result<Vec<(i64, String)>> {
+        let call = |runs: Vec<(i64, String)>| self.system::<u64>(function, encode(&Expiring { home, runs }));
+        let err = match call(runs.to_vec()).await {
+            Ok(_) => return Ok(Vec::new()),
+            Err(Error::Backend(err)) if !err.is_retryable() && !matches!(err, comb_backend::Error::Closed) => err,
+            Err(err) => return Err(err),
+        };
+        if runs.len() == 1 {
+            tracing::warn!(run = %runs[0].1, function, error = %err, "an ended run could not be forgotten; it is kept");
+            return Ok(runs.to_vec());
+        }
+        let mut kept = Vec::new();
+        for run in runs {
+            match call(vec![run.clone()]).await {
+                Ok(_) => {}
+                Err(Error::Backend(err)) if !err.is_retryable() && !matches!(err, comb_backend::Error::Closed) => {
+                    tracing::warn!(run = %run.1, function, error = %err, "an ended run could not be forgotten; it is kept");
+                    kept.push(run.clone());
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(kept)
     }
 
     /// Resumes the runs that started, did not end, and that no task here runs (a failure of

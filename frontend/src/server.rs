@@ -240,7 +240,7 @@ impl Background {
     /// answers `false` (the engine closed).
     fn every<F, Fut>(interval: Duration, mut work: F) -> Background
     where
-        F: FnMut() -> Fut + Send + 'static,
+        F: FnMut(watch::Receiver<bool>) -> Fut + Send + 'static,
         Fut: Future<Output = bool> + Send,
     {
         Background::once(move |mut stopped| async move {
@@ -252,8 +252,8 @@ impl Background {
                     _ = tick.tick() => {}
                 }
                 // Not raced against the stop: the work under way finishes before the engine
-                // closes.
-                if !work().await {
+                // closes (given the stop, to end a long pass sooner).
+                if !work(stopped.clone()).await {
                     return;
                 }
             }
@@ -291,7 +291,7 @@ impl Drop for Background {
 /// The server's periodic checkpoints: without them the log would keep every record it was
 /// ever given.
 fn checkpoints(engine: Engine, interval: Duration) -> Background {
-    Background::every(interval, move || {
+    Background::every(interval, move |_| {
         let engine = engine.clone();
         async move {
             match engine.checkpoint().await {
@@ -307,7 +307,7 @@ fn checkpoints(engine: Engine, interval: Duration) -> Background {
 /// The server's periodic resumption of stranded runs: started, not ended, and run by no
 /// task here since a failure of the server stopped theirs.
 fn resumptions(scheduler: Arc<Scheduler>, interval: Duration) -> Background {
-    Background::every(interval, move || {
+    Background::every(interval, move |_| {
         let scheduler = Arc::clone(&scheduler);
         async move {
             match scheduler.resume_stranded().await {
@@ -323,14 +323,13 @@ fn resumptions(scheduler: Arc<Scheduler>, interval: Duration) -> Background {
 
 /// The server's periodic expiry of the runs that ended more than `run-retention` ago.
 fn expiries(scheduler: Arc<Scheduler>, interval: Duration) -> Background {
-    Background::every(interval, move || {
+    Background::every(interval, move |stop| {
         let scheduler = Arc::clone(&scheduler);
         async move {
-            match scheduler.expire_ended().await {
+            match scheduler.expire_ended(&stop).await {
                 Ok(0) => {}
                 Ok(expired) => tracing::debug!(expired, "expired workflow runs past run-retention"),
-                Err(Error::Backend(comb_backend::Error::Closed)) => return false,
-                Err(err) => tracing::warn!(error = %err, "expiring ended workflow runs failed; the next pass tries again"),
+                Err(_) => return false, // the engine closed
             }
             true
         }

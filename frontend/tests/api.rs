@@ -1114,6 +1114,35 @@ async fn ended_runs_are_forgotten_after_run_retention() {
     f.close().await;
 }
 
+/// Runs too large to forget a page at a time (their deletes past `record-bytes-max` in one
+/// commit) are forgotten one at a time: a page that cannot commit does not stop the expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_too_large_to_forget_a_page_at_a_time_are_forgotten_one_at_a_time() {
+    let mut options = ServerOptions { run_retention: Duration::from_millis(300), ..options(None) };
+    options.engine.log.record_bytes_max = 256 << 10;
+    options.engine.log.batch_bytes_max = 256 << 10;
+    let f = Fixture::with_options(options).await;
+    f.client.register_workflow(r#"{"name": "big", "steps": [{"id": "p", "function": "pad", "input": "$input"}], "output": "$p"}"#).await.unwrap();
+    // Five runs on one partition, each 60 KB of output three times over (its step's recorded
+    // output, its end's, its row): a page of them is over 256 KiB.
+    let ids: Vec<String> = (0..5).map(|i| format!("big-{i}")).collect();
+    for id in &ids {
+        let run = f.client.invoke::<Value>("big", &json!({ "id": 5, "bytes": 60_000 })).id(id.as_str()).run().await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in &ids {
+        while f.client.get_workflow(id, false).await.is_ok() {
+            assert!(Instant::now() < deadline, "run {id} was not forgotten");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Its recorded outputs went too: invoked again, it runs anew.
+    let again = f.client.invoke::<Value>("big", &json!({ "id": 5, "bytes": 60_000 })).id("big-0").run().await.unwrap();
+    assert!(!again.deduplicated);
+    f.close().await;
+}
+
 /// `run-retention` is bounded.
 #[test]
 fn run_retention_is_bounded() {
