@@ -1037,7 +1037,7 @@ impl Scheduler {
         let before_us = now_us().saturating_sub(retention);
         // A run's end time is taken before its commit, which may come later than a pass that
         // read past that time: each pass starts a margin before where the last one ended.
-        let margin = 2 * self.options.expiry_interval() + Duration::from_millis(self.options.engine.transaction_time_max_ms);
+        let margin = self.options.expiry_interval() + Duration::from_millis(self.options.engine.transaction_time_max_ms);
         let margin_us = i64::try_from(margin.as_micros()).unwrap_or(i64::MAX);
         let mut expired = 0;
         for (partition, &home) in self.homes.iter().enumerate() {
