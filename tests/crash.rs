@@ -37,8 +37,13 @@ struct ServerProcess {
 /// flushed to Parquet every 100 ms and their files merged two at a time, so that kills land
 /// before, during and after flushes and merges.
 async fn spawn_server(dir: &std::path::Path) -> ServerProcess {
+    spawn_server_with(dir, r#"{"tracing": {"flush-age": 100, "merge-files": 2}}"#).await
+}
+
+/// [`spawn_server`] with the server options `options` (JSON).
+async fn spawn_server_with(dir: &std::path::Path, options_json: &str) -> ServerProcess {
     let options = dir.join("options.json");
-    std::fs::write(&options, r#"{"tracing": {"flush-age": 100, "merge-files": 2}}"#).unwrap();
+    std::fs::write(&options, options_json).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_comb"))
         .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", "127.0.0.1:0", "--options"])
         .arg(&options)
@@ -241,6 +246,52 @@ async fn killed_server_resumes_every_run_exactly_once() {
         acked.len()
     );
     cli_at_its_edges(&server.addr);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// The expiry of ended runs under SIGKILL: runs forgotten 300 ms after their end, the server
+/// killed at random moments while its passes forget them. Afterwards every run is forgotten
+/// whole: invoked again with its id it runs anew (a recorded output left behind its row
+/// would answer instead, and its cart line would not grow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_expiry_forgets_each_run_whole() {
+    const OPTIONS: &str = r#"{"run-retention": 300}"#;
+    const RUNS_PER_ROUND: u64 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server_with(dir.path(), OPTIONS).await;
+    let mut rng = rand::rng();
+    let input = |user: u64| json!({ "user": 800_000 + user, "item": 1, "qty": 1 });
+    let mut users = 0;
+    for _ in 0..ROUNDS {
+        let client = connect(&server).await;
+        let calls = (users..users + RUNS_PER_ROUND).map(|user| {
+            let client = client.clone();
+            async move { client.invoke::<Value>("cart_add", &input(user)).id(format!("cart-{user}")).run().await.unwrap() }
+        });
+        for run in futures::future::join_all(calls).await {
+            assert_eq!(run.output.as_ref().and_then(|o| o.get("qty")), Some(&json!(1)), "{run:?}");
+        }
+        users += RUNS_PER_ROUND;
+        // Killed while passes (every 30 ms) forget the round's runs, or after.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..700))).await;
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().unwrap();
+        server = spawn_server_with(dir.path(), OPTIONS).await;
+    }
+    let client = connect(&server).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    for user in 0..users {
+        while client.get_workflow(&format!("cart-{user}"), false).await.is_ok() {
+            assert!(std::time::Instant::now() < deadline, "run cart-{user} was not forgotten");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for user in 0..users {
+        let run = client.invoke::<Value>("cart_add", &input(user)).id(format!("cart-{user}")).run().await.unwrap();
+        assert!(!run.deduplicated, "{run:?}");
+        assert_eq!(run.output.as_ref().and_then(|o| o.get("qty")), Some(&json!(2)), "cart-{user} ran anew, once: {run:?}");
+    }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
