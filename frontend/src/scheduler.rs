@@ -1075,11 +1075,11 @@ impl Scheduler {
             let recorded: Vec<(i64, String)> = page.into_iter().filter(|(_, _, recorded)| *recorded).map(|(ended_us, id, _)| (ended_us, id)).collect();
             if !recorded.is_empty() {
                 for &at in self.homes.iter() {
-                    let kept = self.in_pages(system::FORGET, at, &recorded).await?;
+                    let kept = self.whole_or_each(system::FORGET, at, &recorded).await?;
                     runs.retain(|run| !kept.contains(run));
                 }
             }
-            let kept = self.in_pages(system::EXPIRE, home, &runs).await?;
+            let kept = self.whole_or_each(system::EXPIRE, home, &runs).await?;
             *expired += runs.len() - kept.len();
             *from_us = last_us;
             if last_page {
@@ -1094,7 +1094,7 @@ impl Scheduler {
     /// keys than `write-set-max`, a record past `record-bytes-max`), one run at a time.
     /// Returns the runs it could do nothing for (warned of, and kept: their row stays until
     /// a later pass, or a restart, takes them again); fails on an error a retry may mend.
-    async fn in_pages(&self, function: &str, home: i64, runs: &[(i64, String)]) -> Result<Vec<(i64, String)>> {
+    async fn whole_or_each(&self, function: &str, home: i64, runs: &[(i64, String)]) -> Result<Vec<(i64, String)>> {
         let call = |runs: Vec<(i64, String)>| self.system::<u64>(function, encode(&Expiring { home, runs }));
         let err = match call(runs.to_vec()).await {
             Ok(_) => return Ok(Vec::new()),
