@@ -30,6 +30,8 @@ struct ServerProcess {
     addr: String,
     /// Runs the server resumed by itself at its start.
     resumed: usize,
+    /// The lines the server writes to standard error after its start-up line.
+    messages: mpsc::UnboundedReceiver<String>,
 }
 
 /// Starts `comb serve` on the data in `dir/data` on a free port and waits for its start-up line,
@@ -37,14 +39,16 @@ struct ServerProcess {
 /// flushed to Parquet every 100 ms and their files merged two at a time, so that kills land
 /// before, during and after flushes and merges.
 async fn spawn_server(dir: &std::path::Path) -> ServerProcess {
-    spawn_server_with(dir, r#"{"tracing": {"flush-age": 100, "merge-files": 2}}"#).await
+    spawn_server_with(dir, r#"{"tracing": {"flush-age": 100, "merge-files": 2}}"#, "warn").await
 }
 
-/// [`spawn_server`] with the server options `options` (JSON).
-async fn spawn_server_with(dir: &std::path::Path, options_json: &str) -> ServerProcess {
+/// [`spawn_server`] with the server options `options` (JSON), logging what `log` (its
+/// `COMB_LOG`) lets through.
+async fn spawn_server_with(dir: &std::path::Path, options_json: &str, log: &str) -> ServerProcess {
     let options = dir.join("options.json");
     std::fs::write(&options, options_json).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_comb"))
+        .env("COMB_LOG", log)
         .args(["serve", "--apps", "shop", "--partitions", "2", "--addr", "127.0.0.1:0", "--options"])
         .arg(&options)
         .arg("--data-dir")
@@ -76,7 +80,7 @@ async fn spawn_server_with(dir: &std::path::Path, options_json: &str) -> ServerP
     .unwrap_or_else(|| panic!("the server exited during start: {seen:?}"));
     let addr = line["comb serving on ".len()..].split(' ').next().unwrap().to_owned();
     let resumed = line.rsplit(", ").next().and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok());
-    ServerProcess { child, addr: format!("http://{addr}"), resumed: resumed.unwrap_or_else(|| panic!("cannot read the resumed runs in {line:?}")) }
+    ServerProcess { child, addr: format!("http://{addr}"), resumed: resumed.unwrap_or_else(|| panic!("cannot read the resumed runs in {line:?}")), messages: received }
 }
 
 async fn connect(server: &ServerProcess) -> Client {
@@ -257,9 +261,11 @@ async fn killed_server_resumes_every_run_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_expiry_forgets_each_run_whole() {
     const OPTIONS: &str = r#"{"run-retention": 300}"#;
+    // Each pass of the expiry says so (`expiry pass forgotten=N before_us=T complete=B`).
+    const LOG: &str = "warn,comb_frontend=debug";
     const RUNS_PER_ROUND: u64 = 150;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = spawn_server_with(dir.path(), OPTIONS).await;
+    let mut server = spawn_server_with(dir.path(), OPTIONS, LOG).await;
     let mut rng = rand::rng();
     let input = |user: u64| json!({ "user": 800_000 + user, "item": 1, "qty": 1 });
     let mut users = 0;
@@ -273,19 +279,22 @@ async fn a_killed_expiry_forgets_each_run_whole() {
             assert_eq!(run.output.as_ref().and_then(|o| o.get("qty")), Some(&json!(1)), "{run:?}");
         }
         users += RUNS_PER_ROUND;
-        // Killed while passes (every 30 ms) forget the round's runs, or after.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..700))).await;
+        // Killed after a random number of passes (one every 30 ms; the round's runs are due
+        // 300 ms after their end): before, while, or after they forget the round's runs.
+        let passes = rng.random_range(3..25);
+        for _ in 0..passes {
+            expiry_pass(&mut server).await;
+        }
         server.child.kill().expect("SIGKILL");
         server.child.wait().unwrap();
-        server = spawn_server_with(dir.path(), OPTIONS).await;
+        server = spawn_server_with(dir.path(), OPTIONS, LOG).await;
     }
+    // Every run ended before now: a whole pass past now has forgotten them all.
+    let now_us = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()).unwrap();
+    while expiry_pass(&mut server).await.is_none_or(|before_us| before_us <= now_us) {}
     let client = connect(&server).await;
-    let deadline = std::time::Instant::now() + WAIT;
     for user in 0..users {
-        while client.get_workflow(&format!("cart-{user}"), false).await.is_ok() {
-            assert!(std::time::Instant::now() < deadline, "run cart-{user} was not forgotten");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_eq!(client.get_workflow(&format!("cart-{user}"), false).await.unwrap_err().code(), Some(comb_client::Code::NotFound), "run cart-{user} was not forgotten");
     }
     for user in 0..users {
         let run = client.invoke::<Value>("cart_add", &input(user)).id(format!("cart-{user}")).run().await.unwrap();
@@ -294,6 +303,17 @@ async fn a_killed_expiry_forgets_each_run_whole() {
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// Waits for the server's next message of a pass of its expiry: the pass's cut-off when it
+/// went through every partition.
+async fn expiry_pass(server: &mut ServerProcess) -> Option<i64> {
+    loop {
+        let line = tokio::time::timeout(WAIT, server.messages.recv()).await.expect("no pass of the expiry within 60 s").expect("the server exited");
+        let Some((_, fields)) = line.split_once("expiry pass ") else { continue };
+        let field = |name: &str| fields.split(' ').find_map(|f| f.strip_prefix(name)).unwrap_or_else(|| panic!("no {name} in {line:?}"));
+        return (field("complete=") == "true").then(|| field("before_us=").parse().unwrap());
+    }
 }
 
 /// Runs `comb` with `args`: its exit code, standard output and standard error.

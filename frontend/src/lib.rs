@@ -42,4 +42,5 @@ mod system;
 pub use error::{Error, Result};
 pub use options::{CHECKPOINT_INTERVAL_MAX, EXPIRY_INTERVAL_MAX, EXPIRY_INTERVAL_MIN, LIST_PAGE_MAX, RUN_RETENTION_MAX, STREAM_CALLS_IN_FLIGHT_MAX, ServerOptions, TRACE_ANSWER_BYTES_MAX};
 pub use comb_tracing::{QueryResult, TracingOptions};
+pub use scheduler::ExpiryProgress;
 pub use server::{Listening, Server, ServerBuilder};

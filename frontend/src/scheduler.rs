@@ -98,6 +98,21 @@ pub(crate) struct Scheduler {
     /// deletes before it are tombstones until compacted, and reading past them again on
     /// every page made a pass quadratic in the runs it forgot.
     expired_to: Mutex<Vec<i64>>,
+    /// The expiry's progress, told after each pass.
+    expiry: watch::Sender<ExpiryProgress>,
+}
+
+/// The expiry of ended runs (`run-retention`) since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpiryProgress {
+    /// Passes done.
+    pub passes: u64,
+    /// Runs forgotten.
+    pub forgotten: u64,
+    /// Every run that ended before this time (microseconds since the Unix epoch) is
+    /// forgotten, but those the expiry had to keep (each warned of): the cut-off of the last
+    /// pass that went through every partition; 0 before the first.
+    pub complete_before_us: i64,
 }
 
 /// The claim on a run's id: completing it tells every waiter; dropping it uncompleted
@@ -237,6 +252,7 @@ impl Scheduler {
             in_flight: AtomicUsize::new(0),
             half_free: tokio::sync::Notify::new(),
             expired_to: Mutex::new(vec![i64::MIN; homes_len]),
+            expiry: watch::Sender::new(ExpiryProgress::default()),
         }
     }
 
@@ -1039,7 +1055,7 @@ impl Scheduler {
         // read past that time: each pass starts a margin before where the last one ended.
         let margin = self.options.expiry_interval() + Duration::from_millis(self.options.engine.transaction_time_max_ms);
         let margin_us = i64::try_from(margin.as_micros()).unwrap_or(i64::MAX);
-        let mut expired = 0;
+        let (mut expired, mut complete) = (0, true);
         for (partition, &home) in self.homes.iter().enumerate() {
             let cursor = |to: Option<i64>| {
                 let mut expired_to = self.expired_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1054,10 +1070,28 @@ impl Scheduler {
             match outcome {
                 Ok(()) => {}
                 Err(Error::Backend(comb_backend::Error::Closed)) => return Err(Error::Backend(comb_backend::Error::Closed)),
-                Err(err) => tracing::warn!(partition, error = %err, "forgetting a partition's ended runs failed; the next pass goes on from there"),
+                Err(err) => {
+                    complete = false;
+                    tracing::warn!(partition, error = %err, "forgetting a partition's ended runs failed; the next pass goes on from there");
+                }
             }
         }
+        // A pass the server's stop cut short went through no partition whole.
+        complete &= !*stop.borrow();
+        tracing::debug!(forgotten = expired, before_us, complete, "expiry pass");
+        self.expiry.send_modify(|progress| {
+            progress.passes += 1;
+            progress.forgotten += expired as u64;
+            if complete {
+                progress.complete_before_us = before_us;
+            }
+        });
         Ok(expired)
+    }
+
+    /// The expiry's progress, as it changes.
+    pub(crate) fn expiry_progress(&self) -> watch::Receiver<ExpiryProgress> {
+        self.expiry.subscribe()
     }
 
     /// One partition's part of [`Scheduler::expire_ended`], from `from_us` on, which it

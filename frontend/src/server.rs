@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
 use crate::options::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES, ServerOptions, TRACE_ANSWER_BYTES_MAX};
-use crate::scheduler::{RunningCursor, Scheduler, check_user_name};
+use crate::scheduler::{ExpiryProgress, RunningCursor, Scheduler, check_user_name};
 use crate::service::Service;
 use crate::system;
 
@@ -326,12 +326,8 @@ fn expiries(scheduler: Arc<Scheduler>, interval: Duration) -> Background {
     Background::every(interval, move |stop| {
         let scheduler = Arc::clone(&scheduler);
         async move {
-            match scheduler.expire_ended(&stop).await {
-                Ok(0) => {}
-                Ok(expired) => tracing::debug!(expired, "expired workflow runs past run-retention"),
-                Err(_) => return false, // the engine closed
-            }
-            true
+            // Its only error: the engine closed. Each pass reports itself.
+            scheduler.expire_ended(&stop).await.is_ok()
         }
     })
 }
@@ -374,6 +370,12 @@ impl Server {
     /// The backend.
     pub fn engine(&self) -> &Engine {
         &self.scheduler.engine
+    }
+
+    /// The expiry of ended runs (`run-retention`): how many passes and runs so far, and up
+    /// to when every run is forgotten; it changes after each pass.
+    pub fn expiry_progress(&self) -> watch::Receiver<ExpiryProgress> {
+        self.scheduler.expiry_progress()
     }
 
     /// The tracing layer, unless tracing is off.
