@@ -342,8 +342,7 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     if args.asynchronous {
         if args.full { print_json(&run)? } else { print_line(&run.id)? }
         if run.status == RunStatus::Failed {
-            eprintln!("workflow run {} failed: {}", run.id, run.error.as_deref().unwrap_or_default());
-            return Ok(ExitCode::from(exit::FAILED));
+            return Ok(run_failed(&run));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -357,12 +356,15 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunStatus::Failed => {
-            eprintln!("workflow run {} failed: {}", run.id, run.error.unwrap_or_default());
-            Ok(ExitCode::from(exit::FAILED))
-        }
+        RunStatus::Failed => Ok(run_failed(&run)),
         RunStatus::Running => Ok(ExitCode::from(exit::RUNNING)),
     }
+}
+
+/// Says that `run` failed, and why: exit code [`exit::FAILED`].
+fn run_failed(run: &comb_client::Run) -> ExitCode {
+    eprintln!("workflow run {} failed: {}", run.id, run.error.as_deref().unwrap_or_default());
+    ExitCode::from(exit::FAILED)
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {

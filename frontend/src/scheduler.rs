@@ -209,6 +209,12 @@ enum StepError {
     Interrupted(Error),
 }
 
+/// Whether the expiry's transaction failed for what it holds (too many keys, too large a
+/// record), which taking less at once may mend; not for overload or a closed engine.
+fn cannot_commit(err: &comb_backend::Error) -> bool {
+    !err.is_retryable() && !matches!(err, comb_backend::Error::Closed)
+}
+
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
@@ -1132,7 +1138,7 @@ impl Scheduler {
         let call = |runs: Vec<(i64, String)>| self.system::<u64>(function, encode(&Expiring { home, runs }));
         let err = match call(runs.to_vec()).await {
             Ok(_) => return Ok(Vec::new()),
-            Err(Error::Backend(err)) if !err.is_retryable() && !matches!(err, comb_backend::Error::Closed) => err,
+            Err(Error::Backend(err)) if cannot_commit(&err) => err,
             Err(err) => return Err(err),
         };
         if runs.len() == 1 {
@@ -1143,7 +1149,7 @@ impl Scheduler {
         for run in runs {
             match call(vec![run.clone()]).await {
                 Ok(_) => {}
-                Err(Error::Backend(err)) if !err.is_retryable() && !matches!(err, comb_backend::Error::Closed) => {
+                Err(Error::Backend(err)) if cannot_commit(&err) => {
                     tracing::warn!(run = %run.1, function, error = %err, "an ended run could not be forgotten; it is kept");
                     kept.push(run.clone());
                 }
