@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use comb_client::{Client, ListFilter, RunStatus, Traces};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -153,7 +153,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         client.await??;
     }
     let (tried, acked) = (tried.lock().map(|t| t.clone()).unwrap_or_default(), acked.lock().map(|a| a.clone()).unwrap_or_default());
-    println!("   killed after {} bookings were acknowledged ({} started).", acked.len(), tried.len());
+    println!("   killed after {} bookings were acknowledged ({} started).", HumanCount(acked.len() as u64), HumanCount(tried.len() as u64));
 
     server = ServerProcess::start(dir)?;
     let client = server.client().await?;
@@ -218,7 +218,9 @@ async fn burst(server: &ServerProcess, args: &DemoArgs) -> anyhow::Result<(Runs,
     let acked: Runs = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("   {spinner} {human_pos} bookings acknowledged  ({per_sec}, {elapsed})")?);
+    // The rate in whole bookings a second (`{per_sec}` prints four decimals).
+    let rate = |state: &ProgressState, out: &mut dyn std::fmt::Write| _ = write!(out, "{}/s", HumanCount(state.per_sec() as u64));
+    bar.set_style(ProgressStyle::with_template("   {spinner} {human_pos} bookings acknowledged  ({rate}, {elapsed})")?.with_key("rate", rate));
     bar.enable_steady_tick(Duration::from_millis(100));
     let client = server.client().await?;
     let mut tasks = Vec::new();
@@ -267,8 +269,8 @@ async fn check(client: &Client, tried: &BTreeMap<String, Value>, acked: &BTreeMa
         }
         taken += usize::from(!output["room"].is_null());
     }
-    println!("   {} acknowledged bookings answered as before, running nothing again; {} started", acked.len(), tried.len() - acked.len());
-    println!("   and unacknowledged ones ended once. {taken} rooms taken, {} sold out.", tried.len() - taken);
+    println!("   {} acknowledged bookings answered as before, running nothing again; {} started", HumanCount(acked.len() as u64), tried.len() - acked.len());
+    println!("   and unacknowledged ones ended once. {} rooms taken, {} sold out.", HumanCount(taken as u64), HumanCount((tried.len() - taken) as u64));
     let count = |traces: Traces| -> anyhow::Result<(u64, u64)> {
         let row = traces.rows.first().context("a count has a row")?;
         Ok((row[0].as_u64().unwrap_or(0), row[1].as_u64().unwrap_or(0)))
@@ -280,6 +282,6 @@ async fn check(client: &Client, tried: &BTreeMap<String, Value>, acked: &BTreeMa
     ensure!(rooms == (taken, taken), "rooms taken in the traces: {rooms:?}, expected {taken} once each");
     ensure!(confirmations == (taken, taken), "confirmations in the traces: {confirmations:?}, expected {taken}");
     ensure!(runs == (tried.len() as u64, tried.len() as u64), "runs in the traces: {runs:?}, expected {} once each", tried.len());
-    println!("   The traces agree: {taken} rooms taken once each, {taken} confirmations, {} runs ended once each. OK", tried.len());
+    println!("   The traces agree: {0} rooms taken once each, {0} confirmations, {1} runs ended once each. OK", HumanCount(taken as u64), HumanCount(tried.len() as u64));
     Ok(())
 }
