@@ -116,16 +116,25 @@ impl RowCache {
 
     /// Drops about an eighth of the entries, and at least enough for `added` more bytes
     /// (random eviction: no bookkeeping on a hit).
+    ///
+    /// The entries kept move to a new map as large as the old one. Removing them in place
+    /// would leave a tombstone in each slot freed, and the inserts that follow reuse those
+    /// before empty slots: under steady churn (a working set larger than the cache) the map
+    /// fills up with tombstones, and a lookup of a key it does not hold (every insert's key
+    /// check) probes about ten times as many slots.
     fn evict(entries: &mut Entries, bytes_max: usize, added: usize) {
         let target = (bytes_max - bytes_max / 8).min(bytes_max - added);
         let mut bytes = entries.bytes;
-        entries.rows.retain(|k, v| {
-            if bytes <= target {
-                return true;
+        let old = std::mem::take(&mut entries.rows);
+        let mut kept = HashMap::with_capacity_and_hasher(old.len(), old.hasher().clone());
+        for (k, v) in old {
+            if bytes > target {
+                bytes -= row_footprint(&k, &v);
+            } else {
+                kept.insert(k, v);
             }
-            bytes -= row_footprint(k, v);
-            false
-        });
+        }
+        entries.rows = kept;
         entries.bytes = bytes;
     }
 
@@ -205,5 +214,31 @@ mod tests {
         let off = RowCache::new(0);
         off.fill(b"k", b"v");
         assert_eq!(off.get(b"k"), None, "a cache of 0 bytes keeps nothing");
+    }
+
+    /// Churn must not eat the map's room: slots freed in place stay tombstones, which take
+    /// from its capacity (and lengthen every lookup of a key it does not hold) until a rehash.
+    #[test]
+    fn evictions_keep_the_room_of_the_map() {
+        let one = footprint(b"key-00000000", &row(&[0; 16]));
+        let cache = RowCache::new(10_000 * one);
+        let mut next = 0u64;
+        // Fills new rows until one fill evicts.
+        let mut fill_to_eviction = |cache: &RowCache| loop {
+            let before = cache.entries.borrow().rows.len();
+            cache.fill(format!("key-{next:08}").as_bytes(), &[1; 16]);
+            next += 1;
+            if cache.entries.borrow().rows.len() <= before {
+                return;
+            }
+        };
+        fill_to_eviction(&cache);
+        let room = cache.entries.borrow().rows.capacity();
+        for round in 0..40 {
+            fill_to_eviction(&cache);
+            let entries = cache.entries.borrow();
+            assert!(entries.rows.capacity() >= room, "round {round}: room for {} entries, {room} after the first eviction", entries.rows.capacity());
+            assert!(entries.bytes <= 10_000 * one);
+        }
     }
 }
