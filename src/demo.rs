@@ -269,7 +269,7 @@ async fn check(client: &Client, tried: &BTreeMap<String, Value>, acked: &BTreeMa
         }
         taken += usize::from(!output["room"].is_null());
     }
-    println!("   {} acknowledged bookings answered as before, running nothing again; {} started", HumanCount(acked.len() as u64), tried.len() - acked.len());
+    println!("   {} acknowledged bookings answered as before, running nothing again; {} started", HumanCount(acked.len() as u64), HumanCount((tried.len() - acked.len()) as u64));
     println!("   and unacknowledged ones ended once. {} rooms taken, {} sold out.", HumanCount(taken as u64), HumanCount((tried.len() - taken) as u64));
     let count = |traces: Traces| -> anyhow::Result<(u64, u64)> {
         let row = traces.rows.first().context("a count has a row")?;
@@ -282,6 +282,6 @@ async fn check(client: &Client, tried: &BTreeMap<String, Value>, acked: &BTreeMa
     ensure!(rooms == (taken, taken), "rooms taken in the traces: {rooms:?}, expected {taken} once each");
     ensure!(confirmations == (taken, taken), "confirmations in the traces: {confirmations:?}, expected {taken}");
     ensure!(runs == (tried.len() as u64, tried.len() as u64), "runs in the traces: {runs:?}, expected {} once each", tried.len());
-    println!("   The traces agree: {0} rooms taken once each, {0} confirmations, {1} runs ended once each. OK", HumanCount(taken as u64), HumanCount(tried.len() as u64));
+    println!("   The traces agree: {0} rooms taken once each, {0} confirmations, {1} runs ended once each. OK", HumanCount(taken), HumanCount(tried.len() as u64));
     Ok(())
 }

@@ -24,8 +24,9 @@ use foldhash::HashMap;
 /// Bytes counted for an entry beside its key and value.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
-/// An eviction aims this fraction of the cache's bytes (1/64) below its target, so that one
-/// pass of random draws almost always frees enough.
+/// An eviction aims 1/`EVICTION_MARGIN_DIVISOR` of the cache's bytes below its target, so
+/// that one pass of random draws almost always frees enough (for a cache of thousands of
+/// entries: the margin is then several standard deviations of the bytes a pass frees).
 const EVICTION_MARGIN_DIVISOR: usize = 64;
 
 /// The most `row-cache-bytes` may be, per partition.
@@ -123,16 +124,17 @@ impl RowCache {
     /// (random eviction: no bookkeeping on a hit).
     ///
     /// Each entry is dropped on a draw of its own with the share of the bytes to free, and a
-    /// margin, so that one pass almost always frees enough. The draw reads nothing of the
-    /// entry (hashing its key would load each key from memory: 30 ms a pass over half a
-    /// million entries). Dropping the first entries in the map's order instead drops, from
-    /// the second eviction on, mostly the rows added since into the slots the last one freed:
-    /// the cache keeps its oldest rows for good and churns its newest, and the slots it frees
-    /// in one stretch of the map stay tombstones that lengthen every lookup of a key it does
-    /// not hold (every insert's key check). Moving the entries kept into a map under a new
-    /// seed avoids both, but costs far more than the draws: a quarter of a long-lived
-    /// server's CPU under retwis. The tombstones the draws leave are scattered, and the map
-    /// clears them in a rehash when they have used up its room.
+    /// margin, so that one pass almost always frees enough (another pass frees the rest).
+    /// The draw reads nothing of the entry (hashing its key would load each key from memory:
+    /// 30 ms a pass over half a million entries). Dropping the first entries in the map's
+    /// order instead drops, from the second eviction on, mostly the rows added since into
+    /// the slots the last one freed: the cache keeps its oldest rows for good and churns its
+    /// newest, and the rows it keeps stay packed in the rest of the map (the slots freed in
+    /// place, tombstones), through which every lookup of a key it does not hold (every
+    /// insert's key check) probes. Moving the entries kept into a map under a new seed
+    /// avoids both, but costs far more than the draws: a quarter of a long-lived server's
+    /// CPU under retwis. The tombstones the draws leave are scattered, and the map clears
+    /// them in a rehash when they have used up its room.
     fn evict(entries: &mut Entries, bytes_max: usize, added: usize) {
         let target = (bytes_max - bytes_max / 8).min(bytes_max - added);
         let Entries { rows, bytes } = entries;
@@ -243,16 +245,17 @@ mod tests {
         for i in 0..10_000 {
             cache.fill(&key(i), &[1; 16]);
         }
-        // An eviction drops an eighth or so (1,250 rows and a margin): 30 eighths of new rows.
+        // 30 eighths of new rows; an eviction drops an eighth and a margin (9/64, about 1,400
+        // rows), so they make about 27 evictions.
         let end = 10_000 + 30 * 1_250;
         for i in 10_000..end {
             cache.fill(&key(i), &[1; 16]);
         }
-        // Random eviction keeps about 2% of the first rows ((7/8)^30, with the margin a
-        // little less), and about 7/8 of the last thousand or more (none of them has met
-        // more than one eviction).
+        // Random eviction keeps about 2% of the first rows ((55/64)^27), and about 55/64 of
+        // the last thousand or more (none of them has met more than one eviction). Eviction
+        // by the map's order keeps most of the first rows.
         let first_kept = (0..10_000).filter(|&i| cache.get(&key(i)).is_some()).count();
-        assert!(first_kept < 1_000, "{first_kept} of the first 10,000 rows are still cached after 30 evictions");
+        assert!(first_kept < 1_000, "{first_kept} of the first 10,000 rows are still cached after 30 eighths of new rows");
         let last_kept = (end - 1_000..end).filter(|&i| cache.get(&key(i)).is_some()).count();
         assert!(last_kept > 800, "only {last_kept} of the last 1,000 rows filled are cached");
     }
