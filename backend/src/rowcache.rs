@@ -231,12 +231,9 @@ mod tests {
         assert_eq!(off.get(b"k"), None, "a cache of 0 bytes keeps nothing");
     }
 
-    /// Eviction must not depend on a row's age. Dropping the first entries in the map's
-    /// order, in place or into a map under the same hasher, drops, from the second eviction
-    /// on, mostly the rows added since into the slots the first one freed: the cache keeps
-    /// its oldest rows for good and churns its newest (a working set that moves, as new
-    /// posts do, then barely hits), and its free slots bunch together, which lengthens every
-    /// lookup of a key it does not hold.
+    /// Eviction must not depend on a row's age: eviction by the map's order (see
+    /// [`RowCache::evict`]) keeps the oldest rows for good, and a working set that moves, as
+    /// new posts do, then barely hits.
     #[test]
     fn evictions_drop_old_and_new_rows_alike() {
         let key = |i: u64| format!("key-{i:08}").into_bytes();
