@@ -20,6 +20,8 @@
 use std::cell::RefCell;
 
 use foldhash::HashMap;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 /// Bytes counted for an entry beside its key and value.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
@@ -138,13 +140,13 @@ impl RowCache {
     fn evict(entries: &mut Entries, bytes_max: usize, added: usize) {
         let target = (bytes_max - bytes_max / 8).min(bytes_max - added);
         let Entries { rows, bytes } = entries;
-        let mut draws = fastrand::Rng::new();
+        let mut draws = SmallRng::from_rng(&mut rand::rng());
         while *bytes > target {
             let to_free = *bytes - target + *bytes / EVICTION_MARGIN_DIVISOR;
             // Everything goes when the share is 1 or more.
             let share = to_free as f64 / *bytes as f64;
             rows.retain(|key, row| {
-                let keep = draws.f64() >= share;
+                let keep = draws.random::<f64>() >= share;
                 if !keep {
                     *bytes -= row_footprint(key, row);
                 }
