@@ -26,7 +26,9 @@ pub struct ServerOptions {
     /// Most workflow runs in progress at once; one more Invoke is refused
     /// (`RESOURCE_EXHAUSTED`, retry later).
     pub workflows_in_flight_max: usize,
-    /// Longest a synchronous Invoke, or a GetWorkflow that waits, waits for a run's end.
+    /// Longest an Invoke waits for its answer (a synchronous one for its run's end, an
+    /// asynchronous one for its start to be durable), and a GetWorkflow that waits for a
+    /// run's end. Past it the run goes on, and the error names its id.
     #[serde(with = "millis")]
     pub wait_max: Duration,
     /// Most times a step is retried after the backend refused it for overload.

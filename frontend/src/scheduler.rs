@@ -459,11 +459,11 @@ impl Scheduler {
 
     /// Runs (or finds) a workflow run. Returns the run as it stands (ended, unless
     /// `asynchronous`) and whether an earlier invocation with the same id did the work.
+    ///
+    /// Waits at most `wait-max` for the answer (a synchronous run's end, an asynchronous
+    /// one's durable start), however the run goes (one transaction or several, a
+    /// duplicate's wait); past it the run goes on, and the error names its id.
     pub(crate) async fn invoke(self: &Arc<Self>, name: &str, input_json: &str, id: Option<String>, asynchronous: bool) -> Result<(WorkflowRow, bool)> {
-        let input = parse_json("input_json", input_json)?;
-        let (version, plan) = self.latest(name)?;
-        let slot = self.admit()?;
-        let one_transaction = plan.units.len() == 1 && !asynchronous;
         let given = id.is_some();
         let id = match id {
             Some(id) => {
@@ -472,6 +472,24 @@ impl Scheduler {
             }
             None => uuid::Uuid::now_v7().to_string(),
         };
+        let after = self.options.wait_max;
+        match tokio::time::timeout(after, self.run_or_find(name, input_json, id.clone(), given, asynchronous)).await {
+            Ok(answer) => answer,
+            Err(_) if asynchronous => Err(Error::MaybeNotStarted { id, cause: format!("its start was not durable within wait-max ({after:?})") }),
+            Err(_) => Err(Error::Timeout { id, after }),
+        }
+    }
+
+    /// [`invoke`](Self::invoke) with its id chosen (`given` by the caller or not), unbounded
+    /// in time. Dropped at any await (past `wait-max`, or its caller gone), it leaves the run
+    /// to go on: a claimed run on the claim's task, a transaction in the engine's queue. Only
+    /// the failure of a one-transaction run whose id nobody else knew goes unrecorded then:
+    /// nothing of it committed, and an invoke of its id runs it anew.
+    async fn run_or_find(self: &Arc<Self>, name: &str, input_json: &str, id: String, given: bool, asynchronous: bool) -> Result<(WorkflowRow, bool)> {
+        let input = parse_json("input_json", input_json)?;
+        let (version, plan) = self.latest(name)?;
+        let slot = self.admit()?;
+        let one_transaction = plan.units.len() == 1 && !asynchronous;
         let row = WorkflowRow {
             home: self.home_of_id(&id),
             id,

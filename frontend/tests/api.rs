@@ -1456,9 +1456,6 @@ async fn a_retry_after_a_time_out_joins_the_run_it_left_going() {
     f.close().await;
 }
 
-/// Counter `id`'s value as its partition holds it now, staged writes included (a logged read,
-/// answered at once): what the steps of a run have done before any of it is durable.
-/// [`start`] over a log in `dir/log` whose appends the test holds, releases and fails.
 /// Waits until the held log holds a write.
 async fn until_held(faulty: &Arc<comb_log::testkit::ControlledLoglet>) {
     let faulty = Arc::clone(faulty);
@@ -1471,15 +1468,23 @@ fn start_in_task(client: &Client, workflow: &'static str, input: Value, id: &str
     tokio::spawn(async move { client.start(workflow, &input, Some(&id)).await })
 }
 
+/// [`start`] over a log in `dir/log` whose appends the test holds, releases and fails.
 async fn start_on_controlled_log(dir: &std::path::Path, runs: &Arc<Runs>) -> (Arc<comb_log::testkit::ControlledLoglet>, Server, Listening, Client) {
+    start_on_controlled_log_with(dir, runs, options(None)).await
+}
+
+/// [`start_on_controlled_log`] with `options`.
+async fn start_on_controlled_log_with(dir: &std::path::Path, runs: &Arc<Runs>, options: ServerOptions) -> (Arc<comb_log::testkit::ControlledLoglet>, Server, Listening, Client) {
     let segment_bytes = comb_log::LogOptions::default().segment_bytes;
     let disk: Arc<dyn comb_log::Loglet> = Arc::new(comb_log::RocksLoglet::open_with_segments(&dir.join("log"), segment_bytes).unwrap());
     let faulty = Arc::new(comb_log::testkit::ControlledLoglet::new(disk));
     let log = comb_log::LogBook::open_shared(Arc::clone(&faulty) as Arc<dyn comb_log::Loglet>, comb_log::LogOptions::default()).unwrap();
-    let (server, listening, client) = start_over(dir, runs, options(None), Some(log)).await;
+    let (server, listening, client) = start_over(dir, runs, options, Some(log)).await;
     (faulty, server, listening, client)
 }
 
+/// Counter `id`'s value as its partition holds it now, staged writes included (a logged read,
+/// answered at once): what the steps of a run have done before any of it is durable.
 async fn staged_counter(server: &Server, id: i64) -> Option<i64> {
     let read = Invocation::new("get", json!({ "id": id })).answer_logged();
     server.engine().invoke(read).await.unwrap().value["n"].as_i64()
@@ -1492,6 +1497,64 @@ async fn until_staged(server: &Server, id: i64, n: i64) {
         assert!(Instant::now() < deadline, "counter {id} never reached {n} (its step did not run)");
         tokio::task::yield_now().await;
     }
+}
+
+/// Every Invoke waits at most `wait-max` for its answer, however its run goes: one
+/// transaction with an id or without, several transactions, or asynchronous (its start not
+/// durable). Each run goes on past its caller's time-out, and once the log writes again it
+/// ends, having run once, where its id finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invoke_waits_at_most_wait_max_and_its_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(Runs::default());
+    let wait_max = Duration::from_millis(500);
+    let (faulty, server, listening, client) = start_on_controlled_log_with(dir.path(), &runs, ServerOptions { wait_max, ..options(None) }).await;
+    client.register_workflow(PICK_ADD).await.unwrap();
+    faulty.hold();
+    // Each call is answered, or the test fails here rather than hang.
+    async fn answered<T>(call: impl std::future::Future<Output = comb_client::Result<T>>) -> comb_client::Error {
+        match tokio::time::timeout(Duration::from_secs(20), call).await.expect("answered within wait-max") {
+            Ok(_) => panic!("answered as done while the log writes nothing"),
+            Err(err) => err,
+        }
+    }
+    let mut ids = Vec::new();
+    for (workflow, input, id) in [("count", json!({ "id": 31, "by": 1 }), None), ("count", json!({ "id": 32, "by": 1 }), Some("one-commit")), ("pick_add", json!({ "id": 0, "base": 33 }), Some("two-commits"))] {
+        let mut call = client.invoke::<Value>(workflow, &input);
+        if let Some(id) = id {
+            call = call.id(id);
+        }
+        let err = answered(call.run()).await;
+        assert_eq!(code(&err), Code::DeadlineExceeded, "{workflow} {id:?}: {err}");
+        let message = err.to_string();
+        // "workflow run <id> did not end within ...": the id the run goes on under.
+        let named = message.split_whitespace().nth(2).expect("the error names the run").to_owned();
+        assert!(message.contains("did not end within 500ms"), "{message}");
+        assert!(id.is_none_or(|id| id == named), "{workflow}: {message}");
+        ids.push(named);
+    }
+    let err = answered(client.start("pick_add", &json!({ "id": 0, "base": 34 }), Some("started"))).await;
+    assert_eq!(code(&err), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("may not have started") && err.to_string().contains("wait-max"), "{err}");
+    ids.push("started".to_owned());
+    assert_eq!(staged_counter(&server, 34).await, None, "an asynchronous run's steps wait for its start");
+
+    faulty.release();
+    for id in &ids {
+        let run = loop {
+            match client.get_workflow(id, true).await {
+                Err(err) if code(&err) == Code::DeadlineExceeded => continue,
+                found => break found.unwrap_or_else(|err| panic!("run {id} went on: {err}")),
+            }
+        };
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    }
+    for counter in [31, 32, 33, 34] {
+        assert_eq!(staged_counter(&server, counter).await, Some(1), "counter {counter} added to once");
+    }
+    assert_eq!(runs.add.load(Ordering::SeqCst), 4, "each run's step ran once");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
 }
 
 /// A synchronous run's start is answered once queued in the log, not once durable: the run's
