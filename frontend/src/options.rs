@@ -97,9 +97,9 @@ impl Default for ServerOptions {
     }
 }
 
-/// Largest QueryTraces answer, in bytes of row JSON; rows beyond it are cut (the answer
-/// says so). The tracing layer cuts there already as it makes the rows, by an estimate; the
-/// service cuts again by the exact bytes.
+/// Largest QueryTraces answer, in bytes encoded; rows beyond it are cut (the answer says
+/// so). The tracing layer cuts at as many bytes of row JSON already as it makes the rows;
+/// the service cuts again by the answer's encoded bytes, each row's framing counted.
 pub const TRACE_ANSWER_BYTES_MAX: usize = comb_tracing::ANSWER_BYTES_MAX;
 
 /// Most calls of one InvokeStream running at once; the stream takes no more of the

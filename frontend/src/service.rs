@@ -52,6 +52,32 @@ pub(crate) fn to_proto(row: WorkflowRow) -> proto::Workflow {
     }
 }
 
+/// A QueryTraces answer of at most `bytes_max` bytes encoded: its rows in order as long as
+/// they fit, the rest cut (the answer says so). Counted as encoded, each row's framing with
+/// its JSON: many small rows weigh more than their text.
+fn trace_answer(answer: comb_tracing::QueryResult, bytes_max: usize) -> Result<proto::QueryTracesResponse, Error> {
+    let rows = answer.rows;
+    // Counted with `truncated` set, which may be set below.
+    let mut reply = proto::QueryTracesResponse { columns: answer.columns, rows_json: Vec::with_capacity(rows.len()), truncated: true };
+    let mut bytes = prost::Message::encoded_len(&reply);
+    if bytes > bytes_max {
+        let message = format!("its {} column names take {bytes} bytes encoded, more than an answer may ({bytes_max}): select fewer columns or name them shorter", reply.columns.len());
+        return Err(Error::InvalidArgument { field: "sql", message });
+    }
+    reply.truncated = answer.truncated;
+    for row in rows {
+        let text = serde_json::Value::Array(row).to_string();
+        // A string of a repeated field: its tag (one byte), its length (a varint), its text.
+        bytes += 1 + prost::encoding::encoded_len_varint(text.len() as u64) + text.len();
+        if bytes > bytes_max {
+            reply.truncated = true;
+            break;
+        }
+        reply.rows_json.push(text);
+    }
+    Ok(reply)
+}
+
 /// One Invoke, as the unary call and the stream both run it.
 pub(crate) async fn invoke(scheduler: &Arc<Scheduler>, request: proto::InvokeRequest) -> Result<proto::InvokeResponse, Error> {
     let id = Some(request.workflow_id).filter(|id| !id.is_empty());
@@ -130,19 +156,7 @@ impl Comb for Service {
         }
         let tracer = self.tracer.as_ref().ok_or(Error::TracingDisabled)?;
         let answer = tracer.query(&request.sql, request.catch_up).await.map_err(Error::from)?;
-        let mut truncated = answer.truncated;
-        let mut bytes = 0;
-        let mut rows_json = Vec::with_capacity(answer.rows.len());
-        for row in answer.rows {
-            let text = serde_json::Value::Array(row).to_string();
-            bytes += text.len();
-            if bytes > TRACE_ANSWER_BYTES_MAX {
-                truncated = true;
-                break;
-            }
-            rows_json.push(text);
-        }
-        Ok(Response::new(proto::QueryTracesResponse { columns: answer.columns, rows_json, truncated }))
+        Ok(Response::new(trace_answer(answer, TRACE_ANSWER_BYTES_MAX)?))
     }
 
     async fn health(&self, _request: Request<proto::HealthRequest>) -> Result<Response<proto::HealthResponse>, Status> {
@@ -162,5 +176,38 @@ impl Comb for Service {
             trace_flush_failures: self.tracer.as_ref().map_or(0, |t| t.flush_failures()),
             executor_step_ms_now_max: engine.steps_in_progress(Duration::ZERO).iter().map(|s| s.running.as_millis() as u64).max().unwrap_or(0),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use serde_json::json;
+
+    use super::*;
+
+    fn answer(columns: usize, rows: usize) -> comb_tracing::QueryResult {
+        comb_tracing::QueryResult { columns: (0..columns).map(|c| format!("c{c}")).collect(), rows: vec![vec![json!(1)]; rows], truncated: false }
+    }
+
+    /// Rows of three bytes of JSON take five encoded: a cut by their text alone would let
+    /// the answer grow past the bound (and past the gRPC message bound set from it).
+    #[test]
+    fn a_trace_answer_is_cut_at_its_encoded_size() {
+        let reply = trace_answer(answer(1, 1_000), 1_000).unwrap();
+        assert!(reply.truncated, "a thousand rows do not fit in 1,000 bytes");
+        let encoded = reply.encoded_len();
+        assert!(encoded <= 1_000 && encoded > 1_000 - 5, "{encoded} bytes for {} rows", reply.rows_json.len());
+
+        let whole = trace_answer(answer(1, 10), 1_000).unwrap();
+        assert_eq!((whole.rows_json.len(), whole.truncated), (10, false), "ten rows fit");
+        assert_eq!(whole.rows_json[0], "[1]");
+    }
+
+    #[test]
+    fn columns_beyond_the_answer_size_are_refused_by_name() {
+        let err = trace_answer(answer(500, 0), 1_000).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { field: "sql", .. }), "{err:?}");
+        assert!(err.to_string().contains("500 column names"), "{err}");
     }
 }
