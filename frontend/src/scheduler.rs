@@ -1264,7 +1264,7 @@ impl Scheduler {
         failed.map_or(Ok(None), Err)
     }
 
-    /// A run's row; with `wait`, once it has ended (bounded by `wait-max`).
+    /// A run's row; with `wait`, once it has ended (bounded by `wait-max`, its reads with it).
     pub(crate) async fn get(&self, id: &str, wait: bool) -> Result<WorkflowRow> {
         self.check_id(id)?;
         if !wait {
@@ -1272,6 +1272,12 @@ impl Scheduler {
             // its start is durable, and a run shown from it could vanish in a failure.
             return self.lookup(id).await?.ok_or_else(|| Error::UnknownRun { id: id.to_owned() });
         }
+        let after = self.options.wait_max;
+        tokio::time::timeout(after, self.ended(id)).await.unwrap_or_else(|_| Err(Error::Timeout { id: id.to_owned(), after }))
+    }
+
+    /// The row of run `id` once it has ended, unbounded in time.
+    async fn ended(&self, id: &str) -> Result<WorkflowRow> {
         if let Some(outcome) = self.claimed(id) {
             return self.wait(id, outcome).await;
         }

@@ -1501,10 +1501,10 @@ async fn until_staged(server: &Server, id: i64, n: i64) {
 
 /// Every Invoke waits at most `wait-max` for its answer, however its run goes: one
 /// transaction with an id or without, several transactions, or asynchronous (its start not
-/// durable). Each run goes on past its caller's time-out, and once the log writes again it
-/// ends, having run once, where its id finds it.
+/// durable); so does a GetWorkflow that waits. Each run goes on past its caller's time-out,
+/// and once the log writes again it ends, having run once, where its id finds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_invoke_waits_at_most_wait_max_and_its_run_goes_on() {
+async fn every_invoke_and_wait_is_bounded_by_wait_max_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(Runs::default());
     let wait_max = Duration::from_millis(500);
@@ -1538,6 +1538,11 @@ async fn every_invoke_waits_at_most_wait_max_and_its_run_goes_on() {
     assert!(err.to_string().contains("may not have started") && err.to_string().contains("wait-max"), "{err}");
     ids.push("started".to_owned());
     assert_eq!(staged_counter(&server, 34).await, None, "an asynchronous run's steps wait for its start");
+    // A GetWorkflow that waits is bounded as well, its durable reads with it: the run with no
+    // id is held by no task here, and its row waits in the log.
+    let err = answered(client.get_workflow(&ids[0], true)).await;
+    assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
+    assert!(err.to_string().contains(&format!("workflow run {} did not end within 500ms", ids[0])), "{err}");
 
     faulty.release();
     for id in &ids {
