@@ -36,12 +36,17 @@ pub(crate) const EXIT_CODES: &str = "Exit codes: 0 success; 1 the server failed 
 /// Where the server is, for the client commands.
 #[derive(Debug, Args)]
 pub(crate) struct Connection {
-    /// The server's address (`host:port`, or `http://host:port`).
+    /// The server's address (`host:port` or `http://host:port`; `https://host:port` for a
+    /// server that speaks TLS).
     #[arg(long, env = "COMB_ADDR", default_value = "127.0.0.1:7878")]
     addr: String,
     /// The server's bearer token.
     #[arg(long, env = "COMB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A PEM file of the CA certificate that signed an `https://` server's certificate
+    /// (or of a self-signed server's own), trusted instead of the system's CAs.
+    #[arg(long, env = "COMB_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Seconds to wait for each call (more than 0, at most a day).
     #[arg(long, default_value = "75", value_parser = call_timeout)]
     timeout: Duration,
@@ -65,6 +70,9 @@ impl Connection {
         if let Some(token) = &self.token {
             builder = builder.token(token);
         }
+        if let Some(file) = &self.ca_cert {
+            builder = builder.ca_certificate(read_file(file)?);
+        }
         Ok(builder.connect().await?)
     }
 }
@@ -85,6 +93,13 @@ pub(crate) struct ServeArgs {
     /// workflow and read every trace.
     #[arg(long)]
     insecure_no_token: bool,
+    /// A PEM file of the server's TLS certificate (its chain), with --tls-key: the server
+    /// speaks only TLS, and clients give its https:// address.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// A PEM file of the private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Partitions (fixed when the data directory is created); default: one per core.
     #[arg(long)]
     partitions: Option<u16>,
@@ -109,6 +124,9 @@ pub(crate) async fn build_server(args: &ServeArgs) -> anyhow::Result<Server> {
     };
     options.token = args.token.clone().or(options.token);
     options.insecure_no_token |= args.insecure_no_token;
+    if args.tls_cert.is_some() {
+        (options.tls_cert, options.tls_key) = (args.tls_cert.clone(), args.tls_key.clone());
+    }
     if let Some(partitions) = args.partitions {
         options.engine.partitions = partitions;
     }
@@ -129,7 +147,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Printed once the socket listens, with the port chosen when 0 was asked for: a script
     // (or a test) may connect as soon as it reads this line.
     eprintln!(
-        "comb serving on {} (data in {}, {} partitions, {} runs resumed)",
+        "comb serving on {}{} (data in {}, {} partitions, {} runs resumed)",
+        if server.tls() { "https://" } else { "" },
         listening.local_addr(),
         args.data_dir.display(),
         server.engine().partitions(),

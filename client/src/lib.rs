@@ -17,7 +17,9 @@
 //! multiplexed on it, and invocations on one stream of it: the calls waiting at a moment
 //! travel as one message, and so do their answers. Each call has a time-out ([`ClientBuilder::timeout`]). Errors say
 //! whether a retry can help ([`Error::is_retryable`]); re-invoking with the same workflow id
-//! is always safe.
+//! is always safe. An `https://` address is reached over TLS (rustls), the server's
+//! certificate checked against the system's CAs or the one given
+//! ([`ClientBuilder::ca_certificate`]).
 
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
@@ -28,7 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub use tonic::Code;
 
@@ -317,19 +319,35 @@ pub struct Traces {
     pub truncated: bool,
 }
 
-/// The URI of the server at `addr`: `host:port` means `http://host:port`; `http://...` is
-/// taken as it is. Any other scheme is refused: `https://` above all, since this client has
-/// no TLS and would speak plain HTTP/2 (and send its token in the clear) to a TLS port.
-fn endpoint_uri(addr: &str) -> std::result::Result<String, String> {
+/// The URI of the server at `addr`, and whether it is reached over TLS: `host:port` means
+/// `http://host:port`; `http://` and `https://` addresses are taken as they are. Any other
+/// scheme is refused.
+fn endpoint_uri(addr: &str) -> std::result::Result<(String, bool), String> {
     match addr.split_once("://") {
-        None => Ok(format!("http://{addr}")),
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(addr.to_owned()),
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => Err(
-            "https:// needs TLS, which this client is built without: give the plain http:// address (of a TLS-terminating proxy's inner side, or through a tunnel)".to_owned(),
-        ),
-        Some((scheme, _)) => Err(format!("the scheme {scheme}:// is not one this client speaks: give host:port or http://host:port")),
+        None => Ok((format!("http://{addr}"), false)),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok((addr.to_owned(), false)),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => Ok((addr.to_owned(), true)),
+        Some((scheme, _)) => Err(format!("the scheme {scheme}:// is not one this client speaks: give host:port, http://host:port or https://host:port")),
     }
 }
+
+/// The TLS of a connection to an `https://` server: the server's certificate must be signed
+/// by `ca_pem` when given (a private CA's certificate, or the server's own self-signed one),
+/// else by a CA the system trusts.
+fn tls_config(ca_pem: Option<&[u8]>) -> std::result::Result<ClientTlsConfig, String> {
+    match ca_pem {
+        // Checked here: a file with no certificate in it would be taken as an empty list,
+        // and every server refused as signed by an unknown CA.
+        Some(pem) if !pem.windows(PEM_CERTIFICATE.len()).any(|w| w == PEM_CERTIFICATE) => {
+            Err("the CA certificate given holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned())
+        }
+        Some(pem) => Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))),
+        None => Ok(ClientTlsConfig::new().with_native_roots()),
+    }
+}
+
+/// How a PEM certificate begins.
+const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
@@ -338,9 +356,17 @@ pub struct ClientBuilder {
     token: Option<String>,
     timeout: Duration,
     connect_timeout: Duration,
+    ca_certificate: Option<Vec<u8>>,
 }
 
 impl ClientBuilder {
+    /// The CA certificate (PEM) that signed the certificate of an `https://` server, trusted
+    /// instead of the system's CAs: a private CA's, or a self-signed server's own.
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> ClientBuilder {
+        self.ca_certificate = Some(pem.into());
+        self
+    }
+
     /// The bearer token to send.
     pub fn token(mut self, token: impl Into<String>) -> ClientBuilder {
         self.token = Some(token.into());
@@ -364,8 +390,15 @@ impl ClientBuilder {
         let connect_error = |message: String| Error::Connect { addr: self.addr.clone(), message };
         // A wrong address or token is no failure to connect: retrying cannot mend it.
         let invalid = |message: String| Error::Status { code: Code::InvalidArgument, message: format!("{}: {message}", self.addr) };
-        let endpoint = Endpoint::from_shared(endpoint_uri(&self.addr).map_err(invalid)?)
-            .map_err(|err| invalid(format!("not an address: {err}")))?
+        let (uri, tls) = endpoint_uri(&self.addr).map_err(invalid)?;
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|err| invalid(format!("not an address: {err}")))?;
+        if tls {
+            let config = tls_config(self.ca_certificate.as_deref()).map_err(invalid)?;
+            endpoint = endpoint.tls_config(config).map_err(|err| invalid(format!("cannot set up TLS: {}", error_chain(&err))))?;
+        } else if self.ca_certificate.is_some() {
+            return Err(invalid("a CA certificate is for a server reached over TLS: give its https:// address".to_owned()));
+        }
+        let endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true)
@@ -384,12 +417,17 @@ impl ClientBuilder {
     }
 }
 
+/// An error and its sources, each after a colon; a source whose text the error's own
+/// already ends with (some errors print their source) is not said twice.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -412,9 +450,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts building a client of the server at `addr` (`host:port`, or `http://host:port`).
+    /// Starts building a client of the server at `addr` (`host:port` or `http://host:port`;
+    /// `https://host:port` for one that serves TLS).
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
-        ClientBuilder { addr: addr.into(), token: None, timeout: Duration::from_secs(75), connect_timeout: Duration::from_secs(5) }
+        ClientBuilder { addr: addr.into(), token: None, timeout: Duration::from_secs(75), connect_timeout: Duration::from_secs(5), ca_certificate: None }
     }
 
     /// Connects with the default options.
@@ -601,21 +640,22 @@ mod tests {
 
     #[test]
     fn an_address_without_a_scheme_is_http() {
-        assert_eq!(endpoint_uri("127.0.0.1:7878").unwrap(), "http://127.0.0.1:7878");
-        assert_eq!(endpoint_uri("localhost:7878").unwrap(), "http://localhost:7878");
-        assert_eq!(endpoint_uri("http://127.0.0.1:7878").unwrap(), "http://127.0.0.1:7878");
+        assert_eq!(endpoint_uri("127.0.0.1:7878").unwrap(), ("http://127.0.0.1:7878".to_owned(), false));
+        assert_eq!(endpoint_uri("localhost:7878").unwrap(), ("http://localhost:7878".to_owned(), false));
+        assert_eq!(endpoint_uri("http://127.0.0.1:7878").unwrap(), ("http://127.0.0.1:7878".to_owned(), false));
+        assert_eq!(endpoint_uri("HTTPS://comb.example:443").unwrap(), ("HTTPS://comb.example:443".to_owned(), true));
     }
 
-    /// Without TLS, an https:// address would get plain HTTP/2, and the token in the clear.
     #[tokio::test]
-    async fn an_https_address_is_refused_before_anything_is_sent() {
-        let err = endpoint_uri("https://comb.example:443").unwrap_err();
-        assert!(err.contains("TLS"), "{err}");
+    async fn another_scheme_or_a_misplaced_ca_certificate_is_refused_before_anything_is_sent() {
         assert!(endpoint_uri("ftp://comb.example:21").unwrap_err().contains("ftp://"));
-        match Client::builder("HTTPS://127.0.0.1:1").token("secret").connect().await {
-            Err(err @ Error::Status { code: Code::InvalidArgument, .. }) => assert!(err.to_string().contains("TLS") && !err.is_retryable(), "{err}"),
+        let refused = |result: Result<Client>, wanted: &str| match result {
+            Err(err @ Error::Status { code: Code::InvalidArgument, .. }) => assert!(err.to_string().contains(wanted) && !err.is_retryable(), "{err}"),
             other => panic!("{other:?}"),
-        }
+        };
+        // Port 1 of loopback: nothing listens there, and nothing is tried.
+        refused(Client::builder("https://127.0.0.1:1").ca_certificate("not a certificate").connect().await, "holds no PEM certificate");
+        refused(Client::builder("http://127.0.0.1:1").ca_certificate("-----BEGIN CERTIFICATE-----").connect().await, "give its https:// address");
     }
 
     #[tokio::test]

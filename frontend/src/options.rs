@@ -1,5 +1,6 @@
 //! The server's options: every bound named, with its default.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use comb_backend::EngineOptions;
@@ -21,6 +22,11 @@ pub struct ServerOptions {
     /// Listen beyond loopback without a token: whoever reaches the port can run every
     /// workflow and read every trace. Off unless asked for explicitly.
     pub insecure_no_token: bool,
+    /// The server's TLS certificate (PEM, the chain from the server's own), with
+    /// `tls-key`: the server then speaks only TLS, and clients reach it by `https://`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls-cert`.
+    pub tls_key: Option<PathBuf>,
     /// Largest request accepted, in bytes.
     pub request_bytes_max: usize,
     /// Most workflow runs in progress at once; one more Invoke is refused
@@ -83,6 +89,8 @@ impl Default for ServerOptions {
             tracing: TracingOptions::default(),
             token: None,
             insecure_no_token: false,
+            tls_cert: None,
+            tls_key: None,
             request_bytes_max: 4 << 20,
             workflows_in_flight_max: 16_384,
             wait_max: Duration::from_secs(60),
@@ -157,6 +165,9 @@ impl ServerOptions {
         }
         if self.wait_max.is_zero() {
             return Err("invalid server option wait-max: must be longer than 0".to_owned());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("invalid server options tls-cert and tls-key: give both (a certificate and its private key) or neither".to_owned());
         }
         if self.token.as_deref() == Some("") {
             return Err("invalid server option token: must not be empty".to_owned());

@@ -13,6 +13,7 @@ use comb_client::proto::comb_server::CombServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
@@ -398,6 +399,20 @@ impl Server {
                 message: format!("listening on {addr}, beyond loopback, needs a bearer token: give --token (or COMB_TOKEN), or --insecure-no-token to let anyone who reaches it in"),
             });
         }
+        let mut transport = tonic::transport::Server::builder();
+        if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
+            let identity = Identity::from_pem(read_tls_file("tls-cert", cert).await?, read_tls_file("tls-key", key).await?);
+            transport = transport.tls_config(ServerTlsConfig::new().identity(identity)).map_err(|err| Error::InvalidArgument {
+                field: "tls-cert",
+                // tonic's transport error says little but through its sources.
+                message: format!(
+                    "{} and {} are not a PEM certificate and its private key: {}",
+                    cert.display(),
+                    key.display(),
+                    std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source()).map(ToString::to_string).collect::<Vec<_>>().join(": ")
+                ),
+            })?;
+        }
         let listener = TcpListener::bind(addr).await.map_err(|err| Error::InvalidArgument { field: "addr", message: format!("cannot listen on {addr}: {err}") })?;
         let local_addr = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
         // Told when shutting down begins: open InvokeStreams take no more calls and end once
@@ -413,7 +428,7 @@ impl Server {
         // `tcp_nodelay` does not reach connections of a listener of our own.
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(
-            tonic::transport::Server::builder()
+            transport
                 .initial_stream_window_size(STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .add_service(InterceptedService::new(service, auth))
@@ -423,6 +438,12 @@ impl Server {
                 }),
         );
         Ok(Listening { local_addr, stop: Some(stop), task })
+    }
+
+    /// Whether the server speaks TLS (`tls-cert` and `tls-key` given): its clients reach
+    /// it by `https://`.
+    pub fn tls(&self) -> bool {
+        self.scheduler.options.tls_cert.is_some()
     }
 
     /// Serves on `addr` until the process receives Ctrl-C or SIGTERM, then closes.
@@ -510,4 +531,9 @@ impl tonic::service::Interceptor for Auth {
 /// Compares in constant time for a given length, so timing tells nothing of the token's bytes.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
+}
+
+/// A file of the server's TLS identity: option `field`'s.
+async fn read_tls_file(field: &'static str, path: &std::path::Path) -> Result<Vec<u8>> {
+    tokio::fs::read(path).await.map_err(|err| Error::InvalidArgument { field, message: format!("cannot read {}: {err}", path.display()) })
 }

@@ -885,6 +885,60 @@ async fn a_token_is_required_when_configured() {
     f.close().await;
 }
 
+/// A server given a certificate and its key speaks only TLS: a client that trusts the CA
+/// that signed it invokes as over plain HTTP/2; one that trusts another CA is refused the
+/// connection, and a plain HTTP/2 client gets no answer. A certificate or key that cannot be
+/// read, or is not one, stops the server from listening, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_certificate_speaks_only_tls() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let ca = std::fs::read(fixtures.join("ca.pem")).unwrap();
+    let tls = |cert: &str, key: &str| ServerOptions { tls_cert: Some(fixtures.join(cert)), tls_key: Some(fixtures.join(key)), ..options(Some("s3cret".into())) };
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(Runs::default());
+    let mut builder = Server::builder().data_dir(dir.path()).options(tls("server.pem", "server.key")).schema(SCHEMA).workflow(COUNT);
+    for f in functions(&runs) {
+        builder = builder.function(f);
+    }
+    let server = builder.build().await.unwrap();
+    assert!(server.tls());
+    let listening = server.listen("127.0.0.1:0".parse().unwrap()).await.expect("it listens");
+    let port = listening.local_addr().port();
+    for host in ["localhost", "127.0.0.1"] {
+        let client = Client::builder(format!("https://{host}:{port}")).token("s3cret").ca_certificate(ca.clone()).connect().await.expect("a client that trusts the CA connects");
+        let n: Value = client.invoke("count", &json!({ "id": 1 })).await.unwrap();
+        assert_eq!(n["id"], 1, "{host}: {n}");
+    }
+    assert_eq!(runs.add.load(Ordering::SeqCst), 2);
+
+    // Trusting the server's certificate as a CA is trusting the wrong one: it did not sign itself.
+    let server_pem = std::fs::read(fixtures.join("server.pem")).unwrap();
+    let err = Client::builder(format!("https://localhost:{port}")).ca_certificate(server_pem).connect().await.expect_err("an unknown issuer is refused");
+    assert!(matches!(err, comb_client::Error::Connect { .. }) && err.to_string().contains("invalid peer certificate: UnknownIssuer"), "{err}");
+    assert_eq!(err.to_string().matches("UnknownIssuer").count(), 1, "the cause is said once: {err}");
+    // Plain HTTP/2 to a TLS port: no answer, whether the connection or the call fails.
+    let plain = match Client::builder(format!("http://127.0.0.1:{port}")).token("s3cret").connect().await {
+        Ok(plain) => plain.health().await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    assert!(plain.is_err(), "a plain client got an answer from a TLS port");
+    listening.shutdown().await.unwrap();
+    server.close().await.unwrap();
+
+    // A key that is not the certificate's, a file that is no certificate, a missing file.
+    for (cert, key, says) in [("server.pem", "ca.pem", "not a PEM certificate and its private key"), ("README.md", "server.key", "not a PEM certificate"), ("server.pem", "missing.key", "cannot read")] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::builder().data_dir(dir.path()).options(tls(cert, key)).build().await.unwrap();
+        let err = server.listen("127.0.0.1:0".parse().unwrap()).await.expect_err("a bad identity is refused");
+        assert!(err.to_string().contains(says) && err.to_string().contains(if key == "missing.key" { key } else { cert }), "{cert}, {key}: {err}");
+        server.close().await.unwrap();
+    }
+    // Half an identity is refused with the options.
+    let half = ServerOptions { tls_key: None, ..tls("server.pem", "server.key") };
+    let err = half.validate().unwrap_err();
+    assert!(err.contains("tls-cert and tls-key"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_and_types_a_function_cannot_take_get_clear_errors() {
     let f = Fixture::new().await;
