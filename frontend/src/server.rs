@@ -399,6 +399,9 @@ impl Server {
                 message: format!("listening on {addr}, beyond loopback, needs a bearer token: give --token (or COMB_TOKEN), or --insecure-no-token to let anyone who reaches it in"),
             });
         }
+        if !addr.ip().is_loopback() && options.tls_cert.is_none() {
+            tracing::warn!(%addr, "listening beyond loopback without TLS: requests, their answers and the token cross the network in the clear (give tls-cert and tls-key)");
+        }
         let mut transport = tonic::transport::Server::builder();
         if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
             let identity = Identity::from_pem(read_tls_file("tls-cert", cert).await?, read_tls_file("tls-key", key).await?);
