@@ -407,7 +407,15 @@ impl ClientBuilder {
             // by its pings, so that the invocations on it fail and the next ones reconnect.
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
-        let channel = endpoint.connect().await.map_err(|err| connect_error(error_chain(&err)))?;
+        let channel = endpoint.connect().await.map_err(|err| {
+            let message = error_chain(&err);
+            // rustls's words for a first answer that is no TLS record: a plain HTTP/2 server,
+            // which a retry will not mend.
+            if tls && message.contains("InvalidContentType") {
+                return invalid(format!("the server does not speak TLS (its answer was no TLS record): give its http:// address ({message})"));
+            }
+            connect_error(message)
+        })?;
         let token = match self.token {
             Some(token) => Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| invalid("the token is not valid header text".to_owned()))?),
             None => None,
