@@ -71,6 +71,10 @@ impl Connection {
             builder = builder.token(token);
         }
         if let Some(file) = &self.ca_cert {
+            // Standard input may be a command's own input (`-`).
+            if file.as_os_str() == "-" {
+                return Err(BadInput("--ca-cert takes a file, not standard input".to_owned()).into());
+            }
             builder = builder.ca_certificate(read_file(file)?);
         }
         Ok(builder.connect().await?)

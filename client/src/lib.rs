@@ -394,7 +394,9 @@ impl ClientBuilder {
         let mut endpoint = Endpoint::from_shared(uri).map_err(|err| invalid(format!("not an address: {err}")))?;
         if tls {
             let config = tls_config(self.ca_certificate.as_deref()).map_err(invalid)?;
-            endpoint = endpoint.tls_config(config).map_err(|err| invalid(format!("cannot set up TLS: {}", error_chain(&err))))?;
+            // Off the runtime: with no CA given, this reads the system's certificate files.
+            let configured = tokio::task::spawn_blocking(move || endpoint.tls_config(config)).await.map_err(|err| invalid(format!("cannot set up TLS: {err}")))?;
+            endpoint = configured.map_err(|err| invalid(format!("cannot set up TLS: {}", error_chain(&err))))?;
         } else if self.ca_certificate.is_some() {
             return Err(invalid("a CA certificate is for a server reached over TLS: give its https:// address".to_owned()));
         }
@@ -409,10 +411,13 @@ impl ClientBuilder {
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
         let channel = endpoint.connect().await.map_err(|err| {
             let message = error_chain(&err);
-            // rustls's words for a first answer that is no TLS record: a plain HTTP/2 server,
-            // which a retry will not mend.
+            // rustls's words for a first answer that is no TLS record (a plain HTTP/2 server),
+            // and for a certificate it refused: a retry will not mend either.
             if tls && message.contains("InvalidContentType") {
                 return invalid(format!("the server does not speak TLS (its answer was no TLS record): give its http:// address ({message})"));
+            }
+            if tls && message.contains("invalid peer certificate") {
+                return invalid(format!("the server's certificate is not trusted here: give the CA that signed it (--ca-cert), or the address its certificate names ({message})"));
             }
             connect_error(message)
         })?;

@@ -61,8 +61,9 @@ pub enum Error {
         limit: usize,
     },
     /// The run did not end in time; it goes on, and its id finds it (unless the server fails
-    /// before a synchronous run's start is durable: then invoking the id runs it).
-    #[error("workflow run {id} did not end within {after:?}; it goes on: ask for it with GetWorkflow (if that finds no run, the server failed before it started: invoke it again with its id)")]
+    /// before a synchronous run's start is durable, or the run is one transaction that never
+    /// committed or only read: then invoking the id runs it).
+    #[error("workflow run {id} did not end within {after:?}; it goes on: ask for it with GetWorkflow (if that finds no run, it never started durably, or it was one transaction that only read: invoke it again with its id, which runs it at most once more)")]
     Timeout {
         /// The run's id.
         id: String,

@@ -43,4 +43,4 @@ pub use error::{Error, Result};
 pub use options::{CHECKPOINT_INTERVAL_MAX, EXPIRY_INTERVAL_MAX, EXPIRY_INTERVAL_MIN, LIST_PAGE_MAX, RUN_RETENTION_MAX, STREAM_CALLS_IN_FLIGHT_MAX, ServerOptions, TRACE_ANSWER_BYTES_MAX};
 pub use comb_tracing::{QueryResult, TracingOptions};
 pub use scheduler::ExpiryProgress;
-pub use server::{Listening, Server, ServerBuilder};
+pub use server::{Listening, Server, ServerBuilder, TLS_HANDSHAKE_TIMEOUT};

@@ -443,6 +443,8 @@ impl Scheduler {
     }
 
     async fn wait(&self, id: &str, mut outcome: watch::Receiver<Outcome>) -> Result<WorkflowRow> {
+        // Its callers are bounded by wait-max already; this bound ends the claim's task too,
+        // whose caller's time-out left it waiting.
         let wait_max = self.options.wait_max;
         match tokio::time::timeout(wait_max, outcome.wait_for(Option::is_some)).await {
             Err(_) => Err(Error::Timeout { id: id.to_owned(), after: wait_max }),
@@ -475,7 +477,7 @@ impl Scheduler {
         let after = self.options.wait_max;
         match tokio::time::timeout(after, self.run_or_find(name, input_json, id.clone(), given, asynchronous)).await {
             Ok(answer) => answer,
-            Err(_) if asynchronous => Err(Error::MaybeNotStarted { id, cause: format!("its start was not durable within wait-max ({after:?})") }),
+            Err(_) if asynchronous => Err(Error::MaybeNotStarted { id, cause: format!("the call's wait-max ({after:?}) passed first; its start may yet become durable") }),
             Err(_) => Err(Error::Timeout { id, after }),
         }
     }

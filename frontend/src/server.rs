@@ -101,6 +101,7 @@ impl ServerBuilder {
     /// their own as the runs in flight fall. Must be called within a tokio runtime.
     pub async fn build(mut self) -> Result<Server> {
         self.options.validate().map_err(|message| Error::InvalidArgument { field: "options", message })?;
+        let tls = tls_config(&self.options).await?;
         let dir = self.data_dir.take().ok_or(Error::InvalidArgument { field: "data_dir", message: "no data directory was given".to_owned() })?;
         let engine = match self.log.take() {
             Some(log) => Engine::open_with_log(log, dir.join("state"), self.options.engine.clone()).await?,
@@ -118,7 +119,7 @@ impl ServerBuilder {
                     let scheduler = Arc::clone(&scheduler);
                     background.push(Background::once(move |stop| scheduler.resume_left_over(cursor, stop)));
                 }
-                Ok(Server { scheduler, resumed, tracer, background })
+                Ok(Server { scheduler, resumed, tracer, background, tls })
             }
             Err(err) => {
                 // Stop what started: the executors' threads and RocksDB's would otherwise
@@ -227,6 +228,8 @@ pub struct Server {
     /// Checkpoints, resumptions, and the resumption of the runs left over at start; empty
     /// once closed.
     background: Vec<Background>,
+    /// The TLS it serves (`tls-cert`, `tls-key`), if any.
+    tls: Option<ServerTlsConfig>,
 }
 
 /// Work the server does on a task of its own, until stopped or done: every so often
@@ -403,18 +406,9 @@ impl Server {
             tracing::warn!(%addr, "listening beyond loopback without TLS: requests, their answers and the token cross the network in the clear (give tls-cert and tls-key)");
         }
         let mut transport = tonic::transport::Server::builder();
-        if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
-            let identity = Identity::from_pem(read_tls_file("tls-cert", cert).await?, read_tls_file("tls-key", key).await?);
-            transport = transport.tls_config(ServerTlsConfig::new().identity(identity)).map_err(|err| Error::InvalidArgument {
-                field: "tls-cert",
-                // tonic's transport error says little but through its sources.
-                message: format!(
-                    "{} and {} are not a PEM certificate and its private key: {}",
-                    cert.display(),
-                    key.display(),
-                    std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source()).map(ToString::to_string).collect::<Vec<_>>().join(": ")
-                ),
-            })?;
+        if let Some(config) = &self.tls {
+            // Checked when the server was built.
+            transport = transport.tls_config(config.clone()).map_err(|err| Error::Internal(format!("the TLS identity checked at start is refused now: {err}")))?;
         }
         let listener = TcpListener::bind(addr).await.map_err(|err| Error::InvalidArgument { field: "addr", message: format!("cannot listen on {addr}: {err}") })?;
         let local_addr = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
@@ -446,7 +440,7 @@ impl Server {
     /// Whether the server speaks TLS (`tls-cert` and `tls-key` given): its clients reach
     /// it by `https://`.
     pub fn tls(&self) -> bool {
-        self.scheduler.options.tls_cert.is_some()
+        self.tls.is_some()
     }
 
     /// Serves on `addr` until the process receives Ctrl-C or SIGTERM, then closes.
@@ -534,6 +528,31 @@ impl tonic::service::Interceptor for Auth {
 /// Compares in constant time for a given length, so timing tells nothing of the token's bytes.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
+}
+
+/// Longest a connection's TLS handshake may take: a peer that connects and stalls is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server's TLS, from its options' certificate and key: read and checked when the server
+/// is built, before its data directory is opened, so that a wrong file stops it at once.
+async fn tls_config(options: &ServerOptions) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(read_tls_file("tls-cert", cert).await?, read_tls_file("tls-key", key).await?);
+    let config = ServerTlsConfig::new().identity(identity).timeout(TLS_HANDSHAKE_TIMEOUT);
+    // tonic parses the identity as a server takes the configuration.
+    tonic::transport::Server::builder().tls_config(config.clone()).map_err(|err| Error::InvalidArgument {
+        field: "tls-cert",
+        // tonic's transport error says little but through its sources.
+        message: format!(
+            "{} and {} are not a PEM certificate and its private key: {}",
+            cert.display(),
+            key.display(),
+            std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source()).map(ToString::to_string).collect::<Vec<_>>().join(": ")
+        ),
+    })?;
+    Ok(Some(config))
 }
 
 /// A file of the server's TLS identity: option `field`'s.
