@@ -925,8 +925,9 @@ async fn a_server_with_a_certificate_speaks_only_tls() {
     listening.shutdown().await.unwrap();
     server.close().await.unwrap();
 
-    // A file that holds no key, a file that is no certificate, a missing file.
-    for (cert, key, says) in [("server.pem", "ca.pem", "not a PEM certificate and its private key"), ("README.md", "server.key", "not a PEM certificate"), ("server.pem", "missing.key", "cannot read")] {
+    // A key that is not the certificate's, a file that holds no key, a file that is no
+    // certificate, a missing file.
+    for (cert, key, says) in [("server.pem", "other.key", "not a PEM certificate and its private key"), ("server.pem", "ca.pem", "not a PEM certificate and its private key"), ("README.md", "server.key", "not a PEM certificate"), ("server.pem", "missing.key", "cannot read")] {
         let dir = tempfile::tempdir().unwrap();
         let err = Server::builder().data_dir(dir.path()).options(tls(cert, key)).build().await.expect_err("a bad identity stops the server at start");
         assert!(err.to_string().contains(says) && err.to_string().contains(if key == "missing.key" { key } else { cert }), "{cert}, {key}: {err}");
