@@ -96,6 +96,15 @@ pub enum Error {
         /// What interrupted it.
         cause: String,
     },
+    /// An asynchronous invoke whose run's start was not durable within `wait-max`: the start
+    /// goes on, and may or may not become durable.
+    #[error("the start of workflow run {id} was not durable within {after:?} (wait-max); it may yet be: invoke it again with id {id}, which runs it once or returns its outcome")]
+    StartNotDurable {
+        /// The run's id.
+        id: String,
+        /// How long the call waited.
+        after: Duration,
+    },
     /// A run refused for overload before its start was queued: nothing of it ran.
     #[error("workflow run {id} was refused before it started ({cause}); nothing of it ran: retry later")]
     Refused {
@@ -134,7 +143,7 @@ impl Error {
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::Overloaded { .. } | Error::Refused { .. } => Code::ResourceExhausted,
             Error::Timeout { .. } | Error::CallTimedOut { .. } => Code::DeadlineExceeded,
-            Error::Interrupted { .. } | Error::MaybeNotStarted { .. } | Error::ShuttingDown => Code::Unavailable,
+            Error::Interrupted { .. } | Error::MaybeNotStarted { .. } | Error::StartNotDurable { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
             Error::TracingDisabled | Error::TooManyDefinitions { .. } => Code::FailedPrecondition,
             Error::Tracing(err) => {

@@ -477,7 +477,7 @@ impl Scheduler {
         let after = self.options.wait_max;
         match tokio::time::timeout(after, self.run_or_find(name, input_json, id.clone(), given, asynchronous)).await {
             Ok(answer) => answer,
-            Err(_) if asynchronous => Err(Error::MaybeNotStarted { id, cause: format!("the call's wait-max ({after:?}) passed first; its start may yet become durable") }),
+            Err(_) if asynchronous => Err(Error::StartNotDurable { id, after }),
             Err(_) => Err(Error::Timeout { id, after }),
         }
     }
