@@ -101,7 +101,7 @@ impl ServerBuilder {
     /// their own as the runs in flight fall. Must be called within a tokio runtime.
     pub async fn build(mut self) -> Result<Server> {
         self.options.validate().map_err(|message| Error::InvalidArgument { field: "options", message })?;
-        let tls = tls_config(&self.options).await?;
+        let transport = transport(&self.options).await?;
         let dir = self.data_dir.take().ok_or(Error::InvalidArgument { field: "data_dir", message: "no data directory was given".to_owned() })?;
         let engine = match self.log.take() {
             Some(log) => Engine::open_with_log(log, dir.join("state"), self.options.engine.clone()).await?,
@@ -119,7 +119,7 @@ impl ServerBuilder {
                     let scheduler = Arc::clone(&scheduler);
                     background.push(Background::once(move |stop| scheduler.resume_left_over(cursor, stop)));
                 }
-                Ok(Server { scheduler, resumed, tracer, background, tls })
+                Ok(Server { scheduler, resumed, tracer, background, transport })
             }
             Err(err) => {
                 // Stop what started: the executors' threads and RocksDB's would otherwise
@@ -228,8 +228,9 @@ pub struct Server {
     /// Checkpoints, resumptions, and the resumption of the runs left over at start; empty
     /// once closed.
     background: Vec<Background>,
-    /// The TLS it serves (`tls-cert`, `tls-key`), if any.
-    tls: Option<ServerTlsConfig>,
+    /// The HTTP/2 server every listen serves with (its TLS, if any, its windows); boxed, as
+    /// it is a few hundred bytes.
+    transport: Box<tonic::transport::Server>,
 }
 
 /// Work the server does on a task of its own, until stopped or done: every so often
@@ -402,13 +403,8 @@ impl Server {
                 message: format!("listening on {addr}, beyond loopback, needs a bearer token: give --token (or COMB_TOKEN), or --insecure-no-token to let anyone who reaches it in"),
             });
         }
-        if !addr.ip().is_loopback() && options.tls_cert.is_none() {
+        if !addr.ip().is_loopback() && !self.tls() {
             tracing::warn!(%addr, "listening beyond loopback without TLS: requests, their answers and the token cross the network in the clear (give tls-cert and tls-key)");
-        }
-        let mut transport = tonic::transport::Server::builder();
-        if let Some(config) = &self.tls {
-            // Checked when the server was built.
-            transport = transport.tls_config(config.clone()).map_err(|err| Error::Internal(format!("the TLS identity checked at start is refused now: {err}")))?;
         }
         let listener = TcpListener::bind(addr).await.map_err(|err| Error::InvalidArgument { field: "addr", message: format!("cannot listen on {addr}: {err}") })?;
         let local_addr = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
@@ -425,9 +421,8 @@ impl Server {
         // `tcp_nodelay` does not reach connections of a listener of our own.
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(
-            transport
-                .initial_stream_window_size(STREAM_WINDOW_BYTES)
-                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            (*self.transport)
+                .clone()
                 .add_service(InterceptedService::new(service, auth))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.await;
@@ -440,7 +435,8 @@ impl Server {
     /// Whether the server speaks TLS (`tls-cert` and `tls-key` given): its clients reach
     /// it by `https://`.
     pub fn tls(&self) -> bool {
-        self.tls.is_some()
+        // Both or neither, and read when the server was built.
+        self.scheduler.options.tls_cert.is_some()
     }
 
     /// Serves on `addr` until the process receives Ctrl-C or SIGTERM, then closes.
@@ -533,16 +529,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Longest a connection's TLS handshake may take: a peer that connects and stalls is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server's TLS, from its options' certificate and key: read and checked when the server
-/// is built, before its data directory is opened, so that a wrong file stops it at once.
-async fn tls_config(options: &ServerOptions) -> Result<Option<ServerTlsConfig>> {
+/// The HTTP/2 server a listen serves with: its flow-control windows, and its TLS from the
+/// options' certificate and key, read and parsed when the server is built, before its data
+/// directory is opened, so that a wrong file stops it at once.
+async fn transport(options: &ServerOptions) -> Result<Box<tonic::transport::Server>> {
+    let transport = tonic::transport::Server::builder().initial_stream_window_size(STREAM_WINDOW_BYTES).initial_connection_window_size(CONNECTION_WINDOW_BYTES);
     let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) else {
-        return Ok(None);
+        return Ok(Box::new(transport));
     };
     let identity = Identity::from_pem(read_tls_file("tls-cert", cert).await?, read_tls_file("tls-key", key).await?);
     let config = ServerTlsConfig::new().identity(identity).timeout(TLS_HANDSHAKE_TIMEOUT);
-    // tonic parses the identity as a server takes the configuration.
-    tonic::transport::Server::builder().tls_config(config.clone()).map_err(|err| Error::InvalidArgument {
+    transport.tls_config(config).map(Box::new).map_err(|err| Error::InvalidArgument {
         field: "tls-cert",
         // tonic's transport error says little but through its sources.
         message: format!(
@@ -551,8 +548,7 @@ async fn tls_config(options: &ServerOptions) -> Result<Option<ServerTlsConfig>> 
             key.display(),
             std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source()).map(ToString::to_string).collect::<Vec<_>>().join(": ")
         ),
-    })?;
-    Ok(Some(config))
+    })
 }
 
 /// A file of the server's TLS identity: option `field`'s.
